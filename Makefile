@@ -1,0 +1,52 @@
+# diad - the two commands are `make run` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+TORCHENV := backend/buildenv/torchenv.sh
+# Where `make run` listens (loopback only) and keeps its data.
+ADDR ?= 127.0.0.1:8080
+DATA ?= var
+GO_TEST_FLAGS ?= -count=1 -timeout 45m
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
+
+.PHONY: all setup build run test vet bench version info clean distclean
+
+all: build
+
+## setup: choose or prepare libtorch (LIBTORCH, system libtorch-dev, or a Debian 13 build root)
+setup:
+	@$(TORCHENV) setup
+
+## build: compile bin/diad against the chosen libtorch
+build: setup
+	$(TORCHENV) exec go build -ldflags "$(LDFLAGS)" -o bin/diad ./cmd/diad
+
+## run: build and start the server on $(ADDR)
+run: build
+	$(TORCHENV) exec bin/diad serve --addr $(ADDR)
+
+## test: vet and run the whole test suite (real libtorch)
+test: setup
+	$(TORCHENV) exec go vet ./...
+	$(TORCHENV) exec go test $(GO_TEST_FLAGS) ./...
+
+## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)
+bench: setup
+	$(TORCHENV) exec go test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem $(or $(PKG),./...)
+
+## version: print diad, gotch, libtorch versions and devices
+version: build
+	$(TORCHENV) exec bin/diad version
+
+## info: which libtorch setup chose
+info:
+	@$(TORCHENV) info
+
+clean:
+	rm -rf bin
+
+## distclean: also remove the build root and build caches (.cache)
+distclean: clean
+	@if grep -qs "$(CURDIR)/.cache" /proc/self/mounts; then echo "something is mounted under .cache; not removing"; exit 1; fi
+	rm -rf --one-file-system .cache

@@ -1,0 +1,102 @@
+// Package torchrt is diad's handle on the libtorch runtime underneath gotch: the
+// libtorch version compiled in, the compute devices, the intra-op thread count and
+// the global random seed (the last two are in gotch's C API but not its Go API).
+package torchrt
+
+/*
+#include <stdint.h>
+#include <torch/version.h>
+// Defined in gotch's libtch (torch_api.cpp), linked into every diad binary.
+extern void at_manual_seed(int64_t);
+extern void at_set_num_threads(int);
+extern int at_get_num_threads();
+#ifndef TORCH_VERSION
+#define TORCH_VERSION "unknown"
+#endif
+static const char* diad_torch_version(void) { return TORCH_VERSION; }
+*/
+import "C"
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/sugarme/gotch"
+)
+
+// LibtorchVersion is the version of the libtorch headers this binary was compiled
+// with (torch/version.h), which is also the library it links.
+func LibtorchVersion() string { return C.GoString(C.diad_torch_version()) }
+
+// CUDAAvailable reports whether libtorch can use a CUDA device. It is false in
+// CPU builds (stubbed CUDA libraries) and on machines without a GPU.
+func CUDAAvailable() bool { return gotch.CUDA.IsAvailable() }
+
+// Devices lists usable devices as "cpu", "cuda:0", "cuda:1", ...
+func Devices() []string {
+	out := []string{"cpu"}
+	if CUDAAvailable() {
+		n := gotch.CUDA.DeviceCount()
+		for i := int64(0); i < n; i++ {
+			out = append(out, fmt.Sprintf("cuda:%d", i))
+		}
+	}
+	return out
+}
+
+// ParseDevice turns a user's device choice into a gotch device. "auto" picks
+// CUDA when available; an explicit CUDA request on a machine without one is an
+// error rather than a silent fallback to the CPU.
+func ParseDevice(s string) (gotch.Device, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case s == "" || s == "auto":
+		if CUDAAvailable() {
+			return gotch.CudaBuilder(0), nil
+		}
+		return gotch.CPU, nil
+	case s == "cpu":
+		return gotch.CPU, nil
+	case s == "cuda" || strings.HasPrefix(s, "cuda:"):
+		idx := 0
+		if rest, ok := strings.CutPrefix(s, "cuda:"); ok {
+			n, err := strconv.Atoi(rest)
+			if err != nil || n < 0 {
+				return gotch.CPU, fmt.Errorf("device %q: bad CUDA index", s)
+			}
+			idx = n
+		}
+		if !CUDAAvailable() {
+			return gotch.CPU, fmt.Errorf("device %q: CUDA is not available in this build/machine (devices: %s)", s, strings.Join(Devices(), ", "))
+		}
+		if int64(idx) >= gotch.CUDA.DeviceCount() {
+			return gotch.CPU, fmt.Errorf("device %q: only %d CUDA devices", s, gotch.CUDA.DeviceCount())
+		}
+		return gotch.CudaBuilder(uint(idx)), nil
+	default:
+		return gotch.CPU, fmt.Errorf("device %q: want cpu, cuda, cuda:N or auto", s)
+	}
+}
+
+// SetThreads sets libtorch's intra-op thread count (n <= 0 leaves it unchanged).
+func SetThreads(n int) {
+	if n > 0 {
+		C.at_set_num_threads(C.int(n))
+	}
+}
+
+// Threads is libtorch's current intra-op thread count.
+func Threads() int { return int(C.at_get_num_threads()) }
+
+// ManualSeed seeds libtorch's global generators (CPU and CUDA), which every random
+// tensor op without an explicit generator draws from.
+func ManualSeed(seed int64) { C.at_manual_seed(C.int64_t(seed)) }
+
+// DeviceName is the inverse of ParseDevice.
+func DeviceName(d gotch.Device) string {
+	if d.Name == "CUDA" {
+		return fmt.Sprintf("cuda:%d", d.Value)
+	}
+	return "cpu"
+}

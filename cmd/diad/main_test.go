@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestVersionReportsLibtorchAndDevices(t *testing.T) {
+	out, err := runCLI(t, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"diad", "gotch     0.9.1", "libtorch  " + torchrt.LibtorchVersion(), "devices   cpu"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("version output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runCLI(t, "version", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r buildReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Libtorch == "" || r.Gotch != "0.9.1" {
+		t.Fatalf("json version %q: %v", out, err)
+	}
+}
+
+func TestUnknownCommandFails(t *testing.T) {
+	if _, err := runCLI(t, "frobnicate"); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
