@@ -4,8 +4,10 @@ go 1.26.0
 
 require (
 	github.com/labstack/echo/v4 v4.16.4
+	github.com/nlpodyssey/safetensors v0.0.0-20250209183917-bfb01cc25f7c
 	github.com/spf13/cobra v1.10.2
 	github.com/sugarme/gotch v0.9.1
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

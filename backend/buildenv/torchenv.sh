@@ -228,7 +228,11 @@ build_flags() {
   cxx="-I$inc -I$inc/torch/csrc/api/include"
   # libtorch > 2.1 changed three ATen signatures gotch's generated wrappers call.
   if ! [[ $TORCH_VERSION == 2.1.* ]]; then
-    cxx="$cxx -include $here/compat/torch21_compat.h"
+    # The header's hash is part of the flags so that Go's build cache, which
+    # keys on flags but not on force-included files, rebuilds gotch when it changes.
+    local h
+    h=$(sha256sum "$here/compat/torch21_compat.h" | cut -c1-16)
+    cxx="$cxx -include $here/compat/torch21_compat.h -DDIAD_COMPAT_H=$h"
   fi
   local ld="-L$lib -Wl,-rpath,$lib"
   if [ "${DIAD_CUDA:-0}" = 1 ]; then

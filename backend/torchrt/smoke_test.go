@@ -149,3 +149,31 @@ func TestSeedAndThreads(t *testing.T) {
 		}
 	}
 }
+
+func TestNoGradRestoresMode(t *testing.T) {
+	defer Pin()()
+	if !GradEnabled() {
+		t.Fatal("grad mode off at start")
+	}
+	w := ts.MustOnes([]int64{2}, gotch.Float, gotch.CPU).MustSetRequiresGrad(true, true)
+	defer w.MustDrop()
+	NoGrad(func() {
+		if GradEnabled() {
+			t.Error("grad mode on inside NoGrad")
+		}
+		NoGrad(func() {}) // nesting keeps it off
+		y := w.MustMulScalar(ts.FloatScalar(2), false)
+		if y.MustRequiresGrad() {
+			t.Error("op inside NoGrad recorded a graph")
+		}
+		y.MustDrop()
+	})
+	if !GradEnabled() {
+		t.Fatal("NoGrad did not restore grad mode")
+	}
+	y := w.MustMulScalar(ts.FloatScalar(2), false)
+	defer y.MustDrop()
+	if !y.MustRequiresGrad() {
+		t.Fatal("op after NoGrad recorded no graph")
+	}
+}

@@ -10,6 +10,7 @@ package torchrt
 extern void at_manual_seed(int64_t);
 extern void at_set_num_threads(int);
 extern int at_get_num_threads();
+extern int at_grad_set_enabled(int);
 #ifndef TORCH_VERSION
 #define TORCH_VERSION "unknown"
 #endif
@@ -19,6 +20,7 @@ import "C"
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -99,4 +101,42 @@ func DeviceName(d gotch.Device) string {
 		return fmt.Sprintf("cuda:%d", d.Value)
 	}
 	return "cpu"
+}
+
+// Pin locks the calling goroutine to its OS thread until the returned function
+// is called. libtorch keeps per-thread state that gotch relies on between two
+// cgo calls (grad mode, and gotch's last-error slot read after every op), so
+// any goroutine running a sequence of tensor operations must stay on one
+// thread. Pins nest.
+func Pin() (unpin func()) {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
+}
+
+// setGradEnabled sets this thread's grad mode and returns the previous one.
+// (gotch's GradSetEnabled reads the C int result as a Go int, so its "previous
+// state" is garbage.)
+func setGradEnabled(on bool) (prev bool) {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	return C.at_grad_set_enabled(v) == 1
+}
+
+// NoGrad runs f with gradient recording off on this thread, restoring the
+// previous mode afterwards (gotch's ts.NoGrad neither pins the thread nor
+// restores a disabled mode).
+func NoGrad(f func()) {
+	defer Pin()()
+	prev := setGradEnabled(false)
+	defer setGradEnabled(prev)
+	f()
+}
+
+// GradEnabled reports this thread's grad mode (pin the goroutine to rely on it).
+func GradEnabled() bool {
+	prev := setGradEnabled(true)
+	setGradEnabled(prev)
+	return prev
 }

@@ -1,0 +1,113 @@
+package checkpoint
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/pickle"
+	"github.com/sugarme/gotch/ts"
+)
+
+// pickleFile is a PyTorch checkpoint (torch.save zip or legacy format) decoded
+// by gotch's unpickler. Tensors stay in their decoded storages until Load.
+type pickleFile struct {
+	path    string
+	tensors map[string]*pickle.StorageTensor
+	entries map[string]Entry
+}
+
+func openPickle(path string) (*pickleFile, error) {
+	raw, err := pickle.LoadWithUnpickler(path, func(r io.Reader) pickle.Unpickler { return pickle.NewUnpickler(r) })
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: not a readable PyTorch file: %w", path, err)
+	}
+	pf := &pickleFile{path: path, tensors: map[string]*pickle.StorageTensor{}, entries: map[string]Entry{}}
+	// Lightning checkpoints nest the weights under "state_dict"; some
+	// training scripts use "model" or "state_dict_ema". Plain state dicts are flat.
+	dict := raw
+	for _, key := range []string{"state_dict", "model"} {
+		if inner, ok := lookup(raw, key); ok && isMapping(inner) {
+			dict = inner
+			break
+		}
+	}
+	if err := eachItem(dict, func(name string, v any) {
+		if sx, ok := v.(*pickle.StorageTensor); ok {
+			pf.tensors[name] = sx
+			pf.entries[name] = Entry{Name: name, DType: sx.Source.DType().String(), Shape: append([]int64(nil), sx.Size...)}
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if len(pf.tensors) == 0 {
+		return nil, fmt.Errorf("checkpoint %s: no tensors found (top level is %T)", path, raw)
+	}
+	return pf, nil
+}
+
+func isMapping(v any) bool {
+	switch v.(type) {
+	case *pickle.Dict, *pickle.OrderedDict:
+		return true
+	}
+	return false
+}
+
+func lookup(m any, key string) (any, bool) {
+	var found any
+	ok := false
+	_ = eachItem(m, func(k string, v any) {
+		if k == key {
+			found, ok = v, true
+		}
+	})
+	return found, ok
+}
+
+// eachItem visits the string-keyed items of a pickled dict.
+func eachItem(m any, f func(key string, v any)) error {
+	switch d := m.(type) {
+	case *pickle.Dict:
+		for _, e := range *d {
+			if k, ok := e.Key.(string); ok {
+				f(k, e.Value)
+			}
+		}
+	case *pickle.OrderedDict:
+		for e := d.List.Front(); e != nil; e = e.Next() {
+			item := e.Value.(*pickle.OrderedDictEntry)
+			if k, ok := item.Key.(string); ok {
+				f(k, item.Value)
+			}
+		}
+	default:
+		return fmt.Errorf("expected a dict of tensors, got %s", reflect.TypeOf(m))
+	}
+	return nil
+}
+
+func (p *pickleFile) Entries() []Entry            { return sortedEntries(p.entries) }
+func (p *pickleFile) Metadata() map[string]string { return nil }
+func (p *pickleFile) Close() error                { p.tensors = nil; return nil }
+
+func (p *pickleFile) Load(name string, device gotch.Device) (t *ts.Tensor, err error) {
+	sx, ok := p.tensors[name]
+	if !ok {
+		return nil, fmt.Errorf("checkpoint %s has no tensor %q", p.path, name)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("checkpoint %s: tensor %q: %v", p.path, name, r)
+		}
+	}()
+	data := sx.Source.GetData()
+	size, stride := sx.Size, sx.Stride
+	if reflect.ValueOf(data).Len() == 1 && len(size) == 0 {
+		size, stride = []int64{1}, []int64{1}
+	}
+	dtype := sx.Source.DType()
+	x := ts.MustOfSlice(data, ts.WithDType(dtype)).MustAsStrided(size, stride, []int64{sx.StorageOffset}, true).MustContiguous(true)
+	return toFloatOn(x, device), nil
+}

@@ -1,0 +1,93 @@
+// Package diffusion holds DiAD's noise schedule and samplers: the linear beta
+// schedule of latent diffusion (T = 1000), forward noising q(z_t | z_0), the
+// eps-prediction training objective, and the DDIM sampler used at inference
+// (start noise level, number of steps and eta configurable; defaults are the
+// reference's: noise to t = 999, 10 steps 901, 801, ..., 1, eta 0).
+package diffusion
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+)
+
+// ScheduleConfig is the beta schedule (ldm's "linear": betas are the squares of
+// a linspace between sqrt(BetaStart) and sqrt(BetaEnd)).
+type ScheduleConfig struct {
+	Timesteps int     `yaml:"timesteps"`
+	BetaStart float64 `yaml:"beta_start"`
+	BetaEnd   float64 `yaml:"beta_end"`
+}
+
+// ReferenceSchedule is Stable Diffusion's (and DiAD's) schedule.
+var ReferenceSchedule = ScheduleConfig{Timesteps: 1000, BetaStart: 0.00085, BetaEnd: 0.012}
+
+// Schedule holds the cumulative products of (1 - beta), in float64 as ldm
+// computes them before casting.
+type Schedule struct {
+	Betas         []float64
+	AlphasCumprod []float64
+}
+
+// NewSchedule computes the schedule.
+func NewSchedule(c ScheduleConfig) (*Schedule, error) {
+	if c.Timesteps < 2 || !(c.BetaStart > 0) || !(c.BetaEnd > c.BetaStart) || c.BetaEnd >= 1 {
+		return nil, fmt.Errorf("diffusion: bad schedule %+v (need T >= 2, 0 < beta_start < beta_end < 1)", c)
+	}
+	s := &Schedule{Betas: make([]float64, c.Timesteps), AlphasCumprod: make([]float64, c.Timesteps)}
+	a, b := math.Sqrt(c.BetaStart), math.Sqrt(c.BetaEnd)
+	prod := 1.0
+	for i := range s.Betas {
+		v := a + (b-a)*float64(i)/float64(c.Timesteps-1)
+		s.Betas[i] = v * v
+		prod *= 1 - s.Betas[i]
+		s.AlphasCumprod[i] = prod
+	}
+	return s, nil
+}
+
+// T is the number of diffusion steps.
+func (s *Schedule) T() int { return len(s.Betas) }
+
+// coefTensor builds a [B, 1, 1, 1] float tensor of f(abar_t) for each t.
+func (s *Schedule) coefTensor(t []int, f func(abar float64) float64, dev gotch.Device) *ts.Tensor {
+	v := make([]float32, len(t))
+	for i, ti := range t {
+		v[i] = float32(f(s.AlphasCumprod[ti]))
+	}
+	return ts.MustOfSlice(v).MustView([]int64{int64(len(t)), 1, 1, 1}, true).MustTo(dev, true)
+}
+
+// AddNoise is q(z_t | z_0): sqrt(abar_t) z0 + sqrt(1 - abar_t) noise, with a
+// timestep per batch element.
+func (s *Schedule) AddNoise(z0, noise *ts.Tensor, t []int) (*ts.Tensor, error) {
+	if int64(len(t)) != z0.MustSize()[0] {
+		return nil, fmt.Errorf("diffusion: %d timesteps for a batch of %d", len(t), z0.MustSize()[0])
+	}
+	for _, ti := range t {
+		if ti < 0 || ti >= s.T() {
+			return nil, fmt.Errorf("diffusion: timestep %d outside [0, %d)", ti, s.T())
+		}
+	}
+	dev := z0.MustDevice()
+	ca := s.coefTensor(t, math.Sqrt, dev)
+	cb := s.coefTensor(t, func(a float64) float64 { return math.Sqrt(1 - a) }, dev)
+	x := z0.MustMul(ca, false)
+	n := noise.MustMul(cb, false)
+	ca.MustDrop()
+	cb.MustDrop()
+	out := x.MustAdd(n, true)
+	n.MustDrop()
+	return out, nil
+}
+
+// TimestepTensor is t as a float [B] tensor on dev, the denoiser's input.
+func TimestepTensor(t []int, dev gotch.Device) *ts.Tensor {
+	v := make([]float32, len(t))
+	for i, ti := range t {
+		v[i] = float32(ti)
+	}
+	return ts.MustOfSlice(v).MustTo(dev, true)
+}

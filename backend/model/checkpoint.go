@@ -1,0 +1,157 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/diad-project/diad/backend/torchrt"
+
+	"github.com/sugarme/gotch"
+	"gopkg.in/yaml.v3"
+
+	"github.com/diad-project/diad/backend/checkpoint"
+)
+
+// Metadata keys diad writes into its safetensors files.
+const (
+	MetaFormat = "format"
+	MetaConfig = "diad.config"
+	MetaPreset = "diad.preset"
+	// FormatVersion identifies diad's checkpoint layout.
+	FormatVersion = "diad-v1"
+)
+
+// Save writes all parameters (reference names) and the model config to a
+// safetensors file, atomically. extra metadata is added as given.
+func (m *DiAD) Save(path string, extra map[string]string) (err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "save "+path)
+	cfg, err := yaml.Marshal(m.Config)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	meta := map[string]string{MetaFormat: FormatVersion, MetaConfig: string(cfg), MetaPreset: m.Config.Preset}
+	for k, v := range extra {
+		meta[k] = v
+	}
+	return checkpoint.Save(path, checkpoint.StoreTensors(m.Store), meta)
+}
+
+// LoadWeights loads a checkpoint's tensors into the model (see checkpoint.LoadInto).
+func (m *DiAD) LoadWeights(path string, o checkpoint.LoadOptions) (rep checkpoint.Report, err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "load "+path)
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return checkpoint.Report{}, err
+	}
+	defer r.Close()
+	rep, err = checkpoint.LoadInto(m.Store, r, o)
+	if err != nil {
+		return rep, fmt.Errorf("load %s: %w", path, err)
+	}
+	return rep, nil
+}
+
+// ConfigFromCheckpoint returns the config stored in a diad checkpoint, or the
+// preset whose parameter table the file matches exactly (reference checkpoints
+// carry no config).
+func ConfigFromCheckpoint(r checkpoint.Reader) (Config, error) {
+	if raw, ok := r.Metadata()[MetaConfig]; ok {
+		var c Config
+		if err := yaml.Unmarshal([]byte(raw), &c); err != nil {
+			return Config{}, fmt.Errorf("checkpoint config: %w", err)
+		}
+		return c, c.Validate()
+	}
+	for _, m := range MatchPresets(r) {
+		if m.Exact() {
+			return Preset(m.Preset)
+		}
+	}
+	return Config{}, fmt.Errorf("checkpoint carries no diad config and matches no preset exactly")
+}
+
+// Open builds the model a checkpoint describes and loads its weights.
+func Open(path string, device gotch.Device) (*DiAD, checkpoint.Report, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, checkpoint.Report{}, err
+	}
+	defer r.Close()
+	cfg, err := ConfigFromCheckpoint(r)
+	if err != nil {
+		return nil, checkpoint.Report{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	m, err := New(cfg, device)
+	if err != nil {
+		return nil, checkpoint.Report{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	opts := checkpoint.LoadOptions{IgnoreUnexpected: true}
+	if !hasEntry(r, ContextName) {
+		// Reference checkpoints have no stored context: keep the zeros.
+		opts.Prefixes = []string{PrefixAutoencoder, PrefixUNet, PrefixSG}
+	}
+	rep, err := checkpoint.LoadInto(m.Store, r, opts)
+	if err != nil {
+		m.Free()
+		return nil, rep, fmt.Errorf("open %s: %w", path, err)
+	}
+	return m, rep, nil
+}
+
+// PresetMatch is how a checkpoint's tensors compare with one preset, overall
+// and per component.
+type PresetMatch struct {
+	Preset     string                       `json:"preset"`
+	Components map[string]checkpoint.Report `json:"-"`
+	// Matched lists the components whose tensors are all present and well shaped.
+	Matched    []string `json:"matched"`
+	Missing    int      `json:"missing"`
+	Unexpected int      `json:"unexpected"`
+	Mismatched int      `json:"mismatched"`
+}
+
+// Exact reports a full match: every model tensor present and well shaped.
+func (p PresetMatch) Exact() bool { return p.Missing == 0 && p.Mismatched == 0 && len(p.Matched) == 3 }
+
+// Components of a DiAD checkpoint, by prefix.
+var Components = map[string]string{
+	"autoencoder": PrefixAutoencoder,
+	"unet":        PrefixUNet,
+	"sg":          PrefixSG,
+}
+
+// MatchPresets compares a checkpoint with every preset's parameter table.
+func MatchPresets(r checkpoint.Reader) []PresetMatch {
+	var out []PresetMatch
+	for _, name := range PresetNames() {
+		cfg, _ := Preset(name)
+		spec, err := Spec(cfg)
+		if err != nil {
+			continue
+		}
+		pm := PresetMatch{Preset: name, Components: map[string]checkpoint.Report{}}
+		for _, comp := range []string{"autoencoder", "unet", "sg"} {
+			rep := checkpoint.Plan(spec, r, checkpoint.LoadOptions{Prefixes: []string{Components[comp]}})
+			pm.Components[comp] = rep
+			if len(rep.Missing) == 0 && len(rep.Mismatched) == 0 {
+				pm.Matched = append(pm.Matched, comp)
+			}
+			pm.Missing += len(rep.Missing)
+			pm.Mismatched += len(rep.Mismatched)
+		}
+		all := checkpoint.Plan(spec, r, checkpoint.LoadOptions{})
+		pm.Unexpected = len(all.Unexpected)
+		out = append(out, pm)
+	}
+	return out
+}
+
+func hasEntry(r checkpoint.Reader, name string) bool {
+	for _, e := range r.Entries() {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,178 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/diad-project/diad/backend/torchrt"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/autoencoder"
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/unet"
+)
+
+// DiAD is a built model: its parameters (one store, reference names) and parts.
+type DiAD struct {
+	Config   Config
+	Store    *layers.Store
+	AE       *autoencoder.AutoencoderKL
+	UNet     *unet.UNet
+	SG       *unet.SemanticGuided
+	Schedule *diffusion.Schedule
+	// Context is the constant cross-attention context [1, ContextLen, ContextDim].
+	Context *ts.Tensor
+}
+
+// build creates all parameters in store.
+func build(c Config, store *layers.Store) (*DiAD, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	sched, err := diffusion.NewSchedule(c.Schedule)
+	if err != nil {
+		return nil, err
+	}
+	root := store.Root()
+	m := &DiAD{Config: c, Store: store, Schedule: sched}
+	if m.AE, err = autoencoder.New(subPrefix(root, PrefixAutoencoder), c.Autoencoder); err != nil {
+		return nil, err
+	}
+	if m.UNet, err = unet.NewUNet(subPrefix(root, PrefixUNet), c.UNet); err != nil {
+		return nil, err
+	}
+	if m.SG, err = unet.NewSemanticGuided(subPrefix(root, PrefixSG), c.UNet, c.SG); err != nil {
+		return nil, err
+	}
+	m.Context = root.Buffer(ContextName, []int64{1, c.UNet.ContextLen, c.UNet.ContextDim}, layers.Zeros)
+	return m, nil
+}
+
+// subPrefix descends a dotted prefix such as "model.diffusion_model.".
+func subPrefix(p layers.Path, prefix string) layers.Path {
+	for _, part := range strings.Split(strings.TrimSuffix(prefix, "."), ".") {
+		p = p.Sub(part)
+	}
+	return p
+}
+
+// New builds a model with freshly initialised parameters on device. The SG
+// network's encoder starts as a copy of the UNet's (the reference's
+// initialisation from SD), and the reference freezing split is applied.
+func New(c Config, device gotch.Device) (m *DiAD, err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "build model")
+	store := layers.NewStore(device)
+	if m, err = build(c, store); err != nil {
+		store.Free()
+		return nil, err
+	}
+	if err := m.SG.CopyEncoderFrom(PrefixSG, PrefixUNet, store); err != nil {
+		store.Free()
+		return nil, err
+	}
+	m.SetFreeze(FreezeReference)
+	return m, nil
+}
+
+// Spec lists the parameter names and shapes of a configuration without
+// allocating any tensor.
+func Spec(c Config) (*layers.Store, error) {
+	store := layers.NewSpecStore()
+	if _, err := build(c, store); err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// Free releases every tensor of the model.
+func (m *DiAD) Free() { m.Store.Free() }
+
+// Device is where the model lives.
+func (m *DiAD) Device() gotch.Device { return m.Store.Device() }
+
+// Freeze is a training split.
+type Freeze string
+
+const (
+	// FreezeReference trains the SG network, the UNet's output blocks and head;
+	// the autoencoder, the UNet's time embedding, input blocks and middle are frozen.
+	FreezeReference Freeze = "reference"
+	// FreezeNone trains the UNet and SG network entirely (training from scratch,
+	// when no pretrained SD weights exist); the autoencoder stays frozen.
+	FreezeNone Freeze = "none"
+	// FreezeAutoencoderOnly trains only the autoencoder (stage-1 fine-tuning).
+	FreezeAutoencoderOnly Freeze = "autoencoder"
+)
+
+// Trainable reports whether parameter name trains under f.
+func (f Freeze) Trainable(name string) bool {
+	switch f {
+	case FreezeAutoencoderOnly:
+		return strings.HasPrefix(name, PrefixAutoencoder)
+	case FreezeNone:
+		return strings.HasPrefix(name, PrefixUNet) || strings.HasPrefix(name, PrefixSG)
+	default:
+		if strings.HasPrefix(name, PrefixSG) {
+			return true
+		}
+		rest, ok := strings.CutPrefix(name, PrefixUNet)
+		return ok && (strings.HasPrefix(rest, "output_blocks.") || strings.HasPrefix(rest, "out."))
+	}
+}
+
+// ParseFreeze validates a freeze name.
+func ParseFreeze(s string) (Freeze, error) {
+	switch f := Freeze(s); f {
+	case FreezeReference, FreezeNone, FreezeAutoencoderOnly:
+		return f, nil
+	}
+	return "", fmt.Errorf("model: unknown freeze %q (want reference, none or autoencoder)", s)
+}
+
+// SetFreeze applies a training split to the parameters' requires_grad.
+func (m *DiAD) SetFreeze(f Freeze) { m.Store.SetTrainable(f.Trainable) }
+
+// context expands the constant context to the batch.
+func (m *DiAD) context(batch int64) *ts.Tensor {
+	return m.Context.MustExpand([]int64{batch, m.Config.UNet.ContextLen, m.Config.UNet.ContextDim}, false, false)
+}
+
+// PredictEps is the guided denoiser: SG(zt, t, image) steers UNet(zt, t).
+// image is the ImageNet-normalised input [B, 3, H, W]; t holds one timestep per
+// batch element.
+func (m *DiAD) PredictEps(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
+	defer torchrt.Pin()()
+	b := zt.MustSize()[0]
+	tt := diffusion.TimestepTensor(t, zt.MustDevice())
+	defer tt.MustDrop()
+	ctx := m.context(b)
+	defer ctx.MustDrop()
+	control := m.SG.Forward(zt, tt, ctx, image)
+	eps := m.UNet.Forward(zt, tt, ctx, control)
+	for _, c := range control {
+		c.MustDrop()
+	}
+	return eps
+}
+
+// PredictEpsUnguided runs the UNet without SG control (for tests and ablations).
+func (m *DiAD) PredictEpsUnguided(zt *ts.Tensor, t []int) *ts.Tensor {
+	defer torchrt.Pin()()
+	tt := diffusion.TimestepTensor(t, zt.MustDevice())
+	defer tt.MustDrop()
+	ctx := m.context(zt.MustSize()[0])
+	defer ctx.MustDrop()
+	return m.UNet.Forward(zt, tt, ctx, nil)
+}
+
+// recoverTorch turns a libtorch panic (raised by gotch's Must* operations) into
+// an error at a public entry point.
+func recoverTorch(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s: libtorch: %v", what, r)
+	}
+}

@@ -1,0 +1,113 @@
+package model
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
+
+	"github.com/diad-project/diad/backend/diffusion"
+)
+
+// checkImages validates a batch against the model's input size.
+func (m *DiAD) checkImages(images *ts.Tensor) error {
+	s := images.MustSize()
+	want := int64(m.Config.ImageSize)
+	if len(s) != 4 || s[1] != m.Config.Autoencoder.InChannels || s[2] != want || s[3] != want {
+		return fmt.Errorf("model: images must be [B, %d, %d, %d], got %v", m.Config.Autoencoder.InChannels, want, want, s)
+	}
+	return nil
+}
+
+// EncodeLatent is z0 = ScaleFactor * sample(posterior(images)), without gradient.
+func (m *DiAD) EncodeLatent(images *ts.Tensor, noise *diffusion.Noise) *ts.Tensor {
+	b := images.MustSize()[0]
+	eps := noise.Normal(m.AE.LatentShape(b, int64(m.Config.ImageSize)), m.Device())
+	defer eps.MustDrop()
+	var z0 *ts.Tensor
+	torchrt.NoGrad(func() { z0 = m.AE.EncodeLatent(images, eps) })
+	return z0
+}
+
+// TrainLoss is the reference objective: encode the batch to z0 (frozen
+// autoencoder), draw t ~ U{0..T-1} and eps ~ N(0, I) per image, noise z0 to z_t,
+// and return the mean squared error between eps and the guided denoiser's
+// prediction. The caller backpropagates and frees the loss.
+func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "train loss")
+	if err := m.checkImages(images); err != nil {
+		return nil, err
+	}
+	z0 := m.EncodeLatent(images, noise)
+	defer z0.MustDrop()
+	b := int(z0.MustSize()[0])
+	t := noise.Timesteps(b, m.Schedule.T())
+	eps := noise.Normal(z0.MustSize(), m.Device())
+	defer eps.MustDrop()
+	zt, err := m.Schedule.AddNoise(z0, eps, t)
+	if err != nil {
+		return nil, err
+	}
+	defer zt.MustDrop()
+	pred := m.PredictEps(zt, t, images)
+	defer pred.MustDrop()
+	return pred.MustMseLoss(eps, 1, false), nil // reduction 1 = mean
+}
+
+// Reconstruction is the result of one reconstruction.
+type Reconstruction struct {
+	// Image is the decoded reconstruction, ImageNet-normalised [B, 3, H, W].
+	Image *ts.Tensor
+	// Latent is the final DDIM latent [B, 4, h, w].
+	Latent *ts.Tensor
+}
+
+// Free releases the reconstruction.
+func (r Reconstruction) Free() {
+	r.Image.MustDrop()
+	r.Latent.MustDrop()
+}
+
+// Reconstruct runs DiAD's inference on a batch of ImageNet-normalised images:
+// z0 from the encoder (a posterior sample), forward noise to cfg.StartT, DDIM
+// steps guided by the SG network on the images, decode. callback (may be nil)
+// sees every step. Everything runs without gradient.
+func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion.SamplerConfig, noise *diffusion.Noise, callback diffusion.Callback) (rec Reconstruction, err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "reconstruct")
+	if err := m.checkImages(images); err != nil {
+		return Reconstruction{}, err
+	}
+	torchrt.NoGrad(func() {
+		z0 := m.EncodeLatent(images, noise)
+		defer z0.MustDrop()
+		b := int(z0.MustSize()[0])
+		start := make([]int, b)
+		for i := range start {
+			start[i] = cfg.StartT
+		}
+		eps := noise.Normal(z0.MustSize(), m.Device())
+		defer eps.MustDrop()
+		var zT *ts.Tensor
+		if zT, err = m.Schedule.AddNoise(z0, eps, start); err != nil {
+			return
+		}
+		defer zT.MustDrop()
+		denoise := func(z *ts.Tensor, t int) *ts.Tensor {
+			tb := make([]int, b)
+			for i := range tb {
+				tb[i] = t
+			}
+			return m.PredictEps(z, tb, images)
+		}
+		var final *ts.Tensor
+		if final, err = diffusion.DDIM(ctx, m.Schedule, cfg, zT, denoise, noise, callback); err != nil {
+			return
+		}
+		rec = Reconstruction{Image: m.AE.Decode(final), Latent: final}
+	})
+	return rec, err
+}
