@@ -301,7 +301,7 @@ func (a *AutoencoderKL) Encode(x *ts.Tensor) Posterior {
 // shape as the mean); the caller keeps eps.
 func (p Posterior) Sample(eps *ts.Tensor) *ts.Tensor {
 	std := p.LogVar.MustMulScalar(ts.FloatScalar(0.5), false)
-	std.MustExp_()
+	std = std.MustExp(true)
 	noise := eps.MustMul(std, false)
 	std.MustDrop()
 	return noise.MustAdd(p.Mean, true)

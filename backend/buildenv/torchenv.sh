@@ -29,7 +29,7 @@ mirror=${DIAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Packages of the build root. Adding one here makes the next setup install it
 # into an existing root (the marker records the list).
 root_packages=(libtorch-dev g++ gcc libc6-dev ca-certificates libopenblas0-pthread
-  git make procps chromium fonts-dejavu-core)
+  git make procps chromium fonts-dejavu-core python3-torch)
 # gotch's libtch/lib.go hard-codes these CUDA libraries in its link line.
 cuda_libs=(cuda cudart cublas cudnn caffe2_nvrtc nvrtc-builtins nvrtc nvToolsExt c10_cuda torch_cuda)
 
@@ -309,7 +309,7 @@ exec chroot "\$r" /usr/bin/env -i \
   GOCACHE=$(printf %q "$gocache") GOFLAGS=$(printf %q "${GOFLAGS:-}") GOPROXY=off GOTOOLCHAIN=local \
   $(while IFS= read -r line; do printf '%q ' "$line"; done <<<"$flags") \
   DIAD_CUDA=$(printf %q "${DIAD_CUDA:-0}") DIAD_CACHE=$(printf %q "$cache") \
-  $(for v in $(compgen -e | grep -E '^(DIAD_|GOMAXPROCS|GOTESTFLAGS|TESTFLAGS)' || true); do printf '%q ' "$v=${!v}"; done) \
+  $(for v in $(compgen -e | grep -E '^(DIAD_|GOMAXPROCS|GOGC|GODEBUG|OMP_|OPENBLAS_|MKL_)' || true); do printf '%q ' "$v=${!v}"; done) \
   bash -c 'cd $(printf %q "$PWD") && $(printf %q "$here/torchenv.sh") _stubs && exec "\$@"' _ "\$@"
 EOF
 }

@@ -111,6 +111,9 @@ func (s *safetensorsFile) Load(name string, device gotch.Device) (*ts.Tensor, er
 		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", s.path, name, err)
 	}
 	shape := s.entries[name].Shape
+	if len(shape) == 0 {
+		shape = []int64{1} // gotch cannot build 0-d tensors from data; load scalars as [1]
+	}
 	t, err := ts.OfDataSize(tv.Data(), shape, dt)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", s.path, name, err)

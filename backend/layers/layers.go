@@ -87,9 +87,7 @@ func (g *GroupNorm) Forward(x *ts.Tensor) *ts.Tensor {
 
 // ForwardSiLU is SiLU(GroupNorm(x)), the pre-activation used by every ResBlock.
 func (g *GroupNorm) ForwardSiLU(x *ts.Tensor) *ts.Tensor {
-	h := g.Forward(x)
-	h.MustSilu_()
-	return h
+	return g.Forward(x).MustSilu(true)
 }
 
 // InstanceNorm normalises each channel of each sample over its spatial extent,

@@ -21,6 +21,8 @@ import (
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 // Init says how a parameter starts.
@@ -131,7 +133,7 @@ func (s *Store) SetTrainable(trainable func(name string) bool) {
 		if p.Tensor == nil {
 			continue
 		}
-		p.Tensor.MustRequiresGrad_(!p.Buffer && trainable(p.Name))
+		torchrt.SetRequiresGrad_(p.Tensor, !p.Buffer && trainable(p.Name))
 	}
 }
 
@@ -199,7 +201,7 @@ func (p Path) add(name string, shape []int64, init Init, buffer bool) *ts.Tensor
 	if !s.specOnly {
 		prm.Tensor = newInitialised(shape, init, s.device)
 		if !buffer {
-			prm.Tensor.MustRequiresGrad_(true)
+			torchrt.SetRequiresGrad_(prm.Tensor, true)
 		}
 	}
 	s.params = append(s.params, prm)
@@ -213,7 +215,7 @@ func newInitialised(shape []int64, init Init, dev gotch.Device) *ts.Tensor {
 		return ts.MustOnes(shape, gotch.Float, dev)
 	case initUniform:
 		t := ts.MustEmpty(shape, gotch.Float, dev)
-		t.MustUniform_(-init.bound, init.bound)
+		torchrt.Uniform_(t, -init.bound, init.bound)
 		return t
 	default:
 		return ts.MustZeros(shape, gotch.Float, dev)

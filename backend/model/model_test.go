@@ -79,7 +79,7 @@ func randomise(m *DiAD, prefix string) {
 	torchrt.NoGrad(func() {
 		for _, p := range m.Store.Params() {
 			if strings.HasPrefix(p.Name, prefix) && !p.Buffer {
-				p.Tensor.MustUniform_(-0.2, 0.2)
+				torchrt.Uniform_(p.Tensor, -0.2, 0.2)
 			}
 		}
 	})
@@ -135,7 +135,7 @@ func TestSGChangesNothingAtInit(t *testing.T) {
 		t.Fatal("SG network at initialisation changed the UNet output")
 	}
 	// The test can fail: a non-zero zero-conv must change the output.
-	torchrt.NoGrad(func() { m.Store.Get(PrefixSG + "middle_block_out.0.bias").Tensor.MustFill_(ts.FloatScalar(0.5)) })
+	torchrt.NoGrad(func() { torchrt.Fill_(m.Store.Get(PrefixSG+"middle_block_out.0.bias").Tensor, 0.5) })
 	var steered *ts.Tensor
 	torchrt.NoGrad(func() { steered = m.PredictEps(zt, []int{10, 500}, images) })
 	defer steered.MustDrop()

@@ -58,7 +58,7 @@ func (o *AdamW) ZeroGrad() {
 	for _, p := range o.params {
 		g := p.Tensor.MustGrad(false)
 		if g.MustDefined() {
-			g.MustZero_()
+			torchrt.Zero_(g)
 		}
 		g.MustDrop()
 	}
@@ -81,18 +81,18 @@ func (o *AdamW) Update() {
 				continue
 			}
 			if c.WeightDecay != 0 {
-				p.Tensor.MustMulScalar_(ts.FloatScalar(1 - c.LR*c.WeightDecay))
+				torchrt.MulScalar_(p.Tensor, 1-c.LR*c.WeightDecay)
 			}
-			o.m[i].MustLerp_(g, ts.FloatScalar(1-c.Beta1))
-			o.v[i].MustMulScalar_(ts.FloatScalar(c.Beta2))
+			torchrt.Lerp_(o.m[i], g, 1-c.Beta1)
+			torchrt.MulScalar_(o.v[i], c.Beta2)
 			gs := g.MustMulScalar(ts.FloatScalar(math.Sqrt(1-c.Beta2)), true)
-			o.v[i].MustAddcmul_(gs, gs)
+			torchrt.Addcmul_(o.v[i], gs, gs)
 			gs.MustDrop()
 			denom := o.v[i].MustSqrt(false)
-			denom.MustMulScalar_(ts.FloatScalar(1 / math.Sqrt(bc2)))
-			denom.MustAddScalar_(ts.FloatScalar(c.Eps))
+			torchrt.MulScalar_(denom, 1/math.Sqrt(bc2))
+			torchrt.AddScalar_(denom, c.Eps)
 			upd := o.m[i].MustMulScalar(ts.FloatScalar(-stepSize), false)
-			p.Tensor.MustAddcdiv_(upd, denom)
+			torchrt.Addcdiv_(p.Tensor, upd, denom)
 			upd.MustDrop()
 			denom.MustDrop()
 		}

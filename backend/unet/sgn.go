@@ -111,7 +111,7 @@ func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor 
 		next := cv.Forward(hint)
 		hint.MustDrop()
 		if i < len(s.hint)-1 {
-			next.MustSilu_()
+			next = next.MustSilu(true)
 		}
 		hint = next
 	}
@@ -135,11 +135,11 @@ func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor 
 			d := s.sff[i][j].Forward(outs[src])
 			nd := layers.InstanceNorm(d, s.sg.InstanceNormEps)
 			d.MustDrop()
-			nd.MustSilu_()
+			nd = nd.MustSilu(true)
 			acc = acc.MustAdd(nd, true)
 			nd.MustDrop()
 		}
-		acc.MustSilu_()
+		acc = acc.MustSilu(true)
 		fused[j] = acc
 	}
 	for j, dst := range s.targets {

@@ -170,11 +170,10 @@ func (te *timeEmbed) forwardSiLU(t *ts.Tensor, modelChannels int64) *ts.Tensor {
 	s := layers.TimestepEmbedding(t, modelChannels)
 	h := te.l1.Forward(s)
 	s.MustDrop()
-	h.MustSilu_()
+	h = h.MustSilu(true)
 	e := te.l2.Forward(h)
 	h.MustDrop()
-	e.MustSilu_()
-	return e
+	return e.MustSilu(true)
 }
 
 // encoder is the shared structure of the UNet's and the SG network's input

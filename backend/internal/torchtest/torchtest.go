@@ -73,3 +73,13 @@ func RequireNoLeak(t testing.TB, what string, keep int, f func()) {
 		t.Fatalf("%s leaves %d tensor handles alive, want %d", what, n, keep)
 	}
 }
+
+// ResetPeakRSS resets the kernel's peak-RSS counter (VmHWM) so that the next
+// PeakRSSMiB measures from now on; it is a no-op where /proc does not allow it.
+func ResetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// GotchBytesLeakedPerOp is what each gotch operation loses for good: its
+// generated Go wrappers allocate the C out-pointer with malloc(0), which glibc
+// serves as a 32-byte chunk, and never free it. ts.TensorCount counts the
+// operations (one new tensor each).
+const GotchBytesLeakedPerOp = 32
