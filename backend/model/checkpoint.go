@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/diad-project/diad/backend/torchrt"
 
@@ -154,4 +155,41 @@ func hasEntry(r checkpoint.Reader, name string) bool {
 		}
 	}
 	return false
+}
+
+// InitFromStableDiffusion loads the UNet and the autoencoder from a Stable
+// Diffusion v1.x checkpoint (reference names; the CLIP text encoder and other
+// extra tensors are ignored) and initialises the SG network's encoder from the
+// loaded UNet, as the reference does before training.
+func (m *DiAD) InitFromStableDiffusion(path string) (checkpoint.Report, error) {
+	rep, err := m.LoadWeights(path, checkpoint.LoadOptions{Prefixes: []string{PrefixUNet, PrefixAutoencoder}, IgnoreUnexpected: true})
+	if err != nil {
+		return rep, err
+	}
+	defer torchrt.Pin()()
+	if err := m.SG.CopyEncoderFrom(PrefixSG, PrefixUNet, m.Store); err != nil {
+		return rep, fmt.Errorf("init from %s: %w", path, err)
+	}
+	return rep, nil
+}
+
+// autoencoderKey maps the keys of a stand-alone autoencoder checkpoint (the
+// DiAD authors' fine-tuned ones: encoder.*, decoder.*, quant_conv.*, plus the
+// training loss's LPIPS/discriminator tensors) onto the model's names.
+func autoencoderKey(name string) string {
+	if strings.HasPrefix(name, PrefixAutoencoder) {
+		return name
+	}
+	for _, p := range []string{"encoder.", "decoder.", "quant_conv.", "post_quant_conv."} {
+		if strings.HasPrefix(name, p) {
+			return PrefixAutoencoder + name
+		}
+	}
+	return "" // loss.*, discriminator, EMA counters: not part of the model
+}
+
+// LoadAutoencoder loads only the autoencoder from a checkpoint with either
+// stand-alone (encoder.*) or full-model (first_stage_model.*) names.
+func (m *DiAD) LoadAutoencoder(path string) (checkpoint.Report, error) {
+	return m.LoadWeights(path, checkpoint.LoadOptions{Prefixes: []string{PrefixAutoencoder}, Rename: autoencoderKey, IgnoreUnexpected: true})
 }

@@ -408,3 +408,50 @@ func TestConfigValidation(t *testing.T) {
 		t.Error("unknown preset accepted")
 	}
 }
+
+func TestInitFromStableDiffusionAndAutoencoderFiles(t *testing.T) {
+	src := newTiny(t)
+	randomise(src, "")
+	dir := t.TempDir()
+	// An SD-style file: UNet + autoencoder under reference names, a CLIP
+	// tensor, no SG network.
+	sd := map[string]*ts.Tensor{"cond_stage_model.transformer.text_model.embeddings.position_ids": src.Context}
+	ae := map[string]*ts.Tensor{"loss.discriminator.main.0.weight": src.Context}
+	for _, p := range src.Store.Params() {
+		switch {
+		case strings.HasPrefix(p.Name, PrefixUNet):
+			sd[p.Name] = p.Tensor
+		case strings.HasPrefix(p.Name, PrefixAutoencoder):
+			sd[p.Name] = p.Tensor
+			ae[strings.TrimPrefix(p.Name, PrefixAutoencoder)] = p.Tensor
+		}
+	}
+	sdPath, aePath := filepath.Join(dir, "sd.safetensors"), filepath.Join(dir, "ae.safetensors")
+	if err := checkpoint.Save(sdPath, sd, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Save(aePath, ae, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := newTiny(t)
+	if _, err := m.InitFromStableDiffusion(sdPath); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"input_blocks.1.0.in_layers.2.weight", "middle_block.1.proj_in.weight", "time_embed.2.bias"} {
+		if !equalBits(m.Store.Get(PrefixSG+name).Tensor, src.Store.Get(PrefixUNet+name).Tensor) {
+			t.Errorf("SG %s was not initialised from the loaded UNet", name)
+		}
+	}
+	if !equalBits(m.Store.Get(PrefixSG+"zero_convs.0.0.weight").Tensor, ts.MustZeros([]int64{32, 32, 1, 1}, gotch.Float, gotch.CPU)) {
+		t.Error("SG zero convs must stay zero")
+	}
+	m2 := newTiny(t)
+	rep, err := m2.LoadAutoencoder(aePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := PrefixAutoencoder + "decoder.conv_out.weight"
+	if len(rep.Loaded) == 0 || !equalBits(m2.Store.Get(name).Tensor, src.Store.Get(name).Tensor) {
+		t.Fatalf("autoencoder not loaded: %d tensors", len(rep.Loaded))
+	}
+}
