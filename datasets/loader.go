@@ -1,0 +1,214 @@
+package datasets
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+)
+
+// Item is one decoded, resized, normalised sample.
+type Item struct {
+	Sample Sample
+	// Image is 3*Size*Size ImageNet-normalised floats, channel-major.
+	Image []float32
+	// Mask is Size*Size ground-truth pixels (all false for normal samples).
+	Mask []bool
+}
+
+// LoadItem decodes and prepares one sample at size x size.
+func LoadItem(s Sample, size int) (Item, error) {
+	img, err := DecodeFile(s.Path)
+	if err != nil {
+		return Item{}, err
+	}
+	it := Item{Sample: s, Image: make([]float32, 3*size*size), Mask: make([]bool, size*size)}
+	NormalizeCHW(ResizeRGB(img, size), it.Image)
+	if s.MaskPath != "" {
+		m, err := DecodeFile(s.MaskPath)
+		if err != nil {
+			return Item{}, fmt.Errorf("mask of %s: %w", s.Path, err)
+		}
+		it.Mask = ResizeMask(m, size)
+	}
+	return it, nil
+}
+
+// Batch is consecutive items of an epoch.
+type Batch struct {
+	Index int // batch number within the epoch
+	Items []Item
+}
+
+// Images concatenates the batch's images ([B, 3, S, S] in C order).
+func (b Batch) Images() []float32 {
+	if len(b.Items) == 0 {
+		return nil
+	}
+	n := len(b.Items[0].Image)
+	out := make([]float32, 0, n*len(b.Items))
+	for _, it := range b.Items {
+		out = append(out, it.Image...)
+	}
+	return out
+}
+
+// LoaderConfig configures batching.
+type LoaderConfig struct {
+	Size      int  `yaml:"size"`
+	BatchSize int  `yaml:"batch_size"`
+	Shuffle   bool `yaml:"shuffle"`
+	DropLast  bool `yaml:"drop_last"`
+	// Workers decode in parallel (0 = number of CPUs); Prefetch batches are
+	// kept ready ahead of the consumer (0 = 2).
+	Workers  int    `yaml:"workers"`
+	Prefetch int    `yaml:"prefetch"`
+	Seed     uint64 `yaml:"seed"`
+}
+
+// Loader produces batches of a fixed sample list.
+type Loader struct {
+	cfg     LoaderConfig
+	samples []Sample
+}
+
+// NewLoader checks the configuration.
+func NewLoader(samples []Sample, cfg LoaderConfig) (*Loader, error) {
+	if len(samples) == 0 {
+		return nil, fmt.Errorf("datasets: no samples to load")
+	}
+	if cfg.Size <= 0 || cfg.BatchSize <= 0 {
+		return nil, fmt.Errorf("datasets: size and batch size must be positive")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.Prefetch <= 0 {
+		cfg.Prefetch = 2
+	}
+	return &Loader{cfg: cfg, samples: samples}, nil
+}
+
+// BatchesPerEpoch is the number of batches an epoch yields.
+func (l *Loader) BatchesPerEpoch() int {
+	n := len(l.samples) / l.cfg.BatchSize
+	if !l.cfg.DropLast && len(l.samples)%l.cfg.BatchSize != 0 {
+		n++
+	}
+	return n
+}
+
+// Order is the sample order of an epoch: a permutation that depends only on
+// the seed and the epoch number, so a resumed run sees the same order.
+func (l *Loader) Order(epoch int) []int {
+	idx := make([]int, len(l.samples))
+	for i := range idx {
+		idx[i] = i
+	}
+	if l.cfg.Shuffle {
+		r := rand.New(rand.NewPCG(l.cfg.Seed, uint64(epoch)))
+		r.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	}
+	return idx
+}
+
+// Result is a batch or the error that ended the epoch.
+type Result struct {
+	Batch Batch
+	Err   error
+}
+
+// Epoch streams the batches of an epoch from batch number `from` on, in order,
+// decoding ahead on worker goroutines. The channel closes at the end of the
+// epoch, after an error, or when ctx is cancelled.
+func (l *Loader) Epoch(ctx context.Context, epoch, from int) <-chan Result {
+	order := l.Order(epoch)
+	nb := l.BatchesPerEpoch()
+	out := make(chan Result, l.cfg.Prefetch)
+	ctx, cancel := context.WithCancel(ctx)
+	type job struct{ batch, slot, sample int }
+	type done struct {
+		batch, slot int
+		item        Item
+		err         error
+	}
+	jobs := make(chan job)
+	results := make(chan done, l.cfg.BatchSize*l.cfg.Prefetch)
+	var wg sync.WaitGroup
+	for w := 0; w < l.cfg.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				it, err := LoadItem(l.samples[j.sample], l.cfg.Size)
+				select {
+				case results <- done{j.batch, j.slot, it, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	// Feed jobs in order, at most Prefetch batches ahead of delivery.
+	window := make(chan struct{}, l.cfg.Prefetch+1)
+	go func() {
+		defer close(jobs)
+		for b := from; b < nb; b++ {
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			lo := b * l.cfg.BatchSize
+			hi := min(lo+l.cfg.BatchSize, len(order))
+			for k := lo; k < hi; k++ {
+				select {
+				case jobs <- job{b, k - lo, order[k]}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	// Reassemble batches in order.
+	go func() {
+		defer close(out)
+		defer cancel()
+		pending := map[int][]Item{}
+		filled := map[int]int{}
+		next := from
+		for r := range results {
+			if r.err != nil {
+				select {
+				case out <- Result{Err: r.err}:
+				case <-ctx.Done():
+				}
+				return
+			}
+			lo := r.batch * l.cfg.BatchSize
+			size := min(lo+l.cfg.BatchSize, len(order)) - lo
+			if pending[r.batch] == nil {
+				pending[r.batch] = make([]Item, size)
+			}
+			pending[r.batch][r.slot] = r.item
+			filled[r.batch]++
+			for next < nb && filled[next] == len(pending[next]) && pending[next] != nil {
+				select {
+				case out <- Result{Batch: Batch{Index: next, Items: pending[next]}}:
+				case <-ctx.Done():
+					return
+				}
+				delete(pending, next)
+				delete(filled, next)
+				<-window
+				next++
+			}
+			if next == nb {
+				return
+			}
+		}
+	}()
+	return out
+}
