@@ -1,0 +1,152 @@
+package results
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// Label is an analyst's verdict on one image.
+type Label struct {
+	ImageID int64  `json:"image_id"`
+	Verdict string `json:"verdict"` // normal, anomalous, unsure, or "" to clear
+	Note    string `json:"note"`
+	User    string `json:"user"`
+}
+
+// ValidVerdict reports whether v is a verdict analysts may set.
+func ValidVerdict(v string) bool {
+	switch v {
+	case VerdictNone, VerdictNormal, VerdictAnomalous, VerdictUnsure:
+		return true
+	}
+	return false
+}
+
+// runLocks serialises writers of one run inside this process; the file lock
+// below does the same across processes.
+var runLocks sync.Map
+
+func (s Store) lockRun(id string) (unlock func(), err error) {
+	mu, _ := runLocks.LoadOrStore(s.Dir(id), &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	f, err := os.OpenFile(filepath.Join(s.Dir(id), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		mu.(*sync.Mutex).Unlock()
+		return nil, fmt.Errorf("results: lock run %s: %w", id, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		mu.(*sync.Mutex).Unlock()
+		return nil, fmt.Errorf("results: lock run %s: %w", id, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+		mu.(*sync.Mutex).Unlock()
+	}, nil
+}
+
+// SetLabels applies analyst verdicts to a run's images.parquet: read, modify,
+// write a temporary file, rename. Concurrent calls (goroutines or processes)
+// are serialised, so no edit is lost. It returns the updated rows.
+func (s Store) SetLabels(id string, labels []Label, now time.Time) ([]ImageRow, error) {
+	for _, l := range labels {
+		if !ValidVerdict(l.Verdict) {
+			return nil, fmt.Errorf("results: verdict %q (want normal, anomalous, unsure or empty)", l.Verdict)
+		}
+	}
+	if err := s.checkRun(id); err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockRun(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rows, err := s.Images(id)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[int64]int{}
+	for i, r := range rows {
+		byID[r.ImageID] = i
+	}
+	var updated []ImageRow
+	for _, l := range labels {
+		i, ok := byID[l.ImageID]
+		if !ok {
+			return nil, fmt.Errorf("results: run %s has no image %d", id, l.ImageID)
+		}
+		rows[i].AnalystLabel, rows[i].AnalystNote, rows[i].AnalystUser, rows[i].AnalystTime = l.Verdict, l.Note, l.User, now.UTC()
+		updated = append(updated, rows[i])
+	}
+	if err := s.replace(id, ImagesFile, rows); err != nil {
+		return nil, err
+	}
+	return updated, nil
+}
+
+// SetThreshold re-labels every image of a run with a new decision threshold.
+func (s Store) SetThreshold(id string, t ThresholdInfo) error {
+	if err := s.checkRun(id); err != nil {
+		return err
+	}
+	unlock, err := s.lockRun(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rows, err := s.Images(id)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		rows[i].Threshold = t.Value
+		rows[i].Predicted = 0
+		if rows[i].Score >= t.Value {
+			rows[i].Predicted = 1
+		}
+	}
+	if err := s.replace(id, ImagesFile, rows); err != nil {
+		return err
+	}
+	meta, err := s.Meta(id)
+	if err != nil {
+		return err
+	}
+	meta.Threshold = t
+	return s.writeMeta(meta)
+}
+
+func (s Store) replace(id, name string, rows []ImageRow) error {
+	dir := s.Dir(id)
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	w := parquet.NewGenericWriter[ImageRow](tmp, writeOpts()...)
+	if _, err := w.Write(rows); err != nil {
+		tmp.Close()
+		return fmt.Errorf("results: write %s: %w", name, err)
+	}
+	if err := w.Close(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("results: write %s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("results: %w", err)
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return syncDir(dir)
+}

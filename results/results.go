@@ -1,0 +1,406 @@
+// Package results stores evaluation runs as Parquet, one folder per run:
+//
+//	<root>/<run-id>/run.json        RunMeta: config, checkpoint hash, dataset, seeds, versions, device, timings
+//	<root>/<run-id>/images.parquet  ImageRow per scored image (scores, verdicts, analyst labels)
+//	<root>/<run-id>/metrics.parquet MetricRow per category and metric
+//	<root>/<run-id>/maps.parquet    MapRow per image: the anomaly map quantised to uint8 with its scale
+//
+// A run is written into a hidden temporary folder and renamed into place, so
+// readers never see half a run and a new run never rewrites an old one.
+// Single files are replaced atomically (temp file + rename). Every Parquet file
+// carries the schema version in its key-value metadata.
+package results
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// SchemaVersion is bumped when a file's columns change incompatibly.
+const SchemaVersion = 1
+
+// Metadata key of the schema version in every Parquet file.
+const SchemaKey = "diad.schema_version"
+
+// File names inside a run folder.
+const (
+	RunFile     = "run.json"
+	ImagesFile  = "images.parquet"
+	MetricsFile = "metrics.parquet"
+	MapsFile    = "maps.parquet"
+)
+
+// Analyst verdicts.
+const (
+	VerdictNone      = ""
+	VerdictNormal    = "normal"
+	VerdictAnomalous = "anomalous"
+	VerdictUnsure    = "unsure"
+)
+
+// ImageRow is one scored image.
+type ImageRow struct {
+	RunID    string `parquet:"run_id,dict" json:"run_id"`
+	ImageID  int64  `parquet:"image_id" json:"image_id"`
+	Category string `parquet:"category,dict" json:"category"`
+	Path     string `parquet:"path" json:"path"`
+	Split    string `parquet:"split,dict" json:"split"`
+	// GroundTruth is 1 for anomalous, 0 for normal, -1 when unknown (predict).
+	GroundTruth int32   `parquet:"gt_label" json:"gt_label"`
+	Defect      string  `parquet:"defect,dict" json:"defect"`
+	Score       float64 `parquet:"score" json:"score"`
+	// StepScores are the image scores of each DDIM step's predicted image,
+	// when recorded.
+	StepScores []float64 `parquet:"step_scores,list" json:"step_scores,omitempty"`
+	Threshold  float64   `parquet:"threshold" json:"threshold"`
+	Predicted  int32     `parquet:"predicted_label" json:"predicted_label"`
+	// Analyst review, empty until someone labels the image.
+	AnalystLabel string    `parquet:"analyst_label,dict" json:"analyst_label"`
+	AnalystNote  string    `parquet:"analyst_note" json:"analyst_note"`
+	AnalystUser  string    `parquet:"analyst_user" json:"analyst_user"`
+	AnalystTime  time.Time `parquet:"analyst_time,timestamp(millisecond),optional" json:"analyst_time,omitzero"`
+	CreatedAt    time.Time `parquet:"created_at,timestamp(millisecond)" json:"created_at"`
+}
+
+// MetricRow is one metric of one category ("mean" for the unweighted mean).
+// Undefined values are NaN here and null in the file.
+type MetricRow struct {
+	RunID    string  `json:"run_id"`
+	Category string  `json:"category"`
+	Metric   string  `json:"metric"`
+	Value    float64 `json:"value"`
+	// Error says why Value is undefined (stored as null) for this category.
+	Error string `json:"error,omitempty"`
+}
+
+// MapRow is one image's anomaly map, quantised: value = Offset + q/255*Scale.
+type MapRow struct {
+	RunID   string  `parquet:"run_id,dict" json:"run_id"`
+	ImageID int64   `parquet:"image_id" json:"image_id"`
+	Width   int32   `parquet:"width" json:"width"`
+	Height  int32   `parquet:"height" json:"height"`
+	Offset  float32 `parquet:"offset" json:"offset"`
+	Scale   float32 `parquet:"scale" json:"scale"`
+	Data    []byte  `parquet:"data,zstd" json:"-"`
+}
+
+// Quantize stores a map in 8 bits spread between its min and max (error at
+// most Scale/510 per pixel).
+func Quantize(runID string, imageID int64, w, h int, m []float32) MapRow {
+	lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
+	for _, v := range m {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	row := MapRow{RunID: runID, ImageID: imageID, Width: int32(w), Height: int32(h), Offset: lo, Scale: hi - lo, Data: make([]byte, len(m))}
+	if row.Scale > 0 {
+		for i, v := range m {
+			row.Data[i] = uint8(math.Round(float64((v - lo) / row.Scale * 255)))
+		}
+	}
+	return row
+}
+
+// Values decodes a quantised map.
+func (r MapRow) Values() []float32 {
+	out := make([]float32, len(r.Data))
+	for i, q := range r.Data {
+		out[i] = r.Offset + float32(q)/255*r.Scale
+	}
+	return out
+}
+
+// RunMeta describes how a run was made.
+type RunMeta struct {
+	SchemaVersion int       `json:"schema_version"`
+	RunID         string    `json:"run_id"`
+	Kind          string    `json:"kind"` // "test" or "predict"
+	CreatedAt     time.Time `json:"created_at"`
+	Preset        string    `json:"preset"`
+	Checkpoint    string    `json:"checkpoint"`
+	CheckpointSHA string    `json:"checkpoint_sha256"`
+	Dataset       struct {
+		Root       string   `json:"root"`
+		Layout     string   `json:"layout"`
+		Categories []string `json:"categories"`
+	} `json:"dataset"`
+	Seed      uint64             `json:"seed"`
+	Threshold ThresholdInfo      `json:"threshold"`
+	Versions  map[string]string  `json:"versions"`
+	Device    string             `json:"device"`
+	Timings   map[string]float64 `json:"timings_seconds"`
+	Config    any                `json:"config,omitempty"`
+	Features  struct {
+		Arch       string `json:"arch"`
+		Pretrained bool   `json:"pretrained"`
+		Weights    string `json:"weights,omitempty"`
+	} `json:"features"`
+}
+
+// ThresholdInfo records the decision threshold and how it was chosen.
+type ThresholdInfo struct {
+	Value  float64 `json:"value"`
+	Policy string  `json:"policy"` // "manual", "max-f1", ...
+	SetBy  string  `json:"set_by,omitempty"`
+}
+
+var runIDPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$`)
+
+// ValidRunID reports whether id has the form NewRunID makes (so that a client
+// cannot name a path outside the store).
+func ValidRunID(id string) bool { return runIDPattern.MatchString(id) }
+
+// NewRunID makes a sortable, unique run id: UTC time plus random suffix.
+func NewRunID(t time.Time) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// Run is a complete run to write.
+type Run struct {
+	Meta    RunMeta
+	Images  []ImageRow
+	Metrics []MetricRow
+	Maps    []MapRow
+}
+
+// Store is a folder of runs.
+type Store struct{ Root string }
+
+// Dir is a run's folder.
+func (s Store) Dir(runID string) string { return filepath.Join(s.Root, runID) }
+
+func writeOpts() []parquet.WriterOption {
+	return []parquet.WriterOption{parquet.KeyValueMetadata(SchemaKey, strconv.Itoa(SchemaVersion))}
+}
+
+// Write stores a run atomically; the run id must be new.
+func (s Store) Write(run Run) error {
+	id := run.Meta.RunID
+	if !ValidRunID(id) {
+		return fmt.Errorf("results: bad run id %q", id)
+	}
+	final := s.Dir(id)
+	if _, err := os.Stat(final); err == nil {
+		return fmt.Errorf("results: run %s already exists", id)
+	}
+	if err := os.MkdirAll(s.Root, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	tmp, err := os.MkdirTemp(s.Root, ".tmp-"+id+"-")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	defer os.RemoveAll(tmp) // no-op after the rename
+	run.Meta.SchemaVersion = SchemaVersion
+	meta, err := json.MarshalIndent(run.Meta, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: run metadata: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, RunFile), meta, 0o644); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if err := parquet.WriteFile(filepath.Join(tmp, ImagesFile), run.Images, writeOpts()...); err != nil {
+		return fmt.Errorf("results: write images: %w", err)
+	}
+	if err := parquet.WriteFile(filepath.Join(tmp, MetricsFile), toNullable(run.Metrics), writeOpts()...); err != nil {
+		return fmt.Errorf("results: write metrics: %w", err)
+	}
+	if err := parquet.WriteFile(filepath.Join(tmp, MapsFile), run.Maps, writeOpts()...); err != nil {
+		return fmt.Errorf("results: write maps: %w", err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return syncDir(s.Root)
+}
+
+// metricFileRow is MetricRow as stored: undefined values are null.
+type metricFileRow struct {
+	RunID    string   `parquet:"run_id,dict"`
+	Category string   `parquet:"category,dict"`
+	Metric   string   `parquet:"metric,dict"`
+	Value    *float64 `parquet:"value,optional"`
+	Error    string   `parquet:"error"`
+}
+
+func toNullable(rows []MetricRow) []metricFileRow {
+	out := make([]metricFileRow, len(rows))
+	for i, m := range rows {
+		out[i] = metricFileRow{RunID: m.RunID, Category: m.Category, Metric: m.Metric, Error: m.Error}
+		if !math.IsNaN(m.Value) {
+			v := m.Value
+			out[i].Value = &v
+		}
+	}
+	return out
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	defer d.Close()
+	d.Sync()
+	return nil
+}
+
+// ErrNoRun is returned for an unknown run id.
+var ErrNoRun = errors.New("results: no such run")
+
+func (s Store) checkRun(id string) error {
+	if !ValidRunID(id) {
+		return fmt.Errorf("%w: %q", ErrNoRun, id)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(id), RunFile)); err != nil {
+		return fmt.Errorf("%w: %s", ErrNoRun, id)
+	}
+	return nil
+}
+
+// Meta reads a run's metadata.
+func (s Store) Meta(id string) (RunMeta, error) {
+	if err := s.checkRun(id); err != nil {
+		return RunMeta{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir(id), RunFile))
+	if err != nil {
+		return RunMeta{}, fmt.Errorf("results: %w", err)
+	}
+	var m RunMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return RunMeta{}, fmt.Errorf("results: %s: %w", id, err)
+	}
+	return m, nil
+}
+
+// Runs lists the complete runs, newest first.
+func (s Store) Runs() ([]RunMeta, error) {
+	entries, err := os.ReadDir(s.Root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	var out []RunMeta
+	for _, e := range entries {
+		if !e.IsDir() || !ValidRunID(e.Name()) {
+			continue
+		}
+		m, err := s.Meta(e.Name())
+		if err != nil {
+			continue // incomplete or foreign folder
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RunID > out[j].RunID })
+	return out, nil
+}
+
+func checkSchema(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		return fmt.Errorf("results: %s: %w", path, err)
+	}
+	v, ok := pf.Lookup(SchemaKey)
+	if !ok || v != strconv.Itoa(SchemaVersion) {
+		return fmt.Errorf("results: %s has schema version %q, this diad reads %d", path, v, SchemaVersion)
+	}
+	return nil
+}
+
+// Images reads a run's image rows.
+func (s Store) Images(id string) ([]ImageRow, error) {
+	if err := s.checkRun(id); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(s.Dir(id), ImagesFile)
+	if err := checkSchema(p); err != nil {
+		return nil, err
+	}
+	return parquet.ReadFile[ImageRow](p)
+}
+
+// Metrics reads a run's metric rows (undefined values as NaN).
+func (s Store) Metrics(id string) ([]MetricRow, error) {
+	if err := s.checkRun(id); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(s.Dir(id), MetricsFile)
+	if err := checkSchema(p); err != nil {
+		return nil, err
+	}
+	rows, err := parquet.ReadFile[metricFileRow](p)
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	out := make([]MetricRow, len(rows))
+	for i, r := range rows {
+		out[i] = MetricRow{RunID: r.RunID, Category: r.Category, Metric: r.Metric, Value: math.NaN(), Error: r.Error}
+		if r.Value != nil {
+			out[i].Value = *r.Value
+		}
+	}
+	return out, nil
+}
+
+// Maps reads a run's quantised anomaly maps.
+func (s Store) Maps(id string) ([]MapRow, error) {
+	if err := s.checkRun(id); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(s.Dir(id), MapsFile)
+	if err := checkSchema(p); err != nil {
+		return nil, err
+	}
+	return parquet.ReadFile[MapRow](p)
+}
+
+func (s Store) writeMeta(m RunMeta) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	dir := s.Dir(m.RunID)
+	tmp, err := os.CreateTemp(dir, ".run.json.tmp-*")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("results: %w", err)
+	}
+	tmp.Sync()
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, RunFile)); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return syncDir(dir)
+}

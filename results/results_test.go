@@ -1,0 +1,236 @@
+package results
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+func sampleRun(t *testing.T) Run {
+	id := NewRunID(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	now := time.Date(2026, 11, 28, 12, 0, 1, 0, time.UTC)
+	r := Run{Meta: RunMeta{RunID: id, Kind: "test", Preset: "tiny", Versions: map[string]string{"diad": "test"}}}
+	r.Meta.Threshold = ThresholdInfo{Value: 0.5, Policy: "manual"}
+	for i := 0; i < 5; i++ {
+		score := float64(i) / 4
+		pred := int32(0)
+		if score >= 0.5 {
+			pred = 1
+		}
+		r.Images = append(r.Images, ImageRow{RunID: id, ImageID: int64(i), Category: []string{"a", "b"}[i%2], Path: "/x/" + string(rune('a'+i)) + ".png",
+			Split: "test", GroundTruth: int32(i % 2), Defect: "good", Score: score, StepScores: []float64{score, score / 2},
+			Threshold: 0.5, Predicted: pred, CreatedAt: now})
+		m := make([]float32, 16)
+		for k := range m {
+			m[k] = float32(k) * float32(i+1) / 10
+		}
+		r.Maps = append(r.Maps, Quantize(id, int64(i), 4, 4, m))
+	}
+	r.Metrics = []MetricRow{{RunID: id, Category: "a", Metric: "I-AUROC", Value: 0.75}, {RunID: id, Category: "a", Metric: "PRO", Value: math.NaN(), Error: "no regions"}}
+	return r
+}
+
+// readArrow opens a Parquet file with Apache Arrow's reader (an implementation
+// independent of the writer's) and returns its table.
+func readArrow(t *testing.T, path string) arrow.Table {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	rdr, err := file.NewParquetReader(f)
+	if err != nil {
+		t.Fatalf("arrow cannot open %s: %v", path, err)
+	}
+	if v := rdr.MetaData().KeyValueMetadata().FindValue(SchemaKey); v == nil || *v != "1" {
+		t.Fatalf("%s: schema version metadata %v", path, v)
+	}
+	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil {
+		t.Fatalf("arrow cannot read %s: %v", path, err)
+	}
+	t.Cleanup(tbl.Release)
+	return tbl
+}
+
+func column(t *testing.T, tbl arrow.Table, name string) arrow.Array {
+	t.Helper()
+	idx := tbl.Schema().FieldIndices(name)
+	if len(idx) != 1 {
+		t.Fatalf("no column %s in %v", name, tbl.Schema())
+	}
+	return tbl.Column(idx[0]).Data().Chunk(0)
+}
+
+func TestRunFilesOpenInArrow(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	images := readArrow(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	if images.NumRows() != 5 {
+		t.Fatalf("%d image rows", images.NumRows())
+	}
+	if typ := images.Schema().Field(images.Schema().FieldIndices("score")[0]).Type; typ.ID() != arrow.FLOAT64 {
+		t.Fatalf("score type %v", typ)
+	}
+	if typ := images.Schema().Field(images.Schema().FieldIndices("created_at")[0]).Type; typ.ID() != arrow.TIMESTAMP {
+		t.Fatalf("created_at type %v", typ)
+	}
+	if typ := images.Schema().Field(images.Schema().FieldIndices("step_scores")[0]).Type; typ.ID() != arrow.LIST {
+		t.Fatalf("step_scores type %v", typ)
+	}
+	if gt := column(t, images, "gt_label").(*array.Int32); gt.Value(1) != 1 || gt.Value(2) != 0 {
+		t.Fatal("gt_label values")
+	}
+	metrics := readArrow(t, filepath.Join(s.Dir(run.Meta.RunID), MetricsFile))
+	val := column(t, metrics, "value").(*array.Float64)
+	if metrics.NumRows() != 2 || val.Value(0) != 0.75 || !val.IsNull(1) {
+		t.Fatalf("metrics: %d rows, null=%v", metrics.NumRows(), val.IsNull(1))
+	}
+	maps := readArrow(t, filepath.Join(s.Dir(run.Meta.RunID), MapsFile))
+	if maps.NumRows() != 5 {
+		t.Fatalf("%d map rows", maps.NumRows())
+	}
+	// Our own reader agrees, and the quantisation error is within its bound.
+	got, err := s.Maps(run.Meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range got {
+		for k, v := range m.Values() {
+			want := float32(k) * float32(i+1) / 10
+			if math.Abs(float64(v-want)) > float64(m.Scale)/510+1e-6 {
+				t.Fatalf("map %d pixel %d: %v, want %v", i, k, v, want)
+			}
+		}
+	}
+	ms, err := s.Metrics(run.Meta.RunID)
+	if err != nil || !math.IsNaN(ms[1].Value) || ms[1].Error != "no regions" {
+		t.Fatalf("metrics read back: %+v %v", ms, err)
+	}
+	// Writing a second run leaves the first untouched; the id cannot be reused.
+	before, _ := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	run2 := sampleRun(t)
+	run2.Meta.RunID = NewRunID(time.Now())
+	for i := range run2.Images {
+		run2.Images[i].RunID = run2.Meta.RunID
+	}
+	if err := s.Write(run2); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	if !bytes.Equal(before, after) {
+		t.Fatal("writing a new run changed an old one")
+	}
+	if err := s.Write(run); err == nil {
+		t.Fatal("run id reused")
+	}
+	runs, err := s.Runs()
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("runs %v %v", runs, err)
+	}
+	// No temporary folders are left.
+	entries, _ := os.ReadDir(s.Root)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp") {
+			t.Fatalf("left %s behind", e.Name())
+		}
+	}
+	if _, err := s.Images("../../etc"); err == nil {
+		t.Fatal("path-like run id accepted")
+	}
+}
+
+func TestConcurrentLabelsAreAllKept(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for i := 0; i < 5; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: int64(i), Verdict: VerdictAnomalous, Note: "seen", User: "ana"}}, time.Now())
+			errs <- err
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, _ := s.Images(run.Meta.RunID)
+	for _, r := range rows {
+		if r.AnalystLabel != VerdictAnomalous || r.AnalystUser != "ana" || r.AnalystTime.IsZero() {
+			t.Fatalf("label lost: %+v", r)
+		}
+	}
+	// The independent reader sees the labels too.
+	tbl := readArrow(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	labels, ok := column(t, tbl, "analyst_label").(*array.String)
+	if !ok || labels.Len() != 5 || labels.Value(3) != VerdictAnomalous {
+		t.Fatalf("analyst_label column read by arrow: %v", column(t, tbl, "analyst_label"))
+	}
+	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 99, Verdict: VerdictNormal}}, time.Now()); err == nil {
+		t.Fatal("unknown image accepted")
+	}
+	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 1, Verdict: "maybe"}}, time.Now()); err == nil {
+		t.Fatal("bad verdict accepted")
+	}
+	if err := s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.9, Policy: "manual", SetBy: "ana"}); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = s.Images(run.Meta.RunID)
+	for _, r := range rows {
+		if r.Threshold != 0.9 || (r.Predicted == 1) != (r.Score >= 0.9) || r.AnalystLabel != VerdictAnomalous {
+			t.Fatalf("after threshold change: %+v", r)
+		}
+	}
+	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.Value != 0.9 {
+		t.Fatalf("meta threshold %+v", m.Threshold)
+	}
+}
+
+func TestExportCSV(t *testing.T) {
+	run := sampleRun(t)
+	var buf bytes.Buffer
+	if err := ExportImages(&buf, run.Images, FormatCSV); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&buf).ReadAll()
+	if err != nil || len(recs) != 6 || recs[0][7] != "score" || recs[2][7] != "0.25" || recs[2][8] != "0.25;0.125" {
+		t.Fatalf("csv %v %v", recs, err)
+	}
+	buf.Reset()
+	if err := ExportMetrics(&buf, run.Metrics, FormatJSON); err != nil || !strings.Contains(buf.String(), `"value":null`) {
+		t.Fatalf("json metrics %q %v", buf.String(), err)
+	}
+	if err := ExportImages(&buf, run.Images, "xml"); err == nil {
+		t.Fatal("unknown format accepted")
+	}
+}
