@@ -354,3 +354,18 @@ func openFolder(root string, o Options) (Index, error) {
 	}
 	return ix, nil
 }
+
+// Source says where a dataset is and which part of it to use (the data
+// section of training and evaluation configs).
+type Source struct {
+	Root       string   `yaml:"root" json:"root"`
+	Layout     string   `yaml:"layout" json:"layout"`         // mvtec, visa, mvtec3d, folder, auto
+	Categories []string `yaml:"categories" json:"categories"` // all (multi-class, the DiAD setting) if empty
+	CSV        string   `yaml:"csv" json:"csv,omitempty"`     // VisA split file
+	Workers    int      `yaml:"workers" json:"workers"`       // decoding goroutines (0 = CPUs)
+}
+
+// Open indexes the source.
+func (s Source) Open() (Index, error) {
+	return Open(s.Layout, s.Root, Options{Categories: s.Categories, CSV: s.CSV})
+}

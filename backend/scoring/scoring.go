@@ -219,3 +219,15 @@ func PooledMax(m *ts.Tensor, k int64, times int) []float64 {
 	defer mx.MustDrop()
 	return torchrt.Float64s(mx)
 }
+
+// ForImageSize scales the reference post-processing, defined for 256x256
+// images, to another image size: the Gaussian's sigma and the pooling kernel
+// shrink with the image so that they cover the same fraction of it (at 64x64,
+// eight 8x8 poolings would average 57 of 64 pixels and wash out any defect).
+func (c Config) ForImageSize(size int) Config {
+	f := float64(size) / 256
+	out := c
+	out.Sigma = c.Sigma * f
+	out.PoolKernel = max(1, int64(math.Round(float64(c.PoolKernel)*f)))
+	return out
+}

@@ -219,3 +219,12 @@ func TestPooledMaxMatchesDirect(t *testing.T) {
 		}
 	}
 }
+
+func TestForImageSize(t *testing.T) {
+	if c := ReferenceConfig.ForImageSize(256); c != ReferenceConfig {
+		t.Fatalf("256: %+v", c)
+	}
+	if c := ReferenceConfig.ForImageSize(64); c.Sigma != 1.25 || c.PoolKernel != 2 || c.PoolTimes != 8 || c.Truncate != 4 {
+		t.Fatalf("64: %+v", c)
+	}
+}

@@ -3,14 +3,14 @@
 package torchtest
 
 import (
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 // LiveTensors counts gotch tensor handles that have not been freed. gotch keeps
@@ -37,28 +37,11 @@ func NoGC(f func()) int {
 	return LiveTensors() - before
 }
 
-// RSSMiB is the process's resident set size (VmRSS) in MiB.
-func RSSMiB() float64 { return procStatus("VmRSS:") }
+// RSSMiB is the process's resident set size in MiB.
+func RSSMiB() float64 { return torchrt.RSSMiB() }
 
-// PeakRSSMiB is the process's peak resident set size (VmHWM) in MiB.
-func PeakRSSMiB() float64 { return procStatus("VmHWM:") }
-
-func procStatus(key string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseFloat(f[0], 64)
-				return kb / 1024
-			}
-		}
-	}
-	return -1
-}
+// PeakRSSMiB is the process's peak resident set size in MiB.
+func PeakRSSMiB() float64 { return torchrt.PeakRSSMiB() }
 
 // Settle runs the collector twice so pending gotch finalizers free their tensors.
 func Settle() {
@@ -74,9 +57,8 @@ func RequireNoLeak(t testing.TB, what string, keep int, f func()) {
 	}
 }
 
-// ResetPeakRSS resets the kernel's peak-RSS counter (VmHWM) so that the next
-// PeakRSSMiB measures from now on; it is a no-op where /proc does not allow it.
-func ResetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+// ResetPeakRSS restarts the peak-RSS counter.
+func ResetPeakRSS() { torchrt.ResetPeakRSS() }
 
 // GotchBytesLeakedPerOp is what each gotch operation loses for good: its
 // generated Go wrappers allocate the C out-pointer with malloc(0), which glibc

@@ -1,0 +1,350 @@
+// Package evaluate runs a trained DiAD model over a test split or new images:
+// reconstruction, anomaly maps and image scores in batches, the per-category
+// metric table (the paper's seven metrics and mAD), a decision threshold, and
+// a results run (Parquet) with optional heatmap overlays.
+package evaluate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/features"
+	"github.com/diad-project/diad/backend/metrics"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/backend/version"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/results"
+)
+
+// Config is an evaluation.
+type Config struct {
+	Checkpoint string          `yaml:"checkpoint"`
+	Data       datasets.Source `yaml:"data"`
+	Features   features.Config `yaml:"features"`
+	// Scoring is the map/score post-processing; the zero value means the
+	// reference's, scaled to the model's image size (ForImageSize).
+	Scoring scoring.Config `yaml:"scoring"`
+	// Sampler overrides the model's sampler when Steps > 0.
+	Sampler   diffusion.SamplerConfig `yaml:"sampler"`
+	BatchSize int                     `yaml:"batch_size"`
+	Seed      uint64                  `yaml:"seed"`
+	Device    string                  `yaml:"device"`
+	Threads   int                     `yaml:"threads"`
+	// Threshold is "max-f1" (chosen on the evaluated set's labels) or a number.
+	Threshold string `yaml:"threshold"`
+	// RecordSteps scores every DDIM step's predicted image too (slower).
+	RecordSteps bool               `yaml:"record_steps"`
+	ResultsDir  string             `yaml:"results_dir"`
+	Metrics     metrics.EvalConfig `yaml:"metrics"`
+}
+
+// DefaultConfig is the reference evaluation.
+func DefaultConfig() Config {
+	return Config{Features: features.ReferenceConfig, BatchSize: 8, Seed: 1,
+		Device: "auto", Threshold: "max-f1", ResultsDir: "results/runs", Metrics: metrics.ReferenceEval}
+}
+
+// Report is an evaluation's outcome.
+type Report struct {
+	RunID        string
+	Table        metrics.Table
+	Threshold    results.ThresholdInfo
+	Images       int
+	ImagesPerSec float64
+	Pretrained   bool // whether the feature extractor had real weights
+}
+
+// Pipeline holds a loaded model and scorer; it scores batches.
+type Pipeline struct {
+	Model   *model.DiAD
+	Ext     *features.Extractor
+	Scorer  *scoring.Scorer
+	Sampler diffusion.SamplerConfig
+	Seed    uint64
+}
+
+// Open loads the model checkpoint and the feature extractor.
+func Open(cfg Config) (*Pipeline, error) {
+	dev, err := torchrt.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	torchrt.SetThreads(cfg.Threads)
+	m, _, err := model.Open(cfg.Checkpoint, dev)
+	if err != nil {
+		return nil, err
+	}
+	ext, err := features.New(cfg.Features, dev)
+	if err != nil {
+		m.Free()
+		return nil, err
+	}
+	scfg := cfg.Scoring
+	if scfg == (scoring.Config{}) {
+		scfg = scoring.ReferenceConfig.ForImageSize(m.Config.ImageSize)
+	}
+	sc, err := scoring.New(scfg, ext)
+	if err != nil {
+		m.Free()
+		ext.Free()
+		return nil, err
+	}
+	p := &Pipeline{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler, Seed: cfg.Seed}
+	if cfg.Sampler.Steps > 0 || len(cfg.Sampler.Timesteps) > 0 {
+		p.Sampler = cfg.Sampler
+	}
+	return p, nil
+}
+
+// Free releases the model and extractor.
+func (p *Pipeline) Free() {
+	p.Model.Free()
+	p.Ext.Free()
+}
+
+// Scored is one image's outcome.
+type Scored struct {
+	Score      float64
+	Map        []float32 // H*W smoothed anomaly map
+	StepScores []float64
+}
+
+// ScoreBatch reconstructs and scores ImageNet-normalised images [B, 3, S, S].
+// The noise is seeded per batch from seed, so the same image and seed give
+// the same result. stepHook, if not nil, sees every DDIM step.
+func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+	defer torchrt.Pin()()
+	b := int(x.MustSize()[0])
+	steps := make([][]float64, b)
+	cb := stepHook
+	if recordSteps {
+		cb = func(s diffusion.Step) error {
+			if stepHook != nil {
+				if err := stepHook(s); err != nil {
+					return err
+				}
+			}
+			var dec *ts.Tensor
+			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(s.X0) })
+			r, err := p.Scorer.Score(x, dec, false)
+			dec.MustDrop()
+			if err != nil {
+				return err
+			}
+			for i := range r.Scores {
+				steps[i] = append(steps[i], r.Scores[i])
+			}
+			r.Free()
+			return nil
+		}
+	}
+	rec, err := p.Model.Reconstruct(ctx, x, p.Sampler, diffusion.NewNoise(seed), cb)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Free()
+	r, err := p.Scorer.Score(x, rec.Image, false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Free()
+	maps := torchrt.Float32s(r.Map)
+	hw := len(maps) / b
+	out = make([]Scored, b)
+	for i := range out {
+		out[i] = Scored{Score: r.Scores[i], Map: maps[i*hw : (i+1)*hw], StepScores: steps[i]}
+	}
+	return out, nil
+}
+
+// Progress reports images done out of total.
+type Progress func(done, total int)
+
+// Test evaluates the test split of cfg.Data and writes a results run.
+func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
+	start := time.Now()
+	ix, err := cfg.Data.Open()
+	if err != nil {
+		return Report{}, err
+	}
+	samples := ix.Select(datasets.Test)
+	if len(samples) == 0 {
+		return Report{}, fmt.Errorf("evaluate: %s has no test images", cfg.Data.Root)
+	}
+	p, err := Open(cfg)
+	if err != nil {
+		return Report{}, err
+	}
+	defer p.Free()
+	size := p.Model.Config.ImageSize
+	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: size, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+	if err != nil {
+		return Report{}, err
+	}
+	runID := results.NewRunID(start)
+	now := start.UTC()
+	var rows []results.ImageRow
+	var maps []results.MapRow
+	byCat := map[string]*metrics.Category{}
+	done := 0
+	for r := range loader.Epoch(ctx, 0, 0) {
+		if r.Err != nil {
+			return Report{}, r.Err
+		}
+		x := ts.MustOfSlice(r.Batch.Images()).MustView([]int64{int64(len(r.Batch.Items)), 3, int64(size), int64(size)}, true)
+		if p.Model.Device() != gotch.CPU {
+			x = x.MustTo(p.Model.Device(), true)
+		}
+		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(r.Batch.Index), cfg.RecordSteps, nil)
+		x.MustDrop()
+		if err != nil {
+			return Report{}, err
+		}
+		for i, it := range r.Batch.Items {
+			s := it.Sample
+			id := int64(len(rows))
+			gt := int32(0)
+			if s.Anomalous {
+				gt = 1
+			}
+			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Category: s.Category, Path: s.Path, Split: s.Split,
+				GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, StepScores: scored[i].StepScores, CreatedAt: now})
+			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
+			c := byCat[s.Category]
+			if c == nil {
+				c = &metrics.Category{Name: s.Category}
+				byCat[s.Category] = c
+			}
+			c.ImageScores = append(c.ImageScores, float32(scored[i].Score))
+			c.ImageLabels = append(c.ImageLabels, s.Anomalous)
+			c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: scored[i].Map, Mask: it.Mask})
+		}
+		done += len(r.Batch.Items)
+		if progress != nil {
+			progress(done, len(samples))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Report{}, err
+	}
+	inferSeconds := time.Since(start).Seconds()
+	var cats []metrics.Category
+	for _, c := range byCat {
+		cats = append(cats, *c)
+	}
+	tab := metrics.Evaluate(cats, cfg.Metrics)
+	th, err := chooseThreshold(cfg.Threshold, rows)
+	if err != nil {
+		return Report{}, err
+	}
+	applyThreshold(rows, th.Value)
+	run := results.Run{Images: rows, Maps: maps}
+	for _, row := range tab.Rows {
+		for _, col := range metrics.PaperColumns {
+			run.Metrics = append(run.Metrics, results.MetricRow{RunID: runID, Category: row.Category, Metric: col, Value: row.Values[col], Error: row.Errors[col]})
+		}
+	}
+	run.Meta = meta(runID, "test", cfg, p, ix, th, now)
+	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": inferSeconds / float64(len(rows))}
+	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
+		return Report{}, err
+	}
+	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Ext.Pretrained()}, nil
+}
+
+func chooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInfo, error) {
+	if spec == "" || spec == "max-f1" {
+		scores := make([]float32, len(rows))
+		labels := make([]bool, len(rows))
+		for i, r := range rows {
+			scores[i], labels[i] = float32(r.Score), r.GroundTruth == 1
+		}
+		c, err := metrics.NewCurve(scores, labels)
+		if err != nil {
+			return results.ThresholdInfo{}, err
+		}
+		k, err := c.AtMaxF1()
+		if err != nil {
+			return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold max-f1: %w", err)
+		}
+		return results.ThresholdInfo{Value: k.Threshold, Policy: "max-f1"}, nil
+	}
+	v, err := strconv.ParseFloat(spec, 64)
+	if err != nil || math.IsNaN(v) {
+		return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want max-f1 or a number", spec)
+	}
+	return results.ThresholdInfo{Value: v, Policy: "manual"}, nil
+}
+
+func applyThreshold(rows []results.ImageRow, th float64) {
+	for i := range rows {
+		rows[i].Threshold = th
+		rows[i].Predicted = 0
+		if rows[i].Score >= th {
+			rows[i].Predicted = 1
+		}
+	}
+}
+
+func meta(runID, kind string, cfg Config, p *Pipeline, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
+	m := results.RunMeta{RunID: runID, Kind: kind, CreatedAt: now, Preset: p.Model.Config.Preset, Checkpoint: cfg.Checkpoint,
+		CheckpointSHA: fileSHA256(cfg.Checkpoint), Seed: cfg.Seed, Threshold: th, Device: torchrt.DeviceName(p.Model.Device()), Config: cfg}
+	m.Dataset.Root, m.Dataset.Layout, m.Dataset.Categories = ix.Root, ix.Layout, ix.Categories
+	v := version.Read()
+	m.Versions = map[string]string{"diad": v.Diad, "revision": v.Revision, "gotch": v.Gotch, "libtorch": torchrt.LibtorchVersion(), "go": v.Go}
+	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Ext.Pretrained(), cfg.Features.Weights
+	return m
+}
+
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// FormatTable renders a metric table in the paper's layout (percentages).
+func FormatTable(t metrics.Table) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-14s", "category")
+	for _, c := range metrics.PaperColumns {
+		fmt.Fprintf(&b, " %8s", c)
+	}
+	b.WriteString("\n")
+	rows := append([]metrics.Row(nil), t.Rows...)
+	sort.SliceStable(rows, func(i, j int) bool { return rows[j].Category == "mean" && rows[i].Category != "mean" })
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-14s", r.Category)
+		for _, c := range metrics.PaperColumns {
+			v := r.Values[c]
+			if math.IsNaN(v) {
+				fmt.Fprintf(&b, " %8s", "-")
+			} else {
+				fmt.Fprintf(&b, " %8.1f", 100*v)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

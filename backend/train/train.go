@@ -1,0 +1,648 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+	"gopkg.in/yaml.v3"
+
+	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+)
+
+// Stages of a run.
+const (
+	StageAutoencoder = "autoencoder"
+	StageDenoiser    = "denoiser"
+	StageDone        = "done"
+)
+
+// Files in OutDir.
+const (
+	CheckpointFile = "checkpoint.safetensors" // model + optimizer + state, for resuming
+	ModelFile      = "model.safetensors"      // final weights, for inference
+	BestFile       = "best.safetensors"       // lowest validation loss so far
+	LogFile        = "train.log.jsonl"
+)
+
+// Metadata keys of the training checkpoint.
+const (
+	metaState  = "diad.train_state"
+	metaConfig = "diad.train_config"
+	optPrefix  = "optimizer."
+)
+
+// Event reports progress to the caller (CLI progress bar, server websockets).
+type Event struct {
+	Kind         string    `json:"kind"` // step, validation, checkpoint, stage, done
+	Time         time.Time `json:"time"`
+	Stage        string    `json:"stage"`
+	Step         int       `json:"step"`
+	TotalSteps   int       `json:"total_steps"` // 0 when only a time budget bounds the run
+	Epoch        int       `json:"epoch"`
+	Loss         float64   `json:"loss"`
+	ValLoss      float64   `json:"val_loss,omitempty"`
+	ImagesPerSec float64   `json:"images_per_sec"`
+	ETASeconds   float64   `json:"eta_seconds,omitempty"`
+	Message      string    `json:"message,omitempty"`
+}
+
+// Options are the run's side channels.
+type Options struct {
+	// OnEvent receives progress events (may be nil).
+	OnEvent func(Event)
+	// Progress, if set, gets a progress bar (e.g. os.Stderr).
+	Progress io.Writer
+	// Resume continues from OutDir/checkpoint.safetensors when it exists.
+	Resume bool
+}
+
+// Summary is the outcome of a run.
+type Summary struct {
+	Steps        int     `json:"steps"`
+	Loss         float64 `json:"loss"`
+	ValLoss      float64 `json:"val_loss"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+	Seconds      float64 `json:"seconds"`
+	Model        string  `json:"model"`
+	Stopped      string  `json:"stopped"` // why training ended
+}
+
+// state is everything besides tensors that a resumed run needs.
+type state struct {
+	Stage   string  `json:"stage"`
+	Step    int     `json:"step"`  // optimizer steps completed in this stage
+	Epoch   int     `json:"epoch"` // epoch of the next batch
+	Batch   int     `json:"batch"` // next batch within the epoch
+	Noise   []byte  `json:"noise"`
+	BestVal float64 `json:"best_val"`
+	Images  int64   `json:"images"`
+}
+
+type trainer struct {
+	cfg      Config
+	opts     Options
+	log      *slog.Logger
+	m        *model.DiAD
+	noise    *diffusion.Noise
+	train    *datasets.Loader
+	val      *datasets.Loader
+	st       state
+	opt      *optim.AdamW
+	start    time.Time
+	lastLoss float64
+	lastVal  float64
+}
+
+// Run trains according to cfg. It returns when a budget is reached, ctx is
+// cancelled (after saving a checkpoint), or an error occurs.
+func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error) {
+	if err := cfg.Validate(); err != nil {
+		return Summary{}, err
+	}
+	defer torchrt.Pin()()
+	torchrt.SetThreads(cfg.Threads)
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return Summary{}, fmt.Errorf("train: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(cfg.OutDir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return Summary{}, fmt.Errorf("train: %w", err)
+	}
+	defer logf.Close()
+	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now(), lastVal: math.NaN()}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("train: libtorch: %v", r)
+		}
+	}()
+	if err := t.setup(); err != nil {
+		return Summary{}, err
+	}
+	defer t.m.Free()
+	defer func() {
+		if t.opt != nil {
+			t.opt.Free()
+		}
+	}()
+	stopped, err := t.loop(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	sum = Summary{Steps: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Seconds: time.Since(t.start).Seconds(), Stopped: stopped}
+	if sum.Seconds > 0 {
+		sum.ImagesPerSec = float64(t.st.Images) / sum.Seconds
+	}
+	if t.st.Stage == StageDone {
+		sum.Model = filepath.Join(cfg.OutDir, ModelFile)
+	}
+	t.log.Info("finished", "summary", sum)
+	return sum, nil
+}
+
+func (t *trainer) emit(e Event) {
+	e.Time = time.Now().UTC()
+	if e.Stage == "" {
+		e.Stage = t.st.Stage
+	}
+	if t.opts.OnEvent != nil {
+		t.opts.OnEvent(e)
+	}
+}
+
+func (t *trainer) setup() error {
+	cfg := t.cfg
+	dev, err := torchrt.ParseDevice(cfg.Device)
+	if err != nil {
+		return err
+	}
+	ix, err := cfg.Data.Open()
+	if err != nil {
+		return err
+	}
+	trainSamples, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
+	ckpt := filepath.Join(cfg.OutDir, CheckpointFile)
+	resuming := t.opts.Resume && fileExists(ckpt)
+	var mcfg model.Config
+	if resuming {
+		if t.m, err = t.restore(ckpt, dev); err != nil {
+			return err
+		}
+		mcfg = t.m.Config
+	} else {
+		if mcfg, err = t.modelConfig(); err != nil {
+			return err
+		}
+		torchrt.ManualSeed(int64(cfg.Seed))
+		if t.m, err = model.New(mcfg, dev); err != nil {
+			return err
+		}
+		if cfg.InitFrom != "" {
+			if _, err := t.m.InitFromStableDiffusion(cfg.InitFrom); err != nil {
+				return err
+			}
+		}
+		if cfg.Autoencoder != "" {
+			if _, err := t.m.LoadAutoencoder(cfg.Autoencoder); err != nil {
+				return err
+			}
+		}
+		t.noise = diffusion.NewNoise(cfg.Seed)
+		t.st = state{Stage: StageDenoiser, BestVal: math.Inf(1)}
+		if cfg.AutoencoderSteps > 0 {
+			t.st.Stage = StageAutoencoder
+		}
+	}
+	lc := datasets.LoaderConfig{Size: mcfg.ImageSize, BatchSize: cfg.BatchSize, Shuffle: true, DropLast: len(trainSamples) >= cfg.BatchSize, Workers: cfg.Data.Workers, Seed: cfg.Seed}
+	if t.train, err = datasets.NewLoader(trainSamples, lc); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if len(valSamples) > 0 {
+		lc.Shuffle, lc.DropLast = false, false
+		if t.val, err = datasets.NewLoader(valSamples, lc); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+	}
+	t.log.Info("start", "resume", resuming, "train_images", len(trainSamples), "val_images", len(valSamples),
+		"categories", ix.Categories, "preset", mcfg.Preset, "device", torchrt.DeviceName(dev), "stage", t.st.Stage, "step", t.st.Step)
+	return t.beginStage(resuming)
+}
+
+func (t *trainer) modelConfig() (model.Config, error) {
+	if t.cfg.ModelConfig != "" {
+		return model.LoadConfig(t.cfg.ModelConfig)
+	}
+	return model.Preset(t.cfg.Preset)
+}
+
+// holdOut splits off a deterministic fraction of the training images.
+func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datasets.Sample) {
+	n := int(math.Round(frac * float64(len(s))))
+	if frac > 0 && n == 0 && len(s) >= 2 {
+		n = 1
+	}
+	if n == 0 {
+		return s, nil
+	}
+	l, _ := datasets.NewLoader(s, datasets.LoaderConfig{Size: 1, BatchSize: 1, Shuffle: true, Seed: seed ^ 0x7a1})
+	order := l.Order(0)
+	isVal := map[int]bool{}
+	for _, i := range order[:n] {
+		isVal[i] = true
+	}
+	for i, x := range s {
+		if isVal[i] {
+			val = append(val, x)
+		} else {
+			train = append(train, x)
+		}
+	}
+	return train, val
+}
+
+// beginStage sets the freezing split and optimizer of the current stage.
+func (t *trainer) beginStage(restoring bool) error {
+	if t.opt != nil && !restoring {
+		t.opt.Free()
+		t.opt = nil
+	}
+	if t.st.Stage == StageDone {
+		return nil
+	}
+	freeze, ocfg := model.FreezeAutoencoderOnly, t.cfg.AutoencoderOptim
+	if t.st.Stage == StageDenoiser {
+		f, err := model.ParseFreeze(t.cfg.Freeze)
+		if err != nil {
+			return err
+		}
+		freeze, ocfg = f, t.cfg.Optim
+	}
+	t.m.SetFreeze(freeze)
+	if t.opt != nil {
+		return nil // restored with its state
+	}
+	opt, err := optim.NewAdamW(t.m.Store.Trainable(), ocfg)
+	if err != nil {
+		return err
+	}
+	t.opt = opt
+	t.emit(Event{Kind: "stage", Message: "stage " + t.st.Stage})
+	return nil
+}
+
+func (t *trainer) stageSteps() int {
+	if t.st.Stage == StageAutoencoder {
+		return t.cfg.AutoencoderSteps
+	}
+	if t.cfg.MaxSteps > 0 {
+		return t.cfg.MaxSteps
+	}
+	if t.cfg.MaxEpochs > 0 {
+		return t.cfg.MaxEpochs * t.train.BatchesPerEpoch() / t.cfg.GradAccum
+	}
+	return 0
+}
+
+// loss computes the current stage's loss on a batch.
+func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, error) {
+	if t.st.Stage == StageAutoencoder {
+		return t.autoencoderLoss(images, noise)
+	}
+	return t.m.TrainLoss(images, noise)
+}
+
+// autoencoderLoss is stage 1: L1 reconstruction of a posterior sample plus
+// KLWeight times the KL divergence.
+func (t *trainer) autoencoderLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("autoencoder loss: libtorch: %v", r)
+		}
+	}()
+	post := t.m.AE.Encode(images)
+	defer post.Free()
+	eps := noise.Normal(post.Mean.MustSize(), t.m.Device())
+	z := post.Sample(eps)
+	eps.MustDrop()
+	rec := t.m.AE.DecodeRaw(z)
+	z.MustDrop()
+	l1 := rec.MustL1Loss(images, 1, true)
+	kl := post.KL().MustMulScalar(ts.FloatScalar(t.cfg.KLWeight), true)
+	out := l1.MustAdd(kl, true)
+	kl.MustDrop()
+	return out, nil
+}
+
+func toTensor(b datasets.Batch, size int, dev gotch.Device) *ts.Tensor {
+	x := ts.MustOfSlice(b.Images()).MustView([]int64{int64(len(b.Items)), 3, int64(size), int64(size)}, true)
+	if dev != gotch.CPU {
+		x = x.MustTo(dev, true)
+	}
+	return x
+}
+
+// loop runs stages until done or a budget is reached.
+func (t *trainer) loop(ctx context.Context) (string, error) {
+	size := t.m.Config.ImageSize
+	var bar *progressbar.ProgressBar
+	window := time.Now()
+	windowImages := 0
+	micro := 0
+	for t.st.Stage != StageDone {
+		total := t.stageSteps()
+		if t.opts.Progress != nil {
+			n := total
+			if n == 0 {
+				n = -1 // a spinner: only a time budget bounds the stage
+			}
+			bar = progressbar.NewOptions(n, progressbar.OptionSetWriter(t.opts.Progress),
+				progressbar.OptionSetDescription(t.st.Stage), progressbar.OptionShowCount(), progressbar.OptionSetItsString("steps"),
+				progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
+				progressbar.OptionClearOnFinish())
+			bar.Set(t.st.Step)
+		}
+		stageDone := false
+		for !stageDone {
+			if t.cfg.MaxEpochs > 0 && t.st.Stage == StageDenoiser && t.st.Epoch >= t.cfg.MaxEpochs {
+				return t.finishStage(ctx, "max_epochs")
+			}
+			ectx, cancel := context.WithCancel(ctx)
+			for r := range t.train.Epoch(ectx, t.st.Epoch, t.st.Batch) {
+				if r.Err != nil {
+					cancel()
+					return "", r.Err
+				}
+				x := toTensor(r.Batch, size, t.m.Device())
+				loss, err := t.loss(x, t.noise)
+				if err != nil {
+					x.MustDrop()
+					cancel()
+					return "", err
+				}
+				scaled := loss.MustDivScalar(ts.FloatScalar(float64(t.cfg.GradAccum)), false)
+				if err := scaled.Backward(); err != nil {
+					cancel()
+					return "", fmt.Errorf("backward: %w", err)
+				}
+				scaled.MustDrop()
+				t.lastLoss = torchrt.Float64s(loss)[0]
+				loss.MustDrop()
+				x.MustDrop()
+				if math.IsNaN(t.lastLoss) || math.IsInf(t.lastLoss, 0) {
+					cancel()
+					return "", fmt.Errorf("train: loss is %v at %s step %d", t.lastLoss, t.st.Stage, t.st.Step)
+				}
+				n := len(r.Batch.Items)
+				t.st.Images += int64(n)
+				windowImages += n
+				t.st.Batch = r.Batch.Index + 1
+				micro++
+				if micro < t.cfg.GradAccum {
+					continue
+				}
+				micro = 0
+				t.opt.Update()
+				t.opt.ZeroGrad()
+				t.st.Step++
+				ips := float64(windowImages) / math.Max(time.Since(window).Seconds(), 1e-9)
+				ev := Event{Kind: "step", Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
+				if total > 0 && ips > 0 {
+					ev.ETASeconds = float64(total-t.st.Step) * float64(t.cfg.BatchSize*t.cfg.GradAccum) / ips
+				}
+				t.emit(ev)
+				t.log.Info("step", "stage", t.st.Stage, "step", t.st.Step, "epoch", t.st.Epoch, "loss", t.lastLoss, "images_per_sec", ips)
+				if bar != nil {
+					bar.Describe(fmt.Sprintf("%s loss %.4f %.1f img/s", t.st.Stage, t.lastLoss, ips))
+					bar.Set(t.st.Step)
+				}
+				if time.Since(window) > 10*time.Second {
+					window, windowImages = time.Now(), 0
+				}
+				if t.cfg.ValEvery > 0 && t.st.Step%t.cfg.ValEvery == 0 {
+					if err := t.validate(); err != nil {
+						cancel()
+						return "", err
+					}
+				}
+				if t.cfg.CheckpointEvery > 0 && t.st.Step%t.cfg.CheckpointEvery == 0 {
+					if err := t.saveCheckpoint(); err != nil {
+						cancel()
+						return "", err
+					}
+				}
+				if total > 0 && t.st.Step >= total {
+					stageDone = true
+					break
+				}
+				if reason := t.overBudget(ctx); reason != "" {
+					cancel()
+					if err := t.saveCheckpoint(); err != nil {
+						return "", err
+					}
+					return reason, nil
+				}
+			}
+			cancel()
+			if err := ctx.Err(); err != nil {
+				if err := t.saveCheckpoint(); err != nil {
+					return "", err
+				}
+				return "cancelled", nil
+			}
+			if !stageDone {
+				t.st.Epoch++
+				t.st.Batch = 0
+			}
+		}
+		if bar != nil {
+			bar.Finish()
+		}
+		if t.st.Stage == StageAutoencoder {
+			if err := t.validate(); err != nil {
+				return "", err
+			}
+			t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: math.Inf(1), Images: t.st.Images}
+			if err := t.beginStage(false); err != nil {
+				return "", err
+			}
+			if err := t.saveCheckpoint(); err != nil {
+				return "", err
+			}
+			continue
+		}
+		return t.finishStage(ctx, "max_steps")
+	}
+	return "done", nil
+}
+
+func (t *trainer) overBudget(ctx context.Context) string {
+	if ctx.Err() != nil {
+		return "cancelled"
+	}
+	if t.cfg.MaxDuration > 0 && time.Since(t.start) >= t.cfg.MaxDuration {
+		return "max_duration"
+	}
+	return ""
+}
+
+// finishStage ends the denoiser stage: validate, write the final model.
+func (t *trainer) finishStage(ctx context.Context, reason string) (string, error) {
+	if err := t.validate(); err != nil {
+		return "", err
+	}
+	t.st.Stage = StageDone
+	if err := t.m.Save(filepath.Join(t.cfg.OutDir, ModelFile), map[string]string{"diad.train_steps": fmt.Sprint(t.st.Step)}); err != nil {
+		return "", err
+	}
+	if err := t.saveCheckpoint(); err != nil {
+		return "", err
+	}
+	t.emit(Event{Kind: "done", Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: reason})
+	return reason, nil
+}
+
+// validate computes the stage loss on the held-out images with fixed noise.
+func (t *trainer) validate() error {
+	if t.val == nil {
+		return nil
+	}
+	noise := diffusion.NewNoise(t.cfg.Seed ^ 0x5eed)
+	sum, n := 0.0, 0
+	var err error
+	torchrt.NoGrad(func() {
+		for r := range t.val.Epoch(context.Background(), 0, 0) {
+			if r.Err != nil {
+				err = r.Err
+				return
+			}
+			x := toTensor(r.Batch, t.m.Config.ImageSize, t.m.Device())
+			l, lerr := t.loss(x, noise)
+			x.MustDrop()
+			if lerr != nil {
+				err = lerr
+				return
+			}
+			sum += torchrt.Float64s(l)[0] * float64(len(r.Batch.Items))
+			n += len(r.Batch.Items)
+			l.MustDrop()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	t.lastVal = sum / float64(n)
+	t.emit(Event{Kind: "validation", Step: t.st.Step, Epoch: t.st.Epoch, ValLoss: t.lastVal})
+	t.log.Info("validation", "stage", t.st.Stage, "step", t.st.Step, "val_loss", t.lastVal)
+	if t.st.Stage == StageDenoiser && t.lastVal < t.st.BestVal {
+		t.st.BestVal = t.lastVal
+		return t.m.Save(filepath.Join(t.cfg.OutDir, BestFile), map[string]string{"diad.val_loss": fmt.Sprint(t.lastVal), "diad.train_steps": fmt.Sprint(t.st.Step)})
+	}
+	return nil
+}
+
+// saveCheckpoint writes model, optimizer and state atomically.
+func (t *trainer) saveCheckpoint() error {
+	noise, err := t.noise.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	t.st.Noise = noise
+	stateJSON, _ := json.Marshal(t.st)
+	cfgYAML, _ := yaml.Marshal(t.cfg)
+	modelYAML, _ := yaml.Marshal(t.m.Config)
+	tensors := checkpoint.StoreTensors(t.m.Store)
+	optStep := int64(0)
+	if t.opt != nil && t.st.Stage != StageDone {
+		for name, v := range t.opt.State() {
+			tensors[optPrefix+name] = v
+		}
+		optStep = t.opt.Step
+	}
+	meta := map[string]string{model.MetaFormat: model.FormatVersion, model.MetaConfig: string(modelYAML), model.MetaPreset: t.m.Config.Preset,
+		metaState: string(stateJSON), metaConfig: string(cfgYAML), "diad.optimizer_step": fmt.Sprint(optStep)}
+	path := filepath.Join(t.cfg.OutDir, CheckpointFile)
+	if err := checkpoint.Save(path, tensors, meta); err != nil {
+		return err
+	}
+	t.emit(Event{Kind: "checkpoint", Step: t.st.Step, Message: path})
+	t.log.Info("checkpoint", "stage", t.st.Stage, "step", t.st.Step, "path", path)
+	return nil
+}
+
+// restore rebuilds the model, optimizer and state from a checkpoint.
+func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	meta := r.Metadata()
+	var st state
+	if err := json.Unmarshal([]byte(meta[metaState]), &st); err != nil {
+		return nil, fmt.Errorf("resume %s: training state: %w", path, err)
+	}
+	mcfg, err := model.ConfigFromCheckpoint(r)
+	if err != nil {
+		return nil, fmt.Errorf("resume %s: %w", path, err)
+	}
+	m, err := model.New(mcfg, dev)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkpoint.LoadInto(m.Store, r, checkpoint.LoadOptions{Rename: func(n string) string {
+		if strings.HasPrefix(n, optPrefix) {
+			return ""
+		}
+		return n
+	}}); err != nil {
+		m.Free()
+		return nil, fmt.Errorf("resume %s: %w", path, err)
+	}
+	t.m = m
+	t.st = st
+	t.noise = diffusion.NewNoise(0)
+	if err := t.noise.UnmarshalBinary(st.Noise); err != nil {
+		m.Free()
+		return nil, fmt.Errorf("resume %s: noise state: %w", path, err)
+	}
+	if st.Stage == StageDone {
+		return m, nil
+	}
+	// Optimizer of the current stage, with its moments.
+	freeze, ocfg := model.FreezeAutoencoderOnly, t.cfg.AutoencoderOptim
+	if st.Stage == StageDenoiser {
+		if freeze, err = model.ParseFreeze(t.cfg.Freeze); err != nil {
+			m.Free()
+			return nil, err
+		}
+		ocfg = t.cfg.Optim
+	}
+	m.SetFreeze(freeze)
+	opt, err := optim.NewAdamW(m.Store.Trainable(), ocfg)
+	if err != nil {
+		m.Free()
+		return nil, err
+	}
+	saved := map[string]*ts.Tensor{}
+	for _, e := range r.Entries() {
+		if name, ok := strings.CutPrefix(e.Name, optPrefix); ok {
+			v, err := r.Load(e.Name, dev)
+			if err != nil {
+				opt.Free()
+				m.Free()
+				return nil, err
+			}
+			saved[name] = v
+		}
+	}
+	var step int64
+	fmt.Sscan(meta["diad.optimizer_step"], &step)
+	err = opt.LoadState(saved, step)
+	for _, v := range saved {
+		v.MustDrop()
+	}
+	if err != nil {
+		opt.Free()
+		m.Free()
+		return nil, fmt.Errorf("resume %s: %w", path, err)
+	}
+	t.opt = opt
+	return m, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+// benchResult is one preset's throughput.
+type benchResult struct {
+	Preset              string
+	TrainImagesPerSec   float64
+	ReconImagesPerSec   float64
+	TrainPeakRSSMiB     float64
+	ReconPeakRSSMiB     float64
+	Params              int64
+	Batch, Iters, Steps int
+}
+
+func newBenchCmd() *cobra.Command {
+	var presets []string
+	var batch, iters, threads int
+	var device string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure training-step and reconstruction throughput per preset",
+		Long: "bench builds each preset with random weights and times optimizer steps (forward, backward,\n" +
+			"AdamW) and full reference reconstructions (encode, noise to t=999, 10 DDIM steps with SG\n" +
+			"guidance, decode) on random images, after one warm-up iteration each.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dev, err := torchrt.ParseDevice(device)
+			if err != nil {
+				return err
+			}
+			defer torchrt.Pin()()
+			torchrt.SetThreads(threads)
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "preset\tparams\tbatch\ttrain img/s\ttrain peak RSS\trecon img/s\trecon peak RSS\t\n")
+			for _, name := range presets {
+				cfg, err := model.Preset(strings.TrimSpace(name))
+				if err != nil {
+					return err
+				}
+				r, err := bench(cmd.Context(), cfg, dev, batch, iters)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(tw, "%s\t%.2fM\t%d\t%.2f\t%.0f MiB\t%.2f\t%.0f MiB\t\n", r.Preset, float64(r.Params)/1e6, r.Batch,
+					r.TrainImagesPerSec, r.TrainPeakRSSMiB, r.ReconImagesPerSec, r.ReconPeakRSSMiB)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringSliceVar(&presets, "presets", []string{"tiny", "small"}, "presets to measure")
+	cmd.Flags().IntVar(&batch, "batch", 4, "images per batch")
+	cmd.Flags().IntVar(&iters, "iters", 5, "timed iterations")
+	cmd.Flags().IntVar(&threads, "threads", 0, "libtorch threads (0 = default)")
+	cmd.Flags().StringVar(&device, "device", "auto", "cpu, cuda, cuda:N or auto")
+	return cmd
+}
+
+func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters int) (benchResult, error) {
+	m, err := model.New(cfg, d)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer m.Free()
+	res := benchResult{Preset: cfg.Preset, Batch: batch, Iters: iters, Params: m.Store.Count("")}
+	noise := diffusion.NewNoise(1)
+	s := int64(cfg.ImageSize)
+	x := noise.Normal([]int64{int64(batch), 3, s, s}, d)
+	defer x.MustDrop()
+	m.SetFreeze(model.FreezeNone)
+	opt, err := optim.NewAdamW(m.Store.Trainable(), optim.ReferenceAdamW)
+	if err != nil {
+		return res, err
+	}
+	defer opt.Free()
+	step := func() error {
+		opt.ZeroGrad()
+		loss, err := m.TrainLoss(x, noise)
+		if err != nil {
+			return err
+		}
+		if err := loss.Backward(); err != nil {
+			return err
+		}
+		loss.MustDrop()
+		opt.Update()
+		return nil
+	}
+	recon := func() error {
+		rec, err := m.Reconstruct(ctx, x, cfg.Sampler, noise, nil)
+		if err != nil {
+			return err
+		}
+		rec.Free()
+		return nil
+	}
+	for _, phase := range []struct {
+		run  func() error
+		ips  *float64
+		peak *float64
+	}{{step, &res.TrainImagesPerSec, &res.TrainPeakRSSMiB}, {recon, &res.ReconImagesPerSec, &res.ReconPeakRSSMiB}} {
+		if err := phase.run(); err != nil { // warm-up
+			return res, err
+		}
+		torchrt.ResetPeakRSS()
+		start := time.Now()
+		for i := 0; i < iters; i++ {
+			if err := phase.run(); err != nil {
+				return res, err
+			}
+		}
+		*phase.ips = float64(iters*batch) / time.Since(start).Seconds()
+		*phase.peak = torchrt.PeakRSSMiB()
+	}
+	return res, nil
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/diad-project/diad/backend/evaluate"
+)
+
+// addEvalFlags binds the flags shared by test and predict.
+func addEvalFlags(cmd *cobra.Command, c *evaluate.Config) {
+	f := cmd.Flags()
+	f.StringVar(&c.Checkpoint, "checkpoint", c.Checkpoint, "model checkpoint (.safetensors from diad train)")
+	f.StringVar(&c.Features.Arch, "features", c.Features.Arch, "feature extractor: resnet18/34/50/101, wide_resnet50_2/101_2")
+	f.StringVar(&c.Features.Weights, "features-weights", c.Features.Weights, "torchvision/timm weights of the extractor (random if empty)")
+	f.IntSliceVar(&c.Features.Layers, "layers", c.Features.Layers, "feature layers compared")
+	f.IntVar(&c.BatchSize, "batch", c.BatchSize, "images per batch")
+	f.Uint64Var(&c.Seed, "seed", c.Seed, "noise seed")
+	f.StringVar(&c.Device, "device", c.Device, "cpu, cuda, cuda:N or auto")
+	f.IntVar(&c.Threads, "threads", c.Threads, "libtorch threads (0 = default)")
+	f.IntVar(&c.Sampler.StartT, "start-t", 0, "forward-noise level (with --steps; default the model's, 999)")
+	f.IntVar(&c.Sampler.Steps, "steps", 0, "DDIM steps (default the model's, 10)")
+	f.Float64Var(&c.Sampler.Eta, "eta", 0, "DDIM eta (with --steps)")
+	f.StringVar(&c.ResultsDir, "results", c.ResultsDir, "results folder (one sub-folder per run)")
+}
+
+func newTestCmd() *cobra.Command {
+	cfg := evaluate.DefaultConfig()
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "test",
+		Short: "Evaluate a model on a test split: metrics table and a Parquet results run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Checkpoint == "" || cfg.Data.Root == "" {
+				return fmt.Errorf("--checkpoint and --data are required")
+			}
+			if cfg.Sampler.Steps > 0 && cfg.Sampler.StartT == 0 {
+				cfg.Sampler.StartT = 999
+			}
+			var bar *progressbar.ProgressBar
+			progress := func(done, total int) {
+				if quiet {
+					return
+				}
+				if bar == nil {
+					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("test"),
+						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("img"), progressbar.OptionClearOnFinish())
+				}
+				bar.Set(done)
+			}
+			rep, err := evaluate.Test(cmd.Context(), cfg, progress)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprint(out, evaluate.FormatTable(rep.Table))
+			fmt.Fprintf(out, "run %s: %d images, %.2f images/s, threshold %.6g (%s)\n", rep.RunID, rep.Images, rep.ImagesPerSec, rep.Threshold.Value, rep.Threshold.Policy)
+			if !rep.Pretrained {
+				fmt.Fprintln(out, "note: the feature extractor has random weights (--features-weights not given); scores are not comparable to the paper's")
+			}
+			return nil
+		},
+	}
+	addEvalFlags(cmd, &cfg)
+	addDataFlags(cmd, &cfg.Data)
+	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1 or a number")
+	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every DDIM step's predicted image")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+func newPredictCmd() *cobra.Command {
+	cfg := evaluate.PredictConfig{Config: evaluate.DefaultConfig()}
+	cfg.Threshold = ""
+	cmd := &cobra.Command{
+		Use:   "predict IMAGE...",
+		Short: "Score new images with a chosen threshold and write heatmap overlays",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.Checkpoint == "" {
+				return fmt.Errorf("--checkpoint is required")
+			}
+			if cfg.Sampler.Steps > 0 && cfg.Sampler.StartT == 0 {
+				cfg.Sampler.StartT = 999
+			}
+			preds, runID, err := evaluate.Predict(cmd.Context(), cfg, args)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, p := range preds {
+				verdict := "normal"
+				if p.Anomalous {
+					verdict = "ANOMALOUS"
+				}
+				fmt.Fprintf(out, "%-10s score %.6g (threshold %.6g)  %s", verdict, p.Score, p.Threshold, p.Path)
+				if p.Overlay != "" {
+					fmt.Fprintf(out, "  -> %s", p.Overlay)
+				}
+				fmt.Fprintln(out)
+			}
+			if runID != "" {
+				fmt.Fprintf(out, "run %s\n", runID)
+			}
+			return nil
+		},
+	}
+	addEvalFlags(cmd, &cfg.Config)
+	cmd.Flags().StringVar(&cfg.Threshold, "threshold", "", "decision threshold (a number, e.g. from a test run)")
+	cmd.Flags().StringVar(&cfg.OverlayDir, "overlays", "", "folder for <name>_heatmap.png overlays")
+	cmd.Flags().BoolVar(&cfg.Store, "store", false, "also write a results run of kind predict")
+	return cmd
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/diad-project/diad/backend/train"
+)
+
+func newTrainCmd() *cobra.Command {
+	var (
+		configPath, base string
+		resume, quiet    bool
+		f                struct {
+			data, out, preset, device, freeze             string
+			steps, aeSteps, batch, accum, threads, epochs int
+			lr                                            float64
+			duration                                      time.Duration
+			seed                                          uint64
+		}
+	)
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train a DiAD model (stage 1 autoencoder, stage 2 denoiser)",
+		Long: "train fine-tunes the autoencoder (if --ae-steps > 0) and trains the SG network and UNet.\n" +
+			"Settings come from --config (YAML over a base: cpu or reference) and flags, which win.\n" +
+			"It writes checkpoint.safetensors (resumable), best.safetensors, model.safetensors and\n" +
+			"train.log.jsonl into --out; --resume continues an interrupted run exactly.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg train.Config
+			if configPath != "" {
+				c, err := train.Load(configPath)
+				if err != nil {
+					return err
+				}
+				cfg = c
+			} else {
+				mk, ok := train.Presets[base]
+				if !ok {
+					return fmt.Errorf("--base %q: want cpu or reference", base)
+				}
+				cfg = mk()
+			}
+			fl := cmd.Flags()
+			set := func(name string, apply func()) {
+				if fl.Changed(name) {
+					apply()
+				}
+			}
+			set("data", func() { cfg.Data.Root = f.data })
+			set("out", func() { cfg.OutDir = f.out })
+			set("preset", func() { cfg.Preset = f.preset })
+			set("device", func() { cfg.Device = f.device })
+			set("freeze", func() { cfg.Freeze = f.freeze })
+			set("steps", func() { cfg.MaxSteps = f.steps })
+			set("epochs", func() { cfg.MaxEpochs = f.epochs })
+			set("duration", func() { cfg.MaxDuration = f.duration })
+			set("ae-steps", func() { cfg.AutoencoderSteps = f.aeSteps })
+			set("batch", func() { cfg.BatchSize = f.batch })
+			set("accum", func() { cfg.GradAccum = f.accum })
+			set("lr", func() { cfg.Optim.LR = f.lr })
+			set("threads", func() { cfg.Threads = f.threads })
+			set("seed", func() { cfg.Seed = f.seed })
+			set("layout", func() { cfg.Data.Layout, _ = fl.GetString("layout") })
+			set("categories", func() { cfg.Data.Categories, _ = fl.GetStringSlice("categories") })
+			opts := train.Options{Resume: resume}
+			if !quiet {
+				opts.Progress = os.Stderr
+			}
+			sum, err := train.Run(cmd.Context(), cfg, opts)
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(sum)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&configPath, "config", "", "training config (YAML)")
+	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (small model from scratch) or reference (the paper's)")
+	fl.BoolVar(&resume, "resume", false, "continue from <out>/checkpoint.safetensors if present")
+	fl.BoolVar(&quiet, "quiet", false, "no progress bar")
+	fl.StringVar(&f.data, "data", "", "dataset root")
+	fl.String("layout", "auto", "dataset layout")
+	fl.StringSlice("categories", nil, "categories (default all)")
+	fl.StringVar(&f.out, "out", "", "output folder")
+	fl.StringVar(&f.preset, "preset", "", "model preset: paper, small, tiny")
+	fl.StringVar(&f.device, "device", "", "cpu, cuda, cuda:N or auto")
+	fl.StringVar(&f.freeze, "freeze", "", "denoiser training split: reference or none")
+	fl.IntVar(&f.steps, "steps", 0, "denoiser optimizer steps")
+	fl.IntVar(&f.epochs, "epochs", 0, "denoiser epochs")
+	fl.DurationVar(&f.duration, "duration", 0, "time budget (e.g. 30m)")
+	fl.IntVar(&f.aeSteps, "ae-steps", 0, "autoencoder fine-tuning steps")
+	fl.IntVar(&f.batch, "batch", 0, "batch size")
+	fl.IntVar(&f.accum, "accum", 0, "gradient accumulation")
+	fl.Float64Var(&f.lr, "lr", 0, "denoiser learning rate")
+	fl.IntVar(&f.threads, "threads", 0, "libtorch threads")
+	fl.Uint64Var(&f.seed, "seed", 0, "seed")
+	return cmd
+}
