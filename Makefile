@@ -6,7 +6,10 @@ TORCHENV := backend/buildenv/torchenv.sh
 # Where `make run` listens (loopback only) and keeps its data.
 ADDR ?= 127.0.0.1:8080
 DATA ?= var
-GO_TEST_FLAGS ?= -count=1 -timeout 45m
+# Packages run one at a time: each libtorch test process uses every core, and
+# two at once on 2 cores spin against each other (OpenMP busy-waits): 13 min
+# instead of about 5.
+GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 

