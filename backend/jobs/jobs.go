@@ -1,0 +1,342 @@
+// Package jobs runs training, test and predict jobs one at a time per device,
+// in a queue, and keeps each job's record on disk (written atomically at every
+// state change) so that a restarted server reports every job truthfully:
+// queued jobs are queued again, and a job that was running when the server
+// stopped is marked failed with that reason (its outputs are atomic files, so
+// none is half-written; a training job can be resumed from its checkpoint).
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/diad-project/diad/backend/stream"
+	"github.com/diad-project/diad/shared"
+)
+
+// Func runs one job. It reports progress through report and returns the
+// job's outputs (model path, run id) or an error. It must return promptly
+// when ctx is cancelled.
+type Func func(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (Output, error)
+
+// Output is what a finished job produced.
+type Output struct {
+	Model string
+	RunID string
+}
+
+// ErrNotFound is returned for unknown job ids.
+var ErrNotFound = errors.New("jobs: no such job")
+
+// ErrClosed is returned when the runner no longer accepts jobs.
+var ErrClosed = errors.New("jobs: shutting down")
+
+var idPattern = regexp.MustCompile(`^j-[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$`)
+
+// ValidID reports whether id has the runner's form.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Runner owns the queue and the records.
+type Runner struct {
+	dir   string
+	funcs map[string]Func
+	stats *stream.Stats
+
+	mu      sync.Mutex
+	jobs    map[string]*entry
+	queue   []string
+	wake    chan struct{}
+	closed  bool
+	running string
+	done    chan struct{}
+}
+
+type entry struct {
+	job    shared.Job
+	cancel context.CancelFunc
+	hub    *stream.Hub
+}
+
+// Open loads the records in dir, re-queues queued jobs, marks interrupted
+// running jobs failed, and starts the worker.
+func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	r := &Runner{dir: dir, funcs: funcs, stats: stats, jobs: map[string]*entry{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	files, err := filepath.Glob(filepath.Join(dir, "j-*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var queued []shared.Job
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: %w", err)
+		}
+		var j shared.Job
+		if err := json.Unmarshal(b, &j); err != nil || !ValidID(j.ID) {
+			return nil, fmt.Errorf("jobs: corrupt record %s: %v", f, err)
+		}
+		e := &entry{job: j, hub: stream.NewHub(64, false, stats)}
+		switch j.State {
+		case shared.JobRunning:
+			now := time.Now().UTC()
+			e.job.State, e.job.Error, e.job.Finished = shared.JobFailed, "the server stopped while the job was running", &now
+			if err := r.save(e.job); err != nil {
+				return nil, err
+			}
+		case shared.JobQueued:
+			queued = append(queued, j)
+		}
+		if e.job.State != shared.JobQueued {
+			e.hub.Publish(stream.Message{Data: stateEvent(e.job), Final: true})
+		}
+		r.jobs[j.ID] = e
+	}
+	sort.Slice(queued, func(a, b int) bool { return queued[a].Created.Before(queued[b].Created) })
+	for _, j := range queued {
+		r.queue = append(r.queue, j.ID)
+	}
+	go r.work()
+	r.signal()
+	return r, nil
+}
+
+func stateEvent(j shared.Job) []byte {
+	b, _ := json.Marshal(shared.JobEvent{Type: shared.TypeJobEvent, Job: j.ID, Kind: "state", Time: time.Now().UTC(), State: j.State, JobProgress: j.Progress, Message: j.Error})
+	return b
+}
+
+func (r *Runner) save(j shared.Job) error {
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(r.dir, j.ID+".json")
+	tmp, err := os.CreateTemp(r.dir, ".tmp-"+j.ID+"-*")
+	if err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("jobs: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("jobs: %w", err)
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Submit queues a job.
+func (r *Runner) Submit(kind string, config map[string]any) (shared.Job, error) {
+	if _, ok := r.funcs[kind]; !ok {
+		return shared.Job{}, fmt.Errorf("jobs: unknown kind %q", kind)
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	now := time.Now().UTC()
+	j := shared.Job{ID: "j-" + now.Format("20060102T150405") + "-" + hex.EncodeToString(b), Kind: kind, State: shared.JobQueued, Config: config, Created: now}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return shared.Job{}, ErrClosed
+	}
+	if err := r.save(j); err != nil {
+		return shared.Job{}, err
+	}
+	r.jobs[j.ID] = &entry{job: j, hub: stream.NewHub(64, false, r.stats)}
+	r.queue = append(r.queue, j.ID)
+	r.signal()
+	return j, nil
+}
+
+// Get returns a job's record.
+func (r *Runner) Get(id string) (shared.Job, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.jobs[id]
+	if !ok {
+		return shared.Job{}, ErrNotFound
+	}
+	return e.job, nil
+}
+
+// List returns all jobs, newest first.
+func (r *Runner) List() []shared.Job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]shared.Job, 0, len(r.jobs))
+	for _, e := range r.jobs {
+		out = append(out, e.job)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	return out
+}
+
+// Counts returns the number of jobs per state and the queue length.
+func (r *Runner) Counts() (map[string]int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := map[string]int{}
+	for _, e := range r.jobs {
+		c[e.job.State]++
+	}
+	return c, len(r.queue)
+}
+
+// Subscribe follows a job's events (the final one is its end state).
+func (r *Runner) Subscribe(id string) (*stream.Subscriber, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.jobs[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return e.hub.Subscribe(), nil
+}
+
+// Cancel stops a queued or running job.
+func (r *Runner) Cancel(id string) (shared.Job, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.jobs[id]
+	if !ok {
+		return shared.Job{}, ErrNotFound
+	}
+	switch e.job.State {
+	case shared.JobQueued:
+		for i, q := range r.queue {
+			if q == id {
+				r.queue = append(r.queue[:i], r.queue[i+1:]...)
+				break
+			}
+		}
+		now := time.Now().UTC()
+		e.job.State, e.job.Finished = shared.JobCancelled, &now
+		if err := r.save(e.job); err != nil {
+			return e.job, err
+		}
+		e.hub.Publish(stream.Message{Data: stateEvent(e.job), Final: true})
+	case shared.JobRunning:
+		e.cancel() // the worker records the end state
+	}
+	return e.job, nil
+}
+
+func (r *Runner) work() {
+	defer close(r.done)
+	for {
+		r.mu.Lock()
+		for len(r.queue) == 0 && !r.closed {
+			r.mu.Unlock()
+			<-r.wake
+			r.mu.Lock()
+		}
+		if r.closed {
+			r.mu.Unlock()
+			return
+		}
+		id := r.queue[0]
+		r.queue = r.queue[1:]
+		e := r.jobs[id]
+		ctx, cancel := context.WithCancel(context.Background())
+		now := time.Now().UTC()
+		e.cancel = cancel
+		e.job.State, e.job.Started = shared.JobRunning, &now
+		r.running = id
+		job := e.job
+		r.save(job)
+		r.mu.Unlock()
+		e.hub.Publish(stream.Message{Data: stateEvent(job)})
+
+		lastSave := time.Now()
+		report := func(ev shared.JobEvent) {
+			ev.Type, ev.Job, ev.Time, ev.State = shared.TypeJobEvent, id, time.Now().UTC(), shared.JobRunning
+			b, _ := json.Marshal(ev)
+			e.hub.Publish(stream.Message{Data: b})
+			r.mu.Lock()
+			e.job.Progress = ev.JobProgress
+			if time.Since(lastSave) > time.Second {
+				r.save(e.job)
+				lastSave = time.Now()
+			}
+			r.mu.Unlock()
+		}
+		out, err := r.run(ctx, job, report)
+		cancelled := ctx.Err() != nil
+		cancel()
+
+		r.mu.Lock()
+		end := time.Now().UTC()
+		e.job.Finished = &end
+		e.job.Model, e.job.RunID = out.Model, out.RunID
+		switch {
+		case cancelled:
+			e.job.State, e.job.Error = shared.JobCancelled, "cancelled"
+			if r.closed {
+				e.job.Error = "cancelled: the server shut down"
+			}
+		case err != nil:
+			e.job.State, e.job.Error = shared.JobFailed, err.Error()
+		default:
+			e.job.State = shared.JobSucceeded
+		}
+		r.running = ""
+		r.save(e.job)
+		final := e.job
+		r.mu.Unlock()
+		e.hub.Publish(stream.Message{Data: stateEvent(final), Final: true})
+	}
+}
+
+// run calls the job's function, turning a panic into a failure.
+func (r *Runner) run(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (out Output, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("job panicked: %v", p)
+		}
+	}()
+	return r.funcs[job.Kind](ctx, job, report)
+}
+
+// Close stops accepting jobs, cancels the running one, waits for it to record
+// its end state, and leaves queued jobs queued (they run after a restart).
+func (r *Runner) Close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	if e, ok := r.jobs[r.running]; ok && e.cancel != nil {
+		e.cancel()
+	}
+	r.mu.Unlock()
+	r.signal()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

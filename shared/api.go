@@ -1,0 +1,140 @@
+package shared
+
+import "time"
+
+// APIError is every error response's body.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+// Job kinds and states.
+const (
+	JobTrain   = "train"
+	JobTest    = "test"
+	JobPredict = "predict"
+
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
+)
+
+// JobRequest starts a job. Config holds the job kind's settings: for train,
+// keys of the training config (data, preset, max_steps, ...); for test and
+// predict, checkpoint, data, threshold, paths.
+type JobRequest struct {
+	Kind   string         `json:"kind"`
+	Config map[string]any `json:"config"`
+}
+
+// JobProgress is the latest progress of a job.
+type JobProgress struct {
+	Stage        string  `json:"stage,omitempty"`
+	Step         int     `json:"step"`
+	Total        int     `json:"total"`
+	Loss         float64 `json:"loss,omitempty"`
+	ValLoss      float64 `json:"val_loss,omitempty"`
+	ImagesPerSec float64 `json:"images_per_sec,omitempty"`
+	ETASeconds   float64 `json:"eta_seconds,omitempty"`
+}
+
+// Job is a job's record.
+type Job struct {
+	ID       string         `json:"id"`
+	Kind     string         `json:"kind"`
+	State    string         `json:"state"`
+	Error    string         `json:"error,omitempty"`
+	Config   map[string]any `json:"config"`
+	Created  time.Time      `json:"created"`
+	Started  *time.Time     `json:"started,omitempty"`
+	Finished *time.Time     `json:"finished,omitempty"`
+	Progress JobProgress    `json:"progress"`
+	// Output: the model file of a train job, the run id of test/predict.
+	Model string `json:"model,omitempty"`
+	RunID string `json:"run_id,omitempty"`
+}
+
+// JobEvent is streamed on /api/v1/ws/jobs/{id}.
+type JobEvent struct {
+	Type  string    `json:"type"` // "job"
+	Job   string    `json:"job"`
+	Kind  string    `json:"kind"` // step, validation, checkpoint, stage, state, done
+	Time  time.Time `json:"time"`
+	State string    `json:"state"`
+	JobProgress
+	Message string `json:"message,omitempty"`
+}
+
+// Dataset is a registered dataset.
+type Dataset struct {
+	Name       string   `json:"name"`
+	Root       string   `json:"root"`
+	Layout     string   `json:"layout"`
+	Categories []string `json:"categories"`
+	Train      int      `json:"train"`
+	Test       int      `json:"test"`
+}
+
+// RegisterDataset asks the server to index a folder within its data roots.
+type RegisterDataset struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Layout string `json:"layout,omitempty"`
+}
+
+// Upload is an uploaded image for ad-hoc inspection.
+type Upload struct {
+	ID     string `json:"id"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	Format string `json:"format"`
+	Bytes  int    `json:"bytes"`
+}
+
+// Model is a checkpoint the server can load.
+type Model struct {
+	Name       string           `json:"name"`
+	Path       string           `json:"path"`
+	Preset     string           `json:"preset"`
+	Parameters map[string]int64 `json:"parameters"`
+	Loaded     bool             `json:"loaded"`
+}
+
+// ImagePage is one page of a run's images.
+type ImagePage struct {
+	Total  int         `json:"total"`
+	Offset int         `json:"offset"`
+	Images []ImageInfo `json:"images"`
+}
+
+// ImageInfo is an image row as the API shows it.
+type ImageInfo struct {
+	ImageID      int64      `json:"image_id"`
+	Category     string     `json:"category"`
+	Path         string     `json:"path"`
+	Defect       string     `json:"defect"`
+	GroundTruth  int32      `json:"gt_label"`
+	Score        float64    `json:"score"`
+	StepScores   []float64  `json:"step_scores,omitempty"`
+	Threshold    float64    `json:"threshold"`
+	Predicted    int32      `json:"predicted_label"`
+	AnalystLabel string     `json:"analyst_label"`
+	AnalystNote  string     `json:"analyst_note"`
+	AnalystUser  string     `json:"analyst_user"`
+	AnalystTime  *time.Time `json:"analyst_time,omitempty"`
+}
+
+// LabelRequest sets an analyst verdict.
+type LabelRequest struct {
+	Verdict string `json:"verdict"` // normal, anomalous, unsure, "" clears
+	Note    string `json:"note"`
+	User    string `json:"user"`
+}
+
+// ThresholdRequest sets a run's decision threshold.
+type ThresholdRequest struct {
+	Value  float64 `json:"value"`
+	Policy string  `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
+	User   string  `json:"user"`
+}

@@ -1,0 +1,169 @@
+// Package shared holds the Go types that the server and the WebAssembly client
+// both compile: the versioned wire protocol of the REST API and websockets.
+// It has no dependencies beyond the standard library, so it builds for
+// GOOS=js too.
+//
+// Websocket frames are JSON text messages for control and events, and binary
+// messages for pixel data. A binary message is
+//
+//	uint32 big-endian length of the header | header (JSON Frame) | blob bytes
+//
+// where the header's Blobs say where each image or array lies in the bytes
+// that follow.
+package shared
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// ProtocolVersion is sent in every frame and hello; clients refuse others.
+const ProtocolVersion = 1
+
+// Message types.
+const (
+	TypeHello    = "hello"    // server -> client on connect
+	TypeDenoise  = "denoise"  // client -> server: start a trajectory
+	TypeStep     = "step"     // server -> client: one DDIM step (binary)
+	TypeFinal    = "final"    // server -> client: reconstruction, map, verdict (binary)
+	TypeError    = "error"    // server -> client
+	TypeJobEvent = "job"      // server -> client on /ws/jobs/{id}
+	TypeDropped  = "dropped"  // server -> client: frames skipped for a slow reader
+)
+
+// Products a denoise request can ask for (default: all previews).
+const (
+	ProductLatent     = "latent"      // z_t preview (PNG)
+	ProductX0Latent   = "x0_latent"   // predicted clean latent preview (PNG)
+	ProductImage      = "image"       // decoded predicted image (PNG)
+	ProductMap        = "map"         // anomaly map of the predicted image (uint8 + scale)
+	ProductRawLatents = "raw_latents" // z_t and x0 latents as float16
+)
+
+// DefaultProducts are sent when a request names none.
+var DefaultProducts = []string{ProductLatent, ProductX0Latent, ProductImage, ProductMap}
+
+// Hello greets a websocket client.
+type Hello struct {
+	Type     string `json:"type"`
+	Protocol int    `json:"protocol"`
+	Server   string `json:"server"`
+}
+
+// DenoiseRequest asks the server to reconstruct one image step by step.
+type DenoiseRequest struct {
+	Type string `json:"type"`
+	// Exactly one of: an image of a results run, or an uploaded image.
+	RunID    string `json:"run_id,omitempty"`
+	ImageID  *int64 `json:"image_id,omitempty"`
+	UploadID string `json:"upload_id,omitempty"`
+	// Sampling: zero values take the model's defaults.
+	StartT   int      `json:"start_t,omitempty"`
+	Steps    int      `json:"steps,omitempty"`
+	Eta      float64  `json:"eta,omitempty"`
+	Seed     uint64   `json:"seed,omitempty"`
+	Products []string `json:"products,omitempty"`
+}
+
+// Blob locates one binary payload in a frame.
+type Blob struct {
+	Name   string `json:"name"`   // e.g. "latent", "image", "map"
+	Format string `json:"format"` // "png", "u8" (quantised map), "f16"
+	Width  int    `json:"width,omitempty"`
+	Height int    `json:"height,omitempty"`
+	// For "u8": value = Offset + q/255*Scale.
+	Offset float32 `json:"offset,omitempty"`
+	Scale  float32 `json:"scale,omitempty"`
+	Shape  []int   `json:"shape,omitempty"` // for "f16"
+	Start  int     `json:"start"`
+	Length int     `json:"length"`
+}
+
+// Frame is the header of a binary message (step or final).
+type Frame struct {
+	Type     string `json:"type"`
+	Protocol int    `json:"protocol"`
+	// Trajectory identifies the reconstruction the frame belongs to.
+	Trajectory string  `json:"trajectory"`
+	Step       int     `json:"step"`  // 0-based; for final = Total
+	Total      int     `json:"total"` // number of steps
+	T          int     `json:"t"`     // diffusion timestep of the step
+	Score      float64 `json:"score"` // image score of the step's predicted image
+	// Final only.
+	Threshold float64 `json:"threshold,omitempty"`
+	Anomalous bool    `json:"anomalous,omitempty"`
+	Dropped   int     `json:"dropped,omitempty"` // frames skipped for this client so far
+	Blobs     []Blob  `json:"blobs"`
+}
+
+// ErrorMessage reports a failure on a websocket.
+type ErrorMessage struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// EncodeFrame builds a binary message from a header and its blobs' bytes (in
+// Blobs order); it fills in Start and Length.
+func EncodeFrame(f Frame, payloads [][]byte) ([]byte, error) {
+	if len(payloads) != len(f.Blobs) {
+		return nil, fmt.Errorf("frame: %d blobs, %d payloads", len(f.Blobs), len(payloads))
+	}
+	off := 0
+	for i := range f.Blobs {
+		f.Blobs[i].Start, f.Blobs[i].Length = off, len(payloads[i])
+		off += len(payloads[i])
+	}
+	f.Protocol = ProtocolVersion
+	head, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 4, 4+len(head)+off)
+	binary.BigEndian.PutUint32(out, uint32(len(head)))
+	out = append(out, head...)
+	for _, p := range payloads {
+		out = append(out, p...)
+	}
+	return out, nil
+}
+
+// ErrFrame is returned for malformed binary messages.
+var ErrFrame = errors.New("malformed frame")
+
+// DecodeFrame splits a binary message into its header and blob bytes.
+func DecodeFrame(msg []byte) (Frame, [][]byte, error) {
+	if len(msg) < 4 {
+		return Frame{}, nil, ErrFrame
+	}
+	n := int(binary.BigEndian.Uint32(msg))
+	if n > len(msg)-4 {
+		return Frame{}, nil, ErrFrame
+	}
+	var f Frame
+	if err := json.Unmarshal(msg[4:4+n], &f); err != nil {
+		return Frame{}, nil, fmt.Errorf("%w: %v", ErrFrame, err)
+	}
+	if f.Protocol != ProtocolVersion {
+		return Frame{}, nil, fmt.Errorf("%w: protocol %d, want %d", ErrFrame, f.Protocol, ProtocolVersion)
+	}
+	body := msg[4+n:]
+	blobs := make([][]byte, len(f.Blobs))
+	for i, b := range f.Blobs {
+		if b.Start < 0 || b.Length < 0 || b.Start+b.Length > len(body) {
+			return Frame{}, nil, fmt.Errorf("%w: blob %s out of range", ErrFrame, b.Name)
+		}
+		blobs[i] = body[b.Start : b.Start+b.Length]
+	}
+	return f, blobs, nil
+}
+
+// Dequantize decodes a "u8" blob.
+func Dequantize(b Blob, data []byte) []float32 {
+	out := make([]float32, len(data))
+	for i, q := range data {
+		out[i] = b.Offset + float32(q)/255*b.Scale
+	}
+	return out
+}
