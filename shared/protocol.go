@@ -24,13 +24,13 @@ const ProtocolVersion = 1
 
 // Message types.
 const (
-	TypeHello    = "hello"    // server -> client on connect
-	TypeDenoise  = "denoise"  // client -> server: start a trajectory
-	TypeStep     = "step"     // server -> client: one DDIM step (binary)
-	TypeFinal    = "final"    // server -> client: reconstruction, map, verdict (binary)
-	TypeError    = "error"    // server -> client
-	TypeJobEvent = "job"      // server -> client on /ws/jobs/{id}
-	TypeDropped  = "dropped"  // server -> client: frames skipped for a slow reader
+	TypeHello    = "hello"   // server -> client on connect
+	TypeDenoise  = "denoise" // client -> server: start a trajectory
+	TypeStep     = "step"    // server -> client: one DDIM step (binary)
+	TypeFinal    = "final"   // server -> client: reconstruction, map, verdict (binary)
+	TypeError    = "error"   // server -> client
+	TypeJobEvent = "job"     // server -> client on /ws/jobs/{id}
+	TypeDropped  = "dropped" // server -> client: frames skipped for a slow reader
 )
 
 // Products a denoise request can ask for (default: all previews).

@@ -224,3 +224,11 @@ func WriteAtomic(path string, write func(w *bufio.Writer) error) error {
 	}
 	return nil
 }
+
+// WriteAtomicBytes writes data to path through a temporary sibling and a rename.
+func WriteAtomicBytes(path string, data []byte) error {
+	return WriteAtomic(path, func(w *bufio.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}

@@ -121,6 +121,7 @@ func (p *Pipeline) Free() {
 type Scored struct {
 	Score      float64
 	Map        []float32 // H*W smoothed anomaly map
+	Recon      []float32 // 3*H*W reconstruction, ImageNet-normalised
 	StepScores []float64
 }
 
@@ -164,10 +165,11 @@ func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, re
 	}
 	defer r.Free()
 	maps := torchrt.Float32s(r.Map)
+	recons := torchrt.Float32s(rec.Image)
 	hw := len(maps) / b
 	out = make([]Scored, b)
 	for i := range out {
-		out[i] = Scored{Score: r.Scores[i], Map: maps[i*hw : (i+1)*hw], StepScores: steps[i]}
+		out[i] = Scored{Score: r.Scores[i], Map: maps[i*hw : (i+1)*hw], Recon: recons[3*i*hw : 3*(i+1)*hw], StepScores: steps[i]}
 	}
 	return out, nil
 }

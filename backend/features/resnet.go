@@ -73,6 +73,9 @@ var ReferenceConfig = Config{Arch: "resnet50", Layers: []int{1, 2, 3}}
 
 const bnEps = 1e-5 // torchvision's BatchNorm2d default
 
+// randomInitSeed seeds the random initialisation used when no weights are given.
+const randomInitSeed = 20240101
+
 type batchNorm struct{ w, b, mean, variance *ts.Tensor }
 
 func newBatchNorm(p layers.Path, c int64) *batchNorm {
@@ -163,6 +166,12 @@ func New(cfg Config, device gotch.Device) (e *Extractor, err error) {
 			err = fmt.Errorf("features: libtorch: %v", r)
 		}
 	}()
+	if cfg.Weights == "" {
+		// Without weights, every extractor of an architecture is the same
+		// random network, so that scores of different runs (and of the server
+		// and the CLI) stay comparable.
+		torchrt.ManualSeed(randomInitSeed)
+	}
 	store := layers.NewStore(device)
 	e = build(store, arch, cfg, deepest)
 	store.SetTrainable(func(string) bool { return false })

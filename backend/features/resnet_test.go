@@ -152,3 +152,15 @@ func TestRandomInitAndErrors(t *testing.T) {
 		t.Fatal("absent weights accepted")
 	}
 }
+
+func TestRandomInitIsReproducible(t *testing.T) {
+	defer torchrt.Pin()()
+	a, _ := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	defer a.Free()
+	torchrt.ManualSeed(999) // whatever the global generator did before
+	b, _ := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	defer b.Free()
+	if maxDiff(a.Store().Get("conv1.weight").Tensor, b.Store().Get("conv1.weight").Tensor) != 0 {
+		t.Fatal("two random extractors differ")
+	}
+}

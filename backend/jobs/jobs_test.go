@@ -47,7 +47,9 @@ func TestRunCancelFailAndEvents(t *testing.T) {
 				return Output{}, nil
 			}
 		},
-		"fail":  func(context.Context, shared.Job, func(shared.JobEvent)) (Output, error) { return Output{}, errors.New("boom") },
+		"fail": func(context.Context, shared.Job, func(shared.JobEvent)) (Output, error) {
+			return Output{}, errors.New("boom")
+		},
 		"panic": func(context.Context, shared.Job, func(shared.JobEvent)) (Output, error) { panic("oops") },
 	}
 	r, err := Open(t.TempDir(), funcs, nil)

@@ -1,83 +1,167 @@
-// Package server is diad's HTTP front: an echo server that serves the browser
-// client, the REST API under /api/v1, and websocket streams.
+// Package server is diad's HTTP front: an echo server with the REST API under
+// /api/v1 (datasets, uploads, models, jobs, runs, labels), a job runner (one
+// model job at a time), websocket streams of job events and of denoising
+// trajectories, Prometheus metrics, and the browser client at /.
 package server
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/diad-project/diad/backend/features"
+	"github.com/diad-project/diad/backend/jobs"
+	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/version"
+	"github.com/diad-project/diad/results"
 )
 
 // Config is the server's configuration (flags of `diad serve`).
 type Config struct {
 	// Addr is the listen address; loopback by default so nothing is exposed.
 	Addr string `yaml:"addr"`
-	// ReadTimeout bounds reading a request (headers and body).
-	ReadTimeout time.Duration `yaml:"read_timeout"`
-	// ShutdownTimeout bounds graceful shutdown.
+	// Token is required on every mutating request and websocket when set; it
+	// must be set when Addr is not a loopback address.
+	Token string `yaml:"token"`
+	// AllowedOrigins are extra websocket Origin host patterns (same origin
+	// is always allowed), e.g. "localhost:5173".
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// DataDir holds jobs, uploads, trained models and (by default) results.
+	DataDir string `yaml:"data_dir"`
+	// DataRoots are the folders clients may name datasets and images in.
+	DataRoots []string `yaml:"data_roots"`
+	// ResultsDir is the results store (default <DataDir>/results).
+	ResultsDir string `yaml:"results_dir"`
+	// Checkpoint is the model for denoising streams (default: the newest
+	// model a train job produced).
+	Checkpoint string          `yaml:"checkpoint"`
+	Features   features.Config `yaml:"features"`
+	Device     string          `yaml:"device"`
+	// Upload limits, checked before decoding.
+	MaxUploadBytes  int64 `yaml:"max_upload_bytes"`
+	MaxUploadPixels int   `yaml:"max_upload_pixels"`
+	// MaxBodyBytes bounds JSON request bodies.
+	MaxBodyBytes    int64         `yaml:"max_body_bytes"`
+	ReadTimeout     time.Duration `yaml:"read_timeout"`
+	RequestTimeout  time.Duration `yaml:"request_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// StreamQueue is the per-client frame queue of websocket streams.
+	StreamQueue int `yaml:"stream_queue"`
 }
 
 // DefaultConfig listens on loopback only.
 func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, ShutdownTimeout: 10 * time.Second}
+	return Config{
+		Addr: "127.0.0.1:8080", DataDir: "var", Device: "auto",
+		Features:       features.Config{Arch: "resnet18", Layers: []int{1, 2, 3}},
+		MaxUploadBytes: 20 << 20, MaxUploadPixels: 4096 * 4096, MaxBodyBytes: 1 << 20,
+		ReadTimeout: 30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
+		StreamQueue: 16,
+	}
 }
 
-// Status is what /api/v1/status reports: which build serves and on what hardware.
+// Status is what /api/v1/status reports.
 type Status struct {
 	Version  version.Info `json:"version"`
 	Libtorch string       `json:"libtorch"`
 	Devices  []string     `json:"devices"`
 	Threads  int          `json:"threads"`
 	Started  time.Time    `json:"started"`
+	Model    string       `json:"model,omitempty"`
 }
 
 // Server wraps the echo instance and what its handlers share.
 type Server struct {
-	cfg    Config
-	echo   *echo.Echo
-	log    *slog.Logger
-	status Status
+	cfg     Config
+	echo    *echo.Echo
+	log     *slog.Logger
+	status  Status
+	runner  *jobs.Runner
+	store   results.Store
+	stats   *stream.Stats
+	metrics *metrics
+
+	mu        sync.Mutex
+	datasets  map[string]datasetEntry
+	denoiser  *denoiser
+	threshold map[string]float64 // per model path: the threshold of its latest test run
+
+	trajMu       sync.Mutex
+	trajectories map[string]*stream.Hub
 }
 
-// New builds a server with its routes; it does not listen yet.
-func New(cfg Config, log *slog.Logger) *Server {
+// New builds a server with its routes and job runner; it does not listen yet.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.Token == "" && cfg.Addr != "" && !isLoopback(cfg.Addr) {
+		return nil, fmt.Errorf("server: listening on %s (not loopback) requires a token (--token or DIAD_TOKEN)", cfg.Addr)
+	}
+	if cfg.ResultsDir == "" {
+		cfg.ResultsDir = filepath.Join(cfg.DataDir, "results")
+	}
+	for _, d := range []string{cfg.DataDir, cfg.ResultsDir, filepath.Join(cfg.DataDir, "uploads"), filepath.Join(cfg.DataDir, "models")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
+		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*stream.Hub{}}
+	s.metrics = newMetrics(s)
+	s.status = Status{Version: version.Read(), Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads(), Started: time.Now().UTC()}
+	runner, err := jobs.Open(filepath.Join(cfg.DataDir, "jobs"), s.jobFuncs(), s.stats)
+	if err != nil {
+		return nil, err
+	}
+	s.runner = runner
+	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.Recover())
+	e.Use(s.metrics.middleware)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
-		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogError: true,
+		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogError: true, LogRemoteIP: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			log.Info("request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "err", v.Error)
+			log.Info("request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "remote", v.RemoteIP, "err", v.Error)
 			return nil
 		},
 	}))
-	s := &Server{cfg: cfg, echo: e, log: log, status: Status{
-		Version:  version.Read(),
-		Libtorch: torchrt.LibtorchVersion(),
-		Devices:  torchrt.Devices(),
-		Threads:  torchrt.Threads(),
-		Started:  time.Now().UTC(),
-	}}
-	e.GET("/", s.handleIndex)
-	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
-	e.GET("/api/v1/status", func(c echo.Context) error { return c.JSON(http.StatusOK, s.status) })
-	return s
+	e.Use(s.tokenMiddleware)
+	e.Use(s.timeoutMiddleware)
+	s.routes()
+	return s, nil
 }
 
-// Handler exposes the routes for tests (httptest) and embedding.
+// errorHandler answers every error with the API's JSON error body.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, err.Error()
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		msg = fmt.Sprint(he.Message)
+	}
+	if code >= 500 {
+		s.log.Error("handler error", "uri", c.Request().RequestURI, "err", err)
+	}
+	c.JSON(code, map[string]string{"error": msg})
+}
+
+// Handler exposes the routes for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
@@ -91,21 +175,34 @@ var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
 <tr><td>libtorch</td><td>{{.Libtorch}}</td></tr>
 <tr><td>devices</td><td>{{range .Devices}}{{.}} {{end}}</td></tr>
 <tr><td>threads</td><td>{{.Threads}}</td></tr>
+<tr><td>model</td><td>{{.Model}}</td></tr>
 <tr><td>started</td><td>{{.Started.Format "2006-01-02 15:04:05 UTC"}}</td></tr>
 </table>
-<p>API: <a href="/api/v1/status">/api/v1/status</a></p>
+<p>API: <a href="/api/v1/status">/api/v1/status</a>, <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>, <a href="/metrics">/metrics</a></p>
 </body></html>`))
 
 func (s *Server) handleIndex(c echo.Context) error {
 	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
-	return indexPage.Execute(c.Response(), s.status)
+	return indexPage.Execute(c.Response(), s.currentStatus())
 }
 
-// Run listens on cfg.Addr until ctx is cancelled, then shuts down gracefully.
-// ready, if not nil, receives the bound address once listening (useful with port 0).
+func (s *Server) currentStatus() Status {
+	st := s.status
+	s.mu.Lock()
+	if s.denoiser != nil {
+		st.Model = s.denoiser.path
+	}
+	s.mu.Unlock()
+	return st
+}
+
+// Run listens on cfg.Addr until ctx is cancelled, then shuts down gracefully:
+// stop accepting, cancel the running job (queued jobs stay queued for the next
+// start), close streams. ready, if not nil, receives the bound address.
 func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
+		s.runner.Close(context.Background())
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
 	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second}
@@ -117,13 +214,23 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		s.runner.Close(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
+		s.log.Warn("http shutdown", "err", err)
 	}
+	if err := s.runner.Close(sctx); err != nil {
+		return fmt.Errorf("shutdown: jobs: %w", err)
+	}
+	s.mu.Lock()
+	if s.denoiser != nil {
+		s.denoiser.free()
+		s.denoiser = nil
+	}
+	s.mu.Unlock()
 	return nil
 }

@@ -1,76 +1,581 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sugarme/gotch"
+	"nhooyr.io/websocket"
+
+	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
-// startServer runs a real server on a loopback port for the test's lifetime.
-func startServer(t *testing.T) string {
+// env is a server under test with a synthetic dataset and a tiny model.
+type env struct {
+	base, dataDir, dataRoot, dataset, model string
+	srv                                     *Server
+	stop                                    func()
+}
+
+var fixtureOnce sync.Once
+var fixtureRoot string
+
+// fixtures builds (once per test binary) a synthetic dataset and a tiny model
+// checkpoint with random weights: the server's work does not depend on
+// training, only its speed does.
+func fixtures(t *testing.T) (dataRoot, modelFile string) {
+	fixtureOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "diad-server-test-")
+		if err != nil {
+			panic(err)
+		}
+		fixtureRoot = dir
+		if _, err := datasets.Synthesize(filepath.Join(dir, "roots", "synth"), datasets.SynthConfig{Seed: 4, Size: 64, Train: 4, TestGood: 4, PerDefect: 2, Categories: []string{"woven", "disc"}}); err != nil {
+			panic(err)
+		}
+		defer torchrt.Pin()()
+		torchrt.ManualSeed(3)
+		m, err := model.New(model.TinyConfig(), gotch.CPU)
+		if err != nil {
+			panic(err)
+		}
+		if err := m.Save(filepath.Join(dir, "model.safetensors"), nil); err != nil {
+			panic(err)
+		}
+		m.Free()
+	})
+	return filepath.Join(fixtureRoot, "roots"), filepath.Join(fixtureRoot, "model.safetensors")
+}
+
+func startEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
+	root, modelFile := fixtures(t)
+	e := &env{dataDir: t.TempDir(), dataRoot: root, dataset: filepath.Join(root, "synth")}
+	// The model as a train job would leave it.
+	e.model = filepath.Join(e.dataDir, "models", "fixture", "model.safetensors")
+	os.MkdirAll(filepath.Dir(e.model), 0o755)
+	b, _ := os.ReadFile(modelFile)
+	os.WriteFile(e.model, b, 0o644)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = e.dataDir
+	cfg.DataRoots = []string{root}
+	cfg.Device = "cpu"
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = s
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(ctx, ready) }()
-	var addr string
+	go func() { done <- s.Run(ctx, ready) }()
 	select {
-	case addr = <-ready:
+	case addr := <-ready:
+		e.base = "http://" + addr
 	case err := <-done:
 		t.Fatalf("server did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start in 10s")
 	}
-	t.Cleanup(func() {
+	e.stop = func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return "http://" + addr
+		<-done
+	}
+	t.Cleanup(e.stop)
+	return e
 }
 
-func TestStatusAndIndex(t *testing.T) {
-	base := startServer(t)
-	resp, err := http.Get(base + "/api/v1/status")
+func (e *env) do(t *testing.T, method, path string, body any, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.base+path, rd)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Libtorch != torchrt.LibtorchVersion() || len(st.Devices) == 0 || st.Devices[0] != "cpu" {
-		t.Fatalf("status %+v", st)
-	}
-	page, err := http.Get(base + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(page.Body)
-	page.Body.Close()
-	if page.StatusCode != 200 || !strings.Contains(string(body), st.Libtorch) {
-		t.Fatalf("index page (%d) lacks the libtorch version: %s", page.StatusCode, body)
-	}
-	if r, err := http.Get(base + "/nope"); err != nil || r.StatusCode != http.StatusNotFound {
-		t.Fatalf("unknown path: %v %v", r, err)
+	out, _ := io.ReadAll(resp.Body)
+	return resp, out
+}
+
+func (e *env) alive(t *testing.T) {
+	t.Helper()
+	if r, _ := e.do(t, "GET", "/healthz", nil); r.StatusCode != 200 {
+		t.Fatal("server stopped serving")
 	}
 }
 
-func TestListenErrorIsReported(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Addr = "127.0.0.1:-1"
-	if err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(context.Background(), nil); err == nil {
-		t.Fatal("bad address accepted")
+func pngBytes(t *testing.T, w, h int, c color.Color) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, c)
+		}
 	}
+	var buf bytes.Buffer
+	png.Encode(&buf, img)
+	return buf.Bytes()
+}
+
+func TestStatusAndOpenAPICoverEveryRoute(t *testing.T) {
+	e := startEnv(t, nil)
+	r, body := e.do(t, "GET", "/api/v1/status", nil)
+	var st Status
+	if r.StatusCode != 200 || json.Unmarshal(body, &st) != nil || st.Libtorch != torchrt.LibtorchVersion() {
+		t.Fatalf("status %d %s", r.StatusCode, body)
+	}
+	if r, body := e.do(t, "GET", "/", nil); r.StatusCode != 200 || !bytes.Contains(body, []byte(st.Libtorch)) {
+		t.Fatalf("index %d", r.StatusCode)
+	}
+	_, body = e.do(t, "GET", "/api/v1/openapi.json", nil)
+	var spec struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(body, &spec); err != nil {
+		t.Fatal(err)
+	}
+	param := regexp.MustCompile(`:([a-z]+)`)
+	for _, rt := range e.srv.echo.Routes() {
+		if strings.HasPrefix(rt.Path, "/api/v1") || rt.Path == "/healthz" || rt.Path == "/metrics" {
+			path := param.ReplaceAllString(rt.Path, "{$1}")
+			if _, ok := spec.Paths[path][strings.ToLower(rt.Method)]; !ok {
+				t.Errorf("route %s %s is not in openapi.json", rt.Method, path)
+			}
+		}
+	}
+	_, body = e.do(t, "GET", "/metrics", nil)
+	for _, m := range []string{"diad_jobs", "diad_job_queue_length", "diad_stream_clients", "diad_stream_dropped_frames_total", "diad_http_request_duration_seconds"} {
+		if !bytes.Contains(body, []byte(m)) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+}
+
+// denoise runs one trajectory over a websocket and returns its frames.
+func denoise(t *testing.T, ctx context.Context, base string, req shared.DenoiseRequest, read bool) ([]shared.Frame, [][][]byte, error) {
+	url := strings.Replace(base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(32 << 20)
+	_, hello, err := conn.Read(ctx)
+	if err != nil || !bytes.Contains(hello, []byte(`"hello"`)) {
+		return nil, nil, fmt.Errorf("hello: %s %v", hello, err)
+	}
+	req.Type = shared.TypeDenoise
+	b, _ := json.Marshal(req)
+	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+		return nil, nil, err
+	}
+	if !read {
+		<-ctx.Done()
+		return nil, nil, nil
+	}
+	var frames []shared.Frame
+	var blobs [][][]byte
+	for {
+		typ, msg, err := conn.Read(ctx)
+		if err != nil {
+			return frames, blobs, err
+		}
+		if typ == websocket.MessageText {
+			return frames, blobs, fmt.Errorf("server said %s", msg)
+		}
+		f, bl, err := shared.DecodeFrame(msg)
+		if err != nil {
+			return frames, blobs, err
+		}
+		frames = append(frames, f)
+		blobs = append(blobs, bl)
+		if f.Type == shared.TypeFinal {
+			return frames, blobs, nil
+		}
+	}
+}
+
+func upload(t *testing.T, e *env, data []byte) shared.Upload {
+	t.Helper()
+	r, body := e.do(t, "POST", "/api/v1/uploads", data, "Content-Type", "image/png")
+	var u shared.Upload
+	if r.StatusCode != http.StatusCreated || json.Unmarshal(body, &u) != nil {
+		t.Fatalf("upload: %d %s", r.StatusCode, body)
+	}
+	return u
+}
+
+func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
+	e := startEnv(t, nil)
+	img, _ := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
+	u := upload(t, e, img)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	frames, blobs, err := denoise(t, ctx, e.base, shared.DenoiseRequest{UploadID: u.ID, Seed: 3}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(frames) != 11 || frames[10].Type != shared.TypeFinal {
+		t.Fatalf("%d frames", len(frames))
+	}
+	for i, f := range frames[:10] {
+		if f.Type != shared.TypeStep || f.Step != i || f.Total != 10 || len(f.Blobs) != 4 {
+			t.Fatalf("frame %d: %+v", i, f)
+		}
+		for k, b := range f.Blobs {
+			if b.Format == "png" {
+				im, err := png.Decode(bytes.NewReader(blobs[i][k]))
+				if err != nil || im.Bounds().Dx() != b.Width {
+					t.Fatalf("frame %d blob %s does not decode: %v", i, b.Name, err)
+				}
+			}
+		}
+	}
+	// The tiny preset samples from t = 400: 361, 321, ..., 1.
+	if frames[0].T != 361 || frames[9].T != 1 {
+		t.Fatalf("timesteps %d..%d", frames[0].T, frames[9].T)
+	}
+	final, finalBlobs := frames[10], blobs[10]
+	// The CLI's predict on the same image and seed computes the same map.
+	cfg := evaluate.PredictConfig{Config: evaluate.DefaultConfig(), Store: true}
+	cfg.Checkpoint, cfg.Features, cfg.Device, cfg.Seed, cfg.Threshold = e.model, e.srv.cfg.Features, "cpu", 3, "0.5"
+	cfg.ResultsDir = filepath.Join(t.TempDir(), "results")
+	uploadPath, _ := e.srv.uploadPath(u.ID)
+	preds, runID, err := evaluate.Predict(context.Background(), cfg, []string{uploadPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := results.Store{Root: cfg.ResultsDir}.Maps(runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := final.Blobs[0]
+	if m.Name != "map" || m.Offset != maps[0].Offset || m.Scale != maps[0].Scale || !bytes.Equal(finalBlobs[0], maps[0].Data) {
+		t.Fatalf("final map differs from predict's (offset %v/%v scale %v/%v)", m.Offset, maps[0].Offset, m.Scale, maps[0].Scale)
+	}
+	if final.Score != preds[0].Score {
+		t.Fatalf("final score %v, predict %v", final.Score, preds[0].Score)
+	}
+}
+
+func TestBadInputGetsTheRightStatus(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.MaxUploadBytes = 64 << 10; c.MaxUploadPixels = 512 * 512 })
+	outside := t.TempDir()
+	os.Symlink(outside, filepath.Join(e.dataRoot, "escape"))
+	defer os.Remove(filepath.Join(e.dataRoot, "escape"))
+	ihdr := []byte("IHDR\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00") // 100000 x 100000
+	bomb := append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0d"), ihdr...)
+	bomb = binary.BigEndian.AppendUint32(bomb, crc32.ChecksumIEEE(ihdr))
+	cases := []struct {
+		name, method, path string
+		body               any
+		want               int
+	}{
+		{"traversal", "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "x", Path: "../../etc"}, 403},
+		{"absolute outside", "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "x", Path: "/etc"}, 403},
+		{"symlink escape", "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "x", Path: "escape"}, 403},
+		{"bad name", "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "../x", Path: "synth"}, 400},
+		{"oversize upload", "POST", "/api/v1/uploads", bytes.Repeat([]byte{0}, 70<<10), 413},
+		{"bomb upload", "POST", "/api/v1/uploads", bomb, 413},
+		{"too many pixels", "POST", "/api/v1/uploads", pngBytes(t, 600, 600, color.White), 413},
+		{"non-image upload", "POST", "/api/v1/uploads", []byte("GIF89a not an image we take"), 415},
+		{"malformed JSON", "POST", "/api/v1/jobs", "{\"kind\": ", 400},
+		{"unknown field", "POST", "/api/v1/jobs", `{"kind":"train","bogus":1}`, 400},
+		{"bad job kind", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "mine"}, 400},
+		{"job data outside roots", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "train", Config: map[string]any{"data": map[string]any{"root": "/etc"}}}, 403},
+		{"unknown job", "GET", "/api/v1/jobs/j-20260101T000000-00000000", nil, 404},
+		{"unknown run", "GET", "/api/v1/runs/20260101T000000Z-abcdef/images", nil, 404},
+		{"run id traversal", "GET", "/api/v1/runs/..%2F..%2Fetc/images", nil, 404},
+		{"unknown file", "GET", "/api/v1/runs/20260101T000000Z-abcdef/files/passwd", nil, 404},
+		{"unknown model", "POST", "/api/v1/models/load", map[string]string{"path": "/etc/passwd"}, 404},
+	}
+	for _, c := range cases {
+		r, body := e.do(t, c.method, c.path, c.body)
+		if r.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d (%s)", c.name, r.StatusCode, c.want, body)
+		} else if !bytes.Contains(body, []byte(`"error"`)) {
+			t.Errorf("%s: no error body: %s", c.name, body)
+		}
+		e.alive(t)
+	}
+	// A dataset inside the roots registers.
+	if r, body := e.do(t, "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "synth", Path: "synth"}); r.StatusCode != 201 {
+		t.Fatalf("register: %d %s", r.StatusCode, body)
+	}
+	// Denoise requests that make no sense get an error message.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{UploadID: "u-0000000000000000"}, true); err == nil || !strings.Contains(err.Error(), "error") {
+		t.Fatalf("unknown upload: %v", err)
+	}
+	// A foreign Origin is refused.
+	url := strings.Replace(e.base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
+	_, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("foreign origin: %v %v", resp, err)
+	}
+	e.alive(t)
+}
+
+func TestTokenIsRequired(t *testing.T) {
+	if _, err := New(Config{Addr: "0.0.0.0:0", DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("non-loopback without a token accepted")
+	}
+	e := startEnv(t, func(c *Config) { c.Token = "s3cret" })
+	body := shared.RegisterDataset{Name: "synth", Path: "synth"}
+	if r, _ := e.do(t, "POST", "/api/v1/datasets", body); r.StatusCode != 401 {
+		t.Fatalf("no token: %d", r.StatusCode)
+	}
+	if r, _ := e.do(t, "POST", "/api/v1/datasets", body, "Authorization", "Bearer wrong"); r.StatusCode != 403 {
+		t.Fatalf("wrong token: %d", r.StatusCode)
+	}
+	if r, _ := e.do(t, "POST", "/api/v1/datasets", body, "Authorization", "Bearer s3cret"); r.StatusCode != 201 {
+		t.Fatalf("right token: %d", r.StatusCode)
+	}
+	if r, _ := e.do(t, "GET", "/api/v1/datasets", nil); r.StatusCode != 200 {
+		t.Fatalf("reads need no token: %d", r.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.Replace(e.base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
+	if _, resp, err := websocket.Dial(ctx, url, nil); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("websocket without token: %v", err)
+	}
+	conn, _, err := websocket.Dial(ctx, url+"?token=s3cret", nil)
+	if err != nil {
+		t.Fatalf("websocket with token: %v", err)
+	}
+	conn.CloseNow()
+}
+
+func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		_, body := e.do(t, "GET", "/api/v1/jobs/"+id, nil)
+		var j shared.Job
+		json.Unmarshal(body, &j)
+		for _, s := range states {
+			if j.State == s {
+				return j
+			}
+		}
+		if j.State == shared.JobFailed {
+			t.Fatalf("job failed: %s", j.Error)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("job %s did not reach %v", id, states)
+	return shared.Job{}
+}
+
+func submit(t *testing.T, e *env, req shared.JobRequest) shared.Job {
+	t.Helper()
+	r, body := e.do(t, "POST", "/api/v1/jobs", req)
+	var j shared.Job
+	if r.StatusCode != http.StatusAccepted || json.Unmarshal(body, &j) != nil {
+		t.Fatalf("submit: %d %s", r.StatusCode, body)
+	}
+	return j
+}
+
+func TestTestJobResultsQueryAndLabels(t *testing.T) {
+	e := startEnv(t, nil)
+	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
+	// Follow the job on its websocket.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, strings.Replace(e.base, "http://", "ws://", 1)+"/api/v1/ws/jobs/"+j.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last shared.JobEvent
+	events := 0
+	for {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			break
+		}
+		json.Unmarshal(msg, &last)
+		events++
+	}
+	if last.State != shared.JobSucceeded || events < 3 {
+		t.Fatalf("job stream ended with %+v after %d events", last, events)
+	}
+	done := waitJob(t, e, j.ID, shared.JobSucceeded)
+	if done.RunID == "" {
+		t.Fatalf("job %+v has no run", done)
+	}
+	_, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?category=disc&sort=-score&limit=3&offset=1", nil)
+	var page shared.ImagePage
+	json.Unmarshal(body, &page)
+	if page.Total != 4+2*4 || len(page.Images) != 3 || page.Images[0].Score < page.Images[1].Score || page.Images[0].Category != "disc" {
+		t.Fatalf("page %+v", page)
+	}
+	if r, _ := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?min_score=abc", nil); r.StatusCode != 400 {
+		t.Fatalf("bad filter: %d", r.StatusCode)
+	}
+	img := page.Images[0].ImageID
+	r, body := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", done.RunID, img), shared.LabelRequest{Verdict: "anomalous", Note: "dent", User: "qa"})
+	if r.StatusCode != 200 {
+		t.Fatalf("label: %d %s", r.StatusCode, body)
+	}
+	if r, _ := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", done.RunID, img), shared.LabelRequest{Verdict: "maybe"}); r.StatusCode != 400 {
+		t.Fatalf("bad verdict: %d", r.StatusCode)
+	}
+	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?verdict=anomalous", nil)
+	json.Unmarshal(body, &page)
+	if page.Total != 1 || page.Images[0].AnalystNote != "dent" || page.Images[0].AnalystTime == nil {
+		t.Fatalf("labelled page %+v", page)
+	}
+	rows, err := results.Store{Root: e.srv.cfg.ResultsDir}.Images(done.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows {
+		if (row.ImageID == img) != (row.AnalystLabel == "anomalous") {
+			t.Fatalf("Parquet row %+v", row)
+		}
+	}
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?format=csv", nil); r.StatusCode != 200 || !bytes.Contains(body, []byte("dent")) {
+		t.Fatalf("export: %d", r.StatusCode)
+	}
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/files/images.parquet", nil); r.StatusCode != 200 || !bytes.HasPrefix(body, []byte("PAR1")) {
+		t.Fatalf("parquet download: %d", r.StatusCode)
+	}
+	if r, body := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/map", done.RunID, img), nil); r.StatusCode != 200 || r.Header.Get("X-Map-Scale") == "" || !bytes.HasPrefix(body, []byte("\x89PNG")) {
+		t.Fatalf("map: %d", r.StatusCode)
+	}
+	if r, _ := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/source", done.RunID, img), nil); r.StatusCode != 200 {
+		t.Fatalf("source: %d", r.StatusCode)
+	}
+	if r, body := e.do(t, "PUT", "/api/v1/runs/"+done.RunID+"/threshold", shared.ThresholdRequest{Value: 0.01, User: "qa"}); r.StatusCode != 200 {
+		t.Fatalf("threshold: %d %s", r.StatusCode, body)
+	}
+	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?predicted=0", nil)
+	json.Unmarshal(body, &page)
+	if page.Total != 0 {
+		t.Fatalf("after threshold 0.01, %d images predicted normal", page.Total)
+	}
+}
+
+// childEnv makes the test binary run a server (for the kill test).
+const childEnv = "DIAD_SERVER_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		var cfg Config
+		json.Unmarshal([]byte(spec), &cfg)
+		s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		if err != nil {
+			os.Exit(3)
+		}
+		s.Run(context.Background(), nil)
+		os.Exit(0)
+	}
+	code := m.Run()
+	if fixtureRoot != "" {
+		os.RemoveAll(fixtureRoot)
+	}
+	os.Exit(code)
+}
+
+func TestKillDuringJobThenRestart(t *testing.T) {
+	root, modelFile := fixtures(t)
+	_ = modelFile
+	dataDir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.DataDir, cfg.DataRoots, cfg.Device = "127.0.0.1:18931", dataDir, []string{root}, "cpu"
+	spec, _ := json.Marshal(cfg)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"="+string(spec))
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{base: "http://" + cfg.Addr}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(e.base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			child.Process.Kill()
+			t.Fatal("child server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	j := submit(t, e, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},
+		"autoencoder_steps": 0, "max_steps": 1000, "checkpoint_every": 1, "batch_size": 2}})
+	waitJob(t, e, j.ID, shared.JobRunning)
+	ckpt := filepath.Join(dataDir, "models", j.ID, "checkpoint.safetensors")
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if _, err := os.Stat(ckpt); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			child.Process.Kill()
+			t.Fatal("no checkpoint")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // mid-way through later steps
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+
+	// Restart on the same data: the job is reported as interrupted, not lost
+	// and not "running"; the checkpoint it left is whole.
+	e2 := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	got := waitJob(t, e2, j.ID, shared.JobFailed, shared.JobSucceeded)
+	if got.State != shared.JobFailed || !strings.Contains(got.Error, "server stopped") {
+		t.Fatalf("after restart: %+v", got)
+	}
+	r, err := checkpoint.Open(ckpt)
+	if err != nil {
+		t.Fatalf("checkpoint corrupt after kill: %v", err)
+	}
+	r.Close()
+	leftovers, _ := filepath.Glob(filepath.Join(dataDir, "models", j.ID, ".*tmp*"))
+	_ = leftovers // a temp file of an interrupted write may remain; it is never read
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/diad-project/diad/backend/server"
@@ -11,11 +13,33 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Start the diad server (REST API, websockets, browser client)",
-		Args:  cobra.NoArgs,
+		Long: "serve runs the HTTP server: the REST API under /api/v1 (OpenAPI at /api/v1/openapi.json),\n" +
+			"job and denoising websockets, Prometheus metrics at /metrics. It listens on loopback unless\n" +
+			"--addr says otherwise, and then requires --token (or DIAD_TOKEN) on every mutating request.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return server.New(cfg, newLogger()).Run(cmd.Context(), nil)
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("DIAD_TOKEN")
+			}
+			s, err := server.New(cfg, newLogger())
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context(), nil)
 		},
 	}
-	cmd.Flags().StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (loopback by default)")
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (loopback by default)")
+	f.StringVar(&cfg.Token, "token", "", "API token for mutating requests and websockets (default $DIAD_TOKEN)")
+	f.StringSliceVar(&cfg.AllowedOrigins, "allow-origin", nil, "extra websocket origins (host patterns)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder for jobs, uploads, models and results")
+	f.StringSliceVar(&cfg.DataRoots, "data-root", nil, "folders clients may use datasets and images from")
+	f.StringVar(&cfg.ResultsDir, "results", "", "results folder (default <data-dir>/results)")
+	f.StringVar(&cfg.Checkpoint, "checkpoint", "", "model for denoising streams (default: newest trained)")
+	f.StringVar(&cfg.Features.Arch, "features", cfg.Features.Arch, "feature extractor for anomaly maps")
+	f.StringVar(&cfg.Features.Weights, "features-weights", "", "feature extractor weights (random if empty)")
+	f.StringVar(&cfg.Device, "device", cfg.Device, "cpu, cuda, cuda:N or auto")
+	f.Int64Var(&cfg.MaxUploadBytes, "max-upload-bytes", cfg.MaxUploadBytes, "upload size limit")
+	f.IntVar(&cfg.MaxUploadPixels, "max-upload-pixels", cfg.MaxUploadPixels, "upload pixel limit (checked before decoding)")
 	return cmd
 }

@@ -1,0 +1,586 @@
+package server
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/jobs"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+func (s *Server) routes() {
+	e := s.echo
+	e.GET("/", s.handleIndex)
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/metrics", s.metrics.handler())
+	g := e.Group("/api/v1")
+	g.GET("/openapi.json", func(c echo.Context) error { return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, openAPI) })
+	g.GET("/status", func(c echo.Context) error { return c.JSON(http.StatusOK, s.currentStatus()) })
+	g.GET("/datasets", s.listDatasets)
+	g.POST("/datasets", s.registerDataset)
+	g.POST("/uploads", s.upload)
+	g.GET("/models", s.listModels)
+	g.POST("/models/load", s.loadModel)
+	g.GET("/jobs", func(c echo.Context) error { return c.JSON(http.StatusOK, s.runner.List()) })
+	g.POST("/jobs", s.submitJob)
+	g.GET("/jobs/:id", s.getJob)
+	g.POST("/jobs/:id/cancel", s.cancelJob)
+	g.GET("/runs", s.listRuns)
+	g.GET("/runs/:run", s.getRun)
+	g.GET("/runs/:run/images", s.queryImages)
+	g.GET("/runs/:run/images/:image/source", s.imageSource)
+	g.GET("/runs/:run/images/:image/map", s.imageMap)
+	g.PUT("/runs/:run/images/:image/label", s.setLabel)
+	g.PUT("/runs/:run/threshold", s.setThreshold)
+	g.GET("/runs/:run/metrics", s.runMetrics)
+	g.GET("/runs/:run/files/:file", s.runFile)
+	g.GET("/runs/:run/export", s.runExport)
+	g.GET("/ws/jobs/:id", s.wsJob)
+	g.GET("/ws/denoise", s.wsDenoise)
+}
+
+// bind decodes a JSON body strictly (unknown fields are errors), within the
+// body limit.
+func (s *Server) bind(c echo.Context, v any) error {
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBodyBytes))
+		}
+		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON: "+err.Error())
+	}
+	return nil
+}
+
+// ---- datasets -------------------------------------------------------------
+
+type datasetEntry struct {
+	info shared.Dataset
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+func (s *Server) listDatasets(c echo.Context) error {
+	s.mu.Lock()
+	out := make([]shared.Dataset, 0, len(s.datasets))
+	for _, d := range s.datasets {
+		out = append(out, d.info)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return c.JSON(http.StatusOK, out)
+}
+
+// RegisterDataset indexes a folder within the data roots under a name.
+func (s *Server) RegisterDataset(req shared.RegisterDataset) (shared.Dataset, int, error) {
+	if !namePattern.MatchString(req.Name) {
+		return shared.Dataset{}, http.StatusBadRequest, fmt.Errorf("dataset name %q: letters, digits, _.- only", req.Name)
+	}
+	root, err := confine(s.cfg.DataRoots, req.Path)
+	if err != nil {
+		return shared.Dataset{}, statusFor(err), err
+	}
+	ix, err := datasets.Open(req.Layout, root, datasets.Options{})
+	if err != nil {
+		return shared.Dataset{}, http.StatusUnprocessableEntity, err
+	}
+	d := shared.Dataset{Name: req.Name, Root: root, Layout: ix.Layout, Categories: ix.Categories,
+		Train: len(ix.Select(datasets.Train)), Test: len(ix.Select(datasets.Test))}
+	s.mu.Lock()
+	s.datasets[req.Name] = datasetEntry{info: d}
+	s.mu.Unlock()
+	return d, http.StatusCreated, nil
+}
+
+func (s *Server) registerDataset(c echo.Context) error {
+	var req shared.RegisterDataset
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	d, code, err := s.RegisterDataset(req)
+	if err != nil {
+		return apiError(c, code, "%v", err)
+	}
+	return c.JSON(code, d)
+}
+
+// ---- uploads --------------------------------------------------------------
+
+var uploadIDPattern = regexp.MustCompile(`^u-[0-9a-f]{16}$`)
+
+// upload accepts one PNG or JPEG as the raw request body or a multipart
+// "image" field, checking the byte limit while reading and the pixel limit
+// from the header before decoding.
+func (s *Server) upload(c echo.Context) error {
+	r := c.Request()
+	var src io.Reader = r.Body
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxUploadBytes+1<<20)
+		f, _, err := r.FormFile("image")
+		if err != nil {
+			return apiError(c, http.StatusBadRequest, "multipart upload needs an \"image\" file field: %v", err)
+		}
+		defer f.Close()
+		src = f
+	}
+	data, err := io.ReadAll(io.LimitReader(src, s.cfg.MaxUploadBytes+1))
+	if err != nil {
+		return apiError(c, http.StatusBadRequest, "read upload: %v", err)
+	}
+	if int64(len(data)) > s.cfg.MaxUploadBytes {
+		return apiError(c, http.StatusRequestEntityTooLarge, "upload over %d bytes", s.cfg.MaxUploadBytes)
+	}
+	cfg, format, err := datasets.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return apiError(c, http.StatusUnsupportedMediaType, "only PNG and JPEG images are accepted: %v", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > s.cfg.MaxUploadPixels {
+		return apiError(c, http.StatusRequestEntityTooLarge, "%dx%d pixels is over the limit of %d", cfg.Width, cfg.Height, s.cfg.MaxUploadPixels)
+	}
+	img, err := datasets.DecodeBytes(data)
+	if err != nil {
+		return apiError(c, http.StatusUnprocessableEntity, "corrupt image: %v", err)
+	}
+	id := "u-" + randomHex(8)
+	path := filepath.Join(s.cfg.DataDir, "uploads", id+".png")
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return err
+	}
+	if err := checkpoint.WriteAtomicBytes(path, buf.Bytes()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, shared.Upload{ID: id, Width: cfg.Width, Height: cfg.Height, Format: format, Bytes: len(data)})
+}
+
+func (s *Server) uploadPath(id string) (string, error) {
+	if !uploadIDPattern.MatchString(id) {
+		return "", fmt.Errorf("bad upload id %q", id)
+	}
+	p := filepath.Join(s.cfg.DataDir, "uploads", id+".png")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%w: upload %s", os.ErrNotExist, id)
+	}
+	return p, nil
+}
+
+// ---- models ---------------------------------------------------------------
+
+// modelFiles lists checkpoints produced by train jobs and the configured one.
+func (s *Server) modelFiles() []string {
+	files, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "models", "*", "model.safetensors"))
+	if s.cfg.Checkpoint != "" {
+		files = append([]string{s.cfg.Checkpoint}, files...)
+	}
+	return files
+}
+
+func (s *Server) listModels(c echo.Context) error {
+	var out []shared.Model
+	s.mu.Lock()
+	loaded := ""
+	if s.denoiser != nil {
+		loaded = s.denoiser.path
+	}
+	s.mu.Unlock()
+	for _, f := range s.modelFiles() {
+		r, err := checkpoint.Open(f)
+		if err != nil {
+			continue
+		}
+		m := shared.Model{Name: filepath.Base(filepath.Dir(f)), Path: f, Preset: r.Metadata()[model.MetaPreset], Parameters: map[string]int64{}, Loaded: f == loaded}
+		for _, e := range r.Entries() {
+			for comp, prefix := range model.Components {
+				if strings.HasPrefix(e.Name, prefix) {
+					m.Parameters[comp] += e.Numel()
+				}
+			}
+		}
+		r.Close()
+		out = append(out, m)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) loadModel(c echo.Context) error {
+	var req struct {
+		Path string `json:"path"`
+	}
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	ok := false
+	for _, f := range s.modelFiles() {
+		if f == req.Path {
+			ok = true
+		}
+	}
+	if !ok {
+		return apiError(c, http.StatusNotFound, "no model %q (see GET /api/v1/models)", req.Path)
+	}
+	if err := s.useModel(req.Path); err != nil {
+		return apiError(c, http.StatusUnprocessableEntity, "%v", err)
+	}
+	return c.JSON(http.StatusOK, s.currentStatus())
+}
+
+// ---- jobs -----------------------------------------------------------------
+
+func (s *Server) submitJob(c echo.Context) error {
+	var req shared.JobRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	if err := s.checkJob(req); err != nil {
+		return apiError(c, statusFor(err), "%v", err)
+	}
+	j, err := s.runner.Submit(req.Kind, req.Config)
+	if errors.Is(err, jobs.ErrClosed) {
+		return apiError(c, http.StatusServiceUnavailable, "%v", err)
+	}
+	if err != nil {
+		return apiError(c, http.StatusBadRequest, "%v", err)
+	}
+	return c.JSON(http.StatusAccepted, j)
+}
+
+func (s *Server) getJob(c echo.Context) error {
+	j, err := s.runner.Get(c.Param("id"))
+	if err != nil {
+		return apiError(c, http.StatusNotFound, "no job %q", c.Param("id"))
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+func (s *Server) cancelJob(c echo.Context) error {
+	j, err := s.runner.Cancel(c.Param("id"))
+	if err != nil {
+		return apiError(c, http.StatusNotFound, "no job %q", c.Param("id"))
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+// ---- runs -----------------------------------------------------------------
+
+func (s *Server) runParam(c echo.Context) (string, error) {
+	id := c.Param("run")
+	if !results.ValidRunID(id) {
+		return "", apiError(c, http.StatusNotFound, "no run %q", id)
+	}
+	if _, err := s.store.Meta(id); err != nil {
+		return "", apiError(c, http.StatusNotFound, "no run %q", id)
+	}
+	return id, nil
+}
+
+func (s *Server) listRuns(c echo.Context) error {
+	runs, err := s.store.Runs()
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, runs)
+}
+
+func (s *Server) getRun(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.store.Meta(id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, m)
+}
+
+func toInfo(r results.ImageRow) shared.ImageInfo {
+	info := shared.ImageInfo{ImageID: r.ImageID, Category: r.Category, Path: r.Path, Defect: r.Defect, GroundTruth: r.GroundTruth,
+		Score: r.Score, StepScores: r.StepScores, Threshold: r.Threshold, Predicted: r.Predicted,
+		AnalystLabel: r.AnalystLabel, AnalystNote: r.AnalystNote, AnalystUser: r.AnalystUser}
+	if !r.AnalystTime.IsZero() {
+		t := r.AnalystTime
+		info.AnalystTime = &t
+	}
+	return info
+}
+
+// queryImages filters, sorts and pages a run's images:
+// ?category=&gt=0|1&predicted=0|1&verdict=&min_score=&max_score=&sort=score|-score|image_id&offset=&limit=
+func (s *Server) queryImages(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	rows, err := s.store.Images(id)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	num := func(name string, def float64) (float64, error) {
+		v := q.Get(name)
+		if v == "" {
+			return def, nil
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) {
+			return 0, fmt.Errorf("%s=%q is not a number", name, v)
+		}
+		return f, nil
+	}
+	minScore, err1 := num("min_score", math.Inf(-1))
+	maxScore, err2 := num("max_score", math.Inf(1))
+	offset, err3 := num("offset", 0)
+	limit, err4 := num("limit", 100)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return apiError(c, http.StatusBadRequest, "%v", err)
+	}
+	if offset < 0 || limit < 1 || limit > 1000 {
+		return apiError(c, http.StatusBadRequest, "offset must be >= 0 and limit in 1..1000")
+	}
+	var out []shared.ImageInfo
+	for _, r := range rows {
+		if v := q.Get("category"); v != "" && r.Category != v {
+			continue
+		}
+		if v := q.Get("gt"); v != "" && strconv.Itoa(int(r.GroundTruth)) != v {
+			continue
+		}
+		if v := q.Get("predicted"); v != "" && strconv.Itoa(int(r.Predicted)) != v {
+			continue
+		}
+		if q.Has("verdict") && r.AnalystLabel != q.Get("verdict") {
+			continue
+		}
+		if r.Score < minScore || r.Score > maxScore {
+			continue
+		}
+		out = append(out, toInfo(r))
+	}
+	switch q.Get("sort") {
+	case "", "image_id":
+	case "score":
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Score < out[j].Score })
+	case "-score":
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
+	default:
+		return apiError(c, http.StatusBadRequest, "sort=%q: want score, -score or image_id", q.Get("sort"))
+	}
+	page := shared.ImagePage{Total: len(out), Offset: int(offset)}
+	lo := min(int(offset), len(out))
+	hi := min(lo+int(limit), len(out))
+	page.Images = out[lo:hi]
+	if page.Images == nil {
+		page.Images = []shared.ImageInfo{}
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func (s *Server) imageRow(c echo.Context) (results.ImageRow, string, error) {
+	id, err := s.runParam(c)
+	if err != nil {
+		return results.ImageRow{}, "", err
+	}
+	n, err := strconv.ParseInt(c.Param("image"), 10, 64)
+	if err != nil {
+		return results.ImageRow{}, "", apiError(c, http.StatusBadRequest, "image id %q is not a number", c.Param("image"))
+	}
+	rows, err := s.store.Images(id)
+	if err != nil {
+		return results.ImageRow{}, "", err
+	}
+	for _, r := range rows {
+		if r.ImageID == n {
+			return r, id, nil
+		}
+	}
+	return results.ImageRow{}, "", apiError(c, http.StatusNotFound, "run %s has no image %d", id, n)
+}
+
+// imageSource serves the image file of a row (which must lie in the data
+// roots or the uploads folder).
+func (s *Server) imageSource(c echo.Context) error {
+	row, _, err := s.imageRow(c)
+	if err != nil {
+		return err
+	}
+	roots := append([]string{filepath.Join(s.cfg.DataDir, "uploads")}, s.cfg.DataRoots...)
+	p, err := confine(roots, row.Path)
+	if err != nil {
+		return apiError(c, statusFor(err), "image file: %v", err)
+	}
+	return c.File(p)
+}
+
+// imageMap serves an image's anomaly map as a grayscale PNG (value =
+// offset + v/255*scale, given in X-Map-Offset and X-Map-Scale).
+func (s *Server) imageMap(c echo.Context) error {
+	row, id, err := s.imageRow(c)
+	if err != nil {
+		return err
+	}
+	maps, err := s.store.Maps(id)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if m.ImageID == row.ImageID {
+			c.Response().Header().Set("X-Map-Offset", strconv.FormatFloat(float64(m.Offset), 'g', -1, 32))
+			c.Response().Header().Set("X-Map-Scale", strconv.FormatFloat(float64(m.Scale), 'g', -1, 32))
+			return c.Blob(http.StatusOK, "image/png", grayPNG(m.Data, int(m.Width), int(m.Height)))
+		}
+	}
+	return apiError(c, http.StatusNotFound, "no map for image %d", row.ImageID)
+}
+
+func (s *Server) setLabel(c echo.Context) error {
+	row, id, err := s.imageRow(c)
+	if err != nil {
+		return err
+	}
+	var req shared.LabelRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	if !results.ValidVerdict(req.Verdict) {
+		return apiError(c, http.StatusBadRequest, "verdict %q: want normal, anomalous, unsure or empty", req.Verdict)
+	}
+	if len(req.Note) > 4096 || len(req.User) > 128 {
+		return apiError(c, http.StatusBadRequest, "note or user too long")
+	}
+	rows, err := s.store.SetLabels(id, []results.Label{{ImageID: row.ImageID, Verdict: req.Verdict, Note: req.Note, User: req.User}}, time.Now())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toInfo(rows[0]))
+}
+
+func (s *Server) setThreshold(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	var req shared.ThresholdRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	if math.IsNaN(req.Value) || math.IsInf(req.Value, 0) {
+		return apiError(c, http.StatusBadRequest, "threshold must be a finite number")
+	}
+	if req.Policy == "" {
+		req.Policy = "manual"
+	}
+	if err := s.store.SetThreshold(id, results.ThresholdInfo{Value: req.Value, Policy: req.Policy, SetBy: req.User}); err != nil {
+		return err
+	}
+	m, _ := s.store.Meta(id)
+	s.mu.Lock()
+	s.threshold[m.Checkpoint] = req.Value
+	s.mu.Unlock()
+	return c.JSON(http.StatusOK, m)
+}
+
+func (s *Server) runMetrics(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	rows, err := s.store.Metrics(id)
+	if err != nil {
+		return err
+	}
+	type out struct {
+		Category string   `json:"category"`
+		Metric   string   `json:"metric"`
+		Value    *float64 `json:"value"`
+		Error    string   `json:"error,omitempty"`
+	}
+	list := make([]out, len(rows))
+	for i, r := range rows {
+		list[i] = out{Category: r.Category, Metric: r.Metric, Error: r.Error}
+		if !math.IsNaN(r.Value) {
+			v := r.Value
+			list[i].Value = &v
+		}
+	}
+	return c.JSON(http.StatusOK, list)
+}
+
+func (s *Server) runFile(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	name := c.Param("file")
+	switch name {
+	case results.ImagesFile, results.MetricsFile, results.MapsFile, results.RunFile:
+	default:
+		return apiError(c, http.StatusNotFound, "no file %q (images.parquet, metrics.parquet, maps.parquet, run.json)", name)
+	}
+	return c.Attachment(filepath.Join(s.store.Dir(id), name), id+"-"+name)
+}
+
+func (s *Server) runExport(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	table, format := c.QueryParam("table"), c.QueryParam("format")
+	if table == "" {
+		table = "images"
+	}
+	if format == "" {
+		format = results.FormatCSV
+	}
+	if format != results.FormatCSV && format != results.FormatJSON {
+		return apiError(c, http.StatusBadRequest, "format %q: want csv or json", format)
+	}
+	var buf bytes.Buffer
+	switch table {
+	case "images":
+		rows, err := s.store.Images(id)
+		if err != nil {
+			return err
+		}
+		err = results.ExportImages(&buf, rows, format)
+	case "metrics":
+		rows, err := s.store.Metrics(id)
+		if err != nil {
+			return err
+		}
+		err = results.ExportMetrics(&buf, rows, format)
+	default:
+		return apiError(c, http.StatusBadRequest, "table %q: want images or metrics", table)
+	}
+	ctype, ext := "text/csv", "csv"
+	if format == results.FormatJSON {
+		ctype, ext = "application/x-ndjson", "jsonl"
+	}
+	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", id+"-"+table+"."+ext))
+	return c.Blob(http.StatusOK, ctype, buf.Bytes())
+}

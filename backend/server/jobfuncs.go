@@ -1,0 +1,211 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/jobs"
+	"github.com/diad-project/diad/backend/train"
+	"github.com/diad-project/diad/shared"
+)
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// overlay decodes a job's config map over base (keys as in the YAML configs).
+func overlay(base any, config map[string]any) error {
+	b, err := yaml.Marshal(config)
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(b, base); err != nil {
+		return fmt.Errorf("job config: %w", err)
+	}
+	return nil
+}
+
+// trainConfig builds a train job's config: the cpu base, the client's keys,
+// and the server's choices (output folder; data confined to the roots).
+func (s *Server) trainConfig(job shared.Job) (train.Config, error) {
+	cfg := train.CPUConfig()
+	if err := overlay(&cfg, job.Config); err != nil {
+		return cfg, err
+	}
+	root, err := s.datasetRoot(cfg.Data.Root)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Data.Root = root
+	for _, p := range []*string{&cfg.InitFrom, &cfg.Autoencoder, &cfg.ModelConfig} {
+		if *p != "" {
+			if *p, err = confine(s.cfg.DataRoots, *p); err != nil {
+				return cfg, err
+			}
+		}
+	}
+	cfg.OutDir = filepath.Join(s.cfg.DataDir, "models", job.ID)
+	if cfg.Device == "" || cfg.Device == "cpu" {
+		cfg.Device = s.cfg.Device
+	}
+	return cfg, cfg.Validate()
+}
+
+// datasetRoot resolves a registered dataset name or a path within the roots.
+func (s *Server) datasetRoot(name string) (string, error) {
+	s.mu.Lock()
+	d, ok := s.datasets[name]
+	s.mu.Unlock()
+	if ok {
+		return d.info.Root, nil
+	}
+	return confine(s.cfg.DataRoots, name)
+}
+
+func (s *Server) checkpointPath(p string) (string, error) {
+	for _, f := range s.modelFiles() {
+		if f == p {
+			return p, nil
+		}
+	}
+	return confine(append([]string{filepath.Join(s.cfg.DataDir, "models")}, s.cfg.DataRoots...), p)
+}
+
+func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
+	cfg := evaluate.DefaultConfig()
+	cfg.Features = s.cfg.Features
+	cfg.Device = s.cfg.Device
+	var extra struct {
+		Paths   []string `yaml:"paths"`
+		Uploads []string `yaml:"uploads"`
+	}
+	if err := overlay(&cfg, job.Config); err != nil {
+		return cfg, nil, err
+	}
+	if err := overlay(&extra, job.Config); err != nil {
+		return cfg, nil, err
+	}
+	var err error
+	if cfg.Checkpoint == "" {
+		files := s.modelFiles()
+		if len(files) == 0 {
+			return cfg, nil, fmt.Errorf("no model: train one first or give config.checkpoint")
+		}
+		cfg.Checkpoint = files[len(files)-1]
+	}
+	if cfg.Checkpoint, err = s.checkpointPath(cfg.Checkpoint); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.Features.Weights != "" {
+		if cfg.Features.Weights, err = confine(s.cfg.DataRoots, cfg.Features.Weights); err != nil {
+			return cfg, nil, err
+		}
+	}
+	cfg.ResultsDir = s.cfg.ResultsDir
+	var paths []string
+	if job.Kind == shared.JobTest {
+		if cfg.Data.Root, err = s.datasetRoot(cfg.Data.Root); err != nil {
+			return cfg, nil, err
+		}
+	} else {
+		for _, p := range extra.Paths {
+			rp, err := confine(s.cfg.DataRoots, p)
+			if err != nil {
+				return cfg, nil, err
+			}
+			paths = append(paths, rp)
+		}
+		for _, u := range extra.Uploads {
+			rp, err := s.uploadPath(u)
+			if err != nil {
+				return cfg, nil, err
+			}
+			paths = append(paths, rp)
+		}
+		if len(paths) == 0 {
+			return cfg, nil, fmt.Errorf("predict needs config.paths or config.uploads")
+		}
+	}
+	return cfg, paths, nil
+}
+
+// checkJob validates a job request before it is queued, so that bad input is
+// a 4xx now rather than a failed job later.
+func (s *Server) checkJob(req shared.JobRequest) error {
+	job := shared.Job{ID: "j-check", Kind: req.Kind, Config: req.Config}
+	switch req.Kind {
+	case shared.JobTrain:
+		_, err := s.trainConfig(job)
+		return err
+	case shared.JobTest, shared.JobPredict:
+		_, _, err := s.evalConfig(job)
+		return err
+	}
+	return fmt.Errorf("job kind %q: want train, test or predict", req.Kind)
+}
+
+func (s *Server) jobFuncs() map[string]jobs.Func {
+	return map[string]jobs.Func{
+		shared.JobTrain: func(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (jobs.Output, error) {
+			cfg, err := s.trainConfig(job)
+			if err != nil {
+				return jobs.Output{}, err
+			}
+			sum, err := train.Run(ctx, cfg, train.Options{Resume: true, OnEvent: func(e train.Event) {
+				report(shared.JobEvent{Kind: e.Kind, Message: e.Message, JobProgress: shared.JobProgress{Stage: e.Stage, Step: e.Step,
+					Total: e.TotalSteps, Loss: e.Loss, ValLoss: e.ValLoss, ImagesPerSec: e.ImagesPerSec, ETASeconds: e.ETASeconds}})
+			}})
+			if err != nil {
+				return jobs.Output{}, err
+			}
+			if sum.Model != "" && s.loadedModel() == "" {
+				if err := s.useModel(sum.Model); err != nil {
+					s.log.Warn("load trained model", "err", err)
+				}
+			}
+			return jobs.Output{Model: sum.Model}, nil
+		},
+		shared.JobTest: func(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (jobs.Output, error) {
+			cfg, _, err := s.evalConfig(job)
+			if err != nil {
+				return jobs.Output{}, err
+			}
+			rep, err := evaluate.Test(ctx, cfg, func(done, total int) {
+				report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Stage: "test", Step: done, Total: total}})
+			})
+			if err != nil {
+				return jobs.Output{}, err
+			}
+			s.mu.Lock()
+			s.threshold[cfg.Checkpoint] = rep.Threshold.Value
+			s.mu.Unlock()
+			return jobs.Output{RunID: rep.RunID}, nil
+		},
+		shared.JobPredict: func(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (jobs.Output, error) {
+			cfg, paths, err := s.evalConfig(job)
+			if err != nil {
+				return jobs.Output{}, err
+			}
+			if strings.TrimSpace(cfg.Threshold) == "" || cfg.Threshold == "max-f1" {
+				s.mu.Lock()
+				th, ok := s.threshold[cfg.Checkpoint]
+				s.mu.Unlock()
+				if !ok {
+					return jobs.Output{}, fmt.Errorf("predict needs config.threshold (no test run of this model yet)")
+				}
+				cfg.Threshold = fmt.Sprint(th)
+			}
+			_, runID, err := evaluate.Predict(ctx, evaluate.PredictConfig{Config: cfg, Store: true}, paths)
+			return jobs.Output{RunID: runID}, err
+		},
+	}
+}

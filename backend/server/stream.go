@@ -1,0 +1,385 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+	"github.com/x448/float16"
+	"nhooyr.io/websocket"
+
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/stream"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/backend/visual"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
+)
+
+// denoiser is the model that serves denoising streams.
+type denoiser struct {
+	path string
+	p    *evaluate.Pipeline
+	mu   sync.Mutex // one trajectory at a time on the model
+}
+
+func (d *denoiser) free() { d.p.Free() }
+
+func (s *Server) loadedModel() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.denoiser == nil {
+		return ""
+	}
+	return s.denoiser.path
+}
+
+// useModel loads a checkpoint for denoising streams, replacing the current one.
+func (s *Server) useModel(path string) error {
+	cfg := evaluate.DefaultConfig()
+	cfg.Checkpoint, cfg.Features, cfg.Device = path, s.cfg.Features, s.cfg.Device
+	p, err := evaluate.Open(cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.denoiser
+	s.denoiser = &denoiser{path: path, p: p}
+	s.mu.Unlock()
+	if old != nil {
+		old.mu.Lock() // wait for its trajectory to end
+		old.free()
+		old.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *Server) currentDenoiser() (*denoiser, error) {
+	s.mu.Lock()
+	d := s.denoiser
+	s.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	files := s.modelFiles()
+	if len(files) == 0 {
+		return nil, errors.New("no model yet: train one (POST /api/v1/jobs kind train) or start with --checkpoint")
+	}
+	if err := s.useModel(files[len(files)-1]); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.denoiser, nil
+}
+
+func grayPNG(data []byte, w, h int) []byte {
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	copy(img.Pix, data)
+	return encodePNG(img)
+}
+
+func encodePNG(img image.Image) []byte {
+	var buf bytes.Buffer
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	enc.Encode(&buf, img)
+	return buf.Bytes()
+}
+
+func f16Bytes(v []float32) []byte {
+	out := make([]byte, 2*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint16(out[2*i:], float16.Fromfloat32(x).Bits())
+	}
+	return out
+}
+
+// trajectoryKey identifies identical requests, which share one computation.
+func trajectoryKey(model, source string, r shared.DenoiseRequest) string {
+	return fmt.Sprintf("%s|%s|%d|%d|%g|%d|%v", model, source, r.StartT, r.Steps, r.Eta, r.Seed, r.Products)
+}
+
+// resolveSource finds the image a denoise request names.
+func (s *Server) resolveSource(r shared.DenoiseRequest) (string, error) {
+	switch {
+	case r.UploadID != "" && r.RunID == "":
+		return s.uploadPath(r.UploadID)
+	case r.RunID != "" && r.ImageID != nil && r.UploadID == "":
+		if !results.ValidRunID(r.RunID) {
+			return "", fmt.Errorf("%w: run %q", os.ErrNotExist, r.RunID)
+		}
+		rows, err := s.store.Images(r.RunID)
+		if err != nil {
+			return "", fmt.Errorf("%w: run %s", os.ErrNotExist, r.RunID)
+		}
+		for _, row := range rows {
+			if row.ImageID == *r.ImageID {
+				return confine(append([]string{filepath.Join(s.cfg.DataDir, "uploads")}, s.cfg.DataRoots...), row.Path)
+			}
+		}
+		return "", fmt.Errorf("%w: run %s has no image %d", os.ErrNotExist, r.RunID, *r.ImageID)
+	}
+	return "", errors.New("give either upload_id, or run_id and image_id")
+}
+
+// trajectory returns the hub of the (possibly shared) computation for r.
+func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest) *stream.Hub {
+	key := trajectoryKey(d.path, source, r)
+	s.trajMu.Lock()
+	defer s.trajMu.Unlock()
+	if h, ok := s.trajectories[key]; ok && !h.Done() {
+		return h
+	}
+	h := stream.NewHub(s.cfg.StreamQueue, true, s.stats)
+	s.trajectories[key] = h
+	go func() {
+		err := s.compute(d, source, r, key, h)
+		if err != nil {
+			b, _ := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: err.Error()})
+			h.Publish(stream.Message{Data: b, Final: true})
+		}
+		s.trajMu.Lock()
+		if s.trajectories[key] == h {
+			delete(s.trajectories, key)
+		}
+		s.trajMu.Unlock()
+	}()
+	return h
+}
+
+func wants(products []string, p string) bool {
+	for _, x := range products {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+// compute runs one reconstruction and publishes a frame per step and a final
+// frame. The final map is the one `diad predict` computes for the same image
+// and seed: the same pipeline, batch of one, noise seeded with r.Seed.
+func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, key string, h *stream.Hub) (err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer torchrt.Pin()()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("denoise: %v", p)
+		}
+	}()
+	p := d.p
+	size := p.Model.Config.ImageSize
+	it, err := datasets.LoadItem(datasets.Sample{Path: source}, size)
+	if err != nil {
+		return err
+	}
+	x := ts.MustOfSlice(it.Image).MustView([]int64{1, 3, int64(size), int64(size)}, true)
+	if p.Model.Device() != gotch.CPU {
+		x = x.MustTo(p.Model.Device(), true)
+	}
+	defer x.MustDrop()
+	saved := p.Sampler
+	if r.Steps > 0 || r.StartT > 0 || r.Eta != 0 {
+		p.Sampler = diffusion.SamplerConfig{StartT: saved.StartT, Steps: saved.Steps, Eta: r.Eta}
+		if r.StartT > 0 {
+			p.Sampler.StartT = r.StartT
+		}
+		if r.Steps > 0 {
+			p.Sampler.Steps = r.Steps
+		}
+	}
+	defer func() { p.Sampler = saved }()
+	products := r.Products
+	if len(products) == 0 {
+		products = shared.DefaultProducts
+	}
+	hook := func(st diffusion.Step) error {
+		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: st.Index, Total: st.Total, T: st.T}
+		var payloads [][]byte
+		add := func(b shared.Blob, data []byte) {
+			frame.Blobs = append(frame.Blobs, b)
+			payloads = append(payloads, data)
+		}
+		ls := st.Zt.MustSize()
+		lw, lh := int(ls[3]), int(ls[2])
+		if wants(products, shared.ProductLatent) {
+			add(shared.Blob{Name: "latent", Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(torchrt.Float32s(st.Zt), lw, lh)))
+		}
+		if wants(products, shared.ProductX0Latent) {
+			add(shared.Blob{Name: "x0_latent", Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(torchrt.Float32s(st.X0), lw, lh)))
+		}
+		if wants(products, shared.ProductRawLatents) {
+			add(shared.Blob{Name: "zt", Format: "f16", Shape: []int{4, lh, lw}}, f16Bytes(torchrt.Float32s(st.Zt)))
+			add(shared.Blob{Name: "x0", Format: "f16", Shape: []int{4, lh, lw}}, f16Bytes(torchrt.Float32s(st.X0)))
+		}
+		if wants(products, shared.ProductImage) || wants(products, shared.ProductMap) {
+			var dec *ts.Tensor
+			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(st.X0) })
+			if wants(products, shared.ProductImage) {
+				add(shared.Blob{Name: "image", Format: "png", Width: size, Height: size}, encodePNG(datasets.Denormalize(torchrt.Float32s(dec), size)))
+			}
+			if wants(products, shared.ProductMap) {
+				res, err := p.Scorer.Score(x, dec, false)
+				if err != nil {
+					dec.MustDrop()
+					return err
+				}
+				q := results.Quantize("", 0, size, size, torchrt.Float32s(res.Map))
+				frame.Score = res.Scores[0]
+				res.Free()
+				add(shared.Blob{Name: "map", Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
+			}
+			dec.MustDrop()
+		}
+		msg, err := shared.EncodeFrame(frame, payloads)
+		if err != nil {
+			return err
+		}
+		h.Publish(stream.Message{Binary: true, Data: msg})
+		return nil
+	}
+	out, err := p.ScoreBatch(context.Background(), x, r.Seed, false, hook)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	th, hasTh := s.threshold[d.path]
+	s.mu.Unlock()
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: p.Sampler.Steps, Total: p.Sampler.Steps, Score: out[0].Score}
+	if hasTh {
+		final.Threshold = th
+		final.Anomalous = out[0].Score >= th
+	}
+	q := results.Quantize("", 0, size, size, out[0].Map)
+	final.Blobs = []shared.Blob{
+		{Name: "map", Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale},
+		{Name: "reconstruction", Format: "png", Width: size, Height: size},
+	}
+	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, encodePNG(datasets.Denormalize(out[0].Recon, size))})
+	if err != nil {
+		return err
+	}
+	h.Publish(stream.Message{Binary: true, Data: msg, Final: true})
+	return nil
+}
+
+// acceptWS upgrades with Origin checking (same origin plus the allow-list).
+func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, error) {
+	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	if err != nil {
+		return nil, err // Accept has written the 403
+	}
+	return conn, nil
+}
+
+// pump writes a subscriber's messages to the connection until the stream
+// ends or the client goes away; a client that does not read for writeTimeout
+// is disconnected (its frames were being dropped meanwhile).
+func (s *Server) pump(ctx context.Context, conn *websocket.Conn, sub *stream.Subscriber) error {
+	defer sub.Close()
+	for {
+		m, ok := sub.Next(ctx.Done())
+		if !ok {
+			return ctx.Err()
+		}
+		typ := websocket.MessageText
+		if m.Binary {
+			typ = websocket.MessageBinary
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := conn.Write(wctx, typ, m.Data)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if m.Final {
+			return nil
+		}
+	}
+}
+
+func (s *Server) wsJob(c echo.Context) error {
+	sub, err := s.runner.Subscribe(c.Param("id"))
+	if err != nil {
+		return apiError(c, http.StatusNotFound, "no job %q", c.Param("id"))
+	}
+	conn, err := s.acceptWS(c)
+	if err != nil {
+		sub.Close()
+		return nil
+	}
+	defer conn.CloseNow()
+	ctx := conn.CloseRead(c.Request().Context())
+	if err := s.pump(ctx, conn, sub); err == nil {
+		conn.Close(websocket.StatusNormalClosure, "job finished")
+	}
+	return nil
+}
+
+func (s *Server) wsDenoise(c echo.Context) error {
+	conn, err := s.acceptWS(c)
+	if err != nil {
+		return nil
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(64 << 10)
+	ctx := c.Request().Context()
+	hello, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "diad " + s.status.Version.Diad})
+	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
+		return nil
+	}
+	fail := func(msg string) error {
+		b, _ := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: msg})
+		conn.Write(ctx, websocket.MessageText, b)
+		conn.Close(websocket.StatusPolicyViolation, "bad request")
+		return nil
+	}
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			return nil
+		}
+		if typ != websocket.MessageText {
+			return fail("send JSON text messages")
+		}
+		var req shared.DenoiseRequest
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || req.Type != shared.TypeDenoise {
+			return fail("malformed denoise request: want {\"type\":\"denoise\", ...}")
+		}
+		if req.Steps < 0 || req.Steps > 1000 || req.StartT < 0 || req.StartT > 999 || math.IsNaN(req.Eta) || req.Eta < 0 || req.Eta > 1 {
+			return fail("steps must be 0..1000, start_t 0..999, eta 0..1")
+		}
+		source, err := s.resolveSource(req)
+		if err != nil {
+			return fail(err.Error())
+		}
+		d, err := s.currentDenoiser()
+		if err != nil {
+			return fail(err.Error())
+		}
+		sub := s.trajectory(d, source, req).Subscribe()
+		if err := s.pump(ctx, conn, sub); err != nil {
+			return nil
+		}
+		// Ready for another request on the same connection.
+	}
+}
