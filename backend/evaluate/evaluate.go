@@ -125,11 +125,13 @@ type Scored struct {
 	StepScores []float64
 }
 
-// ScoreBatch reconstructs and scores ImageNet-normalised images [B, 3, S, S].
+// ScoreBatch reconstructs and scores ImageNet-normalised images [B, 3, S, S],
+// holding the process's compute lane (torchrt.LockCompute) meanwhile.
 // The noise is seeded per batch from seed, so the same image and seed give
 // the same result. stepHook, if not nil, sees every DDIM step.
 func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
+	defer torchrt.LockCompute()()
 	b := int(x.MustSize()[0])
 	steps := make([][]float64, b)
 	cb := stepHook

@@ -26,6 +26,8 @@ func newMetrics(s *Server) *metrics {
 			func() float64 { return float64(s.stats.Subscribers.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "diad_stream_dropped_frames_total", Help: "Frames dropped for slow websocket clients."},
 			func() float64 { return float64(s.stats.Dropped.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "diad_trajectories_computed_total", Help: "Denoising trajectories computed (identical requests share one)."},
+			func() float64 { return float64(s.trajCount.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "diad_job_queue_length", Help: "Jobs waiting to run."},
 			func() float64 { _, q := s.runner.Counts(); return float64(q) }),
 		&jobCollector{s: s, desc: prometheus.NewDesc("diad_jobs", "Jobs by state.", []string{"state"}, nil)},

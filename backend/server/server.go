@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -95,12 +96,14 @@ type Server struct {
 	metrics *metrics
 
 	mu        sync.Mutex
+	loadMu    sync.Mutex // serialises model loading
 	datasets  map[string]datasetEntry
 	denoiser  *denoiser
 	threshold map[string]float64 // per model path: the threshold of its latest test run
 
 	trajMu       sync.Mutex
-	trajectories map[string]*stream.Hub
+	trajectories map[string]*trajectoryEntry
+	trajCount    atomic.Int64
 }
 
 // New builds a server with its routes and job runner; it does not listen yet.
@@ -120,7 +123,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
-		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*stream.Hub{}}
+		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*trajectoryEntry{}}
 	s.metrics = newMetrics(s)
 	s.status = Status{Version: version.Read(), Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads(), Started: time.Now().UTC()}
 	runner, err := jobs.Open(filepath.Join(cfg.DataDir, "jobs"), s.jobFuncs(), s.stats)

@@ -71,6 +71,10 @@ func (s *Server) useModel(path string) error {
 }
 
 func (s *Server) currentDenoiser() (*denoiser, error) {
+	// One loader at a time: fifty clients arriving together must not load
+	// fifty copies of the model.
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
 	s.mu.Lock()
 	d := s.denoiser
 	s.mu.Unlock()
@@ -138,27 +142,45 @@ func (s *Server) resolveSource(r shared.DenoiseRequest) (string, error) {
 	return "", errors.New("give either upload_id, or run_id and image_id")
 }
 
-// trajectory returns the hub of the (possibly shared) computation for r.
+// trajectoryTTL is how long a finished trajectory is replayed to identical
+// requests instead of being computed again.
+const trajectoryTTL = 5 * time.Minute
+
+type trajectoryEntry struct {
+	hub      *stream.Hub
+	finished time.Time // zero while computing
+}
+
+// trajectory returns the hub of the (shared) computation for r: a running
+// one, a recently finished one (replayed from its history), or a new one.
 func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest) *stream.Hub {
 	key := trajectoryKey(d.path, source, r)
 	s.trajMu.Lock()
 	defer s.trajMu.Unlock()
-	if h, ok := s.trajectories[key]; ok && !h.Done() {
-		return h
+	now := time.Now()
+	for k, e := range s.trajectories {
+		if !e.finished.IsZero() && now.Sub(e.finished) > trajectoryTTL {
+			delete(s.trajectories, k)
+		}
+	}
+	if e, ok := s.trajectories[key]; ok {
+		return e.hub
 	}
 	h := stream.NewHub(s.cfg.StreamQueue, true, s.stats)
-	s.trajectories[key] = h
+	entry := &trajectoryEntry{hub: h}
+	s.trajectories[key] = entry
+	s.trajCount.Add(1)
 	go func() {
 		err := s.compute(d, source, r, key, h)
+		s.trajMu.Lock()
+		defer s.trajMu.Unlock()
 		if err != nil {
 			b, _ := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: err.Error()})
 			h.Publish(stream.Message{Data: b, Final: true})
+			delete(s.trajectories, key) // errors are not cached
+			return
 		}
-		s.trajMu.Lock()
-		if s.trajectories[key] == h {
-			delete(s.trajectories, key)
-		}
-		s.trajMu.Unlock()
+		entry.finished = time.Now()
 	}()
 	return h
 }

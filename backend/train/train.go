@@ -367,15 +367,18 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 					cancel()
 					return "", r.Err
 				}
+				unlock := torchrt.LockCompute()
 				x := toTensor(r.Batch, size, t.m.Device())
 				loss, err := t.loss(x, t.noise)
 				if err != nil {
 					x.MustDrop()
+					unlock()
 					cancel()
 					return "", err
 				}
 				scaled := loss.MustDivScalar(ts.FloatScalar(float64(t.cfg.GradAccum)), false)
 				if err := scaled.Backward(); err != nil {
+					unlock()
 					cancel()
 					return "", fmt.Errorf("backward: %w", err)
 				}
@@ -383,6 +386,11 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				t.lastLoss = torchrt.Float64s(loss)[0]
 				loss.MustDrop()
 				x.MustDrop()
+				if micro+1 >= t.cfg.GradAccum {
+					t.opt.Update()
+					t.opt.ZeroGrad()
+				}
+				unlock()
 				if math.IsNaN(t.lastLoss) || math.IsInf(t.lastLoss, 0) {
 					cancel()
 					return "", fmt.Errorf("train: loss is %v at %s step %d", t.lastLoss, t.st.Stage, t.st.Step)
@@ -395,9 +403,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				if micro < t.cfg.GradAccum {
 					continue
 				}
-				micro = 0
-				t.opt.Update()
-				t.opt.ZeroGrad()
+				micro = 0 // the optimizer stepped above, inside the compute lane
 				t.st.Step++
 				ips := float64(windowImages) / math.Max(time.Since(window).Seconds(), 1e-9)
 				ev := Event{Kind: "step", Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
@@ -510,9 +516,11 @@ func (t *trainer) validate() error {
 				err = r.Err
 				return
 			}
+			unlock := torchrt.LockCompute()
 			x := toTensor(r.Batch, t.m.Config.ImageSize, t.m.Device())
 			l, lerr := t.loss(x, noise)
 			x.MustDrop()
+			unlock()
 			if lerr != nil {
 				err = lerr
 				return
