@@ -27,7 +27,7 @@ build: setup
 
 ## run: build and start the server on $(ADDR)
 run: build
-	$(TORCHENV) exec bin/diad serve --addr $(ADDR)
+	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo
 
 ## test: vet and run the whole test suite (real libtorch)
 test: setup

@@ -38,7 +38,13 @@ func overlay(base any, config map[string]any) error {
 // and the server's choices (output folder; data confined to the roots).
 func (s *Server) trainConfig(job shared.Job) (train.Config, error) {
 	cfg := train.CPUConfig()
-	if err := overlay(&cfg, job.Config); err != nil {
+	conf := map[string]any{}
+	for k, v := range job.Config {
+		if k != "demo" { // the server's own marker, not a training setting
+			conf[k] = v
+		}
+	}
+	if err := overlay(&cfg, conf); err != nil {
 		return cfg, err
 	}
 	root, err := s.datasetRoot(cfg.Data.Root)
@@ -160,6 +166,7 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 			if err != nil {
 				return jobs.Output{}, err
 			}
+			demo, _ := job.Config["demo"].(bool)
 			sum, err := train.Run(ctx, cfg, train.Options{Resume: true, OnEvent: func(e train.Event) {
 				report(shared.JobEvent{Kind: e.Kind, Message: e.Message, JobProgress: shared.JobProgress{Stage: e.Stage, Step: e.Step,
 					Total: e.TotalSteps, Loss: e.Loss, ValLoss: e.ValLoss, ImagesPerSec: e.ImagesPerSec, ETASeconds: e.ETASeconds}})
@@ -171,6 +178,9 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 				if err := s.useModel(sum.Model); err != nil {
 					s.log.Warn("load trained model", "err", err)
 				}
+			}
+			if demo && sum.Model != "" {
+				s.afterDemoTrain(sum.Model)
 			}
 			return jobs.Output{Model: sum.Model}, nil
 		},

@@ -61,6 +61,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// StreamQueue is the per-client frame queue of websocket streams.
 	StreamQueue int `yaml:"stream_queue"`
+	// Demo, on a server with no model yet, generates the synthetic dataset
+	// (in <DataDir>/demo-data), trains the tiny model on it and evaluates it,
+	// so that a first start shows something real within minutes.
+	Demo bool `yaml:"demo"`
 }
 
 // DefaultConfig listens on loopback only.
@@ -114,6 +118,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.ResultsDir == "" {
 		cfg.ResultsDir = filepath.Join(cfg.DataDir, "results")
 	}
+	if cfg.Demo {
+		cfg.DataRoots = append(cfg.DataRoots, filepath.Join(cfg.DataDir, demoData))
+	}
 	for _, d := range []string{cfg.DataDir, cfg.ResultsDir, filepath.Join(cfg.DataDir, "uploads"), filepath.Join(cfg.DataDir, "models")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
@@ -144,6 +151,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.Use(s.tokenMiddleware)
 	e.Use(s.timeoutMiddleware)
 	s.routes()
+	if cfg.Demo {
+		if err := s.startDemo(); err != nil {
+			runner.Close(context.Background())
+			return nil, err
+		}
+	}
 	return s, nil
 }
 

@@ -579,3 +579,21 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 	leftovers, _ := filepath.Glob(filepath.Join(dataDir, "models", j.ID, ".*tmp*"))
 	_ = leftovers // a temp file of an interrupted write may remain; it is never read
 }
+
+func TestDemoStartsTraining(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.Demo = true; c.DataDir = t.TempDir() })
+	_, body := e.do(t, "GET", "/api/v1/datasets", nil)
+	var ds []shared.Dataset
+	json.Unmarshal(body, &ds)
+	if len(ds) != 1 || ds[0].Name != "synth" || len(ds[0].Categories) != 4 {
+		t.Fatalf("datasets %s", body)
+	}
+	_, body = e.do(t, "GET", "/api/v1/jobs", nil)
+	var js []shared.Job
+	json.Unmarshal(body, &js)
+	if len(js) != 1 || js[0].Kind != shared.JobTrain {
+		t.Fatalf("jobs %s", body)
+	}
+	e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
+	waitJob(t, e, js[0].ID, shared.JobCancelled)
+}
