@@ -115,6 +115,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Token == "" && cfg.Addr != "" && !isLoopback(cfg.Addr) {
 		return nil, fmt.Errorf("server: listening on %s (not loopback) requires a token (--token or DIAD_TOKEN)", cfg.Addr)
 	}
+	// Absolute paths: client paths are resolved and compared against these.
+	var err error
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	for i, r := range cfg.DataRoots {
+		if cfg.DataRoots[i], err = filepath.Abs(r); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	if cfg.ResultsDir == "" {
 		cfg.ResultsDir = filepath.Join(cfg.DataDir, "results")
 	}
