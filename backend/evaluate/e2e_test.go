@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/parquet/file"
+
 	"github.com/diad-project/diad/backend/features"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/train"
@@ -69,5 +71,24 @@ func TestEndToEndOnSyntheticData(t *testing.T) {
 	rows, err := (results.Store{Root: ec.ResultsDir}).Images(rep.RunID)
 	if err != nil || len(rows) != rep.Images {
 		t.Fatalf("result rows %d: %v", len(rows), err)
+	}
+	// An independent reader (Apache Arrow's) opens every file of the run.
+	for _, name := range []string{results.ImagesFile, results.MetricsFile, results.MapsFile} {
+		f, err := os.Open(filepath.Join(ec.ResultsDir, rep.RunID, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := file.NewParquetReader(f)
+		if err != nil {
+			t.Fatalf("arrow cannot open %s: %v", name, err)
+		}
+		want := int64(rep.Images)
+		if name == results.MetricsFile {
+			want = int64((len(rep.Table.Rows)) * len(metrics.PaperColumns))
+		}
+		if pr.NumRows() != want {
+			t.Fatalf("%s: arrow reads %d rows, want %d", name, pr.NumRows(), want)
+		}
+		pr.Close()
 	}
 }
