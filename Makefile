@@ -8,8 +8,9 @@ ADDR ?= 127.0.0.1:8080
 DATA ?= var
 # Packages run one at a time: each libtorch test process uses every core, and
 # two at once on 2 cores spin against each other (OpenMP busy-waits): 13 min
-# instead of about 5.
-GO_TEST_FLAGS ?= -count=1 -p 1 -timeout 45m
+# instead of about 5. Unchanged packages reuse Go's test cache; force a full
+# run with GO_TEST_FLAGS="-count=1 -p 1".
+GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
