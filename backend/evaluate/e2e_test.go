@@ -2,11 +2,9 @@ package evaluate
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/file"
@@ -36,15 +34,6 @@ func TestEndToEndOnSyntheticData(t *testing.T) {
 	tc.Data = datasets.Source{Root: data, Layout: "mvtec"}
 	tc.OutDir = filepath.Join(dir, "run")
 	tc.Threads = 2
-	if v := os.Getenv("DIAD_E2E_AE"); v != "" {
-		fmt.Sscan(v, &tc.AutoencoderSteps)
-	}
-	if v := os.Getenv("DIAD_E2E_STEPS"); v != "" {
-		fmt.Sscan(v, &tc.MaxSteps)
-	}
-	if v := os.Getenv("DIAD_E2E_CATS"); v != "" {
-		cats = strings.Split(v, ",")
-	}
 	sum, err := train.Run(context.Background(), tc, train.Options{})
 	if err != nil {
 		t.Fatal(err)
