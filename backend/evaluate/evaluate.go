@@ -45,7 +45,8 @@ type Config struct {
 	Seed      uint64                  `yaml:"seed"`
 	Device    string                  `yaml:"device"`
 	Threads   int                     `yaml:"threads"`
-	// Threshold is "max-f1" (chosen on the evaluated set's labels) or a number.
+	// Threshold is "max-f1", "fpr<=x" or "fnr<=x" (chosen on the evaluated
+	// set's labels), or a number.
 	Threshold string `yaml:"threshold"`
 	// RecordSteps scores every DDIM step's predicted image too (slower).
 	RecordSteps bool               `yaml:"record_steps"`
@@ -271,8 +272,13 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Ext.Pretrained()}, nil
 }
 
+// chooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
+// (most detections with at most that false positive rate), "fnr<=x" (fewest
+// false alarms with at most that miss rate), all on the evaluated images'
+// labels, or a number.
 func chooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInfo, error) {
-	if spec == "" || spec == "max-f1" {
+	labelled := spec == "" || spec == "max-f1" || strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<=")
+	if labelled {
 		scores := make([]float32, len(rows))
 		labels := make([]bool, len(rows))
 		for i, r := range rows {
@@ -282,15 +288,31 @@ func chooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInf
 		if err != nil {
 			return results.ThresholdInfo{}, err
 		}
-		k, err := c.AtMaxF1()
-		if err != nil {
-			return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold max-f1: %w", err)
+		var k metrics.Confusion
+		policy := spec
+		switch {
+		case strings.HasPrefix(spec, "fpr<="), strings.HasPrefix(spec, "fnr<="):
+			target, perr := strconv.ParseFloat(spec[5:], 64)
+			if perr != nil || target < 0 || target > 1 {
+				return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want a rate in [0, 1] after %s", spec, spec[:5])
+			}
+			if spec[:3] == "fpr" {
+				k, err = c.AtMaxFPR(target)
+			} else {
+				k, err = c.AtMaxFNR(target)
+			}
+		default:
+			policy = "max-f1"
+			k, err = c.AtMaxF1()
 		}
-		return results.ThresholdInfo{Value: k.Threshold, Policy: "max-f1"}, nil
+		if err != nil {
+			return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %s: %w", policy, err)
+		}
+		return results.ThresholdInfo{Value: k.Threshold, Policy: policy}, nil
 	}
 	v, err := strconv.ParseFloat(spec, 64)
 	if err != nil || math.IsNaN(v) {
-		return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want max-f1 or a number", spec)
+		return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want max-f1, fpr<=x, fnr<=x or a number", spec)
 	}
 	return results.ThresholdInfo{Value: v, Policy: "manual"}, nil
 }

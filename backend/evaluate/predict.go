@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,8 +41,9 @@ type PredictConfig struct {
 // Predict scores image files against a fixed threshold (cfg.Threshold must be
 // a number: there are no labels to choose one from).
 func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Prediction, string, error) {
-	th, err := chooseThreshold(cfg.Threshold, nil)
-	if err != nil || cfg.Threshold == "" || cfg.Threshold == "max-f1" {
+	v, err := strconv.ParseFloat(cfg.Threshold, 64)
+	th := results.ThresholdInfo{Value: v, Policy: "manual"}
+	if err != nil || math.IsNaN(v) {
 		return nil, "", fmt.Errorf("predict: give the decision threshold as a number (from a test run's threshold)")
 	}
 	p, err := Open(cfg.Config)

@@ -66,7 +66,7 @@ func newTestCmd() *cobra.Command {
 	}
 	addEvalFlags(cmd, &cfg)
 	addDataFlags(cmd, &cfg.Data)
-	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1 or a number")
+	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1, fpr<=x, fnr<=x (on the test labels) or a number")
 	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every DDIM step's predicted image")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
 	return cmd
