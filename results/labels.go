@@ -2,6 +2,7 @@ package results
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/diad-project/diad/backend/atomicfile"
 )
 
 // Label is an analyst's verdict on one image.
@@ -125,28 +128,11 @@ func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 }
 
 func (s Store) replace(id, name string, rows []ImageRow) error {
-	dir := s.Dir(id)
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	w := parquet.NewGenericWriter[ImageRow](tmp, writeOpts()...)
-	if _, err := w.Write(rows); err != nil {
-		tmp.Close()
-		return fmt.Errorf("results: write %s: %w", name, err)
-	}
-	if err := w.Close(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("results: write %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("results: %w", err)
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	return syncDir(dir)
+	return atomicfile.Write(filepath.Join(s.Dir(id), name), func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[ImageRow](w, writeOpts()...)
+		if _, err := pw.Write(rows); err != nil {
+			return err
+		}
+		return pw.Close()
+	})
 }

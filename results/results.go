@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/diad-project/diad/backend/atomicfile"
 )
 
 // SchemaVersion is bumped when a file's columns change incompatibly.
@@ -387,20 +389,5 @@ func (s Store) writeMeta(m RunMeta) error {
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
-	dir := s.Dir(m.RunID)
-	tmp, err := os.CreateTemp(dir, ".run.json.tmp-*")
-	if err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("results: %w", err)
-	}
-	tmp.Sync()
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, RunFile)); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	return syncDir(dir)
+	return atomicfile.WriteBytes(filepath.Join(s.Dir(m.RunID), RunFile), b)
 }

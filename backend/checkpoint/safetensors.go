@@ -1,16 +1,17 @@
 package checkpoint
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"syscall"
 	"unsafe"
 
 	st "github.com/nlpodyssey/safetensors"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/atomicfile"
 )
 
 // safetensorsFile is a memory-mapped safetensors file.
@@ -182,53 +183,7 @@ func Save(path string, tensors map[string]*ts.Tensor, metadata map[string]string
 		}
 		views[name] = v
 	}
-	return WriteAtomic(path, func(w *bufio.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		return st.SerializeToWriter(views, metadata, w)
-	})
-}
-
-// WriteAtomic writes a file through a temporary sibling and a rename.
-func WriteAtomic(path string, write func(w *bufio.Writer) error) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if err := write(w); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// Make the rename itself durable.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// WriteAtomicBytes writes data to path through a temporary sibling and a rename.
-func WriteAtomicBytes(path string, data []byte) error {
-	return WriteAtomic(path, func(w *bufio.Writer) error {
-		_, err := w.Write(data)
-		return err
 	})
 }

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/diffusion"
@@ -211,10 +210,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 		if r.Err != nil {
 			return Report{}, r.Err
 		}
-		x := ts.MustOfSlice(r.Batch.Images()).MustView([]int64{int64(len(r.Batch.Items)), 3, int64(size), int64(size)}, true)
-		if p.Model.Device() != gotch.CPU {
-			x = x.MustTo(p.Model.Device(), true)
-		}
+		x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
 		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(r.Batch.Index), cfg.RecordSteps, nil)
 		x.MustDrop()
 		if err != nil {

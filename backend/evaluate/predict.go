@@ -12,9 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sugarme/gotch"
-	"github.com/sugarme/gotch/ts"
-
+	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
@@ -68,10 +66,7 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			}
 			items = append(items, it)
 		}
-		x := ts.MustOfSlice(datasets.Batch{Items: items}.Images()).MustView([]int64{int64(len(items)), 3, int64(size), int64(size)}, true)
-		if p.Model.Device() != gotch.CPU {
-			x = x.MustTo(p.Model.Device(), true)
-		}
+		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, p.Model.Device())
 		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(lo/bs), false, nil)
 		x.MustDrop()
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/diad-project/diad/backend/atomicfile"
 	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/shared"
 )
@@ -123,25 +124,7 @@ func (r *Runner) save(j shared.Job) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(r.dir, j.ID+".json")
-	tmp, err := os.CreateTemp(r.dir, ".tmp-"+j.ID+"-*")
-	if err != nil {
-		return fmt.Errorf("jobs: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("jobs: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("jobs: %w", err)
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("jobs: %w", err)
-	}
-	return nil
+	return atomicfile.WriteBytes(filepath.Join(r.dir, j.ID+".json"), b)
 }
 
 func (r *Runner) signal() {

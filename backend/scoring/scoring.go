@@ -130,14 +130,6 @@ func (s *Scorer) Score(images, recons *ts.Tensor, perLayer bool) (res Result, er
 	return res, nil
 }
 
-// ScoreMap recomputes the image scores of an existing (smoothed) map.
-func (s *Scorer) ScoreMap(m *ts.Tensor) []float64 {
-	defer torchrt.Pin()()
-	var out []float64
-	torchrt.NoGrad(func() { out = PooledMax(m, s.cfg.PoolKernel, s.cfg.PoolTimes) })
-	return out
-}
-
 func dropAll(ts []*ts.Tensor) {
 	for _, t := range ts {
 		t.MustDrop()

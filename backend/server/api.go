@@ -20,6 +20,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/diad-project/diad/backend/atomicfile"
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/jobs"
 	"github.com/diad-project/diad/backend/model"
@@ -173,7 +174,7 @@ func (s *Server) upload(c echo.Context) error {
 	if err := png.Encode(&buf, img); err != nil {
 		return err
 	}
-	if err := checkpoint.WriteAtomicBytes(path, buf.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(path, buf.Bytes()); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, shared.Upload{ID: id, Width: cfg.Width, Height: cfg.Height, Format: format, Bytes: len(data)})

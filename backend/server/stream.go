@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 	"github.com/x448/float16"
 	"nhooyr.io/websocket"
@@ -212,10 +211,7 @@ func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, ke
 	if err != nil {
 		return err
 	}
-	x := ts.MustOfSlice(it.Image).MustView([]int64{1, 3, int64(size), int64(size)}, true)
-	if p.Model.Device() != gotch.CPU {
-		x = x.MustTo(p.Model.Device(), true)
-	}
+	x := torchrt.ImageBatch(it.Image, 1, size, p.Model.Device())
 	defer x.MustDrop()
 	saved := p.Sampler
 	if r.Steps > 0 || r.StartT > 0 || r.Eta != 0 {

@@ -329,11 +329,7 @@ func (t *trainer) autoencoderLoss(images *ts.Tensor, noise *diffusion.Noise) (lo
 }
 
 func toTensor(b datasets.Batch, size int, dev gotch.Device) *ts.Tensor {
-	x := ts.MustOfSlice(b.Images()).MustView([]int64{int64(len(b.Items)), 3, int64(size), int64(size)}, true)
-	if dev != gotch.CPU {
-		x = x.MustTo(dev, true)
-	}
-	return x
+	return torchrt.ImageBatch(b.Images(), len(b.Items), size, dev)
 }
 
 // loop runs stages until done or a budget is reached.

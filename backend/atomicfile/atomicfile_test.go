@@ -1,0 +1,33 @@
+package atomicfile
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteReplacesOrLeavesAlone(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sub", "f.txt")
+	if err := WriteBytes(p, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	// A failing writer leaves the old content and no temporary file.
+	if err := Write(p, func(w io.Writer) error { w.Write([]byte("half")); return errors.New("boom") }); err == nil {
+		t.Fatal("error not reported")
+	}
+	if b, _ := os.ReadFile(p); string(b) != "one" {
+		t.Fatalf("content %q after a failed write", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(p)); len(entries) != 1 {
+		t.Fatalf("%d files left", len(entries))
+	}
+	if err := WriteBytes(p, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "two" {
+		t.Fatalf("content %q", b)
+	}
+}
