@@ -138,3 +138,47 @@ type ThresholdRequest struct {
 	Policy string  `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
 	User   string  `json:"user"`
 }
+
+// RunThreshold is a run's decision threshold and how it was chosen.
+type RunThreshold struct {
+	Value  float64 `json:"value"`
+	Policy string  `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
+	SetBy  string  `json:"set_by,omitempty"`
+}
+
+// RunInfo is what a client needs of a results run (GET /runs, /runs/{run}):
+// the subset of the server's run record that the browser shows.
+type RunInfo struct {
+	RunID      string       `json:"run_id"`
+	Kind       string       `json:"kind"` // test or predict
+	CreatedAt  time.Time    `json:"created_at"`
+	Preset     string       `json:"preset"`
+	Checkpoint string       `json:"checkpoint"`
+	Threshold  RunThreshold `json:"threshold"`
+	Dataset    struct {
+		Root       string   `json:"root"`
+		Categories []string `json:"categories"`
+	} `json:"dataset"`
+}
+
+// MetricValue is one row of GET /runs/{run}/metrics (Value is null when the
+// metric is undefined for the category, with Error saying why).
+type MetricValue struct {
+	Category string   `json:"category"`
+	Metric   string   `json:"metric"`
+	Value    *float64 `json:"value"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// Status is GET /api/v1/status.
+type Status struct {
+	Version struct {
+		Diad     string `json:"diad"`
+		Revision string `json:"revision,omitempty"`
+	} `json:"version"`
+	Libtorch string    `json:"libtorch"`
+	Devices  []string  `json:"devices"`
+	Threads  int       `json:"threads"`
+	Started  time.Time `json:"started"`
+	Model    string    `json:"model,omitempty"`
+}

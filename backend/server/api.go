@@ -515,15 +515,9 @@ func (s *Server) runMetrics(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	type out struct {
-		Category string   `json:"category"`
-		Metric   string   `json:"metric"`
-		Value    *float64 `json:"value"`
-		Error    string   `json:"error,omitempty"`
-	}
-	list := make([]out, len(rows))
+	list := make([]shared.MetricValue, len(rows))
 	for i, r := range rows {
-		list[i] = out{Category: r.Category, Metric: r.Metric, Error: r.Error}
+		list[i] = shared.MetricValue{Category: r.Category, Metric: r.Metric, Error: r.Error}
 		if !math.IsNaN(r.Value) {
 			v := r.Value
 			list[i].Value = &v

@@ -1,0 +1,221 @@
+// Package gallery is the analyst's view of a run's images: which images are
+// shown (filters), in what order (sorts), how each one came out at the
+// current threshold (TP/FP/TN/FN), and which one is selected. It is plain Go
+// so that it is tested on the host; the browser client draws it.
+package gallery
+
+import (
+	"sort"
+
+	"github.com/diad-project/diad/shared"
+)
+
+// Outcome is an image's verdict at a threshold against its ground truth.
+type Outcome int
+
+// Outcomes; an image is predicted anomalous when score >= threshold.
+const (
+	TN Outcome = iota // normal, predicted normal
+	FP                // normal, predicted anomalous
+	FN                // anomalous, predicted normal
+	TP                // anomalous, predicted anomalous
+)
+
+// Outcomes lists them in display order.
+var Outcomes = []Outcome{TP, FP, FN, TN}
+
+func (o Outcome) String() string { return [...]string{"TN", "FP", "FN", "TP"}[o] }
+
+// Classify is the outcome of one image at a threshold.
+func Classify(gt int32, score, threshold float64) Outcome {
+	predicted := score >= threshold
+	switch {
+	case gt == 1 && predicted:
+		return TP
+	case gt == 1:
+		return FN
+	case predicted:
+		return FP
+	default:
+		return TN
+	}
+}
+
+// Any matches every value of a filter field.
+const Any = "*"
+
+// Filter selects images; each field is Any or one value.
+type Filter struct {
+	Category string
+	GT       string // Any, "0" or "1"
+	Verdict  string // Any, "" (not reviewed), normal, anomalous, unsure
+	Outcome  string // Any or an Outcome's String
+}
+
+// AllImages is the filter that keeps everything.
+var AllImages = Filter{Category: Any, GT: Any, Verdict: Any, Outcome: Any}
+
+// Order is a sort order.
+type Order int
+
+// Sort orders.
+const (
+	ScoreDesc Order = iota // most anomalous first: the review order
+	ScoreAsc
+	ByID
+)
+
+func (o Order) String() string { return [...]string{"score ↓", "score ↑", "id"}[o] }
+
+// View is the gallery state: all images, the filter, order, threshold, and
+// the selected image (kept by id across refilters).
+type View struct {
+	Images    []shared.ImageInfo
+	Filter    Filter
+	Order     Order
+	Threshold float64
+
+	visible  []int // indices into Images
+	selected int64 // image id; -1 none
+}
+
+// NewView shows images at a threshold, most anomalous first.
+func NewView(images []shared.ImageInfo, threshold float64) *View {
+	v := &View{Images: images, Filter: AllImages, Threshold: threshold, selected: -1}
+	v.Refresh()
+	return v
+}
+
+// Outcome of image i of Images at the view's threshold.
+func (v *View) Outcome(i int) Outcome {
+	im := v.Images[i]
+	return Classify(im.GroundTruth, im.Score, v.Threshold)
+}
+
+func (v *View) keep(i int) bool {
+	im, f := v.Images[i], v.Filter
+	if f.Category != Any && im.Category != f.Category {
+		return false
+	}
+	if f.GT != Any && (f.GT == "1") != (im.GroundTruth == 1) {
+		return false
+	}
+	if f.Verdict != Any && im.AnalystLabel != f.Verdict {
+		return false
+	}
+	return f.Outcome == Any || v.Outcome(i).String() == f.Outcome
+}
+
+// Refresh recomputes the visible list after a change of images, filter,
+// order or threshold. The selection stays on its image when that image is
+// still visible, else moves to the first visible one.
+func (v *View) Refresh() {
+	v.visible = v.visible[:0]
+	for i := range v.Images {
+		if v.keep(i) {
+			v.visible = append(v.visible, i)
+		}
+	}
+	switch v.Order {
+	case ScoreDesc:
+		sort.SliceStable(v.visible, func(a, b int) bool { return v.Images[v.visible[a]].Score > v.Images[v.visible[b]].Score })
+	case ScoreAsc:
+		sort.SliceStable(v.visible, func(a, b int) bool { return v.Images[v.visible[a]].Score < v.Images[v.visible[b]].Score })
+	case ByID:
+		sort.SliceStable(v.visible, func(a, b int) bool { return v.Images[v.visible[a]].ImageID < v.Images[v.visible[b]].ImageID })
+	}
+	if v.Position() < 0 {
+		v.selected = -1
+		if len(v.visible) > 0 {
+			v.selected = v.Images[v.visible[0]].ImageID
+		}
+	}
+}
+
+// Visible are the indices (into Images) shown, in order.
+func (v *View) Visible() []int { return v.visible }
+
+// Position is the selected image's place in Visible, or -1.
+func (v *View) Position() int {
+	for p, i := range v.visible {
+		if v.Images[i].ImageID == v.selected {
+			return p
+		}
+	}
+	return -1
+}
+
+// Selected is the selected image.
+func (v *View) Selected() (shared.ImageInfo, bool) {
+	if p := v.Position(); p >= 0 {
+		return v.Images[v.visible[p]], true
+	}
+	return shared.ImageInfo{}, false
+}
+
+// Select selects an image by id; false when it is not visible.
+func (v *View) Select(id int64) bool {
+	old := v.selected
+	v.selected = id
+	if v.Position() < 0 {
+		v.selected = old
+		return false
+	}
+	return true
+}
+
+// Move moves the selection by delta places in Visible, stopping at the ends.
+func (v *View) Move(delta int) {
+	if len(v.visible) == 0 {
+		return
+	}
+	p := max(v.Position(), 0) + delta
+	p = min(max(p, 0), len(v.visible)-1)
+	v.selected = v.Images[v.visible[p]].ImageID
+}
+
+// Replace swaps in an updated row (after a label was saved) and refreshes.
+func (v *View) Replace(info shared.ImageInfo) bool {
+	for i := range v.Images {
+		if v.Images[i].ImageID == info.ImageID {
+			v.Images[i] = info
+			v.Refresh()
+			return true
+		}
+	}
+	return false
+}
+
+// Categories are the distinct categories, sorted.
+func (v *View) Categories() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, im := range v.Images {
+		if !seen[im.Category] {
+			seen[im.Category] = true
+			out = append(out, im.Category)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Counts are the outcomes of all images (not only the visible ones).
+func (v *View) Counts() map[Outcome]int {
+	c := map[Outcome]int{}
+	for i := range v.Images {
+		c[v.Outcome(i)]++
+	}
+	return c
+}
+
+// Reviewed counts images with an analyst verdict.
+func (v *View) Reviewed() int {
+	n := 0
+	for _, im := range v.Images {
+		if im.AnalystLabel != "" {
+			n++
+		}
+	}
+	return n
+}

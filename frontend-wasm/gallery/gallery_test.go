@@ -1,0 +1,120 @@
+package gallery
+
+import (
+	"testing"
+
+	"github.com/diad-project/diad/shared"
+)
+
+func images() []shared.ImageInfo {
+	return []shared.ImageInfo{
+		{ImageID: 0, Category: "disc", GroundTruth: 0, Score: 0.2},
+		{ImageID: 1, Category: "disc", GroundTruth: 1, Score: 0.9},
+		{ImageID: 2, Category: "woven", GroundTruth: 0, Score: 0.7},
+		{ImageID: 3, Category: "woven", GroundTruth: 1, Score: 0.4, AnalystLabel: "anomalous"},
+		{ImageID: 4, Category: "woven", GroundTruth: 1, Score: 0.6},
+	}
+}
+
+func ids(v *View) []int64 {
+	var out []int64
+	for _, i := range v.Visible() {
+		out = append(out, v.Images[i].ImageID)
+	}
+	return out
+}
+
+func eq(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestClassifyAtThreshold(t *testing.T) {
+	cases := []struct {
+		gt    int32
+		score float64
+		want  Outcome
+	}{{1, 0.5, TP}, {1, 0.49, FN}, {0, 0.5, FP}, {0, 0.1, TN}}
+	for _, c := range cases {
+		if got := Classify(c.gt, c.score, 0.5); got != c.want {
+			t.Errorf("Classify(%d, %v, 0.5) = %v, want %v", c.gt, c.score, got, c.want)
+		}
+	}
+}
+
+func TestFilterSortAndCounts(t *testing.T) {
+	v := NewView(images(), 0.5)
+	if want := []int64{1, 2, 4, 3, 0}; !eq(ids(v), want) {
+		t.Fatalf("score order %v, want %v", ids(v), want)
+	}
+	c := v.Counts()
+	if c[TP] != 2 || c[FP] != 1 || c[FN] != 1 || c[TN] != 1 {
+		t.Fatalf("counts %v", c)
+	}
+	v.Filter.Category = "woven"
+	v.Filter.Outcome = "TP"
+	v.Refresh()
+	if want := []int64{4}; !eq(ids(v), want) {
+		t.Fatalf("woven TP: %v", ids(v))
+	}
+	v.Filter = AllImages
+	v.Filter.Verdict = ""
+	v.Order = ScoreAsc
+	v.Refresh()
+	if want := []int64{0, 4, 2, 1}; !eq(ids(v), want) {
+		t.Fatalf("unreviewed ascending: %v", ids(v))
+	}
+	v.Filter = AllImages
+	v.Filter.GT = "1"
+	v.Order = ByID
+	v.Threshold = 0.95
+	v.Refresh()
+	if want := []int64{1, 3, 4}; !eq(ids(v), want) || v.Counts()[FN] != 3 {
+		t.Fatalf("anomalous by id: %v, counts %v", ids(v), v.Counts())
+	}
+}
+
+func TestSelectionFollowsImageAcrossRefilter(t *testing.T) {
+	v := NewView(images(), 0.5)
+	if im, ok := v.Selected(); !ok || im.ImageID != 1 {
+		t.Fatalf("initial selection %v %v", im.ImageID, ok)
+	}
+	v.Move(2)
+	if im, _ := v.Selected(); im.ImageID != 4 {
+		t.Fatalf("after j j: %d", im.ImageID)
+	}
+	v.Move(10)
+	if im, _ := v.Selected(); im.ImageID != 0 {
+		t.Fatalf("clamped at end: %d", im.ImageID)
+	}
+	v.Select(4)
+	v.Filter.Category = "woven"
+	v.Refresh()
+	if im, _ := v.Selected(); im.ImageID != 4 {
+		t.Fatalf("selection lost on refilter: %d", im.ImageID)
+	}
+	v.Filter.Category = "disc"
+	v.Refresh()
+	if im, _ := v.Selected(); im.ImageID != 1 {
+		t.Fatalf("hidden selection should move to first visible: %d", im.ImageID)
+	}
+	if v.Select(3) {
+		t.Fatal("selected an image the filter hides")
+	}
+	upd := v.Images[1]
+	upd.AnalystLabel = "unsure"
+	v.Replace(upd)
+	v.Filter = AllImages
+	v.Filter.Verdict = "unsure"
+	v.Refresh()
+	if want := []int64{1}; !eq(ids(v), want) || v.Reviewed() != 2 {
+		t.Fatalf("after label: %v reviewed %d", ids(v), v.Reviewed())
+	}
+}

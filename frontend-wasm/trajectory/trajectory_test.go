@@ -1,0 +1,92 @@
+package trajectory
+
+import (
+	"testing"
+	"time"
+
+	"github.com/diad-project/diad/shared"
+)
+
+func frame(step, total int) (shared.Frame, [][]byte) {
+	return shared.Frame{Type: shared.TypeStep, Trajectory: "k", Step: step, Total: total, T: 400 - 40*step, Score: float64(step),
+		Blobs: []shared.Blob{{Name: "image", Format: "png"}}}, [][]byte{{byte(step)}}
+}
+
+func TestFramesArriveOutOfOrderAndComplete(t *testing.T) {
+	now := time.Unix(0, 0)
+	tr := New(shared.DenoiseRequest{}, now)
+	for _, s := range []int{0, 2, 1} {
+		f, d := frame(s, 3)
+		if err := tr.Add(f, d, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tr.Complete() || tr.Received != 3 || tr.Latest() != 2 || tr.Steps[1].Blobs["image"].Data[0] != 1 {
+		t.Fatalf("after 3 steps: %+v", tr)
+	}
+	if err := tr.Add(shared.Frame{Type: shared.TypeFinal, Trajectory: "k", Step: 3, Total: 3, Score: 7}, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Complete() || tr.Final.Score != 7 {
+		t.Fatal("final not stored")
+	}
+	if s := tr.Scores(); s[2] != 2 {
+		t.Fatalf("scores %v", s)
+	}
+	bad := []shared.Frame{
+		{Type: shared.TypeStep, Trajectory: "other", Total: 3},
+		{Type: shared.TypeStep, Trajectory: "k", Step: 3, Total: 3},
+		{Type: shared.TypeStep, Trajectory: "k", Step: 0, Total: 4},
+		{Type: "what", Trajectory: "k", Total: 3},
+	}
+	for _, f := range bad {
+		if err := tr.Add(f, nil, now); err == nil {
+			t.Errorf("accepted %+v", f)
+		}
+	}
+	if tr.Received != 3 {
+		t.Fatal("a bad frame changed the trajectory")
+	}
+}
+
+func TestPlayerFollowsThenPlaysToTheEnd(t *testing.T) {
+	tr := New(shared.DenoiseRequest{}, time.Now())
+	p := NewPlayer(100 * time.Millisecond)
+	f, d := frame(0, 4)
+	tr.Add(f, d, time.Now())
+	f, d = frame(1, 4)
+	tr.Add(f, d, time.Now())
+	p.Advance(tr, 16*time.Millisecond)
+	if p.Cursor != 1 {
+		t.Fatalf("following: cursor %d", p.Cursor)
+	}
+	p.Seek(tr, 0)
+	p.Toggle(tr)
+	p.Advance(tr, 250*time.Millisecond) // 2.5 steps, but only step 1 has arrived
+	if p.Cursor != 1 || !p.Playing {
+		t.Fatalf("waiting for frames: cursor %d playing %v", p.Cursor, p.Playing)
+	}
+	for s := 2; s < 4; s++ {
+		f, d := frame(s, 4)
+		tr.Add(f, d, time.Now())
+	}
+	tr.Add(shared.Frame{Type: shared.TypeFinal, Trajectory: "k", Total: 4}, nil, time.Now())
+	for i := 0; i < 10 && p.Playing; i++ {
+		p.Advance(tr, 100*time.Millisecond)
+	}
+	if p.Cursor != 3 || p.Playing {
+		t.Fatalf("end: cursor %d playing %v", p.Cursor, p.Playing)
+	}
+	p.Toggle(tr) // play again from the start
+	if p.Cursor != 0 || !p.Playing {
+		t.Fatalf("replay: cursor %d", p.Cursor)
+	}
+	p.StepBy(tr, -5)
+	if p.Cursor != 0 || p.Playing {
+		t.Fatal("step back past the start")
+	}
+	p.StepBy(tr, 2)
+	if p.Cursor != 2 {
+		t.Fatalf("step forward: %d", p.Cursor)
+	}
+}
