@@ -14,7 +14,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build run test vet bench version info clean distclean
+.PHONY: all setup build web run test vet bench version info clean distclean
 
 all: build
 
@@ -26,13 +26,19 @@ setup:
 build: setup
 	$(TORCHENV) exec go build -ldflags "$(LDFLAGS)" -o bin/diad ./cmd/diad
 
-## run: build and start the server on $(ADDR)
-run: build
+## web: compile the browser client (Go -> WebAssembly) into bin/web, where `diad serve` finds it
+web:
+	GOOS=js GOARCH=wasm CGO_ENABLED=0 go build -trimpath -o bin/web/diad.wasm ./cmd/diad-web
+	cp "$$(go env GOROOT)/lib/wasm/wasm_exec.js" bin/web/wasm_exec.js
+
+## run: build the server and the client, start the server on $(ADDR)
+run: build web
 	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo
 
 ## test: vet and run the whole test suite (real libtorch)
 test: setup
 	$(TORCHENV) exec go vet ./...
+	$(TORCHENV) exec env GOOS=js GOARCH=wasm go vet ./cmd/diad-web ./frontend-wasm/... ./shared/...
 	$(TORCHENV) exec go test $(GO_TEST_FLAGS) ./...
 
 ## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)

@@ -19,12 +19,14 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/diad-project/diad/backend/atomicfile"
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/jobs"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
 )
@@ -35,6 +37,9 @@ var openAPI []byte
 func (s *Server) routes() {
 	e := s.echo
 	e.GET("/", s.handleIndex)
+	clientFiles := e.Group("", middleware.GzipWithConfig(middleware.GzipConfig{Level: 1}))
+	clientFiles.GET("/"+web.WasmFile, s.clientFile(web.WasmFile))
+	clientFiles.GET("/"+web.ExecFile, s.clientFile(web.ExecFile))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/metrics", s.metrics.handler())
 	g := e.Group("/api/v1")

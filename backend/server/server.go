@@ -27,6 +27,7 @@ import (
 	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/version"
+	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
 )
 
@@ -61,6 +62,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// StreamQueue is the per-client frame queue of websocket streams.
 	StreamQueue int `yaml:"stream_queue"`
+	// WebDir holds the built browser client (diad.wasm, wasm_exec.js); when
+	// empty, "web" next to the executable. Without a client, / shows a
+	// status page that says how to build it.
+	WebDir string `yaml:"web_dir"`
 	// Demo, on a server with no model yet, generates the synthetic dataset
 	// (in <DataDir>/demo-data), trains the tiny model on it and evaluates it,
 	// so that a first start shows something real within minutes.
@@ -123,6 +128,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for i, r := range cfg.DataRoots {
 		if cfg.DataRoots[i], err = filepath.Abs(r); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	if cfg.WebDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			cfg.WebDir = filepath.Join(filepath.Dir(exe), "web")
 		}
 	}
 	if cfg.ResultsDir == "" {
@@ -190,7 +200,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 // Handler exposes the routes for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>diad</title>
 <style>body{font-family:sans-serif;margin:2em;max-width:50em}td{padding:.2em 1em .2em 0}</style></head>
 <body><h1>diad</h1>
@@ -204,12 +214,36 @@ var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
 <tr><td>model</td><td>{{.Model}}</td></tr>
 <tr><td>started</td><td>{{.Started.Format "2006-01-02 15:04:05 UTC"}}</td></tr>
 </table>
+{{if .NoClient}}<p><b>The browser client is not built</b> ({{.WebDir}} has no diad.wasm): run <code>make web</code>, or <code>make run</code>, which builds it.</p>{{end}}
 <p>API: <a href="/api/v1/status">/api/v1/status</a>, <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>, <a href="/metrics">/metrics</a></p>
 </body></html>`))
 
+// handleIndex serves the browser client's page, or the status page when the
+// client is not built.
 func (s *Server) handleIndex(c echo.Context) error {
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-cache")
+	if web.Built(s.cfg.WebDir) {
+		return c.HTMLBlob(http.StatusOK, web.Index)
+	}
 	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
-	return indexPage.Execute(c.Response(), s.currentStatus())
+	return statusPage.Execute(c.Response(), struct {
+		Status
+		NoClient bool
+		WebDir   string
+	}{s.currentStatus(), true, s.cfg.WebDir})
+}
+
+// clientFile serves one build output of the client; no-cache makes the
+// browser revalidate (Last-Modified), so a rebuilt client is picked up.
+func (s *Server) clientFile(name string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-cache")
+		p := filepath.Join(s.cfg.WebDir, name)
+		if _, err := os.Stat(p); err != nil {
+			return apiError(c, http.StatusNotFound, "the browser client is not built (%s): run make web", p)
+		}
+		return c.File(p)
+	}
 }
 
 func (s *Server) currentStatus() Status {

@@ -39,6 +39,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.Features.Arch, "features", cfg.Features.Arch, "feature extractor for anomaly maps")
 	f.StringVar(&cfg.Features.Weights, "features-weights", "", "feature extractor weights (random if empty)")
 	f.StringVar(&cfg.Device, "device", cfg.Device, "cpu, cuda, cuda:N or auto")
+	f.StringVar(&cfg.WebDir, "web-dir", "", "built browser client (default: web/ next to the executable; make web builds it)")
 	f.BoolVar(&cfg.Demo, "demo", false, "with no model yet: generate the synthetic dataset, train the tiny model, evaluate it")
 	f.Int64Var(&cfg.MaxUploadBytes, "max-upload-bytes", cfg.MaxUploadBytes, "upload size limit")
 	f.IntVar(&cfg.MaxUploadPixels, "max-upload-pixels", cfg.MaxUploadPixels, "upload pixel limit (checked before decoding)")

@@ -1,24 +1,528 @@
 //go:build js && wasm
 
-// Package ui is the ebiten application of the browser client.
+// Package ui is the browser client: an ebiten application (compiled to
+// WebAssembly) with four views - the gallery for analyst review, the
+// denoising explorer, threshold tuning and the training monitor. It reaches
+// the server only through package api. Network and image decoding run in
+// goroutines that hand their results to the frame loop through an inbox, so
+// a frame never waits for either.
 package ui
 
 import (
-	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
 	"github.com/hajimehoshi/ebiten/v2"
-	"github.com/hajimehoshi/ebiten/v2/text/v2"
-	"golang.org/x/image/font/gofont/goregular"
-	"nhooyr.io/websocket"
+	"github.com/hajimehoshi/ebiten/v2/inpututil"
+
+	"github.com/diad-project/diad/frontend-wasm/api"
+	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/hook"
+	"github.com/diad-project/diad/frontend-wasm/tuning"
+	"github.com/diad-project/diad/shared"
 )
 
-type game struct{}
+// Config holds the client's tunables.
+type Config struct {
+	PollEvery     time.Duration // runs and jobs listing
+	StepTime      time.Duration // playback speed of a trajectory
+	ThumbSide     int           // thumbnail decode size
+	MaxDecodes    int           // image decodes in flight
+	Reconnect     api.Backoff
+	HistogramBins int
+	CurvePoints   int
+	DefaultRate   float64 // x of the FPR/FNR <= x presets
+}
 
-func (g *game) Update() error              { return nil }
-func (g *game) Draw(s *ebiten.Image)       {}
-func (g *game) Layout(w, h int) (int, int) { return w, h }
+// DefaultConfig is what the page runs with.
+func DefaultConfig() Config {
+	return Config{PollEvery: 2 * time.Second, StepTime: 180 * time.Millisecond, ThumbSide: 160, MaxDecodes: 6,
+		Reconnect: api.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}, HistogramBins: 40, CurvePoints: 256, DefaultRate: 0.05}
+}
 
+// Views.
+const (
+	tabGallery = iota
+	tabExplorer
+	tabThreshold
+	tabTraining
+)
+
+var tabNames = []string{"Gallery", "Explorer", "Threshold", "Training"}
+
+// App is the client's whole state. Only the frame loop (Update/Draw) reads
+// or changes it; goroutines post closures to the inbox.
+type App struct {
+	cfg    Config
+	client *api.Client
+	user   string
+	ctx    context.Context
+
+	inboxMu sync.Mutex
+	inbox   []func()
+
+	w, h     int
+	tab      int
+	lastTick time.Time
+	frames   int64
+
+	// Input of the current frame. A click waits until a widget drawn under
+	// it takes it.
+	mx, my           int
+	click            bool
+	clickX, clickY   int
+	actions          []func()
+	widgets          map[string]rect
+	dragging         string
+	galleryScroll    float32
+	scrollToSelected bool
+
+	// Server data.
+	runs   []shared.RunInfo
+	runID  string
+	run    shared.RunInfo
+	view   *gallery.View
+	tune   *tuning.Model
+	rate   float64
+	thumbs *textureCache
+
+	exp *explorer
+
+	jobs     map[string]*jobView
+	jobOrder []string
+	selJob   string
+
+	// Connection and messages.
+	connected  bool
+	server     string
+	reconnects int
+	denoiseReq chan shared.DenoiseRequest
+	status     string
+	statusErr  bool
+	statusAt   time.Time
+	errors     []string
+	decodes    int
+
+	scaleMinMax bool
+	editing     bool
+	note        []rune
+	runes       []rune
+}
+
+// Run starts the client; it returns only when the page goes away.
 func Run() error {
-	_, _ = text.NewGoTextFaceSource(bytes.NewReader(goregular.TTF))
-	_ = websocket.StatusNormalClosure
-	return ebiten.RunGame(&game{})
+	cfg := DefaultConfig()
+	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
+		rate: cfg.DefaultRate, thumbs: newTextureCache(600), jobs: map[string]*jobView{},
+		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}}
+	a.user = pageParam("user")
+	if a.user == "" {
+		a.user = storageGet("diad.user")
+	}
+	if a.user == "" {
+		a.user = "analyst"
+	}
+	storageSet("diad.user", a.user)
+	exposeState(a.stateJSON)
+	go a.denoiseLoop()
+	go a.pollLoop()
+	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
+	ebiten.SetWindowTitle("diad")
+	return ebiten.RunGame(a)
+}
+
+// post hands a state change to the frame loop.
+func (a *App) post(fn func()) {
+	a.inboxMu.Lock()
+	a.inbox = append(a.inbox, fn)
+	a.inboxMu.Unlock()
+}
+
+func (a *App) setStatus(msg string) {
+	a.status, a.statusErr, a.statusAt = msg, false, time.Now()
+}
+
+// fail shows an error plainly in the status bar and keeps it in the list.
+func (a *App) fail(err error) {
+	msg := err.Error()
+	a.status, a.statusErr, a.statusAt = msg, true, time.Now()
+	a.errors = append(a.errors, msg)
+	if len(a.errors) > 20 {
+		a.errors = a.errors[len(a.errors)-20:]
+	}
+}
+
+// Layout uses CSS pixels: the canvas fills the page.
+func (a *App) Layout(w, h int) (int, int) {
+	a.w, a.h = w, h
+	return w, h
+}
+
+// Update runs once per tick: inbox, input, queued widget actions, playback.
+func (a *App) Update() error {
+	a.inboxMu.Lock()
+	inbox := a.inbox
+	a.inbox = nil
+	a.inboxMu.Unlock()
+	for _, fn := range inbox {
+		fn()
+	}
+	now := time.Now()
+	dt := now.Sub(a.lastTick)
+	if a.lastTick.IsZero() || dt > time.Second {
+		dt = 0
+	}
+	a.lastTick = now
+
+	a.mx, a.my = ebiten.CursorPosition()
+	if inpututil.IsMouseButtonJustPressed(ebiten.MouseButtonLeft) {
+		a.click, a.clickX, a.clickY = true, a.mx, a.my
+		a.startDrag()
+	}
+	if a.dragging != "" {
+		if ebiten.IsMouseButtonPressed(ebiten.MouseButtonLeft) {
+			a.drag()
+		} else {
+			a.endDrag()
+		}
+	}
+	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
+		a.galleryScroll -= float32(wy) * 40
+	}
+	a.keys()
+	actions := a.actions
+	a.actions = nil
+	for _, fn := range actions {
+		fn()
+	}
+	if a.exp != nil && a.exp.traj != nil {
+		a.exp.advance(dt)
+	}
+	return nil
+}
+
+// Draw renders the frame; widgets register their rectangles and turn
+// clicks into actions for the next Update.
+func (a *App) Draw(screen *ebiten.Image) {
+	screen.Fill(colBG)
+	clear(a.widgets)
+	W, H := float32(a.w), float32(a.h)
+	top, rest := rect{0, 0, W, H}.cutTop(40, 0)
+	body, bar := rest.cutTop(rest.H-24, 0)
+	a.drawTopBar(screen, top)
+	body = body.inset(10)
+	switch a.tab {
+	case tabGallery:
+		a.drawGallery(screen, body)
+	case tabExplorer:
+		a.drawExplorer(screen, body)
+	case tabThreshold:
+		a.drawThreshold(screen, body)
+	case tabTraining:
+		a.drawTraining(screen, body)
+	}
+	a.drawStatusBar(screen, bar)
+	a.click = false
+	a.frames++
+}
+
+func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
+	fill(dst, r, colPanel)
+	line(dst, r.X, r.Y+r.H-0.5, r.X+r.W, r.Y+r.H-0.5, 1, colBorder)
+	drawBold(dst, "diad", r.X+14, r.Y+11, sizeTitle, colText)
+	x := r.X + 64
+	for i, name := range tabNames {
+		w := textWidth(name, sizeBody) + 24
+		i := i
+		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "tab:"+strings.ToLower(name), fmt.Sprintf("%s", name), a.tab == i, func() { a.tab = i })
+		x += w + 4
+	}
+	x += 10
+	runLabel := "no run yet"
+	if a.runID != "" {
+		runLabel = "run " + a.runID
+	}
+	w := textWidth(runLabel, sizeBody) + 24
+	a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "run", runLabel, false, a.nextRun)
+	x += w + 8
+	// Right side, right to left: connection, exports, user.
+	rx := r.X + r.W - 12
+	conn, ccol := "offline", colError
+	if a.connected {
+		conn, ccol = "connected", colOK
+	}
+	cw := textWidth(conn, sizeSmall)
+	drawText(dst, conn, rx-cw, r.Y+13, sizeSmall, ccol)
+	fill(dst, rect{rx - cw - 14, r.Y + 17, 8, 8}, ccol)
+	rx -= cw + 26
+	for _, ex := range []struct{ name, label, format string }{{"export:csv", "Export CSV", api.ExportCSV}, {"export:parquet", "Export Parquet", api.ExportParquet}} {
+		bw := textWidth(ex.label, sizeBody) + 20
+		rx -= bw
+		ex := ex
+		a.button(dst, rect{rx, r.Y + 6, bw, r.H - 12}, ex.name, ex.label, false, func() { a.export(ex.format) })
+		rx -= 6
+	}
+	u := "user: " + a.user
+	uw := textWidth(u, sizeSmall)
+	if rx-uw-10 > x {
+		drawText(dst, u, rx-uw-8, r.Y+13, sizeSmall, colDim)
+	}
+}
+
+func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
+	fill(dst, r, colPanel)
+	line(dst, r.X, r.Y+0.5, r.X+r.W, r.Y+0.5, 1, colBorder)
+	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · ⏎ explore · space play · ←/→ step", ebiten.ActualFPS())
+	rw := textWidth(right, sizeSmall)
+	if rw > r.W*0.55 {
+		right = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
+		rw = textWidth(right, sizeSmall)
+	}
+	drawText(dst, right, r.X+r.W-rw-10, r.Y+5, sizeSmall, colDim)
+	msg, col := a.status, colText
+	if a.statusErr {
+		col = colError
+		msg = "error: " + msg
+	} else if time.Since(a.statusAt) > 6*time.Second {
+		col = colDim
+	}
+	drawText(dst, clip(msg, r.W-rw-30, sizeSmall), r.X+10, r.Y+5, sizeSmall, col)
+}
+
+// button draws a clickable button; fn runs in the next Update when clicked.
+func (a *App) button(dst *ebiten.Image, r rect, name, label string, active bool, fn func()) {
+	bg := colRaised
+	if active {
+		bg = colAccent
+	} else if r.contains(a.mx, a.my) {
+		bg = colBorder
+	}
+	fill(dst, r, bg)
+	stroke(dst, r, 1, colBorder)
+	fg := colText
+	drawTextIn(dst, clip(label, r.W-8, sizeBody), r, sizeBody, fg)
+	a.hit(name, r, fn)
+}
+
+// hit registers a clickable area.
+func (a *App) hit(name string, r rect, fn func()) {
+	a.widgets[name] = r
+	if a.click && r.contains(a.clickX, a.clickY) {
+		a.click = false
+		if fn != nil {
+			a.actions = append(a.actions, fn)
+		}
+	}
+}
+
+// keys handles the keyboard: a note being typed takes every key.
+func (a *App) keys() {
+	if a.editing {
+		a.runes = ebiten.AppendInputChars(a.runes[:0])
+		a.note = append(a.note, a.runes...)
+		switch {
+		case inpututil.IsKeyJustPressed(ebiten.KeyBackspace) && len(a.note) > 0:
+			a.note = a.note[:len(a.note)-1]
+		case inpututil.IsKeyJustPressed(ebiten.KeyEnter):
+			a.editing = false
+			a.saveNote(string(a.note))
+		case inpututil.IsKeyJustPressed(ebiten.KeyEscape):
+			a.editing = false
+		}
+		return
+	}
+	pressed := inpututil.IsKeyJustPressed
+	for i, k := range []ebiten.Key{ebiten.Key1, ebiten.Key2, ebiten.Key3, ebiten.Key4} {
+		if pressed(k) {
+			a.tab = i
+		}
+	}
+	switch {
+	case pressed(ebiten.KeyJ):
+		a.move(1)
+	case pressed(ebiten.KeyK):
+		a.move(-1)
+	case pressed(ebiten.KeyA):
+		a.setVerdict("anomalous")
+	case pressed(ebiten.KeyN):
+		a.setVerdict("normal")
+	case pressed(ebiten.KeyU):
+		a.setVerdict("unsure")
+	case pressed(ebiten.KeyX):
+		a.setVerdict("")
+	case pressed(ebiten.KeyT):
+		a.startNote()
+	case pressed(ebiten.KeyM):
+		a.scaleMinMax = !a.scaleMinMax
+	case pressed(ebiten.KeyEnter) && a.tab == tabGallery:
+		a.openSelected()
+	case pressed(ebiten.KeyEscape):
+		a.tab = tabGallery
+	case pressed(ebiten.KeyBracketRight):
+		a.nextRun()
+	}
+	if a.tab == tabExplorer && a.exp != nil {
+		a.exp.keys(a)
+	}
+	if a.tab == tabThreshold && a.tune != nil {
+		d := 0.0
+		if inpututil.IsKeyJustPressed(ebiten.KeyArrowLeft) || inpututil.KeyPressDuration(ebiten.KeyArrowLeft) > 20 {
+			d = -0.005
+		}
+		if inpututil.IsKeyJustPressed(ebiten.KeyArrowRight) || inpututil.KeyPressDuration(ebiten.KeyArrowRight) > 20 {
+			d = 0.005
+		}
+		if d != 0 {
+			a.tune.Drag(a.tune.Fraction(a.tune.Threshold) + d)
+			a.thresholdChanged()
+		}
+	}
+}
+
+func (a *App) move(d int) {
+	if a.view == nil {
+		return
+	}
+	a.view.Move(d)
+	a.scrollToSelected = true
+	if a.tab == tabExplorer {
+		a.openSelected()
+	}
+}
+
+func (a *App) nextRun() {
+	if len(a.runs) == 0 {
+		return
+	}
+	i := 0
+	for k, r := range a.runs {
+		if r.RunID == a.runID {
+			i = (k + 1) % len(a.runs)
+		}
+	}
+	a.selectRun(a.runs[i].RunID)
+}
+
+func (a *App) export(format string) {
+	if a.runID == "" {
+		a.fail(fmt.Errorf("export: no run selected"))
+		return
+	}
+	ext := "csv"
+	if format == api.ExportParquet {
+		ext = "parquet"
+	}
+	download(a.client.ExportURL(a.runID, format), fmt.Sprintf("%s-images.%s", a.runID, ext))
+	a.setStatus("exporting the labelled results of " + a.runID + " as " + ext)
+}
+
+// textureCache holds decoded images as GPU textures, dropping the oldest
+// beyond a limit.
+type textureCache struct {
+	limit   int
+	tex     map[int64]*ebiten.Image
+	order   []int64
+	loading map[int64]bool
+}
+
+func newTextureCache(limit int) *textureCache {
+	return &textureCache{limit: limit, tex: map[int64]*ebiten.Image{}, loading: map[int64]bool{}}
+}
+
+func (c *textureCache) put(id int64, img *image.RGBA) {
+	delete(c.loading, id)
+	if old, ok := c.tex[id]; ok {
+		old.Deallocate()
+	} else {
+		c.order = append(c.order, id)
+	}
+	c.tex[id] = ebiten.NewImageFromImage(img)
+	for len(c.order) > c.limit {
+		if t, ok := c.tex[c.order[0]]; ok {
+			t.Deallocate()
+			delete(c.tex, c.order[0])
+		}
+		c.order = c.order[1:]
+	}
+}
+
+func (c *textureCache) reset() {
+	for _, t := range c.tex {
+		t.Deallocate()
+	}
+	c.tex, c.order, c.loading = map[int64]*ebiten.Image{}, nil, map[int64]bool{}
+}
+
+func trimFloat(v float64, prec int) string {
+	s := strconv.FormatFloat(v, 'f', prec, 64)
+	if prec < 0 {
+		s = strconv.FormatFloat(v, 'g', 3, 64)
+	}
+	if strings.Contains(s, ".") && !strings.ContainsAny(s, "e") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
+}
+
+// stateJSON is window.diadState().
+func (a *App) stateJSON() string {
+	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
+		Width: a.w, Height: a.h, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
+		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy}
+	if a.scaleMinMax {
+		s.Scale = "minmax"
+	}
+	if a.statusErr {
+		s.Status = "error: " + a.status
+	}
+	for k, r := range a.widgets {
+		s.Widgets[k] = r.hook()
+	}
+	if a.view != nil {
+		s.Images, s.Visible, s.Columns = len(a.view.Images), len(a.view.Visible()), galleryColumns(a)
+		if im, ok := a.view.Selected(); ok {
+			s.Selected, s.Verdict = im.ImageID, im.AnalystLabel
+			if !a.editing {
+				s.Note = im.AnalystNote
+			}
+		}
+	}
+	if a.tune != nil {
+		k := a.tune.Confusion()
+		s.Threshold, s.Policy = a.tune.Threshold, a.tune.Policy
+		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
+	}
+	if e := a.exp; e != nil && e.traj != nil {
+		t := e.traj
+		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
+			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played}
+		if t.Final != nil {
+			s.Trajectory.Score = t.Final.Score
+		}
+	}
+	for _, id := range a.jobOrder {
+		j := a.jobs[id]
+		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
+			LossPoints: len(j.loss), Events: j.events})
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Sprintf(`{"Status":%q}`, err.Error())
+	}
+	return string(b)
+}
+
+func nanToZero(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
 }

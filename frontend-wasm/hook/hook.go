@@ -1,0 +1,73 @@
+// Package hook defines what the browser client shows of itself to tests:
+// the JSON returned by window.diadState() in the page. End-to-end tests read
+// it (through a real headless browser) instead of guessing from pixels, and
+// use the widget rectangles in it to click and drag like a user.
+package hook
+
+// Rect is a widget's place on the canvas in CSS pixels: x, y, width, height.
+type Rect [4]float64
+
+// Center is the rectangle's middle.
+func (r Rect) Center() (x, y float64) { return r[0] + r[2]/2, r[1] + r[3]/2 }
+
+// Confusion is the confusion matrix at the client's threshold.
+type Confusion struct {
+	TP, FP, TN, FN int
+	F1             float64
+}
+
+// Trajectory is the denoising trajectory on screen.
+type Trajectory struct {
+	Image    int64
+	Total    int
+	Received int
+	Cursor   int
+	Playing  bool
+	Complete bool
+	Score    float64 // final image score (NaN-free: 0 before the final frame)
+	// MaxCursor is the highest step shown since the trajectory started;
+	// Played counts cursor moves made by playback (not by following).
+	MaxCursor int
+	Played    int
+}
+
+// Job is a job as the training monitor shows it.
+type Job struct {
+	ID, Kind, State string
+	Step, Total     int
+	LossPoints      int // step events with a loss received over the websocket
+	Events          int
+}
+
+// State is the client's state.
+type State struct {
+	Ready      bool // first frame drawn
+	Connected  bool // denoise websocket open (hello received)
+	Server     string
+	Reconnects int
+	Width      int
+	Height     int
+	Tab        string
+	Run        string
+	Runs       int
+	Images     int
+	Visible    int
+	Columns    int
+	Selected   int64
+	Verdict    string // analyst verdict of the selected image
+	Note       string
+	Editing    bool // typing a note
+	Threshold  float64
+	Policy     string
+	Saved      string // threshold policy saved with the run
+	Confusion  Confusion
+	Scale      string // heatmap colour scale: threshold or minmax
+	Trajectory Trajectory
+	Jobs       []Job
+	Status     string // status line
+	Errors     []string
+	FPS        float64 // ebiten.ActualFPS
+	Frames     int64   // frames drawn
+	Pending    int     // image decodes in flight
+	Widgets    map[string]Rect
+}

@@ -1,0 +1,223 @@
+//go:build js && wasm
+
+package ui
+
+import (
+	"bytes"
+	"image"
+	"image/color"
+	"math"
+
+	"github.com/hajimehoshi/ebiten/v2"
+	"github.com/hajimehoshi/ebiten/v2/text/v2"
+	"github.com/hajimehoshi/ebiten/v2/vector"
+	"golang.org/x/image/font/gofont/gobold"
+	"golang.org/x/image/font/gofont/goregular"
+
+	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/hook"
+)
+
+// rect is an area of the canvas in logical (CSS) pixels.
+type rect struct{ X, Y, W, H float32 }
+
+func (r rect) contains(x, y int) bool {
+	fx, fy := float32(x), float32(y)
+	return fx >= r.X && fy >= r.Y && fx < r.X+r.W && fy < r.Y+r.H
+}
+
+func (r rect) inset(d float32) rect { return rect{r.X + d, r.Y + d, r.W - 2*d, r.H - 2*d} }
+
+// cutTop splits off the top h pixels (and a gap) and returns both parts.
+func (r rect) cutTop(h, gap float32) (top, rest rect) {
+	return rect{r.X, r.Y, r.W, h}, rect{r.X, r.Y + h + gap, r.W, r.H - h - gap}
+}
+
+func (r rect) cutLeft(w, gap float32) (left, rest rect) {
+	return rect{r.X, r.Y, w, r.H}, rect{r.X + w + gap, r.Y, r.W - w - gap, r.H}
+}
+
+// columns splits r into n equal columns with gaps.
+func (r rect) columns(n int, gap float32) []rect {
+	out := make([]rect, n)
+	w := (r.W - gap*float32(n-1)) / float32(n)
+	for i := range out {
+		out[i] = rect{r.X + float32(i)*(w+gap), r.Y, w, r.H}
+	}
+	return out
+}
+
+func (r rect) image() image.Rectangle {
+	return image.Rect(int(r.X), int(r.Y), int(math.Ceil(float64(r.X+r.W))), int(math.Ceil(float64(r.Y+r.H))))
+}
+
+func (r rect) hook() hook.Rect {
+	return hook.Rect{float64(r.X), float64(r.Y), float64(r.W), float64(r.H)}
+}
+
+// Palette: a dark theme; the outcome colours are the gallery's borders.
+var (
+	colBG      = color.RGBA{0x0f, 0x11, 0x17, 0xff}
+	colPanel   = color.RGBA{0x18, 0x1b, 0x24, 0xff}
+	colRaised  = color.RGBA{0x23, 0x27, 0x33, 0xff}
+	colBorder  = color.RGBA{0x2e, 0x33, 0x40, 0xff}
+	colText    = color.RGBA{0xe6, 0xe8, 0xee, 0xff}
+	colDim     = color.RGBA{0x8a, 0x91, 0xa0, 0xff}
+	colAccent  = color.RGBA{0x4f, 0x8c, 0xff, 0xff}
+	colError   = color.RGBA{0xff, 0x6b, 0x6b, 0xff}
+	colOK      = color.RGBA{0x3d, 0xd6, 0x8c, 0xff}
+	colNormal  = color.RGBA{0x4f, 0x8c, 0xff, 0xff} // normal class in charts
+	colAnomaly = color.RGBA{0xff, 0x8a, 0x3d, 0xff} // anomalous class in charts
+)
+
+var outcomeColor = map[gallery.Outcome]color.RGBA{
+	gallery.TP: {0xef, 0x44, 0x44, 0xff},
+	gallery.FP: {0xf5, 0x9e, 0x0b, 0xff},
+	gallery.FN: {0xa8, 0x55, 0xf7, 0xff},
+	gallery.TN: {0x22, 0xc5, 0x5e, 0xff},
+}
+
+var verdictColor = map[string]color.RGBA{
+	"anomalous": {0xef, 0x44, 0x44, 0xff},
+	"normal":    {0x22, 0xc5, 0x5e, 0xff},
+	"unsure":    {0xf5, 0x9e, 0x0b, 0xff},
+}
+
+var (
+	fontRegular = mustFace(goregular.TTF)
+	fontBold    = mustFace(gobold.TTF)
+	faces       = map[[2]int]*text.GoTextFace{}
+)
+
+func mustFace(ttf []byte) *text.GoTextFaceSource {
+	s, err := text.NewGoTextFaceSource(bytes.NewReader(ttf))
+	if err != nil {
+		panic(err) // the embedded Go fonts always parse
+	}
+	return s
+}
+
+func face(size float64, bold bool) *text.GoTextFace {
+	k := [2]int{int(size * 10), 0}
+	src := fontRegular
+	if bold {
+		k[1], src = 1, fontBold
+	}
+	f, ok := faces[k]
+	if !ok {
+		f = &text.GoTextFace{Source: src, Size: size}
+		faces[k] = f
+	}
+	return f
+}
+
+// Text sizes.
+const (
+	sizeSmall = 11
+	sizeBody  = 13
+	sizeTitle = 15
+)
+
+func drawText(dst *ebiten.Image, s string, x, y float32, size float64, c color.Color) {
+	op := &text.DrawOptions{}
+	op.GeoM.Translate(float64(x), float64(y))
+	op.ColorScale.ScaleWithColor(c)
+	text.Draw(dst, s, face(size, false), op)
+}
+
+func drawBold(dst *ebiten.Image, s string, x, y float32, size float64, c color.Color) {
+	op := &text.DrawOptions{}
+	op.GeoM.Translate(float64(x), float64(y))
+	op.ColorScale.ScaleWithColor(c)
+	text.Draw(dst, s, face(size, true), op)
+}
+
+func textWidth(s string, size float64) float32 {
+	w, _ := text.Measure(s, face(size, false), 0)
+	return float32(w)
+}
+
+// drawTextIn draws s centred in r.
+func drawTextIn(dst *ebiten.Image, s string, r rect, size float64, c color.Color) {
+	w := textWidth(s, size)
+	drawText(dst, s, r.X+(r.W-w)/2, r.Y+(r.H-float32(size)*1.25)/2, size, c)
+}
+
+// clip shortens s with an ellipsis to fit w pixels.
+func clip(s string, w float32, size float64) string {
+	if textWidth(s, size) <= w {
+		return s
+	}
+	r := []rune(s)
+	for len(r) > 1 && textWidth(string(r)+"…", size) > w {
+		r = r[:len(r)-1]
+	}
+	return string(r) + "…"
+}
+
+func fill(dst *ebiten.Image, r rect, c color.Color) {
+	vector.DrawFilledRect(dst, r.X, r.Y, r.W, r.H, c, false)
+}
+
+func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
+	vector.StrokeRect(dst, r.X+w/2, r.Y+w/2, r.W-w, r.H-w, w, c, false)
+}
+
+func line(dst *ebiten.Image, x0, y0, x1, y1, w float32, c color.Color) {
+	vector.StrokeLine(dst, x0, y0, x1, y1, w, c, true)
+}
+
+func panel(dst *ebiten.Image, r rect, title string) rect {
+	fill(dst, r, colPanel)
+	stroke(dst, r, 1, colBorder)
+	if title == "" {
+		return r.inset(8)
+	}
+	drawBold(dst, title, r.X+10, r.Y+7, sizeBody, colDim)
+	_, body := r.cutTop(26, 0)
+	return rect{body.X + 8, body.Y, body.W - 16, body.H - 8}
+}
+
+// drawImageFit draws img centred in r, scaled to fit, and returns where.
+func drawImageFit(dst, img *ebiten.Image, r rect, filter ebiten.Filter) rect {
+	b := img.Bounds()
+	iw, ih := float32(b.Dx()), float32(b.Dy())
+	s := float32(math.Min(float64(r.W/iw), float64(r.H/ih)))
+	out := rect{r.X + (r.W-iw*s)/2, r.Y + (r.H-ih*s)/2, iw * s, ih * s}
+	op := &ebiten.DrawImageOptions{Filter: filter}
+	op.GeoM.Scale(float64(s), float64(s))
+	op.GeoM.Translate(float64(out.X), float64(out.Y))
+	dst.DrawImage(img, op)
+	return out
+}
+
+// fitRect is where drawImageFit would put a w x h image in r.
+func fitRect(w, h float32, r rect) rect {
+	s := float32(math.Min(float64(r.W/w), float64(r.H/h)))
+	return rect{r.X + (r.W-w*s)/2, r.Y + (r.H-h*s)/2, w * s, h * s}
+}
+
+// placeholder marks an image area whose content has not arrived.
+func placeholder(dst *ebiten.Image, r rect, msg string) {
+	fill(dst, r, colRaised)
+	drawTextIn(dst, msg, r, sizeSmall, colDim)
+}
+
+func fmtScore(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "–"
+	}
+	a := math.Abs(v)
+	switch {
+	case a == 0:
+		return "0"
+	case a >= 100:
+		return trimFloat(v, 1)
+	case a >= 1:
+		return trimFloat(v, 3)
+	case a >= 0.001:
+		return trimFloat(v, 4)
+	default:
+		return trimFloat(v, -1)
+	}
+}

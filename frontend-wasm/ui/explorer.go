@@ -1,0 +1,499 @@
+//go:build js && wasm
+
+package ui
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"time"
+
+	"github.com/hajimehoshi/ebiten/v2"
+	"github.com/hajimehoshi/ebiten/v2/inpututil"
+
+	"github.com/diad-project/diad/backend/visual"
+	"github.com/diad-project/diad/frontend-wasm/trajectory"
+	"github.com/diad-project/diad/shared"
+)
+
+// Sampling control ranges of the explorer (the server accepts start_t
+// 0..999 and steps up to 1000; these keep a teaching session responsive).
+const (
+	t0Min, t0Max, t0Step = 50, 950, 50
+	stepsMin, stepsMax   = 1, 100
+	overlayAlpha         = 0.65
+)
+
+// explorer is the denoising explorer of one image.
+type explorer struct {
+	image shared.ImageInfo
+	run   string
+
+	// The stored result of the run: input at map size and its map.
+	input     *image.RGBA
+	inputTex  *ebiten.Image
+	stored    []float32
+	mapW      int
+	mapH      int
+	storedErr bool
+
+	// Live trajectory and its pictures.
+	t0, steps int
+	seed      uint64
+	traj      *trajectory.Trajectory
+	player    *trajectory.Player
+	tex       map[string]*ebiten.Image
+	maps      map[int][]float32 // dequantized step maps
+	heat      map[string]*ebiten.Image
+	maxCursor int
+	played    int
+}
+
+func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
+	e := &explorer{image: im, run: a.runID, tex: map[string]*ebiten.Image{}, maps: map[int][]float32{}, heat: map[string]*ebiten.Image{}}
+	if prev != nil {
+		e.t0, e.steps, e.seed = prev.t0, prev.steps, prev.seed
+	}
+	return e
+}
+
+// free releases the textures.
+func (e *explorer) free() {
+	for _, m := range []map[string]*ebiten.Image{e.tex, e.heat} {
+		for k, t := range m {
+			t.Deallocate()
+			delete(m, k)
+		}
+	}
+	if e.inputTex != nil {
+		e.inputTex.Deallocate()
+	}
+}
+
+func (e *explorer) setTexture(key string, img *image.RGBA) {
+	if old := e.tex[key]; old != nil {
+		old.Deallocate()
+	}
+	e.tex[key] = ebiten.NewImageFromImage(img)
+}
+
+// setStored keeps the run's input and map (a grayscale PNG: value = offset +
+// q/255*scale).
+func (e *explorer) setStored(src, mapImg *image.RGBA, offset, scale float32) {
+	b := mapImg.Bounds()
+	e.mapW, e.mapH = b.Dx(), b.Dy()
+	e.stored = make([]float32, e.mapW*e.mapH)
+	for i := range e.stored {
+		e.stored[i] = offset + float32(mapImg.Pix[4*i])/255*scale
+	}
+	e.input = src
+	e.inputTex = ebiten.NewImageFromImage(src)
+}
+
+// rerun requests the trajectory with the current controls.
+func (e *explorer) rerun(a *App) {
+	id := e.image.ImageID
+	r := shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed}
+	for k, t := range e.tex {
+		t.Deallocate()
+		delete(e.tex, k)
+	}
+	e.maps = map[int][]float32{}
+	e.clearHeat()
+	e.traj = trajectory.New(r, time.Now())
+	e.player = trajectory.NewPlayer(a.cfg.StepTime)
+	e.maxCursor, e.played = 0, 0
+	a.requestTrajectory(r)
+	a.setStatus(fmt.Sprintf("denoising image %d (t0 %s, steps %s, seed %d)…", id, orAuto(e.t0), orAuto(e.steps), e.seed))
+}
+
+func orAuto(v int) string {
+	if v == 0 {
+		return "auto"
+	}
+	return fmt.Sprint(v)
+}
+
+func (e *explorer) clearHeat() {
+	for k, t := range e.heat {
+		t.Deallocate()
+		delete(e.heat, k)
+	}
+}
+
+func (e *explorer) advance(dt time.Duration) {
+	before, playing := e.player.Cursor, e.player.Playing
+	e.player.Advance(e.traj, dt)
+	if playing && e.player.Cursor != before {
+		e.played++
+	}
+	e.maxCursor = max(e.maxCursor, e.player.Cursor)
+}
+
+func (e *explorer) keys(a *App) {
+	p, t := e.player, e.traj
+	if p == nil {
+		return
+	}
+	switch {
+	case inpututil.IsKeyJustPressed(ebiten.KeySpace):
+		p.Toggle(t)
+	case inpututil.IsKeyJustPressed(ebiten.KeyArrowLeft):
+		p.StepBy(t, -1)
+	case inpututil.IsKeyJustPressed(ebiten.KeyArrowRight):
+		p.StepBy(t, 1)
+	case inpututil.IsKeyJustPressed(ebiten.KeyHome):
+		p.Seek(t, 0)
+	case inpututil.IsKeyJustPressed(ebiten.KeyEnd):
+		p.Seek(t, t.Total-1)
+	case inpututil.IsKeyJustPressed(ebiten.KeyR):
+		e.rerun(a)
+	}
+}
+
+// threshold is the one the colours are anchored to: the tuner's.
+func (a *App) threshold() float64 {
+	if a.tune != nil {
+		return a.tune.Threshold
+	}
+	return a.run.Threshold.Value
+}
+
+func (a *App) scaleFor(values []float32) visual.Scale {
+	if a.scaleMinMax {
+		return visual.MinMaxScale(values)
+	}
+	return visual.ThresholdScale(a.threshold())
+}
+
+// heatTexture colours a map (over the input when it fits), cached per
+// scale so that a threshold change recolours every view.
+func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, overlay bool) *ebiten.Image {
+	s := a.scaleFor(values)
+	k := fmt.Sprintf("%s|%v|%g|%g", key, overlay, s.Lo, s.Hi)
+	if t, ok := e.heat[k]; ok {
+		return t
+	}
+	if len(e.heat) > 48 {
+		e.clearHeat()
+	}
+	var img *image.RGBA
+	if overlay && e.input != nil && e.input.Bounds().Dx() == w && e.input.Bounds().Dy() == h {
+		img = visual.Overlay(e.input, values, s, overlayAlpha)
+	} else {
+		img = visual.Heatmap(values, w, h, s)
+	}
+	t := ebiten.NewImageFromImage(img)
+	e.heat[k] = t
+	return t
+}
+
+func (e *explorer) stepMap(i int) ([]float32, int, int) {
+	st := e.traj.Steps[i]
+	if st == nil {
+		return nil, 0, 0
+	}
+	b, ok := st.Blobs[shared.ProductMap]
+	if !ok {
+		return nil, 0, 0
+	}
+	v, ok := e.maps[i]
+	if !ok {
+		v = shared.Dequantize(b.Blob, b.Data)
+		e.maps[i] = v
+	}
+	return v, b.Width, b.Height
+}
+
+func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
+	e := a.exp
+	if e == nil {
+		placeholder(dst, r, "select an image in the gallery (Enter or double click) to explore its denoising")
+		return
+	}
+	// Header: the image and the sampling controls.
+	head, rest := r.cutTop(32, 8)
+	im := e.image
+	gt := "normal"
+	if im.GroundTruth == 1 {
+		gt = "anomalous (" + im.Defect + ")"
+	}
+	title := fmt.Sprintf("#%d  %s  ·  ground truth %s  ·  run score %s", im.ImageID, im.Category, gt, fmtScore(im.Score))
+	x := head.X
+	tw := min(textWidth(title, sizeBody), head.W*0.45)
+	drawText(dst, clip(title, tw, sizeBody), x, head.Y+8, sizeBody, colText)
+	x += tw + 16
+	control := func(name, label, value string, dec, inc func()) {
+		lw := textWidth(label, sizeSmall)
+		drawText(dst, label, x, head.Y+9, sizeSmall, colDim)
+		x += lw + 6
+		a.button(dst, rect{x, head.Y + 3, 24, 26}, name+":-", "−", false, dec)
+		x += 26
+		vw := max(textWidth(value, sizeBody)+12, 40)
+		fill(dst, rect{x, head.Y + 3, vw, 26}, colBG)
+		drawTextIn(dst, value, rect{x, head.Y + 3, vw, 26}, sizeBody, colText)
+		a.widgets[name] = rect{x, head.Y + 3, vw, 26}
+		x += vw + 2
+		a.button(dst, rect{x, head.Y + 3, 24, 26}, name+":+", "+", false, inc)
+		x += 34
+	}
+	t0 := e.t0
+	if t0 == 0 && e.traj != nil && len(e.traj.Steps) > 0 && e.traj.Steps[0] != nil {
+		t0 = e.traj.Steps[0].T
+	}
+	steps := e.steps
+	if steps == 0 && e.traj != nil {
+		steps = e.traj.Total
+	}
+	control("t0", "noise t0", orAuto(t0), func() { e.t0 = max(t0Min, roundTo(t0, t0Step)-t0Step) }, func() { e.t0 = min(t0Max, roundTo(t0, t0Step)+t0Step) })
+	control("steps", "steps", orAuto(steps), func() { e.steps = max(stepsMin, steps-1) }, func() { e.steps = min(stepsMax, steps+1) })
+	control("seed", "seed", fmt.Sprint(e.seed), func() {
+		if e.seed > 0 {
+			e.seed--
+		}
+	}, func() { e.seed++ })
+	a.button(dst, rect{x, head.Y + 3, 90, 26}, "rerun", "Run ↻ (r)", false, func() { e.rerun(a) })
+	x += 98
+	scaleLabel := "colours: threshold"
+	if a.scaleMinMax {
+		scaleLabel = "colours: min-max"
+	}
+	if x+150 < head.X+head.W {
+		a.button(dst, rect{x, head.Y + 3, 150, 26}, "scale", scaleLabel, a.scaleMinMax, func() { a.scaleMinMax = !a.scaleMinMax })
+	}
+
+	// Layout: result row, step row, timeline + chart. Narrow windows get
+	// smaller panels; the proportions stay.
+	timeH := float32(110)
+	panels, timeline := rest.cutTop(rest.H-timeH-8, 8)
+	resultH := panels.H * 0.52
+	resultRow, stepRow := panels.cutTop(resultH, 8)
+	legendW := float32(70)
+	resRow, legend := resultRow.cutLeft(resultRow.W-legendW-8, 8)
+	cols := resRow.columns(3, 8)
+	step := -1
+	if e.traj != nil && e.player != nil {
+		step = e.player.Cursor
+	}
+	// 1. input
+	in := panel(dst, cols[0], "Input")
+	if e.inputTex != nil {
+		a.widgets["explorer:input"] = drawImageFit(dst, e.inputTex, in, ebiten.FilterLinear)
+	} else {
+		placeholder(dst, in, "loading…")
+	}
+	// 2. reconstruction: the final one, or the step's prediction meanwhile
+	rec := panel(dst, cols[1], "Reconstruction")
+	if t := e.tex["final:reconstruction"]; t != nil {
+		a.widgets["explorer:reconstruction"] = drawImageFit(dst, t, rec, ebiten.FilterLinear)
+	} else if t := e.tex[fmt.Sprintf("step:%d:%s", step, shared.ProductImage)]; t != nil {
+		drawImageFit(dst, t, rec, ebiten.FilterLinear)
+		drawText(dst, "in progress", rec.X+4, rec.Y+rec.H-16, sizeSmall, colDim)
+	} else {
+		placeholder(dst, rec, "waiting for frames…")
+	}
+	// 3. heatmap overlay: the final map of this trajectory, else the run's
+	hm := panel(dst, cols[2], "Anomaly map")
+	var mapVals []float32
+	mw, mh := e.mapW, e.mapH
+	if e.traj != nil && e.traj.Final != nil {
+		if b, ok := e.traj.Final.Blobs["map"]; ok {
+			mapVals, mw, mh = shared.Dequantize(b.Blob, b.Data), b.Width, b.Height
+		}
+	}
+	key := "final"
+	if mapVals == nil {
+		mapVals, key = e.stored, "stored"
+	}
+	if mapVals != nil && mw > 0 {
+		t := a.heatTexture(e, key, mapVals, mw, mh, true)
+		a.widgets["explorer:heatmap"] = drawImageFit(dst, t, hm, ebiten.FilterLinear)
+		verdict := "normal"
+		score := e.image.Score
+		if e.traj != nil && e.traj.Final != nil {
+			score = e.traj.Final.Score
+		}
+		if score >= a.threshold() {
+			verdict = "ANOMALOUS"
+		}
+		drawText(dst, fmt.Sprintf("score %s · %s", fmtScore(score), verdict), hm.X+4, hm.Y+hm.H-16, sizeSmall, colText)
+	} else {
+		placeholder(dst, hm, "loading…")
+	}
+	a.drawLegend(dst, legend, mapVals)
+
+	// Step row: z_t, predicted clean latent, predicted image, step map.
+	srow := stepRow.columns(4, 8)
+	tLabel := ""
+	if step >= 0 && e.traj.Steps != nil && e.traj.Steps[step] != nil {
+		tLabel = fmt.Sprintf(" (t=%d)", e.traj.Steps[step].T)
+	}
+	names := []struct{ key, title string }{
+		{shared.ProductLatent, "Latent z_t" + tLabel},
+		{shared.ProductX0Latent, "Predicted clean latent"},
+		{shared.ProductImage, "Predicted image"},
+	}
+	for i, n := range names {
+		p := panel(dst, srow[i], n.title)
+		if t := e.tex[fmt.Sprintf("step:%d:%s", step, n.key)]; t != nil {
+			a.widgets["step:"+n.key] = drawImageFit(dst, t, p, ebiten.FilterNearest)
+		} else {
+			placeholder(dst, p, "–")
+		}
+	}
+	p := panel(dst, srow[3], "Step anomaly map")
+	if step >= 0 {
+		if v, w, h := e.stepMap(step); v != nil {
+			t := a.heatTexture(e, fmt.Sprintf("step%d", step), v, w, h, false)
+			a.widgets["step:map"] = drawImageFit(dst, t, p, ebiten.FilterLinear)
+			drawText(dst, "score "+fmtScore(e.traj.Steps[step].Score), p.X+4, p.Y+p.H-16, sizeSmall, colText)
+		} else {
+			placeholder(dst, p, "–")
+		}
+	} else {
+		placeholder(dst, p, "–")
+	}
+	a.drawTimeline(dst, timeline)
+}
+
+func roundTo(v, step int) int { return (v + step/2) / step * step }
+
+// drawLegend shows the colour scale with its anchor values.
+func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
+	inner := panel(dst, r, "")
+	bar := rect{inner.X + 4, inner.Y + 18, 14, inner.H - 40}
+	n := int(bar.H)
+	for i := 0; i < n; i++ {
+		c := visual.Colormap(1 - float64(i)/float64(max(n-1, 1)))
+		fill(dst, rect{bar.X, bar.Y + float32(i), bar.W, 1}, c)
+	}
+	stroke(dst, bar, 1, colBorder)
+	a.widgets["legend"] = bar
+	s := a.scaleFor(values)
+	label := func(frac float32, s string, bold bool) {
+		y := bar.Y + bar.H*(1-frac) - 6
+		if bold {
+			drawBold(dst, s, bar.X+bar.W+4, y, sizeSmall, colText)
+		} else {
+			drawText(dst, s, bar.X+bar.W+4, y, sizeSmall, colDim)
+		}
+	}
+	if a.scaleMinMax {
+		drawText(dst, "min-max", inner.X, inner.Y, sizeSmall, colDim)
+		label(1, fmtScore(s.Hi), false)
+		label(0, fmtScore(s.Lo), false)
+	} else {
+		drawText(dst, "calibrated", inner.X, inner.Y, sizeSmall, colDim)
+		label(1, fmtScore(s.Hi), false)
+		label(0.5, "th "+fmtScore(a.threshold()), true)
+		line(dst, bar.X-2, bar.Y+bar.H/2, bar.X+bar.W+2, bar.Y+bar.H/2, 1.5, colText)
+		label(0, "0", false)
+	}
+	drawText(dst, "m: switch", inner.X, inner.Y+inner.H-14, sizeSmall, colDim)
+}
+
+// drawTimeline: transport buttons, the scrubber with a tick per step, and
+// the score-vs-step chart.
+func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
+	e := a.exp
+	left, chart := r.cutLeft(r.W*0.6, 8)
+	inner := panel(dst, left, "Timeline")
+	t, p := e.traj, e.player
+	bx := inner.X
+	by := inner.Y + 2
+	play := "▶ play"
+	if p != nil && p.Playing {
+		play = "❚❚ pause"
+	}
+	a.button(dst, rect{bx, by, 34, 28}, "step:back", "◀", false, func() { p.StepBy(t, -1) })
+	a.button(dst, rect{bx + 38, by, 80, 28}, "play", play, p != nil && p.Playing, func() { p.Toggle(t) })
+	a.button(dst, rect{bx + 122, by, 34, 28}, "step:forward", "▶", false, func() { p.StepBy(t, 1) })
+	info := "no trajectory"
+	if t != nil && t.Total > 0 {
+		info = fmt.Sprintf("step %d / %d   t = %d   received %d/%d", p.Cursor+1, t.Total, stepT(t, p.Cursor), t.Received, t.Total)
+		if t.Complete() {
+			info += fmt.Sprintf("   done in %.1fs", t.Done.Sub(t.Started).Seconds())
+		}
+		if t.Dropped > 0 {
+			info += fmt.Sprintf("   (%d frames skipped by the server for a slow connection)", t.Dropped)
+		}
+	} else if t != nil {
+		info = "waiting for the first frame…"
+	}
+	drawText(dst, clip(info, inner.W-170, sizeSmall), bx+166, by+8, sizeSmall, colDim)
+	scrub := rect{inner.X, by + 38, inner.W, inner.H - 42}
+	fill(dst, scrub, colBG)
+	a.widgets["scrubber"] = scrub
+	if t != nil && t.Total > 0 {
+		w := scrub.W / float32(t.Total)
+		for i := 0; i < t.Total; i++ {
+			c := colRaised
+			if t.Steps[i] != nil {
+				c = colBorder
+				if i <= p.Cursor {
+					c = colAccent
+				}
+			}
+			fill(dst, rect{scrub.X + float32(i)*w + 1, scrub.Y + 4, max(w-2, 1), scrub.H - 8}, c)
+		}
+		cx := scrub.X + (float32(p.Cursor)+0.5)*w
+		line(dst, cx, scrub.Y, cx, scrub.Y+scrub.H, 2, colText)
+	}
+	a.drawScoreChart(dst, chart)
+}
+
+func stepT(t *trajectory.Trajectory, i int) int {
+	if i >= 0 && i < len(t.Steps) && t.Steps[i] != nil {
+		return t.Steps[i].T
+	}
+	return 0
+}
+
+func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
+	inner := panel(dst, r, "Score per step")
+	e := a.exp
+	if e.traj == nil || e.traj.Total == 0 {
+		placeholder(dst, inner, "–")
+		return
+	}
+	scores := e.traj.Scores()
+	th := a.threshold()
+	hi := th * 1.2
+	lo := 0.0
+	for _, s := range scores {
+		if !math.IsNaN(s) {
+			hi = math.Max(hi, s)
+		}
+	}
+	if hi <= lo {
+		hi = lo + 1
+	}
+	plot := rect{inner.X + 2, inner.Y + 2, inner.W - 4, inner.H - 4}
+	a.widgets["scorechart"] = plot
+	fill(dst, plot, colBG)
+	px := func(i int) float32 {
+		return plot.X + plot.W*(float32(i)+0.5)/float32(len(scores))
+	}
+	py := func(v float64) float32 { return plot.Y + plot.H*(1-float32((v-lo)/(hi-lo))) }
+	ty := py(th)
+	for x := plot.X; x < plot.X+plot.W; x += 8 {
+		line(dst, x, ty, min(x+4, plot.X+plot.W), ty, 1, colDim)
+	}
+	drawText(dst, "threshold", plot.X+plot.W-58, ty-14, sizeSmall, colDim)
+	prev := -1
+	for i, s := range scores {
+		if math.IsNaN(s) {
+			continue
+		}
+		if prev >= 0 {
+			line(dst, px(prev), py(scores[prev]), px(i), py(s), 2, colAnomaly)
+		}
+		prev = i
+	}
+	if c := e.player.Cursor; c >= 0 && c < len(scores) {
+		line(dst, px(c), plot.Y, px(c), plot.Y+plot.H, 1, colText)
+		if !math.IsNaN(scores[c]) {
+			fill(dst, rect{px(c) - 3, py(scores[c]) - 3, 6, 6}, colText)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+//go:build js && wasm
+
+package ui
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hajimehoshi/ebiten/v2"
+
+	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/shared"
+)
+
+// imageTex wraps a loaded texture (nil while loading).
+type imageTex struct{ img *ebiten.Image }
+
+// Gallery geometry.
+const (
+	thumbCell    = 150 // cell width and thumbnail height
+	captionH     = 20
+	filterW      = 200
+	reviewW      = 300 // review panel beside the grid on wide windows
+	reviewH      = 170 // ... or below it on narrow ones
+	wideWindow   = 1100
+	narrowWindow = 760
+)
+
+// galleryLayout splits the gallery area; it adapts to the window width.
+func galleryLayout(a *App, r rect) (filters, grid, review rect) {
+	fw := float32(filterW)
+	if float32(a.w) < narrowWindow {
+		fw = 150
+	}
+	filters, rest := r.cutLeft(fw, 10)
+	if float32(a.w) >= wideWindow {
+		grid, review = rest.cutLeft(rest.W-reviewW-10, 10)
+	} else {
+		grid, review = rest.cutTop(rest.H-reviewH-10, 10)
+	}
+	return filters, grid, review
+}
+
+func galleryColumns(a *App) int {
+	if r, ok := a.widgets["grid"]; ok {
+		return max(1, int(r.W/thumbCell))
+	}
+	return 0
+}
+
+func (a *App) drawGallery(dst *ebiten.Image, r rect) {
+	if a.view == nil {
+		msg := "waiting for a results run (a test job creates one; see Training)"
+		if a.runID != "" {
+			msg = "loading run " + a.runID + "…"
+		}
+		placeholder(dst, r, msg)
+		return
+	}
+	filters, grid, review := galleryLayout(a, r)
+	a.drawFilters(dst, filters)
+	a.drawGrid(dst, grid)
+	a.drawReview(dst, review)
+}
+
+// chipRow draws one filter's choices as toggle buttons; it returns the y
+// below it.
+func (a *App) chipRow(dst *ebiten.Image, x, y, w float32, title string, names, labels []string, current string, set func(string)) float32 {
+	drawText(dst, title, x, y, sizeSmall, colDim)
+	y += 16
+	cx := x
+	for i, n := range names {
+		lw := textWidth(labels[i], sizeSmall) + 14
+		if cx+lw > x+w {
+			cx, y = x, y+24
+		}
+		n := n
+		r := rect{cx, y, lw, 21}
+		bg := colRaised
+		if n == current {
+			bg = colAccent
+		}
+		fill(dst, r, bg)
+		if c, ok := outcomeByName[n]; ok {
+			fill(dst, rect{r.X, r.Y + r.H - 3, r.W, 3}, outcomeColor[c])
+		}
+		drawTextIn(dst, labels[i], r, sizeSmall, colText)
+		a.hit("filter:"+title+":"+n, r, func() { set(n) })
+		cx += lw + 4
+	}
+	return y + 32
+}
+
+var outcomeByName = map[string]gallery.Outcome{"TP": gallery.TP, "FP": gallery.FP, "FN": gallery.FN, "TN": gallery.TN}
+
+func (a *App) drawFilters(dst *ebiten.Image, r rect) {
+	in := panel(dst, r, "Filters")
+	v := a.view
+	refresh := func() { v.Refresh(); a.scrollToSelected = true }
+	y := in.Y
+	cats := append([]string{gallery.Any}, v.Categories()...)
+	catLabels := append([]string{"all"}, v.Categories()...)
+	y = a.chipRow(dst, in.X, y, in.W, "category", cats, catLabels, v.Filter.Category, func(s string) { v.Filter.Category = s; refresh() })
+	y = a.chipRow(dst, in.X, y, in.W, "ground truth", []string{gallery.Any, "0", "1"}, []string{"all", "normal", "anomalous"}, v.Filter.GT, func(s string) { v.Filter.GT = s; refresh() })
+	y = a.chipRow(dst, in.X, y, in.W, "verdict", []string{gallery.Any, "", "anomalous", "normal", "unsure"}, []string{"all", "none", "anomalous", "normal", "unsure"}, v.Filter.Verdict, func(s string) { v.Filter.Verdict = s; refresh() })
+	counts := v.Counts()
+	names := []string{gallery.Any}
+	labels := []string{"all"}
+	for _, o := range gallery.Outcomes {
+		names = append(names, o.String())
+		labels = append(labels, fmt.Sprintf("%s %d", o, counts[o]))
+	}
+	y = a.chipRow(dst, in.X, y, in.W, "outcome at threshold", names, labels, v.Filter.Outcome, func(s string) { v.Filter.Outcome = s; refresh() })
+	orders := []gallery.Order{gallery.ScoreDesc, gallery.ScoreAsc, gallery.ByID}
+	var on, ol []string
+	for _, o := range orders {
+		on, ol = append(on, fmt.Sprint(int(o))), append(ol, o.String())
+	}
+	y = a.chipRow(dst, in.X, y, in.W, "sort", on, ol, fmt.Sprint(int(v.Order)), func(s string) {
+		for _, o := range orders {
+			if fmt.Sprint(int(o)) == s {
+				v.Order = o
+			}
+		}
+		refresh()
+	})
+	drawText(dst, fmt.Sprintf("%d of %d shown", len(v.Visible()), len(v.Images)), in.X, y, sizeSmall, colDim)
+	drawText(dst, fmt.Sprintf("%d reviewed", v.Reviewed()), in.X, y+16, sizeSmall, colDim)
+	drawText(dst, "threshold "+fmtScore(v.Threshold), in.X, y+32, sizeSmall, colDim)
+}
+
+func (a *App) drawGrid(dst *ebiten.Image, r rect) {
+	v := a.view
+	a.widgets["grid"] = r
+	cols := max(1, int(r.W/thumbCell))
+	cellW := r.W / float32(cols)
+	cellH := float32(thumbCell + captionH)
+	vis := v.Visible()
+	rows := (len(vis) + cols - 1) / cols
+	maxScroll := max(0, float32(rows)*cellH-r.H)
+	if a.scrollToSelected {
+		if p := v.Position(); p >= 0 {
+			top := float32(p/cols) * cellH
+			if top < a.galleryScroll {
+				a.galleryScroll = top
+			}
+			if top+cellH > a.galleryScroll+r.H {
+				a.galleryScroll = top + cellH - r.H
+			}
+		}
+		a.scrollToSelected = false
+	}
+	a.galleryScroll = min(max(a.galleryScroll, 0), maxScroll)
+	if len(vis) == 0 {
+		placeholder(dst, r, "no image matches the filters")
+		return
+	}
+	sel := v.Position()
+	first := int(a.galleryScroll/cellH) * cols
+	sub := dst.SubImage(r.image()).(*ebiten.Image) // clip cells to the grid
+	for p := first; p < len(vis); p++ {
+		row, col := p/cols, p%cols
+		y := r.Y + float32(row)*cellH - a.galleryScroll
+		if y > r.Y+r.H {
+			break
+		}
+		i := vis[p]
+		im := v.Images[i]
+		cell := rect{r.X + float32(col)*cellW + 4, y + 4, cellW - 8, cellH - 8}
+		a.drawThumb(sub, cell, im, v.Outcome(i), p == sel)
+		id := im.ImageID
+		if cell.Y >= r.Y && cell.Y+cell.H <= r.Y+r.H+cellH {
+			a.hit(fmt.Sprintf("thumb:%d", id), cell, func() {
+				if sel >= 0 && v.Images[vis[sel]].ImageID == id {
+					a.openSelected() // a second click opens it
+					return
+				}
+				v.Select(id)
+			})
+		}
+	}
+	if maxScroll > 0 { // scrollbar
+		track := rect{r.X + r.W - 4, r.Y, 4, r.H}
+		fill(dst, track, colRaised)
+		th := r.H * r.H / (r.H + maxScroll)
+		fill(dst, rect{track.X, r.Y + (r.H-th)*a.galleryScroll/maxScroll, 4, th}, colDim)
+	}
+}
+
+func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gallery.Outcome, selected bool) {
+	imgArea, caption := cell.cutTop(cell.H-captionH, 0)
+	fill(dst, imgArea, colRaised)
+	if t := a.thumb(im); t != nil {
+		drawImageFit(dst, t.img, imgArea.inset(3), ebiten.FilterLinear)
+	} else {
+		drawTextIn(dst, "…", imgArea, sizeSmall, colDim)
+	}
+	stroke(dst, imgArea, 3, outcomeColor[o])
+	if selected {
+		stroke(dst, imgArea.inset(-3), 2, colText)
+	}
+	drawText(dst, fmtScore(im.Score), caption.X+2, caption.Y+3, sizeSmall, colText)
+	drawText(dst, o.String(), caption.X+caption.W-textWidth(o.String(), sizeSmall)-2, caption.Y+3, sizeSmall, outcomeColor[o])
+	if im.AnalystLabel != "" {
+		badge := map[string]string{"anomalous": "A", "normal": "N", "unsure": "?"}[im.AnalystLabel]
+		b := rect{imgArea.X + 5, imgArea.Y + 5, 18, 18}
+		fill(dst, b, verdictColor[im.AnalystLabel])
+		drawTextIn(dst, badge, b, sizeSmall, colBG)
+	}
+}
+
+func (a *App) drawReview(dst *ebiten.Image, r rect) {
+	in := panel(dst, r, "Review")
+	a.widgets["review"] = r
+	im, ok := a.view.Selected()
+	if !ok {
+		placeholder(dst, in, "no image selected")
+		return
+	}
+	o := gallery.Classify(im.GroundTruth, im.Score, a.view.Threshold)
+	var picture rect
+	var textArea rect
+	if r.W > r.H { // below the grid: picture left, text right
+		picture, textArea = in.cutLeft(min(in.H, in.W*0.3), 12)
+	} else {
+		picture, textArea = in.cutTop(min(in.W*0.7, in.H*0.4), 10)
+	}
+	fill(dst, picture, colRaised)
+	if t := a.thumb(im); t != nil {
+		drawImageFit(dst, t.img, picture, ebiten.FilterLinear)
+	}
+	stroke(dst, fitRect(picture.W, picture.W, picture), 3, outcomeColor[o])
+	gt := "normal"
+	if im.GroundTruth == 1 {
+		gt = "anomalous: " + im.Defect
+	}
+	y := textArea.Y
+	put := func(s string) {
+		drawText(dst, clip(s, textArea.W, sizeBody), textArea.X, y, sizeBody, colText)
+		y += 18
+	}
+	drawBold(dst, fmt.Sprintf("#%d  %s", im.ImageID, im.Category), textArea.X, y, sizeTitle, colText)
+	y += 22
+	put("ground truth: " + gt)
+	put(fmt.Sprintf("score %s vs threshold %s", fmtScore(im.Score), fmtScore(a.view.Threshold)))
+	drawText(dst, "→ "+o.String(), textArea.X, y, sizeBody, outcomeColor[o])
+	y += 22
+	verdict := im.AnalystLabel
+	if verdict == "" {
+		drawText(dst, "not reviewed", textArea.X, y, sizeBody, colDim)
+	} else {
+		drawBold(dst, "verdict: "+verdict, textArea.X, y, sizeBody, verdictColor[verdict])
+		y += 18
+		when := ""
+		if im.AnalystTime != nil {
+			when = " at " + im.AnalystTime.Local().Format("2006-01-02 15:04")
+		}
+		drawText(dst, clip("by "+im.AnalystUser+when, textArea.W, sizeSmall), textArea.X, y, sizeSmall, colDim)
+	}
+	y += 20
+	if a.editing {
+		box := rect{textArea.X, y, textArea.W, 24}
+		fill(dst, box, colBG)
+		stroke(dst, box, 1, colAccent)
+		caret := ""
+		if time.Now().UnixMilli()/500%2 == 0 {
+			caret = "|"
+		}
+		drawText(dst, clip(string(a.note), box.W-16, sizeBody)+caret, box.X+4, box.Y+5, sizeBody, colText)
+		a.widgets["note"] = box
+		y += 28
+		drawText(dst, "Enter saves · Esc cancels", textArea.X, y, sizeSmall, colDim)
+		y += 18
+	} else if im.AnalystNote != "" {
+		drawText(dst, clip("note: "+im.AnalystNote, textArea.W, sizeBody), textArea.X, y, sizeBody, colText)
+		y += 20
+	}
+	bw := (textArea.W - 12) / 4
+	for i, b := range []struct{ name, label, v string }{{"verdict:anomalous", "anomalous a", "anomalous"}, {"verdict:normal", "normal n", "normal"}, {"verdict:unsure", "unsure u", "unsure"}, {"verdict:clear", "clear x", ""}} {
+		b := b
+		a.button(dst, rect{textArea.X + float32(i)*(bw+4), y, bw, 24}, b.name, b.label, im.AnalystLabel == b.v && b.v != "", func() { a.setVerdict(b.v) })
+	}
+	y += 30
+	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note t", a.editing, a.startNote)
+	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore ⏎", false, a.openSelected)
+}

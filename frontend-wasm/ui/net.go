@@ -1,0 +1,498 @@
+//go:build js && wasm
+
+package ui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"sort"
+	"time"
+
+	"github.com/diad-project/diad/frontend-wasm/api"
+	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/tuning"
+	"github.com/diad-project/diad/shared"
+)
+
+// pollLoop lists runs and jobs; new runs appear in the run selector and the
+// first one is opened; active jobs get a websocket follower.
+func (a *App) pollLoop() {
+	for {
+		runs, err := a.client.Runs(a.ctx)
+		jobs, err2 := a.client.Jobs(a.ctx)
+		a.post(func() {
+			if err != nil {
+				a.fail(fmt.Errorf("list runs: %w", err))
+			} else {
+				a.runs = runs
+				if a.runID == "" && len(runs) > 0 {
+					a.selectRun(runs[len(runs)-1].RunID)
+				}
+			}
+			if err2 == nil {
+				a.updateJobs(jobs)
+			}
+		})
+		time.Sleep(a.cfg.PollEvery)
+	}
+}
+
+// selectRun loads a run's record and images into the gallery and tuner.
+func (a *App) selectRun(id string) {
+	if id == a.runID && a.view != nil {
+		return
+	}
+	a.runID, a.view, a.tune, a.exp = id, nil, nil, nil
+	a.thumbs.reset()
+	a.galleryScroll = 0
+	a.setStatus("loading run " + id)
+	go func() {
+		run, err := a.client.Run(a.ctx, id)
+		var images []shared.ImageInfo
+		if err == nil {
+			images, err = a.client.Images(a.ctx, id)
+		}
+		a.post(func() {
+			if id != a.runID {
+				return
+			}
+			if err != nil {
+				a.fail(fmt.Errorf("load run %s: %w", id, err))
+				a.runID = ""
+				return
+			}
+			a.run = run
+			a.view = gallery.NewView(images, run.Threshold.Value)
+			if m, err := tuning.New(images, run.Threshold.Value, run.Threshold.Policy); err == nil {
+				a.tune = m
+			} else {
+				a.fail(err)
+			}
+			a.setStatus(fmt.Sprintf("run %s: %d images, threshold %s (%s)", id, len(images), fmtScore(run.Threshold.Value), run.Threshold.Policy))
+		})
+	}()
+}
+
+// thumb returns an image's thumbnail, starting its download and decode when
+// it is not there yet (nil meanwhile).
+func (a *App) thumb(im shared.ImageInfo) *imageTex {
+	if t, ok := a.thumbs.tex[im.ImageID]; ok {
+		return &imageTex{t}
+	}
+	if a.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes {
+		return nil
+	}
+	a.thumbs.loading[im.ImageID] = true
+	a.decodes++
+	run, id, side := a.runID, im.ImageID, a.cfg.ThumbSide
+	go func() {
+		data, err := a.client.Source(a.ctx, run, id)
+		var img *image.RGBA
+		if err == nil {
+			img, err = decodeImage(data, side)
+		}
+		a.post(func() {
+			a.decodes--
+			if run != a.runID {
+				return
+			}
+			if err != nil {
+				delete(a.thumbs.loading, id)
+				a.fail(fmt.Errorf("image %d: %w", id, err))
+				return
+			}
+			a.thumbs.put(id, img)
+		})
+	}()
+	return nil
+}
+
+// setVerdict writes the selected image's analyst verdict (keeping its note).
+func (a *App) setVerdict(v string) {
+	if a.view == nil {
+		return
+	}
+	im, ok := a.view.Selected()
+	if !ok {
+		return
+	}
+	a.saveLabel(im, shared.LabelRequest{Verdict: v, Note: im.AnalystNote, User: a.user})
+}
+
+func (a *App) startNote() {
+	if a.view == nil {
+		return
+	}
+	im, ok := a.view.Selected()
+	if !ok {
+		return
+	}
+	if im.AnalystLabel == "" {
+		a.fail(errors.New("set a verdict first (a, n or u), then t to add a note"))
+		return
+	}
+	a.editing, a.note = true, []rune(im.AnalystNote)
+}
+
+func (a *App) saveNote(note string) {
+	if im, ok := a.view.Selected(); ok {
+		a.saveLabel(im, shared.LabelRequest{Verdict: im.AnalystLabel, Note: note, User: a.user})
+	}
+}
+
+func (a *App) saveLabel(im shared.ImageInfo, req shared.LabelRequest) {
+	run := a.runID
+	a.setStatus(fmt.Sprintf("saving verdict of image %d…", im.ImageID))
+	go func() {
+		info, err := a.client.SetLabel(a.ctx, run, im.ImageID, req)
+		a.post(func() {
+			if err != nil {
+				a.fail(fmt.Errorf("save verdict of image %d: %w", im.ImageID, err))
+				return
+			}
+			if run == a.runID && a.view != nil {
+				a.view.Replace(info)
+				a.view.Select(info.ImageID)
+			}
+			v := info.AnalystLabel
+			if v == "" {
+				v = "cleared"
+			}
+			a.setStatus(fmt.Sprintf("image %d: %s, saved by %s", info.ImageID, v, info.AnalystUser))
+		})
+	}()
+}
+
+// thresholdChanged spreads a new threshold from the tuner to the gallery.
+func (a *App) thresholdChanged() {
+	if a.view != nil && a.tune != nil {
+		a.view.Threshold = a.tune.Threshold
+		a.view.Refresh()
+	}
+}
+
+func (a *App) saveThreshold() {
+	if a.tune == nil {
+		return
+	}
+	run, req := a.runID, shared.ThresholdRequest{Value: a.tune.Threshold, Policy: a.tune.Policy, User: a.user}
+	go func() {
+		info, err := a.client.SetThreshold(a.ctx, run, req)
+		a.post(func() {
+			if err != nil {
+				a.fail(fmt.Errorf("save threshold: %w", err))
+				return
+			}
+			if run == a.runID {
+				a.run = info
+			}
+			a.setStatus(fmt.Sprintf("threshold %s (%s) saved with run %s", fmtScore(req.Value), req.Policy, run))
+		})
+	}()
+}
+
+// denoiseLoop keeps one denoise websocket open, reconnecting with backoff.
+// A new request while one streams drops the connection and starts over on a
+// fresh one (the server keeps computing; its result stays cached), so frames
+// of an abandoned trajectory never reach the screen.
+func (a *App) denoiseLoop() {
+	backoff := a.cfg.Reconnect
+	var pending *shared.DenoiseRequest // to (re)send once connected
+	gen := 0
+	for {
+		ctx, cancel := context.WithCancel(a.ctx)
+		d, err := a.client.DialDenoise(ctx)
+		if err != nil {
+			cancel()
+			a.post(func() {
+				if a.connected {
+					a.fail(err)
+				}
+				a.connected = false
+			})
+			select {
+			case r := <-a.denoiseReq:
+				pending = &r
+			case <-time.After(backoff.Next()):
+			}
+			continue
+		}
+		backoff.Reset()
+		gen++
+		myGen := gen
+		a.post(func() {
+			if a.server != "" {
+				a.reconnects++
+				a.setStatus("reconnected to " + d.Server)
+			}
+			a.connected, a.server = true, d.Server
+		})
+		done := make(chan struct{}, 1)
+		readErr := make(chan error, 1)
+		go func() {
+			for {
+				f, blobs, err := d.Next(ctx)
+				var se *api.StreamError
+				if errors.As(err, &se) {
+					a.post(func() { a.fail(se) })
+					select {
+					case done <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+					continue
+				}
+				if err != nil {
+					readErr <- err
+					return
+				}
+				a.post(func() {
+					if myGen == gen {
+						a.onFrame(f, blobs)
+					}
+				})
+				if f.Type == shared.TypeFinal {
+					select {
+					case done <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
+		busy := false
+		var sent shared.DenoiseRequest
+		send := func(r shared.DenoiseRequest) bool {
+			if err := d.Request(ctx, r); err != nil {
+				return false
+			}
+			busy, pending, sent = true, nil, r
+			return true
+		}
+		if pending != nil && !send(*pending) {
+			cancel()
+			continue
+		}
+	conn:
+		for {
+			select {
+			case r := <-a.denoiseReq:
+				if busy {
+					pending = &r
+					break conn // abandon the running stream
+				}
+				if !send(r) {
+					pending = &r
+					break conn
+				}
+			case <-done:
+				busy = false
+			case err := <-readErr:
+				if busy && pending == nil {
+					// Resend what was streaming; the server replays it.
+					pending = &sent
+				}
+				a.post(func() { a.connected = false; a.fail(fmt.Errorf("connection lost (%v); reconnecting", err)) })
+				time.Sleep(backoff.Next())
+				break conn
+			}
+		}
+		d.Close()
+		cancel()
+		gen++ // frames still queued from this connection are stale
+	}
+}
+
+// requestTrajectory asks for a new trajectory (replacing one not yet sent).
+func (a *App) requestTrajectory(r shared.DenoiseRequest) {
+	select {
+	case <-a.denoiseReq:
+	default:
+	}
+	a.denoiseReq <- r
+}
+
+// onFrame stores a frame of the explorer's trajectory and starts decoding
+// its pictures.
+func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
+	e := a.exp
+	if e == nil || e.traj == nil {
+		return
+	}
+	if e.traj.ID != "" && f.Trajectory != e.traj.ID {
+		return // an older request's frames
+	}
+	if err := e.traj.Add(f, blobs, time.Now()); err != nil {
+		a.fail(err)
+		return
+	}
+	if f.Type == shared.TypeFinal {
+		a.setStatus(fmt.Sprintf("image %d: %d steps in %.1fs, score %s", e.image.ImageID, e.traj.Total,
+			e.traj.Done.Sub(e.traj.Started).Seconds(), fmtScore(f.Score)))
+		if b, ok := e.traj.Final.Blobs["reconstruction"]; ok {
+			a.decodeInto(e, "final:reconstruction", b.Data)
+		}
+		return
+	}
+	for _, name := range []string{shared.ProductLatent, shared.ProductX0Latent, shared.ProductImage} {
+		if b, ok := e.traj.Steps[f.Step].Blobs[name]; ok {
+			a.decodeInto(e, fmt.Sprintf("step:%d:%s", f.Step, name), b.Data)
+		}
+	}
+}
+
+// decodeInto decodes a PNG in the background into the explorer's textures.
+func (a *App) decodeInto(e *explorer, key string, data []byte) {
+	a.decodes++
+	go func() {
+		img, err := decodeImage(data, 0)
+		a.post(func() {
+			a.decodes--
+			if err != nil {
+				a.fail(fmt.Errorf("%s: %w", key, err))
+				return
+			}
+			if a.exp == e {
+				e.setTexture(key, img)
+			}
+		})
+	}()
+}
+
+// openSelected opens the gallery's selected image in the explorer.
+func (a *App) openSelected() {
+	if a.view == nil {
+		return
+	}
+	im, ok := a.view.Selected()
+	if !ok {
+		return
+	}
+	a.tab = tabExplorer
+	if a.exp != nil && a.exp.image.ImageID == im.ImageID && a.exp.run == a.runID {
+		return
+	}
+	var prev *explorer
+	if a.exp != nil {
+		prev = a.exp
+		prev.free()
+	}
+	a.exp = newExplorer(a, im, prev)
+	run, id := a.runID, im.ImageID
+	e := a.exp
+	a.decodes++
+	go func() {
+		src, err := a.client.Source(a.ctx, run, id)
+		var m api.MapPNG
+		if err == nil {
+			m, err = a.client.Map(a.ctx, run, id)
+		}
+		var mapImg, srcImg *image.RGBA
+		if err == nil {
+			mapImg, err = decodeImage(m.PNG, 0)
+		}
+		if err == nil {
+			srcImg, err = decodeImage(src, mapImg.Bounds().Dx())
+		}
+		a.post(func() {
+			a.decodes--
+			if err != nil {
+				a.fail(fmt.Errorf("open image %d: %w", id, err))
+				return
+			}
+			if a.exp == e {
+				e.setStored(srcImg, mapImg, m.Offset, m.Scale)
+			}
+		})
+	}()
+	a.exp.rerun(a)
+}
+
+// jobView is a job as the training monitor follows it.
+type jobView struct {
+	job       shared.Job
+	loss, val []point // (step, loss)
+	events    int
+	messages  []string
+	following bool
+}
+
+type point struct{ x, y float64 }
+
+func (a *App) updateJobs(jobs []shared.Job) {
+	for _, j := range jobs {
+		v, ok := a.jobs[j.ID]
+		if !ok {
+			v = &jobView{}
+			a.jobs[j.ID] = v
+			a.jobOrder = append(a.jobOrder, j.ID)
+		}
+		// The websocket is fresher than the listing while it runs.
+		if !v.following || j.State != shared.JobRunning {
+			v.job = j
+		}
+		active := j.State == shared.JobRunning || j.State == shared.JobQueued
+		if active && !v.following {
+			v.following = true
+			go a.followJob(j.ID)
+		}
+	}
+	sort.SliceStable(a.jobOrder, func(x, y int) bool { return a.jobs[a.jobOrder[x]].job.Created.After(a.jobs[a.jobOrder[y]].job.Created) })
+	if a.selJob == "" && len(a.jobOrder) > 0 {
+		a.selJob = a.jobOrder[0]
+	}
+}
+
+// followJob streams a job's events; after a dropped connection the poll
+// loop starts it again and the history is replayed from the start.
+func (a *App) followJob(id string) {
+	a.post(func() {
+		if v := a.jobs[id]; v != nil {
+			v.loss, v.val, v.events, v.messages = nil, nil, 0, nil
+		}
+	})
+	err := a.client.FollowJob(a.ctx, id, func(ev shared.JobEvent) {
+		a.post(func() { a.onJobEvent(id, ev) })
+	})
+	a.post(func() {
+		if v := a.jobs[id]; v != nil {
+			v.following = false
+		}
+		if err != nil {
+			a.fail(err)
+		}
+	})
+}
+
+func (a *App) onJobEvent(id string, ev shared.JobEvent) {
+	v := a.jobs[id]
+	if v == nil {
+		return
+	}
+	v.events++
+	if ev.State != "" {
+		v.job.State = ev.State
+	}
+	if ev.Total > 0 {
+		v.job.Progress = ev.JobProgress
+	}
+	switch ev.Kind {
+	case "step":
+		if ev.Loss != 0 {
+			v.loss = append(v.loss, point{float64(ev.Step), ev.Loss})
+		}
+	case "validation":
+		v.val = append(v.val, point{float64(ev.Step), ev.ValLoss})
+	}
+	if ev.Message != "" {
+		v.messages = append(v.messages, ev.Time.Format("15:04:05")+"  "+ev.Message)
+		if len(v.messages) > 200 {
+			v.messages = v.messages[len(v.messages)-200:]
+		}
+	}
+	if ev.Kind == "done" || ev.State == shared.JobSucceeded {
+		a.setStatus(fmt.Sprintf("%s job %s %s", v.job.Kind, id, ev.State))
+	}
+}

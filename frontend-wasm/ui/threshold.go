@@ -1,0 +1,217 @@
+//go:build js && wasm
+
+package ui
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+
+	"github.com/hajimehoshi/ebiten/v2"
+
+	"github.com/diad-project/diad/backend/metrics"
+	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/tuning"
+)
+
+// Rate preset step and range (the x of "FPR <= x").
+const rateStep, rateMax = 0.01, 0.5
+
+func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
+	if a.tune == nil {
+		placeholder(dst, r, "no run with scored images yet")
+		return
+	}
+	m := a.tune
+	left, right := r.cutLeft(r.W*0.62, 10)
+	histR, curves := left.cutTop(left.H*0.5, 10)
+	a.drawHistogram(dst, histR)
+	cc := curves.columns(2, 10)
+	roc, rocAt := m.ROC(a.cfg.CurvePoints)
+	a.drawCurve(dst, cc[0], "ROC", "FPR", "TPR", roc, rocAt, true)
+	pr, prAt := m.PR(a.cfg.CurvePoints)
+	a.drawCurve(dst, cc[1], "Precision-recall", "recall", "precision", pr, prAt, false)
+
+	in := panel(dst, right, "Operating point")
+	k := m.Confusion()
+	y := in.Y
+	drawBold(dst, "threshold "+fmtScore(m.Threshold), in.X, y, sizeTitle, colText)
+	drawText(dst, "policy "+m.Policy, in.X+in.W*0.6, y+2, sizeBody, colDim)
+	y += 28
+	// Confusion matrix: rows = ground truth, columns = prediction.
+	cell := min((in.W-90)/2, 90)
+	mx := in.X + 86
+	drawText(dst, "predicted anomalous", mx, y, sizeSmall, colDim)
+	drawText(dst, "normal", mx+cell+18, y+14, sizeSmall, colDim)
+	y += 30
+	grid := []struct {
+		label string
+		o     gallery.Outcome
+		n     int
+		row   int
+		col   int
+	}{{"TP", gallery.TP, k.TP, 0, 0}, {"FN", gallery.FN, k.FN, 0, 1}, {"FP", gallery.FP, k.FP, 1, 0}, {"TN", gallery.TN, k.TN, 1, 1}}
+	drawText(dst, "anomalous", in.X, y+cell/2-8, sizeSmall, colDim)
+	drawText(dst, "normal", in.X, y+cell+4+cell/2-8, sizeSmall, colDim)
+	for _, g := range grid {
+		c := rect{mx + float32(g.col)*(cell+4), y + float32(g.row)*(cell+4), cell, cell}
+		col := outcomeColor[g.o]
+		fill(dst, c, color.RGBA{col.R / 3, col.G / 3, col.B / 3, 255})
+		stroke(dst, c, 2, col)
+		n := fmt.Sprint(g.n)
+		drawBold(dst, n, c.X+(c.W-textWidth(n, 22)*1.05)/2, c.Y+c.H/2-16, 22, colText)
+		drawText(dst, g.label, c.X+6, c.Y+4, sizeSmall, col)
+		a.widgets["confusion:"+g.label] = c
+	}
+	y += 2*cell + 16
+	rates := []struct {
+		name string
+		v    float64
+	}{{"precision", k.Precision}, {"recall", k.Recall}, {"F1", k.F1}, {"FPR", k.FPR}, {"FNR", k.FNR}, {"accuracy", k.Accuracy}}
+	for i, rt := range rates {
+		x := in.X + float32(i%3)*(in.W/3)
+		yy := y + float32(i/3)*34
+		drawText(dst, rt.name, x, yy, sizeSmall, colDim)
+		drawBold(dst, pct(rt.v), x, yy+14, sizeBody, colText)
+	}
+	y += 76
+	drawText(dst, "presets", in.X, y, sizeSmall, colDim)
+	y += 16
+	bw := (in.W - 8) / 3
+	apply := func(preset string) func() {
+		return func() {
+			if err := m.Apply(preset, a.rate); err != nil {
+				a.fail(err)
+				return
+			}
+			a.thresholdChanged()
+		}
+	}
+	a.button(dst, rect{in.X, y, bw, 26}, "preset:max-f1", "max F1", m.Policy == tuning.MaxF1, apply(tuning.MaxF1))
+	a.button(dst, rect{in.X + bw + 4, y, bw, 26}, "preset:fpr", "FPR ≤ "+pct(a.rate), m.Policy == tuning.FPRPolicy(a.rate), apply("fpr"))
+	a.button(dst, rect{in.X + 2*(bw+4), y, bw, 26}, "preset:fnr", "FNR ≤ "+pct(a.rate), m.Policy == tuning.FNRPolicy(a.rate), apply("fnr"))
+	y += 32
+	drawText(dst, "x = "+pct(a.rate), in.X, y+5, sizeSmall, colDim)
+	a.button(dst, rect{in.X + 70, y, 28, 24}, "rate:-", "−", false, func() { a.rate = math.Max(0, math.Round((a.rate-rateStep)*100)/100) })
+	a.button(dst, rect{in.X + 102, y, 28, 24}, "rate:+", "+", false, func() { a.rate = math.Min(rateMax, math.Round((a.rate+rateStep)*100)/100) })
+	y += 36
+	a.button(dst, rect{in.X, y, in.W, 30}, "save-threshold", "Save threshold with the run", false, a.saveThreshold)
+	y += 38
+	saved := fmt.Sprintf("saved: %s (%s)", fmtScore(a.run.Threshold.Value), a.run.Threshold.Policy)
+	if a.run.Threshold.SetBy != "" {
+		saved += " by " + a.run.Threshold.SetBy
+	}
+	drawText(dst, clip(saved, in.W, sizeSmall), in.X, y, sizeSmall, colDim)
+	drawText(dst, "drag the line or use ←/→", in.X, y+16, sizeSmall, colDim)
+}
+
+func pct(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return trimFloat(100*v, 1) + "%"
+}
+
+func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
+	m := a.tune
+	nn, na := m.Counts()
+	in := panel(dst, r, fmt.Sprintf("Scores: %d normal, %d anomalous", nn, na))
+	plot := rect{in.X, in.Y + 4, in.W, in.H - 22}
+	a.widgets["histogram"] = plot
+	fill(dst, plot, colBG)
+	normal, anomalous := m.Histogram(a.cfg.HistogramBins)
+	top := 1
+	for i := range normal {
+		top = max(top, normal[i], anomalous[i])
+	}
+	bw := plot.W / float32(len(normal))
+	for i := range normal {
+		x := plot.X + float32(i)*bw
+		hN := plot.H * float32(normal[i]) / float32(top)
+		hA := plot.H * float32(anomalous[i]) / float32(top)
+		fill(dst, rect{x + 1, plot.Y + plot.H - hN, bw/2 - 1, hN}, colNormal)
+		fill(dst, rect{x + bw/2, plot.Y + plot.H - hA, bw/2 - 1, hA}, colAnomaly)
+	}
+	tx := plot.X + plot.W*float32(m.Fraction(m.Threshold))
+	line(dst, tx, plot.Y, tx, plot.Y+plot.H, 2, colText)
+	fill(dst, rect{tx - 5, plot.Y, 10, 10}, colText)
+	a.widgets["threshold-line"] = rect{tx - 6, plot.Y, 12, plot.H}
+	drawText(dst, fmtScore(m.Lo), plot.X, plot.Y+plot.H+3, sizeSmall, colDim)
+	hi := fmtScore(m.Hi)
+	drawText(dst, hi, plot.X+plot.W-textWidth(hi, sizeSmall), plot.Y+plot.H+3, sizeSmall, colDim)
+	fill(dst, rect{plot.X + plot.W - 170, plot.Y + 6, 10, 10}, colNormal)
+	drawText(dst, "normal", plot.X+plot.W-155, plot.Y+3, sizeSmall, colText)
+	fill(dst, rect{plot.X + plot.W - 100, plot.Y + 6, 10, 10}, colAnomaly)
+	drawText(dst, "anomalous", plot.X+plot.W-85, plot.Y+3, sizeSmall, colText)
+}
+
+func (a *App) drawCurve(dst *ebiten.Image, r rect, title, xl, yl string, pts []metrics.Point, at metrics.Point, diagonal bool) {
+	in := panel(dst, r, title)
+	side := min(in.W-20, in.H-20)
+	plot := rect{in.X + 16, in.Y, side, side}
+	a.widgets["curve:"+title] = plot
+	fill(dst, plot, colBG)
+	stroke(dst, plot, 1, colBorder)
+	px := func(p metrics.Point) (float32, float32) {
+		return plot.X + plot.W*float32(p.X), plot.Y + plot.H*(1-float32(p.Y))
+	}
+	if diagonal {
+		for t := float32(0); t < 1; t += 0.04 {
+			line(dst, plot.X+plot.W*t, plot.Y+plot.H*(1-t), plot.X+plot.W*(t+0.02), plot.Y+plot.H*(1-t-0.02), 1, colBorder)
+		}
+	}
+	var pxPrev, pyPrev float32
+	first := true
+	for _, p := range pts {
+		if math.IsNaN(p.X) || math.IsNaN(p.Y) {
+			continue
+		}
+		x, y := px(p)
+		if !first {
+			line(dst, pxPrev, pyPrev, x, y, 2, colAccent)
+		}
+		pxPrev, pyPrev, first = x, y, false
+	}
+	if !math.IsNaN(at.X) && !math.IsNaN(at.Y) {
+		x, y := px(at)
+		fill(dst, rect{x - 5, y - 5, 10, 10}, colText)
+		stroke(dst, rect{x - 7, y - 7, 14, 14}, 2, colAnomaly)
+	}
+	drawText(dst, xl, plot.X+plot.W-textWidth(xl, sizeSmall), plot.Y+plot.H+2, sizeSmall, colDim)
+	drawText(dst, yl, in.X, plot.Y, sizeSmall, colDim)
+}
+
+// Dragging: the threshold on the histogram, the cursor on the scrubber.
+func (a *App) startDrag() {
+	for _, name := range []string{"histogram", "scrubber"} {
+		if r, ok := a.widgets[name]; ok && r.contains(a.clickX, a.clickY) {
+			if (name == "histogram" && a.tab == tabThreshold) || (name == "scrubber" && a.tab == tabExplorer) {
+				a.dragging = name
+				a.drag()
+			}
+		}
+	}
+}
+
+func (a *App) drag() {
+	r := a.widgets[a.dragging]
+	if r.W <= 0 {
+		return
+	}
+	frac := float64((float32(a.mx) - r.X) / r.W)
+	switch a.dragging {
+	case "histogram":
+		if a.tune != nil {
+			a.tune.Drag(frac)
+			a.thresholdChanged()
+		}
+	case "scrubber":
+		if e := a.exp; e != nil && e.traj != nil && e.traj.Total > 0 {
+			e.player.Seek(e.traj, int(frac*float64(e.traj.Total)))
+		}
+	}
+}
+
+func (a *App) endDrag() {
+	a.dragging = ""
+}
