@@ -1,11 +1,647 @@
 //go:build !js
 
+// Package e2e tests the browser client end to end: the client is compiled to
+// WebAssembly, served by a real diad server on loopback (a tiny model, a
+// synthetic dataset, a real test job), and driven in a real headless
+// Chromium through the DevTools protocol - keyboard and mouse events like a
+// user's, state read through window.diadState() (package hook), pictures
+// checked on screenshots, which are kept in artifacts/e2e.
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/server"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/frontend-wasm/hook"
+	"github.com/diad-project/diad/frontend-wasm/web"
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
-func TestX(t *testing.T) { _ = chromedp.NewContext }
+// artifacts is where screenshots and measurements go (git-ignored).
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("DIAD_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "artifacts")
+	}
+	dir = filepath.Join(dir, "e2e")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// env is a running server with a run of the synthetic dataset.
+type env struct {
+	base, dataDir, root, model string
+	cfg                        server.Config
+	stop                       func()
+}
+
+func startServer(t *testing.T, cfg server.Config) (string, func()) {
+	t.Helper()
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ready) }()
+	select {
+	case addr := <-ready:
+		return addr, func() { cancel(); <-done }
+	case err := <-done:
+		t.Fatalf("server did not start: %v", err)
+	}
+	return "", nil
+}
+
+func newEnv(t *testing.T, webDir string) *env {
+	e := &env{dataDir: t.TempDir(), root: t.TempDir()}
+	if _, err := datasets.Synthesize(filepath.Join(e.root, "synth"), datasets.SynthConfig{Seed: 5, Size: 64, Train: 4, TestGood: 4, PerDefect: 2, Categories: []string{"woven", "disc"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.model = filepath.Join(e.dataDir, "models", "fixture", "model.safetensors")
+	func() {
+		defer torchrt.Pin()()
+		torchrt.ManualSeed(3)
+		m, err := model.New(model.TinyConfig(), gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		if err := os.MkdirAll(filepath.Dir(e.model), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Save(e.model, nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	e.cfg = server.DefaultConfig()
+	e.cfg.Addr = "127.0.0.1:0"
+	e.cfg.DataDir = e.dataDir
+	e.cfg.DataRoots = []string{e.root}
+	e.cfg.Device = "cpu"
+	e.cfg.Checkpoint = e.model
+	e.cfg.WebDir = webDir
+	addr, stop := startServer(t, e.cfg)
+	e.cfg.Addr = addr // a restart comes back on the same port
+	e.base, e.stop = "http://"+addr, stop
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+func (e *env) call(t *testing.T, method, path string, body, out any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.base+path, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+}
+
+func (e *env) job(t *testing.T, req shared.JobRequest) shared.Job {
+	var j shared.Job
+	e.call(t, "POST", "/api/v1/jobs", req, &j)
+	return j
+}
+
+func (e *env) waitJob(t *testing.T, id string) shared.Job {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		var j shared.Job
+		e.call(t, "GET", "/api/v1/jobs/"+id, nil, &j)
+		switch j.State {
+		case shared.JobSucceeded:
+			return j
+		case shared.JobFailed, shared.JobCancelled:
+			t.Fatalf("job %s: %s %s", id, j.State, j.Error)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("job %s did not finish", id)
+	return shared.Job{}
+}
+
+// page drives the client in the browser.
+type page struct {
+	t   *testing.T
+	ctx context.Context
+	dir string
+}
+
+func (p *page) state() hook.State {
+	p.t.Helper()
+	js, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`typeof diadState === "function" ? diadState() : "{}"`))
+	if err != nil {
+		p.t.Fatalf("read client state: %v", err)
+	}
+	var s hook.State
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		p.t.Fatalf("client state %q: %v", js, err)
+	}
+	return s
+}
+
+// wait polls the client's state until ok, failing after timeout with the
+// last state.
+func (p *page) wait(what string, timeout time.Duration, ok func(hook.State) bool) hook.State {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s := p.state()
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			s.Widgets = nil
+			p.shot("timeout")
+			p.t.Fatalf("waiting for %s: timed out; state %+v", what, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// hold is how long a key or button stays down: several frames, so that the
+// frame loop sees the press (as with a human).
+const hold = 90 * time.Millisecond
+
+func (p *page) key(k string) {
+	p.t.Helper()
+	ev := input.DispatchKeyEventParams{Key: k}
+	text := ""
+	switch {
+	case k == "Enter":
+		ev.Code, ev.WindowsVirtualKeyCode, text = "Enter", 13, "\r"
+	case k == " ":
+		ev.Code, ev.WindowsVirtualKeyCode, text = "Space", 32, " "
+	case k == "Escape":
+		ev.Code, ev.WindowsVirtualKeyCode = "Escape", 27
+	case k == "ArrowLeft" || k == "ArrowRight":
+		ev.Code, ev.WindowsVirtualKeyCode = k, map[string]int64{"ArrowLeft": 37, "ArrowRight": 39}[k]
+	case len(k) == 1 && k[0] >= 'a' && k[0] <= 'z':
+		ev.Code, ev.WindowsVirtualKeyCode, text = "Key"+strings.ToUpper(k), int64(strings.ToUpper(k)[0]), k
+	case len(k) == 1 && k[0] >= '0' && k[0] <= '9':
+		ev.Code, ev.WindowsVirtualKeyCode, text = "Digit"+k, int64(k[0]), k
+	default:
+		p.t.Fatalf("key %q not mapped", k)
+	}
+	down, up := ev, ev
+	down.Type, down.Text = input.DispatchKeyEventTypeKeyDown, text
+	up.Type = input.DispatchKeyEventTypeKeyUp
+	if err := chromedp.Do(p.ctx, call(input.DispatchKeyEvent, down), chromedp.Sleep(hold), call(input.DispatchKeyEvent, up), chromedp.Sleep(hold)); err != nil {
+		p.t.Fatalf("key %q: %v", k, err)
+	}
+}
+
+// call makes a DevTools command an action.
+func call[P, R any](c cdp.Command[P, R], params P) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, c, params)
+		return err
+	})
+}
+
+func mouse(typ input.DispatchMouseEventType, x, y float64, pressed bool) chromedp.Action[chromedp.Void] {
+	p := input.DispatchMouseEventParams{Type: typ, X: x, Y: y}
+	if typ != input.DispatchMouseEventTypeMouseMoved {
+		p.Button, p.ClickCount = input.MouseButtonLeft, 1
+	}
+	if pressed {
+		p.Button, p.Buttons = input.MouseButtonLeft, 1
+	}
+	return call(input.DispatchMouseEvent, p)
+}
+
+func (p *page) typeText(s string) {
+	for _, r := range s {
+		if r == ' ' {
+			p.key(" ")
+			continue
+		}
+		p.key(string(r))
+	}
+}
+
+// click presses the left button in the middle of a widget of the client.
+func (p *page) click(widget string) {
+	p.t.Helper()
+	r, ok := p.state().Widgets[widget]
+	if !ok {
+		p.t.Fatalf("no widget %q on screen", widget)
+	}
+	x, y := r.Center()
+	p.clickAt(x, y)
+}
+
+func (p *page) clickAt(x, y float64) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, mouse(input.DispatchMouseEventTypeMouseMoved, x, y, false), mouse(input.DispatchMouseEventTypeMousePressed, x, y, true),
+		chromedp.Sleep(hold), mouse(input.DispatchMouseEventTypeMouseReleased, x, y, false), chromedp.Sleep(hold)); err != nil {
+		p.t.Fatalf("click at %.0f,%.0f: %v", x, y, err)
+	}
+}
+
+// drag moves the mouse with the button down from one point to another.
+func (p *page) drag(x0, y0, x1, y1 float64) {
+	p.t.Helper()
+	acts := []chromedp.Action[chromedp.Void]{mouse(input.DispatchMouseEventTypeMouseMoved, x0, y0, false), mouse(input.DispatchMouseEventTypeMousePressed, x0, y0, true), chromedp.Sleep(hold)}
+	for i := 1; i <= 8; i++ {
+		x := x0 + (x1-x0)*float64(i)/8
+		y := y0 + (y1-y0)*float64(i)/8
+		acts = append(acts, mouse(input.DispatchMouseEventTypeMouseMoved, x, y, true), chromedp.Sleep(30*time.Millisecond))
+	}
+	acts = append(acts, chromedp.Sleep(hold), mouse(input.DispatchMouseEventTypeMouseReleased, x1, y1, false), chromedp.Sleep(hold))
+	if err := chromedp.Do(p.ctx, acts...); err != nil {
+		p.t.Fatalf("drag: %v", err)
+	}
+}
+
+// shot saves a screenshot as an artifact and returns it decoded.
+func (p *page) shot(name string) image.Image {
+	p.t.Helper()
+	buf, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, name+".png"), buf, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(buf))
+	if err != nil {
+		p.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	return img
+}
+
+// colourful measures a region of a screenshot: the standard deviation of
+// its luminance and the share of saturated (heatmap-coloured) pixels.
+func colourful(img image.Image, r hook.Rect) (lumaStd, saturated float64) {
+	var sum, sum2 float64
+	n, sat := 0, 0
+	for y := int(r[1]) + 2; y < int(r[1]+r[3])-2; y++ {
+		for x := int(r[0]) + 2; x < int(r[0]+r[2])-2; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			R, G, B := float64(cr>>8), float64(cg>>8), float64(cb>>8)
+			l := 0.299*R + 0.587*G + 0.114*B
+			sum += l
+			sum2 += l * l
+			n++
+			if math.Max(R, math.Max(G, B))-math.Min(R, math.Min(G, B)) > 60 {
+				sat++
+			}
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	mean := sum / float64(n)
+	return math.Sqrt(math.Max(sum2/float64(n)-mean*mean, 0)), float64(sat) / float64(n)
+}
+
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("DIAD_SKIP_BROWSER") == "1" {
+		t.Skip("no Chromium, and DIAD_SKIP_BROWSER=1")
+	}
+	t.Fatal("no Chromium found: `make test` runs inside the build root, which installs Debian's chromium; " +
+		"with LIBTORCH or a system libtorch, install chromium (or set DIAD_SKIP_BROWSER=1 to skip the browser tests)")
+	return ""
+}
+
+func openBrowser(t *testing.T, url string, w, h int64) *page {
+	exe := chromium(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(exe), chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-angle", "swiftshader"), chromedp.Flag("enable-unsafe-swiftshader", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(int(w), int(h)),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	var logs []string
+	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }))
+	t.Cleanup(func() { cancelC(); cancelA() })
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(w, h), chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v (%v)", url, err, logs)
+	}
+	return p
+}
+
+func TestBrowserClient(t *testing.T) {
+	exe := chromium(t)
+	_ = exe
+	webDir := t.TempDir()
+	bctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := web.Build(bctx, webDir); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, webDir)
+	testJob := e.job(t, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
+	runID := e.waitJob(t, testJob.ID).RunID
+	var want shared.ImagePage
+	e.call(t, "GET", "/api/v1/runs/"+runID+"/images?sort=-score&limit=1000", nil, &want)
+
+	p := openBrowser(t, e.base+"/?user=e2e", 1280, 800)
+	s := p.wait("the client to load, connect and show the gallery", 2*time.Minute, func(s hook.State) bool {
+		return s.Ready && s.Connected && s.Run == runID && s.Images == want.Total && s.Visible == want.Total
+	})
+	if s.Tab != "Gallery" || s.Selected != want.Images[0].ImageID || s.Columns < 2 {
+		t.Fatalf("gallery: tab %s, selected %d (want the top score %d), %d columns", s.Tab, s.Selected, want.Images[0].ImageID, s.Columns)
+	}
+	// Thumbnails decode in the background; wait for them, then look.
+	p.wait("thumbnails", time.Minute, func(s hook.State) bool { return s.Pending == 0 })
+	time.Sleep(300 * time.Millisecond)
+	img := p.shot("gallery")
+	if std, _ := colourful(img, s.Widgets["grid"]); std < 10 {
+		t.Fatalf("gallery grid looks blank (luma std %.1f)", std)
+	}
+
+	t.Run("review", func(t *testing.T) {
+		p.t = t
+		p.click("tab:gallery") // focus the canvas
+		p.key("j")
+		s := p.wait("j to select the next image", 10*time.Second, func(s hook.State) bool { return s.Selected == want.Images[1].ImageID })
+		p.key("k")
+		p.wait("k to go back", 10*time.Second, func(s hook.State) bool { return s.Selected == want.Images[0].ImageID })
+		p.key("j")
+		p.wait("j", 10*time.Second, func(s hook.State) bool { return s.Selected == want.Images[1].ImageID })
+		id := s.Selected
+		p.key("a")
+		p.wait("the verdict to be saved", 20*time.Second, func(s hook.State) bool { return s.Verdict == "anomalous" })
+		p.key("t")
+		p.wait("note editing", 10*time.Second, func(s hook.State) bool { return s.Editing })
+		p.typeText("scratch near rim")
+		p.key("Enter")
+		p.wait("the note to be saved", 20*time.Second, func(s hook.State) bool { return !s.Editing && s.Note == "scratch near rim" })
+		// The server has it ...
+		var page shared.ImagePage
+		e.call(t, "GET", "/api/v1/runs/"+runID+"/images?verdict=anomalous", nil, &page)
+		if page.Total != 1 || page.Images[0].ImageID != id || page.Images[0].AnalystNote != "scratch near rim" || page.Images[0].AnalystUser != "e2e" || page.Images[0].AnalystTime == nil {
+			t.Fatalf("REST after review: %+v", page)
+		}
+		// ... and so does the Parquet file.
+		rows, err := results.Store{Root: filepath.Join(e.dataDir, "results")}.Images(runID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, r := range rows {
+			if r.ImageID == id {
+				found = r.AnalystLabel == "anomalous" && r.AnalystNote == "scratch near rim" && r.AnalystUser == "e2e"
+			} else if r.AnalystLabel != "" {
+				t.Fatalf("image %d labelled %q too", r.ImageID, r.AnalystLabel)
+			}
+		}
+		if !found {
+			t.Fatalf("Parquet rows do not carry the verdict of image %d", id)
+		}
+		p.shot("review")
+	})
+
+	t.Run("export", func(t *testing.T) {
+		p.t = t
+		dl := t.TempDir()
+		if err := chromedp.Do(p.ctx, call(browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl})); err != nil {
+			t.Fatal(err)
+		}
+		p.click("export:csv")
+		p.click("export:parquet")
+		csv := waitFile(t, dl, ".csv")
+		pq := waitFile(t, dl, ".parquet")
+		if !bytes.Contains(csv, []byte("scratch near rim")) || !bytes.HasPrefix(pq, []byte("PAR1")) {
+			t.Fatalf("downloads: csv has note %v, parquet magic %q", bytes.Contains(csv, []byte("scratch near rim")), pq[:min(4, len(pq))])
+		}
+	})
+
+	t.Run("explorer", func(t *testing.T) {
+		p.t = t
+		p.key("Enter")
+		s := p.wait("the trajectory to stream completely", 2*time.Minute, func(s hook.State) bool {
+			return s.Tab == "Explorer" && s.Trajectory.Image == want.Images[1].ImageID && s.Trajectory.Complete && s.Pending == 0
+		})
+		total := s.Trajectory.Total
+		if s.Trajectory.Received != total || total < 2 || s.Trajectory.Cursor != total-1 {
+			t.Fatalf("trajectory %+v", s.Trajectory)
+		}
+		time.Sleep(200 * time.Millisecond)
+		img := p.shot("explorer")
+		s = p.state()
+		for _, w := range []string{"explorer:heatmap", "explorer:input", "explorer:reconstruction", "step:map", "step:latent"} {
+			r, ok := s.Widgets[w]
+			if !ok {
+				t.Fatalf("%s not drawn", w)
+			}
+			if std, _ := colourful(img, r); std < 3 {
+				t.Errorf("%s looks blank (luma std %.1f)", w, std)
+			}
+		}
+		if _, sat := colourful(img, s.Widgets["explorer:heatmap"]); sat < 0.05 {
+			t.Errorf("heatmap overlay carries no colour (%.3f saturated)", sat)
+		}
+		if _, sat := colourful(img, s.Widgets["legend"]); sat < 0.3 {
+			t.Errorf("legend carries no colour scale (%.3f saturated)", sat)
+		}
+		// Play the whole trajectory from the start.
+		p.key(" ")
+		s = p.wait("playback to reach the last step", time.Minute, func(s hook.State) bool {
+			return !s.Trajectory.Playing && s.Trajectory.Played >= total-1 && s.Trajectory.Cursor == total-1
+		})
+		// Step back and forth by keys.
+		p.key("ArrowLeft")
+		p.wait("step back", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == total-2 })
+		p.key("ArrowRight")
+		p.wait("step forward", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == total-1 })
+		// Scrub to the start.
+		sc := s.Widgets["scrubber"]
+		p.clickAt(sc[0]+2, sc[1]+sc[3]/2)
+		p.wait("scrub to step 1", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == 0 })
+
+		// More noise, more steps: re-run live and measure the frame rate
+		// while frames stream.
+		t0 := s.Trajectory.T0
+		p.click("t0:+")
+		for i := 0; i < 10; i++ {
+			p.click("steps:+")
+		}
+		p.click("rerun")
+		p.wait("the re-run to start", 30*time.Second, func(s hook.State) bool { return s.Trajectory.Received > 0 && !s.Trajectory.Complete })
+		s0, t0w := p.state(), time.Now()
+		s = p.wait("the re-run to finish", 3*time.Minute, func(s hook.State) bool { return s.Trajectory.Complete })
+		s1, t1w := s, time.Now()
+		fps := float64(s1.Frames-s0.Frames) / t1w.Sub(t0w).Seconds()
+		if s.Trajectory.T0 <= t0 || s.Trajectory.Total != total+10 {
+			t.Fatalf("re-run with t0+ and 10 more steps: T0 %d (was %d), %d steps (was %d)", s.Trajectory.T0, t0, s.Trajectory.Total, total)
+		}
+		msg := fmt.Sprintf("frame rate while %d frames streamed over %.1fs: %.1f frames/s (ebiten ActualFPS at the end %.1f); viewport 1280x800, headless Chromium, SwiftShader (software WebGL)\n",
+			s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), fps, s1.FPS)
+		t.Log(msg)
+		os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644)
+		if fps < 1 {
+			t.Fatalf("the page stopped drawing while frames streamed: %.2f frames/s", fps)
+		}
+		p.shot("explorer-rerun")
+	})
+
+	t.Run("threshold", func(t *testing.T) {
+		p.t = t
+		p.key("3")
+		s := p.wait("the threshold view", 10*time.Second, func(s hook.State) bool { return s.Tab == "Threshold" })
+		before := s.Confusion
+		h := s.Widgets["histogram"]
+		line := s.Widgets["threshold-line"]
+		lx, ly := line.Center()
+		p.drag(lx, ly, h[0]+1, ly)
+		s = p.wait("the dragged threshold to flag every image", 10*time.Second, func(s hook.State) bool {
+			return s.Confusion.TP+s.Confusion.FP == want.Total && s.Policy == "manual"
+		})
+		if s.Confusion == before {
+			t.Fatalf("confusion matrix did not change: %+v", before)
+		}
+		img := p.shot("threshold")
+		if std, _ := colourful(img, s.Widgets["histogram"]); std < 5 {
+			t.Errorf("histogram looks blank (%.1f)", std)
+		}
+		p.click("preset:max-f1")
+		s = p.wait("max F1 preset", 10*time.Second, func(s hook.State) bool { return s.Policy == "max-f1" })
+		p.click("save-threshold")
+		p.wait("the threshold to be saved", 10*time.Second, func(s hook.State) bool { return s.Saved == "max-f1" })
+		var run shared.RunInfo
+		e.call(t, "GET", "/api/v1/runs/"+runID, nil, &run)
+		if run.Threshold.Policy != "max-f1" || run.Threshold.SetBy != "e2e" || math.Abs(run.Threshold.Value-s.Threshold) > 1e-9*math.Abs(s.Threshold) {
+			t.Fatalf("saved threshold %+v, client %v", run.Threshold, s.Threshold)
+		}
+		// The gallery's outcomes follow the client's threshold.
+		scores := make([]float64, 0, len(want.Images))
+		for _, im := range want.Images {
+			scores = append(scores, im.Score)
+		}
+		sort.Float64s(scores)
+		p.shot("threshold-max-f1")
+	})
+
+	t.Run("training monitor", func(t *testing.T) {
+		p.t = t
+		p.key("4")
+		j := e.job(t, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},
+			"autoencoder_steps": 0, "max_steps": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 6}})
+		s := p.wait("the train job to run to the end live", 3*time.Minute, func(s hook.State) bool {
+			for _, x := range s.Jobs {
+				if x.ID == j.ID {
+					return x.State == shared.JobSucceeded && x.LossPoints >= 6
+				}
+			}
+			return false
+		})
+		if s.Tab != "Training" {
+			t.Fatalf("tab %s", s.Tab)
+		}
+		img := p.shot("training")
+		if std, _ := colourful(img, s.Widgets["losschart"]); std < 3 {
+			t.Errorf("loss chart looks blank")
+		}
+	})
+
+	t.Run("layout adapts", func(t *testing.T) {
+		p.t = t
+		p.key("1")
+		wide := p.wait("gallery", 10*time.Second, func(s hook.State) bool { return s.Tab == "Gallery" && s.Columns > 0 })
+		if err := chromedp.Do(p.ctx, chromedp.EmulateViewport(720, 760)); err != nil {
+			t.Fatal(err)
+		}
+		narrow := p.wait("a narrow layout", 10*time.Second, func(s hook.State) bool { return s.Width == 720 })
+		g, r := narrow.Widgets["grid"], narrow.Widgets["review"]
+		if narrow.Columns >= wide.Columns || r[1] <= g[1] {
+			t.Fatalf("narrow window: %d columns (wide %d), review at y %.0f, grid at y %.0f", narrow.Columns, wide.Columns, r[1], g[1])
+		}
+		p.shot("gallery-narrow")
+		chromedp.Do(p.ctx, chromedp.EmulateViewport(1280, 800))
+	})
+
+	t.Run("reconnect", func(t *testing.T) {
+		p.t = t
+		e.stop()
+		p.wait("the client to notice the server is gone", 30*time.Second, func(s hook.State) bool {
+			return !s.Connected && strings.HasPrefix(s.Status, "error:")
+		})
+		p.shot("offline")
+		addr, stop := startServer(t, e.cfg)
+		e.stop = stop
+		if "http://"+addr != e.base {
+			t.Fatalf("restarted on %s, not %s", addr, e.base)
+		}
+		s := p.wait("the client to reconnect", 30*time.Second, func(s hook.State) bool { return s.Connected && s.Reconnects >= 1 })
+		if s.Run != runID || s.Images != want.Total {
+			t.Fatalf("after reconnect: run %s with %d images", s.Run, s.Images)
+		}
+	})
+}
+
+// waitFile waits for a finished download with the extension in dir.
+func waitFile(t *testing.T, dir, ext string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ext) {
+				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+				if err == nil && len(b) > 0 {
+					return b
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no %s download in %s", ext, dir)
+	return nil
+}

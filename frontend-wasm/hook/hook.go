@@ -19,6 +19,7 @@ type Confusion struct {
 // Trajectory is the denoising trajectory on screen.
 type Trajectory struct {
 	Image    int64
+	T0       int // diffusion timestep of the first step
 	Total    int
 	Received int
 	Cursor   int
