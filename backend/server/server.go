@@ -110,6 +110,11 @@ type Server struct {
 	denoiser  *denoiser
 	threshold map[string]float64 // per model path: the threshold of its latest test run
 
+	// wsCtx ends when the server shuts down: http.Server.Shutdown does not
+	// touch hijacked (websocket) connections, so their handlers watch it.
+	wsCtx    context.Context
+	wsCancel context.CancelFunc
+
 	trajMu       sync.Mutex
 	trajectories map[string]*trajectoryEntry
 	trajCount    atomic.Int64
@@ -151,6 +156,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.HidePort = true
 	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
 		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*trajectoryEntry{}}
+	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	s.status = Status{Version: version.Read(), Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads(), Started: time.Now().UTC()}
 	runner, err := jobs.Open(filepath.Join(cfg.DataDir, "jobs"), s.jobFuncs(), s.stats)
@@ -266,6 +272,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
 	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(s.wsCancel)
 	s.log.Info("diad server listening", "addr", "http://"+ln.Addr().String())
 	if ready != nil {
 		ready <- ln.Addr().String()

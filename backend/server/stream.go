@@ -344,11 +344,23 @@ func (s *Server) wsJob(c echo.Context) error {
 		return nil
 	}
 	defer conn.CloseNow()
-	ctx := conn.CloseRead(c.Request().Context())
+	ctx, stop := s.wsContext(c)
+	defer stop()
+	ctx = conn.CloseRead(ctx)
 	if err := s.pump(ctx, conn, sub); err == nil {
 		conn.Close(websocket.StatusNormalClosure, "job finished")
+	} else if s.wsCtx.Err() != nil {
+		conn.Close(websocket.StatusGoingAway, "server shutting down")
 	}
 	return nil
+}
+
+// wsContext is a websocket handler's context: the request's, ended also
+// when the server shuts down.
+func (s *Server) wsContext(c echo.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	stop := context.AfterFunc(s.wsCtx, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 func (s *Server) wsDenoise(c echo.Context) error {
@@ -358,7 +370,13 @@ func (s *Server) wsDenoise(c echo.Context) error {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(64 << 10)
-	ctx := c.Request().Context()
+	ctx, stop := s.wsContext(c)
+	defer stop()
+	defer func() {
+		if s.wsCtx.Err() != nil {
+			conn.Close(websocket.StatusGoingAway, "server shutting down")
+		}
+	}()
 	hello, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "diad " + s.status.Version.Diad})
 	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
 		return nil

@@ -97,10 +97,13 @@ func (c *Client) FollowJob(ctx context.Context, id string, fn func(shared.JobEve
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(1 << 20)
+	ended := false
 	for {
 		_, msg, err := conn.Read(ctx)
 		if err != nil {
-			if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+			// After the job's last event the server closes; how that close
+			// reads differs between the browser and Go, so the event decides.
+			if ended || websocket.CloseStatus(err) == websocket.StatusNormalClosure {
 				return nil
 			}
 			return fmt.Errorf("follow job %s: %w", id, err)
@@ -109,8 +112,14 @@ func (c *Client) FollowJob(ctx context.Context, id string, fn func(shared.JobEve
 		if err := json.Unmarshal(msg, &ev); err != nil {
 			return fmt.Errorf("follow job %s: %w", id, err)
 		}
+		ended = ended || JobEnded(ev.State)
 		fn(ev)
 	}
+}
+
+// JobEnded reports whether a job state is final.
+func JobEnded(state string) bool {
+	return state == shared.JobSucceeded || state == shared.JobFailed || state == shared.JobCancelled
 }
 
 // Backoff is the reconnection delay schedule: doubling from Min to Max.

@@ -166,16 +166,20 @@ func (e *env) waitJob(t *testing.T, id string) shared.Job {
 
 // page drives the client in the browser.
 type page struct {
-	t   *testing.T
-	ctx context.Context
-	dir string
+	t     *testing.T
+	ctx   context.Context
+	dir   string
+	close func()
 }
 
 func (p *page) state() hook.State {
 	p.t.Helper()
-	js, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`typeof diadState === "function" ? diadState() : "{}"`))
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	js, err := chromedp.Run(ctx, chromedp.Evaluate[string](`typeof diadState === "function" ? diadState() : "{}"`))
 	if err != nil {
-		p.t.Fatalf("read client state: %v", err)
+		logs, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.diadLog || []).join("\n")`))
+		p.t.Fatalf("read client state: %v\nclient console:\n%s", err, logs)
 	}
 	var s hook.State
 	if err := json.Unmarshal([]byte(js), &s); err != nil {
@@ -200,6 +204,17 @@ func (p *page) wait(what string, timeout time.Duration, ok func(hook.State) bool
 			p.t.Fatalf("waiting for %s: timed out; state %+v", what, s)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// do runs browser actions with a time limit (a hung browser fails the
+// test instead of stalling it).
+func (p *page) do(what string, acts ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, acts...); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
 	}
 }
 
@@ -230,9 +245,7 @@ func (p *page) key(k string) {
 	down, up := ev, ev
 	down.Type, down.Text = input.DispatchKeyEventTypeKeyDown, text
 	up.Type = input.DispatchKeyEventTypeKeyUp
-	if err := chromedp.Do(p.ctx, call(input.DispatchKeyEvent, down), chromedp.Sleep(hold), call(input.DispatchKeyEvent, up), chromedp.Sleep(hold)); err != nil {
-		p.t.Fatalf("key %q: %v", k, err)
-	}
+	p.do("key "+k, call(input.DispatchKeyEvent, down), chromedp.Sleep(hold), call(input.DispatchKeyEvent, up), chromedp.Sleep(hold))
 }
 
 // call makes a DevTools command an action.
@@ -277,10 +290,8 @@ func (p *page) click(widget string) {
 
 func (p *page) clickAt(x, y float64) {
 	p.t.Helper()
-	if err := chromedp.Do(p.ctx, mouse(input.DispatchMouseEventTypeMouseMoved, x, y, false), mouse(input.DispatchMouseEventTypeMousePressed, x, y, true),
-		chromedp.Sleep(hold), mouse(input.DispatchMouseEventTypeMouseReleased, x, y, false), chromedp.Sleep(hold)); err != nil {
-		p.t.Fatalf("click at %.0f,%.0f: %v", x, y, err)
-	}
+	p.do(fmt.Sprintf("click at %.0f,%.0f", x, y), mouse(input.DispatchMouseEventTypeMouseMoved, x, y, false), mouse(input.DispatchMouseEventTypeMousePressed, x, y, true),
+		chromedp.Sleep(hold), mouse(input.DispatchMouseEventTypeMouseReleased, x, y, false), chromedp.Sleep(hold))
 }
 
 // drag moves the mouse with the button down from one point to another.
@@ -293,15 +304,15 @@ func (p *page) drag(x0, y0, x1, y1 float64) {
 		acts = append(acts, mouse(input.DispatchMouseEventTypeMouseMoved, x, y, true), chromedp.Sleep(30*time.Millisecond))
 	}
 	acts = append(acts, chromedp.Sleep(hold), mouse(input.DispatchMouseEventTypeMouseReleased, x1, y1, false), chromedp.Sleep(hold))
-	if err := chromedp.Do(p.ctx, acts...); err != nil {
-		p.t.Fatalf("drag: %v", err)
-	}
+	p.do("drag", acts...)
 }
 
 // shot saves a screenshot as an artifact and returns it decoded.
 func (p *page) shot(name string) image.Image {
 	p.t.Helper()
-	buf, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		p.t.Fatalf("screenshot: %v", err)
 	}
@@ -369,7 +380,7 @@ func openBrowser(t *testing.T, url string, w, h int64) *page {
 	var logs []string
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }))
 	t.Cleanup(func() { cancelC(); cancelA() })
-	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t), close: func() { cancelC(); cancelA() }}
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(w, h), chromedp.Navigate(url)); err != nil {
 		t.Fatalf("open %s: %v (%v)", url, err, logs)
 	}
@@ -377,8 +388,7 @@ func openBrowser(t *testing.T, url string, w, h int64) *page {
 }
 
 func TestBrowserClient(t *testing.T) {
-	exe := chromium(t)
-	_ = exe
+	chromium(t)
 	webDir := t.TempDir()
 	bctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -390,6 +400,17 @@ func TestBrowserClient(t *testing.T) {
 	runID := e.waitJob(t, testJob.ID).RunID
 	var want shared.ImagePage
 	e.call(t, "GET", "/api/v1/runs/"+runID+"/images?sort=-score&limit=1000", nil, &want)
+
+	// The yardstick for frame rates: this browser with an empty ebiten game.
+	base := openBrowser(t, e.base+"/?baseline=1", 1280, 800)
+	base.wait("the baseline page", time.Minute, func(s hook.State) bool { return s.Ready && s.Frames > 30 })
+	time.Sleep(2 * time.Second)
+	bs0, bt0 := base.state(), time.Now()
+	time.Sleep(3 * time.Second)
+	bs1 := base.state()
+	baselineFPS := float64(bs1.Frames-bs0.Frames) / time.Since(bt0).Seconds()
+	t.Logf("baseline: empty ebiten game draws %.1f frames/s (ActualFPS %.1f)", baselineFPS, bs1.FPS)
+	base.close()
 
 	p := openBrowser(t, e.base+"/?user=e2e", 1280, 800)
 	s := p.wait("the client to load, connect and show the gallery", 2*time.Minute, func(s hook.State) bool {
@@ -451,9 +472,7 @@ func TestBrowserClient(t *testing.T) {
 	t.Run("export", func(t *testing.T) {
 		p.t = t
 		dl := t.TempDir()
-		if err := chromedp.Do(p.ctx, call(browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl})); err != nil {
-			t.Fatal(err)
-		}
+		p.do("allow downloads", call(browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl}))
 		p.click("export:csv")
 		p.click("export:parquet")
 		csv := waitFile(t, dl, ".csv")
@@ -510,24 +529,36 @@ func TestBrowserClient(t *testing.T) {
 		// while frames stream.
 		t0 := s.Trajectory.T0
 		p.click("t0:+")
-		for i := 0; i < 10; i++ {
+		for i := 0; i < 30; i++ {
 			p.click("steps:+")
 		}
 		p.click("rerun")
 		p.wait("the re-run to start", 30*time.Second, func(s hook.State) bool { return s.Trajectory.Received > 0 && !s.Trajectory.Complete })
 		s0, t0w := p.state(), time.Now()
-		s = p.wait("the re-run to finish", 3*time.Minute, func(s hook.State) bool { return s.Trajectory.Complete })
+		var fpsSamples []float64
+		s = p.wait("the re-run to finish", 3*time.Minute, func(s hook.State) bool {
+			fpsSamples = append(fpsSamples, s.FPS)
+			return s.Trajectory.Complete
+		})
 		s1, t1w := s, time.Now()
-		fps := float64(s1.Frames-s0.Frames) / t1w.Sub(t0w).Seconds()
-		if s.Trajectory.T0 <= t0 || s.Trajectory.Total != total+10 {
-			t.Fatalf("re-run with t0+ and 10 more steps: T0 %d (was %d), %d steps (was %d)", s.Trajectory.T0, t0, s.Trajectory.Total, total)
+		redraws := float64(s1.Frames-s0.Frames) / t1w.Sub(t0w).Seconds()
+		if s.Trajectory.T0 <= t0 || s.Trajectory.Total != total+30 {
+			t.Fatalf("re-run with t0+ and 30 more steps: T0 %d (was %d), %d steps (was %d)", s.Trajectory.T0, t0, s.Trajectory.Total, total)
 		}
-		msg := fmt.Sprintf("frame rate while %d frames streamed over %.1fs: %.1f frames/s (ebiten ActualFPS at the end %.1f); viewport 1280x800, headless Chromium, SwiftShader (software WebGL)\n",
-			s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), fps, s1.FPS)
+		sort.Float64s(fpsSamples)
+		mean := 0.0
+		for _, f := range fpsSamples {
+			mean += f / float64(len(fpsSamples))
+		}
+		msg := fmt.Sprintf("while %d step frames streamed over %.1fs: presented frame rate (ebiten ActualFPS, %d samples) mean %.1f, min %.1f, median %.1f; full redraws %.1f/s; "+
+			"baseline (empty ebiten game, same browser, same run) %.1f frames/s: ratio %.2f; "+
+			"viewport 1280x800, headless Chromium with SwiftShader (software WebGL), server computing on the same CPUs\n",
+			s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), len(fpsSamples), mean, fpsSamples[0], fpsSamples[len(fpsSamples)/2], redraws,
+			baselineFPS, mean/baselineFPS)
 		t.Log(msg)
 		os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644)
-		if fps < 1 {
-			t.Fatalf("the page stopped drawing while frames streamed: %.2f frames/s", fps)
+		if redraws < 1 {
+			t.Fatalf("the page stopped drawing while frames streamed: %.2f redraws/s", redraws)
 		}
 		p.shot("explorer-rerun")
 	})
@@ -560,12 +591,6 @@ func TestBrowserClient(t *testing.T) {
 		if run.Threshold.Policy != "max-f1" || run.Threshold.SetBy != "e2e" || math.Abs(run.Threshold.Value-s.Threshold) > 1e-9*math.Abs(s.Threshold) {
 			t.Fatalf("saved threshold %+v, client %v", run.Threshold, s.Threshold)
 		}
-		// The gallery's outcomes follow the client's threshold.
-		scores := make([]float64, 0, len(want.Images))
-		for _, im := range want.Images {
-			scores = append(scores, im.Score)
-		}
-		sort.Float64s(scores)
 		p.shot("threshold-max-f1")
 	})
 
@@ -573,11 +598,13 @@ func TestBrowserClient(t *testing.T) {
 		p.t = t
 		p.key("4")
 		j := e.job(t, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},
-			"autoencoder_steps": 0, "max_steps": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 6}})
+			"autoencoder_steps": 0, "max_steps": 4, "batch_size": 2, "val_every": 2, "checkpoint_every": 4}})
 		s := p.wait("the train job to run to the end live", 3*time.Minute, func(s hook.State) bool {
 			for _, x := range s.Jobs {
 				if x.ID == j.ID {
-					return x.State == shared.JobSucceeded && x.LossPoints >= 6
+					// Events may be dropped for a slow page (bounded queues), the
+					// final state never is.
+					return x.State == shared.JobSucceeded && x.LossPoints >= 2
 				}
 			}
 			return false
@@ -595,16 +622,14 @@ func TestBrowserClient(t *testing.T) {
 		p.t = t
 		p.key("1")
 		wide := p.wait("gallery", 10*time.Second, func(s hook.State) bool { return s.Tab == "Gallery" && s.Columns > 0 })
-		if err := chromedp.Do(p.ctx, chromedp.EmulateViewport(720, 760)); err != nil {
-			t.Fatal(err)
-		}
+		p.do("narrow viewport", chromedp.EmulateViewport(720, 760))
 		narrow := p.wait("a narrow layout", 10*time.Second, func(s hook.State) bool { return s.Width == 720 })
 		g, r := narrow.Widgets["grid"], narrow.Widgets["review"]
 		if narrow.Columns >= wide.Columns || r[1] <= g[1] {
 			t.Fatalf("narrow window: %d columns (wide %d), review at y %.0f, grid at y %.0f", narrow.Columns, wide.Columns, r[1], g[1])
 		}
 		p.shot("gallery-narrow")
-		chromedp.Do(p.ctx, chromedp.EmulateViewport(1280, 800))
+		p.do("wide viewport", chromedp.EmulateViewport(1280, 800))
 	})
 
 	t.Run("reconnect", func(t *testing.T) {
@@ -622,6 +647,11 @@ func TestBrowserClient(t *testing.T) {
 		s := p.wait("the client to reconnect", 30*time.Second, func(s hook.State) bool { return s.Connected && s.Reconnects >= 1 })
 		if s.Run != runID || s.Images != want.Total {
 			t.Fatalf("after reconnect: run %s with %d images", s.Run, s.Images)
+		}
+		for _, msg := range s.Errors {
+			if strings.Contains(msg, "internal error") {
+				t.Errorf("the client hit a bug: %s", msg)
+			}
 		}
 	})
 }

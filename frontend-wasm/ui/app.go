@@ -73,6 +73,13 @@ type App struct {
 	lastTick time.Time
 	frames   int64
 
+	// Redraw only on change: an idle page costs the browser little, and a
+	// busy one (frames streaming) spends its time on what changed.
+	dirty    bool
+	lastDraw time.Time
+	drawnW   int
+	drawnH   int
+
 	// Input of the current frame. A click waits until a widget drawn under
 	// it takes it.
 	mx, my           int
@@ -116,8 +123,27 @@ type App struct {
 	runes       []rune
 }
 
+// baseline is an empty ebiten game: opened with ?baseline=1 it shows what
+// frame rate this browser reaches with nothing to draw, the yardstick for
+// the client's own (see the e2e test).
+type baseline struct{ frames int64 }
+
+func (b *baseline) Update() error              { return nil }
+func (b *baseline) Draw(s *ebiten.Image)       { s.Fill(colBG); b.frames++ }
+func (b *baseline) Layout(w, h int) (int, int) { return w, h }
+func (b *baseline) state() string {
+	s, _ := json.Marshal(hook.State{Ready: b.frames > 0, Tab: "baseline", FPS: ebiten.ActualFPS(), Frames: b.frames})
+	return string(s)
+}
+
 // Run starts the client; it returns only when the page goes away.
 func Run() error {
+	if pageParam("baseline") == "1" {
+		b := &baseline{}
+		exposeState(b.state)
+		ebiten.SetRunnableOnUnfocused(true)
+		return ebiten.RunGame(b)
+	}
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
 		rate: cfg.DefaultRate, thumbs: newTextureCache(600), jobs: map[string]*jobView{},
@@ -134,6 +160,7 @@ func Run() error {
 	go a.denoiseLoop()
 	go a.pollLoop()
 	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
+	ebiten.SetScreenClearedEveryFrame(false)
 	ebiten.SetWindowTitle("diad")
 	return ebiten.RunGame(a)
 }
@@ -159,6 +186,15 @@ func (a *App) fail(err error) {
 	}
 }
 
+// survive turns a panic of the frame loop into a plain error message: the
+// page stays usable and the message says what to report.
+func (a *App) survive(where string) {
+	if r := recover(); r != nil {
+		a.fail(fmt.Errorf("internal error in %s: %v (please report it)", where, r))
+		a.dirty = true
+	}
+}
+
 // Layout uses CSS pixels: the canvas fills the page.
 func (a *App) Layout(w, h int) (int, int) {
 	a.w, a.h = w, h
@@ -167,6 +203,7 @@ func (a *App) Layout(w, h int) (int, int) {
 
 // Update runs once per tick: inbox, input, queued widget actions, playback.
 func (a *App) Update() error {
+	defer a.survive("update")
 	a.inboxMu.Lock()
 	inbox := a.inbox
 	a.inbox = nil
@@ -174,6 +211,7 @@ func (a *App) Update() error {
 	for _, fn := range inbox {
 		fn()
 	}
+	changed := len(inbox) > 0
 	now := time.Now()
 	dt := now.Sub(a.lastTick)
 	if a.lastTick.IsZero() || dt > time.Second {
@@ -181,8 +219,13 @@ func (a *App) Update() error {
 	}
 	a.lastTick = now
 
-	a.mx, a.my = ebiten.CursorPosition()
+	mx, my := ebiten.CursorPosition()
+	changed = changed || mx != a.mx || my != a.my || a.dragging != "" || a.editing ||
+		len(inpututil.AppendJustPressedKeys(nil)) > 0 || len(inpututil.AppendJustReleasedKeys(nil)) > 0 ||
+		inpututil.IsMouseButtonJustReleased(ebiten.MouseButtonLeft)
+	a.mx, a.my = mx, my
 	if inpututil.IsMouseButtonJustPressed(ebiten.MouseButtonLeft) {
+		changed = true
 		a.click, a.clickX, a.clickY = true, a.mx, a.my
 		a.startDrag()
 	}
@@ -195,6 +238,7 @@ func (a *App) Update() error {
 	}
 	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
 		a.galleryScroll -= float32(wy) * 40
+		changed = true
 	}
 	a.keys()
 	actions := a.actions
@@ -203,14 +247,22 @@ func (a *App) Update() error {
 		fn()
 	}
 	if a.exp != nil && a.exp.traj != nil {
+		changed = changed || a.exp.player.Playing
 		a.exp.advance(dt)
 	}
+	a.dirty = a.dirty || changed || len(actions) > 0
 	return nil
 }
 
 // Draw renders the frame; widgets register their rectangles and turn
 // clicks into actions for the next Update.
 func (a *App) Draw(screen *ebiten.Image) {
+	// A slow heartbeat keeps the fps figure and fading messages current.
+	if !a.dirty && a.w == a.drawnW && a.h == a.drawnH && time.Since(a.lastDraw) < 250*time.Millisecond {
+		return
+	}
+	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h
+	defer a.survive("draw")
 	screen.Fill(colBG)
 	clear(a.widgets)
 	W, H := float32(a.w), float32(a.h)
@@ -279,7 +331,7 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	fill(dst, r, colPanel)
 	line(dst, r.X, r.Y+0.5, r.X+r.W, r.Y+0.5, 1, colBorder)
-	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · ⏎ explore · space play · ←/→ step", ebiten.ActualFPS())
+	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step", ebiten.ActualFPS())
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
 		right = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())

@@ -45,6 +45,24 @@ func await(p js.Value) (js.Value, error) {
 // longer side is at most maxSide (0: native size). The Go side only copies
 // the pixels, so a large image never stalls the frame loop.
 func decodeImage(data []byte, maxSide int) (*image.RGBA, error) {
+	return decode(data, func(w, h int) (int, int) {
+		if maxSide > 0 && max(w, h) > maxSide {
+			if w >= h {
+				return maxSide, max(1, h*maxSide/w)
+			}
+			return max(1, w*maxSide/h), maxSide
+		}
+		return w, h
+	})
+}
+
+// decodeImageTo decodes an image resampled to exactly w x h (an input
+// image at the size of its anomaly map, to blend the two).
+func decodeImageTo(data []byte, w, h int) (*image.RGBA, error) {
+	return decode(data, func(int, int) (int, int) { return w, h })
+}
+
+func decode(data []byte, size func(w, h int) (int, int)) (*image.RGBA, error) {
 	u8 := js.Global().Get("Uint8Array").New(len(data))
 	js.CopyBytesToJS(u8, data)
 	blob := js.Global().Get("Blob").New([]any{u8})
@@ -57,13 +75,7 @@ func decodeImage(data []byte, maxSide int) (*image.RGBA, error) {
 	if w <= 0 || h <= 0 {
 		return nil, errors.New("decode image: empty image")
 	}
-	if maxSide > 0 && max(w, h) > maxSide {
-		if w >= h {
-			w, h = maxSide, max(1, h*maxSide/w)
-		} else {
-			w, h = max(1, w*maxSide/h), maxSide
-		}
-	}
+	w, h = size(w, h)
 	var canvas js.Value
 	if oc := js.Global().Get("OffscreenCanvas"); oc.Truthy() {
 		canvas = oc.New(w, h)

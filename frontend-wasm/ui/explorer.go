@@ -124,8 +124,8 @@ func (e *explorer) clearHeat() {
 func (e *explorer) advance(dt time.Duration) {
 	before, playing := e.player.Cursor, e.player.Playing
 	e.player.Advance(e.traj, dt)
-	if playing && e.player.Cursor != before {
-		e.played++
+	if playing && e.player.Cursor > before {
+		e.played += e.player.Cursor - before
 	}
 	e.maxCursor = max(e.maxCursor, e.player.Cursor)
 }
@@ -189,6 +189,9 @@ func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, o
 }
 
 func (e *explorer) stepMap(i int) ([]float32, int, int) {
+	if i < 0 || i >= len(e.traj.Steps) || e.traj.Steps[i] == nil {
+		return nil, 0, 0
+	}
 	st := e.traj.Steps[i]
 	if st == nil {
 		return nil, 0, 0
@@ -252,7 +255,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 			e.seed--
 		}
 	}, func() { e.seed++ })
-	a.button(dst, rect{x, head.Y + 3, 90, 26}, "rerun", "Run ↻ (r)", false, func() { e.rerun(a) })
+	a.button(dst, rect{x, head.Y + 3, 90, 26}, "rerun", "Run (r)", false, func() { e.rerun(a) })
 	x += 98
 	scaleLabel := "colours: threshold"
 	if a.scaleMinMax {
@@ -401,13 +404,13 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	t, p := e.traj, e.player
 	bx := inner.X
 	by := inner.Y + 2
-	play := "▶ play"
+	play := "play"
 	if p != nil && p.Playing {
-		play = "❚❚ pause"
+		play = "pause"
 	}
-	a.button(dst, rect{bx, by, 34, 28}, "step:back", "◀", false, func() { p.StepBy(t, -1) })
+	a.button(dst, rect{bx, by, 34, 28}, "step:back", "<", false, func() { p.StepBy(t, -1) })
 	a.button(dst, rect{bx + 38, by, 80, 28}, "play", play, p != nil && p.Playing, func() { p.Toggle(t) })
-	a.button(dst, rect{bx + 122, by, 34, 28}, "step:forward", "▶", false, func() { p.StepBy(t, 1) })
+	a.button(dst, rect{bx + 122, by, 34, 28}, "step:forward", ">", false, func() { p.StepBy(t, 1) })
 	info := "no trajectory"
 	if t != nil && t.Total > 0 {
 		info = fmt.Sprintf("step %d / %d   t = %d   received %d/%d", p.Cursor+1, t.Total, stepT(t, p.Cursor), t.Received, t.Total)
@@ -458,13 +461,14 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 	}
 	scores := e.traj.Scores()
 	th := a.threshold()
-	hi := th * 1.2
-	lo := 0.0
+	lo, hi := th, th
 	for _, s := range scores {
 		if !math.IsNaN(s) {
-			hi = math.Max(hi, s)
+			lo, hi = math.Min(lo, s), math.Max(hi, s)
 		}
 	}
+	pad := 0.15 * (hi - lo)
+	lo, hi = lo-pad, hi+pad
 	if hi <= lo {
 		hi = lo + 1
 	}

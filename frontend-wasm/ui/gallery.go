@@ -276,11 +276,13 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 		y += 20
 	}
 	bw := (textArea.W - 12) / 4
-	for i, b := range []struct{ name, label, v string }{{"verdict:anomalous", "anomalous a", "anomalous"}, {"verdict:normal", "normal n", "normal"}, {"verdict:unsure", "unsure u", "unsure"}, {"verdict:clear", "clear x", ""}} {
+	for i, b := range []struct{ name, label, v string }{{"verdict:anomalous", "anomalous", "anomalous"}, {"verdict:normal", "normal", "normal"}, {"verdict:unsure", "unsure", "unsure"}, {"verdict:clear", "clear", ""}} {
 		b := b
 		a.button(dst, rect{textArea.X + float32(i)*(bw+4), y, bw, 24}, b.name, b.label, im.AnalystLabel == b.v && b.v != "", func() { a.setVerdict(b.v) })
 	}
-	y += 30
-	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note t", a.editing, a.startNote)
-	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore ⏎", false, a.openSelected)
+	y += 28
+	drawText(dst, "keys: a  n  u  x", textArea.X, y, sizeSmall, colDim)
+	y += 18
+	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note (t)", a.editing, a.startNote)
+	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore (Enter)", false, a.openSelected)
 }

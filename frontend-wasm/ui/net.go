@@ -394,7 +394,7 @@ func (a *App) openSelected() {
 			mapImg, err = decodeImage(m.PNG, 0)
 		}
 		if err == nil {
-			srcImg, err = decodeImage(src, mapImg.Bounds().Dx())
+			srcImg, err = decodeImageTo(src, mapImg.Bounds().Dx(), mapImg.Bounds().Dy())
 		}
 		a.post(func() {
 			a.decodes--
@@ -417,6 +417,7 @@ type jobView struct {
 	events    int
 	messages  []string
 	following bool
+	loaded    bool // its history was streamed once (finished jobs)
 }
 
 type point struct{ x, y float64 }
@@ -433,9 +434,11 @@ func (a *App) updateJobs(jobs []shared.Job) {
 		if !v.following || j.State != shared.JobRunning {
 			v.job = j
 		}
-		active := j.State == shared.JobRunning || j.State == shared.JobQueued
-		if active && !v.following {
-			v.following = true
+		// Active jobs are followed live; a finished one replays its
+		// history once, when the monitor shows it.
+		active := !api.JobEnded(j.State)
+		if !v.following && (active || (j.ID == a.selJob && !v.loaded && a.tab == tabTraining)) {
+			v.following, v.loaded = true, true
 			go a.followJob(j.ID)
 		}
 	}

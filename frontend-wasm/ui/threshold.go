@@ -41,9 +41,11 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	// Confusion matrix: rows = ground truth, columns = prediction.
 	cell := min((in.W-90)/2, 90)
 	mx := in.X + 86
-	drawText(dst, "predicted anomalous", mx, y, sizeSmall, colDim)
-	drawText(dst, "normal", mx+cell+18, y+14, sizeSmall, colDim)
-	y += 30
+	drawText(dst, "predicted", mx, y, sizeSmall, colDim)
+	drawTextIn(dst, "anomalous", rect{mx, y + 14, cell, 14}, sizeSmall, colDim)
+	drawTextIn(dst, "normal", rect{mx + cell + 4, y + 14, cell, 14}, sizeSmall, colDim)
+	drawText(dst, "actual", in.X, y+14, sizeSmall, colDim)
+	y += 32
 	grid := []struct {
 		label string
 		o     gallery.Outcome

@@ -1,0 +1,149 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"nhooyr.io/websocket"
+
+	"github.com/diad-project/diad/shared"
+)
+
+func TestErrorsCarryTheServerMessage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/runs/x" {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(shared.APIError{Error: "no run x"})
+			return
+		}
+		http.Error(w, "plain failure", http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "")
+	_, err := c.Run(context.Background(), "x")
+	if !IsStatus(err, 404) || !strings.Contains(err.Error(), "no run x") {
+		t.Fatalf("404: %v", err)
+	}
+	_, err = c.Runs(context.Background())
+	if !IsStatus(err, 502) || !strings.Contains(err.Error(), "plain failure") {
+		t.Fatalf("502: %v", err)
+	}
+}
+
+func TestImagesPagesThroughEveryRow(t *testing.T) {
+	const total = 2345
+	var calls int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		off, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+		lim, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(401)
+			return
+		}
+		page := shared.ImagePage{Total: total, Offset: off, Images: []shared.ImageInfo{}}
+		for i := off; i < min(off+lim, total); i++ {
+			page.Images = append(page.Images, shared.ImageInfo{ImageID: int64(i)})
+		}
+		json.NewEncoder(w).Encode(page)
+	}))
+	defer srv.Close()
+	imgs, err := New(srv.URL, "tok").Images(context.Background(), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != total || imgs[total-1].ImageID != total-1 || calls != 3 {
+		t.Fatalf("%d images in %d calls", len(imgs), calls)
+	}
+}
+
+func TestDenoiseStreamAndErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("token") != "tok" {
+			w.WriteHeader(401)
+			return
+		}
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		ctx := r.Context()
+		b, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "test"})
+		conn.Write(ctx, websocket.MessageText, b)
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		var req shared.DenoiseRequest
+		json.Unmarshal(msg, &req)
+		f, _ := shared.EncodeFrame(shared.Frame{Type: shared.TypeStep, Trajectory: "k", Total: req.Steps, Blobs: []shared.Blob{{Name: "image", Format: "png"}}}, [][]byte{{1, 2, 3}})
+		conn.Write(ctx, websocket.MessageBinary, f)
+		b, _ = json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: "model exploded"})
+		conn.Write(ctx, websocket.MessageText, b)
+		conn.Close(websocket.StatusNormalClosure, "")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := New(srv.URL, "").DialDenoise(ctx); err == nil {
+		t.Fatal("connected without the token")
+	}
+	d, err := New(srv.URL, "tok").DialDenoise(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Server != "test" {
+		t.Fatalf("hello %q", d.Server)
+	}
+	if err := d.Request(ctx, shared.DenoiseRequest{Steps: 7}); err != nil {
+		t.Fatal(err)
+	}
+	f, blobs, err := d.Next(ctx)
+	if err != nil || f.Total != 7 || string(blobs[0]) != "\x01\x02\x03" {
+		t.Fatalf("frame %+v %v %v", f, blobs, err)
+	}
+	_, _, err = d.Next(ctx)
+	var se *StreamError
+	if !errors.As(err, &se) || se.Message != "model exploded" {
+		t.Fatalf("server error: %v", err)
+	}
+	if _, _, err = d.Next(ctx); err == nil || errors.As(err, &se) {
+		t.Fatalf("closed stream: %v", err)
+	}
+}
+
+func TestBackoffDoublesToItsCap(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	var got []time.Duration
+	for i := 0; i < 6; i++ {
+		got = append(got, b.Next())
+	}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("backoff %v", got)
+		}
+	}
+	b.Reset()
+	if b.Next() != 100*time.Millisecond {
+		t.Fatal("reset")
+	}
+}
+
+func TestExportURLs(t *testing.T) {
+	c := New("http://h:1/", "a b")
+	if u := c.ExportURL("r1", ExportParquet); u != "http://h:1/api/v1/runs/r1/files/images.parquet?token=a+b" {
+		t.Fatal(u)
+	}
+	if u := c.ExportURL("r1", ExportCSV); u != "http://h:1/api/v1/runs/r1/export?table=images&format=csv&token=a+b" {
+		t.Fatal(u)
+	}
+}
