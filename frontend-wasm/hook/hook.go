@@ -42,33 +42,34 @@ type Job struct {
 
 // State is the client's state.
 type State struct {
-	Ready      bool // first frame drawn
-	Connected  bool // denoise websocket open (hello received)
-	Server     string
-	Reconnects int
-	Width      int
-	Height     int
-	Tab        string
-	Run        string
-	Runs       int
-	Images     int
-	Visible    int
-	Columns    int
-	Selected   int64
-	Verdict    string // analyst verdict of the selected image
-	Note       string
-	Editing    bool // typing a note
-	Threshold  float64
-	Policy     string
-	Saved      string // threshold policy saved with the run
-	Confusion  Confusion
-	Scale      string // heatmap colour scale: threshold or minmax
-	Trajectory Trajectory
-	Jobs       []Job
-	Status     string // status line
-	Errors     []string
-	FPS        float64 // ebiten.ActualFPS
-	Frames     int64   // frames drawn
-	Pending    int     // image decodes in flight
-	Widgets    map[string]Rect
+	Ready       bool // first frame drawn
+	Connected   bool // denoise websocket open (hello received)
+	Server      string
+	Reconnects  int
+	Width       int
+	Height      int
+	Tab         string
+	Run         string
+	Runs        int
+	Images      int
+	Visible     int
+	Columns     int
+	Selected    int64
+	Verdict     string // analyst verdict of the selected image
+	Note        string
+	Editing     bool // typing a note
+	Threshold   float64
+	Policy      string
+	Saved       string // threshold policy saved with the run
+	Confusion   Confusion
+	Scale       string // heatmap colour scale: threshold or minmax
+	Trajectory  Trajectory
+	Jobs        []Job
+	SelectedJob string // shown in the training monitor
+	Status      string // status line
+	Errors      []string
+	FPS         float64 // ebiten.ActualFPS
+	Frames      int64   // frames drawn
+	Pending     int     // image decodes in flight
+	Widgets     map[string]Rect
 }

@@ -102,9 +102,10 @@ type App struct {
 
 	exp *explorer
 
-	jobs     map[string]*jobView
-	jobOrder []string
-	selJob   string
+	jobs         map[string]*jobView
+	jobOrder     []string
+	selJob       string
+	selJobPicked bool
 
 	// Connection and messages.
 	connected  bool
@@ -161,6 +162,17 @@ func Run() error {
 	go a.pollLoop()
 	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
 	ebiten.SetScreenClearedEveryFrame(false)
+	// Frames only on input or when scheduled (new data, playback, a drag):
+	// an idle page costs nothing, which matters on software-rendered WebGL
+	// where every presented frame is a full-screen CPU composite. The mode is
+	// deprecated in favour of skipping draws, but that alone still presents
+	// the canvas every animation frame in the browser.
+	ebiten.SetFPSMode(ebiten.FPSModeVsyncOffMinimum)
+	go func() {
+		for range time.Tick(500 * time.Millisecond) {
+			ebiten.ScheduleFrame() // fps figure, fading messages, caret
+		}
+	}()
 	ebiten.SetWindowTitle("diad")
 	return ebiten.RunGame(a)
 }
@@ -170,6 +182,7 @@ func (a *App) post(fn func()) {
 	a.inboxMu.Lock()
 	a.inbox = append(a.inbox, fn)
 	a.inboxMu.Unlock()
+	ebiten.ScheduleFrame()
 }
 
 func (a *App) setStatus(msg string) {
@@ -251,6 +264,9 @@ func (a *App) Update() error {
 		a.exp.advance(dt)
 	}
 	a.dirty = a.dirty || changed || len(actions) > 0
+	if a.dirty || a.dragging != "" || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing) {
+		ebiten.ScheduleFrame() // keep frames coming while something moves
+	}
 	return nil
 }
 
@@ -289,22 +305,8 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 	fill(dst, r, colPanel)
 	line(dst, r.X, r.Y+r.H-0.5, r.X+r.W, r.Y+r.H-0.5, 1, colBorder)
 	drawBold(dst, "diad", r.X+14, r.Y+11, sizeTitle, colText)
-	x := r.X + 64
-	for i, name := range tabNames {
-		w := textWidth(name, sizeBody) + 24
-		i := i
-		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "tab:"+strings.ToLower(name), fmt.Sprintf("%s", name), a.tab == i, func() { a.tab = i })
-		x += w + 4
-	}
-	x += 10
-	runLabel := "no run yet"
-	if a.runID != "" {
-		runLabel = "run " + a.runID
-	}
-	w := textWidth(runLabel, sizeBody) + 24
-	a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "run", runLabel, false, a.nextRun)
-	x += w + 8
-	// Right side, right to left: connection, exports, user.
+	// Right side first (right to left: connection, exports, user); the run
+	// selector gets what is left, so narrow windows clip it, not overlap.
 	rx := r.X + r.W - 12
 	conn, ccol := "offline", colError
 	if a.connected {
@@ -321,10 +323,27 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 		a.button(dst, rect{rx, r.Y + 6, bw, r.H - 12}, ex.name, ex.label, false, func() { a.export(ex.format) })
 		rx -= 6
 	}
+	x := r.X + 64
+	for i, name := range tabNames {
+		w := textWidth(name, sizeBody) + 24
+		i := i
+		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "tab:"+strings.ToLower(name), name, a.tab == i, func() { a.tab = i })
+		x += w + 4
+	}
+	x += 10
+	runLabel := "no run yet"
+	if a.runID != "" {
+		runLabel = "run " + a.runID
+	}
 	u := "user: " + a.user
-	uw := textWidth(u, sizeSmall)
-	if rx-uw-10 > x {
-		drawText(dst, u, rx-uw-8, r.Y+13, sizeSmall, colDim)
+	uw := textWidth(u, sizeSmall) + 16
+	space := rx - x - 4
+	if space > textWidth(runLabel, sizeBody)+24+uw {
+		drawText(dst, u, rx-uw+6, r.Y+13, sizeSmall, colDim)
+		space -= uw
+	}
+	if w := min(textWidth(runLabel, sizeBody)+24, space); w > 40 {
+		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "run", runLabel, false, a.nextRun)
 	}
 }
 
@@ -528,7 +547,8 @@ func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
 		Width: a.w, Height: a.h, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
-		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy}
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy,
+		SelectedJob: a.selJob}
 	if a.scaleMinMax {
 		s.Scale = "minmax"
 	}

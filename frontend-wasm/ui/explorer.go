@@ -170,7 +170,8 @@ func (a *App) scaleFor(values []float32) visual.Scale {
 // scale so that a threshold change recolours every view.
 func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, overlay bool) *ebiten.Image {
 	s := a.scaleFor(values)
-	k := fmt.Sprintf("%s|%v|%g|%g", key, overlay, s.Lo, s.Hi)
+	// The input may arrive after the first map: it is part of the key.
+	k := fmt.Sprintf("%s|%v|%v|%g|%g", key, overlay, e.input != nil, s.Lo, s.Hi)
 	if t, ok := e.heat[k]; ok {
 		return t
 	}

@@ -21,7 +21,7 @@ const (
 	captionH     = 20
 	filterW      = 200
 	reviewW      = 300 // review panel beside the grid on wide windows
-	reviewH      = 170 // ... or below it on narrow ones
+	reviewH      = 230 // ... or below it on narrow ones
 	wideWindow   = 1100
 	narrowWindow = 760
 )

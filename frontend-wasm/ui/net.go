@@ -443,7 +443,8 @@ func (a *App) updateJobs(jobs []shared.Job) {
 		}
 	}
 	sort.SliceStable(a.jobOrder, func(x, y int) bool { return a.jobs[a.jobOrder[x]].job.Created.After(a.jobs[a.jobOrder[y]].job.Created) })
-	if a.selJob == "" && len(a.jobOrder) > 0 {
+	// Until the user picks one, the monitor shows the newest job.
+	if !a.selJobPicked && len(a.jobOrder) > 0 {
 		a.selJob = a.jobOrder[0]
 	}
 }

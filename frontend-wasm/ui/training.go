@@ -55,7 +55,7 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 		drawText(dst, j.job.State, row.X+row.W-textWidth(j.job.State, sizeSmall)-6, row.Y+6, sizeSmall, col)
 		progressBar(dst, rect{row.X + 10, row.Y + 26, row.W - 20, 8}, j.job.Progress.Step, j.job.Progress.Total, col)
 		id := id
-		a.hit("job:"+id, row, func() { a.selJob = id })
+		a.hit("job:"+id, row, func() { a.selJob, a.selJobPicked = id, true })
 		y += 46
 	}
 	j := a.jobs[a.selJob]
@@ -105,7 +105,11 @@ func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 	stroke(dst, r, 1, colBorder)
 	a.widgets["losschart"] = r
 	if len(j.loss) == 0 && len(j.val) == 0 {
-		drawTextIn(dst, "loss curve: waiting for training steps", r, sizeSmall, colDim)
+		msg := "loss curve: waiting for training steps"
+		if j.job.Kind != shared.JobTrain {
+			msg = "a " + j.job.Kind + " job reports progress only (no loss curve)"
+		}
+		drawTextIn(dst, msg, r, sizeSmall, colDim)
 		return
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
