@@ -491,7 +491,7 @@ func (a *App) onJobEvent(id string, ev shared.JobEvent) {
 		v.val = append(v.val, point{float64(ev.Step), ev.ValLoss})
 	}
 	if ev.Message != "" {
-		v.messages = append(v.messages, ev.Time.Format("15:04:05")+"  "+ev.Message)
+		v.messages = append(v.messages, ev.Time.Format("15:04:05")+"  "+ev.Kind+": "+ev.Message)
 		if len(v.messages) > 200 {
 			v.messages = v.messages[len(v.messages)-200:]
 		}

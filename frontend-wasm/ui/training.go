@@ -53,7 +53,7 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 		drawBold(dst, j.job.Kind, row.X+10, row.Y+4, sizeBody, colText)
 		drawText(dst, clip(id, row.W-120, sizeSmall), row.X+60, row.Y+6, sizeSmall, colDim)
 		drawText(dst, j.job.State, row.X+row.W-textWidth(j.job.State, sizeSmall)-6, row.Y+6, sizeSmall, col)
-		progressBar(dst, rect{row.X + 10, row.Y + 26, row.W - 20, 8}, j.job.Progress.Step, j.job.Progress.Total, col)
+		progressBar(dst, rect{row.X + 10, row.Y + 26, row.W - 20, 8}, j.job, col)
 		id := id
 		a.hit("job:"+id, row, func() { a.selJob, a.selJobPicked = id, true })
 		y += 46
@@ -75,7 +75,7 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 		head += " · live"
 	}
 	drawText(dst, clip(head, din.W, sizeBody), din.X, din.Y, sizeBody, colText)
-	progressBar(dst, rect{din.X, din.Y + 22, din.W, 10}, p.Step, p.Total, rgba(jobColor(j.job.State)))
+	progressBar(dst, rect{din.X, din.Y + 22, din.W, 10}, j.job, rgba(jobColor(j.job.State)))
 	if j.job.Error != "" {
 		drawText(dst, clip("error: "+j.job.Error, din.W, sizeBody), din.X, din.Y+40, sizeBody, colError)
 	}
@@ -93,9 +93,15 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 
 func rgba(c [4]uint8) color.RGBA { return color.RGBA{c[0], c[1], c[2], c[3]} }
 
-func progressBar(dst *ebiten.Image, r rect, step, total int, c color.RGBA) {
+// progressBar: a finished job is full even when it never knew its total
+// (training until a loss target, say).
+func progressBar(dst *ebiten.Image, r rect, j shared.Job, c color.RGBA) {
 	fill(dst, r, colBG)
-	if total > 0 {
+	step, total := j.Progress.Step, j.Progress.Total
+	switch {
+	case j.State == shared.JobSucceeded:
+		fill(dst, r, c)
+	case total > 0:
 		fill(dst, rect{r.X, r.Y, r.W * float32(min(step, total)) / float32(total), r.H}, c)
 	}
 }
@@ -113,19 +119,22 @@ func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 		return
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
-	xmax := 1.0
+	xmin, xmax := math.Inf(1), math.Inf(-1)
 	for _, s := range [][]point{j.loss, j.val} {
 		for _, p := range s {
 			lo, hi = math.Min(lo, p.y), math.Max(hi, p.y)
-			xmax = math.Max(xmax, p.x)
+			xmin, xmax = math.Min(xmin, p.x), math.Max(xmax, p.x)
 		}
+	}
+	if xmax <= xmin {
+		xmax = xmin + 1
 	}
 	if hi <= lo {
 		hi = lo + 1
 	}
 	plot := r.inset(10)
 	pos := func(p point) (float32, float32) {
-		return plot.X + plot.W*float32(p.x/xmax), plot.Y + plot.H*(1-float32((p.y-lo)/(hi-lo)))
+		return plot.X + plot.W*float32((p.x-xmin)/(xmax-xmin)), plot.Y + plot.H*(1-float32((p.y-lo)/(hi-lo)))
 	}
 	for i := 1; i < len(j.loss); i++ {
 		x0, y0 := pos(j.loss[i-1])
@@ -140,4 +149,6 @@ func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 	drawText(dst, "validation", plot.X+plot.W-70, plot.Y, sizeSmall, colAnomaly)
 	drawText(dst, fmtScore(hi), plot.X, plot.Y, sizeSmall, colDim)
 	drawText(dst, fmtScore(lo), plot.X, plot.Y+plot.H-14, sizeSmall, colDim)
+	steps := fmt.Sprintf("steps %g-%g", xmin, xmax)
+	drawText(dst, steps, plot.X+plot.W-textWidth(steps, sizeSmall), plot.Y+plot.H-14, sizeSmall, colDim)
 }
