@@ -39,6 +39,10 @@ type Output struct {
 // ErrNotFound is returned for unknown job ids.
 var ErrNotFound = errors.New("jobs: no such job")
 
+// jobHistory is how many of a job's latest events a late subscriber (a
+// browser that reconnects, or opens a finished job) replays.
+const jobHistory = 4096
+
 // ErrClosed is returned when the runner no longer accepts jobs.
 var ErrClosed = errors.New("jobs: shutting down")
 
@@ -89,7 +93,7 @@ func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, erro
 		if err := json.Unmarshal(b, &j); err != nil || !ValidID(j.ID) {
 			return nil, fmt.Errorf("jobs: corrupt record %s: %v", f, err)
 		}
-		e := &entry{job: j, hub: stream.NewHub(64, false, stats)}
+		e := &entry{job: j, hub: stream.NewHub(64, jobHistory, stats)}
 		switch j.State {
 		case shared.JobRunning:
 			now := time.Now().UTC()
@@ -151,7 +155,7 @@ func (r *Runner) Submit(kind string, config map[string]any) (shared.Job, error) 
 	if err := r.save(j); err != nil {
 		return shared.Job{}, err
 	}
-	r.jobs[j.ID] = &entry{job: j, hub: stream.NewHub(64, false, r.stats)}
+	r.jobs[j.ID] = &entry{job: j, hub: stream.NewHub(64, jobHistory, r.stats)}
 	r.queue = append(r.queue, j.ID)
 	r.signal()
 	return j, nil

@@ -104,10 +104,8 @@ func startEnv(t *testing.T, mod func(*Config)) *env {
 	case err := <-done:
 		t.Fatalf("server did not start: %v", err)
 	}
-	e.stop = func() {
-		cancel()
-		<-done
-	}
+	var once sync.Once
+	e.stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(e.stop)
 	return e
 }

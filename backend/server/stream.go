@@ -165,7 +165,7 @@ func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest)
 	if e, ok := s.trajectories[key]; ok {
 		return e.hub
 	}
-	h := stream.NewHub(s.cfg.StreamQueue, true, s.stats)
+	h := stream.NewHub(s.cfg.StreamQueue, maxTrajectorySteps+1, s.stats)
 	entry := &trajectoryEntry{hub: h}
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
@@ -298,6 +298,10 @@ func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, ke
 	return nil
 }
 
+// maxTrajectorySteps bounds a denoise request's steps (and so the frames a
+// trajectory keeps for late subscribers).
+const maxTrajectorySteps = 1000
+
 // acceptWS upgrades with Origin checking (same origin plus the allow-list).
 func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, error) {
 	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
@@ -344,22 +348,25 @@ func (s *Server) wsJob(c echo.Context) error {
 		return nil
 	}
 	defer conn.CloseNow()
-	ctx, stop := s.wsContext(c)
+	ctx, stop := s.wsContext(c, conn)
 	defer stop()
 	ctx = conn.CloseRead(ctx)
 	if err := s.pump(ctx, conn, sub); err == nil {
 		conn.Close(websocket.StatusNormalClosure, "job finished")
-	} else if s.wsCtx.Err() != nil {
-		conn.Close(websocket.StatusGoingAway, "server shutting down")
 	}
 	return nil
 }
 
 // wsContext is a websocket handler's context: the request's, ended also
-// when the server shuts down.
-func (s *Server) wsContext(c echo.Context) (context.Context, func()) {
+// when the server shuts down - after a proper close frame (StatusGoingAway),
+// so that clients know to reconnect (a cancelled read would only drop the
+// connection).
+func (s *Server) wsContext(c echo.Context, conn *websocket.Conn) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(c.Request().Context())
-	stop := context.AfterFunc(s.wsCtx, cancel)
+	stop := context.AfterFunc(s.wsCtx, func() {
+		conn.Close(websocket.StatusGoingAway, "server shutting down")
+		cancel()
+	})
 	return ctx, func() { stop(); cancel() }
 }
 
@@ -370,13 +377,8 @@ func (s *Server) wsDenoise(c echo.Context) error {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(64 << 10)
-	ctx, stop := s.wsContext(c)
+	ctx, stop := s.wsContext(c, conn)
 	defer stop()
-	defer func() {
-		if s.wsCtx.Err() != nil {
-			conn.Close(websocket.StatusGoingAway, "server shutting down")
-		}
-	}()
 	hello, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "diad " + s.status.Version.Diad})
 	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
 		return nil
@@ -401,8 +403,8 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		if err := dec.Decode(&req); err != nil || req.Type != shared.TypeDenoise {
 			return fail("malformed denoise request: want {\"type\":\"denoise\", ...}")
 		}
-		if req.Steps < 0 || req.Steps > 1000 || req.StartT < 0 || req.StartT > 999 || math.IsNaN(req.Eta) || req.Eta < 0 || req.Eta > 1 {
-			return fail("steps must be 0..1000, start_t 0..999, eta 0..1")
+		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 || req.StartT > 999 || math.IsNaN(req.Eta) || req.Eta < 0 || req.Eta > 1 {
+			return fail(fmt.Sprintf("steps must be 0..%d, start_t 0..999, eta 0..1", maxTrajectorySteps))
 		}
 		source, err := s.resolveSource(req)
 		if err != nil {

@@ -30,21 +30,22 @@ type Stats struct {
 type Hub struct {
 	mu      sync.Mutex
 	queue   int
-	keep    bool // keep history for late subscribers
+	keep    int // history kept for late subscribers: the latest keep messages
 	history []Message
 	final   *Message
 	subs    map[*Subscriber]struct{}
 	stats   *Stats
 }
 
-// NewHub makes a hub whose subscribers queue at most queue messages. With
-// keepHistory, late subscribers get every message published before they
-// joined (bounded by the producer; trajectories are short).
-func NewHub(queue int, keepHistory bool, stats *Stats) *Hub {
+// NewHub makes a hub whose subscribers queue at most queue messages. Late
+// subscribers first get the latest keepHistory messages published before
+// they joined (a trajectory keeps all of its at most 1000 steps; a job its
+// recent events, so a long training run does not grow without bound).
+func NewHub(queue, keepHistory int, stats *Stats) *Hub {
 	if stats == nil {
 		stats = &Stats{}
 	}
-	return &Hub{queue: max(queue, 1), keep: keepHistory, subs: map[*Subscriber]struct{}{}, stats: stats}
+	return &Hub{queue: max(queue, 1), keep: max(keepHistory, 0), subs: map[*Subscriber]struct{}{}, stats: stats}
 }
 
 // Subscriber is one reader of a hub.
@@ -92,7 +93,12 @@ func (h *Hub) Publish(m Message) {
 		}
 		return
 	}
-	if h.keep {
+	if h.keep > 0 {
+		if len(h.history) == h.keep {
+			// Drop the oldest; copy down so the backing array stays bounded.
+			n := copy(h.history, h.history[1:])
+			h.history = h.history[:n]
+		}
 		h.history = append(h.history, m)
 	}
 	for s := range h.subs {

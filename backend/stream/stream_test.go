@@ -20,7 +20,7 @@ func collect(s *Subscriber) []string {
 
 func TestFastReadersGetEverythingSlowOnesTheFinal(t *testing.T) {
 	stats := &Stats{}
-	h := NewHub(4, true, stats)
+	h := NewHub(4, 100, stats)
 	fast := h.Subscribe()
 	stalled := h.Subscribe() // never reads until the end
 	var got []string
@@ -50,8 +50,20 @@ func TestFastReadersGetEverythingSlowOnesTheFinal(t *testing.T) {
 	}
 }
 
+func TestHistoryKeepsTheLatestMessages(t *testing.T) {
+	h := NewHub(4, 3, nil)
+	for i := 0; i < 10; i++ {
+		h.Publish(Message{Data: []byte(fmt.Sprint(i))})
+	}
+	h.Publish(Message{Data: []byte("final"), Final: true})
+	got := collect(h.Subscribe())
+	if fmt.Sprint(got) != "[7 8 9 final]" || cap(h.history) > 4 {
+		t.Fatalf("late subscriber got %v (history capacity %d)", got, cap(h.history))
+	}
+}
+
 func TestPublishNeverBlocks(t *testing.T) {
-	h := NewHub(1, false, nil)
+	h := NewHub(1, 0, nil)
 	for i := 0; i < 100; i++ {
 		h.Subscribe()
 	}
@@ -71,7 +83,7 @@ func TestPublishNeverBlocks(t *testing.T) {
 
 func TestCloseAndStop(t *testing.T) {
 	stats := &Stats{}
-	h := NewHub(2, false, stats)
+	h := NewHub(2, 0, stats)
 	s := h.Subscribe()
 	s.Close()
 	if stats.Subscribers.Load() != 0 {

@@ -12,9 +12,6 @@ import (
 	"github.com/diad-project/diad/shared"
 )
 
-// imageTex wraps a loaded texture (nil while loading).
-type imageTex struct{ img *ebiten.Image }
-
 // Gallery geometry.
 const (
 	thumbCell    = 150 // cell width and thumbnail height
@@ -191,7 +188,7 @@ func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gal
 	imgArea, caption := cell.cutTop(cell.H-captionH, 0)
 	fill(dst, imgArea, colRaised)
 	if t := a.thumb(im); t != nil {
-		drawImageFit(dst, t.img, imgArea.inset(3), ebiten.FilterLinear)
+		drawImageFit(dst, t, imgArea.inset(3), ebiten.FilterLinear)
 	} else {
 		drawTextIn(dst, "…", imgArea, sizeSmall, colDim)
 	}
@@ -227,7 +224,7 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	}
 	fill(dst, picture, colRaised)
 	if t := a.thumb(im); t != nil {
-		drawImageFit(dst, t.img, picture, ebiten.FilterLinear)
+		drawImageFit(dst, t, picture, ebiten.FilterLinear)
 	}
 	stroke(dst, fitRect(picture.W, picture.W, picture), 3, outcomeColor[o])
 	gt := "normal"

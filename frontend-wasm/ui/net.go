@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/hajimehoshi/ebiten/v2"
+
 	"github.com/diad-project/diad/frontend-wasm/api"
 	"github.com/diad-project/diad/frontend-wasm/gallery"
 	"github.com/diad-project/diad/frontend-wasm/tuning"
@@ -77,9 +79,9 @@ func (a *App) selectRun(id string) {
 
 // thumb returns an image's thumbnail, starting its download and decode when
 // it is not there yet (nil meanwhile).
-func (a *App) thumb(im shared.ImageInfo) *imageTex {
+func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 	if t, ok := a.thumbs.tex[im.ImageID]; ok {
-		return &imageTex{t}
+		return t
 	}
 	if a.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes {
 		return nil
