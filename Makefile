@@ -28,7 +28,7 @@ build: setup
 
 ## web: compile the browser client (Go -> WebAssembly) into bin/web, where `diad serve` finds it
 web:
-	GOOS=js GOARCH=wasm CGO_ENABLED=0 go build -trimpath -o bin/web/diad.wasm ./cmd/diad-web
+	GOOS=js GOARCH=wasm CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/web/diad.wasm ./cmd/diad-web
 	cp "$$(go env GOROOT)/lib/wasm/wasm_exec.js" bin/web/wasm_exec.js
 
 ## run: build the server and the client, start the server on $(ADDR)

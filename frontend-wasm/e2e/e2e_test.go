@@ -527,6 +527,19 @@ func TestBrowserClient(t *testing.T) {
 		if _, sat := colourful(img, s.Widgets["legend"]); sat < 0.3 {
 			t.Errorf("legend carries no colour scale (%.3f saturated)", sat)
 		}
+		// Min-max colours are an explicit switch, and they recolour the map.
+		if s.Scale != "threshold" {
+			t.Fatalf("default colour scale %q, want the calibrated one", s.Scale)
+		}
+		p.key("m")
+		p.wait("min-max colours", 10*time.Second, func(s hook.State) bool { return s.Scale == "minmax" })
+		time.Sleep(200 * time.Millisecond)
+		mm := p.shot("explorer-minmax")
+		if d := meanDiff(img, mm, s.Widgets["explorer:heatmap"]); d < 2 {
+			t.Errorf("min-max colours look like the calibrated ones (mean difference %.2f)", d)
+		}
+		p.key("m")
+		p.wait("calibrated colours", 10*time.Second, func(s hook.State) bool { return s.Scale == "threshold" })
 		// Play the whole trajectory from the start.
 		p.key(" ")
 		s = p.wait("playback to reach the last step", time.Minute, func(s hook.State) bool {
@@ -683,6 +696,24 @@ func TestBrowserClient(t *testing.T) {
 			}
 		}
 	})
+}
+
+// meanDiff is the mean absolute RGB difference of two screenshots in r.
+func meanDiff(a, b image.Image, r hook.Rect) float64 {
+	var sum float64
+	n := 0
+	for y := int(r[1]); y < int(r[1]+r[3]); y++ {
+		for x := int(r[0]); x < int(r[0]+r[2]); x++ {
+			ar, ag, ab, _ := a.At(x, y).RGBA()
+			br, bg, bb, _ := b.At(x, y).RGBA()
+			sum += math.Abs(float64(ar>>8)-float64(br>>8)) + math.Abs(float64(ag>>8)-float64(bg>>8)) + math.Abs(float64(ab>>8)-float64(bb>>8))
+			n += 3
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 type fpsSummary struct{ mean, min, median float64 }
