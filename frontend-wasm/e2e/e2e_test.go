@@ -382,7 +382,7 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-func openBrowser(t *testing.T, url string, w, h int64) *page {
+func openBrowser(t *testing.T, url string, w, h int64, scale float64) *page {
 	exe := chromium(t)
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe), chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless,
@@ -398,7 +398,7 @@ func openBrowser(t *testing.T, url string, w, h int64) *page {
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }))
 	t.Cleanup(func() { cancelC(); cancelA() })
 	p := &page{t: t, ctx: ctx, dir: artifacts(t), close: func() { cancelC(); cancelA() }}
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(w, h), chromedp.Navigate(url)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(w, h, chromedp.EmulateScale(scale)), chromedp.Navigate(url)); err != nil {
 		t.Fatalf("open %s: %v (%v)", url, err, logs)
 	}
 	return p
@@ -419,7 +419,7 @@ func TestBrowserClient(t *testing.T) {
 	e.call(t, "GET", "/api/v1/runs/"+runID+"/images?sort=-score&limit=1000", nil, &want)
 
 	// The yardstick for frame rates: this browser with an empty ebiten game.
-	base := openBrowser(t, e.base+"/?baseline=1", 1280, 800)
+	base := openBrowser(t, e.base+"/?baseline=1", 1280, 800, 1)
 	base.wait("the baseline page", time.Minute, func(s hook.State) bool { return s.Ready && s.Frames > 30 })
 	time.Sleep(2 * time.Second)
 	bs0, bt0 := base.state(), time.Now()
@@ -429,7 +429,7 @@ func TestBrowserClient(t *testing.T) {
 	t.Logf("baseline: empty ebiten game draws %.1f frames/s (ActualFPS %.1f)", baselineFPS, bs1.FPS)
 	base.close()
 
-	p := openBrowser(t, e.base+"/?user=e2e", 1280, 800)
+	p := openBrowser(t, e.base+"/?user=e2e", 1280, 800, 1)
 	s := p.wait("the client to load, connect and show the gallery", 2*time.Minute, func(s hook.State) bool {
 		return s.Ready && s.Connected && s.Run == runID && s.Images == want.Total && s.Visible == want.Total
 	})
@@ -671,6 +671,19 @@ func TestBrowserClient(t *testing.T) {
 			t.Fatalf("narrow window: %d columns (wide %d), review at y %.0f, grid at y %.0f", narrow.Columns, wide.Columns, r[1], g[1])
 		}
 		p.shot("gallery-narrow")
+		// A HiDPI screen (its own page: browsers fix the pixel ratio per
+		// page load): rendered at twice the resolution, laid out and
+		// clicked in CSS pixels as before.
+		hp := openBrowser(t, e.base+"/?user=e2e", 1024, 700, 2)
+		hi := hp.wait("a HiDPI page", time.Minute, func(s hook.State) bool { return s.Ready && s.Images == want.Total && s.DPR == 2 })
+		hp.click("tab:threshold")
+		hp.wait("a click at CSS coordinates on a HiDPI canvas", 10*time.Second, func(s hook.State) bool { return s.Tab == "Threshold" })
+		img := hp.shot("threshold-hidpi")
+		if b := img.Bounds(); b.Dx() != 2*hi.Width {
+			t.Fatalf("HiDPI screenshot %dx%d for a %d px wide page", b.Dx(), b.Dy(), hi.Width)
+		}
+		hp.close()
+		p.key("1")
 		p.do("wide viewport", chromedp.EmulateViewport(1280, 800))
 	})
 

@@ -48,6 +48,7 @@ type State struct {
 	Reconnects  int
 	Width       int
 	Height      int
+	DPR         float64 // device pixels per CSS pixel the client renders at (Width and Height are CSS pixels)
 	Tab         string
 	Run         string
 	Runs        int

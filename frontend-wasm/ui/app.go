@@ -75,10 +75,11 @@ type App struct {
 
 	// Redraw only on change: an idle page costs the browser little, and a
 	// busy one (frames streaming) spends its time on what changed.
-	dirty    bool
-	lastDraw time.Time
-	drawnW   int
-	drawnH   int
+	dirty      bool
+	lastDraw   time.Time
+	drawnW     int
+	drawnH     int
+	drawnScale float32
 
 	// Input of the current frame. A click waits until a widget drawn under
 	// it takes it.
@@ -208,10 +209,12 @@ func (a *App) survive(where string) {
 	}
 }
 
-// Layout uses CSS pixels: the canvas fills the page.
+// Layout: the canvas fills the page; the app lays out in CSS pixels (w, h)
+// and renders at device resolution.
 func (a *App) Layout(w, h int) (int, int) {
 	a.w, a.h = w, h
-	return w, h
+	uiScale = float32(max(ebiten.Monitor().DeviceScaleFactor(), 1))
+	return int(float32(w) * uiScale), int(float32(h) * uiScale)
 }
 
 // Update runs once per tick: inbox, input, queued widget actions, playback.
@@ -232,7 +235,8 @@ func (a *App) Update() error {
 	}
 	a.lastTick = now
 
-	mx, my := ebiten.CursorPosition()
+	mx, my := ebiten.CursorPosition() // device pixels
+	mx, my = int(float32(mx)/uiScale), int(float32(my)/uiScale)
 	changed = changed || mx != a.mx || my != a.my || a.dragging != "" || a.editing ||
 		len(inpututil.AppendJustPressedKeys(nil)) > 0 || len(inpututil.AppendJustReleasedKeys(nil)) > 0 ||
 		inpututil.IsMouseButtonJustReleased(ebiten.MouseButtonLeft)
@@ -274,10 +278,11 @@ func (a *App) Update() error {
 // clicks into actions for the next Update.
 func (a *App) Draw(screen *ebiten.Image) {
 	// A slow heartbeat keeps the fps figure and fading messages current.
-	if !a.dirty && a.w == a.drawnW && a.h == a.drawnH && time.Since(a.lastDraw) < 250*time.Millisecond {
+	if !a.dirty && a.w == a.drawnW && a.h == a.drawnH && uiScale == a.drawnScale && time.Since(a.lastDraw) < 250*time.Millisecond {
 		return
 	}
 	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h
+	a.drawnScale = uiScale
 	defer a.survive("draw")
 	screen.Fill(colBG)
 	clear(a.widgets)
@@ -545,7 +550,7 @@ func trimFloat(v float64, prec int) string {
 // stateJSON is window.diadState().
 func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
-		Width: a.w, Height: a.h, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
+		Width: a.w, Height: a.h, DPR: float64(uiScale), Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
 		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy,
 		SelectedJob: a.selJob}

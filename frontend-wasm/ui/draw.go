@@ -21,6 +21,11 @@ import (
 // rect is an area of the canvas in logical (CSS) pixels.
 type rect struct{ X, Y, W, H float32 }
 
+// uiScale is device pixels per CSS pixel: the screen is rendered at the
+// device's resolution (crisp text on HiDPI displays) while layout, input and
+// the test hook stay in CSS pixels. Only the primitives below apply it.
+var uiScale float32 = 1
+
 func (r rect) contains(x, y int) bool {
 	fx, fy := float32(x), float32(y)
 	return fx >= r.X && fy >= r.Y && fx < r.X+r.W && fy < r.Y+r.H
@@ -47,8 +52,10 @@ func (r rect) columns(n int, gap float32) []rect {
 	return out
 }
 
+// image is r in device pixels, for clipping with SubImage.
 func (r rect) image() image.Rectangle {
-	return image.Rect(int(r.X), int(r.Y), int(math.Ceil(float64(r.X+r.W))), int(math.Ceil(float64(r.Y+r.H))))
+	s := uiScale
+	return image.Rect(int(r.X*s), int(r.Y*s), int(math.Ceil(float64((r.X+r.W)*s))), int(math.Ceil(float64((r.Y+r.H)*s))))
 }
 
 func (r rect) hook() hook.Rect {
@@ -119,19 +126,21 @@ const (
 )
 
 func drawText(dst *ebiten.Image, s string, x, y float32, size float64, c color.Color) {
-	op := &text.DrawOptions{}
-	op.GeoM.Translate(float64(x), float64(y))
-	op.ColorScale.ScaleWithColor(c)
-	text.Draw(dst, s, face(size, false), op)
+	drawFace(dst, s, x, y, size, false, c)
 }
 
 func drawBold(dst *ebiten.Image, s string, x, y float32, size float64, c color.Color) {
-	op := &text.DrawOptions{}
-	op.GeoM.Translate(float64(x), float64(y))
-	op.ColorScale.ScaleWithColor(c)
-	text.Draw(dst, s, face(size, true), op)
+	drawFace(dst, s, x, y, size, true, c)
 }
 
+func drawFace(dst *ebiten.Image, s string, x, y float32, size float64, bold bool, c color.Color) {
+	op := &text.DrawOptions{}
+	op.GeoM.Translate(float64(x*uiScale), float64(y*uiScale))
+	op.ColorScale.ScaleWithColor(c)
+	text.Draw(dst, s, face(size*float64(uiScale), bold), op)
+}
+
+// textWidth is in CSS pixels.
 func textWidth(s string, size float64) float32 {
 	w, _ := text.Measure(s, face(size, false), 0)
 	return float32(w)
@@ -156,11 +165,13 @@ func clip(s string, w float32, size float64) string {
 }
 
 func fill(dst *ebiten.Image, r rect, c color.Color) {
-	vector.DrawFilledRect(dst, r.X, r.Y, r.W, r.H, c, false)
+	s := uiScale
+	vector.DrawFilledRect(dst, r.X*s, r.Y*s, r.W*s, r.H*s, c, false)
 }
 
 func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
-	vector.StrokeRect(dst, r.X+w/2, r.Y+w/2, r.W-w, r.H-w, w, c, false)
+	s := uiScale
+	vector.StrokeRect(dst, (r.X+w/2)*s, (r.Y+w/2)*s, (r.W-w)*s, (r.H-w)*s, w*s, c, false)
 }
 
 // line draws without antialiasing: ebiten antialiases through a
@@ -168,7 +179,8 @@ func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
 // plain draws alternate, which costs a full-screen pass each time (measured:
 // the explorer drew at a tenth of an empty game's frame rate with it).
 func line(dst *ebiten.Image, x0, y0, x1, y1, w float32, c color.Color) {
-	vector.StrokeLine(dst, x0, y0, x1, y1, w, c, false)
+	s := uiScale
+	vector.StrokeLine(dst, x0*s, y0*s, x1*s, y1*s, w*s, c, false)
 }
 
 func panel(dst *ebiten.Image, r rect, title string) rect {
@@ -189,8 +201,8 @@ func drawImageFit(dst, img *ebiten.Image, r rect, filter ebiten.Filter) rect {
 	s := float32(math.Min(float64(r.W/iw), float64(r.H/ih)))
 	out := rect{r.X + (r.W-iw*s)/2, r.Y + (r.H-ih*s)/2, iw * s, ih * s}
 	op := &ebiten.DrawImageOptions{Filter: filter}
-	op.GeoM.Scale(float64(s), float64(s))
-	op.GeoM.Translate(float64(out.X), float64(out.Y))
+	op.GeoM.Scale(float64(s*uiScale), float64(s*uiScale))
+	op.GeoM.Translate(float64(out.X*uiScale), float64(out.Y*uiScale))
 	dst.DrawImage(img, op)
 	return out
 }
