@@ -60,7 +60,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(b)
 	}
-	resp, err := c.send(ctx, method, path, rd)
+	resp, err := c.send(ctx, method, path, rd, "application/json")
 	if err != nil {
 		return err
 	}
@@ -75,13 +75,13 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 }
 
 // send performs a request and turns a non-2xx answer into *Error.
-func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -149,7 +149,7 @@ func (c *Client) Metrics(ctx context.Context, run string) ([]shared.MetricValue,
 }
 
 func (c *Client) bytes(ctx context.Context, path string) ([]byte, http.Header, error) {
-	resp, err := c.send(ctx, http.MethodGet, path, nil)
+	resp, err := c.send(ctx, http.MethodGet, path, nil, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -199,6 +199,20 @@ func (c *Client) SetLabel(ctx context.Context, run string, image int64, req shar
 func (c *Client) SetThreshold(ctx context.Context, run string, req shared.ThresholdRequest) (shared.RunInfo, error) {
 	var r shared.RunInfo
 	return r, c.do(ctx, http.MethodPut, "/api/v1/runs/"+url.PathEscape(run)+"/threshold", req, &r)
+}
+
+// Upload sends an image file (PNG or JPEG) for ad-hoc denoising.
+func (c *Client) Upload(ctx context.Context, data []byte) (shared.Upload, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/api/v1/uploads", bytes.NewReader(data), "application/octet-stream")
+	if err != nil {
+		return shared.Upload{}, err
+	}
+	defer resp.Body.Close()
+	var u shared.Upload
+	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
+		return shared.Upload{}, fmt.Errorf("POST /api/v1/uploads: decode answer: %w", err)
+	}
+	return u, nil
 }
 
 // Jobs lists every job the server knows, oldest first.

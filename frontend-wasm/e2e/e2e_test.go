@@ -605,6 +605,41 @@ func TestBrowserClient(t *testing.T) {
 		p.shot("explorer-rerun")
 	})
 
+	t.Run("drop an image", func(t *testing.T) {
+		p.t = t
+		// A test image of the dataset, dropped on the page like a file
+		// from the desktop: uploaded, then denoised in the explorer.
+		var file string
+		filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
+			if err == nil && file == "" && strings.Contains(path, "test") && !strings.Contains(path, "good") && strings.HasSuffix(path, ".png") {
+				file = path
+			}
+			return nil
+		})
+		if file == "" {
+			t.Fatal("no defect image in the dataset")
+		}
+		data := &input.DragData{Items: []*input.DragDataItem{}, Files: []string{file}, DragOperationsMask: 1}
+		x, y := 640.0, 400.0
+		p.do("drop a file",
+			call(input.DispatchDragEvent, input.DispatchDragEventParams{Type: input.DispatchDragEventTypeDragEnter, X: x, Y: y, Data: data}),
+			call(input.DispatchDragEvent, input.DispatchDragEventParams{Type: input.DispatchDragEventTypeDragOver, X: x, Y: y, Data: data}),
+			call(input.DispatchDragEvent, input.DispatchDragEventParams{Type: input.DispatchDragEventTypeDrop, X: x, Y: y, Data: data}))
+		s := p.wait("the dropped image to be uploaded and denoised", 2*time.Minute, func(s hook.State) bool {
+			return s.Tab == "Explorer" && s.Trajectory.Upload != "" && s.Trajectory.Complete && s.Pending == 0
+		})
+		var uploads []os.DirEntry
+		uploads, _ = os.ReadDir(filepath.Join(e.dataDir, "uploads"))
+		if s.Trajectory.Image != -1 || len(uploads) != 1 || !strings.HasPrefix(uploads[0].Name(), s.Trajectory.Upload) {
+			t.Fatalf("dropped image: trajectory %+v, uploads %v", s.Trajectory, uploads)
+		}
+		time.Sleep(200 * time.Millisecond)
+		img := p.shot("explorer-dropped")
+		if _, sat := colourful(img, p.state().Widgets["explorer:heatmap"]); sat < 0.05 {
+			t.Errorf("dropped image's heatmap carries no colour (%.3f)", sat)
+		}
+	})
+
 	t.Run("threshold", func(t *testing.T) {
 		p.t = t
 		p.key("3")

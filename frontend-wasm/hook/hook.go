@@ -18,8 +18,9 @@ type Confusion struct {
 
 // Trajectory is the denoising trajectory on screen.
 type Trajectory struct {
-	Image    int64
-	T0       int // diffusion timestep of the first step
+	Image    int64  // -1 for a dropped image
+	Upload   string // upload id of a dropped image
+	T0       int    // diffusion timestep of the first step
 	Total    int
 	Received int
 	Cursor   int

@@ -258,6 +258,11 @@ func (a *App) Update() error {
 		changed = true
 	}
 	a.keys()
+	if fsys := ebiten.DroppedFiles(); fsys != nil {
+		changed = true
+		a.setStatus("uploading the dropped file…")
+		go a.uploadDropped(fsys)
+	}
 	actions := a.actions
 	a.actions = nil
 	for _, fn := range actions {
@@ -579,7 +584,7 @@ func (a *App) stateJSON() string {
 	}
 	if e := a.exp; e != nil && e.traj != nil {
 		t := e.traj
-		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
+		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Upload: e.upload, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
 			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: stepT(t, 0)}
 		if t.Final != nil {
 			s.Trajectory.Score = t.Final.Score

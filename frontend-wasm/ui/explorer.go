@@ -28,6 +28,10 @@ const (
 type explorer struct {
 	image shared.ImageInfo
 	run   string
+	// An image dropped on the page instead of a run's: its upload id and
+	// file, decoded again at the map's size once that is known.
+	upload string
+	source []byte
 
 	// The stored result of the run: input at map size and its map.
 	input     *image.RGBA
@@ -86,14 +90,25 @@ func (e *explorer) setStored(src, mapImg *image.RGBA, offset, scale float32) {
 	for i := range e.stored {
 		e.stored[i] = offset + float32(mapImg.Pix[4*i])/255*scale
 	}
+	e.setInput(src)
+}
+
+func (e *explorer) setInput(src *image.RGBA) {
+	if e.inputTex != nil {
+		e.inputTex.Deallocate()
+	}
 	e.input = src
 	e.inputTex = ebiten.NewImageFromImage(src)
+	e.clearHeat()
 }
 
 // rerun requests the trajectory with the current controls.
 func (e *explorer) rerun(a *App) {
 	id := e.image.ImageID
 	r := shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed}
+	if e.upload != "" {
+		r = shared.DenoiseRequest{UploadID: e.upload, StartT: e.t0, Steps: e.steps, Seed: e.seed}
+	}
 	for k, t := range e.tex {
 		t.Deallocate()
 		delete(e.tex, k)
@@ -104,7 +119,14 @@ func (e *explorer) rerun(a *App) {
 	e.player = trajectory.NewPlayer(a.cfg.StepTime)
 	e.maxCursor, e.played = 0, 0
 	a.requestTrajectory(r)
-	a.setStatus(fmt.Sprintf("denoising image %d (t0 %s, steps %s, seed %d)…", id, orAuto(e.t0), orAuto(e.steps), e.seed))
+	a.setStatus(fmt.Sprintf("denoising %s (t0 %s, steps %s, seed %d)…", e.name(), orAuto(e.t0), orAuto(e.steps), e.seed))
+}
+
+func (e *explorer) name() string {
+	if e.upload != "" {
+		return "dropped image " + e.image.Path
+	}
+	return fmt.Sprintf("image %d", e.image.ImageID)
 }
 
 func orAuto(v int) string {
@@ -212,7 +234,7 @@ func (e *explorer) stepMap(i int) ([]float32, int, int) {
 func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	e := a.exp
 	if e == nil {
-		placeholder(dst, r, "select an image in the gallery (Enter or double click) to explore its denoising")
+		placeholder(dst, r, "select an image in the gallery (Enter or double click), or drop an image file here, to explore its denoising")
 		return
 	}
 	// Header: the image and the sampling controls.
@@ -223,6 +245,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		gt = "anomalous (" + im.Defect + ")"
 	}
 	title := fmt.Sprintf("#%d  %s  ·  ground truth %s  ·  run score %s", im.ImageID, im.Category, gt, fmtScore(im.Score))
+	if e.upload != "" {
+		title = "dropped image " + im.Path + " (not in a run)"
+	}
 	x := head.X
 	tw := min(textWidth(title, sizeBody), head.W*0.45)
 	drawText(dst, clip(title, tw, sizeBody), x, head.Y+8, sizeBody, colText)

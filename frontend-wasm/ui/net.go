@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io/fs"
 	"sort"
 	"time"
 
@@ -331,12 +332,30 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 		return
 	}
 	if f.Type == shared.TypeFinal {
-		a.setStatus(fmt.Sprintf("image %d: %d steps in %.1fs, score %s", e.image.ImageID, e.traj.Total,
+		a.setStatus(fmt.Sprintf("%s: %d steps in %.1fs, score %s", e.name(), e.traj.Total,
 			e.traj.Done.Sub(e.traj.Started).Seconds(), fmtScore(f.Score)))
 		if b, ok := e.traj.Final.Blobs["reconstruction"]; ok {
 			a.decodeInto(e, "final:reconstruction", b.Data)
 		}
 		return
+	}
+	// A dropped image is shown at the model's resolution, like run images,
+	// so its map can be blended over it.
+	if b, ok := e.traj.Steps[f.Step].Blobs[shared.ProductMap]; ok && e.source != nil && e.mapW == 0 {
+		e.mapW, e.mapH = b.Width, b.Height
+		src, w, h := e.source, b.Width, b.Height
+		a.decodes++
+		go func() {
+			img, err := decodeImageTo(src, w, h)
+			a.post(func() {
+				a.decodes--
+				if err != nil {
+					a.fail(fmt.Errorf("dropped image: %w", err))
+				} else if a.exp == e {
+					e.setInput(img)
+				}
+			})
+		}()
 	}
 	for _, name := range []string{shared.ProductLatent, shared.ProductX0Latent, shared.ProductImage} {
 		if b, ok := e.traj.Steps[f.Step].Blobs[name]; ok {
@@ -410,6 +429,50 @@ func (a *App) openSelected() {
 		})
 	}()
 	a.exp.rerun(a)
+}
+
+// uploadDropped sends the first file dropped on the page to the server and
+// opens it in the explorer (runs in a goroutine: reading a dropped file
+// waits for the browser).
+func (a *App) uploadDropped(fsys fs.FS) {
+	entries, err := fs.ReadDir(fsys, ".")
+	var name string
+	var data []byte
+	if err == nil {
+		err = errors.New("no file in the drop")
+		for _, en := range entries {
+			if !en.IsDir() {
+				name = en.Name()
+				data, err = fs.ReadFile(fsys, name)
+				break
+			}
+		}
+	}
+	var up shared.Upload
+	if err == nil {
+		up, err = a.client.Upload(a.ctx, data)
+	}
+	a.post(func() {
+		if err != nil {
+			a.fail(fmt.Errorf("dropped file %s: %w", name, err))
+			return
+		}
+		a.openUpload(name, data, up)
+	})
+}
+
+// openUpload shows an uploaded image in the explorer.
+func (a *App) openUpload(name string, data []byte, up shared.Upload) {
+	a.tab = tabExplorer
+	var prev *explorer
+	if a.exp != nil {
+		prev = a.exp
+		prev.free()
+	}
+	e := newExplorer(a, shared.ImageInfo{ImageID: -1, Category: "upload", Path: name}, prev)
+	e.upload, e.source, e.run = up.ID, data, ""
+	a.exp = e
+	e.rerun(a)
 }
 
 // jobView is a job as the training monitor follows it.
