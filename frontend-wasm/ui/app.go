@@ -387,8 +387,11 @@ func (a *App) button(dst *ebiten.Image, r rect, name, label string, active bool,
 	}
 	fill(dst, r, bg)
 	stroke(dst, r, 1, colBorder)
-	fg := colText
-	drawTextIn(dst, clip(label, r.W-8, sizeBody), r, sizeBody, fg)
+	size := float64(sizeBody)
+	if textWidth(label, size) > r.W-8 {
+		size = sizeSmall // a narrow button keeps its whole label if it can
+	}
+	drawTextIn(dst, clip(label, r.W-8, size), r, size, colText)
 	a.hit(name, r, fn)
 }
 
