@@ -114,21 +114,21 @@ func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 
 // setVerdict writes the selected image's analyst verdict (keeping its note).
 func (a *App) setVerdict(v string) {
+	if im, ok := a.selected(); ok {
+		a.saveLabel(im, shared.LabelRequest{Verdict: v, Note: im.AnalystNote, User: a.user})
+	}
+}
+
+// selected is the gallery's selected image, if a run is loaded.
+func (a *App) selected() (shared.ImageInfo, bool) {
 	if a.view == nil {
-		return
+		return shared.ImageInfo{}, false
 	}
-	im, ok := a.view.Selected()
-	if !ok {
-		return
-	}
-	a.saveLabel(im, shared.LabelRequest{Verdict: v, Note: im.AnalystNote, User: a.user})
+	return a.view.Selected()
 }
 
 func (a *App) startNote() {
-	if a.view == nil {
-		return
-	}
-	im, ok := a.view.Selected()
+	im, ok := a.selected()
 	if !ok {
 		return
 	}
@@ -140,7 +140,7 @@ func (a *App) startNote() {
 }
 
 func (a *App) saveNote(note string) {
-	if im, ok := a.view.Selected(); ok {
+	if im, ok := a.selected(); ok {
 		a.saveLabel(im, shared.LabelRequest{Verdict: im.AnalystLabel, Note: note, User: a.user})
 	}
 }
@@ -384,10 +384,7 @@ func (a *App) decodeInto(e *explorer, key string, data []byte) {
 
 // openSelected opens the gallery's selected image in the explorer.
 func (a *App) openSelected() {
-	if a.view == nil {
-		return
-	}
-	im, ok := a.view.Selected()
+	im, ok := a.selected()
 	if !ok {
 		return
 	}
@@ -395,12 +392,7 @@ func (a *App) openSelected() {
 	if a.exp != nil && a.exp.image.ImageID == im.ImageID && a.exp.run == a.runID {
 		return
 	}
-	var prev *explorer
-	if a.exp != nil {
-		prev = a.exp
-		prev.free()
-	}
-	a.exp = newExplorer(a, im, prev)
+	a.replaceExplorer(im)
 	run, id := a.runID, im.ImageID
 	e := a.exp
 	a.decodes++
@@ -464,15 +456,20 @@ func (a *App) uploadDropped(fsys fs.FS) {
 // openUpload shows an uploaded image in the explorer.
 func (a *App) openUpload(name string, data []byte, up shared.Upload) {
 	a.tab = tabExplorer
-	var prev *explorer
-	if a.exp != nil {
-		prev = a.exp
+	e := a.replaceExplorer(shared.ImageInfo{ImageID: -1, Category: "upload", Path: name})
+	e.upload, e.source, e.run = up.ID, data, ""
+	e.rerun(a)
+}
+
+// replaceExplorer frees the explorer's textures and starts a new one for im
+// with the same sampling controls.
+func (a *App) replaceExplorer(im shared.ImageInfo) *explorer {
+	prev := a.exp
+	if prev != nil {
 		prev.free()
 	}
-	e := newExplorer(a, shared.ImageInfo{ImageID: -1, Category: "upload", Path: name}, prev)
-	e.upload, e.source, e.run = up.ID, data, ""
-	a.exp = e
-	e.rerun(a)
+	a.exp = newExplorer(a, im, prev)
+	return a.exp
 }
 
 // jobView is a job as the training monitor follows it.
