@@ -169,16 +169,3 @@ type MetricValue struct {
 	Value    *float64 `json:"value"`
 	Error    string   `json:"error,omitempty"`
 }
-
-// Status is GET /api/v1/status.
-type Status struct {
-	Version struct {
-		Diad     string `json:"diad"`
-		Revision string `json:"revision,omitempty"`
-	} `json:"version"`
-	Libtorch string    `json:"libtorch"`
-	Devices  []string  `json:"devices"`
-	Threads  int       `json:"threads"`
-	Started  time.Time `json:"started"`
-	Model    string    `json:"model,omitempty"`
-}

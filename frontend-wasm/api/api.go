@@ -105,12 +105,6 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	return resp, nil
 }
 
-// Status is GET /status.
-func (c *Client) Status(ctx context.Context) (shared.Status, error) {
-	var s shared.Status
-	return s, c.do(ctx, http.MethodGet, "/api/v1/status", nil, &s)
-}
-
 // Runs lists the results runs, oldest first.
 func (c *Client) Runs(ctx context.Context) ([]shared.RunInfo, error) {
 	var runs []shared.RunInfo
@@ -140,12 +134,6 @@ func (c *Client) Images(ctx context.Context, run string) ([]shared.ImageInfo, er
 			return all, nil
 		}
 	}
-}
-
-// Metrics are the run's evaluation metrics.
-func (c *Client) Metrics(ctx context.Context, run string) ([]shared.MetricValue, error) {
-	var m []shared.MetricValue
-	return m, c.do(ctx, http.MethodGet, "/api/v1/runs/"+url.PathEscape(run)+"/metrics", nil, &m)
 }
 
 func (c *Client) bytes(ctx context.Context, path string) ([]byte, http.Header, error) {

@@ -9,6 +9,7 @@ import (
 	"image"
 	"io/fs"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -203,7 +204,9 @@ func (a *App) saveThreshold() {
 func (a *App) denoiseLoop() {
 	backoff := a.cfg.Reconnect
 	var pending *shared.DenoiseRequest // to (re)send once connected
-	gen := 0
+	// gen numbers connections; frames of an older one are stale. It is
+	// read by the frame loop, hence atomic.
+	var gen atomic.Int64
 	for {
 		ctx, cancel := context.WithCancel(a.ctx)
 		d, err := a.client.DialDenoise(ctx)
@@ -223,8 +226,7 @@ func (a *App) denoiseLoop() {
 			continue
 		}
 		backoff.Reset()
-		gen++
-		myGen := gen
+		myGen := gen.Add(1)
 		a.post(func() {
 			if a.server != "" {
 				a.reconnects++
@@ -252,7 +254,7 @@ func (a *App) denoiseLoop() {
 					return
 				}
 				a.post(func() {
-					if myGen == gen {
+					if myGen == gen.Load() {
 						a.onFrame(f, blobs)
 					}
 				})
@@ -304,7 +306,7 @@ func (a *App) denoiseLoop() {
 		}
 		d.Close()
 		cancel()
-		gen++ // frames still queued from this connection are stale
+		gen.Add(1) // frames still queued from this connection are stale
 	}
 }
 
