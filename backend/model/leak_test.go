@@ -12,7 +12,7 @@ import (
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
-// TestLongLoopDoesNotGrowMemory runs 200 iterations of a training step and a
+// TestLongLoopDoesNotGrowMemory runs 2x100 iterations of a training step and a
 // full reconstruction and checks that neither the number of live tensor
 // handles nor the process's RSS grows.
 func TestLongLoopDoesNotGrowMemory(t *testing.T) {
@@ -47,25 +47,47 @@ func TestLongLoopDoesNotGrowMemory(t *testing.T) {
 	for i := 0; i < 20; i++ { // warm-up: allocator pools, lazily created grads
 		iteration()
 	}
-	torchtest.Settle()
-	tensors0, rss0, ops0 := torchtest.LiveTensors(), torchtest.RSSMiB(), ts.TensorCount
-	for i := 0; i < 200; i++ {
-		iteration()
+	// A leak grows memory by the same amount in every window; allocator
+	// arenas and caches grow once and then stay. So the loop runs two
+	// windows and fails only when both grow: one noisy window (the CI
+	// machine once showed 25.7 MiB in a single 200-iteration window) is not
+	// a leak.
+	const window = 100
+	type sample struct {
+		tensors int
+		rss     float64
+		ops     int64
 	}
-	torchtest.Settle()
-	tensors1, rss1, ops1 := torchtest.LiveTensors(), torchtest.RSSMiB(), ts.TensorCount
+	measure := func() sample {
+		torchtest.Settle()
+		return sample{torchtest.LiveTensors(), torchtest.RSSMiB(), ts.TensorCount}
+	}
+	samples := []sample{measure()}
+	for w := 0; w < 2; w++ {
+		for i := 0; i < window; i++ {
+			iteration()
+		}
+		samples = append(samples, measure())
+	}
 	// gotch's generated wrappers malloc(0) an out-pointer per operation and
 	// never free it (a 32-byte glibc chunk); that known, linear cost is
 	// subtracted so the test sees everything else.
-	known := float64(ops1-ops0) * torchtest.GotchBytesLeakedPerOp / (1 << 20)
-	growth := rss1 - rss0 - known
-	t.Logf("live tensors %d -> %d; RSS %.1f -> %.1f MiB over 200 iterations; %d ops (%.1f MiB known gotch out-pointer leak); unexplained growth %.1f MiB",
-		tensors0, tensors1, rss0, rss1, ops1-ops0, known, growth)
-	if tensors1 != tensors0 {
-		t.Errorf("live tensor handles grew from %d to %d", tensors0, tensors1)
+	growth := make([]float64, 2)
+	for w := range growth {
+		a, b := samples[w], samples[w+1]
+		known := float64(b.ops-a.ops) * torchtest.GotchBytesLeakedPerOp / (1 << 20)
+		growth[w] = b.rss - a.rss - known
+		t.Logf("window %d: live tensors %d -> %d; RSS %.1f -> %.1f MiB over %d iterations; %d ops (%.1f MiB known gotch out-pointer leak); unexplained growth %.1f MiB",
+			w+1, a.tensors, b.tensors, a.rss, b.rss, window, b.ops-a.ops, known, growth[w])
 	}
-	// One leaked 64x64x16 activation per iteration would add 50 MiB.
-	if growth > 25 {
-		t.Errorf("RSS grew by %.1f MiB beyond the known per-op leak", growth)
+	if first, last := samples[0].tensors, samples[2].tensors; first != last {
+		t.Errorf("live tensor handles grew from %d to %d", first, last)
+	}
+	// One leaked 64x64x16 float32 activation per iteration would add 25 MiB
+	// per window.
+	const limitMiB = 12
+	if growth[0] > limitMiB && growth[1] > limitMiB {
+		t.Errorf("RSS grew by %.1f and %.1f MiB beyond the known per-op leak in two windows of %d iterations (limit %d MiB each)",
+			growth[0], growth[1], window, limitMiB)
 	}
 }

@@ -43,10 +43,12 @@ func RSSMiB() float64 { return torchrt.RSSMiB() }
 // PeakRSSMiB is the process's peak resident set size in MiB.
 func PeakRSSMiB() float64 { return torchrt.PeakRSSMiB() }
 
-// Settle runs the collector twice so pending gotch finalizers free their tensors.
+// Settle runs the collector twice so pending gotch finalizers free their
+// tensors, then returns freed memory to the OS so RSS counts live memory only.
 func Settle() {
 	runtime.GC()
 	runtime.GC()
+	torchrt.TrimHeap()
 }
 
 // RequireNoLeak fails t when f leaves extra tensor handles alive.
