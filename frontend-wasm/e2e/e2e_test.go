@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -496,6 +497,47 @@ func TestBrowserClient(t *testing.T) {
 		pq := waitFile(t, dl, ".parquet")
 		if !bytes.Contains(csv, []byte("scratch near rim")) || !bytes.HasPrefix(pq, []byte("PAR1")) {
 			t.Fatalf("downloads: csv has note %v, parquet magic %q", bytes.Contains(csv, []byte("scratch near rim")), pq[:min(4, len(pq))])
+		}
+	})
+
+	t.Run("score filter", func(t *testing.T) {
+		p.t = t
+		selected := p.state().Selected
+		// count asks the server how many of the run's images score in
+		// [lo, hi]: the client's filter must agree with the REST filter.
+		count := func(lo, hi float64) int {
+			var page shared.ImagePage
+			e.call(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images?min_score=%s&max_score=%s&limit=1", runID,
+				strconv.FormatFloat(lo, 'g', -1, 64), strconv.FormatFloat(hi, 'g', -1, 64)), nil, &page)
+			return page.Total
+		}
+		bar := p.state().Widgets["scorerange"]
+		_, y := bar.Center()
+		// The lower handle from the left end to the middle.
+		p.drag(bar[0]+1, y, bar[0]+bar[2]*0.5, y)
+		s := p.wait("the lower score bound", 10*time.Second, func(s hook.State) bool {
+			return s.ScoreFilter.Limited && s.Visible < s.Images
+		})
+		if s.Visible == 0 || s.Visible != count(s.ScoreFilter.Min, s.ScoreFilter.Max) {
+			t.Fatalf("score >= %v: client shows %d, server counts %d", s.ScoreFilter.Min, s.Visible, count(s.ScoreFilter.Min, s.ScoreFilter.Max))
+		}
+		above := s.Visible
+		// The upper handle from the right end to three quarters.
+		p.drag(bar[0]+bar[2]-1, y, bar[0]+bar[2]*0.75, y)
+		s = p.wait("the upper score bound", 10*time.Second, func(s hook.State) bool { return s.Visible < above })
+		if s.ScoreFilter.Max <= s.ScoreFilter.Min || s.Visible != count(s.ScoreFilter.Min, s.ScoreFilter.Max) {
+			t.Fatalf("score in [%v, %v]: client shows %d, server counts %d", s.ScoreFilter.Min, s.ScoreFilter.Max, s.Visible, count(s.ScoreFilter.Min, s.ScoreFilter.Max))
+		}
+		p.shot("gallery-score-filter")
+		p.click("filter:score:all")
+		s = p.wait("all scores again", 10*time.Second, func(s hook.State) bool { return !s.ScoreFilter.Limited && s.Visible == s.Images })
+		// The range moved the selection; walk back up to the reviewed image.
+		for i := 0; i < s.Images && s.Selected != selected; i++ {
+			p.key("k")
+			s = p.state()
+		}
+		if s.Selected != selected {
+			t.Fatalf("selection %d, could not return to %d", s.Selected, selected)
 		}
 	})
 

@@ -5,6 +5,7 @@
 package gallery
 
 import (
+	"math"
 	"sort"
 
 	"github.com/diad-project/diad/shared"
@@ -44,16 +45,22 @@ func Classify(gt int32, score, threshold float64) Outcome {
 // Any matches every value of a filter field.
 const Any = "*"
 
-// Filter selects images; each field is Any or one value.
+// Filter selects images; each text field is Any or one value, and the
+// score must lie in [MinScore, MaxScore] (infinite bounds: no limit).
 type Filter struct {
 	Category string
 	GT       string // Any, "0" or "1"
 	Verdict  string // Any, "" (not reviewed), normal, anomalous, unsure
 	Outcome  string // Any or an Outcome's String
+	MinScore float64
+	MaxScore float64
 }
 
 // AllImages is the filter that keeps everything.
-var AllImages = Filter{Category: Any, GT: Any, Verdict: Any, Outcome: Any}
+var AllImages = Filter{Category: Any, GT: Any, Verdict: Any, Outcome: Any, MinScore: math.Inf(-1), MaxScore: math.Inf(1)}
+
+// ScoreLimited reports whether the filter bounds the score.
+func (f Filter) ScoreLimited() bool { return !math.IsInf(f.MinScore, -1) || !math.IsInf(f.MaxScore, 1) }
 
 // Order is a sort order.
 type Order int
@@ -101,6 +108,9 @@ func (v *View) keep(i int) bool {
 		return false
 	}
 	if f.Verdict != Any && im.AnalystLabel != f.Verdict {
+		return false
+	}
+	if im.Score < f.MinScore || im.Score > f.MaxScore {
 		return false
 	}
 	return f.Outcome == Any || v.Outcome(i).String() == f.Outcome
@@ -218,4 +228,59 @@ func (v *View) Reviewed() int {
 		}
 	}
 	return n
+}
+
+// ScoreSpan is the lowest and highest score of all images (0, 0 when there
+// are none): the extent of the score-range control.
+func (v *View) ScoreSpan() (lo, hi float64) {
+	if len(v.Images) == 0 {
+		return 0, 0
+	}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, im := range v.Images {
+		lo, hi = min(lo, im.Score), max(hi, im.Score)
+	}
+	return lo, hi
+}
+
+// SetScoreRange keeps images scored in [lo, hi] and refreshes. A bound at or
+// beyond the span's end becomes unlimited, so that dragging a handle to the
+// end shows everything on that side, including images that arrive later.
+func (v *View) SetScoreRange(lo, hi float64) {
+	if lo > hi {
+		lo, hi = hi, lo
+	}
+	spanLo, spanHi := v.ScoreSpan()
+	if lo <= spanLo {
+		lo = math.Inf(-1)
+	}
+	if hi >= spanHi {
+		hi = math.Inf(1)
+	}
+	v.Filter.MinScore, v.Filter.MaxScore = lo, hi
+	v.Refresh()
+}
+
+// ScoreRange is the filter's score range clipped to the span: what the
+// control shows.
+func (v *View) ScoreRange() (lo, hi float64) {
+	spanLo, spanHi := v.ScoreSpan()
+	return max(v.Filter.MinScore, spanLo), min(v.Filter.MaxScore, spanHi)
+}
+
+// ScoreHistogram counts all images' scores in n equal bins over the span.
+func (v *View) ScoreHistogram(n int) []int {
+	bins := make([]int, n)
+	lo, hi := v.ScoreSpan()
+	if n == 0 || len(v.Images) == 0 {
+		return bins
+	}
+	for _, im := range v.Images {
+		b := n - 1
+		if hi > lo {
+			b = min(int((im.Score-lo)/(hi-lo)*float64(n)), n-1)
+		}
+		bins[b]++
+	}
+	return bins
 }

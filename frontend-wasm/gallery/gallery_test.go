@@ -1,6 +1,7 @@
 package gallery
 
 import (
+	"math"
 	"testing"
 
 	"github.com/diad-project/diad/shared"
@@ -116,5 +117,51 @@ func TestSelectionFollowsImageAcrossRefilter(t *testing.T) {
 	v.Refresh()
 	if want := []int64{1}; !eq(ids(v), want) || v.Reviewed() != 2 {
 		t.Fatalf("after label: %v reviewed %d", ids(v), v.Reviewed())
+	}
+}
+
+func TestScoreRange(t *testing.T) {
+	v := NewView(images(), 0.5)
+	if lo, hi := v.ScoreSpan(); lo != 0.2 || hi != 0.9 {
+		t.Fatalf("span %v..%v", lo, hi)
+	}
+	v.SetScoreRange(0.75, 0.4) // handles may cross: the range is ordered
+	if want := []int64{2, 4, 3}; !eq(ids(v), want) {
+		t.Fatalf("0.4..0.75: %v", ids(v))
+	}
+	if lo, hi := v.ScoreRange(); lo != 0.4 || hi != 0.75 || !v.Filter.ScoreLimited() {
+		t.Fatalf("range %v..%v", lo, hi)
+	}
+	if im, _ := v.Selected(); im.ImageID != 2 {
+		t.Fatalf("selection %d, want the first visible", im.ImageID)
+	}
+	// Combined with another filter.
+	v.Filter.GT = "1"
+	v.Refresh()
+	if want := []int64{4, 3}; !eq(ids(v), want) {
+		t.Fatalf("anomalous in 0.4..0.75: %v", ids(v))
+	}
+	// A handle at the end of the span lifts that bound, so a later, higher
+	// score is shown.
+	v.Filter.GT = Any
+	v.SetScoreRange(0.5, 0.9)
+	if !math.IsInf(v.Filter.MaxScore, 1) {
+		t.Fatalf("max bound %v, want unlimited", v.Filter.MaxScore)
+	}
+	v.Images = append(v.Images, shared.ImageInfo{ImageID: 5, Category: "disc", Score: 1.5})
+	v.Refresh()
+	if want := []int64{5, 1, 2, 4}; !eq(ids(v), want) {
+		t.Fatalf("0.5..: %v", ids(v))
+	}
+	v.SetScoreRange(math.Inf(-1), math.Inf(1))
+	if len(v.Visible()) != 6 || v.Filter.ScoreLimited() {
+		t.Fatalf("reset: %d visible, limited %v", len(v.Visible()), v.Filter.ScoreLimited())
+	}
+	if h := v.ScoreHistogram(4); h[0] != 2 || h[1] != 2 || h[2] != 1 || h[3] != 1 {
+		// span 0.2..1.5, bin width 0.325: {0.2,0.4} {0.6,0.7} {0.9} {1.5}
+		t.Fatalf("histogram %v", h)
+	}
+	if h := NewView(nil, 0.5).ScoreHistogram(3); h[0]+h[1]+h[2] != 0 {
+		t.Fatalf("empty histogram %v", h)
 	}
 }

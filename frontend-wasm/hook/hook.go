@@ -41,6 +41,12 @@ type Job struct {
 	Events          int
 }
 
+// ScoreFilter is the gallery's score range, clipped to the run's scores.
+type ScoreFilter struct {
+	Limited  bool // a bound is set
+	Min, Max float64
+}
+
 // State is the client's state.
 type State struct {
 	Ready       bool // first frame drawn
@@ -55,6 +61,7 @@ type State struct {
 	Runs        int
 	Images      int
 	Visible     int
+	ScoreFilter ScoreFilter
 	Columns     int
 	Selected    int64
 	Verdict     string // analyst verdict of the selected image

@@ -89,6 +89,7 @@ type App struct {
 	actions          []func()
 	widgets          map[string]rect
 	dragging         string
+	dragHigh         bool // the score-range drag holds the upper handle
 	galleryScroll    float32
 	scrollToSelected bool
 
@@ -573,6 +574,8 @@ func (a *App) stateJSON() string {
 	}
 	if a.view != nil {
 		s.Images, s.Visible, s.Columns = len(a.view.Images), len(a.view.Visible()), galleryColumns(a)
+		s.ScoreFilter = hook.ScoreFilter{Limited: a.view.Filter.ScoreLimited()}
+		s.ScoreFilter.Min, s.ScoreFilter.Max = a.view.ScoreRange()
 		if im, ok := a.view.Selected(); ok {
 			s.Selected, s.Verdict = im.ImageID, im.AnalystLabel
 			if !a.editing {

@@ -4,6 +4,7 @@ package ui
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -108,6 +109,7 @@ func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 		labels = append(labels, fmt.Sprintf("%s %d", o, counts[o]))
 	}
 	y = a.chipRow(dst, in.X, y, in.W, "outcome at threshold", names, labels, v.Filter.Outcome, func(s string) { v.Filter.Outcome = s; refresh() })
+	y = a.scoreRangeRow(dst, in.X, y, in.W)
 	orders := []gallery.Order{gallery.ScoreDesc, gallery.ScoreAsc, gallery.ByID}
 	var on, ol []string
 	for _, o := range orders {
@@ -124,6 +126,95 @@ func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 	drawText(dst, fmt.Sprintf("%d of %d shown", len(v.Visible()), len(v.Images)), in.X, y, sizeSmall, colDim)
 	drawText(dst, fmt.Sprintf("%d reviewed", v.Reviewed()), in.X, y+16, sizeSmall, colDim)
 	drawText(dst, "threshold "+fmtScore(v.Threshold), in.X, y+32, sizeSmall, colDim)
+}
+
+// Score-range control geometry.
+const (
+	scoreBins    = 24
+	scoreBarH    = 34
+	scoreHandleW = 4
+)
+
+// scoreRangeRow draws the score filter: a histogram of every image's score
+// over the run's span, the kept range lit, the threshold as a tick, and two
+// handles to drag (the "scorerange" drag). It returns the y below it.
+func (a *App) scoreRangeRow(dst *ebiten.Image, x, y, w float32) float32 {
+	v := a.view
+	lo, hi := v.ScoreRange()
+	spanLo, spanHi := v.ScoreSpan()
+	drawText(dst, "score", x, y, sizeSmall, colDim)
+	label := fmtScore(lo) + " – " + fmtScore(hi)
+	drawText(dst, label, x+w-textWidth(label, sizeSmall), y, sizeSmall, colText)
+	y += 16
+	bar := rect{x, y, w, scoreBarH}
+	a.widgets["scorerange"] = bar
+	fill(dst, bar, colBG)
+	at := func(score float64) float32 { return bar.X + bar.W*float32(scoreFraction(score, spanLo, spanHi)) }
+	bins := v.ScoreHistogram(scoreBins)
+	most := 1
+	for _, n := range bins {
+		most = max(most, n)
+	}
+	bw := bar.W / scoreBins
+	for i, n := range bins {
+		if n == 0 {
+			continue
+		}
+		h := (bar.H - 4) * float32(n) / float32(most)
+		mid := spanLo + (float64(i)+0.5)/scoreBins*(spanHi-spanLo)
+		c := colBorder
+		if mid >= lo && mid <= hi {
+			c = colDim
+		}
+		fill(dst, rect{bar.X + float32(i)*bw + 1, bar.Y + bar.H - 2 - h, max(bw-2, 1), h}, c)
+	}
+	if v.Threshold >= spanLo && v.Threshold <= spanHi {
+		fill(dst, rect{at(v.Threshold) - 1, bar.Y, 2, bar.H}, colAnomaly)
+	}
+	for _, s := range []float64{lo, hi} {
+		hx := min(max(at(s)-scoreHandleW/2, bar.X), bar.X+bar.W-scoreHandleW)
+		fill(dst, rect{hx, bar.Y - 2, scoreHandleW, bar.H + 4}, colAccent)
+	}
+	y += bar.H + 6
+	if v.Filter.ScoreLimited() {
+		a.button(dst, rect{x, y, 110, 21}, "filter:score:all", "all scores", false, func() {
+			v.SetScoreRange(math.Inf(-1), math.Inf(1))
+			a.scrollToSelected = true
+		})
+		y += 25
+	}
+	return y + 8
+}
+
+// scoreFraction places a score on [0, 1] across the span.
+func scoreFraction(score, lo, hi float64) float64 {
+	if hi <= lo {
+		return 0
+	}
+	return min(max((score-lo)/(hi-lo), 0), 1)
+}
+
+// startScoreDrag picks the handle nearer the press.
+func (a *App) startScoreDrag(frac float64) {
+	lo, hi := a.view.ScoreRange()
+	spanLo, spanHi := a.view.ScoreSpan()
+	fl, fh := scoreFraction(lo, spanLo, spanHi), scoreFraction(hi, spanLo, spanHi)
+	a.dragHigh = math.Abs(frac-fh) < math.Abs(frac-fl) || (fl == fh && frac > fh)
+}
+
+// dragScore moves the held handle to frac of the span; it stops at the
+// other handle.
+func (a *App) dragScore(frac float64) {
+	v := a.view
+	lo, hi := v.ScoreRange()
+	spanLo, spanHi := v.ScoreSpan()
+	s := spanLo + min(max(frac, 0), 1)*(spanHi-spanLo)
+	if a.dragHigh {
+		v.SetScoreRange(lo, max(s, lo))
+	} else {
+		v.SetScoreRange(min(s, hi), hi)
+	}
+	a.scrollToSelected = true
 }
 
 func (a *App) drawGrid(dst *ebiten.Image, r rect) {

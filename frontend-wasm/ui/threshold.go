@@ -183,14 +183,19 @@ func (a *App) drawCurve(dst *ebiten.Image, r rect, title, xl, yl string, pts []m
 	drawText(dst, yl, in.X, plot.Y, sizeSmall, colDim)
 }
 
-// Dragging: the threshold on the histogram, the cursor on the scrubber.
+// Dragging: the threshold on the histogram, the cursor on the scrubber, a
+// handle of the gallery's score range.
 func (a *App) startDrag() {
-	for _, name := range []string{"histogram", "scrubber"} {
-		if r, ok := a.widgets[name]; ok && r.contains(a.clickX, a.clickY) {
-			if (name == "histogram" && a.tab == tabThreshold) || (name == "scrubber" && a.tab == tabExplorer) {
-				a.dragging = name
-				a.drag()
+	for name, tab := range map[string]int{"histogram": tabThreshold, "scrubber": tabExplorer, "scorerange": tabGallery} {
+		if r, ok := a.widgets[name]; ok && a.tab == tab && r.contains(a.clickX, a.clickY) {
+			if name == "scorerange" {
+				if a.view == nil {
+					continue
+				}
+				a.startScoreDrag(float64((float32(a.clickX) - r.X) / r.W))
 			}
+			a.dragging = name
+			a.drag()
 		}
 	}
 }
@@ -206,6 +211,10 @@ func (a *App) drag() {
 		if a.tune != nil {
 			a.tune.Drag(frac)
 			a.thresholdChanged()
+		}
+	case "scorerange":
+		if a.view != nil {
+			a.dragScore(frac)
 		}
 	case "scrubber":
 		if e := a.exp; e != nil && e.traj != nil && e.traj.Total > 0 {
