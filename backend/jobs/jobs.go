@@ -4,15 +4,20 @@
 // queued jobs are queued again, and a job that was running when the server
 // stopped is marked failed with that reason (its outputs are atomic files, so
 // none is half-written; a training job can be resumed from its checkpoint).
+// A job's events are also appended to a log next to its record, so that a
+// restarted server still replays a finished job's loss curve.
 package jobs
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -42,6 +47,10 @@ var ErrNotFound = errors.New("jobs: no such job")
 // jobHistory is how many of a job's latest events a late subscriber (a
 // browser that reconnects, or opens a finished job) replays.
 const jobHistory = 4096
+
+// eventTailBytes bounds how much of a job's event log a restart reads: the
+// tail that holds its latest jobHistory events (a few hundred bytes each).
+const eventTailBytes = 4 << 20
 
 // ErrClosed is returned when the runner no longer accepts jobs.
 var ErrClosed = errors.New("jobs: shutting down")
@@ -94,19 +103,27 @@ func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, erro
 			return nil, fmt.Errorf("jobs: corrupt record %s: %v", f, err)
 		}
 		e := &entry{job: j, hub: stream.NewHub(64, jobHistory, stats)}
-		switch j.State {
-		case shared.JobRunning:
+		if j.State == shared.JobQueued {
+			queued = append(queued, j)
+			r.jobs[j.ID] = e
+			continue
+		}
+		// The log is a convenience (the record is the truth): a damaged or
+		// unreadable one replays what it can.
+		last, _ := replayEvents(r.eventsPath(j.ID), e.hub)
+		if j.State == shared.JobRunning {
 			now := time.Now().UTC()
 			e.job.State, e.job.Error, e.job.Finished = shared.JobFailed, "the server stopped while the job was running", &now
+			// The record's progress is saved at most once a second; the log
+			// has the last step the job reached.
+			if last != nil && last.Kind != "state" && last.Step >= e.job.Progress.Step {
+				e.job.Progress = last.JobProgress
+			}
 			if err := r.save(e.job); err != nil {
 				return nil, err
 			}
-		case shared.JobQueued:
-			queued = append(queued, j)
 		}
-		if e.job.State != shared.JobQueued {
-			e.hub.Publish(stream.Message{Data: stateEvent(e.job), Final: true})
-		}
+		e.hub.Publish(stream.Message{Data: stateEvent(e.job), Final: true})
 		r.jobs[j.ID] = e
 	}
 	sort.Slice(queued, func(a, b int) bool { return queued[a].Created.Before(queued[b].Created) })
@@ -116,6 +133,52 @@ func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, erro
 	go r.work()
 	r.signal()
 	return r, nil
+}
+
+// eventsPath is the job's event log: one JSON event per line.
+func (r *Runner) eventsPath(id string) string { return filepath.Join(r.dir, id+".events.jsonl") }
+
+// replayEvents publishes the latest events of a job's log to its hub and
+// returns the last one (nil if none). A line cut short by a crash is skipped.
+func replayEvents(path string, hub *stream.Hub) (*shared.JobEvent, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	offset := max(0, info.Size()-eventTailBytes)
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	partial := offset > 0 // the tail starts inside a line
+	var last []byte
+	for sc.Scan() {
+		if partial {
+			partial = false
+			continue
+		}
+		if line := sc.Bytes(); json.Valid(line) {
+			last = bytes.Clone(line)
+			hub.Publish(stream.Message{Data: last})
+		}
+	}
+	if last == nil {
+		return nil, sc.Err()
+	}
+	var ev shared.JobEvent
+	if err := json.Unmarshal(last, &ev); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &ev, sc.Err()
 }
 
 func stateEvent(j shared.Job) []byte {
@@ -258,13 +321,27 @@ func (r *Runner) work() {
 		job := e.job
 		r.save(job)
 		r.mu.Unlock()
-		e.hub.Publish(stream.Message{Data: stateEvent(job)})
+		start := stateEvent(job)
+		e.hub.Publish(stream.Message{Data: start})
+		// Losing the log loses only the replay after a restart, never the
+		// job, so a log that cannot be written is skipped.
+		events, err := os.OpenFile(r.eventsPath(id), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			events = nil
+		}
+		logEvent := func(b []byte) {
+			if events != nil {
+				events.Write(append(b, '\n')) // one write per line: a crash cuts at most the last one
+			}
+		}
+		logEvent(start)
 
 		lastSave := time.Now()
 		report := func(ev shared.JobEvent) {
 			ev.Type, ev.Job, ev.Time, ev.State = shared.TypeJobEvent, id, time.Now().UTC(), shared.JobRunning
 			b, _ := json.Marshal(ev)
 			e.hub.Publish(stream.Message{Data: b})
+			logEvent(b)
 			r.mu.Lock()
 			e.job.Progress = ev.JobProgress
 			if time.Since(lastSave) > time.Second {
@@ -276,6 +353,9 @@ func (r *Runner) work() {
 		out, err := r.run(ctx, job, report)
 		cancelled := ctx.Err() != nil
 		cancel()
+		if events != nil {
+			events.Close()
+		}
 
 		r.mu.Lock()
 		end := time.Now().UTC()

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -136,5 +139,111 @@ func TestRestartReportsTruthfully(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "j-20260101T000000-deadbeef.json"), []byte("{"), 0o644)
 	if _, err := Open(dir, funcs, nil); err == nil {
 		t.Fatal("corrupt record accepted")
+	}
+}
+
+// events drains a subscriber: kind:state of each event, in order.
+func events(t *testing.T, r *Runner, id string) []string {
+	t.Helper()
+	sub, err := r.Subscribe(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var out []string
+	for {
+		m, ok := sub.Next(nil)
+		if !ok {
+			return out
+		}
+		var ev shared.JobEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %q: %v", m.Data, err)
+		}
+		out = append(out, fmt.Sprintf("%s:%s:%d", ev.Kind, ev.State, ev.Step))
+	}
+}
+
+func TestRestartReplaysEvents(t *testing.T) {
+	dir := t.TempDir()
+	started := make(chan struct{}, 1)
+	funcs := map[string]Func{
+		"steps": func(ctx context.Context, j shared.Job, report func(shared.JobEvent)) (Output, error) {
+			for i := 1; i <= 5; i++ {
+				report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Step: i, Loss: 1 / float64(i)}})
+			}
+			return Output{}, nil
+		},
+		"crash": func(ctx context.Context, j shared.Job, report func(shared.JobEvent)) (Output, error) {
+			report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Step: 1}})
+			report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Step: 2}})
+			started <- struct{}{}
+			<-ctx.Done()
+			return Output{}, ctx.Err()
+		},
+	}
+	r, _ := Open(dir, funcs, nil)
+	done, _ := r.Submit("steps", nil)
+	waitState(t, r, done.ID, shared.JobSucceeded)
+	live := events(t, r, done.ID)
+	crashed, _ := r.Submit("crash", nil)
+	<-started
+	raw, _ := os.ReadFile(filepath.Join(dir, crashed.ID+".json"))
+	r.Close(context.Background())
+	// The crash: the record still says running, and the log ends in a line
+	// cut short.
+	os.WriteFile(filepath.Join(dir, crashed.ID+".json"), raw, 0o644)
+	f, _ := os.OpenFile(filepath.Join(dir, crashed.ID+".events.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"type":"job","kind":"step","st`)
+	f.Close()
+
+	r2, err := Open(dir, funcs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close(context.Background())
+	want := []string{"state:running:0", "step:running:1", "step:running:2", "step:running:3", "step:running:4", "step:running:5", "state:succeeded:5"}
+	if got := events(t, r2, done.ID); fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(live) != fmt.Sprint(want) {
+		t.Fatalf("finished job's events after restart %v, live %v, want %v", got, live, want)
+	}
+	// The interrupted job replays its steps, and its record takes the last
+	// step from the log (the record itself is saved at most once a second).
+	want = []string{"state:running:0", "step:running:1", "step:running:2", "state:failed:2"}
+	if got := events(t, r2, crashed.ID); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("interrupted job's events after restart %v, want %v", got, want)
+	}
+	if j, _ := r2.Get(crashed.ID); j.Progress.Step != 2 {
+		t.Fatalf("interrupted job's progress after restart: step %d, want 2", j.Progress.Step)
+	}
+}
+
+func TestReplayReadsOnlyTheLogsTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.events.jsonl")
+	line := `{"type":"job","kind":"step","pad":"` + strings.Repeat("x", 1000) + `"}` + "\n"
+	n := eventTailBytes/len(line) + 100
+	if err := os.WriteFile(path, []byte(strings.Repeat(line, n)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hub := stream.NewHub(1, n, nil)
+	if _, err := replayEvents(path, hub); err != nil {
+		t.Fatal(err)
+	}
+	hub.Publish(stream.Message{Data: []byte(`{}`), Final: true})
+	sub := hub.Subscribe()
+	defer sub.Close()
+	got := 0
+	for {
+		m, ok := sub.Next(nil)
+		if !ok || m.Final {
+			break
+		}
+		if !json.Valid(m.Data) {
+			t.Fatalf("replayed a broken line %q", m.Data[:40])
+		}
+		got++
+	}
+	// Whole lines within the tail: the first, cut, one is skipped.
+	if want := eventTailBytes / len(line); got != want {
+		t.Fatalf("replayed %d events, want %d (the tail's whole lines)", got, want)
 	}
 }

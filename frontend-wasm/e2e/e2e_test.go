@@ -713,6 +713,7 @@ func TestBrowserClient(t *testing.T) {
 		p.shot("threshold-max-f1")
 	})
 
+	var trainJob string
 	t.Run("training monitor", func(t *testing.T) {
 		p.t = t
 		p.key("4")
@@ -728,6 +729,7 @@ func TestBrowserClient(t *testing.T) {
 			}
 			return false
 		})
+		trainJob = j.ID
 		if s.Tab != "Training" || s.SelectedJob != j.ID {
 			t.Fatalf("tab %s showing job %s, want the new train job %s", s.Tab, s.SelectedJob, j.ID)
 		}
@@ -785,6 +787,23 @@ func TestBrowserClient(t *testing.T) {
 				t.Errorf("the client hit a bug: %s", msg)
 			}
 		}
+		// A page opened after the restart still shows the finished train
+		// job's loss curve: the server replays the job's logged events.
+		if trainJob == "" {
+			t.Skip("the training monitor subtest did not run")
+		}
+		np := openBrowser(t, e.base+"/?user=e2e", 1280, 800, 1)
+		np.wait("a new page", time.Minute, func(s hook.State) bool { return s.Ready && s.Connected })
+		np.key("4")
+		np.wait("the train job's loss curve after the restart", 30*time.Second, func(s hook.State) bool {
+			for _, x := range s.Jobs {
+				if x.ID == trainJob {
+					return s.SelectedJob == trainJob && x.State == shared.JobSucceeded && x.LossPoints >= 2
+				}
+			}
+			return false
+		})
+		np.close()
 	})
 }
 
