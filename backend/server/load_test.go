@@ -65,9 +65,14 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 			t.Fatalf("client %d did not get a complete trajectory: %v", i, errs[i])
 		}
 	}
-	ratio := duration(alone) / duration(with)
-	t.Logf("test job: %.2f s alone, %.2f s with 50 streaming clients + 1 stalled: throughput ratio %.3f; RSS %.0f -> %.0f MiB; dropped frames %d; trajectories computed %d",
-		duration(alone), duration(with), ratio, rss0, rss1, e.srv.stats.Dropped.Load(), e.srv.trajCount.Load())
+	// The job alone once more: the mean of the runs before and after the
+	// loaded one cancels the machine's drift (runs alone varied 11.2-12.7 s
+	// on the 2-CPU dev machine).
+	after := waitJob(t, e, submit(t, e, job).ID, shared.JobSucceeded)
+	aloneMean := (duration(alone) + duration(after)) / 2
+	ratio := aloneMean / duration(with)
+	t.Logf("test job: %.2f s alone (mean of %.2f before and %.2f after), %.2f s with 50 streaming clients + 1 stalled: throughput ratio %.3f; RSS %.0f -> %.0f MiB; dropped frames %d; trajectories computed %d",
+		aloneMean, duration(alone), duration(after), duration(with), ratio, rss0, rss1, e.srv.stats.Dropped.Load(), e.srv.trajCount.Load())
 	if ratio < 0.8 {
 		t.Errorf("job throughput dropped by %.0f%% with streaming clients (limit 20%%)", 100*(1-ratio))
 	}
