@@ -17,6 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/x448/float16"
 )
 
 // ProtocolVersion is sent in every frame and hello; clients refuse others.
@@ -40,6 +42,12 @@ const (
 	ProductImage      = "image"       // decoded predicted image (PNG)
 	ProductMap        = "map"         // anomaly map of the predicted image (uint8 + scale)
 	ProductRawLatents = "raw_latents" // z_t and x0 latents as float16
+)
+
+// Blob names of the raw latents (ProductRawLatents), each shaped [4, h, w].
+const (
+	BlobRawZt = "zt"
+	BlobRawX0 = "x0"
 )
 
 // DefaultProducts are sent when a request names none.
@@ -166,4 +174,35 @@ func Dequantize(b Blob, data []byte) []float32 {
 		out[i] = b.Offset + float32(q)/255*b.Scale
 	}
 	return out
+}
+
+// EncodeF16 packs values as little-endian IEEE half floats (an "f16" blob).
+func EncodeF16(values []float32) []byte {
+	out := make([]byte, 2*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint16(out[2*i:], float16.Fromfloat32(v).Bits())
+	}
+	return out
+}
+
+// DecodeF16 unpacks an "f16" blob; its bytes must hold exactly its shape.
+func DecodeF16(b Blob, data []byte) ([]float32, error) {
+	if b.Format != "f16" {
+		return nil, fmt.Errorf("blob %s: format %q, want f16", b.Name, b.Format)
+	}
+	n := 1
+	for _, d := range b.Shape {
+		if d <= 0 {
+			return nil, fmt.Errorf("blob %s: shape %v", b.Name, b.Shape)
+		}
+		n *= d
+	}
+	if len(b.Shape) == 0 || 2*n != len(data) {
+		return nil, fmt.Errorf("blob %s: %d bytes for shape %v", b.Name, len(data), b.Shape)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float16.Frombits(binary.LittleEndian.Uint16(data[2*i:])).Float32()
+	}
+	return out, nil
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/sugarme/gotch/ts"
-	"github.com/x448/float16"
 	"nhooyr.io/websocket"
 
 	"github.com/diad-project/diad/backend/diffusion"
@@ -103,14 +101,6 @@ func encodePNG(img image.Image) []byte {
 	enc := png.Encoder{CompressionLevel: png.BestSpeed}
 	enc.Encode(&buf, img)
 	return buf.Bytes()
-}
-
-func f16Bytes(v []float32) []byte {
-	out := make([]byte, 2*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint16(out[2*i:], float16.Fromfloat32(x).Bits())
-	}
-	return out
 }
 
 // trajectoryKey identifies identical requests, which share one computation.
@@ -244,8 +234,8 @@ func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, ke
 			add(shared.Blob{Name: "x0_latent", Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(torchrt.Float32s(st.X0), lw, lh)))
 		}
 		if wants(products, shared.ProductRawLatents) {
-			add(shared.Blob{Name: "zt", Format: "f16", Shape: []int{4, lh, lw}}, f16Bytes(torchrt.Float32s(st.Zt)))
-			add(shared.Blob{Name: "x0", Format: "f16", Shape: []int{4, lh, lw}}, f16Bytes(torchrt.Float32s(st.X0)))
+			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{4, lh, lw}}, shared.EncodeF16(torchrt.Float32s(st.Zt)))
+			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{4, lh, lw}}, shared.EncodeF16(torchrt.Float32s(st.X0)))
 		}
 		if wants(products, shared.ProductImage) || wants(products, shared.ProductMap) {
 			var dec *ts.Tensor

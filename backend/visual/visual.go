@@ -1,6 +1,7 @@
 // Package visual turns model tensors into pictures people can read: anomaly
 // heatmaps on a colour scale anchored to the decision threshold, overlays of a
-// heatmap on its image, and RGB previews of 4-channel latents.
+// heatmap on its image, RGB previews of 4-channel latents, and each latent
+// channel on its own signed colour scale.
 package visual
 
 import (
@@ -98,6 +99,48 @@ func LatentPreview(latent []float32, w, h int) *image.RGBA {
 			img.Pix[4*i+k] = uint8(math.Round(math.Min(math.Max((v+1)/2, 0), 1) * 255))
 		}
 		img.Pix[4*i+3] = 255
+	}
+	return img
+}
+
+// LatentRange is the value at which latent channel pictures reach full
+// colour. Diffusion latents are scaled to about unit variance (z_t is noise
+// of unit variance at large t), so ±3 holds nearly every value; the range is
+// fixed so that a colour means the same value at every step and image.
+const LatentRange = 3.0
+
+// Diverging colours a signed value: dark at 0, blue towards -limit, orange
+// towards +limit (clamped), readable on a dark background.
+func Diverging(v, limit float64) color.RGBA {
+	neutral := [3]float64{0x1c, 0x1f, 0x27}
+	negative := [3]float64{0x4f, 0xb0, 0xff}
+	positive := [3]float64{0xff, 0x8a, 0x3d}
+	t := math.Min(math.Abs(v)/limit, 1)
+	end := positive
+	if v < 0 {
+		end = negative
+	}
+	var c [3]uint8
+	for k := range c {
+		c[k] = uint8(math.Round(neutral[k] + (end[k]-neutral[k])*t))
+	}
+	return color.RGBA{c[0], c[1], c[2], 255}
+}
+
+// LatentChannels lays out the channels of a [c, h, w] latent (C order) as a
+// grid of tiles, ceil(sqrt(c)) per row, one pixel apart, each coloured by
+// Diverging at limit. Gaps are transparent.
+func LatentChannels(latent []float32, c, h, w int, limit float64) *image.RGBA {
+	cols := int(math.Ceil(math.Sqrt(float64(c))))
+	rows := (c + cols - 1) / cols
+	img := image.NewRGBA(image.Rect(0, 0, cols*w+cols-1, rows*h+rows-1))
+	for ch := 0; ch < c; ch++ {
+		x0, y0 := (ch%cols)*(w+1), (ch/cols)*(h+1)
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				img.SetRGBA(x0+x, y0+y, Diverging(float64(latent[(ch*h+y)*w+x]), limit))
+			}
+		}
 	}
 	return img
 }

@@ -1,0 +1,51 @@
+package visual
+
+import (
+	"image/color"
+	"testing"
+)
+
+func TestDivergingIsSignedAndClamped(t *testing.T) {
+	zero, pos, neg := Diverging(0, 3), Diverging(3, 3), Diverging(-3, 3)
+	if zero.R > 0x30 || zero.G > 0x30 || zero.B > 0x30 {
+		t.Fatalf("0 should be dark, got %v", zero)
+	}
+	if pos.R <= pos.B || neg.B <= neg.R {
+		t.Fatalf("+limit %v should be warm, -limit %v cool", pos, neg)
+	}
+	if Diverging(30, 3) != pos || Diverging(-30, 3) != neg {
+		t.Fatal("values beyond the limit are not clamped")
+	}
+	half := Diverging(1.5, 3)
+	if !(zero.R < half.R && half.R < pos.R) {
+		t.Fatalf("not monotonic: %v %v %v", zero, half, pos)
+	}
+}
+
+func TestLatentChannelsTilesEachChannel(t *testing.T) {
+	const c, h, w = 4, 2, 3
+	latent := make([]float32, c*h*w)
+	for ch := 0; ch < c; ch++ {
+		for i := 0; i < h*w; i++ {
+			latent[ch*h*w+i] = float32(ch-1) * 3 // channels -3, 0, 3, 6
+		}
+	}
+	latent[2*h*w+1*w+2] = -3 // channel 2, y 1, x 2
+	img := LatentChannels(latent, c, h, w, 3)
+	if b := img.Bounds(); b.Dx() != 2*w+1 || b.Dy() != 2*h+1 {
+		t.Fatalf("mosaic %v, want 2x2 tiles with a 1 px gap", b)
+	}
+	// Tile origins: channel 0 (0,0), 1 (w+1,0), 2 (0,h+1), 3 (w+1,h+1).
+	checks := []struct {
+		x, y int
+		want color.RGBA
+	}{
+		{0, 0, Diverging(-3, 3)}, {w + 1, 0, Diverging(0, 3)}, {0, h + 1, Diverging(3, 3)},
+		{w + 1, h + 1, Diverging(6, 3)}, {2, h + 2, Diverging(-3, 3)}, {w, 0, color.RGBA{}},
+	}
+	for _, c := range checks {
+		if got := img.RGBAAt(c.x, c.y); got != c.want {
+			t.Errorf("pixel (%d,%d) = %v, want %v", c.x, c.y, got, c.want)
+		}
+	}
+}
