@@ -582,6 +582,30 @@ func TestBrowserClient(t *testing.T) {
 		}
 		p.key("m")
 		p.wait("calibrated colours", 10*time.Second, func(s hook.State) bool { return s.Scale == "threshold" })
+		// The latents channel by channel: four tiles on a signed scale,
+		// in a 2x2 mosaic whose middle is the gap between the tiles.
+		if s.Latent != "rgb" {
+			t.Fatalf("default latent view %q, want the RGB projection", s.Latent)
+		}
+		p.key("c")
+		p.wait("latent channels", 10*time.Second, func(s hook.State) bool { return s.Latent == "channels" })
+		time.Sleep(200 * time.Millisecond)
+		ch, cs := p.shot("explorer-channels"), p.state()
+		for _, w := range []string{"step:latent", "step:x0_latent"} {
+			r := cs.Widgets[w]
+			if d := meanDiff(img, ch, r); d < 5 {
+				t.Errorf("%s channels look like the RGB preview (mean difference %.2f)", w, d)
+			}
+			if _, sat := colourful(ch, r); sat < 0.05 {
+				t.Errorf("%s channels carry no signed colour (%.3f saturated)", w, sat)
+			}
+			x, y := r.Center()
+			if cr, cg, cb, _ := ch.At(int(x), int(y)).RGBA(); cr>>8 != 0x18 || cg>>8 != 0x1b || cb>>8 != 0x24 {
+				t.Errorf("%s: the middle of the mosaic is (%d,%d,%d), not the panel showing through the gap", w, cr>>8, cg>>8, cb>>8)
+			}
+		}
+		p.key("c")
+		p.wait("the RGB latent preview", 10*time.Second, func(s hook.State) bool { return s.Latent == "rgb" })
 		// Play the whole trajectory from the start.
 		p.key(" ")
 		s = p.wait("playback to reach the last step", time.Minute, func(s hook.State) bool {

@@ -72,6 +72,7 @@ type State struct {
 	Saved       string // threshold policy saved with the run
 	Confusion   Confusion
 	Scale       string // heatmap colour scale: threshold or minmax
+	Latent      string // latent panels: rgb (projection) or channels
 	Trajectory  Trajectory
 	Jobs        []Job
 	SelectedJob string // shown in the training monitor

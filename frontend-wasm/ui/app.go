@@ -121,9 +121,12 @@ type App struct {
 	decodes    int
 
 	scaleMinMax bool
-	editing     bool
-	note        []rune
-	runes       []rune
+	// latentChannels shows each latent channel on its own (signed scale)
+	// instead of the RGB projection.
+	latentChannels bool
+	editing        bool
+	note           []rune
+	runes          []rune
 }
 
 // baseline is an empty ebiten game: opened with ?baseline=1 it shows what
@@ -361,7 +364,7 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	fill(dst, r, colPanel)
 	line(dst, r.X, r.Y+0.5, r.X+r.W, r.Y+0.5, 1, colBorder)
-	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step", ebiten.ActualFPS())
+	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels", ebiten.ActualFPS())
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
 		right = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
@@ -446,6 +449,8 @@ func (a *App) keys() {
 		a.startNote()
 	case pressed(ebiten.KeyM):
 		a.scaleMinMax = !a.scaleMinMax
+	case pressed(ebiten.KeyC):
+		a.latentChannels = !a.latentChannels
 	case pressed(ebiten.KeyEnter) && a.tab == tabGallery:
 		a.openSelected()
 	case pressed(ebiten.KeyEscape):
@@ -565,6 +570,10 @@ func (a *App) stateJSON() string {
 		SelectedJob: a.selJob}
 	if a.scaleMinMax {
 		s.Scale = "minmax"
+	}
+	s.Latent = "rgb"
+	if a.latentChannels {
+		s.Latent = "channels"
 	}
 	if a.statusErr {
 		s.Status = "error: " + a.status

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -23,6 +24,10 @@ const (
 	stepsMin, stepsMax   = 1, 100
 	overlayAlpha         = 0.65
 )
+
+// explorerProducts are what the explorer asks for per step: the default
+// previews, plus the raw latents it draws channel by channel.
+var explorerProducts = append(slices.Clone(shared.DefaultProducts), shared.ProductRawLatents)
 
 // explorer is the denoising explorer of one image.
 type explorer struct {
@@ -105,9 +110,9 @@ func (e *explorer) setInput(src *image.RGBA) {
 // rerun requests the trajectory with the current controls.
 func (e *explorer) rerun(a *App) {
 	id := e.image.ImageID
-	r := shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed}
+	r := shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
 	if e.upload != "" {
-		r = shared.DenoiseRequest{UploadID: e.upload, StartT: e.t0, Steps: e.steps, Seed: e.seed}
+		r = shared.DenoiseRequest{UploadID: e.upload, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
 	}
 	for k, t := range e.tex {
 		t.Deallocate()
@@ -289,6 +294,14 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	if x+150 < head.X+head.W {
 		a.button(dst, rect{x, head.Y + 3, 150, 26}, "scale", scaleLabel, a.scaleMinMax, func() { a.scaleMinMax = !a.scaleMinMax })
+		x += 158
+	}
+	latentLabel := "latent: RGB"
+	if a.latentChannels {
+		latentLabel = "latent: channels"
+	}
+	if x+140 < head.X+head.W {
+		a.button(dst, rect{x, head.Y + 3, 140, 26}, "latentview", latentLabel, a.latentChannels, func() { a.latentChannels = !a.latentChannels })
 	}
 
 	// Layout: result row, step row, timeline + chart. Narrow windows get
@@ -363,11 +376,26 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		{shared.ProductImage, "Predicted image"},
 	}
 	for i, n := range names {
-		p := panel(dst, srow[i], n.title)
-		if t := e.tex[fmt.Sprintf("step:%d:%s", step, n.key)]; t != nil {
+		latent := n.key != shared.ProductImage
+		key := fmt.Sprintf("step:%d:%s", step, n.key)
+		title := n.title
+		if latent && a.latentChannels {
+			key += ":channels"
+			title += " · channels"
+		}
+		p := panel(dst, srow[i], title)
+		if latent && a.latentChannels { // the scale's caption below the tiles
+			var caption rect
+			p, caption = p.cutTop(p.H-16, 2)
+			drawText(dst, clip(fmt.Sprintf("channels 1-4 · blue −%g … orange +%g", visual.LatentRange, visual.LatentRange), caption.W, sizeSmall), caption.X+4, caption.Y, sizeSmall, colDim)
+		}
+		if t := e.tex[key]; t != nil {
 			a.widgets["step:"+n.key] = drawImageFit(dst, t, p, ebiten.FilterNearest)
 		} else {
 			placeholder(dst, p, "–")
+		}
+		if latent { // a click on a latent panel switches its view (c)
+			a.hit("latent:"+n.key, srow[i], func() { a.latentChannels = !a.latentChannels })
 		}
 	}
 	p := panel(dst, srow[3], "Step anomaly map")

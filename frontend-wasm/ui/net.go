@@ -14,8 +14,10 @@ import (
 
 	"github.com/hajimehoshi/ebiten/v2"
 
+	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/frontend-wasm/api"
 	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/trajectory"
 	"github.com/diad-project/diad/frontend-wasm/tuning"
 	"github.com/diad-project/diad/shared"
 )
@@ -364,6 +366,37 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 			a.decodeInto(e, fmt.Sprintf("step:%d:%s", f.Step, name), b.Data)
 		}
 	}
+	for raw, preview := range map[string]string{shared.BlobRawZt: shared.ProductLatent, shared.BlobRawX0: shared.ProductX0Latent} {
+		if b, ok := e.traj.Steps[f.Step].Blobs[raw]; ok {
+			a.channelsInto(e, fmt.Sprintf("step:%d:%s:channels", f.Step, preview), b)
+		}
+	}
+}
+
+// channelsInto draws a raw [c, h, w] latent channel by channel in the
+// background into the explorer's textures.
+func (a *App) channelsInto(e *explorer, key string, b trajectory.Blob) {
+	a.decodes++
+	go func() {
+		var img *image.RGBA
+		values, err := shared.DecodeF16(b.Blob, b.Data)
+		if err == nil && len(b.Shape) != 3 {
+			err = fmt.Errorf("latent of shape %v, want [c, h, w]", b.Shape)
+		}
+		if err == nil {
+			img = visual.LatentChannels(values, b.Shape[0], b.Shape[1], b.Shape[2], visual.LatentRange)
+		}
+		a.post(func() {
+			a.decodes--
+			if err != nil {
+				a.fail(fmt.Errorf("%s: %w", key, err))
+				return
+			}
+			if a.exp == e {
+				e.setTexture(key, img)
+			}
+		})
+	}()
 }
 
 // decodeInto decodes a PNG in the background into the explorer's textures.
