@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"sort"
 )
 
 // Colormap maps t in [0, 1] to a perceptually ordered blue-cyan-yellow-red
@@ -103,11 +104,41 @@ func LatentPreview(latent []float32, w, h int) *image.RGBA {
 	return img
 }
 
-// LatentRange is the value at which latent channel pictures reach full
-// colour. Diffusion latents are scaled to about unit variance (z_t is noise
-// of unit variance at large t), so ±3 holds nearly every value; the range is
-// fixed so that a colour means the same value at every step and image.
-const LatentRange = 3.0
+// LatentLimits are the ranges latent channel pictures use: the smallest
+// that holds a trajectory's values. A few round steps keep the scale fixed
+// while frames arrive (a colour means the same value at every step) and
+// readable in a caption; SD-scaled latents take ±3 or ±5, a briefly trained
+// tiny autoencoder's far less.
+var LatentLimits = []float64{0.25, 0.5, 1, 2, 3, 5, 10, 20}
+
+// LatentQuantile is the share of a latent's values its picture's range must
+// hold: the rest (outliers) are clamped, so that one extreme value does not
+// dim every other.
+const LatentQuantile = 0.99
+
+// AbsQuantile is the q-quantile of |v| over values (0 for none).
+func AbsQuantile(values []float32, q float64) float64 {
+	if len(values) == 0 {
+		return 0
+	}
+	abs := make([]float64, len(values))
+	for i, v := range values {
+		abs[i] = math.Abs(float64(v))
+	}
+	sort.Float64s(abs)
+	return abs[min(int(q*float64(len(abs))), len(abs)-1)]
+}
+
+// LatentLimit is the first of LatentLimits that holds maxAbs, or maxAbs
+// itself beyond them.
+func LatentLimit(maxAbs float64) float64 {
+	for _, l := range LatentLimits {
+		if maxAbs <= l {
+			return l
+		}
+	}
+	return maxAbs
+}
 
 // Diverging colours a signed value: dark at 0, blue towards -limit, orange
 // towards +limit (clamped), readable on a dark background.

@@ -49,3 +49,28 @@ func TestLatentChannelsTilesEachChannel(t *testing.T) {
 		}
 	}
 }
+
+func TestLatentLimitRoundsUp(t *testing.T) {
+	for _, c := range []struct{ in, want float64 }{{0, 0.25}, {0.3, 0.5}, {1, 1}, {2.7, 3}, {3.5, 5}, {42, 42}} {
+		if got := LatentLimit(c.in); got != c.want {
+			t.Errorf("LatentLimit(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestAbsQuantileIgnoresOutliers(t *testing.T) {
+	values := make([]float32, 1000)
+	for i := range values {
+		values[i] = float32(i%10) / 10 * float32(1-2*(i%2)) // |v| up to 0.9, both signs
+	}
+	values[7] = -50 // one outlier
+	if q := AbsQuantile(values, 0.99); q != float64(float32(0.9)) {
+		t.Fatalf("0.99 quantile %v, want 0.9 (the outlier clamped)", q)
+	}
+	if q := AbsQuantile(values, 1); q != 50 {
+		t.Fatalf("quantile 1 = %v, want the largest |v|", q)
+	}
+	if AbsQuantile(nil, 0.99) != 0 {
+		t.Fatal("empty input")
+	}
+}

@@ -596,7 +596,9 @@ func TestBrowserClient(t *testing.T) {
 			if d := meanDiff(img, ch, r); d < 5 {
 				t.Errorf("%s channels look like the RGB preview (mean difference %.2f)", w, d)
 			}
-			if _, sat := colourful(ch, r); sat < 0.05 {
+			// The predicted clean latent fills its own range (z_t's is set
+			// by the noise of the first steps, so at t=1 it may be dim).
+			if _, sat := colourful(ch, r); w == "step:x0_latent" && sat < 0.05 {
 				t.Errorf("%s channels carry no signed colour (%.3f saturated)", w, sat)
 			}
 			x, y := r.Center()

@@ -54,12 +54,15 @@ type explorer struct {
 	tex       map[string]*ebiten.Image
 	maps      map[int][]float32 // dequantized step maps
 	heat      map[string]*ebiten.Image
+	latents   map[string]rawLatent // "step:<i>:zt" / ":x0"
+	latentMax map[string]float64   // largest step spread (LatentQuantile of |v|) so far, per blob name
 	maxCursor int
 	played    int
 }
 
 func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
-	e := &explorer{image: im, run: a.runID, tex: map[string]*ebiten.Image{}, maps: map[int][]float32{}, heat: map[string]*ebiten.Image{}}
+	e := &explorer{image: im, run: a.runID, tex: map[string]*ebiten.Image{}, maps: map[int][]float32{}, heat: map[string]*ebiten.Image{},
+		latents: map[string]rawLatent{}, latentMax: map[string]float64{}}
 	if prev != nil {
 		e.t0, e.steps, e.seed = prev.t0, prev.steps, prev.seed
 	}
@@ -84,6 +87,40 @@ func (e *explorer) setTexture(key string, img *image.RGBA) {
 		old.Deallocate()
 	}
 	e.tex[key] = ebiten.NewImageFromImage(img)
+}
+
+// rawLatent is one step's latent as sent: values in [c, h, w] order.
+type rawLatent struct {
+	values []float32
+	shape  []int
+}
+
+// setLatent keeps a step's raw latent and widens the trajectory's range to
+// the step's spread.
+func (e *explorer) setLatent(step int, name string, l rawLatent, spread float64) {
+	e.latents[fmt.Sprintf("step:%d:%s", step, name)] = l
+	e.latentMax[name] = max(e.latentMax[name], spread)
+}
+
+// channelTexture draws a step's latent channel by channel at the
+// trajectory's range for that latent (cached with the heatmaps, per range).
+func (e *explorer) channelTexture(step int, name string) (*ebiten.Image, float64) {
+	key := fmt.Sprintf("step:%d:%s", step, name)
+	l, ok := e.latents[key]
+	if !ok {
+		return nil, 0
+	}
+	limit := visual.LatentLimit(e.latentMax[name])
+	k := fmt.Sprintf("%s|%g", key, limit)
+	if t, ok := e.heat[k]; ok {
+		return t, limit
+	}
+	if len(e.heat) > 48 {
+		e.clearHeat()
+	}
+	t := ebiten.NewImageFromImage(visual.LatentChannels(l.values, l.shape[0], l.shape[1], l.shape[2], limit))
+	e.heat[k] = t
+	return t, limit
 }
 
 // setStored keeps the run's input and map (a grayscale PNG: value = offset +
@@ -119,6 +156,7 @@ func (e *explorer) rerun(a *App) {
 		delete(e.tex, k)
 	}
 	e.maps = map[int][]float32{}
+	e.latents, e.latentMax = map[string]rawLatent{}, map[string]float64{}
 	e.clearHeat()
 	e.traj = trajectory.New(r, time.Now())
 	e.player = trajectory.NewPlayer(a.cfg.StepTime)
@@ -370,31 +408,34 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	if step >= 0 && e.traj.Steps != nil && e.traj.Steps[step] != nil {
 		tLabel = fmt.Sprintf(" (t=%d)", e.traj.Steps[step].T)
 	}
-	names := []struct{ key, title string }{
-		{shared.ProductLatent, "Latent z_t" + tLabel},
-		{shared.ProductX0Latent, "Predicted clean latent"},
-		{shared.ProductImage, "Predicted image"},
+	names := []struct{ key, raw, title string }{
+		{shared.ProductLatent, shared.BlobRawZt, "Latent z_t" + tLabel},
+		{shared.ProductX0Latent, shared.BlobRawX0, "Predicted clean latent"},
+		{shared.ProductImage, "", "Predicted image"},
 	}
 	for i, n := range names {
-		latent := n.key != shared.ProductImage
-		key := fmt.Sprintf("step:%d:%s", step, n.key)
+		channels := n.raw != "" && a.latentChannels
 		title := n.title
-		if latent && a.latentChannels {
-			key += ":channels"
+		if channels {
 			title += " · channels"
 		}
 		p := panel(dst, srow[i], title)
-		if latent && a.latentChannels { // the scale's caption below the tiles
+		t := e.tex[fmt.Sprintf("step:%d:%s", step, n.key)]
+		if channels {
 			var caption rect
 			p, caption = p.cutTop(p.H-16, 2)
-			drawText(dst, clip(fmt.Sprintf("channels 1-4 · blue −%g … orange +%g", visual.LatentRange, visual.LatentRange), caption.W, sizeSmall), caption.X+4, caption.Y, sizeSmall, colDim)
+			var limit float64
+			t, limit = e.channelTexture(step, n.raw)
+			if t != nil { // the scale below the tiles
+				drawText(dst, clip(fmt.Sprintf("channels 1-4 · blue −%g … orange +%g (beyond: clamped)", limit, limit), caption.W, sizeSmall), caption.X+4, caption.Y, sizeSmall, colDim)
+			}
 		}
-		if t := e.tex[key]; t != nil {
+		if t != nil {
 			a.widgets["step:"+n.key] = drawImageFit(dst, t, p, ebiten.FilterNearest)
 		} else {
 			placeholder(dst, p, "–")
 		}
-		if latent { // a click on a latent panel switches its view (c)
+		if n.raw != "" { // a click on a latent panel switches its view (c)
 			a.hit("latent:"+n.key, srow[i], func() { a.latentChannels = !a.latentChannels })
 		}
 	}

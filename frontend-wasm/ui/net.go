@@ -366,34 +366,31 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 			a.decodeInto(e, fmt.Sprintf("step:%d:%s", f.Step, name), b.Data)
 		}
 	}
-	for raw, preview := range map[string]string{shared.BlobRawZt: shared.ProductLatent, shared.BlobRawX0: shared.ProductX0Latent} {
+	for _, raw := range []string{shared.BlobRawZt, shared.BlobRawX0} {
 		if b, ok := e.traj.Steps[f.Step].Blobs[raw]; ok {
-			a.channelsInto(e, fmt.Sprintf("step:%d:%s:channels", f.Step, preview), b)
+			a.latentInto(e, f.Step, raw, b)
 		}
 	}
 }
 
-// channelsInto draws a raw [c, h, w] latent channel by channel in the
-// background into the explorer's textures.
-func (a *App) channelsInto(e *explorer, key string, b trajectory.Blob) {
+// latentInto decodes a raw [c, h, w] latent in the background and keeps it
+// for the channel view.
+func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) {
 	a.decodes++
 	go func() {
-		var img *image.RGBA
 		values, err := shared.DecodeF16(b.Blob, b.Data)
 		if err == nil && len(b.Shape) != 3 {
 			err = fmt.Errorf("latent of shape %v, want [c, h, w]", b.Shape)
 		}
-		if err == nil {
-			img = visual.LatentChannels(values, b.Shape[0], b.Shape[1], b.Shape[2], visual.LatentRange)
-		}
+		spread := visual.AbsQuantile(values, visual.LatentQuantile)
 		a.post(func() {
 			a.decodes--
 			if err != nil {
-				a.fail(fmt.Errorf("%s: %w", key, err))
+				a.fail(fmt.Errorf("step %d %s: %w", step, name, err))
 				return
 			}
 			if a.exp == e {
-				e.setTexture(key, img)
+				e.setLatent(step, name, rawLatent{values, b.Shape}, spread)
 			}
 		})
 	}()
