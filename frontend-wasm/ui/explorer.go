@@ -326,21 +326,20 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}, func() { e.seed++ })
 	a.button(dst, rect{x, head.Y + 3, 90, 26}, "rerun", "Run (r)", false, func() { e.rerun(a) })
 	x += 98
-	scaleLabel := "colours: threshold"
-	if a.scaleMinMax {
-		scaleLabel = "colours: min-max"
+	// Switches, shown while they fit.
+	toggle := func(name string, w float32, labels [2]string, on *bool) {
+		if x+w >= head.X+head.W {
+			return
+		}
+		label := labels[0]
+		if *on {
+			label = labels[1]
+		}
+		a.button(dst, rect{x, head.Y + 3, w, 26}, name, label, *on, func() { *on = !*on })
+		x += w + 8
 	}
-	if x+150 < head.X+head.W {
-		a.button(dst, rect{x, head.Y + 3, 150, 26}, "scale", scaleLabel, a.scaleMinMax, func() { a.scaleMinMax = !a.scaleMinMax })
-		x += 158
-	}
-	latentLabel := "latent: RGB"
-	if a.latentChannels {
-		latentLabel = "latent: channels"
-	}
-	if x+140 < head.X+head.W {
-		a.button(dst, rect{x, head.Y + 3, 140, 26}, "latentview", latentLabel, a.latentChannels, func() { a.latentChannels = !a.latentChannels })
-	}
+	toggle("scale", 150, [2]string{"colours: threshold", "colours: min-max"}, &a.scaleMinMax)
+	toggle("latentview", 140, [2]string{"latent: RGB", "latent: channels"}, &a.latentChannels)
 
 	// Layout: result row, step row, timeline + chart. Narrow windows get
 	// smaller panels; the proportions stay.
