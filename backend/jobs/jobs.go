@@ -331,7 +331,7 @@ func (r *Runner) work() {
 		}
 		logEvent := func(b []byte) {
 			if events != nil {
-				events.Write(append(b, '\n')) // one write per line: a crash cuts at most the last one
+				events.Write(append(b[:len(b):len(b)], '\n')) // a copy (b is published); one write per line: a crash cuts at most the last one
 			}
 		}
 		logEvent(start)

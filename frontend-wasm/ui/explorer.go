@@ -89,6 +89,12 @@ func (e *explorer) setTexture(key string, img *image.RGBA) {
 	e.tex[key] = ebiten.NewImageFromImage(img)
 }
 
+// current reports whether results decoded for traj still belong on screen:
+// the explorer is open and has not re-run since.
+func (e *explorer) current(a *App, traj *trajectory.Trajectory) bool {
+	return a.exp == e && e.traj == traj
+}
+
 // rawLatent is one step's latent as sent: values in [c, h, w] order.
 type rawLatent struct {
 	values []float32

@@ -377,6 +377,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 // for the channel view.
 func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) {
 	a.decodes++
+	traj := e.traj
 	go func() {
 		values, err := shared.DecodeF16(b.Blob, b.Data)
 		if err == nil && len(b.Shape) != 3 {
@@ -389,7 +390,7 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 				a.fail(fmt.Errorf("step %d %s: %w", step, name, err))
 				return
 			}
-			if a.exp == e {
+			if e.current(a, traj) {
 				e.setLatent(step, name, rawLatent{values, b.Shape}, spread)
 			}
 		})
@@ -399,6 +400,7 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 // decodeInto decodes a PNG in the background into the explorer's textures.
 func (a *App) decodeInto(e *explorer, key string, data []byte) {
 	a.decodes++
+	traj := e.traj
 	go func() {
 		img, err := decodeImage(data, 0)
 		a.post(func() {
@@ -407,7 +409,7 @@ func (a *App) decodeInto(e *explorer, key string, data []byte) {
 				a.fail(fmt.Errorf("%s: %w", key, err))
 				return
 			}
-			if a.exp == e {
+			if e.current(a, traj) {
 				e.setTexture(key, img)
 			}
 		})
