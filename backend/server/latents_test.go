@@ -2,13 +2,10 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"image"
 	"image/png"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/shared"
@@ -19,15 +16,8 @@ import (
 // the preview the client could compute from the raw x0 is the server's.
 func TestRawLatentsMatchTheirPreviews(t *testing.T) {
 	e := startEnv(t, nil)
-	img, _ := os.ReadFile(filepath.Join(e.dataset, "woven", "test", "hole", "000.png"))
-	u := upload(t, e, img)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	req := shared.DenoiseRequest{UploadID: u.ID, Seed: 5, Products: []string{shared.ProductX0Latent, shared.ProductRawLatents}}
-	frames, blobs, err := denoise(t, ctx, e.base, req, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := shared.DenoiseRequest{Seed: 5, Products: []string{shared.ProductX0Latent, shared.ProductRawLatents}}
+	_, frames, blobs := denoiseDatasetImage(t, e, filepath.Join("woven", "test", "hole", "000.png"), req)
 	steps := 0
 	for i, f := range frames {
 		if f.Type != shared.TypeStep {

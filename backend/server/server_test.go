@@ -243,16 +243,28 @@ func upload(t *testing.T, e *env, data []byte) shared.Upload {
 	return u
 }
 
-func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
-	e := startEnv(t, nil)
-	img, _ := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
-	u := upload(t, e, img)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	frames, blobs, err := denoise(t, ctx, e.base, shared.DenoiseRequest{UploadID: u.ID, Seed: 3}, true)
+// denoiseDatasetImage uploads an image of the test dataset (a path under
+// it) and streams its whole trajectory for req.
+func denoiseDatasetImage(t *testing.T, e *env, rel string, req shared.DenoiseRequest) (shared.Upload, []shared.Frame, [][][]byte) {
+	t.Helper()
+	img, err := os.ReadFile(filepath.Join(e.dataset, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
+	u := upload(t, e, img)
+	req.UploadID = u.ID
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	frames, blobs, err := denoise(t, ctx, e.base, req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, frames, blobs
+}
+
+func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
+	e := startEnv(t, nil)
+	u, frames, blobs := denoiseDatasetImage(t, e, filepath.Join("disc", "test", "missing", "000.png"), shared.DenoiseRequest{Seed: 3})
 	if len(frames) != 11 || frames[10].Type != shared.TypeFinal {
 		t.Fatalf("%d frames", len(frames))
 	}
