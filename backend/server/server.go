@@ -262,6 +262,23 @@ func (s *Server) currentStatus() Status {
 	return st
 }
 
+// Start runs the server in the background (see Run) and returns its bound
+// address once it listens, and stop, which shuts it down gracefully, waits,
+// and returns Run's error. It is for programs and tests that embed a server.
+func (s *Server) Start() (addr string, stop func() error, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ready) }()
+	select {
+	case addr = <-ready:
+		return addr, func() error { cancel(); return <-done }, nil
+	case err = <-done:
+		cancel()
+		return "", nil, err
+	}
+}
+
 // Run listens on cfg.Addr until ctx is cancelled, then shuts down gracefully:
 // stop accepting, cancel the running job (queued jobs stay queued for the next
 // start), close streams. ready, if not nil, receives the bound address.

@@ -94,18 +94,13 @@ func startEnv(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	e.srv = s
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ready) }()
-	select {
-	case addr := <-ready:
-		e.base = "http://" + addr
-	case err := <-done:
+	addr, stop, err := s.Start()
+	if err != nil {
 		t.Fatalf("server did not start: %v", err)
 	}
+	e.base = "http://" + addr
 	var once sync.Once
-	e.stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.stop = func() { once.Do(func() { stop() }) }
 	t.Cleanup(e.stop)
 	return e
 }

@@ -70,17 +70,11 @@ func startServer(t *testing.T, cfg server.Config) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ready) }()
-	select {
-	case addr := <-ready:
-		return addr, func() { cancel(); <-done }
-	case err := <-done:
+	addr, stop, err := s.Start()
+	if err != nil {
 		t.Fatalf("server did not start: %v", err)
 	}
-	return "", nil
+	return addr, func() { stop() }
 }
 
 func newEnv(t *testing.T, webDir string) *env {
