@@ -6,6 +6,8 @@ TORCHENV := backend/buildenv/torchenv.sh
 # Where `make run` listens (loopback only) and keeps its data.
 ADDR ?= 127.0.0.1:8080
 DATA ?= var
+# The committed demo model (trained by `diad train --base demo`; see its README).
+DEMO_MODEL ?= backend/model/demo/model.safetensors
 # Packages run one at a time: each libtorch test process uses every core, and
 # two at once on 2 cores spin against each other (OpenMP busy-waits): 13 min
 # instead of about 5. Unchanged packages reuse Go's test cache; force a full
@@ -33,7 +35,7 @@ web:
 
 ## run: build the server and the client, start the server on $(ADDR)
 run: build web
-	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo
+	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo --demo-model $(DEMO_MODEL)
 
 ## test: vet and run the whole test suite (real libtorch)
 test: setup

@@ -63,6 +63,8 @@ type ImageRow struct {
 	GroundTruth int32   `parquet:"gt_label" json:"gt_label"`
 	Defect      string  `parquet:"defect,dict" json:"defect"`
 	Score       float64 `parquet:"score" json:"score"`
+	// Scorer names the anomaly map that produced Score (e.g. "resnet", "ae+ssim").
+	Scorer string `parquet:"scorer,dict" json:"scorer"`
 	// StepScores are the image scores of each DDIM step's predicted image,
 	// when recorded.
 	StepScores []float64 `parquet:"step_scores,list" json:"step_scores,omitempty"`
@@ -143,7 +145,9 @@ type RunMeta struct {
 	Device    string             `json:"device"`
 	Timings   map[string]float64 `json:"timings_seconds"`
 	Config    any                `json:"config,omitempty"`
-	Features  struct {
+	// Scorer names the anomaly map's terms (e.g. "resnet", "ae+ssim").
+	Scorer   string `json:"scorer"`
+	Features struct {
 		Arch       string `json:"arch"`
 		Pretrained bool   `json:"pretrained"`
 		Weights    string `json:"weights,omitempty"`

@@ -169,3 +169,10 @@ type MetricValue struct {
 	Value    *float64 `json:"value"`
 	Error    string   `json:"error,omitempty"`
 }
+
+// ServerStatus is the part of GET /api/v1/status the client shows: the model
+// it serves and notices for the user (e.g. why the demo model is not in use).
+type ServerStatus struct {
+	Model   string   `json:"model,omitempty"`
+	Notices []string `json:"notices,omitempty"`
+}

@@ -356,3 +356,33 @@ func (a *AutoencoderKL) DecodeRaw(z *ts.Tensor) *ts.Tensor {
 	h := a.postQuant.Forward(z)
 	return chain(h, a.dec.forward)
 }
+
+// SetScaleFactor changes the latent scale (set once after stage-1 training so
+// that diffusion latents have unit variance, latent diffusion's scale_by_std).
+func (a *AutoencoderKL) SetScaleFactor(f float64) { a.cfg.ScaleFactor = f }
+
+// Features runs the encoder's levels on ImageNet-normalised images and returns
+// each level's output before its downsampling ([B, ch*mult, H/2^i, W/2^i]),
+// the features an anomaly map can compare when no ImageNet network is at hand:
+// they were learned on the normal images themselves. The caller frees them.
+func (a *AutoencoderKL) Features(x *ts.Tensor) []*ts.Tensor {
+	e := a.enc
+	h := e.convIn.Forward(x)
+	var outs []*ts.Tensor
+	for i, blocks := range e.down {
+		for _, b := range blocks {
+			h = chain(h, b.forward)
+		}
+		outs = append(outs, h.MustShallowClone())
+		if ds := e.downsample[i]; ds != nil {
+			h = chain(h, func(t *ts.Tensor) *ts.Tensor {
+				padded := t.MustConstantPadNd([]int64{0, 1, 0, 1}, false)
+				out := ds.Forward(padded)
+				padded.MustDrop()
+				return out
+			})
+		}
+	}
+	h.MustDrop()
+	return outs
+}

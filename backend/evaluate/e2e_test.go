@@ -1,4 +1,4 @@
-package evaluate
+package evaluate_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/parquet/file"
 
+	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/features"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/train"
@@ -42,17 +43,17 @@ func TestEndToEndOnSyntheticData(t *testing.T) {
 	if sum.Model == "" || !(sum.Loss < 1) {
 		t.Fatalf("training summary %+v", sum)
 	}
-	ec := DefaultConfig()
+	ec := evaluate.DefaultConfig()
 	ec.Checkpoint = sum.Model
 	ec.Data = datasets.Source{Root: data, Layout: "mvtec"}
 	ec.Features = features.Config{Arch: "resnet18", Layers: []int{1, 2, 3}}
 	ec.Device = "cpu"
 	ec.ResultsDir = filepath.Join(dir, "results")
-	rep, err := Test(context.Background(), ec, nil)
+	rep, err := evaluate.Test(context.Background(), ec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("evaluation of %d images at %.1f images/s, threshold %+v\n%s", rep.Images, rep.ImagesPerSec, rep.Threshold, FormatTable(rep.Table))
+	t.Logf("evaluation of %d images at %.1f images/s, threshold %+v\n%s", rep.Images, rep.ImagesPerSec, rep.Threshold, evaluate.FormatTable(rep.Table))
 	auroc := rep.Table.Mean().Values[metrics.ImageAUROC]
 	if math.IsNaN(auroc) || auroc < 0.8 {
 		t.Fatalf("mean image AUROC %.3f, want clearly above chance (>= 0.8)", auroc)

@@ -35,10 +35,14 @@ type Config struct {
 	Checkpoint string          `yaml:"checkpoint"`
 	Data       datasets.Source `yaml:"data"`
 	Features   features.Config `yaml:"features"`
+	// Scorer selects the anomaly map (see ResolveScorer); empty = automatic.
+	Scorer string `yaml:"scorer"`
+	// Preset, if set, is the preset the checkpoint must be.
+	Preset string `yaml:"preset"`
 	// Scoring is the map/score post-processing; the zero value means the
 	// reference's, scaled to the model's image size (ForImageSize).
 	Scoring scoring.Config `yaml:"scoring"`
-	// Sampler overrides the model's sampler when Steps > 0.
+	// Sampler overrides the model's sampler, field by field (zero = keep).
 	Sampler   diffusion.SamplerConfig `yaml:"sampler"`
 	BatchSize int                     `yaml:"batch_size"`
 	Seed      uint64                  `yaml:"seed"`
@@ -66,12 +70,14 @@ type Report struct {
 	Threshold    results.ThresholdInfo
 	Images       int
 	ImagesPerSec float64
-	Pretrained   bool // whether the feature extractor had real weights
+	Pretrained   bool   // whether the feature extractor had real weights
+	Scorer       string // the anomaly map's terms
 }
 
 // Pipeline holds a loaded model and scorer; it scores batches.
 type Pipeline struct {
-	Model   *model.DiAD
+	Model *model.DiAD
+	// Ext is the ImageNet extractor when the scorer uses one (else nil).
 	Ext     *features.Extractor
 	Scorer  *scoring.Scorer
 	Sampler diffusion.SamplerConfig
@@ -89,24 +95,33 @@ func Open(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	ext, err := features.New(cfg.Features, dev)
+	if cfg.Preset != "" && cfg.Preset != m.Config.Preset {
+		m.Free()
+		return nil, fmt.Errorf("evaluate: checkpoint %s is preset %q, not the requested %q", cfg.Checkpoint, m.Config.Preset, cfg.Preset)
+	}
+	kind, err := ResolveScorer(cfg.Scorer, m.Config, cfg.Features, cfg.Checkpoint)
 	if err != nil {
 		m.Free()
 		return nil, err
 	}
-	scfg := cfg.Scoring
-	if scfg == (scoring.Config{}) {
-		scfg = scoring.ReferenceConfig.ForImageSize(m.Config.ImageSize)
-	}
-	sc, err := scoring.New(scfg, ext)
+	sc, ext, err := NewScorer(m, kind, cfg.Features, cfg.Scoring)
 	if err != nil {
 		m.Free()
-		ext.Free()
 		return nil, err
 	}
 	p := &Pipeline{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler, Seed: cfg.Seed}
-	if cfg.Sampler.Steps > 0 || len(cfg.Sampler.Timesteps) > 0 {
-		p.Sampler = cfg.Sampler
+	// Each sampler setting that is set overrides the model's alone.
+	if cfg.Sampler.StartT > 0 {
+		p.Sampler.StartT = cfg.Sampler.StartT
+	}
+	if cfg.Sampler.Steps > 0 {
+		p.Sampler.Steps = cfg.Sampler.Steps
+	}
+	if cfg.Sampler.Eta > 0 {
+		p.Sampler.Eta = cfg.Sampler.Eta
+	}
+	if len(cfg.Sampler.Timesteps) > 0 {
+		p.Sampler.Timesteps = cfg.Sampler.Timesteps
 	}
 	return p, nil
 }
@@ -114,8 +129,14 @@ func Open(cfg Config) (*Pipeline, error) {
 // Free releases the model and extractor.
 func (p *Pipeline) Free() {
 	p.Model.Free()
-	p.Ext.Free()
+	if p.Ext != nil {
+		p.Ext.Free()
+	}
 }
+
+// Pretrained reports whether the scorer's ImageNet features had real weights
+// (false for scorers that use none).
+func (p *Pipeline) Pretrained() bool { return p.Ext != nil && p.Ext.Pretrained() }
 
 // Scored is one image's outcome.
 type Scored struct {
@@ -224,7 +245,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 				gt = 1
 			}
 			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Category: s.Category, Path: s.Path, Split: s.Split,
-				GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, StepScores: scored[i].StepScores, CreatedAt: now})
+				GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: p.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now})
 			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
 			c := byCat[s.Category]
 			if c == nil {
@@ -265,7 +286,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
 		return Report{}, err
 	}
-	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Ext.Pretrained()}, nil
+	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(), Scorer: p.Scorer.Kind()}, nil
 }
 
 // chooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
@@ -329,7 +350,8 @@ func meta(runID, kind string, cfg Config, p *Pipeline, ix datasets.Index, th res
 	m.Dataset.Root, m.Dataset.Layout, m.Dataset.Categories = ix.Root, ix.Layout, ix.Categories
 	v := version.Read()
 	m.Versions = map[string]string{"diad": v.Diad, "revision": v.Revision, "gotch": v.Gotch, "libtorch": torchrt.LibtorchVersion(), "go": v.Go}
-	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Ext.Pretrained(), cfg.Features.Weights
+	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Pretrained(), cfg.Features.Weights
+	m.Scorer = p.Scorer.Kind()
 	return m
 }
 

@@ -90,7 +90,7 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 				pred = 1
 			}
 			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Path: it.Sample.Path, Split: "predict", GroundTruth: -1,
-				Score: pr.Score, Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
+				Score: pr.Score, Scorer: p.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
 			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
 		}
 	}

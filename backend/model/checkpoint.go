@@ -193,3 +193,18 @@ func autoencoderKey(name string) string {
 func (m *DiAD) LoadAutoencoder(path string) (checkpoint.Report, error) {
 	return m.LoadWeights(path, checkpoint.LoadOptions{Prefixes: []string{PrefixAutoencoder}, Rename: autoencoderKey, IgnoreUnexpected: true})
 }
+
+// ReadConfig returns the model config a checkpoint carries (or the preset it
+// matches) without loading its weights.
+func ReadConfig(path string) (Config, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer r.Close()
+	c, err := ConfigFromCheckpoint(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	return c, nil
+}

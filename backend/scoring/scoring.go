@@ -66,30 +66,70 @@ func ReflectIndex(i, n int) int {
 	return i
 }
 
-// Scorer compares images with reconstructions in a feature extractor's space.
+// Scorer compares images with reconstructions: the sum of its terms' maps
+// (each divided by its scale), Gaussian-smoothed, and the pooled-max image score.
 type Scorer struct {
 	cfg    Config
+	kind   string
 	ext    *features.Extractor
+	terms  []Term
+	scales []float64
 	kernel []float64
 }
 
-// New makes a scorer over an extractor (which the caller keeps and frees).
+// New makes the reference scorer over an ImageNet feature extractor (which the
+// caller keeps and frees): one feature term, exactly the paper's map.
 func New(cfg Config, ext *features.Extractor) (*Scorer, error) {
+	s, err := NewTerms(cfg, KindResNet, []Term{FeatureTerm{Label: KindResNet, Forward: ext.Forward, Layers: len(ext.Config().Layers)}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.ext = ext
+	return s, nil
+}
+
+// NewTerms makes a scorer that sums terms, each divided by its scale (nil
+// scales: all 1). kind names the combination (see ParseKind) for run metadata.
+func NewTerms(cfg Config, kind string, terms []Term, scales []float64) (*Scorer, error) {
 	if !(cfg.Sigma > 0) || !(cfg.Truncate > 0) || cfg.PoolKernel < 1 || cfg.PoolTimes < 0 {
 		return nil, fmt.Errorf("scoring: bad config %+v", cfg)
 	}
-	return &Scorer{cfg: cfg, ext: ext, kernel: GaussianKernel1D(cfg.Sigma, cfg.Truncate)}, nil
+	if len(terms) == 0 {
+		return nil, fmt.Errorf("scoring: no terms")
+	}
+	if scales == nil {
+		scales = make([]float64, len(terms))
+		for i := range scales {
+			scales[i] = 1
+		}
+	}
+	if len(scales) != len(terms) {
+		return nil, fmt.Errorf("scoring: %d scales for %d terms", len(scales), len(terms))
+	}
+	for _, v := range scales {
+		if !(v > 0) {
+			return nil, fmt.Errorf("scoring: term scales must be positive, got %v", scales)
+		}
+	}
+	return &Scorer{cfg: cfg, kind: kind, terms: terms, scales: scales, kernel: GaussianKernel1D(cfg.Sigma, cfg.Truncate)}, nil
 }
 
-// Extractor is the feature extractor in use.
+// Extractor is the ImageNet feature extractor in use (nil for other kinds).
 func (s *Scorer) Extractor() *features.Extractor { return s.ext }
+
+// Kind names the scorer's terms, e.g. "resnet" or "ae+ssim".
+func (s *Scorer) Kind() string { return s.kind }
+
+// Terms are the scorer's terms, in order.
+func (s *Scorer) Terms() []Term { return s.terms }
 
 // Result is one batch's scoring.
 type Result struct {
 	// Map is the smoothed anomaly map [B, 1, H, W].
 	Map *ts.Tensor
-	// LayerMaps are the unsmoothed, upsampled per-layer maps [B, 1, H, W]
-	// (only when requested), in the extractor's layer order.
+	// LayerMaps are the unsmoothed parts of the map [B, 1, H, W], each
+	// divided by its term's scale (only when requested): a feature term's
+	// per-layer maps, other terms' maps, in the scorer's term order.
 	LayerMaps []*ts.Tensor
 	// Scores are the image scores.
 	Scores []float64
@@ -105,7 +145,7 @@ func (r Result) Free() {
 
 // Score computes anomaly maps and image scores for ImageNet-normalised images
 // and their reconstructions, both [B, 3, H, W].
-func (s *Scorer) Score(images, recons *ts.Tensor, perLayer bool) (res Result, err error) {
+func (s *Scorer) Score(images, recons *ts.Tensor, parts bool) (res Result, err error) {
 	defer torchrt.Pin()()
 	defer func() {
 		if r := recover(); r != nil {
@@ -116,15 +156,11 @@ func (s *Scorer) Score(images, recons *ts.Tensor, perLayer bool) (res Result, er
 	if len(si) != 4 || fmt.Sprint(si) != fmt.Sprint(sr) {
 		return Result{}, fmt.Errorf("scoring: images %v and reconstructions %v must be equal [B, 3, H, W]", si, sr)
 	}
-	fa := s.ext.Forward(images)
-	fb := s.ext.Forward(recons)
-	defer dropAll(fa)
-	defer dropAll(fb)
+	raw, each := sumTerms(s.terms, s.scales, images, recons, parts)
 	torchrt.NoGrad(func() {
-		raw, layerMaps := AnomalyMap(fa, fb, si[2], si[3], perLayer)
 		res.Map = GaussianBlur(raw, s.kernel)
 		raw.MustDrop()
-		res.LayerMaps = layerMaps
+		res.LayerMaps = each
 		res.Scores = PooledMax(res.Map, s.cfg.PoolKernel, s.cfg.PoolTimes)
 	})
 	return res, nil

@@ -201,8 +201,13 @@ func (s *Server) uploadPath(id string) (string, error) {
 // modelFiles lists checkpoints produced by train jobs and the configured one.
 func (s *Server) modelFiles() []string {
 	files, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "models", "*", "model.safetensors"))
-	if s.cfg.Checkpoint != "" {
-		files = append([]string{s.cfg.Checkpoint}, files...)
+	s.mu.Lock()
+	demo := s.demoModel
+	s.mu.Unlock()
+	for _, first := range []string{demo, s.cfg.Checkpoint} {
+		if first != "" {
+			files = append([]string{first}, files...)
+		}
 	}
 	return files
 }

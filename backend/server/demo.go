@@ -4,21 +4,36 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
 )
 
 // demoData is the synthetic dataset's folder inside DataDir.
 const demoData = "demo-data"
 
-// demoSynth is small enough to train on 2 CPU cores in a couple of minutes.
-var demoSynth = datasets.SynthConfig{Seed: 1, Size: 64, Train: 30, TestGood: 6, PerDefect: 3, Categories: []string{"woven", "grid", "disc", "screw"}}
+// demoSynthDir is the synthetic set inside demoData: the demo model's size
+// (128 px, all six categories, seed 1 - the set the committed model was
+// measured on). The quick training resizes it to the tiny model's 64 px.
+const demoSynthDir = "synth-128"
 
-// startDemo prepares the demo: dataset, then a train job (whose success
-// queues a test job) unless a model or a train job exists already.
+var demoSynth = datasets.DefaultSynth
+
+// DemoRunDir is the folder next to a committed demo model that holds its
+// evaluation on the demo dataset (a results store with one run), installed on
+// first start so that the gallery shows a trained model at once.
+const DemoRunDir = "runs"
+
+// startDemo prepares the demo: the dataset; the committed demo model, loaded
+// at once with its evaluation run; and the quick training of the tiny model
+// as a live demonstration of the training monitor (it never replaces the
+// demo model). Without a usable demo model the quick training's model is
+// the one the user meets, and a notice says why.
 func (s *Server) startDemo() error {
-	root := filepath.Join(s.cfg.DataDir, demoData, "synth")
+	root := filepath.Join(s.cfg.DataDir, demoData, demoSynthDir)
 	if _, err := os.Stat(root); err != nil {
 		s.log.Info("demo: generating the synthetic dataset", "root", root)
 		if _, err := datasets.Synthesize(root, demoSynth); err != nil {
@@ -28,13 +43,19 @@ func (s *Server) startDemo() error {
 	if _, code, err := s.RegisterDataset(shared.RegisterDataset{Name: "synth", Path: root}); err != nil {
 		return fmt.Errorf("demo: register dataset (%d): %w", code, err)
 	}
-	if len(s.modelFiles()) > 0 {
-		return nil
+	if s.cfg.DemoModel != "" {
+		if err := s.startDemoModel(root); err != nil {
+			s.addNotice(fmt.Sprintf("The demo model could not be used (%v); the quick training below trains a small model instead.", err))
+			s.log.Warn("demo: falling back to the quick training", "model", s.cfg.DemoModel, "err", err)
+		}
 	}
 	for _, j := range s.runner.List() {
 		if j.Kind == shared.JobTrain && j.State != shared.JobFailed && j.State != shared.JobCancelled {
-			return nil // already training (e.g. queued before a restart)
+			return nil // already trained or training (e.g. queued before a restart)
 		}
+	}
+	if s.loadedModel() == "" && len(s.modelFiles()) > 0 {
+		return nil // a model exists already
 	}
 	j, err := s.runner.Submit(shared.JobTrain, map[string]any{"data": map[string]any{"root": "synth"}, "demo": true})
 	if err != nil {
@@ -42,6 +63,118 @@ func (s *Server) startDemo() error {
 	}
 	s.log.Info("demo: training the tiny model on the synthetic dataset (a few minutes on 2 cores)", "job", j.ID)
 	return nil
+}
+
+// startDemoModel checks and loads the committed demo model and installs its
+// evaluation run (or queues one when none ships with it).
+func (s *Server) startDemoModel(root string) error {
+	path, err := filepath.Abs(s.cfg.DemoModel)
+	if err != nil {
+		return err
+	}
+	if err := checkDemoModel(path); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.demoModel = path
+	s.mu.Unlock()
+	if err := s.useModel(path); err != nil {
+		s.mu.Lock()
+		s.demoModel = ""
+		s.mu.Unlock()
+		return err
+	}
+	s.log.Info("demo: serving the demo model", "model", path)
+	th, installed, err := s.installDemoRun(path, root)
+	if err != nil {
+		s.log.Warn("demo: the committed evaluation run could not be installed; evaluating now", "err", err)
+	}
+	if installed {
+		s.mu.Lock()
+		s.threshold[path] = th
+		s.mu.Unlock()
+		return nil
+	}
+	if err == nil && s.hasRunOf(path) {
+		return nil
+	}
+	j, err := s.runner.Submit(shared.JobTest, map[string]any{"checkpoint": path, "data": map[string]any{"root": "synth"}})
+	if err != nil {
+		return err
+	}
+	s.log.Info("demo: evaluating the demo model", "job", j.ID)
+	return nil
+}
+
+// checkDemoModel refuses a missing or corrupt file and any preset but demo.
+func checkDemoModel(path string) error {
+	cfg, err := model.ReadConfig(path)
+	if err != nil {
+		return err
+	}
+	if cfg.Preset != "demo" {
+		return fmt.Errorf("%s is preset %q, not demo", path, cfg.Preset)
+	}
+	return nil
+}
+
+// hasRunOf reports whether the results store holds a run of checkpoint.
+func (s *Server) hasRunOf(checkpoint string) bool {
+	runs, err := s.store.Runs()
+	if err != nil {
+		return false
+	}
+	for _, r := range runs {
+		if r.Checkpoint == checkpoint {
+			return true
+		}
+	}
+	return false
+}
+
+// installDemoRun copies the run committed beside the demo model into the
+// results store, with its image paths moved to this server's copy of the
+// demo dataset (the set is generated from a seed, so the files are the same).
+// It returns the run's threshold and whether it installed one now.
+func (s *Server) installDemoRun(modelPath, root string) (float64, bool, error) {
+	src := results.Store{Root: filepath.Join(filepath.Dir(modelPath), DemoRunDir)}
+	runs, err := src.Runs()
+	if err != nil {
+		return 0, false, err
+	}
+	if len(runs) == 0 {
+		return 0, false, nil
+	}
+	meta := runs[0]
+	if _, err := s.store.Meta(meta.RunID); err == nil {
+		return meta.Threshold.Value, false, nil // installed by an earlier start
+	}
+	images, err := src.Images(meta.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	metricRows, err := src.Metrics(meta.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	maps, err := src.Maps(meta.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	for i := range images {
+		rel, err := filepath.Rel(meta.Dataset.Root, images[i].Path)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return 0, false, fmt.Errorf("demo run %s: image %s is outside its dataset %s", meta.RunID, images[i].Path, meta.Dataset.Root)
+		}
+		images[i].Path = filepath.Join(root, rel)
+	}
+	meta.Dataset.Root = root
+	meta.Checkpoint = modelPath
+	if err := s.store.Write(results.Run{Meta: meta, Images: images, Metrics: metricRows, Maps: maps}); err != nil {
+		return 0, false, err
+	}
+	s.log.Info("demo: installed the demo model's evaluation run", "run", meta.RunID)
+	return meta.Threshold.Value, true, nil
 }
 
 // afterDemoTrain queues the evaluation of a freshly trained demo model.

@@ -179,7 +179,12 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 					s.log.Warn("load trained model", "err", err)
 				}
 			}
-			if demo && sum.Model != "" {
+			s.mu.Lock()
+			servingDemo := s.demoModel != ""
+			s.mu.Unlock()
+			if demo && sum.Model != "" && !servingDemo {
+				// Only when it is the model the user meets: next to the demo
+				// model the quick training is a demonstration of training.
 				s.afterDemoTrain(sum.Model)
 			}
 			return jobs.Output{Model: sum.Model}, nil

@@ -66,10 +66,13 @@ type Config struct {
 	// empty, "web" next to the executable. Without a client, / shows a
 	// status page that says how to build it.
 	WebDir string `yaml:"web_dir"`
-	// Demo, on a server with no model yet, generates the synthetic dataset
-	// (in <DataDir>/demo-data), trains the tiny model on it and evaluates it,
-	// so that a first start shows something real within minutes.
+	// Demo generates the synthetic dataset (in <DataDir>/demo-data), serves
+	// DemoModel with its committed evaluation run, and trains the tiny model
+	// as a live demonstration of the training monitor (its model is served
+	// only when DemoModel is missing or unusable).
 	Demo bool `yaml:"demo"`
+	// DemoModel is the committed demo checkpoint (preset demo).
+	DemoModel string `yaml:"demo_model"`
 }
 
 // DefaultConfig listens on loopback only.
@@ -91,6 +94,9 @@ type Status struct {
 	Threads  int          `json:"threads"`
 	Started  time.Time    `json:"started"`
 	Model    string       `json:"model,omitempty"`
+	// Notices are things the user should know about this server (e.g. that
+	// the demo model could not be loaded), shown by the client.
+	Notices []string `json:"notices,omitempty"`
 }
 
 // Server wraps the echo instance and what its handlers share.
@@ -108,6 +114,8 @@ type Server struct {
 	loadMu    sync.Mutex // serialises model loading
 	datasets  map[string]datasetEntry
 	denoiser  *denoiser
+	demoModel string // the committed demo model, once loaded
+	notices   []string
 	threshold map[string]float64 // per model path: the threshold of its latest test run
 
 	// wsCtx ends when the server shuts down: http.Server.Shutdown does not
@@ -258,6 +266,7 @@ func (s *Server) currentStatus() Status {
 	if s.denoiser != nil {
 		st.Model = s.denoiser.path
 	}
+	st.Notices = append([]string(nil), s.notices...)
 	s.mu.Unlock()
 	return st
 }
@@ -317,4 +326,11 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// addNotice records something the user should know (shown in /status).
+func (s *Server) addNotice(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notices = append(s.notices, msg)
 }

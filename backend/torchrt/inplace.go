@@ -18,6 +18,7 @@ extern void atg_lerp_(tensor *, tensor, tensor, scalar);
 extern void atg_addcmul_(tensor *, tensor, tensor, tensor);
 extern void atg_addcdiv_(tensor *, tensor, tensor, tensor);
 extern void atg_requires_grad_(tensor *, tensor, int);
+extern void at_copy_(tensor dst, tensor src);
 
 // An in-place op returns a second handle to its input; gotch's Go wrappers
 // swap it in and never free the first, which keeps the tensor (and, for a
@@ -42,6 +43,7 @@ static char *diad_lerp_(tensor t, tensor end, double w) {
 }
 static char *diad_addcmul_(tensor t, tensor a, tensor b) { tensor out[1] = {0}; atg_addcmul_(out, t, a, b); return diad_done(out); }
 static char *diad_addcdiv_(tensor t, tensor a, tensor b) { tensor out[1] = {0}; atg_addcdiv_(out, t, a, b); return diad_done(out); }
+static char *diad_copy_(tensor dst, tensor src) { at_copy_(dst, src); return get_and_reset_last_err(); }
 static char *diad_requires_grad_(tensor t, int on) { tensor out[1] = {0}; atg_requires_grad_(out, t, on); return diad_done(out); }
 */
 import "C"
@@ -82,6 +84,9 @@ func MulScalar_(t *ts.Tensor, v float64) { check(C.diad_mul_scalar_(ct(t), C.dou
 
 // AddScalar_ is t += v.
 func AddScalar_(t *ts.Tensor, v float64) { check(C.diad_add_scalar_(ct(t), C.double(v))) }
+
+// Copy_ copies src's values into dst (same shape; dtype and device converted).
+func Copy_(dst, src *ts.Tensor) { check(C.diad_copy_(ct(dst), ct(src))) }
 
 // Lerp_ is t += w * (end - t).
 func Lerp_(t, end *ts.Tensor, w float64) { check(C.diad_lerp_(ct(t), ct(end), C.double(w))) }

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/datasets"
 )
 
@@ -58,6 +59,29 @@ type Config struct {
 	AutoencoderOptim optim.AdamWConfig `yaml:"autoencoder_optim"`
 	// KLWeight weighs the posterior's KL term in stage 1 (reference 1e-6).
 	KLWeight float64 `yaml:"kl_weight"`
+	// AutoencoderSSIMWeight adds this times (1 - SSIM) of the reconstruction
+	// to stage 1's L1: SSIM rewards rebuilt texture and edges that L1 alone
+	// blurs away (the reference uses LPIPS, which needs ImageNet weights).
+	AutoencoderSSIMWeight float64 `yaml:"autoencoder_ssim_weight"`
+	// AutoencoderCrop trains stage 1 on random square crops of this side
+	// (0 = whole images; a multiple of the autoencoder's downsampling).
+	AutoencoderCrop int `yaml:"autoencoder_crop"`
+	// ScaleLatents sets the autoencoder's scale factor after stage 1 to one
+	// over the standard deviation of the training latents (latent diffusion's
+	// scale_by_std): the 0.18215 of SD's autoencoder fits no other one.
+	ScaleLatents bool `yaml:"scale_latents"`
+	// LRSchedule shapes both stages' learning rates.
+	LRSchedule Schedule `yaml:"lr_schedule"`
+	// EMADecay keeps an exponential moving average of the denoiser's weights
+	// (0 = off); the saved models are the average.
+	EMADecay float64 `yaml:"ema_decay"`
+	// StartTCandidates, when set, are the sampler start levels tried after
+	// training on held-out training images with synthetic defects; the best
+	// becomes the model's default. Never the test set.
+	StartTCandidates []int `yaml:"start_t_candidates"`
+	// Scorer is the anomaly map the model defaults to without ImageNet weights
+	// (e.g. "ae+ssim"); its terms are calibrated on held-out images.
+	Scorer string `yaml:"scorer"`
 }
 
 // ReferenceConfig is the paper's training (models/diad.yaml, the training
@@ -90,8 +114,32 @@ func CPUConfig() Config {
 	return c
 }
 
+// DemoConfig trains the demo preset from scratch on a CPU within an hour on
+// two cores (measured; see docs/quality.md): the autoencoder with L1 + SSIM
+// and unit-variance latents, then the denoiser with warm-up, cosine decay and
+// an EMA of its weights; then the start level and the scorer are chosen on
+// held-out training images with synthetic defects.
+func DemoConfig() Config {
+	c := CPUConfig()
+	c.Preset = "demo"
+	c.BatchSize = 8
+	c.AutoencoderSteps = 1500
+	c.AutoencoderOptim = optim.AdamWConfig{LR: 1e-3, Beta1: 0.5, Beta2: 0.9, Eps: 1e-8}
+	c.AutoencoderSSIMWeight = 1
+	c.AutoencoderCrop = 64
+	c.ScaleLatents = true
+	c.MaxSteps = 3000
+	c.Optim = optim.AdamWConfig{LR: 4e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+	c.LRSchedule = Schedule{Kind: "cosine", WarmupSteps: 100, MinFactor: 0.05}
+	c.EMADecay = 0.995
+	c.ValFraction, c.ValEvery, c.CheckpointEvery = 0.1, 500, 250
+	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700}
+	c.Scorer = "ae+ssim"
+	return c
+}
+
 // Presets by name.
-var Presets = map[string]func() Config{"reference": ReferenceConfig, "cpu": CPUConfig}
+var Presets = map[string]func() Config{"reference": ReferenceConfig, "cpu": CPUConfig, "demo": DemoConfig}
 
 // Load reads a YAML training config over a named preset (the file may set
 // "base: cpu"; default "cpu").
@@ -135,6 +183,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: val_fraction must be in [0, 1)")
 	case c.AutoencoderSteps < 0:
 		return fmt.Errorf("train: autoencoder_steps must be >= 0")
+	case c.EMADecay < 0 || c.EMADecay >= 1:
+		return fmt.Errorf("train: ema_decay must be in [0, 1)")
+	case c.AutoencoderCrop < 0 || c.AutoencoderCrop%8 != 0:
+		return fmt.Errorf("train: autoencoder_crop must be 0 or a positive multiple of 8, got %d", c.AutoencoderCrop)
+	case c.AutoencoderSSIMWeight < 0:
+		return fmt.Errorf("train: autoencoder_ssim_weight must be >= 0")
 	}
-	return nil
+	for _, t := range c.StartTCandidates {
+		if t < 1 || t > 999 {
+			return fmt.Errorf("train: start_t_candidates must lie in [1, 999], got %v", c.StartTCandidates)
+		}
+	}
+	if c.Scorer != "" {
+		if _, err := scoring.ParseKind(c.Scorer); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+	}
+	return c.LRSchedule.Validate()
 }

@@ -17,10 +17,12 @@ import (
 	"github.com/sugarme/gotch/ts"
 	"gopkg.in/yaml.v3"
 
+	"github.com/diad-project/diad/backend/calibrate"
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
 )
@@ -92,6 +94,8 @@ type state struct {
 	Noise   []byte  `json:"noise"`
 	BestVal float64 `json:"best_val"`
 	Images  int64   `json:"images"`
+	// EMAUpdates counts the denoiser average's updates.
+	EMAUpdates int64 `json:"ema_updates,omitempty"`
 }
 
 type trainer struct {
@@ -104,6 +108,7 @@ type trainer struct {
 	val      *datasets.Loader
 	st       state
 	opt      *optim.AdamW
+	ema      *ema // denoiser stage with EMADecay > 0
 	start    time.Time
 	lastLoss float64
 	lastVal  float64
@@ -138,6 +143,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 	defer func() {
 		if t.opt != nil {
 			t.opt.Free()
+		}
+		if t.ema != nil {
+			t.ema.free()
 		}
 	}()
 	stopped, err := t.loop(ctx)
@@ -281,6 +289,9 @@ func (t *trainer) beginStage(restoring bool) error {
 		return err
 	}
 	t.opt = opt
+	if t.st.Stage == StageDenoiser && t.cfg.EMADecay > 0 {
+		t.ema = newEMA(t.m.Store.Trainable(), t.cfg.EMADecay)
+	}
 	t.emit(Event{Kind: "stage", Message: "stage " + t.st.Stage})
 	return nil
 }
@@ -314,6 +325,16 @@ func (t *trainer) autoencoderLoss(images *ts.Tensor, noise *diffusion.Noise) (lo
 			err = fmt.Errorf("autoencoder loss: libtorch: %v", r)
 		}
 	}()
+	if c := int64(t.cfg.AutoencoderCrop); c > 0 && c < images.MustSize()[2] {
+		// A random square crop (the same for the whole batch): the
+		// autoencoder is convolutional, so crops teach it the same
+		// mapping at a fraction of the cost.
+		size := images.MustSize()
+		oy := int64(noise.Uint64() % uint64(size[2]-c+1))
+		ox := int64(noise.Uint64() % uint64(size[3]-c+1))
+		images = images.MustNarrow(2, oy, c, false).MustNarrow(3, ox, c, true)
+		defer images.MustDrop()
+	}
 	post := t.m.AE.Encode(images)
 	defer post.Free()
 	eps := noise.Normal(post.Mean.MustSize(), t.m.Device())
@@ -321,10 +342,22 @@ func (t *trainer) autoencoderLoss(images *ts.Tensor, noise *diffusion.Noise) (lo
 	eps.MustDrop()
 	rec := t.m.AE.DecodeRaw(z)
 	z.MustDrop()
+	var ssim *ts.Tensor
+	if w := t.cfg.AutoencoderSSIMWeight; w > 0 {
+		a, b := scoring.ToUnit(images), scoring.ToUnit(rec)
+		m := scoring.SSIMMap(a, b)
+		a.MustDrop()
+		b.MustDrop()
+		ssim = m.MustMean(m.DType(), true).MustNeg(true).MustAddScalar(ts.FloatScalar(1), true).MustMulScalar(ts.FloatScalar(w), true)
+	}
 	l1 := rec.MustL1Loss(images, 1, true)
 	kl := post.KL().MustMulScalar(ts.FloatScalar(t.cfg.KLWeight), true)
 	out := l1.MustAdd(kl, true)
 	kl.MustDrop()
+	if ssim != nil {
+		out = out.MustAdd(ssim, true)
+		ssim.MustDrop()
+	}
 	return out, nil
 }
 
@@ -383,8 +416,13 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				loss.MustDrop()
 				x.MustDrop()
 				if micro+1 >= t.cfg.GradAccum {
+					t.opt.Config.LR = t.baseLR() * t.cfg.LRSchedule.Factor(t.st.Step, total)
 					t.opt.Update()
 					t.opt.ZeroGrad()
+					if t.ema != nil {
+						t.ema.update()
+						t.st.EMAUpdates = t.ema.Updates
+					}
 				}
 				unlock()
 				if math.IsNaN(t.lastLoss) || math.IsInf(t.lastLoss, 0) {
@@ -458,6 +496,11 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 			if err := t.validate(); err != nil {
 				return "", err
 			}
+			if t.cfg.ScaleLatents {
+				if err := t.scaleLatents(ctx); err != nil {
+					return "", err
+				}
+			}
 			t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: math.Inf(1), Images: t.st.Images}
 			if err := t.beginStage(false); err != nil {
 				return "", err
@@ -487,6 +530,16 @@ func (t *trainer) finishStage(ctx context.Context, reason string) (string, error
 	if err := t.validate(); err != nil {
 		return "", err
 	}
+	if t.ema != nil {
+		// The saved model is the average; the checkpoint's live weights
+		// are then the average too, which is all a finished run needs.
+		t.ema.swap()
+		t.ema.free()
+		t.ema = nil
+	}
+	if err := t.calibrate(ctx); err != nil {
+		return "", err
+	}
 	t.st.Stage = StageDone
 	if err := t.m.Save(filepath.Join(t.cfg.OutDir, ModelFile), map[string]string{"diad.train_steps": fmt.Sprint(t.st.Step)}); err != nil {
 		return "", err
@@ -502,6 +555,10 @@ func (t *trainer) finishStage(ctx context.Context, reason string) (string, error
 func (t *trainer) validate() error {
 	if t.val == nil {
 		return nil
+	}
+	if t.ema != nil {
+		t.ema.swap()
+		defer t.ema.swap()
 	}
 	noise := diffusion.NewNoise(t.cfg.Seed ^ 0x5eed)
 	sum, n := 0.0, 0
@@ -557,6 +614,11 @@ func (t *trainer) saveCheckpoint() error {
 		}
 		optStep = t.opt.Step
 	}
+	if t.ema != nil {
+		for name, v := range t.ema.state() {
+			tensors[name] = v
+		}
+	}
 	meta := map[string]string{model.MetaFormat: model.FormatVersion, model.MetaConfig: string(modelYAML), model.MetaPreset: t.m.Config.Preset,
 		metaState: string(stateJSON), metaConfig: string(cfgYAML), "diad.optimizer_step": fmt.Sprint(optStep)}
 	path := filepath.Join(t.cfg.OutDir, CheckpointFile)
@@ -589,7 +651,7 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 		return nil, err
 	}
 	if _, err := checkpoint.LoadInto(m.Store, r, checkpoint.LoadOptions{Rename: func(n string) string {
-		if strings.HasPrefix(n, optPrefix) {
+		if strings.HasPrefix(n, optPrefix) || strings.HasPrefix(n, emaPrefix) {
 			return ""
 		}
 		return n
@@ -646,7 +708,134 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 		return nil, fmt.Errorf("resume %s: %w", path, err)
 	}
 	t.opt = opt
+	if st.Stage == StageDenoiser && t.cfg.EMADecay > 0 {
+		t.ema = newEMA(m.Store.Trainable(), t.cfg.EMADecay)
+		avg := map[string]*ts.Tensor{}
+		for _, e := range r.Entries() {
+			if name, ok := strings.CutPrefix(e.Name, emaPrefix); ok {
+				v, err := r.Load(e.Name, dev)
+				if err != nil {
+					return nil, err
+				}
+				avg[name] = v
+			}
+		}
+		err := t.ema.load(avg)
+		for _, v := range avg {
+			v.MustDrop()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("resume %s: %w", path, err)
+		}
+		t.ema.Updates = st.EMAUpdates
+	}
 	return m, nil
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// baseLR is the current stage's configured learning rate.
+func (t *trainer) baseLR() float64 {
+	if t.st.Stage == StageAutoencoder {
+		return t.cfg.AutoencoderOptim.LR
+	}
+	return t.cfg.Optim.LR
+}
+
+// scaleLatents sets the autoencoder's scale factor to 1/std of the unscaled
+// posterior samples of (up to 16 batches of) the training images.
+func (t *trainer) scaleLatents(ctx context.Context) error {
+	noise := diffusion.NewNoise(t.cfg.Seed ^ 0x5ca1e)
+	var sum, sumSq, n float64
+	var err error
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	torchrt.NoGrad(func() {
+		batches := 0
+		for r := range t.train.Epoch(ectx, 0, 0) {
+			if r.Err != nil {
+				err = r.Err
+				return
+			}
+			unlock := torchrt.LockCompute()
+			x := toTensor(r.Batch, t.m.Config.ImageSize, t.m.Device())
+			post := t.m.AE.Encode(x)
+			eps := noise.Normal(post.Mean.MustSize(), t.m.Device())
+			z := post.Sample(eps)
+			vals := torchrt.Float64s(z)
+			z.MustDrop()
+			eps.MustDrop()
+			post.Free()
+			x.MustDrop()
+			unlock()
+			for _, v := range vals {
+				sum += v
+				sumSq += v * v
+			}
+			n += float64(len(vals))
+			if batches++; batches >= 16 {
+				break
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	mean := sum / n
+	std := math.Sqrt(math.Max(sumSq/n-mean*mean, 0))
+	if !(std > 1e-8) {
+		return fmt.Errorf("train: latents have no spread (std %g): the autoencoder collapsed", std)
+	}
+	f := 1 / std
+	t.m.AE.SetScaleFactor(f)
+	t.m.Config.Autoencoder.ScaleFactor = f
+	t.log.Info("latent scale", "std", std, "scale_factor", f)
+	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("latent scale factor %.4f (latent std %.4f)", f, std)})
+	return nil
+}
+
+// calibrate chooses the start level and the scorer's term scales on the
+// held-out images (see package calibrate) and writes them into the model's
+// config, which the saved model carries.
+func (t *trainer) calibrate(ctx context.Context) error {
+	if t.val == nil || (t.cfg.Scorer == "" && len(t.cfg.StartTCandidates) == 0) {
+		return nil
+	}
+	var images []calibrate.Image
+	for r := range t.val.Epoch(ctx, 0, 0) {
+		if r.Err != nil {
+			return r.Err
+		}
+		for _, it := range r.Batch.Items {
+			images = append(images, it.Image)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	kind := t.cfg.Scorer
+	if kind == "" {
+		kind = scoring.KindAE
+	}
+	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("calibrating start level %v and scorer %s on %d held-out images", t.cfg.StartTCandidates, kind, len(images))})
+	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	for _, tr := range res.Trials {
+		t.log.Info("calibration", "start_t", tr.StartT, "image_auroc", tr.ImageAUROC, "pixel_auroc", tr.PixelAUROC, "scales", tr.Scales)
+		t.emit(Event{Kind: "calibration", Message: fmt.Sprintf("start level %d: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.ImageAUROC, tr.PixelAUROC)})
+	}
+	if len(t.cfg.StartTCandidates) > 0 {
+		t.m.Config.Sampler.StartT = res.StartT
+		t.m.Config.Sampler.Timesteps = nil
+	}
+	if t.cfg.Scorer != "" {
+		t.m.Config.Scorer = res.Scorer
+	}
+	t.log.Info("calibrated", "start_t", t.m.Config.Sampler.StartT, "scorer", res.Scorer)
+	return nil
+}

@@ -13,13 +13,39 @@ import (
 // SGConfig is what the Semantic-Guided network adds to the UNet architecture.
 type SGConfig struct {
 	// HintChannels are the widths of the hint block C's four stages; each stage
-	// after the first halves the resolution (3 stride-2 convs: image/8 = latent).
+	// after the first halves the resolution (3 stride-2 convs: image/8 = latent;
+	// see HintDownsampling).
 	// The reference: 16, 32, 96, 256.
 	HintChannels []int64 `yaml:"hint_channels"`
 	// ImageChannels is the hint input (the ImageNet-normalised RGB image).
 	ImageChannels int64 `yaml:"image_channels"`
 	// InstanceNormEps is the SFF block's InstanceNorm2d epsilon.
 	InstanceNormEps float64 `yaml:"instance_norm_eps"`
+	// HintDownsampling is how much the hint block shrinks the image to the
+	// latent grid: the autoencoder's factor (0 means 8, the KL-f8 reference;
+	// 4 for a KL-f4 autoencoder, whose last hint stage keeps the resolution).
+	HintDownsampling int64 `yaml:"hint_downsampling,omitempty"`
+}
+
+// hintStrides are the strides of the three stage transitions of the hint block.
+func (sg SGConfig) hintStrides() ([3]int64, error) {
+	switch sg.HintDownsampling {
+	case 0, 8:
+		return [3]int64{2, 2, 2}, nil
+	case 4:
+		return [3]int64{2, 2, 1}, nil
+	case 2:
+		return [3]int64{2, 1, 1}, nil
+	}
+	return [3]int64{}, fmt.Errorf("unet: hint downsampling %d not supported (want 2, 4 or 8)", sg.HintDownsampling)
+}
+
+// Downsampling is the hint block's resolution factor (8 when unset).
+func (sg SGConfig) Downsampling() int64 {
+	if sg.HintDownsampling == 0 {
+		return 8
+	}
+	return sg.HintDownsampling
 }
 
 // SemanticGuided is the SG network: its own time embedding, copies of the UNet's
@@ -47,6 +73,10 @@ func NewSemanticGuided(p layers.Path, c Config, sg SGConfig) (*SemanticGuided, e
 	if len(sg.HintChannels) != 4 {
 		return nil, fmt.Errorf("unet: hint block needs 4 stage widths, got %v", sg.HintChannels)
 	}
+	strides, err := sg.hintStrides()
+	if err != nil {
+		return nil, err
+	}
 	s := &SemanticGuided{cfg: c, sg: sg, enc: newEncoder(p, c)}
 	// Hint block: conv pairs per stage, SiLU between, zero-initialised last conv.
 	// Sequential indices 0,2,4,...,14 (odd ones are SiLU).
@@ -57,9 +87,9 @@ func NewSemanticGuided(p layers.Path, c Config, sg SGConfig) (*SemanticGuided, e
 	}
 	convs := []conv{
 		{sg.ImageChannels, hc[0], 1}, {hc[0], hc[0], 1},
-		{hc[0], hc[1], 2}, {hc[1], hc[1], 1},
-		{hc[1], hc[2], 2}, {hc[2], hc[2], 1},
-		{hc[2], hc[3], 2},
+		{hc[0], hc[1], strides[0]}, {hc[1], hc[1], 1},
+		{hc[1], hc[2], strides[1]}, {hc[2], hc[2], 1},
+		{hc[2], hc[3], strides[2]},
 	}
 	for i, cv := range convs {
 		s.hint = append(s.hint, layers.NewConv2d(hp.Subf("%d", 2*i), cv.in, cv.out, 3, layers.ConvOpts{Stride: cv.stride, Padding: 1}))

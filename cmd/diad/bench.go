@@ -46,7 +46,7 @@ func newBenchCmd() *cobra.Command {
 			defer torchrt.Pin()()
 			torchrt.SetThreads(threads)
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "preset\tparams\tbatch\ttrain img/s\ttrain peak RSS\trecon img/s\trecon peak RSS\t\n")
+			fmt.Fprintf(tw, "preset\tparams\tlatent\tbatch\ttrain img/s\ttrain peak RSS\trecon img/s\ts/image\trecon peak RSS\t\n")
 			for _, name := range presets {
 				cfg, err := model.Preset(strings.TrimSpace(name))
 				if err != nil {
@@ -56,13 +56,14 @@ func newBenchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(tw, "%s\t%.2fM\t%d\t%.2f\t%.0f MiB\t%.2f\t%.0f MiB\t\n", r.Preset, float64(r.Params)/1e6, r.Batch,
-					r.TrainImagesPerSec, r.TrainPeakRSSMiB, r.ReconImagesPerSec, r.ReconPeakRSSMiB)
+				fmt.Fprintf(tw, "%s\t%.2fM\t%dx%d\t%d\t%.2f\t%.0f MiB\t%.2f\t%.3f\t%.0f MiB\t\n", r.Preset, float64(r.Params)/1e6, cfg.LatentSize(), cfg.LatentSize(), r.Batch,
+					r.TrainImagesPerSec, r.TrainPeakRSSMiB, r.ReconImagesPerSec, 1/r.ReconImagesPerSec, r.ReconPeakRSSMiB)
 			}
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringSliceVar(&presets, "presets", []string{"tiny", "small"}, "presets to measure")
+	cmd.AddCommand(newQualityCmd())
+	cmd.Flags().StringSliceVar(&presets, "presets", []string{"tiny", "small", "demo"}, "presets to measure")
 	cmd.Flags().IntVar(&batch, "batch", 4, "images per batch")
 	cmd.Flags().IntVar(&iters, "iters", 5, "timed iterations")
 	cmd.Flags().IntVar(&threads, "threads", 0, "libtorch threads (0 = default)")

@@ -40,7 +40,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.Features.Weights, "features-weights", "", "feature extractor weights (random if empty)")
 	f.StringVar(&cfg.Device, "device", cfg.Device, "cpu, cuda, cuda:N or auto")
 	f.StringVar(&cfg.WebDir, "web-dir", "", "built browser client (default: web/ next to the executable; make web builds it)")
-	f.BoolVar(&cfg.Demo, "demo", false, "with no model yet: generate the synthetic dataset, train the tiny model, evaluate it")
+	f.BoolVar(&cfg.Demo, "demo", false, "generate the synthetic dataset, serve --demo-model with its evaluation, and train the tiny model\nas a live demonstration (its model is served only if the demo model is missing or unusable)")
+	f.StringVar(&cfg.DemoModel, "demo-model", cfg.DemoModel, "the committed demo model (with --demo)")
 	f.Int64Var(&cfg.MaxUploadBytes, "max-upload-bytes", cfg.MaxUploadBytes, "upload size limit")
 	f.IntVar(&cfg.MaxUploadPixels, "max-upload-pixels", cfg.MaxUploadPixels, "upload pixel limit (checked before decoding)")
 	return cmd

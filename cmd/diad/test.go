@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/scoring"
 )
 
 // addEvalFlags binds the flags shared by test and predict.
@@ -20,10 +22,12 @@ func addEvalFlags(cmd *cobra.Command, c *evaluate.Config) {
 	f.Uint64Var(&c.Seed, "seed", c.Seed, "noise seed")
 	f.StringVar(&c.Device, "device", c.Device, "cpu, cuda, cuda:N or auto")
 	f.IntVar(&c.Threads, "threads", c.Threads, "libtorch threads (0 = default)")
-	f.IntVar(&c.Sampler.StartT, "start-t", 0, "forward-noise level (with --steps; default the model's, 999)")
+	f.IntVar(&c.Sampler.StartT, "start-t", 0, "forward-noise level (default the model's: 999 for paper, the calibrated level for demo)")
 	f.IntVar(&c.Sampler.Steps, "steps", 0, "DDIM steps (default the model's, 10)")
-	f.Float64Var(&c.Sampler.Eta, "eta", 0, "DDIM eta (with --steps)")
+	f.Float64Var(&c.Sampler.Eta, "eta", 0, "DDIM eta (default the model's, 0)")
 	f.StringVar(&c.ResultsDir, "results", c.ResultsDir, "results folder (one sub-folder per run)")
+	f.StringVar(&c.Scorer, "scorer", c.Scorer, "anomaly map: resnet (the paper's), or terms joined by + among ae, pixel, ssim, resnet\n(default: resnet with --features-weights, else the scorer the checkpoint was calibrated for)")
+	f.StringVar(&c.Preset, "preset", c.Preset, "refuse a checkpoint of any other preset (e.g. demo)")
 }
 
 func newTestCmd() *cobra.Command {
@@ -36,9 +40,6 @@ func newTestCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Checkpoint == "" || cfg.Data.Root == "" {
 				return fmt.Errorf("--checkpoint and --data are required")
-			}
-			if cfg.Sampler.Steps > 0 && cfg.Sampler.StartT == 0 {
-				cfg.Sampler.StartT = 999
 			}
 			var bar *progressbar.ProgressBar
 			progress := func(done, total int) {
@@ -58,7 +59,8 @@ func newTestCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprint(out, evaluate.FormatTable(rep.Table))
 			fmt.Fprintf(out, "run %s: %d images, %.2f images/s, threshold %.6g (%s)\n", rep.RunID, rep.Images, rep.ImagesPerSec, rep.Threshold.Value, rep.Threshold.Policy)
-			if !rep.Pretrained {
+			fmt.Fprintf(out, "scorer: %s\n", rep.Scorer)
+			if !rep.Pretrained && strings.Contains(rep.Scorer, scoring.KindResNet) {
 				fmt.Fprintln(out, "note: the feature extractor has random weights (--features-weights not given); scores are not comparable to the paper's")
 			}
 			return nil
@@ -82,9 +84,6 @@ func newPredictCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Checkpoint == "" {
 				return fmt.Errorf("--checkpoint is required")
-			}
-			if cfg.Sampler.Steps > 0 && cfg.Sampler.StartT == 0 {
-				cfg.Sampler.StartT = 999
 			}
 			preds, runID, err := evaluate.Predict(cmd.Context(), cfg, args)
 			if err != nil {

@@ -18,7 +18,8 @@ func newTrainCmd() *cobra.Command {
 		f                struct {
 			data, out, preset, device, freeze             string
 			steps, aeSteps, batch, accum, threads, epochs int
-			lr                                            float64
+			lr, aeLR                                      float64
+			scorer                                        string
 			duration                                      time.Duration
 			seed                                          uint64
 		}
@@ -27,7 +28,7 @@ func newTrainCmd() *cobra.Command {
 		Use:   "train",
 		Short: "Train a DiAD model (stage 1 autoencoder, stage 2 denoiser)",
 		Long: "train fine-tunes the autoencoder (if --ae-steps > 0) and trains the SG network and UNet.\n" +
-			"Settings come from --config (YAML over a base: cpu or reference) and flags, which win.\n" +
+			"Settings come from --config (YAML over a base: cpu, demo or reference) and flags, which win.\n" +
 			"It writes checkpoint.safetensors (resumable), best.safetensors, model.safetensors and\n" +
 			"train.log.jsonl into --out; --resume continues an interrupted run exactly.",
 		Args: cobra.NoArgs,
@@ -42,7 +43,7 @@ func newTrainCmd() *cobra.Command {
 			} else {
 				mk, ok := train.Presets[base]
 				if !ok {
-					return fmt.Errorf("--base %q: want cpu or reference", base)
+					return fmt.Errorf("--base %q: want cpu, demo or reference", base)
 				}
 				cfg = mk()
 			}
@@ -64,6 +65,8 @@ func newTrainCmd() *cobra.Command {
 			set("batch", func() { cfg.BatchSize = f.batch })
 			set("accum", func() { cfg.GradAccum = f.accum })
 			set("lr", func() { cfg.Optim.LR = f.lr })
+			set("ae-lr", func() { cfg.AutoencoderOptim.LR = f.aeLR })
+			set("scorer", func() { cfg.Scorer = f.scorer })
 			set("threads", func() { cfg.Threads = f.threads })
 			set("seed", func() { cfg.Seed = f.seed })
 			set("layout", func() { cfg.Data.Layout, _ = fl.GetString("layout") })
@@ -83,14 +86,14 @@ func newTrainCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&configPath, "config", "", "training config (YAML)")
-	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (small model from scratch) or reference (the paper's)")
+	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (tiny model from scratch in minutes), demo (the demo model, under an hour on 2 cores) or reference (the paper's)")
 	fl.BoolVar(&resume, "resume", false, "continue from <out>/checkpoint.safetensors if present")
 	fl.BoolVar(&quiet, "quiet", false, "no progress bar")
 	fl.StringVar(&f.data, "data", "", "dataset root")
 	fl.String("layout", "auto", "dataset layout")
 	fl.StringSlice("categories", nil, "categories (default all)")
 	fl.StringVar(&f.out, "out", "", "output folder")
-	fl.StringVar(&f.preset, "preset", "", "model preset: paper, small, tiny")
+	fl.StringVar(&f.preset, "preset", "", "model preset: paper, small, tiny, demo")
 	fl.StringVar(&f.device, "device", "", "cpu, cuda, cuda:N or auto")
 	fl.StringVar(&f.freeze, "freeze", "", "denoiser training split: reference or none")
 	fl.IntVar(&f.steps, "steps", 0, "denoiser optimizer steps")
@@ -100,6 +103,8 @@ func newTrainCmd() *cobra.Command {
 	fl.IntVar(&f.batch, "batch", 0, "batch size")
 	fl.IntVar(&f.accum, "accum", 0, "gradient accumulation")
 	fl.Float64Var(&f.lr, "lr", 0, "denoiser learning rate")
+	fl.Float64Var(&f.aeLR, "ae-lr", 0, "autoencoder learning rate")
+	fl.StringVar(&f.scorer, "scorer", "", "scorer to calibrate for use without ImageNet weights (e.g. ae+ssim)")
 	fl.IntVar(&f.threads, "threads", 0, "libtorch threads")
 	fl.Uint64Var(&f.seed, "seed", 0, "seed")
 	return cmd

@@ -105,6 +105,12 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	return resp, nil
 }
 
+// Status is the server's model and notices.
+func (c *Client) Status(ctx context.Context) (shared.ServerStatus, error) {
+	var st shared.ServerStatus
+	return st, c.do(ctx, http.MethodGet, "/api/v1/status", nil, &st)
+}
+
 // Runs lists the results runs, oldest first.
 func (c *Client) Runs(ctx context.Context) ([]shared.RunInfo, error) {
 	var runs []shared.RunInfo

@@ -165,6 +165,7 @@ func Run() error {
 	exposeState(a.stateJSON)
 	go a.denoiseLoop()
 	go a.pollLoop()
+	go a.showNotices()
 	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
 	ebiten.SetScreenClearedEveryFrame(false)
 	// Frames only on input or when scheduled (new data, playback, a drag):

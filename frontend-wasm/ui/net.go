@@ -9,6 +9,7 @@ import (
 	"image"
 	"io/fs"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,16 @@ func (a *App) pollLoop() {
 		})
 		time.Sleep(a.cfg.PollEvery)
 	}
+}
+
+// showNotices puts the server's notices (e.g. that the demo model could not
+// be loaded) in the status bar once, at start.
+func (a *App) showNotices() {
+	st, err := a.client.Status(a.ctx)
+	if err != nil || len(st.Notices) == 0 {
+		return
+	}
+	a.post(func() { a.setStatus("notice: " + strings.Join(st.Notices, " ")) })
 }
 
 // selectRun loads a run's record and images into the gallery and tuner.

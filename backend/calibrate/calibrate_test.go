@@ -1,0 +1,53 @@
+package calibrate
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+func TestCorruptChangesOnlyTheMaskedPixels(t *testing.T) {
+	const size = 32
+	r := rand.New(rand.NewPCG(1, 2))
+	var images []Image
+	for i := 0; i < 6; i++ {
+		im := make(Image, 3*size*size)
+		for k := range im {
+			im[k] = float32(r.NormFloat64())
+		}
+		images = append(images, im)
+	}
+	bad, masks := Corrupt(images, size, 7)
+	again, masks2 := Corrupt(images, size, 7)
+	if !reflect.DeepEqual(bad, again) || !reflect.DeepEqual(masks, masks2) {
+		t.Fatal("the same seed gave different corruptions")
+	}
+	hw := size * size
+	for i := range images {
+		inMask, changed := 0, 0
+		for p := 0; p < hw; p++ {
+			diff := false
+			for ch := 0; ch < 3; ch++ {
+				if bad[i][ch*hw+p] != images[i][ch*hw+p] {
+					diff = true
+				}
+			}
+			if masks[i][p] {
+				inMask++
+			}
+			if diff {
+				changed++
+				if !masks[i][p] {
+					t.Fatalf("image %d: pixel %d changed outside the mask", i, p)
+				}
+			}
+		}
+		// 8-25% of the side in each direction.
+		if inMask < 1 || inMask > hw/10 {
+			t.Fatalf("image %d: mask of %d pixels", i, inMask)
+		}
+		if changed < inMask/2 {
+			t.Fatalf("image %d: only %d of %d masked pixels changed", i, changed, inMask)
+		}
+	}
+}

@@ -1,0 +1,277 @@
+// Package quality measures whether a model visibly does what DiAD promises on
+// a labelled test split: the paper's detection metrics (image and pixel AUROC,
+// PRO), how faithfully normal images are rebuilt (PSNR and SSIM against the
+// input), how much of the anomaly map's mass sits on the defects (mean map
+// inside the masks over the mean outside, on anomalous images), and how much
+// the predicted image changes along the trajectory (the denoising a teacher
+// can show).
+package quality
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/metrics"
+	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+)
+
+// Row is one category's (or the mean's) figures; metrics are fractions.
+type Row struct {
+	Category   string
+	ImageAUROC float64
+	PixelAUROC float64
+	PRO        float64
+	// PSNR (dB) and SSIM of normal test images' reconstructions.
+	PSNR, SSIM float64
+	// Removal is mean map inside the defect masks / mean map outside them.
+	Removal float64
+}
+
+// Report is a measurement.
+type Report struct {
+	Rows []Row // categories sorted by name, then "mean"
+	// StepChange is the mean absolute change of the decoded predicted image
+	// between the first and the last DDIM step, in 8-bit levels (0-255).
+	StepChange float64
+	Scorer     string
+	StartT     int
+	Steps      int
+	Images     int
+	Seconds    float64
+}
+
+// Mean is the mean row.
+func (r Report) Mean() Row { return r.Rows[len(r.Rows)-1] }
+
+type catAcc struct {
+	metrics.Category
+	psnr, ssim      []float64
+	inSum, outSum   float64
+	inN, outN       int64
+}
+
+// Measure evaluates cfg's checkpoint on the test split of cfg.Data.
+func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
+	ix, err := cfg.Data.Open()
+	if err != nil {
+		return Report{}, err
+	}
+	samples := ix.Select(datasets.Test)
+	if len(samples) == 0 {
+		return Report{}, fmt.Errorf("quality: %s has no test images", cfg.Data.Root)
+	}
+	p, err := evaluate.Open(cfg)
+	if err != nil {
+		return Report{}, err
+	}
+	defer p.Free()
+	size := p.Model.Config.ImageSize
+	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: size, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}
+	byCat := map[string]*catAcc{}
+	var changeSum float64
+	var changeN int64
+	hw := size * size
+	for r := range loader.Epoch(ctx, 0, 0) {
+		if r.Err != nil {
+			return Report{}, r.Err
+		}
+		x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
+		var first, last []float32
+		hook := func(s diffusion.Step) error {
+			if s.Index != 0 && s.Index != s.Total-1 {
+				return nil
+			}
+			var dec *ts.Tensor
+			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(s.X0) })
+			v := torchrt.Float32s(dec)
+			dec.MustDrop()
+			if s.Index == 0 {
+				first = v
+			}
+			if s.Index == s.Total-1 {
+				last = v
+			}
+			return nil
+		}
+		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(r.Batch.Index), false, hook)
+		if err != nil {
+			x.MustDrop()
+			return Report{}, err
+		}
+		if first != nil && last != nil {
+			changeSum += unitAbsDiffSum(first, last, hw)
+			changeN += int64(len(first))
+		}
+		ssims, err := ssimPerImage(x, scored, size)
+		x.MustDrop()
+		if err != nil {
+			return Report{}, err
+		}
+		for i, it := range r.Batch.Items {
+			s := it.Sample
+			c := byCat[s.Category]
+			if c == nil {
+				c = &catAcc{Category: metrics.Category{Name: s.Category}}
+				byCat[s.Category] = c
+			}
+			c.ImageScores = append(c.ImageScores, float32(scored[i].Score))
+			c.ImageLabels = append(c.ImageLabels, s.Anomalous)
+			c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: scored[i].Map, Mask: it.Mask})
+			if !s.Anomalous {
+				c.psnr = append(c.psnr, psnr(it.Image, scored[i].Recon, hw))
+				c.ssim = append(c.ssim, ssims[i])
+				continue
+			}
+			for j, v := range scored[i].Map {
+				if it.Mask[j] {
+					c.inSum += float64(v)
+					c.inN++
+				} else {
+					c.outSum += float64(v)
+					c.outN++
+				}
+			}
+		}
+		rep.Images += len(r.Batch.Items)
+	}
+	if err := ctx.Err(); err != nil {
+		return Report{}, err
+	}
+	var cats []metrics.Category
+	var names []string
+	for n := range byCat {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cats = append(cats, byCat[n].Category)
+	}
+	tab := metrics.Evaluate(cats, cfg.Metrics)
+	values := map[string]map[string]float64{}
+	for _, row := range tab.Rows {
+		values[row.Category] = row.Values
+	}
+	var mean Row
+	for _, n := range names {
+		c := byCat[n]
+		row := Row{Category: n, ImageAUROC: values[n][metrics.ImageAUROC], PixelAUROC: values[n][metrics.PixelAUROC], PRO: values[n][metrics.AUPRO],
+			PSNR: avg(c.psnr), SSIM: avg(c.ssim), Removal: math.NaN()}
+		if c.inN > 0 && c.outN > 0 && c.outSum > 0 {
+			row.Removal = (c.inSum / float64(c.inN)) / (c.outSum / float64(c.outN))
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	mean.Category = "mean"
+	k := float64(len(rep.Rows))
+	for _, r := range rep.Rows {
+		mean.ImageAUROC += r.ImageAUROC / k
+		mean.PixelAUROC += r.PixelAUROC / k
+		mean.PRO += r.PRO / k
+		mean.PSNR += r.PSNR / k
+		mean.SSIM += r.SSIM / k
+		mean.Removal += r.Removal / k
+	}
+	rep.Rows = append(rep.Rows, mean)
+	if changeN > 0 {
+		rep.StepChange = 255 * changeSum / float64(changeN)
+	}
+	return rep, nil
+}
+
+func avg(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+// imagenet statistics, to measure in [0, 1] RGB.
+var (
+	mean3 = [3]float64{0.485, 0.456, 0.406}
+	std3  = [3]float64{0.229, 0.224, 0.225}
+)
+
+func toUnit(v float32, ch int) float64 {
+	return math.Min(math.Max(float64(v)*std3[ch]+mean3[ch], 0), 1)
+}
+
+// unitAbsDiffSum sums |a - b| in [0, 1] RGB over batches of channel-major images.
+func unitAbsDiffSum(a, b []float32, hw int) float64 {
+	s := 0.0
+	for i := range a {
+		ch := (i / hw) % 3
+		s += math.Abs(toUnit(a[i], ch) - toUnit(b[i], ch))
+	}
+	return s
+}
+
+// psnr of a reconstruction against its input, in [0, 1] RGB (peak 1).
+func psnr(img, rec []float32, hw int) float64 {
+	mse := 0.0
+	for i := range img {
+		ch := i / hw
+		d := toUnit(img[i], ch) - toUnit(rec[i], ch)
+		mse += d * d
+	}
+	mse /= float64(len(img))
+	if mse == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(1/mse)
+}
+
+// ssimPerImage is the mean SSIM of each reconstruction against its input.
+func ssimPerImage(x *ts.Tensor, scored []evaluate.Scored, size int) (out []float64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("quality: libtorch: %v", r)
+		}
+	}()
+	var flat []float32
+	for _, s := range scored {
+		flat = append(flat, s.Recon...)
+	}
+	torchrt.NoGrad(func() {
+		rec := torchrt.ImageBatch(flat, len(scored), size, x.MustDevice())
+		a, b := scoring.ToUnit(x), scoring.ToUnit(rec)
+		rec.MustDrop()
+		a = a.MustClamp(ts.FloatScalar(0), ts.FloatScalar(1), true)
+		b = b.MustClamp(ts.FloatScalar(0), ts.FloatScalar(1), true)
+		m := scoring.SSIMMap(a, b)
+		a.MustDrop()
+		b.MustDrop()
+		per := m.MustMeanDim([]int64{1, 2, 3}, false, m.DType(), true)
+		out = torchrt.Float64s(per)
+		per.MustDrop()
+	})
+	return out, nil
+}
+
+// Format renders the report as a table (metrics in percent).
+func Format(r Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scorer %s, start level %d, %d DDIM steps, %d test images\n", r.Scorer, r.StartT, r.Steps, r.Images)
+	fmt.Fprintf(&b, "%-10s %8s %8s %8s %9s %6s %8s\n", "category", "I-AUROC", "P-AUROC", "PRO", "PSNR(dB)", "SSIM", "in/out")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&b, "%-10s %8.1f %8.1f %8.1f %9.2f %6.3f %8.2f\n", row.Category, 100*row.ImageAUROC, 100*row.PixelAUROC, 100*row.PRO, row.PSNR, row.SSIM, row.Removal)
+	}
+	fmt.Fprintf(&b, "predicted image, first to last step: mean |change| %.1f/255\n", r.StepChange)
+	return b.String()
+}

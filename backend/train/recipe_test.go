@@ -1,0 +1,88 @@
+package train
+
+import (
+	"math"
+	"testing"
+
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+func TestScheduleFactor(t *testing.T) {
+	cos := Schedule{Kind: "cosine", WarmupSteps: 10, MinFactor: 0.1}
+	for _, c := range []struct {
+		s           Schedule
+		step, total int
+		want        float64
+	}{
+		{Schedule{}, 0, 100, 1},
+		{Schedule{}, 99, 100, 1},
+		{Schedule{WarmupSteps: 4}, 0, 100, 0.25},
+		{Schedule{WarmupSteps: 4}, 3, 100, 1},
+		{Schedule{WarmupSteps: 4}, 50, 100, 1},
+		{cos, 0, 110, 0.1},
+		{cos, 9, 110, 1},
+		{cos, 10, 110, 1},
+		{cos, 60, 110, 0.55}, // half-way through the decay
+		{cos, 110, 110, 0.1},
+		{cos, 500, 110, 0.1},
+		{cos, 50, 0, 1}, // no known end: no decay
+	} {
+		if got := c.s.Factor(c.step, c.total); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%+v step %d of %d: %g, want %g", c.s, c.step, c.total, got, c.want)
+		}
+	}
+	for _, bad := range []Schedule{{Kind: "linear"}, {WarmupSteps: -1}, {MinFactor: 2}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestEMAAveragesAndSwaps(t *testing.T) {
+	defer torchrt.Pin()()
+	store := layers.NewStore(gotch.CPU)
+	defer store.Free()
+	w := store.Root().Param("w", []int64{3}, layers.Zeros)
+	e := newEMA(store.Trainable(), 0.5)
+	defer e.free()
+	// Weights jump to 1: the first update uses decay min(0.5, 1/10) = 0.1,
+	// the second min(0.5, 2/11) = 2/11, then 0.5.
+	torchrt.NoGrad(func() { torchrt.Fill_(w, 1) })
+	want := 0.0
+	for _, d := range []float64{0.1, 2.0 / 11, 0.5, 0.5} {
+		e.update()
+		want = d*want + (1 - d)
+	}
+	got := torchrt.Float64s(e.shadow[0])
+	for _, v := range got {
+		if math.Abs(v-want) > 1e-6 {
+			t.Fatalf("average %v, want %g", got, want)
+		}
+	}
+	e.swap()
+	if v := torchrt.Float64s(w)[0]; math.Abs(v-want) > 1e-6 {
+		t.Fatalf("after swap the live weight is %g, want the average %g", v, want)
+	}
+	e.swap()
+	if v := torchrt.Float64s(w)[0]; v != 1 {
+		t.Fatalf("after swapping back the live weight is %g, want 1", v)
+	}
+	if len(e.state()) != 1 || e.state()[emaPrefix+"w"] == nil {
+		t.Fatalf("state %v", e.state())
+	}
+}
+
+func TestDemoConfigIsValid(t *testing.T) {
+	c := DemoConfig()
+	c.Data.Root, c.OutDir = "x", "y"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Scorer = "ae+bogus"
+	if c.Validate() == nil {
+		t.Fatal("an unknown scorer term was accepted")
+	}
+}
