@@ -116,6 +116,7 @@ type ImageInfo struct {
 	Defect       string     `json:"defect"`
 	GroundTruth  int32      `json:"gt_label"`
 	Score        float64    `json:"score"`
+	Scorer       string     `json:"scorer,omitempty"` // the anomaly map's terms, e.g. ae+ssim
 	StepScores   []float64  `json:"step_scores,omitempty"`
 	Threshold    float64    `json:"threshold"`
 	Predicted    int32      `json:"predicted_label"`
@@ -154,6 +155,7 @@ type RunInfo struct {
 	CreatedAt  time.Time    `json:"created_at"`
 	Preset     string       `json:"preset"`
 	Checkpoint string       `json:"checkpoint"`
+	Scorer     string       `json:"scorer,omitempty"`
 	Threshold  RunThreshold `json:"threshold"`
 	Dataset    struct {
 		Root       string   `json:"root"`

@@ -139,14 +139,19 @@ type tensorView struct {
 	t     *ts.Tensor
 	shape []uint64
 	n     uint64
+	dtype st.DType
 }
 
 func newTensorView(t *ts.Tensor) (*tensorView, error) {
-	if t.DType() != gotch.Float {
-		return nil, fmt.Errorf("only float32 tensors are saved, got %v", t.DType())
+	v := &tensorView{t: t, n: 4, dtype: st.F32}
+	switch t.DType() {
+	case gotch.Float:
+	case gotch.Half:
+		v.n, v.dtype = 2, st.F16
+	default:
+		return nil, fmt.Errorf("only float32 and float16 tensors are saved, got %v", t.DType())
 	}
 	size := t.MustSize()
-	v := &tensorView{t: t, n: 4}
 	for _, d := range size {
 		v.shape = append(v.shape, uint64(d))
 		v.n *= uint64(d)
@@ -154,7 +159,7 @@ func newTensorView(t *ts.Tensor) (*tensorView, error) {
 	return v, nil
 }
 
-func (v *tensorView) DType() st.DType { return st.F32 }
+func (v *tensorView) DType() st.DType { return v.dtype }
 func (v *tensorView) Shape() []uint64 { return v.shape }
 func (v *tensorView) DataLen() uint64 { return v.n }
 func (v *tensorView) Data() []byte    { return TensorBytes(v.t) }

@@ -208,3 +208,19 @@ func ReadConfig(path string) (Config, error) {
 	}
 	return c, nil
 }
+
+// SaveHalf is Save with the tensors stored as float16 (half the size; they
+// load back as float32), for models that ship with the repository.
+func (m *DiAD) SaveHalf(path string, extra map[string]string) (err error) {
+	defer torchrt.Pin()()
+	defer recoverTorch(&err, "save "+path)
+	cfg, err := yaml.Marshal(m.Config)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	meta := map[string]string{MetaFormat: FormatVersion, MetaConfig: string(cfg), MetaPreset: m.Config.Preset, "diad.dtype": "float16"}
+	for k, v := range extra {
+		meta[k] = v
+	}
+	return checkpoint.SaveHalf(path, checkpoint.StoreTensors(m.Store), meta)
+}

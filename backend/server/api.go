@@ -332,7 +332,7 @@ func (s *Server) getRun(c echo.Context) error {
 
 func toInfo(r results.ImageRow) shared.ImageInfo {
 	info := shared.ImageInfo{ImageID: r.ImageID, Category: r.Category, Path: r.Path, Defect: r.Defect, GroundTruth: r.GroundTruth,
-		Score: r.Score, StepScores: r.StepScores, Threshold: r.Threshold, Predicted: r.Predicted,
+		Score: r.Score, Scorer: r.Scorer, StepScores: r.StepScores, Threshold: r.Threshold, Predicted: r.Predicted,
 		AnalystLabel: r.AnalystLabel, AnalystNote: r.AnalystNote, AnalystUser: r.AnalystUser}
 	if !r.AnalystTime.IsZero() {
 		t := r.AnalystTime

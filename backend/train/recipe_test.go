@@ -48,11 +48,11 @@ func TestEMAAveragesAndSwaps(t *testing.T) {
 	w := store.Root().Param("w", []int64{3}, layers.Zeros)
 	e := newEMA(store.Trainable(), 0.5)
 	defer e.free()
-	// Weights jump to 1: the first update uses decay min(0.5, 1/10) = 0.1,
-	// the second min(0.5, 2/11) = 2/11, then 0.5.
+	// Weights jump to 1: update n uses decay min(0.5, (1+n)/(10+n)), which
+	// reaches the cap at n = 8.
 	torchrt.NoGrad(func() { torchrt.Fill_(w, 1) })
 	want := 0.0
-	for _, d := range []float64{0.1, 2.0 / 11, 0.5, 0.5} {
+	for _, d := range []float64{0.1, 2.0 / 11, 3.0 / 12, 4.0 / 13, 5.0 / 14, 6.0 / 15, 7.0 / 16, 8.0 / 17, 0.5, 0.5} {
 		e.update()
 		want = d*want + (1 - d)
 	}

@@ -28,7 +28,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newServeCmd(), newInspectCmd(), newSynthCmd(), newTrainCmd(), newTestCmd(), newPredictCmd(), newExportCmd(), newBenchCmd())
+	root.AddCommand(newVersionCmd(), newServeCmd(), newInspectCmd(), newSynthCmd(), newTrainCmd(), newTestCmd(), newPredictCmd(), newExportCmd(), newBenchCmd(), newConvertCmd())
 	return root
 }
 
