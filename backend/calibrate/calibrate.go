@@ -68,7 +68,7 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 		return Result{}, err
 	}
 	// Every image term is measured, so that the model carries scales for
-	// any combination of them (the ablation in docs/quality.md compares them).
+	// any combination of them (the ablation in backend/model/demo/README.md compares them).
 	measured, _ := scoring.CanonicalKind(kind + "+" + AllTerms)
 	chosen, _ := scoring.ParseKind(kind)
 	size := m.Config.ImageSize

@@ -115,7 +115,7 @@ func CPUConfig() Config {
 }
 
 // DemoConfig trains the demo preset from scratch on a CPU within an hour on
-// two cores (measured; see docs/quality.md): the autoencoder with L1 + SSIM
+// two cores (measured; see backend/model/demo/README.md): the autoencoder with L1 + SSIM
 // and unit-variance latents, then the denoiser with warm-up, cosine decay and
 // an EMA of its weights; then the start level and the scorer are chosen on
 // held-out training images with synthetic defects.

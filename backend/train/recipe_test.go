@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -84,5 +85,27 @@ func TestDemoConfigIsValid(t *testing.T) {
 	c.Scorer = "ae+bogus"
 	if c.Validate() == nil {
 		t.Fatal("an unknown scorer term was accepted")
+	}
+}
+
+func TestTrainingStateRoundTripsEveryFloat(t *testing.T) {
+	for _, v := range []float64{math.Inf(1), math.Inf(-1), math.NaN(), 0, -1.5, 1e-300} {
+		st := state{Stage: StageAutoencoder, BestVal: Float(v)}
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatalf("%g: %v", v, err)
+		}
+		var back state
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatalf("%g: %s: %v", v, b, err)
+		}
+		got := float64(back.BestVal)
+		if !(got == v || math.IsNaN(got) && math.IsNaN(v)) || back.Stage != StageAutoencoder {
+			t.Fatalf("%g came back as %g (%s)", v, got, b)
+		}
+	}
+	var bad state
+	if err := json.Unmarshal([]byte(`{"best_val":"big"}`), &bad); err == nil {
+		t.Fatal("a non-number string was accepted")
 	}
 }

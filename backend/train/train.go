@@ -39,6 +39,7 @@ const (
 	CheckpointFile = "checkpoint.safetensors" // model + optimizer + state, for resuming
 	ModelFile      = "model.safetensors"      // final weights, for inference
 	BestFile       = "best.safetensors"       // lowest validation loss so far
+	NoEMAFile      = "model-noema.safetensors" // with EMA: the last step's weights
 	LogFile        = "train.log.jsonl"
 )
 
@@ -72,6 +73,10 @@ type Options struct {
 	Progress io.Writer
 	// Resume continues from OutDir/checkpoint.safetensors when it exists.
 	Resume bool
+
+	// afterCheckpoint, in tests, runs after each checkpoint is written (the
+	// kill tests end the process there, at an exact point).
+	afterCheckpoint func(stage string, step int)
 }
 
 // Summary is the outcome of a run.
@@ -92,7 +97,7 @@ type state struct {
 	Epoch   int     `json:"epoch"` // epoch of the next batch
 	Batch   int     `json:"batch"` // next batch within the epoch
 	Noise   []byte  `json:"noise"`
-	BestVal float64 `json:"best_val"`
+	BestVal Float `json:"best_val"` // +Inf before the first validation
 	Images  int64   `json:"images"`
 	// EMAUpdates counts the denoiser average's updates.
 	EMAUpdates int64 `json:"ema_updates,omitempty"`
@@ -211,7 +216,7 @@ func (t *trainer) setup() error {
 			}
 		}
 		t.noise = diffusion.NewNoise(cfg.Seed)
-		t.st = state{Stage: StageDenoiser, BestVal: math.Inf(1)}
+		t.st = state{Stage: StageDenoiser, BestVal: Float(math.Inf(1))}
 		if cfg.AutoencoderSteps > 0 {
 			t.st.Stage = StageAutoencoder
 		}
@@ -501,7 +506,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 					return "", err
 				}
 			}
-			t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: math.Inf(1), Images: t.st.Images}
+			t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: Float(math.Inf(1)), Images: t.st.Images}
 			if err := t.beginStage(false); err != nil {
 				return "", err
 			}
@@ -534,15 +539,26 @@ func (t *trainer) finishStage(ctx context.Context, reason string) (string, error
 		// The saved model is the average; the checkpoint's live weights
 		// are then the average too, which is all a finished run needs.
 		t.ema.swap()
-		t.ema.free()
-		t.ema = nil
 	}
 	if err := t.calibrate(ctx); err != nil {
 		return "", err
 	}
 	t.st.Stage = StageDone
-	if err := t.m.Save(filepath.Join(t.cfg.OutDir, ModelFile), map[string]string{"diad.train_steps": fmt.Sprint(t.st.Step)}); err != nil {
+	meta := map[string]string{"diad.train_steps": fmt.Sprint(t.st.Step)}
+	if err := t.m.Save(filepath.Join(t.cfg.OutDir, ModelFile), meta); err != nil {
 		return "", err
+	}
+	if t.ema != nil {
+		// The last step's weights too, with the same calibration, so that
+		// what the average adds can be measured (backend/model/demo/README.md).
+		t.ema.swap()
+		err := t.m.Save(filepath.Join(t.cfg.OutDir, NoEMAFile), meta)
+		t.ema.swap()
+		t.ema.free()
+		t.ema = nil
+		if err != nil {
+			return "", err
+		}
 	}
 	if err := t.saveCheckpoint(); err != nil {
 		return "", err
@@ -589,8 +605,8 @@ func (t *trainer) validate() error {
 	t.lastVal = sum / float64(n)
 	t.emit(Event{Kind: "validation", Step: t.st.Step, Epoch: t.st.Epoch, ValLoss: t.lastVal})
 	t.log.Info("validation", "stage", t.st.Stage, "step", t.st.Step, "val_loss", t.lastVal)
-	if t.st.Stage == StageDenoiser && t.lastVal < t.st.BestVal {
-		t.st.BestVal = t.lastVal
+	if t.st.Stage == StageDenoiser && t.lastVal < float64(t.st.BestVal) {
+		t.st.BestVal = Float(t.lastVal)
 		return t.m.Save(filepath.Join(t.cfg.OutDir, BestFile), map[string]string{"diad.val_loss": fmt.Sprint(t.lastVal), "diad.train_steps": fmt.Sprint(t.st.Step)})
 	}
 	return nil
@@ -603,9 +619,18 @@ func (t *trainer) saveCheckpoint() error {
 		return err
 	}
 	t.st.Noise = noise
-	stateJSON, _ := json.Marshal(t.st)
-	cfgYAML, _ := yaml.Marshal(t.cfg)
-	modelYAML, _ := yaml.Marshal(t.m.Config)
+	stateJSON, err := json.Marshal(t.st)
+	if err != nil {
+		return fmt.Errorf("train: checkpoint state: %w", err)
+	}
+	cfgYAML, err := yaml.Marshal(t.cfg)
+	if err != nil {
+		return fmt.Errorf("train: checkpoint config: %w", err)
+	}
+	modelYAML, err := yaml.Marshal(t.m.Config)
+	if err != nil {
+		return fmt.Errorf("train: checkpoint model config: %w", err)
+	}
 	tensors := checkpoint.StoreTensors(t.m.Store)
 	optStep := int64(0)
 	if t.opt != nil && t.st.Stage != StageDone {
@@ -627,6 +652,9 @@ func (t *trainer) saveCheckpoint() error {
 	}
 	t.emit(Event{Kind: "checkpoint", Step: t.st.Step, Message: path})
 	t.log.Info("checkpoint", "stage", t.st.Stage, "step", t.st.Step, "path", path)
+	if t.opts.afterCheckpoint != nil {
+		t.opts.afterCheckpoint(t.st.Stage, t.st.Step)
+	}
 	return nil
 }
 

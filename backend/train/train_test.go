@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -19,17 +20,34 @@ import (
 	"github.com/diad-project/diad/datasets"
 )
 
-// childEnv makes the test binary run one training (for the kill -9 test).
-const childEnv = "DIAD_TRAIN_CHILD_CONFIG"
+// childEnv makes the test binary run one training (for the kill -9 tests);
+// killEnv names the checkpoint ("stage/step") after which it kills itself
+// with SIGKILL, so that each test stops the run at an exact point.
+const (
+	childEnv = "DIAD_TRAIN_CHILD_CONFIG"
+	killEnv  = "DIAD_TRAIN_CHILD_KILL_AT"
+)
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
-		b, _ := os.ReadFile(path)
-		var cfg Config
-		if err := json.Unmarshal(b, &cfg); err != nil {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			os.Stderr.WriteString(err.Error())
 			os.Exit(3)
 		}
-		if _, err := Run(context.Background(), cfg, Options{Resume: true}); err != nil {
+		var cfg Config
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(3)
+		}
+		killAt := os.Getenv(killEnv)
+		opts := Options{Resume: true, afterCheckpoint: func(stage string, step int) {
+			if fmt.Sprintf("%s/%d", stage, step) == killAt {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // never returns: the signal ends the process
+			}
+		}}
+		if _, err := Run(context.Background(), cfg, opts); err != nil {
 			os.Stderr.WriteString(err.Error())
 			os.Exit(4)
 		}
@@ -45,6 +63,10 @@ func smallConfig(t *testing.T, data string) Config {
 	c.AutoencoderSteps, c.MaxSteps = 6, 10
 	c.CheckpointEvery, c.ValEvery, c.ValFraction = 2, 4, 0.2
 	c.Threads = 2
+	// The demo recipe's parts, so that their state resumes exactly too.
+	c.AutoencoderCrop, c.AutoencoderSSIMWeight, c.ScaleLatents = 32, 1, true
+	c.EMADecay = 0.9
+	c.LRSchedule = Schedule{Kind: "cosine", WarmupSteps: 2, MinFactor: 0.1}
 	return c
 }
 
@@ -57,8 +79,10 @@ func synthData(t *testing.T) string {
 	return data
 }
 
-// stepLosses reads the logged (stage, step) -> loss of a run.
+// stepLosses reads the logged (stage, step) -> loss of a run; a log that
+// yields no losses, or a line that does not parse, fails the test.
 func stepLosses(t *testing.T, dir string) map[string]float64 {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, LogFile))
 	if err != nil {
 		t.Fatal(err)
@@ -71,17 +95,59 @@ func stepLosses(t *testing.T, dir string) map[string]float64 {
 			Step  int     `json:"step"`
 			Loss  float64 `json:"loss"`
 		}
-		json.Unmarshal([]byte(line), &e)
-		if e.Msg == "step" {
-			out[e.Stage+"/"+string(rune('0'+e.Step/10))+string(rune('0'+e.Step%10))] = e.Loss
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
 		}
+		if e.Msg == "step" {
+			out[fmt.Sprintf("%s/%d", e.Stage, e.Step)] = e.Loss
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("the log of %s has no step losses", dir)
 	}
 	return out
 }
 
+// sameWeights fails unless two model files hold bitwise equal tensors.
+func sameWeights(t *testing.T, a, b string) {
+	t.Helper()
+	ra, err := checkpoint.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := checkpoint.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	defer torchrt.Pin()()
+	if len(ra.Entries()) == 0 || len(ra.Entries()) != len(rb.Entries()) {
+		t.Fatalf("%d and %d tensors", len(ra.Entries()), len(rb.Entries()))
+	}
+	for _, e := range ra.Entries() {
+		x, err := ra.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := rb.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xv, yv := torchrt.Float32s(x), torchrt.Float32s(y)
+		x.MustDrop()
+		y.MustDrop()
+		for i := range xv {
+			if math.Float32bits(xv[i]) != math.Float32bits(yv[i]) {
+				t.Fatalf("%s[%d]: %v uninterrupted, %v resumed", e.Name, i, xv[i], yv[i])
+			}
+		}
+	}
+}
+
 func TestKillAndResumeIsExact(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains twice")
+		t.Skip("trains several times")
 	}
 	data := synthData(t)
 
@@ -103,82 +169,57 @@ func TestKillAndResumeIsExact(t *testing.T) {
 	if kinds["step"] != 16 || kinds["validation"] == 0 || kinds["checkpoint"] == 0 || kinds["done"] != 1 {
 		t.Fatalf("events %v", kinds)
 	}
+	la := stepLosses(t, a.OutDir)
 
-	// The same run in a child process, killed with SIGKILL after its first
-	// checkpoints, then resumed here.
-	b := smallConfig(t, data)
-	b.OutDir = filepath.Join(t.TempDir(), "b")
-	os.MkdirAll(b.OutDir, 0o755)
-	cfgPath := filepath.Join(b.OutDir, "cfg.json")
-	raw, _ := json.Marshal(b)
-	os.WriteFile(cfgPath, raw, 0o644)
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), childEnv+"="+cfgPath)
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ckpt := filepath.Join(b.OutDir, CheckpointFile)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if st, err := readState(ckpt); err == nil && st.Stage == StageDenoiser && st.Step >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			child.Process.Kill()
-			t.Fatal("child wrote no denoiser checkpoint in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	child.Process.Signal(syscall.SIGKILL)
-	err = child.Wait()
-	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-		t.Fatalf("child was not killed mid-run: %v", err)
-	}
-	st, err := readState(ckpt)
-	if err != nil || st.Stage == StageDone {
-		t.Fatalf("checkpoint after kill: %+v %v", st, err)
-	}
-	t.Logf("killed at denoiser step >= %d; resuming", st.Step)
-	sumB, err := Run(context.Background(), b, Options{Resume: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sumB.Steps != sumA.Steps {
-		t.Fatalf("resumed run ended at step %d, uninterrupted at %d", sumB.Steps, sumA.Steps)
-	}
-
-	// Bitwise the same final weights, and the same loss at every logged step.
-	ra, err := checkpoint.Open(filepath.Join(a.OutDir, ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := checkpoint.Open(filepath.Join(b.OutDir, ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	defer torchrt.Pin()()
-	for _, e := range ra.Entries() {
-		x, _ := ra.Load(e.Name, gotch.CPU)
-		y, err := rb.Load(e.Name, gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		xv, yv := torchrt.Float32s(x), torchrt.Float32s(y)
-		x.MustDrop()
-		y.MustDrop()
-		for i := range xv {
-			if math.Float32bits(xv[i]) != math.Float32bits(yv[i]) {
-				t.Fatalf("%s[%d]: %v uninterrupted, %v resumed", e.Name, i, xv[i], yv[i])
+	// The same run in a child process, killed with SIGKILL in the
+	// autoencoder stage (before the first validation, when the best
+	// validation loss is still +Inf), right at the stage change, and in the
+	// denoiser stage; each is resumed here and must end bitwise the same.
+	for _, killAt := range []string{StageAutoencoder + "/2", StageDenoiser + "/0", StageDenoiser + "/4"} {
+		t.Run(strings.ReplaceAll(killAt, "/", "-"), func(t *testing.T) {
+			b := smallConfig(t, data)
+			b.OutDir = filepath.Join(t.TempDir(), "b")
+			if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
+				t.Fatal(err)
 			}
-		}
-	}
-	la, lb := stepLosses(t, a.OutDir), stepLosses(t, b.OutDir)
-	for k, v := range lb {
-		if la[k] != v {
-			t.Fatalf("loss at %s: %v uninterrupted, %v resumed", k, la[k], v)
-		}
+			cfgPath := filepath.Join(b.OutDir, "cfg.json")
+			raw, err := json.Marshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			child := exec.Command(os.Args[0], "-test.run=^$")
+			child.Env = append(os.Environ(), childEnv+"="+cfgPath, killEnv+"="+killAt)
+			var stderr strings.Builder
+			child.Stderr = &stderr
+			err = child.Run()
+			if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+				t.Fatalf("child was not killed at %s: %v %s", killAt, err, stderr.String())
+			}
+			st, err := readState(filepath.Join(b.OutDir, CheckpointFile))
+			if err != nil || fmt.Sprintf("%s/%d", st.Stage, st.Step) != killAt {
+				t.Fatalf("checkpoint after the kill: %+v %v, want %s", st, err, killAt)
+			}
+			sumB, err := Run(context.Background(), b, Options{Resume: true})
+			if err != nil {
+				t.Fatalf("resume after a kill at %s: %v", killAt, err)
+			}
+			if sumB.Steps != sumA.Steps {
+				t.Fatalf("resumed run ended at step %d, uninterrupted at %d", sumB.Steps, sumA.Steps)
+			}
+			sameWeights(t, filepath.Join(a.OutDir, ModelFile), filepath.Join(b.OutDir, ModelFile))
+			lb := stepLosses(t, b.OutDir)
+			if len(lb) != len(la) {
+				t.Fatalf("%d logged steps resumed, %d uninterrupted", len(lb), len(la))
+			}
+			for k, v := range lb {
+				if w, ok := la[k]; !ok || w != v {
+					t.Fatalf("loss at %s: %v uninterrupted, %v resumed", k, w, v)
+				}
+			}
+		})
 	}
 }
 
