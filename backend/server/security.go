@@ -36,11 +36,28 @@ func isLoopback(addr string) bool {
 
 // requestToken is the bearer token of a request (header, or ?token= for
 // websockets, which browsers cannot give headers).
+// The scheme is case-insensitive (RFC 9110 section 11.1).
 func requestToken(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-		return strings.TrimPrefix(h, "Bearer ")
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
 	}
 	return r.URL.Query().Get("token")
+}
+
+// redactedURI is a request URI with any token query value replaced, for logs
+// (browsers must send the token in the query string of websockets).
+func redactedURI(r *http.Request) string {
+	u := *r.URL
+	q := u.Query()
+	if !q.Has("token") {
+		return r.RequestURI
+	}
+	q.Set("token", "REDACTED")
+	u.RawQuery = q.Encode()
+	return u.RequestURI()
 }
 
 // tokenMiddleware requires the token on mutating requests and websockets.

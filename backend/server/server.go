@@ -178,7 +178,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogError: true, LogRemoteIP: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			log.Info("request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "remote", v.RemoteIP, "err", v.Error)
+			log.Info("request", "method", v.Method, "uri", redactedURI(c.Request()), "status", v.Status, "latency", v.Latency, "remote", v.RemoteIP, "err", v.Error)
 			return nil
 		},
 	}))

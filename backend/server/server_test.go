@@ -74,6 +74,30 @@ func fixtures(t *testing.T) (dataRoot, modelFile string) {
 
 func startEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
+	return startEnvLog(t, mod, io.Discard)
+}
+
+// lockedBuffer collects a server's log lines safely across goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startEnvLog is startEnv with the server's log written to logOut.
+func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
+	t.Helper()
 	root, modelFile := fixtures(t)
 	e := &env{dataDir: t.TempDir(), dataRoot: root, dataset: filepath.Join(root, "synth")}
 	// The model as a train job would leave it.
@@ -89,7 +113,7 @@ func startEnv(t *testing.T, mod func(*Config)) *env {
 	if mod != nil {
 		mod(&cfg)
 	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, slog.New(slog.NewTextHandler(logOut, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +390,8 @@ func TestTokenIsRequired(t *testing.T) {
 	if _, err := New(Config{Addr: "0.0.0.0:0", DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Fatal("non-loopback without a token accepted")
 	}
-	e := startEnv(t, func(c *Config) { c.Token = "s3cret" })
+	var logs lockedBuffer
+	e := startEnvLog(t, func(c *Config) { c.Token = "s3cret" }, &logs)
 	body := shared.RegisterDataset{Name: "synth", Path: "synth"}
 	if r, _ := e.do(t, "POST", "/api/v1/datasets", body); r.StatusCode != 401 {
 		t.Fatalf("no token: %d", r.StatusCode)
@@ -376,6 +401,11 @@ func TestTokenIsRequired(t *testing.T) {
 	}
 	if r, _ := e.do(t, "POST", "/api/v1/datasets", body, "Authorization", "Bearer s3cret"); r.StatusCode != 201 {
 		t.Fatalf("right token: %d", r.StatusCode)
+	}
+	// The scheme is case-insensitive.
+	other := shared.RegisterDataset{Name: "synth2", Path: "synth"}
+	if r, b := e.do(t, "POST", "/api/v1/datasets", other, "Authorization", "bearer s3cret"); r.StatusCode != 201 {
+		t.Fatalf("lower-case scheme: %d %s", r.StatusCode, b)
 	}
 	if r, _ := e.do(t, "GET", "/api/v1/datasets", nil); r.StatusCode != 200 {
 		t.Fatalf("reads need no token: %d", r.StatusCode)
@@ -391,6 +421,15 @@ func TestTokenIsRequired(t *testing.T) {
 		t.Fatalf("websocket with token: %v", err)
 	}
 	conn.CloseNow()
+	// Tokens in query strings never reach the request log.
+	if r, _ := e.do(t, "GET", "/api/v1/datasets?token=s3cret", nil); r.StatusCode != 200 {
+		t.Fatalf("read with a token: %d", r.StatusCode)
+	}
+	e.stop()
+	out := logs.String()
+	if !strings.Contains(out, "token=REDACTED") || strings.Contains(out, "s3cret") {
+		t.Fatalf("request log leaks the token or lacks the redacted form:\n%s", out)
+	}
 }
 
 func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {

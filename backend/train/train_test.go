@@ -16,6 +16,7 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
 )
@@ -266,5 +267,51 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	os.WriteFile(path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"), 0o644)
 	if got, err := Load(path); err != nil || got.MaxSteps != 3 || got.Preset != "small" || got.BatchSize != 8 {
 		t.Fatalf("load: %+v %v", got, err)
+	}
+}
+
+func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	data := synthData(t)
+	c := smallConfig(t, data)
+	c.OutDir = t.TempDir()
+	c.StartTCandidates = []int{100, 300}
+	c.Scorer = "ssim+ae"
+	var msgs []string
+	sum, err := Run(context.Background(), c, Options{OnEvent: func(e Event) {
+		if e.Kind == "calibration" {
+			msgs = append(msgs, e.Message)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("calibration events %q: want one per candidate", msgs)
+	}
+	cfg, err := model.ReadConfig(sum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := cfg.Sampler.StartT; st != 100 && st != 300 {
+		t.Fatalf("start level %d is not a candidate", st)
+	}
+	if cfg.Scorer.Kind != "ae+ssim" {
+		t.Fatalf("scorer %+v", cfg.Scorer)
+	}
+	for _, term := range []string{"ae", "pixel", "ssim"} {
+		if v := cfg.Scorer.Scales[term]; !(v > 0) {
+			t.Fatalf("scale of %s: %v (scales %v)", term, v, cfg.Scorer.Scales)
+		}
+	}
+	// The EMA run also leaves the last step's weights, calibrated alike.
+	raw, err := model.ReadConfig(filepath.Join(c.OutDir, NoEMAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw.Sampler.StartT != cfg.Sampler.StartT || raw.Scorer.Kind != cfg.Scorer.Kind {
+		t.Fatalf("the raw model's calibration %+v %+v differs from the average's %+v %+v", raw.Sampler, raw.Scorer, cfg.Sampler, cfg.Scorer)
 	}
 }

@@ -1,0 +1,85 @@
+package quality
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+)
+
+func TestPSNR(t *testing.T) {
+	const hw = 4
+	img := make([]float32, 3*hw)
+	rec := make([]float32, 3*hw)
+	if v := psnr(img, rec, hw); !math.IsInf(v, 1) {
+		t.Fatalf("identical images: %g dB", v)
+	}
+	// An error of 0.1 in [0, 1] units on every value: MSE 0.01, 20 dB.
+	for i := range rec {
+		ch := i / hw
+		rec[i] = float32(0.1 / std3[ch])
+	}
+	if v := psnr(img, rec, hw); math.Abs(v-20) > 1e-4 {
+		t.Fatalf("uniform 0.1 error: %g dB, want 20", v)
+	}
+}
+
+func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if _, err := datasets.Synthesize(data, datasets.SynthConfig{Seed: 3, Size: 64, Train: 2, TestGood: 2, PerDefect: 1, Categories: []string{"woven", "disc"}}); err != nil {
+		t.Fatal(err)
+	}
+	ckpt := filepath.Join(dir, "model.safetensors")
+	func() {
+		defer torchrt.Pin()()
+		torchrt.ManualSeed(5)
+		m, err := model.New(model.TinyConfig(), gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		if err := m.Save(ckpt, nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	cfg := evaluate.DefaultConfig()
+	cfg.Checkpoint, cfg.Data = ckpt, datasets.Source{Root: data}
+	cfg.Scorer = "pixel"
+	cfg.Sampler.StartT = 300
+	rep, err := Measure(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Scorer != "pixel" || rep.StartT != 300 || rep.Images != 2*2+3+4 {
+		t.Fatalf("report %+v", rep)
+	}
+	if len(rep.Rows) != 3 || rep.Rows[0].Category != "disc" || rep.Rows[1].Category != "woven" || rep.Mean().Category != "mean" {
+		t.Fatalf("rows %+v", rep.Rows)
+	}
+	for _, r := range rep.Rows {
+		for name, v := range map[string]float64{"I-AUROC": r.ImageAUROC, "P-AUROC": r.PixelAUROC, "PRO": r.PRO, "SSIM": r.SSIM} {
+			if !(v >= 0 && v <= 1) {
+				t.Fatalf("%s %s = %g", r.Category, name, v)
+			}
+		}
+		if !(r.PSNR > 0) || math.IsInf(r.PSNR, 0) || !(r.Removal > 0) {
+			t.Fatalf("%s: PSNR %g, removal %g", r.Category, r.PSNR, r.Removal)
+		}
+	}
+	// A random denoiser moves the predicted image between steps.
+	if !(rep.StepChange > 0) {
+		t.Fatalf("step change %g", rep.StepChange)
+	}
+	if out := Format(rep); !strings.Contains(out, "mean") || !strings.Contains(out, "/255") {
+		t.Fatalf("format:\n%s", out)
+	}
+}
