@@ -54,9 +54,9 @@ func (r Report) Mean() Row { return r.Rows[len(r.Rows)-1] }
 
 type catAcc struct {
 	metrics.Category
-	psnr, ssim      []float64
-	inSum, outSum   float64
-	inN, outN       int64
+	psnr, ssim    []float64
+	inSum, outSum float64
+	inN, outN     int64
 }
 
 // Measure evaluates cfg's checkpoint on the test split of cfg.Data.

@@ -36,9 +36,9 @@ const (
 
 // Files in OutDir.
 const (
-	CheckpointFile = "checkpoint.safetensors" // model + optimizer + state, for resuming
-	ModelFile      = "model.safetensors"      // final weights, for inference
-	BestFile       = "best.safetensors"       // lowest validation loss so far
+	CheckpointFile = "checkpoint.safetensors"  // model + optimizer + state, for resuming
+	ModelFile      = "model.safetensors"       // final weights, for inference
+	BestFile       = "best.safetensors"        // lowest validation loss so far
 	NoEMAFile      = "model-noema.safetensors" // with EMA: the last step's weights
 	LogFile        = "train.log.jsonl"
 )
@@ -92,13 +92,13 @@ type Summary struct {
 
 // state is everything besides tensors that a resumed run needs.
 type state struct {
-	Stage   string  `json:"stage"`
-	Step    int     `json:"step"`  // optimizer steps completed in this stage
-	Epoch   int     `json:"epoch"` // epoch of the next batch
-	Batch   int     `json:"batch"` // next batch within the epoch
-	Noise   []byte  `json:"noise"`
-	BestVal Float `json:"best_val"` // +Inf before the first validation
-	Images  int64   `json:"images"`
+	Stage   string `json:"stage"`
+	Step    int    `json:"step"`  // optimizer steps completed in this stage
+	Epoch   int    `json:"epoch"` // epoch of the next batch
+	Batch   int    `json:"batch"` // next batch within the epoch
+	Noise   []byte `json:"noise"`
+	BestVal Float  `json:"best_val"` // +Inf before the first validation
+	Images  int64  `json:"images"`
 	// EMAUpdates counts the denoiser average's updates.
 	EMAUpdates int64 `json:"ema_updates,omitempty"`
 }
