@@ -31,14 +31,18 @@ type Config struct {
 	// StartTCandidates are the start levels to try (empty: keep the model's).
 	StartTCandidates []int
 	// Scorer is the scorer kind to calibrate (see scoring.ParseKind).
-	Scorer    string
-	Seed      uint64
-	BatchSize int
+	Scorer string
+	// ScorerCandidates, when set, are the kinds to choose among (with the
+	// start level, by the same held-out measure); Scorer is then ignored.
+	ScorerCandidates []string
+	Seed             uint64
+	BatchSize        int
 }
 
-// Trial is one start level's outcome.
+// Trial is one start level's and scorer's outcome.
 type Trial struct {
 	StartT     int                `json:"start_t"`
+	Scorer     string             `json:"scorer"`
 	ImageAUROC float64            `json:"image_auroc"`
 	PixelAUROC float64            `json:"pixel_auroc"`
 	Scales     map[string]float64 `json:"scales"`
@@ -54,23 +58,31 @@ type Result struct {
 // Image is one held-out image: ImageNet-normalised, 3*S*S, channel-major.
 type Image = []float32
 
-// Run tries each start level on the held-out images and their corrupted
-// copies, and picks the one with the best mean of image and pixel AUROC (the
-// lower level on a tie). Term scales are the mean of each term's map over the
+// Run tries each start level (and each candidate scorer) on the held-out
+// images and their corrupted copies, and picks the pair with the best mean of
+// image and pixel AUROC (the first on a tie: lower level, earlier scorer). Term scales are the mean of each term's map over the
 // clean images at that level, so every term contributes about 1 on normal
 // content. The model is not changed; the caller applies the result.
 func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result, error) {
 	if len(images) < 2 {
 		return Result{}, fmt.Errorf("calibrate: need at least 2 held-out images, have %d", len(images))
 	}
-	kind, err := scoring.CanonicalKind(cfg.Scorer)
-	if err != nil {
-		return Result{}, err
+	kinds := cfg.ScorerCandidates
+	if len(kinds) == 0 {
+		kinds = []string{cfg.Scorer}
 	}
-	// Every image term is measured, so that the model carries scales for
-	// any combination of them (the ablation in backend/model/demo/README.md compares them).
-	measured, _ := scoring.CanonicalKind(kind + "+" + AllTerms)
-	chosen, _ := scoring.ParseKind(kind)
+	measured := AllTerms
+	for i, k := range kinds {
+		c, err := scoring.CanonicalKind(k)
+		if err != nil {
+			return Result{}, err
+		}
+		kinds[i] = c
+		// Every image term is measured, so that the model carries scales
+		// for any combination of them (backend/model/demo/README.md
+		// compares them).
+		measured, _ = scoring.CanonicalKind(measured + "+" + c)
+	}
 	size := m.Config.ImageSize
 	corrupted, masks := Corrupt(images, size, cfg.Seed)
 	candidates := cfg.StartTCandidates
@@ -108,51 +120,63 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 		for k, name := range terms {
 			scales[name] = math.Max(meanOf(clean[k]), 1e-6)
 		}
-		combine := func(parts [][][]float32) ([][]float32, []float32, error) {
-			return combineMaps(parts, terms, chosen, scales, size, blur)
-		}
-		cMaps, cScores, err := combine(clean)
-		if err != nil {
-			return Result{}, err
-		}
-		bMaps, bScores, err := combine(bad)
-		if err != nil {
-			return Result{}, err
-		}
-		var scores []float32
-		var labels []bool
-		scores = append(scores, cScores...)
-		scores = append(scores, bScores...)
-		for range cScores {
-			labels = append(labels, false)
-		}
-		for range bScores {
-			labels = append(labels, true)
-		}
-		img, err := metrics.BinaryMetrics(scores, labels)
-		if err != nil {
-			return Result{}, fmt.Errorf("calibrate: image AUROC: %w", err)
-		}
-		var pm []metrics.Map
-		for _, mp := range cMaps {
-			pm = append(pm, metrics.Map{Width: size, Height: size, Scores: mp, Mask: make([]bool, size*size)})
-		}
-		for i, mp := range bMaps {
-			pm = append(pm, metrics.Map{Width: size, Height: size, Scores: mp, Mask: masks[i]})
-		}
-		pix, err := metrics.PixelMetrics(pm)
-		if err != nil {
-			return Result{}, fmt.Errorf("calibrate: pixel AUROC: %w", err)
-		}
-		tr := Trial{StartT: t0, ImageAUROC: img.AUROC, PixelAUROC: pix.AUROC, Scales: scales}
-		res.Trials = append(res.Trials, tr)
-		if v := (img.AUROC + pix.AUROC) / 2; v > best+1e-9 {
-			best = v
-			res.StartT = t0
-			res.Scorer = model.ScorerConfig{Kind: kind, Scales: scales}
+		for _, kind := range kinds {
+			chosen, _ := scoring.ParseKind(kind)
+			tr, err := trial(clean, bad, masks, terms, chosen, scales, size, blur)
+			if err != nil {
+				return Result{}, err
+			}
+			tr.StartT, tr.Scorer, tr.Scales = t0, kind, scales
+			res.Trials = append(res.Trials, tr)
+			if v := (tr.ImageAUROC + tr.PixelAUROC) / 2; v > best+1e-9 {
+				best = v
+				res.StartT = t0
+				res.Scorer = model.ScorerConfig{Kind: kind, Scales: scales}
+			}
 		}
 	}
 	return res, nil
+}
+
+// trial measures one combination of terms on the clean and corrupted maps.
+func trial(clean, bad [][][]float32, masks [][]bool, terms, chosen []string, scales map[string]float64, size int, blur scoring.Config) (Trial, error) {
+	combine := func(parts [][][]float32) ([][]float32, []float32, error) {
+		return combineMaps(parts, terms, chosen, scales, size, blur)
+	}
+	cMaps, cScores, err := combine(clean)
+	if err != nil {
+		return Trial{}, err
+	}
+	bMaps, bScores, err := combine(bad)
+	if err != nil {
+		return Trial{}, err
+	}
+	var scores []float32
+	var labels []bool
+	scores = append(scores, cScores...)
+	scores = append(scores, bScores...)
+	for range cScores {
+		labels = append(labels, false)
+	}
+	for range bScores {
+		labels = append(labels, true)
+	}
+	img, err := metrics.BinaryMetrics(scores, labels)
+	if err != nil {
+		return Trial{}, fmt.Errorf("calibrate: image AUROC: %w", err)
+	}
+	var pm []metrics.Map
+	for _, mp := range cMaps {
+		pm = append(pm, metrics.Map{Width: size, Height: size, Scores: mp, Mask: make([]bool, size*size)})
+	}
+	for i, mp := range bMaps {
+		pm = append(pm, metrics.Map{Width: size, Height: size, Scores: mp, Mask: masks[i]})
+	}
+	pix, err := metrics.PixelMetrics(pm)
+	if err != nil {
+		return Trial{}, fmt.Errorf("calibrate: pixel AUROC: %w", err)
+	}
+	return Trial{ImageAUROC: img.AUROC, PixelAUROC: pix.AUROC}, nil
 }
 
 func meanOf(maps [][]float32) float64 {

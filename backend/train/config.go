@@ -82,6 +82,9 @@ type Config struct {
 	// Scorer is the anomaly map the model defaults to without ImageNet weights
 	// (e.g. "ae+ssim"); its terms are calibrated on held-out images.
 	Scorer string `yaml:"scorer"`
+	// ScorerCandidates, when set, are the scorers calibration chooses among
+	// (with the start level, on the same held-out images); Scorer is ignored.
+	ScorerCandidates []string `yaml:"scorer_candidates"`
 }
 
 // ReferenceConfig is the paper's training (models/diad.yaml, the training
@@ -128,13 +131,13 @@ func DemoConfig() Config {
 	c.AutoencoderSSIMWeight = 1
 	c.AutoencoderCrop = 64
 	c.ScaleLatents = true
-	c.MaxSteps = 3000
 	c.Optim = optim.AdamWConfig{LR: 4e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
 	c.LRSchedule = Schedule{Kind: "cosine", WarmupSteps: 100, MinFactor: 0.05}
 	c.EMADecay = 0.995
 	c.ValFraction, c.ValEvery, c.CheckpointEvery = 0.1, 500, 250
-	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700}
-	c.Scorer = "ae+ssim"
+	c.MaxSteps = 1800
+	c.StartTCandidates = []int{200, 300, 400, 500, 600}
+	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
 	return c
 }
 
@@ -195,8 +198,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("train: start_t_candidates must lie in [1, 999], got %v", c.StartTCandidates)
 		}
 	}
-	if c.Scorer != "" {
-		if _, err := scoring.ParseKind(c.Scorer); err != nil {
+	for _, k := range append([]string{c.Scorer}, c.ScorerCandidates...) {
+		if k == "" {
+			continue
+		}
+		if _, err := scoring.ParseKind(k); err != nil {
 			return fmt.Errorf("train: %w", err)
 		}
 	}

@@ -829,7 +829,8 @@ func (t *trainer) scaleLatents(ctx context.Context) error {
 // held-out images (see package calibrate) and writes them into the model's
 // config, which the saved model carries.
 func (t *trainer) calibrate(ctx context.Context) error {
-	if t.val == nil || (t.cfg.Scorer == "" && len(t.cfg.StartTCandidates) == 0) {
+	choosesScorer := t.cfg.Scorer != "" || len(t.cfg.ScorerCandidates) > 0
+	if t.val == nil || (!choosesScorer && len(t.cfg.StartTCandidates) == 0) {
 		return nil
 	}
 	var images []calibrate.Image
@@ -848,20 +849,21 @@ func (t *trainer) calibrate(ctx context.Context) error {
 	if kind == "" {
 		kind = scoring.KindAE
 	}
-	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("calibrating start level %v and scorer %s on %d held-out images", t.cfg.StartTCandidates, kind, len(images))})
-	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
+	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", t.cfg.StartTCandidates, len(images))})
+	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind,
+		ScorerCandidates: append([]string(nil), t.cfg.ScorerCandidates...), Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	for _, tr := range res.Trials {
-		t.log.Info("calibration", "start_t", tr.StartT, "image_auroc", tr.ImageAUROC, "pixel_auroc", tr.PixelAUROC, "scales", tr.Scales)
-		t.emit(Event{Kind: "calibration", Message: fmt.Sprintf("start level %d: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.ImageAUROC, tr.PixelAUROC)})
+		t.log.Info("calibration", "start_t", tr.StartT, "scorer", tr.Scorer, "image_auroc", tr.ImageAUROC, "pixel_auroc", tr.PixelAUROC, "scales", tr.Scales)
+		t.emit(Event{Kind: "calibration", Message: fmt.Sprintf("start level %d, scorer %s: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.Scorer, tr.ImageAUROC, tr.PixelAUROC)})
 	}
 	if len(t.cfg.StartTCandidates) > 0 {
 		t.m.Config.Sampler.StartT = res.StartT
 		t.m.Config.Sampler.Timesteps = nil
 	}
-	if t.cfg.Scorer != "" {
+	if choosesScorer {
 		t.m.Config.Scorer = res.Scorer
 	}
 	t.log.Info("calibrated", "start_t", t.m.Config.Sampler.StartT, "scorer", res.Scorer)
