@@ -230,6 +230,10 @@ func (s Store) Write(run Run) error {
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
+	// MkdirTemp makes the folder 0700; runs are shared like any folder.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}

@@ -234,3 +234,25 @@ func TestExportCSV(t *testing.T) {
 		t.Fatal("unknown format accepted")
 	}
 }
+
+func TestRunFilesAreReadableByOthers(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	r := sampleRun(t)
+	if err := s.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 1, Verdict: "anomalous", User: "ann"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dir := s.Dir(r.Meta.RunID)
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("run folder mode %v (%v), want 0755", st.Mode().Perm(), err)
+	}
+	for _, f := range []string{RunFile, ImagesFile, MetricsFile, MapsFile} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o644 {
+			t.Fatalf("%s mode %v (%v), want 0644 (after a label edit too)", f, st.Mode().Perm(), err)
+		}
+	}
+}

@@ -34,6 +34,15 @@ func Write(path string, write func(w io.Writer) error) error {
 		err = cerr
 	}
 	if err == nil {
+		// CreateTemp makes the file 0600; give it the mode of the file it
+		// replaces, or 0644 as os.Create would (minus the umask's effect).
+		mode := os.FileMode(0o644)
+		if st, serr := os.Stat(path); serr == nil {
+			mode = st.Mode().Perm()
+		}
+		err = os.Chmod(tmp.Name(), mode)
+	}
+	if err == nil {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {

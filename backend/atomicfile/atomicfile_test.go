@@ -31,3 +31,28 @@ func TestWriteReplacesOrLeavesAlone(t *testing.T) {
 		t.Fatalf("content %q", b)
 	}
 }
+
+func TestWriteKeepsReadablePermissions(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f.txt")
+	if err := WriteBytes(p, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o644 {
+		t.Fatalf("new file mode %v, want 0644", st.Mode().Perm())
+	}
+	// A replacement keeps the mode the file had.
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteBytes(p, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = os.Stat(p); err != nil || st.Mode().Perm() != 0o640 {
+		t.Fatalf("replaced file mode %v (%v), want 0640", st.Mode().Perm(), err)
+	}
+}

@@ -88,6 +88,7 @@ func (s *Server) bind(c echo.Context, v any) error {
 
 type datasetEntry struct {
 	info shared.Dataset
+	req  shared.RegisterDataset // as registered, with the resolved path
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -119,9 +120,52 @@ func (s *Server) RegisterDataset(req shared.RegisterDataset) (shared.Dataset, in
 	d := shared.Dataset{Name: req.Name, Root: root, Layout: ix.Layout, Categories: ix.Categories,
 		Train: len(ix.Select(datasets.Train)), Test: len(ix.Select(datasets.Test))}
 	s.mu.Lock()
-	s.datasets[req.Name] = datasetEntry{info: d}
+	s.datasets[req.Name] = datasetEntry{info: d, req: shared.RegisterDataset{Name: req.Name, Path: root, Layout: req.Layout}}
+	err = s.saveDatasetsLocked()
 	s.mu.Unlock()
+	if err != nil {
+		return shared.Dataset{}, http.StatusInternalServerError, err
+	}
 	return d, http.StatusCreated, nil
+}
+
+// datasetsFile keeps the registrations across restarts.
+const datasetsFile = "datasets.json"
+
+// saveDatasetsLocked writes the registrations (s.mu held).
+func (s *Server) saveDatasetsLocked() error {
+	var reqs []shared.RegisterDataset
+	for _, d := range s.datasets {
+		reqs = append(reqs, d.req)
+	}
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].Name < reqs[j].Name })
+	b, err := json.MarshalIndent(reqs, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save datasets: %w", err)
+	}
+	return atomicfile.WriteBytes(filepath.Join(s.cfg.DataDir, datasetsFile), b)
+}
+
+// loadDatasets registers again what an earlier run registered. A folder that
+// went away is skipped with a warning, not a failed start.
+func (s *Server) loadDatasets() error {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, datasetsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load datasets: %w", err)
+	}
+	var reqs []shared.RegisterDataset
+	if err := json.Unmarshal(b, &reqs); err != nil {
+		return fmt.Errorf("load datasets %s: %w", filepath.Join(s.cfg.DataDir, datasetsFile), err)
+	}
+	for _, r := range reqs {
+		if _, _, err := s.RegisterDataset(r); err != nil {
+			s.log.Warn("a registered dataset is no longer usable", "name", r.Name, "path", r.Path, "err", err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) registerDataset(c echo.Context) error {
@@ -566,21 +610,25 @@ func (s *Server) runExport(c echo.Context) error {
 		return apiError(c, http.StatusBadRequest, "format %q: want csv or json", format)
 	}
 	var buf bytes.Buffer
+	var exportErr error
 	switch table {
 	case "images":
 		rows, err := s.store.Images(id)
 		if err != nil {
 			return err
 		}
-		err = results.ExportImages(&buf, rows, format)
+		exportErr = results.ExportImages(&buf, rows, format)
 	case "metrics":
 		rows, err := s.store.Metrics(id)
 		if err != nil {
 			return err
 		}
-		err = results.ExportMetrics(&buf, rows, format)
+		exportErr = results.ExportMetrics(&buf, rows, format)
 	default:
 		return apiError(c, http.StatusBadRequest, "table %q: want images or metrics", table)
+	}
+	if exportErr != nil {
+		return fmt.Errorf("export %s of run %s: %w", table, id, exportErr)
 	}
 	ctype, ext := "text/csv", "csv"
 	if format == results.FormatJSON {

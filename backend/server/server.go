@@ -138,6 +138,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	for _, p := range []*string{&cfg.Checkpoint, &cfg.DemoModel} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+		}
+	}
 	for i, r := range cfg.DataRoots {
 		if cfg.DataRoots[i], err = filepath.Abs(r); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
@@ -185,6 +192,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.Use(s.tokenMiddleware)
 	e.Use(s.timeoutMiddleware)
 	s.routes()
+	if err := s.loadDatasets(); err != nil {
+		runner.Close(context.Background())
+		return nil, err
+	}
 	if cfg.Demo {
 		if err := s.startDemo(); err != nil {
 			runner.Close(context.Background())

@@ -755,3 +755,45 @@ func TestDemoFallsBackToTheQuickTrainingWithANotice(t *testing.T) {
 		})
 	}
 }
+
+func TestRelativeCheckpointIsTheSameModelAsItsAbsolutePath(t *testing.T) {
+	_, modelFile := fixtures(t)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, modelFile)
+	if err != nil || filepath.IsAbs(rel) {
+		t.Fatalf("relative path of %s: %q %v", modelFile, rel, err)
+	}
+	// The model lies outside every data root, so only the configured
+	// checkpoint itself may be named.
+	e := startEnv(t, func(c *Config) { c.Checkpoint = rel })
+	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": modelFile, "data": map[string]any{"root": "synth"}}})
+	e.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", nil)
+	waitJob(t, e, j.ID, shared.JobCancelled, shared.JobSucceeded)
+}
+
+func TestRegisteredDatasetsSurviveARestart(t *testing.T) {
+	dataDir := t.TempDir()
+	e := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	if r, b := e.do(t, "POST", "/api/v1/datasets", shared.RegisterDataset{Name: "kept", Path: "synth"}); r.StatusCode != 201 {
+		t.Fatalf("register: %d %s", r.StatusCode, b)
+	}
+	e.stop()
+	e2 := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	_, body := e2.do(t, "GET", "/api/v1/datasets", nil)
+	var ds []shared.Dataset
+	if err := json.Unmarshal(body, &ds); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range ds {
+		if d.Name == "kept" && d.Root == e.dataset && d.Test > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("datasets after a restart: %s", body)
+	}
+}
