@@ -80,13 +80,15 @@ func (s Store) SetLabels(id string, labels []Label, now time.Time) ([]ImageRow, 
 	for i, r := range rows {
 		byID[r.ImageID] = i
 	}
+	// The file keeps milliseconds: answer with what a later read returns.
+	at := now.UTC().Truncate(time.Millisecond)
 	var updated []ImageRow
 	for _, l := range labels {
 		i, ok := byID[l.ImageID]
 		if !ok {
 			return nil, fmt.Errorf("results: run %s has no image %d", id, l.ImageID)
 		}
-		rows[i].AnalystLabel, rows[i].AnalystNote, rows[i].AnalystUser, rows[i].AnalystTime = l.Verdict, l.Note, l.User, now.UTC()
+		rows[i].AnalystLabel, rows[i].AnalystNote, rows[i].AnalystUser, rows[i].AnalystTime = l.Verdict, l.Note, l.User, at
 		updated = append(updated, rows[i])
 	}
 	if err := s.replace(id, ImagesFile, rows); err != nil {

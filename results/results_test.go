@@ -256,3 +256,23 @@ func TestRunFilesAreReadableByOthers(t *testing.T) {
 		}
 	}
 }
+
+func TestLabelTimesAreWhatTheFileKeeps(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	r := sampleRun(t)
+	if err := s.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 29, 8, 0, 0, 123456789, time.UTC)
+	got, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 2, Verdict: "normal", User: "bo"}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Images(r.Meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].AnalystTime.Equal(rows[2].AnalystTime) || got[0].AnalystTime.Nanosecond() != 123000000 {
+		t.Fatalf("answered %v, stored %v", got[0].AnalystTime, rows[2].AnalystTime)
+	}
+}

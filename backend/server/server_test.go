@@ -543,18 +543,37 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	}
 }
 
-// childEnv makes the test binary run a server (for the kill test).
-const childEnv = "DIAD_SERVER_CHILD"
+// childEnv makes the test binary run a server (for the kill test), which
+// writes its address to the file childAddrEnv names.
+const (
+	childEnv     = "DIAD_SERVER_CHILD"
+	childAddrEnv = "DIAD_SERVER_CHILD_ADDR"
+)
 
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		var cfg Config
-		json.Unmarshal([]byte(spec), &cfg)
-		s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-		if err != nil {
+		if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
+			os.Stderr.WriteString(err.Error())
 			os.Exit(3)
 		}
-		s.Run(context.Background(), nil)
+		s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		if err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(3)
+		}
+		// The bound address (the config asks for port 0) goes to a file.
+		ready := make(chan string, 1)
+		go func() {
+			addr := <-ready
+			if err := os.WriteFile(os.Getenv(childAddrEnv), []byte(addr), 0o644); err != nil {
+				os.Exit(5)
+			}
+		}()
+		if err := s.Run(context.Background(), ready); err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(4)
+		}
 		os.Exit(0)
 	}
 	code := m.Run()
@@ -565,24 +584,29 @@ func TestMain(m *testing.M) {
 }
 
 func TestKillDuringJobThenRestart(t *testing.T) {
-	root, modelFile := fixtures(t)
-	_ = modelFile
+	root, _ := fixtures(t)
 	dataDir := t.TempDir()
 	cfg := DefaultConfig()
-	cfg.Addr, cfg.DataDir, cfg.DataRoots, cfg.Device = "127.0.0.1:18931", dataDir, []string{root}, "cpu"
-	spec, _ := json.Marshal(cfg)
+	cfg.Addr, cfg.DataDir, cfg.DataRoots, cfg.Device = "127.0.0.1:0", dataDir, []string{root}, "cpu"
+	spec, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrFile := filepath.Join(t.TempDir(), "addr")
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), childEnv+"="+string(spec))
+	child.Env = append(os.Environ(), childEnv+"="+string(spec), childAddrEnv+"="+addrFile)
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{base: "http://" + cfg.Addr}
+	var e *env
 	deadline := time.Now().Add(time.Minute)
 	for {
-		resp, err := http.Get(e.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
+		if addr, err := os.ReadFile(addrFile); err == nil && len(addr) > 0 {
+			e = &env{base: "http://" + string(addr)}
+			if resp, err := http.Get(e.base + "/healthz"); err == nil {
+				resp.Body.Close()
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			child.Process.Kill()
@@ -620,8 +644,18 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 		t.Fatalf("checkpoint corrupt after kill: %v", err)
 	}
 	r.Close()
-	leftovers, _ := filepath.Glob(filepath.Join(dataDir, "models", j.ID, ".*tmp*"))
-	_ = leftovers // a temp file of an interrupted write may remain; it is never read
+	// A temporary file of the interrupted write may remain beside it; it is
+	// never offered as a model.
+	_, body := e2.do(t, "GET", "/api/v1/models", nil)
+	var models []shared.Model
+	if err := json.Unmarshal(body, &models); err != nil {
+		t.Fatalf("models %s: %v", body, err)
+	}
+	for _, m := range models {
+		if strings.Contains(filepath.Base(m.Path), ".tmp") {
+			t.Fatalf("a temporary file is listed as a model: %s", m.Path)
+		}
+	}
 }
 
 func TestDemoStartsTraining(t *testing.T) {
