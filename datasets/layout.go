@@ -251,7 +251,9 @@ func openVisA(root string, o Options) (Index, error) {
 	}
 	for _, need := range []string{"object", "split", "label", "image", "mask"} {
 		if _, ok := col[need]; !ok {
-			return Index{}, fmt.Errorf("dataset %s: %s lacks column %q (have %v)", root, path, need, header)
+			// The file's own text stays out of the message: a path given
+			// by a client must not become a way to read files.
+			return Index{}, fmt.Errorf("dataset %s: %s lacks column %q (its header has %d columns; want object, split, label, image, mask)", root, path, need, len(header))
 		}
 	}
 	var ix Index
@@ -269,10 +271,10 @@ func openVisA(root string, o Options) (Index, error) {
 		}
 		cat, split, label := rec[col["object"]], rec[col["split"]], rec[col["label"]]
 		if split != Train && split != Test {
-			return Index{}, fmt.Errorf("dataset %s: %s line %d: split %q (want train or test)", root, path, line, split)
+			return Index{}, fmt.Errorf("dataset %s: %s line %d: the split is neither train nor test", root, path, line)
 		}
 		if label != "normal" && label != "anomaly" {
-			return Index{}, fmt.Errorf("dataset %s: %s line %d: label %q (want normal or anomaly)", root, path, line, label)
+			return Index{}, fmt.Errorf("dataset %s: %s line %d: the label is neither normal nor anomaly", root, path, line)
 		}
 		s := Sample{Path: filepath.Join(root, rec[col["image"]]), Category: cat, Split: split, Defect: Good, Anomalous: label == "anomaly"}
 		if s.Anomalous {

@@ -159,7 +159,8 @@ func DecodeFrame(msg []byte) (Frame, [][]byte, error) {
 	body := msg[4+n:]
 	blobs := make([][]byte, len(f.Blobs))
 	for i, b := range f.Blobs {
-		if b.Start < 0 || b.Length < 0 || b.Start+b.Length > len(body) {
+		// Compared without adding, which could overflow for hostile values.
+		if b.Start < 0 || b.Length < 0 || b.Start > len(body) || b.Length > len(body)-b.Start {
 			return Frame{}, nil, fmt.Errorf("%w: blob %s out of range", ErrFrame, b.Name)
 		}
 		blobs[i] = body[b.Start : b.Start+b.Length]

@@ -289,6 +289,37 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(), Scorer: p.Scorer.Kind()}, nil
 }
 
+// CheckThreshold validates a threshold spec without any scores, so that a
+// job can be refused at submit rather than after its inference.
+func CheckThreshold(spec string) error {
+	switch {
+	case spec == "" || spec == "max-f1":
+		return nil
+	case strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<="):
+		v, err := strconv.ParseFloat(spec[5:], 64)
+		if err != nil || !(v >= 0 && v <= 1) {
+			return fmt.Errorf("evaluate: threshold %q: want a rate in [0, 1] after %s", spec, spec[:5])
+		}
+		return nil
+	}
+	v, err := strconv.ParseFloat(spec, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("evaluate: threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number", spec)
+	}
+	return nil
+}
+
+// CheckSampler validates sampler overrides (zero fields keep the model's).
+func CheckSampler(c diffusion.SamplerConfig) error {
+	if c.StartT < 0 || c.StartT > 999 || c.Steps < 0 || c.Steps > 1000 || !(c.Eta >= 0 && c.Eta <= 1) {
+		return fmt.Errorf("evaluate: sampler %+v: want start_t 0..999, steps 0..1000, eta 0..1", c)
+	}
+	if c.StartT > 0 && c.Steps > c.StartT+1 {
+		return fmt.Errorf("evaluate: %d steps impossible below start_t %d", c.Steps, c.StartT)
+	}
+	return nil
+}
+
 // chooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
 // (most detections with at most that false positive rate), "fnr<=x" (fewest
 // false alarms with at most that miss rate), all on the evaluated images'

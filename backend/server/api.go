@@ -25,6 +25,7 @@ import (
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/jobs"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/strictjson"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
@@ -72,13 +73,17 @@ func (s *Server) routes() {
 // body limit.
 func (s *Server) bind(c echo.Context, v any) error {
 	body := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(body)
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBodyBytes))
 		}
+		return echo.NewHTTPError(http.StatusBadRequest, "read body: "+err.Error())
+	}
+	// Strict: one JSON value, no key twice (in any letter case), only
+	// known fields spelled exactly.
+	if err := strictjson.Unmarshal(data, v); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "malformed JSON: "+err.Error())
 	}
 	return nil
@@ -410,13 +415,23 @@ func (s *Server) queryImages(c echo.Context) error {
 	}
 	minScore, err1 := num("min_score", math.Inf(-1))
 	maxScore, err2 := num("max_score", math.Inf(1))
-	offset, err3 := num("offset", 0)
-	limit, err4 := num("limit", 100)
+	// Paging takes whole numbers in range (a float such as 1e19 would
+	// overflow the conversion to int).
+	whole := func(name string, def, lo, hi int) (int, error) {
+		v := q.Get(name)
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return 0, fmt.Errorf("%s=%q: want a whole number in %d..%d", name, v, lo, hi)
+		}
+		return n, nil
+	}
+	offset, err3 := whole("offset", 0, 0, math.MaxInt32)
+	limit, err4 := whole("limit", 100, 1, 1000)
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return apiError(c, http.StatusBadRequest, "%v", err)
-	}
-	if offset < 0 || limit < 1 || limit > 1000 {
-		return apiError(c, http.StatusBadRequest, "offset must be >= 0 and limit in 1..1000")
 	}
 	var out []shared.ImageInfo
 	for _, r := range rows {
@@ -446,9 +461,9 @@ func (s *Server) queryImages(c echo.Context) error {
 	default:
 		return apiError(c, http.StatusBadRequest, "sort=%q: want score, -score or image_id", q.Get("sort"))
 	}
-	page := shared.ImagePage{Total: len(out), Offset: int(offset)}
-	lo := min(int(offset), len(out))
-	hi := min(lo+int(limit), len(out))
+	page := shared.ImagePage{Total: len(out), Offset: offset}
+	lo := min(offset, len(out))
+	hi := min(lo+limit, len(out))
 	page.Images = out[lo:hi]
 	if page.Images == nil {
 		page.Images = []shared.ImageInfo{}

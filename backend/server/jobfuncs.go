@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +15,9 @@ import (
 
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/jobs"
+	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/train"
+	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -23,12 +28,15 @@ func randomHex(n int) string {
 }
 
 // overlay decodes a job's config map over base (keys as in the YAML configs).
+// Unknown keys are refused: a misspelt setting must not silently do nothing.
 func overlay(base any, config map[string]any) error {
 	b, err := yaml.Marshal(config)
 	if err != nil {
 		return err
 	}
-	if err := yaml.Unmarshal(b, base); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(base); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("job config: %w", err)
 	}
 	return nil
@@ -47,11 +55,10 @@ func (s *Server) trainConfig(job shared.Job) (train.Config, error) {
 	if err := overlay(&cfg, conf); err != nil {
 		return cfg, err
 	}
-	root, err := s.datasetRoot(cfg.Data.Root)
-	if err != nil {
+	if err := s.confineSource(&cfg.Data); err != nil {
 		return cfg, err
 	}
-	cfg.Data.Root = root
+	var err error
 	for _, p := range []*string{&cfg.InitFrom, &cfg.Autoencoder, &cfg.ModelConfig} {
 		if *p != "" {
 			if *p, err = confine(s.cfg.DataRoots, *p); err != nil {
@@ -64,6 +71,22 @@ func (s *Server) trainConfig(job shared.Job) (train.Config, error) {
 		cfg.Device = s.cfg.Device
 	}
 	return cfg, cfg.Validate()
+}
+
+// confineSource resolves a job's dataset: a registered name or a folder
+// within the roots, and a split file (VisA's CSV) within the roots too.
+func (s *Server) confineSource(src *datasets.Source) error {
+	root, err := s.datasetRoot(src.Root)
+	if err != nil {
+		return err
+	}
+	src.Root = root
+	if src.CSV != "" {
+		if src.CSV, err = confine(s.cfg.DataRoots, src.CSV); err != nil {
+			return fmt.Errorf("data.csv: %w", err)
+		}
+	}
+	return nil
 }
 
 // datasetRoot resolves a registered dataset name or a path within the roots.
@@ -94,19 +117,42 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 		Paths   []string `yaml:"paths"`
 		Uploads []string `yaml:"uploads"`
 	}
-	if err := overlay(&cfg, job.Config); err != nil {
+	// paths and uploads name predict's inputs; the rest is evaluate.Config.
+	rest, inputs := map[string]any{}, map[string]any{}
+	for k, v := range job.Config {
+		if k == "paths" || k == "uploads" {
+			inputs[k] = v
+		} else {
+			rest[k] = v
+		}
+	}
+	if err := overlay(&cfg, rest); err != nil {
 		return cfg, nil, err
 	}
-	if err := overlay(&extra, job.Config); err != nil {
+	if err := overlay(&extra, inputs); err != nil {
 		return cfg, nil, err
+	}
+	if err := evaluate.CheckThreshold(cfg.Threshold); err != nil {
+		return cfg, nil, err
+	}
+	if err := evaluate.CheckSampler(cfg.Sampler); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.Scorer != "" {
+		if _, err := scoring.CanonicalKind(cfg.Scorer); err != nil {
+			return cfg, nil, err
+		}
 	}
 	var err error
 	if cfg.Checkpoint == "" {
-		files := s.modelFiles()
-		if len(files) == 0 {
+		// The model the server serves, else the newest trained one.
+		cfg.Checkpoint = s.loadedModel()
+		if files := s.modelFiles(); cfg.Checkpoint == "" && len(files) > 0 {
+			cfg.Checkpoint = files[len(files)-1]
+		}
+		if cfg.Checkpoint == "" {
 			return cfg, nil, fmt.Errorf("no model: train one first or give config.checkpoint")
 		}
-		cfg.Checkpoint = files[len(files)-1]
 	}
 	if cfg.Checkpoint, err = s.checkpointPath(cfg.Checkpoint); err != nil {
 		return cfg, nil, err
@@ -119,7 +165,7 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 	cfg.ResultsDir = s.cfg.ResultsDir
 	var paths []string
 	if job.Kind == shared.JobTest {
-		if cfg.Data.Root, err = s.datasetRoot(cfg.Data.Root); err != nil {
+		if err := s.confineSource(&cfg.Data); err != nil {
 			return cfg, nil, err
 		}
 	} else {

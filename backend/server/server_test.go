@@ -831,3 +831,81 @@ func TestRegisteredDatasetsSurviveARestart(t *testing.T) {
 		t.Fatalf("datasets after a restart: %s", body)
 	}
 }
+
+// rawDenoise sends one raw text message on the denoise websocket and returns
+// the server's first text answer.
+func rawDenoise(t *testing.T, ctx context.Context, base, msg string) string {
+	t.Helper()
+	url := strings.Replace(base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if _, _, err := conn.Read(ctx); err != nil { // hello
+		t.Fatal(err)
+	}
+	if err := conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("no answer to %s: %v", msg, err)
+		}
+		if typ == websocket.MessageText {
+			return string(b)
+		}
+	}
+}
+
+func TestStrictInputIsRefusedAtSubmit(t *testing.T) {
+	e := startEnv(t, nil)
+	cases := []struct {
+		name, method, path string
+		body               any
+		want               int
+		mentions           string
+	}{
+		{"case variant twice", "POST", "/api/v1/datasets", `{"name":"t3","Name":"t5","path":"synth"}`, 400, `"Name"`},
+		{"key twice", "POST", "/api/v1/datasets", `{"name":"t3","name":"t5","path":"synth"}`, 400, `given twice`},
+		{"case variant alone", "POST", "/api/v1/datasets", `{"Name":"t5","path":"synth"}`, 400, `unknown field`},
+		{"trailing garbage", "POST", "/api/v1/datasets", `{"name":"t3","path":"synth"} x`, 400, `trailing`},
+		{"two objects", "POST", "/api/v1/datasets", `{"name":"t3","path":"synth"}{"name":"t4","path":"synth"}`, 400, `trailing`},
+		{"unknown job config key", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "test", Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "bogus": 1}}, 400, "bogus"},
+		{"unknown train config key", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "train", Config: map[string]any{"data": map[string]any{"root": "synth", "roots": "x"}}}, 400, "roots"},
+		{"bad threshold", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "test", Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "threshold": "fpr<=abc"}}, 400, "fpr<=abc"},
+		{"bad sampler", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "test", Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "sampler": map[string]any{"start_t": 5, "steps": 20}}}, 400, "steps"},
+		{"bad scorer", "POST", "/api/v1/jobs", shared.JobRequest{Kind: "test", Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "scorer": "lpips"}}, 400, "lpips"},
+		{"huge offset", "GET", "/api/v1/runs/20260101T000000Z-abcdef/images?offset=1e19&limit=1", nil, 404, ""},
+	}
+	for _, c := range cases {
+		r, body := e.do(t, c.method, c.path, c.body)
+		if r.StatusCode != c.want || !strings.Contains(string(body), c.mentions) {
+			t.Errorf("%s: %d %s; want %d mentioning %q", c.name, r.StatusCode, body, c.want, c.mentions)
+		}
+	}
+	// Paging of a real run: numbers that would overflow are refused.
+	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 8}})
+	run := waitJob(t, e, j.ID, shared.JobSucceeded).RunID
+	for _, q := range []string{"offset=1e19&limit=1", "offset=9223372036854775807", "offset=Inf", "limit=1e3", "limit=0", "offset=-1"} {
+		if r, body := e.do(t, "GET", "/api/v1/runs/"+run+"/images?"+q, nil); r.StatusCode != 400 {
+			t.Errorf("images?%s: %d %s, want 400", q, r.StatusCode, body)
+		}
+	}
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+run+"/images?offset=1&limit=2", nil); r.StatusCode != 200 {
+		t.Errorf("a good page: %d %s", r.StatusCode, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for msg, want := range map[string]string{
+		`{"type":"denoise","run_id":"x","image_id":0} junk`:                   "trailing",
+		`{"type":"denoise","run_id":"x","image_id":0,"products":["thumbnail"]}`: "thumbnail",
+		`{"type":"denoise","Type":"denoise"}`:                                 "given twice",
+	} {
+		if got := rawDenoise(t, ctx, e.base, msg); !strings.Contains(got, want) {
+			t.Errorf("websocket %s: %s; want an error mentioning %q", msg, got, want)
+		}
+	}
+	e.alive(t)
+}

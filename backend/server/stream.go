@@ -26,6 +26,7 @@ import (
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/backend/strictjson"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -172,6 +173,15 @@ func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest)
 		entry.finished = time.Now()
 	}()
 	return h
+}
+
+// knownProduct reports whether a denoise request may ask for p.
+func knownProduct(p string) bool {
+	switch p {
+	case shared.ProductLatent, shared.ProductX0Latent, shared.ProductImage, shared.ProductMap, shared.ProductRawLatents:
+		return true
+	}
+	return false
 }
 
 func wants(products []string, p string) bool {
@@ -388,10 +398,16 @@ func (s *Server) wsDenoise(c echo.Context) error {
 			return fail("send JSON text messages")
 		}
 		var req shared.DenoiseRequest
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || req.Type != shared.TypeDenoise {
+		if err := strictjson.Unmarshal(data, &req); err != nil {
+			return fail("malformed denoise request: " + err.Error())
+		}
+		if req.Type != shared.TypeDenoise {
 			return fail("malformed denoise request: want {\"type\":\"denoise\", ...}")
+		}
+		for _, p := range req.Products {
+			if !knownProduct(p) {
+				return fail(fmt.Sprintf("field \"products\": unknown product %q (want %v or %s)", p, shared.DefaultProducts, shared.ProductRawLatents))
+			}
 		}
 		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 || req.StartT > 999 || math.IsNaN(req.Eta) || req.Eta < 0 || req.Eta > 1 {
 			return fail(fmt.Sprintf("steps must be 0..%d, start_t 0..999, eta 0..1", maxTrajectorySteps))
