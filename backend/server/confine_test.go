@@ -68,7 +68,7 @@ func TestEveryPathFieldOfAJobIsConfined(t *testing.T) {
 		"checkpoint": true, "features.weights": true,
 	}
 	serverSet := map[string]bool{"out_dir": true, "results_dir": true} // replaced by the server
-	plain := map[string]bool{ // not paths
+	plain := map[string]bool{                                          // not paths
 		"preset": true, "device": true, "freeze": true, "scorer": true, "scorer_candidates": true, "threshold": true,
 		"data.layout": true, "data.categories": true, "lr_schedule.kind": true, "features.arch": true,
 	}

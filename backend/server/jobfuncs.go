@@ -3,11 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 

@@ -899,9 +899,9 @@ func TestStrictInputIsRefusedAtSubmit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for msg, want := range map[string]string{
-		`{"type":"denoise","run_id":"x","image_id":0} junk`:                   "trailing",
+		`{"type":"denoise","run_id":"x","image_id":0} junk`:                     "trailing",
 		`{"type":"denoise","run_id":"x","image_id":0,"products":["thumbnail"]}`: "thumbnail",
-		`{"type":"denoise","Type":"denoise"}`:                                 "given twice",
+		`{"type":"denoise","Type":"denoise"}`:                                   "given twice",
 	} {
 		if got := rawDenoise(t, ctx, e.base, msg); !strings.Contains(got, want) {
 			t.Errorf("websocket %s: %s; want an error mentioning %q", msg, got, want)

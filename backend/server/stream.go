@@ -22,11 +22,11 @@ import (
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/stream"
+	"github.com/diad-project/diad/backend/strictjson"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
-	"github.com/diad-project/diad/backend/strictjson"
 	"github.com/diad-project/diad/shared"
 )
 
