@@ -161,6 +161,15 @@ func newEncoder(p layers.Path, c Config) *Encoder {
 	return e
 }
 
+// downsample is the reference's asymmetric stride-2 step: pad (0,1,0,1),
+// then the 3x3 conv with no padding.
+func downsample(ds *layers.Conv2d, t *ts.Tensor) *ts.Tensor {
+	padded := t.MustConstantPadNd([]int64{0, 1, 0, 1}, false)
+	out := ds.Forward(padded)
+	padded.MustDrop()
+	return out
+}
+
 // chain applies f to h and frees h.
 func chain(h *ts.Tensor, f func(*ts.Tensor) *ts.Tensor) *ts.Tensor {
 	out := f(h)
@@ -175,12 +184,7 @@ func (e *Encoder) forward(x *ts.Tensor) *ts.Tensor {
 			h = chain(h, b.forward)
 		}
 		if ds := e.downsample[i]; ds != nil {
-			h = chain(h, func(t *ts.Tensor) *ts.Tensor {
-				padded := t.MustConstantPadNd([]int64{0, 1, 0, 1}, false)
-				out := ds.Forward(padded)
-				padded.MustDrop()
-				return out
-			})
+			h = chain(h, func(t *ts.Tensor) *ts.Tensor { return downsample(ds, t) })
 		}
 	}
 	h = chain(h, e.mid1.forward)
@@ -375,12 +379,7 @@ func (a *AutoencoderKL) Features(x *ts.Tensor) []*ts.Tensor {
 		}
 		outs = append(outs, h.MustShallowClone())
 		if ds := e.downsample[i]; ds != nil {
-			h = chain(h, func(t *ts.Tensor) *ts.Tensor {
-				padded := t.MustConstantPadNd([]int64{0, 1, 0, 1}, false)
-				out := ds.Forward(padded)
-				padded.MustDrop()
-				return out
-			})
+			h = chain(h, func(t *ts.Tensor) *ts.Tensor { return downsample(ds, t) })
 		}
 	}
 	h.MustDrop()

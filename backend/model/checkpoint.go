@@ -7,6 +7,7 @@ import (
 	"github.com/diad-project/diad/backend/torchrt"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 	"gopkg.in/yaml.v3"
 
 	"github.com/diad-project/diad/backend/checkpoint"
@@ -24,6 +25,10 @@ const (
 // Save writes all parameters (reference names) and the model config to a
 // safetensors file, atomically. extra metadata is added as given.
 func (m *DiAD) Save(path string, extra map[string]string) (err error) {
+	return m.save(path, extra, checkpoint.Save)
+}
+
+func (m *DiAD) save(path string, extra map[string]string, write func(string, map[string]*ts.Tensor, map[string]string) error) (err error) {
 	defer torchrt.Pin()()
 	defer recoverTorch(&err, "save "+path)
 	cfg, err := yaml.Marshal(m.Config)
@@ -34,7 +39,7 @@ func (m *DiAD) Save(path string, extra map[string]string) (err error) {
 	for k, v := range extra {
 		meta[k] = v
 	}
-	return checkpoint.Save(path, checkpoint.StoreTensors(m.Store), meta)
+	return write(path, checkpoint.StoreTensors(m.Store), meta)
 }
 
 // LoadWeights loads a checkpoint's tensors into the model (see checkpoint.LoadInto).
@@ -211,16 +216,10 @@ func ReadConfig(path string) (Config, error) {
 
 // SaveHalf is Save with the tensors stored as float16 (half the size; they
 // load back as float32), for models that ship with the repository.
-func (m *DiAD) SaveHalf(path string, extra map[string]string) (err error) {
-	defer torchrt.Pin()()
-	defer recoverTorch(&err, "save "+path)
-	cfg, err := yaml.Marshal(m.Config)
-	if err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	meta := map[string]string{MetaFormat: FormatVersion, MetaConfig: string(cfg), MetaPreset: m.Config.Preset, "diad.dtype": "float16"}
+func (m *DiAD) SaveHalf(path string, extra map[string]string) error {
+	meta := map[string]string{"diad.dtype": "float16"}
 	for k, v := range extra {
 		meta[k] = v
 	}
-	return checkpoint.SaveHalf(path, checkpoint.StoreTensors(m.Store), meta)
+	return m.save(path, meta, checkpoint.SaveHalf)
 }

@@ -666,14 +666,7 @@ func TestDemoStartsTraining(t *testing.T) {
 	if len(ds) != 1 || ds[0].Name != "synth" || len(ds[0].Categories) != 6 {
 		t.Fatalf("datasets %s", body)
 	}
-	_, body = e.do(t, "GET", "/api/v1/jobs", nil)
-	var js []shared.Job
-	json.Unmarshal(body, &js)
-	if len(js) != 1 || js[0].Kind != shared.JobTrain {
-		t.Fatalf("jobs %s", body)
-	}
-	e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
-	waitJob(t, e, js[0].ID, shared.JobCancelled)
+	cancelQuickTraining(t, e)
 }
 
 // demoModelDir writes a demo-preset model (random weights, float16 as the
@@ -747,14 +740,7 @@ func TestDemoServesTheDemoModelAndItsRunAtOnce(t *testing.T) {
 	}
 	// The quick training still runs, as a demonstration; it must not queue
 	// an evaluation of the tiny model or replace the demo model.
-	_, body = e.do(t, "GET", "/api/v1/jobs", nil)
-	var js []shared.Job
-	json.Unmarshal(body, &js)
-	if len(js) != 1 || js[0].Kind != shared.JobTrain {
-		t.Fatalf("jobs %s: want only the quick training", body)
-	}
-	e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
-	waitJob(t, e, js[0].ID, shared.JobCancelled)
+	cancelQuickTraining(t, e)
 }
 
 func TestDemoFallsBackToTheQuickTrainingWithANotice(t *testing.T) {
@@ -778,14 +764,7 @@ func TestDemoFallsBackToTheQuickTrainingWithANotice(t *testing.T) {
 			if len(st.Notices) != 1 || !strings.Contains(st.Notices[0], c.notice) || st.Model != "" {
 				t.Fatalf("status %s: want one notice naming %q and no model yet", body, c.notice)
 			}
-			_, body = e.do(t, "GET", "/api/v1/jobs", nil)
-			var js []shared.Job
-			json.Unmarshal(body, &js)
-			if len(js) != 1 || js[0].Kind != shared.JobTrain {
-				t.Fatalf("jobs %s: want the quick training", body)
-			}
-			e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
-			waitJob(t, e, js[0].ID, shared.JobCancelled)
+			cancelQuickTraining(t, e)
 		})
 	}
 }
@@ -881,7 +860,8 @@ func TestStrictInputIsRefusedAtSubmit(t *testing.T) {
 	}
 	for _, c := range cases {
 		r, body := e.do(t, c.method, c.path, c.body)
-		if r.StatusCode != c.want || !strings.Contains(string(body), c.mentions) {
+		var msg shared.APIError
+		if err := json.Unmarshal(body, &msg); err != nil || r.StatusCode != c.want || !strings.Contains(msg.Error, c.mentions) {
 			t.Errorf("%s: %d %s; want %d mentioning %q", c.name, r.StatusCode, body, c.want, c.mentions)
 		}
 	}
@@ -908,4 +888,17 @@ func TestStrictInputIsRefusedAtSubmit(t *testing.T) {
 		}
 	}
 	e.alive(t)
+}
+
+// cancelQuickTraining checks that the only job is the demo's quick training
+// (no evaluation of its model is queued) and cancels it.
+func cancelQuickTraining(t *testing.T, e *env) {
+	t.Helper()
+	_, body := e.do(t, "GET", "/api/v1/jobs", nil)
+	var js []shared.Job
+	if err := json.Unmarshal(body, &js); err != nil || len(js) != 1 || js[0].Kind != shared.JobTrain {
+		t.Fatalf("jobs %s (%v): want only the quick training", body, err)
+	}
+	e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
+	waitJob(t, e, js[0].ID, shared.JobCancelled)
 }
