@@ -67,11 +67,12 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 	if len(images) < 2 {
 		return Result{}, fmt.Errorf("calibrate: need at least 2 held-out images, have %d", len(images))
 	}
-	kinds := cfg.ScorerCandidates
+	kinds := append([]string(nil), cfg.ScorerCandidates...) // canonicalised below
 	if len(kinds) == 0 {
 		kinds = []string{cfg.Scorer}
 	}
 	measured := AllTerms
+	var err error
 	for i, k := range kinds {
 		c, err := scoring.CanonicalKind(k)
 		if err != nil {
@@ -81,7 +82,9 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 		// Every image term is measured, so that the model carries scales
 		// for any combination of them (backend/model/demo/README.md
 		// compares them).
-		measured, _ = scoring.CanonicalKind(measured + "+" + c)
+		if measured, err = scoring.CanonicalKind(measured + "+" + c); err != nil {
+			return Result{}, err
+		}
 	}
 	size := m.Config.ImageSize
 	corrupted, masks := Corrupt(images, size, cfg.Seed)
@@ -100,7 +103,10 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 	if ext != nil {
 		defer ext.Free()
 	}
-	terms, _ := scoring.ParseKind(measured)
+	terms, err := scoring.ParseKind(measured)
+	if err != nil {
+		return Result{}, err
+	}
 	blur := scoring.ReferenceConfig.ForImageSize(size)
 	var res Result
 	best := -1.0
@@ -121,7 +127,10 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 			scales[name] = math.Max(meanOf(clean[k]), 1e-6)
 		}
 		for _, kind := range kinds {
-			chosen, _ := scoring.ParseKind(kind)
+			chosen, err := scoring.ParseKind(kind)
+			if err != nil {
+				return Result{}, err
+			}
 			tr, err := trial(clean, bad, masks, terms, chosen, scales, size, blur)
 			if err != nil {
 				return Result{}, err

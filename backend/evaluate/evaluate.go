@@ -200,27 +200,47 @@ func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, re
 // Progress reports images done out of total.
 type Progress func(done, total int)
 
-// Test evaluates the test split of cfg.Data and writes a results run.
-func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
-	start := time.Now()
+// TestSplit is cfg.Data's test split, loaded at the model's size, and the
+// pipeline that scores it (which the caller frees).
+type TestSplit struct {
+	Index   datasets.Index
+	Samples []datasets.Sample
+	Loader  *datasets.Loader
+	P       *Pipeline
+}
+
+// OpenTestSplit opens the test split of cfg.Data and the model.
+func OpenTestSplit(cfg Config) (TestSplit, error) {
 	ix, err := cfg.Data.Open()
 	if err != nil {
-		return Report{}, err
+		return TestSplit{}, err
 	}
 	samples := ix.Select(datasets.Test)
 	if len(samples) == 0 {
-		return Report{}, fmt.Errorf("evaluate: %s has no test images", cfg.Data.Root)
+		return TestSplit{}, fmt.Errorf("evaluate: %s has no test images", cfg.Data.Root)
 	}
 	p, err := Open(cfg)
 	if err != nil {
-		return Report{}, err
+		return TestSplit{}, err
 	}
-	defer p.Free()
-	size := p.Model.Config.ImageSize
-	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: size, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: p.Model.Config.ImageSize, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+	if err != nil {
+		p.Free()
+		return TestSplit{}, err
+	}
+	return TestSplit{Index: ix, Samples: samples, Loader: loader, P: p}, nil
+}
+
+// Test evaluates the test split of cfg.Data and writes a results run.
+func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
+	start := time.Now()
+	split, err := OpenTestSplit(cfg)
 	if err != nil {
 		return Report{}, err
 	}
+	p, ix, samples, loader := split.P, split.Index, split.Samples, split.Loader
+	defer p.Free()
+	size := p.Model.Config.ImageSize
 	runID := results.NewRunID(start)
 	now := start.UTC()
 	var rows []results.ImageRow

@@ -2,6 +2,7 @@ package evaluate
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/sugarme/gotch/ts"
 
@@ -26,7 +27,10 @@ func ResolveScorer(requested string, m model.Config, fc features.Config, checkpo
 		}
 		if m.Scorer.Kind != "" && kind != m.Scorer.Kind {
 			// Another combination works if every term of it was calibrated.
-			terms, _ := scoring.ParseKind(kind)
+			terms, err := scoring.ParseKind(kind)
+			if err != nil {
+				return "", err
+			}
 			for _, t := range terms {
 				if _, ok := m.Scorer.Scales[t]; !ok && t != scoring.KindResNet {
 					return "", fmt.Errorf("evaluate: checkpoint %s (preset %s) was calibrated for scorer %q, not the requested %q (no scale for %s)", checkpointPath, m.Preset, m.Scorer.Kind, kind, t)
@@ -50,7 +54,7 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 	if err != nil {
 		return nil, nil, err
 	}
-	canonical, _ := scoring.CanonicalKind(kind)
+	canonical := strings.Join(names, "+") // ParseKind sorts and dedupes
 	if sc == (scoring.Config{}) {
 		sc = scoring.ReferenceConfig.ForImageSize(m.Config.ImageSize)
 	}

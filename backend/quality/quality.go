@@ -21,7 +21,6 @@ import (
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
-	"github.com/diad-project/diad/datasets"
 )
 
 // Row is one category's (or the mean's) figures; metrics are fractions.
@@ -61,24 +60,13 @@ type catAcc struct {
 
 // Measure evaluates cfg's checkpoint on the test split of cfg.Data.
 func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
-	ix, err := cfg.Data.Open()
+	split, err := evaluate.OpenTestSplit(cfg)
 	if err != nil {
 		return Report{}, err
 	}
-	samples := ix.Select(datasets.Test)
-	if len(samples) == 0 {
-		return Report{}, fmt.Errorf("quality: %s has no test images", cfg.Data.Root)
-	}
-	p, err := evaluate.Open(cfg)
-	if err != nil {
-		return Report{}, err
-	}
+	p, loader := split.P, split.Loader
 	defer p.Free()
 	size := p.Model.Config.ImageSize
-	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: size, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
-	if err != nil {
-		return Report{}, err
-	}
 	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}
 	byCat := map[string]*catAcc{}
 	var changeSum float64

@@ -136,7 +136,10 @@ func checkValue(dec *json.Decoder, t reflect.Type, path string) error {
 			if err != nil {
 				return &Error{Field: path, Msg: "malformed JSON: " + err.Error()}
 			}
-			key, _ := kt.(string)
+			key, ok := kt.(string)
+			if !ok { // the decoder only yields strings as object keys
+				return &Error{Field: path, Msg: "malformed JSON: object key is not a string"}
+			}
 			lower := strings.ToLower(key)
 			if prev, dup := seen[lower]; dup {
 				if prev == key {

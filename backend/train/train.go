@@ -851,7 +851,7 @@ func (t *trainer) calibrate(ctx context.Context) error {
 	}
 	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", t.cfg.StartTCandidates, len(images))})
 	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind,
-		ScorerCandidates: append([]string(nil), t.cfg.ScorerCandidates...), Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
+		ScorerCandidates: t.cfg.ScorerCandidates, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
