@@ -67,10 +67,12 @@ type DenoiseRequest struct {
 	RunID    string `json:"run_id,omitempty"`
 	ImageID  *int64 `json:"image_id,omitempty"`
 	UploadID string `json:"upload_id,omitempty"`
-	// Sampling: zero values take the model's defaults.
+	// Sampling: absent (or zero start_t and steps) take the model's defaults.
+	// Sampler is ddim, ddpm or dpm++2m; Eta is DDIM's stochasticity.
+	Sampler  string   `json:"sampler,omitempty"`
 	StartT   int      `json:"start_t,omitempty"`
 	Steps    int      `json:"steps,omitempty"`
-	Eta      float64  `json:"eta,omitempty"`
+	Eta      *float64 `json:"eta,omitempty"`
 	Seed     uint64   `json:"seed,omitempty"`
 	Products []string `json:"products,omitempty"`
 }

@@ -313,23 +313,29 @@ func combineMaps(parts [][][]float32, terms, chosen []string, scales map[string]
 	return maps, scores, err
 }
 
-// Corrupt returns a copy of each image with one synthetic defect and its mask:
-// even images get a rectangle cut from another image (CutPaste), odd ones an
-// ellipse whose colour is scaled per channel. Sizes are 8-25% of the side.
+// Corrupt returns a copy of each image with one synthetic defect and its mask.
+// Four generic families take turns, so that the held-out measure rewards a
+// start level that removes small and thin defects as well as large ones
+// (with only large, strong ones every level finds them and the lowest wins,
+// backend/model/demo/README.md):
+//   - a rectangle cut from another image and pasted (CutPaste);
+//   - an ellipse whose colour is scaled and shifted a little per channel;
+//   - a scratch: a thin curve, 1-3 pixels wide, darker or lighter;
+//   - a rectangle of the same image moved elsewhere in it.
+//
+// Rectangles and ellipses are 8-25% of the side in each direction.
 func Corrupt(images []Image, size int, seed uint64) ([]Image, [][]bool) {
 	r := rand.New(rand.NewPCG(seed, 0xc0441))
 	out := make([]Image, len(images))
 	masks := make([][]bool, len(images))
 	hw := size * size
+	side := func() int { return max(1, int(float64(size)*(0.08+0.17*r.Float64()))) }
 	for i, im := range images {
 		c := append(Image(nil), im...)
 		mask := make([]bool, hw)
-		w := int(float64(size) * (0.08 + 0.17*r.Float64()))
-		h := int(float64(size) * (0.08 + 0.17*r.Float64()))
-		x0, y0 := r.IntN(size-w), r.IntN(size-h)
-		if i%2 == 0 {
-			src := images[(i+1+r.IntN(len(images)-1))%len(images)]
-			sx, sy := r.IntN(size-w), r.IntN(size-h)
+		w, h := side(), side()
+		x0, y0 := r.IntN(size-w+1), r.IntN(size-h+1)
+		copyRect := func(src Image, sx, sy int) {
 			for y := 0; y < h; y++ {
 				for x := 0; x < w; x++ {
 					for ch := 0; ch < 3; ch++ {
@@ -338,27 +344,89 @@ func Corrupt(images []Image, size int, seed uint64) ([]Image, [][]bool) {
 					mask[(y0+y)*size+x0+x] = true
 				}
 			}
-		} else {
-			var gain [3]float32
+		}
+		switch i % 4 {
+		case 0:
+			src := images[(i+1+r.IntN(max(len(images)-1, 1)))%len(images)]
+			copyRect(src, r.IntN(size-w+1), r.IntN(size-h+1))
+		case 1:
+			var gain, shift [3]float32
 			for ch := range gain {
-				gain[ch] = float32(0.5 + r.Float64())
+				gain[ch] = float32(0.75 + 0.5*r.Float64())
+				shift[ch] = float32(r.Float64() - 0.5)
 			}
-			shift := float32(r.Float64()*1.6 - 0.8)
 			cx, cy := float64(x0)+float64(w)/2, float64(y0)+float64(h)/2
 			for y := y0; y < y0+h; y++ {
 				for x := x0; x < x0+w; x++ {
-					dx, dy := (float64(x)-cx)/(float64(w)/2), (float64(y)-cy)/(float64(h)/2)
+					dx, dy := (float64(x)+0.5-cx)/(float64(w)/2), (float64(y)+0.5-cy)/(float64(h)/2)
 					if dx*dx+dy*dy > 1 {
 						continue
 					}
 					for ch := 0; ch < 3; ch++ {
-						c[ch*hw+y*size+x] = c[ch*hw+y*size+x]*gain[ch] + shift
+						c[ch*hw+y*size+x] = c[ch*hw+y*size+x]*gain[ch] + shift[ch]
 					}
 					mask[y*size+x] = true
 				}
 			}
+		case 2:
+			scratch(c, mask, size, r)
+		case 3:
+			// The source is at least a third of the rectangle away, so
+			// the moved content differs from what it covers.
+			sx, sy := r.IntN(size-w+1), r.IntN(size-h+1)
+			for k := 0; k < 16 && abs(sx-x0) < w/3 && abs(sy-y0) < h/3; k++ {
+				sx, sy = r.IntN(size-w+1), r.IntN(size-h+1)
+			}
+			copyRect(im, sx, sy)
 		}
 		out[i], masks[i] = c, mask
 	}
 	return out, masks
+}
+
+// scratch draws a quadratic Bezier curve 1-3 pixels wide, 30-70% of the side
+// long, shifting every channel by the same 0.6-1.2 (in normalised units)
+// darker or lighter.
+func scratch(c Image, mask []bool, size int, r *rand.Rand) {
+	hw := size * size
+	s := float64(size)
+	length := s * (0.3 + 0.4*r.Float64())
+	ax, ay := s*(0.15+0.7*r.Float64()), s*(0.15+0.7*r.Float64())
+	angle := 2 * math.Pi * r.Float64()
+	bx, by := ax+length*math.Cos(angle), ay+length*math.Sin(angle)
+	// The control point bends the curve sideways by up to a third of its length.
+	bend := (r.Float64() - 0.5) * 2 * length / 3
+	mx, my := (ax+bx)/2-bend*math.Sin(angle), (ay+by)/2+bend*math.Cos(angle)
+	radius := 0.5 + r.Float64()
+	delta := float32(0.6 + 0.6*r.Float64())
+	if r.IntN(2) == 0 {
+		delta = -delta
+	}
+	steps := int(2*length) + 1
+	for k := 0; k <= steps; k++ {
+		u := float64(k) / float64(steps)
+		px := (1-u)*(1-u)*ax + 2*(1-u)*u*mx + u*u*bx
+		py := (1-u)*(1-u)*ay + 2*(1-u)*u*my + u*u*by
+		for y := int(py - radius); y <= int(py+radius)+1; y++ {
+			for x := int(px - radius); x <= int(px+radius)+1; x++ {
+				if x < 0 || y < 0 || x >= size || y >= size || mask[y*size+x] {
+					continue
+				}
+				if dx, dy := float64(x)+0.5-px, float64(y)+0.5-py; dx*dx+dy*dy > radius*radius {
+					continue
+				}
+				for ch := 0; ch < 3; ch++ {
+					c[ch*hw+y*size+x] += delta
+				}
+				mask[y*size+x] = true
+			}
+		}
+	}
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
 }

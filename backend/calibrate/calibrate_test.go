@@ -50,4 +50,32 @@ func TestCorruptChangesOnlyTheMaskedPixels(t *testing.T) {
 			t.Fatalf("image %d: only %d of %d masked pixels changed", i, changed, inMask)
 		}
 	}
+	// Image 2 carries the scratch: a thin curve, so no 5x5 block is all
+	// defect, yet long enough to be seen.
+	scratchMask := masks[2]
+	n := 0
+	for _, m := range scratchMask {
+		if m {
+			n++
+		}
+	}
+	if n < size/4 {
+		t.Fatalf("scratch of %d pixels", n)
+	}
+	for y := 0; y+5 <= size; y++ {
+		for x := 0; x+5 <= size; x++ {
+			full := true
+			for dy := 0; dy < 5 && full; dy++ {
+				for dx := 0; dx < 5; dx++ {
+					if !scratchMask[(y+dy)*size+x+dx] {
+						full = false
+						break
+					}
+				}
+			}
+			if full {
+				t.Fatalf("the scratch fills the 5x5 block at (%d, %d)", x, y)
+			}
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch"
@@ -46,23 +47,23 @@ func TestScheduleMatchesClosedForm(t *testing.T) {
 
 func TestDDIMTimesteps(t *testing.T) {
 	s, _ := NewSchedule(ReferenceSchedule)
-	got, err := ReferenceSampler.DDIMTimesteps(s)
+	got, err := ReferenceSampler.StepTimesteps(s.T())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []int{901, 801, 701, 601, 501, 401, 301, 201, 101, 1}; !slices.Equal(got, want) {
 		t.Fatalf("timesteps %v, want %v", got, want)
 	}
-	got, _ = SamplerConfig{StartT: 499, Steps: 5}.DDIMTimesteps(s)
+	got, _ = SamplerConfig{StartT: 499, Steps: 5}.StepTimesteps(s.T())
 	if want := []int{401, 301, 201, 101, 1}; !slices.Equal(got, want) {
 		t.Fatalf("start 499: %v, want %v", got, want)
 	}
-	got, _ = SamplerConfig{Timesteps: []int{700, 300, 0}}.DDIMTimesteps(s)
+	got, _ = SamplerConfig{Timesteps: []int{700, 300, 0}}.StepTimesteps(s.T())
 	if !slices.Equal(got, []int{700, 300, 0}) {
 		t.Fatalf("explicit: %v", got)
 	}
 	for _, bad := range []SamplerConfig{{StartT: 1000, Steps: 10}, {StartT: 999, Steps: 0}, {StartT: 5, Steps: 10}, {Timesteps: []int{3, 5}}} {
-		if _, err := bad.DDIMTimesteps(s); err == nil {
+		if _, err := bad.StepTimesteps(s.T()); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
@@ -111,7 +112,7 @@ func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
 	defer zs.MustDrop()
 	var visited []int
-	out, err := DDIM(context.Background(), s, ReferenceSampler, zs, den, nil, func(st Step) error {
+	out, err := sample(t, s, ReferenceSampler, zs, den, nil, func(st Step) error {
 		visited = append(visited, st.T)
 		return nil
 	})
@@ -120,7 +121,7 @@ func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	}
 	defer out.MustDrop()
 	// The same recurrence in float64.
-	steps, _ := ReferenceSampler.DDIMTimesteps(s)
+	steps, _ := ReferenceSampler.StepTimesteps(s.T())
 	x := slices.Clone(start)
 	for i, tt := range steps {
 		a := s.AlphasCumprod[tt]
@@ -144,11 +145,11 @@ func TestDDIMUpdateMatchesFormula(t *testing.T) {
 		t.Fatalf("callback saw %v", visited)
 	}
 	// eta > 0 needs a noise source; a callback error stops sampling.
-	if _, err := DDIM(context.Background(), s, SamplerConfig{StartT: 999, Steps: 10, Eta: 1}, zs, den, nil, nil); err == nil {
+	if _, err := sample(t, s, SamplerConfig{StartT: 999, Steps: 10, Eta: 1}, zs, den, nil, nil); err == nil {
 		t.Fatal("eta without noise accepted")
 	}
 	stop := errors.New("stop")
-	if _, err := DDIM(context.Background(), s, ReferenceSampler, zs, den, nil, func(Step) error { return stop }); !errors.Is(err, stop) {
+	if _, err := sample(t, s, ReferenceSampler, zs, den, nil, func(Step) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("callback error: %v", err)
 	}
 }
@@ -178,5 +179,220 @@ func TestNoiseStateRoundTrip(t *testing.T) {
 	}
 	if !slices.Equal(a.Timesteps(10, 1000), b.Timesteps(10, 1000)) {
 		t.Fatal("restored generator diverges")
+	}
+}
+
+// sample runs c's scheduler with the Sample loop.
+func sample(t *testing.T, s *Schedule, c SamplerConfig, z *ts.Tensor, den Denoiser, rnd *Noise, cb Callback) (*ts.Tensor, error) {
+	t.Helper()
+	sch, err := NewScheduler(s, c)
+	if err != nil {
+		return nil, err
+	}
+	defer sch.Free()
+	return Sample(context.Background(), sch, z, den, rnd, cb)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// The one merge rule: unset keeps, set replaces; start level or steps drop
+// the base's explicit timesteps.
+func TestSamplerWith(t *testing.T) {
+	base := SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.2}
+	withTS := base
+	withTS.Timesteps = []int{500, 100}
+	cases := []struct {
+		name string
+		base SamplerConfig
+		o    SamplerOverride
+		want SamplerConfig
+	}{
+		{"nothing", base, SamplerOverride{}, base},
+		{"start only keeps steps and eta", base, SamplerOverride{StartT: ptr(300)}, SamplerConfig{Kind: KindDDIM, StartT: 300, Steps: 10, Eta: 0.2}},
+		{"eta only", base, SamplerOverride{Eta: ptr(0.5)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.5}},
+		{"eta zero is a value", base, SamplerOverride{Eta: ptr(0.0)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10}},
+		{"steps only keeps the start level", base, SamplerOverride{Steps: ptr(20)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 20, Eta: 0.2}},
+		{"kind", base, SamplerOverride{Kind: ptr(KindDPMSolver), Eta: ptr(0.0)}, SamplerConfig{Kind: KindDPMSolver, StartT: 400, Steps: 10}},
+		{"steps drop explicit timesteps", withTS, SamplerOverride{Steps: ptr(5)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 5, Eta: 0.2}},
+		{"eta keeps explicit timesteps", withTS, SamplerOverride{Eta: ptr(0.0)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Timesteps: []int{500, 100}}},
+		{"timesteps replace", base, SamplerOverride{Timesteps: []int{900, 10}}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.2, Timesteps: []int{900, 10}}},
+	}
+	for _, c := range cases {
+		got := c.base.With(c.o)
+		if got.Kind != c.want.Kind || got.StartT != c.want.StartT || got.Steps != c.want.Steps || got.Eta != c.want.Eta || !slices.Equal(got.Timesteps, c.want.Timesteps) {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+	// With never aliases the base's timesteps.
+	got := withTS.With(SamplerOverride{})
+	got.Timesteps[0] = 1
+	if withTS.Timesteps[0] != 500 {
+		t.Fatal("With shares the base's timesteps")
+	}
+	if !(SamplerOverride{}).IsZero() || (SamplerOverride{Eta: ptr(0.0)}).IsZero() {
+		t.Fatal("IsZero")
+	}
+}
+
+func TestSamplerValidate(t *testing.T) {
+	good := []SamplerConfig{ReferenceSampler, {StartT: 400, Steps: 10}, {Kind: KindDDPM, StartT: 999, Steps: 50}, {Kind: KindDPMSolver, Timesteps: []int{800, 400, 1}}, {StartT: 999, Steps: 10, Eta: 1}}
+	for _, c := range good {
+		if err := c.Validate(1000); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	bad := map[string]SamplerConfig{
+		"unknown sampler":   {Kind: "euler", StartT: 999, Steps: 10},
+		"outside [0, 1]":    {StartT: 999, Steps: 10, Eta: 1.5},
+		"takes none":        {Kind: KindDPMSolver, StartT: 999, Steps: 10, Eta: 0.5},
+		"outside [0, 1000)": {StartT: 1000, Steps: 10},
+		"impossible":        {StartT: 0, Steps: 20},
+		"descending":        {Timesteps: []int{3, 5}},
+	}
+	for want, c := range bad {
+		err := c.Validate(1000)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: %v, want an error with %q", c, err, want)
+		}
+	}
+	if (SamplerConfig{StartT: 300, Steps: 10, Timesteps: []int{700, 1}}).NoiseLevel() != 700 || ReferenceSampler.NoiseLevel() != 999 {
+		t.Fatal("noise level")
+	}
+}
+
+// With a denoiser that knows the clean latent (eps = (z - sqrt(a) x0) /
+// sqrt(1-a)), DDIM and DPM-Solver++ take the same path (their updates agree
+// when x0 does not change), and end at sqrt(abar_0) x0 + sqrt(1-abar_0) eps.
+func TestSamplersAgreeWithAnOracle(t *testing.T) {
+	defer torchrt.Pin()()
+	s, _ := NewSchedule(ReferenceSchedule)
+	x0 := ts.MustOfSlice([]float32{0.5, -1, 2, 0.25}).MustView([]int64{1, 1, 2, 2}, true)
+	defer x0.MustDrop()
+	e0 := ts.MustOfSlice([]float32{1, 0.3, -0.7, -1.5}).MustView([]int64{1, 1, 2, 2}, true)
+	defer e0.MustDrop()
+	zs, err := s.AddNoise(x0, e0, []int{999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zs.MustDrop()
+	oracle := func(z *ts.Tensor, tt int) *ts.Tensor {
+		a := s.AlphasCumprod[tt]
+		ax := x0.MustMulScalar(ts.FloatScalar(math.Sqrt(a)), false)
+		d := z.MustSub(ax, false)
+		ax.MustDrop()
+		return d.MustMulScalar(ts.FloatScalar(1/math.Sqrt(1-a)), true)
+	}
+	run := func(kind string) []float64 {
+		// Explicit timesteps from 999, the level zs is at.
+		out, err := sample(t, s, SamplerConfig{Kind: kind, Timesteps: []int{999, 800, 600, 400, 200, 50, 1}}, zs, oracle, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.MustDrop()
+		return values(out)
+	}
+	ddim, dpm := run(KindDDIM), run(KindDPMSolver)
+	a0 := s.AlphasCumprod[0]
+	xs, es := values(x0), values(e0)
+	for j := range ddim {
+		want := math.Sqrt(a0)*xs[j] + math.Sqrt(1-a0)*es[j]
+		if math.Abs(ddim[j]-want) > 1e-4 || math.Abs(dpm[j]-ddim[j]) > 1e-4 {
+			t.Fatalf("ddim %v, dpm++ %v, want %v", ddim, dpm, want)
+		}
+	}
+}
+
+// DPM-Solver++(2M) against its recurrence in float64, with a denoiser whose
+// x0 changes from step to step (so the second-order term matters).
+func TestDPMSolverMatchesRecurrence(t *testing.T) {
+	defer torchrt.Pin()()
+	s, _ := NewSchedule(ReferenceSchedule)
+	den := func(z *ts.Tensor, tt int) *ts.Tensor {
+		return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
+	}
+	start := []float64{0.3, -1.2, 2.0, 0.0}
+	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
+	defer zs.MustDrop()
+	c := SamplerConfig{Kind: KindDPMSolver, StartT: 999, Steps: 10}
+	out, err := sample(t, s, c, zs, den, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.MustDrop()
+	steps, _ := c.StepTimesteps(s.T())
+	lam := func(a float64) float64 { return math.Log(math.Sqrt(a) / math.Sqrt(1-a)) }
+	x := slices.Clone(start)
+	var prevX0 []float64
+	var prevLam float64
+	for i, tt := range steps {
+		a := s.AlphasCumprod[tt]
+		ap := s.AlphasCumprod[0]
+		if i+1 < len(steps) {
+			ap = s.AlphasCumprod[steps[i+1]]
+		}
+		h := lam(ap) - lam(a)
+		x0 := make([]float64, len(x))
+		for j := range x {
+			e := 0.5*x[j] + 0.1*float64(tt)/1000
+			x0[j] = (x[j] - math.Sqrt(1-a)*e) / math.Sqrt(a)
+		}
+		for j := range x {
+			d := x0[j]
+			if prevX0 != nil && i < len(steps)-1 {
+				r := (lam(a) - prevLam) / h
+				d = (1+1/(2*r))*x0[j] - 1/(2*r)*prevX0[j]
+			}
+			x[j] = math.Sqrt(1-ap)/math.Sqrt(1-a)*x[j] - math.Sqrt(ap)*(math.Exp(-h)-1)*d
+		}
+		prevX0, prevLam = x0, lam(a)
+	}
+	got := values(out)
+	for j := range x {
+		if math.Abs(got[j]-x[j]) > 1e-4*math.Max(1, math.Abs(x[j])) {
+			t.Fatalf("dpm++ result %v, float64 recurrence %v", got, x)
+		}
+	}
+}
+
+// DDPM's ancestral step is DDIM's with eta 1: the same noise draws give the
+// same result. The stochastic path repeats with its seed and changes with
+// another.
+func TestStochasticSamplers(t *testing.T) {
+	defer torchrt.Pin()()
+	s, _ := NewSchedule(ReferenceSchedule)
+	den := func(z *ts.Tensor, tt int) *ts.Tensor {
+		return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
+	}
+	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0, 0.7, -0.1}).MustView([]int64{1, 1, 2, 3}, true)
+	defer zs.MustDrop()
+	run := func(c SamplerConfig, seed uint64) []float64 {
+		out, err := sample(t, s, c, zs, den, NewNoise(seed), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.MustDrop()
+		return values(out)
+	}
+	ddpm := run(SamplerConfig{Kind: KindDDPM, StartT: 999, Steps: 10}, 7)
+	eta1 := run(SamplerConfig{Kind: KindDDIM, StartT: 999, Steps: 10, Eta: 1}, 7)
+	for j := range ddpm {
+		if math.Abs(ddpm[j]-eta1[j]) > 1e-4*math.Max(1, math.Abs(ddpm[j])) {
+			t.Fatalf("ddpm %v, ddim eta 1 %v", ddpm, eta1)
+		}
+	}
+	half := SamplerConfig{Kind: KindDDIM, StartT: 999, Steps: 10, Eta: 0.5}
+	a, b, c := run(half, 3), run(half, 3), run(half, 4)
+	if !slices.Equal(a, b) {
+		t.Fatalf("eta 0.5 with one seed: %v then %v", a, b)
+	}
+	if slices.Equal(a, c) {
+		t.Fatal("eta 0.5 gave the same result with another seed")
+	}
+	det := run(SamplerConfig{StartT: 999, Steps: 10}, 3)
+	if slices.Equal(a, det) {
+		t.Fatal("eta 0.5 equals eta 0")
+	}
+	if _, err := sample(t, s, SamplerConfig{Kind: KindDDPM, StartT: 999, Steps: 10}, zs, den, nil, nil); err == nil {
+		t.Fatal("ddpm without noise accepted")
 	}
 }

@@ -1,8 +1,12 @@
 // Package diffusion holds DiAD's noise schedule and samplers: the linear beta
-// schedule of latent diffusion (T = 1000), forward noising q(z_t | z_0), the
-// eps-prediction training objective, and the DDIM sampler used at inference
-// (start noise level, number of steps and eta configurable; defaults are the
-// reference's: noise to t = 999, 10 steps 901, 801, ..., 1, eta 0).
+// schedule of latent diffusion (T = 1000), forward noising q(z_t | z_0), and
+// the samplers used at inference as small Scheduler objects (DDIM - the
+// reference's -, DDPM ancestral, DPM-Solver++(2M)) driven by one Sample loop
+// that calls the denoiser and a per-step callback. SamplerConfig says which
+// sampler, from which noise level, in how many steps; SamplerOverride and
+// SamplerConfig.With are the one rule by which the CLI, job configs and the
+// websocket change a model's default (the reference's: DDIM, noise to t = 999,
+// 10 steps 901, 801, ..., 1, eta 0).
 package diffusion
 
 import (

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"os"
 	"sort"
 	"strconv"
@@ -42,9 +43,10 @@ type Config struct {
 	// Scoring is the map/score post-processing; the zero value means the
 	// reference's, scaled to the model's image size (ForImageSize).
 	Scoring scoring.Config `yaml:"scoring"`
-	// Sampler overrides the model's sampler, field by field (zero = keep).
-	Sampler   diffusion.SamplerConfig `yaml:"sampler"`
-	BatchSize int                     `yaml:"batch_size"`
+	// Sampler overrides the model's sampler, field by field (unset = keep;
+	// diffusion.SamplerConfig.With).
+	Sampler   diffusion.SamplerOverride `yaml:"sampler"`
+	BatchSize int                       `yaml:"batch_size"`
 	Seed      uint64                  `yaml:"seed"`
 	Device    string                  `yaml:"device"`
 	Threads   int                     `yaml:"threads"`
@@ -109,19 +111,10 @@ func Open(cfg Config) (*Pipeline, error) {
 		m.Free()
 		return nil, err
 	}
-	p := &Pipeline{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler, Seed: cfg.Seed}
-	// Each sampler setting that is set overrides the model's alone.
-	if cfg.Sampler.StartT > 0 {
-		p.Sampler.StartT = cfg.Sampler.StartT
-	}
-	if cfg.Sampler.Steps > 0 {
-		p.Sampler.Steps = cfg.Sampler.Steps
-	}
-	if cfg.Sampler.Eta > 0 {
-		p.Sampler.Eta = cfg.Sampler.Eta
-	}
-	if len(cfg.Sampler.Timesteps) > 0 {
-		p.Sampler.Timesteps = cfg.Sampler.Timesteps
+	p := &Pipeline{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed}
+	if err := p.Sampler.Validate(m.Schedule.T()); err != nil {
+		p.Free()
+		return nil, fmt.Errorf("evaluate: sampler of %s with the requested changes: %w", cfg.Checkpoint, err)
 	}
 	return p, nil
 }
@@ -329,13 +322,16 @@ func CheckThreshold(spec string) error {
 	return nil
 }
 
-// CheckSampler validates sampler overrides (zero fields keep the model's).
-func CheckSampler(c diffusion.SamplerConfig) error {
-	if c.StartT < 0 || c.StartT > 999 || c.Steps < 0 || c.Steps > 1000 || !(c.Eta >= 0 && c.Eta <= 1) {
-		return fmt.Errorf("evaluate: sampler %+v: want start_t 0..999, steps 0..1000, eta 0..1", c)
+// CheckSampler validates sampler changes against the sampler of the
+// checkpoint they will apply to (read without loading its weights), so that
+// a job fails at submit, not at run time.
+func CheckSampler(checkpoint string, o diffusion.SamplerOverride) error {
+	mc, err := model.ReadConfig(checkpoint)
+	if err != nil {
+		return err
 	}
-	if c.StartT > 0 && c.Steps > c.StartT+1 {
-		return fmt.Errorf("evaluate: %d steps impossible below start_t %d", c.Steps, c.StartT)
+	if err := mc.Sampler.With(o).Validate(mc.Schedule.Timesteps); err != nil {
+		return fmt.Errorf("evaluate: sampler of %s with the requested changes: %w", filepath.Base(checkpoint), err)
 	}
 	return nil
 }

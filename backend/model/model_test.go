@@ -290,6 +290,36 @@ func TestReconstructVisitsReferenceTimesteps(t *testing.T) {
 	}
 }
 
+// Explicit timesteps set the noise level too: the input is noised to the
+// first of them, whatever StartT says; and every sampler kind runs leak-free.
+func TestReconstructNoisesToTheFirstExplicitTimestep(t *testing.T) {
+	m := newTiny(t)
+	randomise(m, PrefixUNet)
+	images, _ := tinyInputs(m, 1, 13)
+	defer images.MustDrop()
+	run := func(c diffusion.SamplerConfig) Reconstruction {
+		rec, err := m.Reconstruct(context.Background(), images, c, diffusion.NewNoise(5), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	steps := []int{300, 200, 100, 1}
+	a := run(diffusion.SamplerConfig{StartT: 999, Steps: 10, Timesteps: steps})
+	defer a.Free()
+	b := run(diffusion.SamplerConfig{StartT: 300, Steps: 4, Timesteps: steps})
+	defer b.Free()
+	if !equalBits(a.Latent, b.Latent) {
+		t.Fatal("explicit timesteps from 300 gave another result when StartT said 999")
+	}
+	for _, kind := range diffusion.Kinds {
+		c := diffusion.SamplerConfig{Kind: kind, StartT: 400, Steps: 5}
+		first := run(c)
+		first.Free()
+		torchtest.RequireNoLeak(t, "Reconstruct "+kind, 0, func() { run(c).Free() })
+	}
+}
+
 func TestReconstructIsDeterministicAndLeakFree(t *testing.T) {
 	m := newTiny(t)
 	randomise(m, PrefixUNet)

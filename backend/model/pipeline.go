@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/torchrt"
@@ -36,6 +37,12 @@ func (m *DiAD) EncodeLatent(images *ts.Tensor, noise *diffusion.Noise) *ts.Tenso
 // and return the mean squared error between eps and the guided denoiser's
 // prediction. The caller backpropagates and frees the loss.
 func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	return m.TrainLossWeighted(images, noise, nil)
+}
+
+// TrainLossWeighted is TrainLoss with each image's squared error multiplied
+// by weight(t) of its timestep before the mean (nil: all 1, the reference).
+func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weight func(t int) float64) (loss *ts.Tensor, err error) {
 	defer torchrt.Pin()()
 	defer recoverTorch(&err, "train loss")
 	if err := m.checkImages(images); err != nil {
@@ -54,7 +61,20 @@ func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Te
 	defer zt.MustDrop()
 	pred := m.PredictEps(zt, t, images)
 	defer pred.MustDrop()
-	return pred.MustMseLoss(eps, 1, false), nil // reduction 1 = mean
+	if weight == nil {
+		return pred.MustMseLoss(eps, 1, false), nil // reduction 1 = mean
+	}
+	w := make([]float32, b)
+	for i, ti := range t {
+		w[i] = float32(weight(ti))
+	}
+	wt := ts.MustOfSlice(w).MustTo(m.Device(), true)
+	defer wt.MustDrop()
+	d := pred.MustSub(eps, false)
+	sq := d.MustSquare(true)
+	per := sq.MustMeanDim([]int64{1, 2, 3}, false, gotch.Float, true)
+	weighted := per.MustMul(wt, true)
+	return weighted.MustMean(gotch.Float, true), nil
 }
 
 // Reconstruction is the result of one reconstruction.
@@ -72,22 +92,28 @@ func (r Reconstruction) Free() {
 }
 
 // Reconstruct runs DiAD's inference on a batch of ImageNet-normalised images:
-// z0 from the encoder (a posterior sample), forward noise to cfg.StartT, DDIM
-// steps guided by the SG network on the images, decode. callback (may be nil)
-// sees every step. Everything runs without gradient.
+// z0 from the encoder (a posterior sample), forward noise to the sampler's
+// noise level, the sampler's steps guided by the SG network on the images,
+// decode. callback (may be nil) sees every step. Everything runs without
+// gradient.
 func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion.SamplerConfig, noise *diffusion.Noise, callback diffusion.Callback) (rec Reconstruction, err error) {
 	defer torchrt.Pin()()
 	defer recoverTorch(&err, "reconstruct")
 	if err := m.checkImages(images); err != nil {
 		return Reconstruction{}, err
 	}
+	sch, err := diffusion.NewScheduler(m.Schedule, cfg)
+	if err != nil {
+		return Reconstruction{}, err
+	}
+	defer sch.Free()
 	torchrt.NoGrad(func() {
 		z0 := m.EncodeLatent(images, noise)
 		defer z0.MustDrop()
 		b := int(z0.MustSize()[0])
 		start := make([]int, b)
 		for i := range start {
-			start[i] = cfg.StartT
+			start[i] = cfg.NoiseLevel()
 		}
 		eps := noise.Normal(z0.MustSize(), m.Device())
 		defer eps.MustDrop()
@@ -104,7 +130,7 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 			return m.PredictEps(z, tb, images)
 		}
 		var final *ts.Tensor
-		if final, err = diffusion.DDIM(ctx, m.Schedule, cfg, zT, denoise, noise, callback); err != nil {
+		if final, err = diffusion.Sample(ctx, sch, zT, denoise, noise, callback); err != nil {
 			return
 		}
 		rec = Reconstruction{Image: m.AE.Decode(final), Latent: final}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/diffusion"
@@ -41,7 +42,14 @@ type Report struct {
 	// StepChange is the mean absolute change of the decoded predicted image
 	// between the first and the last DDIM step, in 8-bit levels (0-255).
 	StepChange float64
-	Scorer     string
+	// Guidance is how much the SG network changes the denoiser's noise
+	// prediction at the first step: RMS(eps - eps without SG) / RMS(eps),
+	// over the test images. Near 0 means the reconstruction does not use
+	// the image guidance DiAD is built on, only the partly noised input.
+	Guidance float64
+	// GuidanceT is the timestep Guidance was measured at.
+	GuidanceT int
+	Scorer    string
 	StartT     int
 	Steps      int
 	Images     int
@@ -71,6 +79,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	byCat := map[string]*catAcc{}
 	var changeSum float64
 	var changeN int64
+	var guidDiff, guidNorm float64
 	hw := size * size
 	for r := range loader.Epoch(ctx, 0, 0) {
 		if r.Err != nil {
@@ -81,6 +90,13 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 		hook := func(s diffusion.Step) error {
 			if s.Index != 0 && s.Index != s.Total-1 {
 				return nil
+			}
+			if s.Index == 0 {
+				d, n, err := guidanceEffect(p, s)
+				if err != nil {
+					return err
+				}
+				guidDiff, guidNorm, rep.GuidanceT = guidDiff+d, guidNorm+n, s.T
 			}
 			var dec *ts.Tensor
 			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(s.X0) })
@@ -176,7 +192,35 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	if changeN > 0 {
 		rep.StepChange = 255 * changeSum / float64(changeN)
 	}
+	if guidNorm > 0 {
+		rep.Guidance = math.Sqrt(guidDiff / guidNorm)
+	}
 	return rep, nil
+}
+
+// guidanceEffect returns the summed squares of (eps - eps without the SG
+// network) and of eps, for one step.
+func guidanceEffect(p *evaluate.Pipeline, s diffusion.Step) (diff, norm float64, err error) {
+	err = torchrt.Do(func() error {
+		b := int(s.Zt.MustSize()[0])
+		t := make([]int, b)
+		for i := range t {
+			t[i] = s.T
+		}
+		torchrt.NoGrad(func() {
+			u := p.Model.PredictEpsUnguided(s.Zt, t)
+			d := s.Eps.MustSub(u, false)
+			u.MustDrop()
+			dd := d.MustSquare(true).MustSum(gotch.Float, true)
+			diff = dd.Float64Values()[0]
+			dd.MustDrop()
+			nn := s.Eps.MustSquare(false).MustSum(gotch.Float, true)
+			norm = nn.Float64Values()[0]
+			nn.MustDrop()
+		})
+		return nil
+	})
+	return diff, norm, err
 }
 
 func avg(v []float64) float64 {
@@ -255,11 +299,12 @@ func ssimPerImage(x *ts.Tensor, scored []evaluate.Scored, size int) (out []float
 // Format renders the report as a table (metrics in percent).
 func Format(r Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scorer %s, start level %d, %d DDIM steps, %d test images\n", r.Scorer, r.StartT, r.Steps, r.Images)
+	fmt.Fprintf(&b, "scorer %s, start level %d, %d steps, %d test images\n", r.Scorer, r.StartT, r.Steps, r.Images)
 	fmt.Fprintf(&b, "%-10s %8s %8s %8s %9s %6s %8s\n", "category", "I-AUROC", "P-AUROC", "PRO", "PSNR(dB)", "SSIM", "in/out")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "%-10s %8.1f %8.1f %8.1f %9.2f %6.3f %8.2f\n", row.Category, 100*row.ImageAUROC, 100*row.PixelAUROC, 100*row.PRO, row.PSNR, row.SSIM, row.Removal)
 	}
 	fmt.Fprintf(&b, "predicted image, first to last step: mean |change| %.1f/255\n", r.StepChange)
+	fmt.Fprintf(&b, "SG guidance at the first step (t = %d): changes the noise prediction by %.2g%% RMS\n", r.GuidanceT, 100*r.Guidance)
 	return b.String()
 }

@@ -39,6 +39,7 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 		t.Fatal(err)
 	}
 	ckpt := filepath.Join(dir, "model.safetensors")
+	guided := filepath.Join(dir, "guided.safetensors")
 	func() {
 		defer torchrt.Pin()()
 		torchrt.ManualSeed(5)
@@ -47,14 +48,27 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Free()
+		// The UNet's zero-initialised head would predict eps = 0 whatever
+		// the guidance: give it weights.
+		torchrt.NoGrad(func() {
+			torchrt.Uniform_(m.Store.Get(model.PrefixUNet+"out.2.weight").Tensor, -0.2, 0.2)
+		})
 		if err := m.Save(ckpt, nil); err != nil {
+			t.Fatal(err)
+		}
+		// The same model with the SG network's middle output switched on.
+		torchrt.NoGrad(func() {
+			torchrt.Uniform_(m.Store.Get(model.PrefixSG+"middle_block_out.0.weight").Tensor, -0.5, 0.5)
+		})
+		if err := m.Save(guided, nil); err != nil {
 			t.Fatal(err)
 		}
 	}()
 	cfg := evaluate.DefaultConfig()
 	cfg.Checkpoint, cfg.Data = ckpt, datasets.Source{Root: data}
 	cfg.Scorer = "pixel"
-	cfg.Sampler.StartT = 300
+	st := 300
+	cfg.Sampler.StartT = &st
 	rep, err := Measure(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +93,20 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 	if !(rep.StepChange > 0) {
 		t.Fatalf("step change %g", rep.StepChange)
 	}
-	if out := Format(rep); !strings.Contains(out, "mean") || !strings.Contains(out, "/255") {
+	if out := Format(rep); !strings.Contains(out, "mean") || !strings.Contains(out, "/255") || !strings.Contains(out, "SG guidance") {
 		t.Fatalf("format:\n%s", out)
+	}
+	// At initialisation the SG network's zero convolutions make it change
+	// nothing; switched on, it does, and the report says so.
+	if rep.Guidance != 0 || rep.GuidanceT == 0 {
+		t.Fatalf("guidance of a fresh model: %g at t = %d", rep.Guidance, rep.GuidanceT)
+	}
+	cfg.Checkpoint = guided
+	g, err := Measure(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(g.Guidance > 0) {
+		t.Fatalf("guidance with the SG output switched on: %g", g.Guidance)
 	}
 }

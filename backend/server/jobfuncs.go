@@ -135,9 +135,6 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 	if err := evaluate.CheckThreshold(cfg.Threshold); err != nil {
 		return cfg, nil, err
 	}
-	if err := evaluate.CheckSampler(cfg.Sampler); err != nil {
-		return cfg, nil, err
-	}
 	if cfg.Scorer != "" {
 		if _, err := scoring.CanonicalKind(cfg.Scorer); err != nil {
 			return cfg, nil, err
@@ -155,6 +152,10 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 		}
 	}
 	if cfg.Checkpoint, err = s.checkpointPath(cfg.Checkpoint); err != nil {
+		return cfg, nil, err
+	}
+	// The sampler changes must fit the model they apply to.
+	if err := evaluate.CheckSampler(cfg.Checkpoint, cfg.Sampler); err != nil {
 		return cfg, nil, err
 	}
 	if cfg.Features.Weights != "" {

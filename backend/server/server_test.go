@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -326,6 +327,39 @@ func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
 		t.Fatalf("final score %v, predict %v", final.Score, preds[0].Score)
 	}
 }
+
+// The websocket changes the model's sampler by the one merge rule: steps
+// alone keep the model's start level, the sampler kind is honoured, and a
+// start level outside the model's schedule is an error frame.
+func TestDenoiseRequestChangesTheSamplerFieldByField(t *testing.T) {
+	e := startEnv(t, nil)
+	src := filepath.Join("disc", "test", "missing", "000.png")
+	up, frames, _ := denoiseDatasetImage(t, e, src, shared.DenoiseRequest{Seed: 3, Steps: 5, Sampler: "dpm++2m", Products: []string{shared.ProductLatent}})
+	var ts []int
+	for _, f := range frames {
+		if f.Type == shared.TypeStep {
+			ts = append(ts, f.T)
+		}
+	}
+	// The tiny preset starts at 400: five steps are 321, 241, 161, 81, 1.
+	if want := []int{321, 241, 161, 81, 1}; !slices.Equal(ts, want) {
+		t.Fatalf("timesteps %v, want %v", ts, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for want, req := range map[string]shared.DenoiseRequest{
+		"outside [0, 1000)": {UploadID: up.ID, StartT: 1000},
+		"unknown sampler":   {UploadID: up.ID, Sampler: "euler"},
+		"takes none":        {UploadID: up.ID, Sampler: "ddpm", Eta: ptr(0.5)},
+	} {
+		if _, _, err := denoise(t, ctx, e.base, req, true); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: %v, want an error with %q", req, err, want)
+		}
+	}
+	e.alive(t)
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func TestBadInputGetsTheRightStatus(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.MaxUploadBytes = 64 << 10; c.MaxUploadPixels = 512 * 512 })

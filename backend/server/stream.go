@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -105,8 +104,25 @@ func encodePNG(img image.Image) []byte {
 }
 
 // trajectoryKey identifies identical requests, which share one computation.
-func trajectoryKey(model, source string, r shared.DenoiseRequest) string {
-	return fmt.Sprintf("%s|%s|%d|%d|%g|%d|%v", model, source, r.StartT, r.Steps, r.Eta, r.Seed, r.Products)
+func trajectoryKey(model, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest) string {
+	return fmt.Sprintf("%s|%s|%s|%d|%d|%g|%v|%d|%v", model, source, sampler.KindOrDefault(), sampler.StartT, sampler.Steps, sampler.Eta, sampler.Timesteps, r.Seed, r.Products)
+}
+
+// samplerOverride is what a denoise request changes of the model's sampler
+// (zero start_t and steps, an absent eta and an empty sampler keep it).
+func samplerOverride(r shared.DenoiseRequest) diffusion.SamplerOverride {
+	var o diffusion.SamplerOverride
+	if r.Sampler != "" {
+		o.Kind = &r.Sampler
+	}
+	if r.StartT > 0 {
+		o.StartT = &r.StartT
+	}
+	if r.Steps > 0 {
+		o.Steps = &r.Steps
+	}
+	o.Eta = r.Eta
+	return o
 }
 
 // resolveSource finds the image a denoise request names.
@@ -143,8 +159,8 @@ type trajectoryEntry struct {
 
 // trajectory returns the hub of the (shared) computation for r: a running
 // one, a recently finished one (replayed from its history), or a new one.
-func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest) *stream.Hub {
-	key := trajectoryKey(d.path, source, r)
+func (s *Server) trajectory(d *denoiser, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest) *stream.Hub {
+	key := trajectoryKey(d.path, source, sampler, r)
 	s.trajMu.Lock()
 	defer s.trajMu.Unlock()
 	now := time.Now()
@@ -161,7 +177,7 @@ func (s *Server) trajectory(d *denoiser, source string, r shared.DenoiseRequest)
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
 	go func() {
-		err := s.compute(d, source, r, key, h)
+		err := s.compute(d, source, sampler, r, key, h)
 		s.trajMu.Lock()
 		defer s.trajMu.Unlock()
 		if err != nil {
@@ -196,7 +212,7 @@ func wants(products []string, p string) bool {
 // compute runs one reconstruction and publishes a frame per step and a final
 // frame. The final map is the one `diad predict` computes for the same image
 // and seed: the same pipeline, batch of one, noise seeded with r.Seed.
-func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, key string, h *stream.Hub) (err error) {
+func (s *Server) compute(d *denoiser, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest, key string, h *stream.Hub) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	defer torchrt.Pin()()
@@ -214,15 +230,7 @@ func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, ke
 	x := torchrt.ImageBatch(it.Image, 1, size, p.Model.Device())
 	defer x.MustDrop()
 	saved := p.Sampler
-	if r.Steps > 0 || r.StartT > 0 || r.Eta != 0 {
-		p.Sampler = diffusion.SamplerConfig{StartT: saved.StartT, Steps: saved.Steps, Eta: r.Eta}
-		if r.StartT > 0 {
-			p.Sampler.StartT = r.StartT
-		}
-		if r.Steps > 0 {
-			p.Sampler.Steps = r.Steps
-		}
-	}
+	p.Sampler = sampler
 	defer func() { p.Sampler = saved }()
 	products := r.Products
 	if len(products) == 0 {
@@ -280,7 +288,11 @@ func (s *Server) compute(d *denoiser, source string, r shared.DenoiseRequest, ke
 	s.mu.Lock()
 	th, hasTh := s.threshold[d.path]
 	s.mu.Unlock()
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: p.Sampler.Steps, Total: p.Sampler.Steps, Score: out[0].Score}
+	n := len(sampler.Timesteps)
+	if n == 0 {
+		n = sampler.Steps
+	}
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out[0].Score}
 	if hasTh {
 		final.Threshold = th
 		final.Anomalous = out[0].Score >= th
@@ -409,8 +421,8 @@ func (s *Server) wsDenoise(c echo.Context) error {
 				return fail(fmt.Sprintf("field \"products\": unknown product %q (want %v or %s)", p, shared.DefaultProducts, shared.ProductRawLatents))
 			}
 		}
-		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 || req.StartT > 999 || math.IsNaN(req.Eta) || req.Eta < 0 || req.Eta > 1 {
-			return fail(fmt.Sprintf("steps must be 0..%d, start_t 0..999, eta 0..1", maxTrajectorySteps))
+		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 {
+			return fail(fmt.Sprintf("steps must be 0..%d and start_t >= 0", maxTrajectorySteps))
 		}
 		source, err := s.resolveSource(req)
 		if err != nil {
@@ -420,7 +432,13 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		if err != nil {
 			return fail(err.Error())
 		}
-		sub := s.trajectory(d, source, req).Subscribe()
+		// One merge rule and one validation, against the model's own schedule.
+		mc := d.p.Model.Config
+		sampler := mc.Sampler.With(samplerOverride(req))
+		if err := sampler.Validate(mc.Schedule.Timesteps); err != nil {
+			return fail(err.Error())
+		}
+		sub := s.trajectory(d, source, sampler, req).Subscribe()
 		if err := s.pump(ctx, conn, sub); err != nil {
 			return nil
 		}

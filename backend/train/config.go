@@ -9,8 +9,13 @@
 package train
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -75,6 +80,12 @@ type Config struct {
 	// EMADecay keeps an exponential moving average of the denoiser's weights
 	// (0 = off); the saved models are the average.
 	EMADecay float64 `yaml:"ema_decay"`
+	// LossWeightCap, when > 0, weights each image's eps error by
+	// clamp((1-abar_t)/abar_t, 1, cap): the error of the clean latent the
+	// prediction implies, so noisy timesteps - where only the SG network
+	// knows the content - are not drowned by easy ones (0 = uniform, the
+	// reference).
+	LossWeightCap float64 `yaml:"loss_weight_cap"`
 	// StartTCandidates, when set, are the sampler start levels tried after
 	// training on held-out training images with synthetic defects; the best
 	// becomes the model's default. Never the test set.
@@ -145,7 +156,9 @@ func DemoConfig() Config {
 var Presets = map[string]func() Config{"reference": ReferenceConfig, "cpu": CPUConfig, "demo": DemoConfig}
 
 // Load reads a YAML training config over a named preset (the file may set
-// "base: cpu"; default "cpu").
+// "base: cpu"; default "cpu"). Unknown keys are errors, so a misspelt
+// setting is not silently the preset's. Load does not validate: the CLI's
+// flags may still fill in fields (e.g. --data); Run and Recalibrate validate.
 func Load(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -162,13 +175,28 @@ func Load(path string) (Config, error) {
 	}
 	mk, ok := Presets[head.Base]
 	if !ok {
-		return Config{}, fmt.Errorf("train config %s: unknown base %q (want reference or cpu)", path, head.Base)
+		return Config{}, fmt.Errorf("train config %s: unknown base %q (want one of %s)", path, head.Base, strings.Join(PresetNames(), ", "))
 	}
-	c := mk()
-	if err := yaml.Unmarshal(b, &c); err != nil {
+	file := struct {
+		Base   string `yaml:"base"`
+		Config `yaml:",inline"`
+	}{Config: mk()}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("train config %s: %w", path, err)
 	}
-	return c, c.Validate()
+	return file.Config, nil
+}
+
+// PresetNames lists the bases Load and the CLI's --base accept, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(Presets))
+	for k := range Presets {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // Validate checks the configuration.
@@ -190,6 +218,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: ema_decay must be in [0, 1)")
 	case c.AutoencoderCrop < 0 || c.AutoencoderCrop%8 != 0:
 		return fmt.Errorf("train: autoencoder_crop must be 0 or a positive multiple of 8, got %d", c.AutoencoderCrop)
+	case c.LossWeightCap < 0 || (c.LossWeightCap > 0 && c.LossWeightCap < 1):
+		return fmt.Errorf("train: loss_weight_cap must be 0 (off) or >= 1, got %g", c.LossWeightCap)
 	case c.AutoencoderSSIMWeight < 0:
 		return fmt.Errorf("train: autoencoder_ssim_weight must be >= 0")
 	}

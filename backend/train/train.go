@@ -188,7 +188,10 @@ func (t *trainer) setup() error {
 	if err != nil {
 		return err
 	}
-	trainSamples, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
+	trainSamples, valSamples, err := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
+	if err != nil {
+		return err
+	}
 	ckpt := filepath.Join(cfg.OutDir, CheckpointFile)
 	resuming := t.opts.Resume && fileExists(ckpt)
 	var mcfg model.Config
@@ -244,15 +247,18 @@ func (t *trainer) modelConfig() (model.Config, error) {
 }
 
 // holdOut splits off a deterministic fraction of the training images.
-func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datasets.Sample) {
+func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datasets.Sample, err error) {
 	n := int(math.Round(frac * float64(len(s))))
 	if frac > 0 && n == 0 && len(s) >= 2 {
 		n = 1
 	}
 	if n == 0 {
-		return s, nil
+		return s, nil, nil
 	}
-	l, _ := datasets.NewLoader(s, datasets.LoaderConfig{Size: 1, BatchSize: 1, Shuffle: true, Seed: seed ^ 0x7a1})
+	l, err := datasets.NewLoader(s, datasets.LoaderConfig{Size: 1, BatchSize: 1, Shuffle: true, Seed: seed ^ 0x7a1})
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: hold out: %w", err)
+	}
 	order := l.Order(0)
 	isVal := map[int]bool{}
 	for _, i := range order[:n] {
@@ -265,7 +271,7 @@ func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datas
 			train = append(train, x)
 		}
 	}
-	return train, val
+	return train, val, nil
 }
 
 // beginStage sets the freezing split and optimizer of the current stage.
@@ -318,6 +324,12 @@ func (t *trainer) stageSteps() int {
 func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, error) {
 	if t.st.Stage == StageAutoencoder {
 		return t.autoencoderLoss(images, noise)
+	}
+	if c := t.cfg.LossWeightCap; c > 0 {
+		ac := t.m.Schedule.AlphasCumprod
+		return t.m.TrainLossWeighted(images, noise, func(ti int) float64 {
+			return math.Min(math.Max((1-ac[ti])/ac[ti], 1), c)
+		})
 	}
 	return t.m.TrainLoss(images, noise)
 }

@@ -268,6 +268,15 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	if got, err := Load(path); err != nil || got.MaxSteps != 3 || got.Preset != "small" || got.BatchSize != 8 {
 		t.Fatalf("load: %+v %v", got, err)
 	}
+	// A misspelt key is an error, not the preset's value.
+	os.WriteFile(path, []byte("base: cpu\nmax_step: 3\n"), 0o644)
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "max_step") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	os.WriteFile(path, []byte("base: gpu\n"), 0o644)
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "cpu, demo, reference") {
+		t.Fatalf("unknown base: %v", err)
+	}
 }
 
 func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
@@ -313,5 +322,66 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 	}
 	if raw.Sampler.StartT != cfg.Sampler.StartT || raw.Scorer.Kind != cfg.Scorer.Kind {
 		t.Fatalf("the raw model's calibration %+v %+v differs from the average's %+v %+v", raw.Sampler, raw.Scorer, cfg.Sampler, cfg.Scorer)
+	}
+
+	// Recalibrating the trained model with other candidates changes only
+	// the choice: one calibration event per new pair, the new start level,
+	// the same weights.
+	re := c
+	re.OutDir = t.TempDir()
+	re.StartTCandidates = []int{250}
+	re.Scorer, re.ScorerCandidates = "", []string{"pixel", "ssim"}
+	msgs = nil
+	rsum, err := Recalibrate(context.Background(), re, sum.Model, Options{OnEvent: func(e Event) {
+		if e.Kind == "calibration" {
+			msgs = append(msgs, e.Message)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("recalibration events %q: want one per scorer", msgs)
+	}
+	rc, err := model.ReadConfig(rsum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Sampler.StartT != 250 || (rc.Scorer.Kind != "pixel" && rc.Scorer.Kind != "ssim") {
+		t.Fatalf("recalibrated sampler %+v scorer %+v", rc.Sampler, rc.Scorer)
+	}
+	a, err := checkpoint.Open(sum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := checkpoint.Open(rsum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if len(a.Entries()) != len(b.Entries()) {
+		t.Fatalf("recalibration changed the tensors: %d -> %d", len(a.Entries()), len(b.Entries()))
+	}
+	for _, e := range a.Entries() {
+		x, err := a.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := b.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same := x.MustEqual(y, false)
+		x.MustDrop()
+		y.MustDrop()
+		if !same {
+			t.Fatalf("recalibration changed tensor %s", e.Name)
+		}
+	}
+	noVal := re
+	noVal.ValFraction = 0
+	if _, err := Recalibrate(context.Background(), noVal, sum.Model, Options{}); err == nil || !strings.Contains(err.Error(), "held-out") {
+		t.Fatalf("recalibration without held-out images: %v", err)
 	}
 }

@@ -75,7 +75,7 @@ func newInspectCmd() *cobra.Command {
 			if p := rep.Metadata[model.MetaPreset]; p != "" {
 				fmt.Fprintf(out, "written by diad (%s), preset %s\n", rep.Metadata[model.MetaFormat], p)
 				if c, err := model.ConfigFromCheckpoint(r); err == nil {
-					fmt.Fprintf(out, "sampler: start level %d, %d DDIM steps, eta %g\n", c.Sampler.StartT, c.Sampler.Steps, c.Sampler.Eta)
+					fmt.Fprintf(out, "sampler: %s from start level %d, %d steps, eta %g\n", c.Sampler.KindOrDefault(), c.Sampler.StartT, c.Sampler.Steps, c.Sampler.Eta)
 					if c.Scorer.Kind != "" {
 						fmt.Fprintf(out, "scorer without ImageNet weights: %s (calibrated scales %v)\n", c.Scorer.Kind, c.Scorer.Scales)
 					}

@@ -7,6 +7,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/scoring"
 )
@@ -22,9 +23,10 @@ func addEvalFlags(cmd *cobra.Command, c *evaluate.Config) {
 	f.Uint64Var(&c.Seed, "seed", c.Seed, "noise seed")
 	f.StringVar(&c.Device, "device", c.Device, "cpu, cuda, cuda:N or auto")
 	f.IntVar(&c.Threads, "threads", c.Threads, "libtorch threads (0 = default)")
-	f.IntVar(&c.Sampler.StartT, "start-t", 0, "forward-noise level (default the model's: 999 for paper, the calibrated level for demo)")
-	f.IntVar(&c.Sampler.Steps, "steps", 0, "DDIM steps (default the model's, 10)")
-	f.Float64Var(&c.Sampler.Eta, "eta", 0, "DDIM eta (default the model's, 0)")
+	f.Var(optString{&c.Sampler.Kind}, "sampler", "sampler: "+strings.Join(diffusion.Kinds, ", ")+" (default the model's, ddim)")
+	f.Var(optInt{&c.Sampler.StartT}, "start-t", "forward-noise level (default the model's: 999 for paper, the calibrated level for demo)")
+	f.Var(optInt{&c.Sampler.Steps}, "steps", "denoising steps (default the model's, 10)")
+	f.Var(optFloat{&c.Sampler.Eta}, "eta", "DDIM eta (default the model's, 0)")
 	f.StringVar(&c.ResultsDir, "results", c.ResultsDir, "results folder (one sub-folder per run)")
 	f.StringVar(&c.Scorer, "scorer", c.Scorer, "anomaly map: resnet (the paper's), or terms joined by + among ae, pixel, ssim, resnet\n(default: resnet with --features-weights, else the scorer the checkpoint was calibrated for)")
 	f.StringVar(&c.Preset, "preset", c.Preset, "refuse a checkpoint of any other preset (e.g. demo)")

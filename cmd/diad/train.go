@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,10 +15,11 @@ import (
 
 func newTrainCmd() *cobra.Command {
 	var (
-		configPath, base string
-		resume, quiet    bool
-		f                struct {
-			data, out, preset, device, freeze             string
+		configPath, base, recalibrate string
+		resume, quiet                 bool
+		f                             struct {
+			data, out, preset, device, freeze, layout     string
+			categories                                    []string
 			steps, aeSteps, batch, accum, threads, epochs int
 			lr, aeLR                                      float64
 			scorer                                        string
@@ -30,7 +33,8 @@ func newTrainCmd() *cobra.Command {
 		Long: "train fine-tunes the autoencoder (if --ae-steps > 0) and trains the SG network and UNet.\n" +
 			"Settings come from --config (YAML over a base: cpu, demo or reference) and flags, which win.\n" +
 			"It writes checkpoint.safetensors (resumable), best.safetensors, model.safetensors and\n" +
-			"train.log.jsonl into --out; --resume continues an interrupted run exactly.",
+			"train.log.jsonl into --out; --resume continues an interrupted run exactly.\n" +
+			"--recalibrate MODEL skips training and only repeats the calibration (start level, scorer).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfg train.Config
@@ -43,7 +47,7 @@ func newTrainCmd() *cobra.Command {
 			} else {
 				mk, ok := train.Presets[base]
 				if !ok {
-					return fmt.Errorf("--base %q: want cpu, demo or reference", base)
+					return fmt.Errorf("--base %q: want one of %s", base, strings.Join(train.PresetNames(), ", "))
 				}
 				cfg = mk()
 			}
@@ -69,13 +73,22 @@ func newTrainCmd() *cobra.Command {
 			set("scorer", func() { cfg.Scorer = f.scorer })
 			set("threads", func() { cfg.Threads = f.threads })
 			set("seed", func() { cfg.Seed = f.seed })
-			set("layout", func() { cfg.Data.Layout, _ = fl.GetString("layout") })
-			set("categories", func() { cfg.Data.Categories, _ = fl.GetStringSlice("categories") })
+			set("layout", func() { cfg.Data.Layout = f.layout })
+			set("categories", func() { cfg.Data.Categories = f.categories })
 			opts := train.Options{Resume: resume}
 			if !quiet {
 				opts.Progress = os.Stderr
 			}
-			sum, err := train.Run(cmd.Context(), cfg, opts)
+			run := train.Run
+			if recalibrate != "" {
+				if resume {
+					return fmt.Errorf("--recalibrate trains nothing, so --resume has no meaning with it")
+				}
+				run = func(ctx context.Context, cfg train.Config, opts train.Options) (train.Summary, error) {
+					return train.Recalibrate(ctx, cfg, recalibrate, opts)
+				}
+			}
+			sum, err := run(cmd.Context(), cfg, opts)
 			if err != nil {
 				return err
 			}
@@ -90,8 +103,9 @@ func newTrainCmd() *cobra.Command {
 	fl.BoolVar(&resume, "resume", false, "continue from <out>/checkpoint.safetensors if present")
 	fl.BoolVar(&quiet, "quiet", false, "no progress bar")
 	fl.StringVar(&f.data, "data", "", "dataset root")
-	fl.String("layout", "auto", "dataset layout")
-	fl.StringSlice("categories", nil, "categories (default all)")
+	fl.StringVar(&f.layout, "layout", "auto", "dataset layout")
+	fl.StringSliceVar(&f.categories, "categories", nil, "categories (default all)")
+	fl.StringVar(&recalibrate, "recalibrate", "", "train nothing: choose the start level and scorer of this trained model again on the config's held-out images and write <out>/model.safetensors")
 	fl.StringVar(&f.out, "out", "", "output folder")
 	fl.StringVar(&f.preset, "preset", "", "model preset: paper, small, tiny, demo")
 	fl.StringVar(&f.device, "device", "", "cpu, cuda, cuda:N or auto")

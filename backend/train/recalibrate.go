@@ -1,0 +1,78 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+)
+
+// Recalibrate runs only the calibration step of cfg on a trained model: it
+// opens modelPath, chooses the start level and scorer on cfg's held-out
+// training images (the same split, from cfg's seed and val_fraction, that
+// training held out) and writes the model with the new choice to
+// OutDir/model.safetensors. Nothing is trained. It lets a better held-out
+// measure be applied to an existing model without the hour of training.
+func Recalibrate(ctx context.Context, cfg Config, modelPath string, opts Options) (sum Summary, err error) {
+	if err := cfg.Validate(); err != nil {
+		return Summary{}, err
+	}
+	if len(cfg.StartTCandidates) == 0 && cfg.Scorer == "" && len(cfg.ScorerCandidates) == 0 {
+		return Summary{}, fmt.Errorf("train: recalibrate: the config chooses nothing (no start_t_candidates, scorer or scorer_candidates)")
+	}
+	if cfg.ValFraction <= 0 {
+		return Summary{}, fmt.Errorf("train: recalibrate: val_fraction is 0, so there are no held-out images")
+	}
+	defer torchrt.Pin()()
+	torchrt.SetThreads(cfg.Threads)
+	dev, err := torchrt.ParseDevice(cfg.Device)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return Summary{}, fmt.Errorf("train: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(cfg.OutDir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return Summary{}, fmt.Errorf("train: %w", err)
+	}
+	defer logf.Close()
+	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now()}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("train: recalibrate: libtorch: %v", r)
+		}
+	}()
+	ix, err := cfg.Data.Open()
+	if err != nil {
+		return Summary{}, err
+	}
+	_, valSamples, err := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
+	if err != nil {
+		return Summary{}, err
+	}
+	if t.m, _, err = model.Open(modelPath, dev); err != nil {
+		return Summary{}, err
+	}
+	defer t.m.Free()
+	lc := datasets.LoaderConfig{Size: t.m.Config.ImageSize, BatchSize: cfg.BatchSize, Workers: cfg.Data.Workers, Seed: cfg.Seed}
+	if t.val, err = datasets.NewLoader(valSamples, lc); err != nil {
+		return Summary{}, fmt.Errorf("train: %w", err)
+	}
+	t.st.Stage = StageDone
+	t.log.Info("recalibrate", "model", modelPath, "val_images", len(valSamples))
+	if err := t.calibrate(ctx); err != nil {
+		return Summary{}, err
+	}
+	out := filepath.Join(cfg.OutDir, ModelFile)
+	if err := t.m.Save(out, map[string]string{"diad.recalibrated_from": modelPath}); err != nil {
+		return Summary{}, err
+	}
+	return Summary{Seconds: time.Since(t.start).Seconds(), Model: out, Stopped: "recalibrated"}, nil
+}
