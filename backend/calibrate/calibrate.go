@@ -293,12 +293,7 @@ func combineMaps(parts [][][]float32, terms, chosen []string, scales map[string]
 	var maps [][]float32
 	var scores []float32
 	var err error
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("calibrate: libtorch: %v", r)
-			}
-		}()
+	err = torchrt.Do(func() error {
 		t := ts.MustOfSlice(flat).MustView([]int64{int64(n), 1, int64(size), int64(size)}, true)
 		sm := scoring.GaussianBlur(t, scoring.GaussianKernel1D(cfg.Sigma, cfg.Truncate))
 		t.MustDrop()
@@ -309,8 +304,12 @@ func combineMaps(parts [][][]float32, terms, chosen []string, scales map[string]
 			maps = append(maps, vals[i*size*size:(i+1)*size*size])
 			scores = append(scores, float32(sc[i]))
 		}
-	}()
-	return maps, scores, err
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("calibrate: %w", err)
+	}
+	return maps, scores, nil
 }
 
 // Corrupt returns a copy of each image with one synthetic defect and its mask.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 // Entry describes one stored tensor.
@@ -69,20 +71,21 @@ func shapeString(s []int64) string { return fmt.Sprint(s) }
 
 // SaveHalf is Save with every tensor stored as float16 (half the size; values
 // rounded to 11 significant bits). Loading converts back to float32.
-func SaveHalf(path string, tensors map[string]*ts.Tensor, metadata map[string]string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("save %s: libtorch: %v", path, r)
-		}
-	}()
+func SaveHalf(path string, tensors map[string]*ts.Tensor, metadata map[string]string) error {
 	half := make(map[string]*ts.Tensor, len(tensors))
 	defer func() {
 		for _, t := range half {
 			t.MustDrop()
 		}
 	}()
-	for name, t := range tensors {
-		half[name] = t.MustDetach(false).MustTotype(gotch.Half, true)
+	err := torchrt.Do(func() error {
+		for name, t := range tensors {
+			half[name] = t.MustDetach(false).MustTotype(gotch.Half, true)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
 	}
 	return Save(path, half, metadata)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/pickle"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 // pickleFile is a PyTorch checkpoint (torch.save zip or legacy format) decoded
@@ -97,17 +99,19 @@ func (p *pickleFile) Load(name string, device gotch.Device) (t *ts.Tensor, err e
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s has no tensor %q", p.path, name)
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("checkpoint %s: tensor %q: %v", p.path, name, r)
+	err = torchrt.Do(func() error {
+		data := sx.Source.GetData()
+		size, stride := sx.Size, sx.Stride
+		if reflect.ValueOf(data).Len() == 1 && len(size) == 0 {
+			size, stride = []int64{1}, []int64{1}
 		}
-	}()
-	data := sx.Source.GetData()
-	size, stride := sx.Size, sx.Stride
-	if reflect.ValueOf(data).Len() == 1 && len(size) == 0 {
-		size, stride = []int64{1}, []int64{1}
+		dtype := sx.Source.DType()
+		x := ts.MustOfSlice(data, ts.WithDType(dtype)).MustAsStrided(size, stride, []int64{sx.StorageOffset}, true).MustContiguous(true)
+		t = toFloatOn(x, device)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", p.path, name, err)
 	}
-	dtype := sx.Source.DType()
-	x := ts.MustOfSlice(data, ts.WithDType(dtype)).MustAsStrided(size, stride, []int64{sx.StorageOffset}, true).MustContiguous(true)
-	return toFloatOn(x, device), nil
+	return t, nil
 }

@@ -161,11 +161,7 @@ func New(cfg Config, device gotch.Device) (e *Extractor, err error) {
 		}
 		deepest = max(deepest, l)
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("features: libtorch: %v", r)
-		}
-	}()
+	defer torchrt.Recover(&err, "features")
 	if cfg.Weights == "" {
 		// Without weights, every extractor of an architecture is the same
 		// random network, so that scores of different runs (and of the server

@@ -380,7 +380,9 @@ func (r *Runner) work() {
 	}
 }
 
-// run calls the job's function, turning a panic into a failure.
+// run calls the job's function, turning a panic into a failure. (Tensor code
+// recovers at torchrt.Do inside the job functions; this catches the rest, so
+// that one bad job never ends the server. jobs stays free of libtorch.)
 func (r *Runner) run(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (out Output, err error) {
 	defer func() {
 		if p := recover(); p != nil {

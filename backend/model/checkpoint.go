@@ -30,7 +30,7 @@ func (m *DiAD) Save(path string, extra map[string]string) (err error) {
 
 func (m *DiAD) save(path string, extra map[string]string, write func(string, map[string]*ts.Tensor, map[string]string) error) (err error) {
 	defer torchrt.Pin()()
-	defer recoverTorch(&err, "save "+path)
+	defer torchrt.Recover(&err, "save "+path)
 	cfg, err := yaml.Marshal(m.Config)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
@@ -45,7 +45,7 @@ func (m *DiAD) save(path string, extra map[string]string, write func(string, map
 // LoadWeights loads a checkpoint's tensors into the model (see checkpoint.LoadInto).
 func (m *DiAD) LoadWeights(path string, o checkpoint.LoadOptions) (rep checkpoint.Report, err error) {
 	defer torchrt.Pin()()
-	defer recoverTorch(&err, "load "+path)
+	defer torchrt.Recover(&err, "load "+path)
 	r, err := checkpoint.Open(path)
 	if err != nil {
 		return checkpoint.Report{}, err
@@ -97,7 +97,12 @@ func Open(path string, device gotch.Device) (*DiAD, checkpoint.Report, error) {
 		// Reference checkpoints have no stored context: keep the zeros.
 		opts.Prefixes = []string{PrefixAutoencoder, PrefixUNet, PrefixSG}
 	}
-	rep, err := checkpoint.LoadInto(m.Store, r, opts)
+	var rep checkpoint.Report
+	err = torchrt.Do(func() error {
+		var err error
+		rep, err = checkpoint.LoadInto(m.Store, r, opts)
+		return err
+	})
 	if err != nil {
 		m.Free()
 		return nil, rep, fmt.Errorf("open %s: %w", path, err)

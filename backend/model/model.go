@@ -62,19 +62,26 @@ func subPrefix(p layers.Path, prefix string) layers.Path {
 // New builds a model with freshly initialised parameters on device. The SG
 // network's encoder starts as a copy of the UNet's (the reference's
 // initialisation from SD), and the reference freezing split is applied.
-func New(c Config, device gotch.Device) (m *DiAD, err error) {
-	defer torchrt.Pin()()
-	defer recoverTorch(&err, "build model")
+func New(c Config, device gotch.Device) (*DiAD, error) {
 	store := layers.NewStore(device)
-	if m, err = build(c, store); err != nil {
+	var m *DiAD
+	err := torchrt.Do(func() error {
+		var err error
+		if m, err = build(c, store); err != nil {
+			return err
+		}
+		if err := m.SG.CopyEncoderFrom(PrefixSG, PrefixUNet, store); err != nil {
+			return err
+		}
+		m.SetFreeze(FreezeReference)
+		return nil
+	})
+	if err != nil {
+		// What was allocated before the failure (libtorch out of memory
+		// part-way) is released.
 		store.Free()
-		return nil, err
+		return nil, fmt.Errorf("build model: %w", err)
 	}
-	if err := m.SG.CopyEncoderFrom(PrefixSG, PrefixUNet, store); err != nil {
-		store.Free()
-		return nil, err
-	}
-	m.SetFreeze(FreezeReference)
 	return m, nil
 }
 
@@ -169,10 +176,3 @@ func (m *DiAD) PredictEpsUnguided(zt *ts.Tensor, t []int) *ts.Tensor {
 	return m.UNet.Forward(zt, tt, ctx, nil)
 }
 
-// recoverTorch turns a libtorch panic (raised by gotch's Must* operations) into
-// an error at a public entry point.
-func recoverTorch(err *error, what string) {
-	if r := recover(); r != nil {
-		*err = fmt.Errorf("%s: libtorch: %v", what, r)
-	}
-}

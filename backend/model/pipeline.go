@@ -44,7 +44,7 @@ func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Te
 // by weight(t) of its timestep before the mean (nil: all 1, the reference).
 func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weight func(t int) float64) (loss *ts.Tensor, err error) {
 	defer torchrt.Pin()()
-	defer recoverTorch(&err, "train loss")
+	defer torchrt.Recover(&err, "train loss")
 	if err := m.checkImages(images); err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (r Reconstruction) Free() {
 // gradient.
 func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion.SamplerConfig, noise *diffusion.Noise, callback diffusion.Callback) (rec Reconstruction, err error) {
 	defer torchrt.Pin()()
-	defer recoverTorch(&err, "reconstruct")
+	defer torchrt.Recover(&err, "reconstruct")
 	if err := m.checkImages(images); err != nil {
 		return Reconstruction{}, err
 	}

@@ -271,11 +271,7 @@ func psnr(img, rec []float32, hw int) float64 {
 
 // ssimPerImage is the mean SSIM of each reconstruction against its input.
 func ssimPerImage(x *ts.Tensor, scored []evaluate.Scored, size int) (out []float64, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("quality: libtorch: %v", r)
-		}
-	}()
+	defer torchrt.Recover(&err, "quality: ssim")
 	var flat []float32
 	for _, s := range scored {
 		flat = append(flat, s.Recon...)

@@ -146,12 +146,17 @@ func (r Result) Free() {
 // Score computes anomaly maps and image scores for ImageNet-normalised images
 // and their reconstructions, both [B, 3, H, W].
 func (s *Scorer) Score(images, recons *ts.Tensor, parts bool) (res Result, err error) {
-	defer torchrt.Pin()()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("scoring: libtorch: %v", r)
-		}
-	}()
+	err = torchrt.Do(func() error {
+		res, err = s.score(images, recons, parts)
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("scoring: %w", err)
+	}
+	return res, nil
+}
+
+func (s *Scorer) score(images, recons *ts.Tensor, parts bool) (res Result, err error) {
 	si, sr := images.MustSize(), recons.MustSize()
 	if len(si) != 4 || fmt.Sprint(si) != fmt.Sprint(sr) {
 		return Result{}, fmt.Errorf("scoring: images %v and reconstructions %v must be equal [B, 3, H, W]", si, sr)

@@ -28,6 +28,7 @@ import (
 	"nhooyr.io/websocket"
 
 	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/badmodel"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
@@ -357,6 +358,64 @@ func TestDenoiseRequestChangesTheSamplerFieldByField(t *testing.T) {
 		}
 	}
 	e.alive(t)
+}
+
+// A libtorch failure (a checkpoint that passes every check but cannot be
+// built) fails the websocket request, the model load and the job with
+// libtorch's message, and the server serves the next request.
+func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
+	e := startEnv(t, nil)
+	giant := filepath.Join(e.dataDir, "models", "zz-giant", "model.safetensors")
+	if err := os.MkdirAll(filepath.Dir(giant), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := badmodel.Giant(giant); err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := upload(t, e, img)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// No model is loaded yet: the websocket loads the newest, the giant one.
+	if _, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{UploadID: up.ID}, true); err == nil || !strings.Contains(err.Error(), badmodel.AllocationError) {
+		t.Fatalf("denoise with the giant model: %v", err)
+	}
+	e.alive(t)
+	r, body := e.do(t, "POST", "/api/v1/models/load", map[string]string{"path": giant})
+	if r.StatusCode != http.StatusUnprocessableEntity || !bytes.Contains(body, []byte(badmodel.AllocationError)) {
+		t.Fatalf("load: %d %s", r.StatusCode, body)
+	}
+	r, body = e.do(t, "POST", "/api/v1/jobs", shared.JobRequest{Kind: shared.JobPredict, Config: map[string]any{"checkpoint": giant, "threshold": "0.5", "scorer": "pixel", "uploads": []string{up.ID}}})
+	var job shared.Job
+	if r.StatusCode != http.StatusAccepted || json.Unmarshal(body, &job) != nil {
+		t.Fatalf("submit: %d %s", r.StatusCode, body)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for job.State != shared.JobFailed && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		_, body = e.do(t, "GET", "/api/v1/jobs/"+job.ID, nil)
+		if err := json.Unmarshal(body, &job); err != nil {
+			t.Fatal(err)
+		}
+		if job.State == shared.JobSucceeded {
+			t.Fatal("the giant model's job succeeded")
+		}
+	}
+	if job.State != shared.JobFailed || !strings.Contains(job.Error, badmodel.AllocationError) || strings.Contains(job.Error, "goroutine") {
+		t.Fatalf("job %s: %q", job.State, job.Error)
+	}
+	// The good model still serves a trajectory.
+	r, body = e.do(t, "POST", "/api/v1/models/load", map[string]string{"path": e.model})
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("load the good model: %d %s", r.StatusCode, body)
+	}
+	frames, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{UploadID: up.ID, Products: []string{shared.ProductLatent}}, true)
+	if err != nil || len(frames) == 0 || frames[len(frames)-1].Type != shared.TypeFinal {
+		t.Fatalf("denoise after the failures: %d frames, %v", len(frames), err)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

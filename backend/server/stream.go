@@ -216,11 +216,7 @@ func (s *Server) compute(d *denoiser, source string, sampler diffusion.SamplerCo
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	defer torchrt.Pin()()
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("denoise: %v", p)
-		}
-	}()
+	defer torchrt.Recover(&err, "denoise")
 	p := d.p
 	size := p.Model.Config.ImageSize
 	it, err := datasets.LoadItem(datasets.Sample{Path: source}, size)

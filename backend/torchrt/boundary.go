@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -48,9 +49,31 @@ type fatalTrap struct{}
 
 func (fatalTrap) Write(p []byte) (int, error) {
 	if inFatal() {
-		panic(&Error{Message: strings.TrimSpace(string(p))})
+		// The error carries libtorch's message alone; the full text (C++
+		// frames, gotch's Go stack) is logged only on request.
+		if os.Getenv(TraceEnv) != "" {
+			fmt.Fprintf(trapOut, "diad: libtorch error (recovered): %s", p)
+		}
+		panic(&Error{Message: cleanMessage(string(p))})
 	}
 	return trapOut.Write(p)
+}
+
+// TraceEnv, when set, logs libtorch errors' C++ frames and Go stacks.
+const TraceEnv = "DIAD_TORCH_TRACE"
+
+var logPrefix = regexp.MustCompile(`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(\.\d+)? `)
+
+// cleanMessage keeps libtorch's message from what gotch logs: no log date,
+// no "frame #" lines, no Go stack, no "Exception raised from" trailer.
+func cleanMessage(s string) string {
+	s = logPrefix.ReplaceAllString(strings.TrimSpace(s), "")
+	for _, cut := range []string{"\nframe #", "\nException raised from", "\ngoroutine ", "\nruntime/debug.Stack"} {
+		if i := strings.Index(s, cut); i >= 0 {
+			s = s[:i]
+		}
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // inFatal reports whether the caller's stack goes through log.Fatal,
@@ -103,5 +126,14 @@ func asError(r any) error {
 func Check(err error) {
 	if err != nil {
 		panic(&Error{Message: err.Error()})
+	}
+}
+
+// Recover is Do's recovery for a function that already pins its thread and
+// has a named error result: `defer torchrt.Recover(&err, "save x")` turns a
+// panic into an error prefixed with what.
+func Recover(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s: %w", what, asError(r))
 	}
 }

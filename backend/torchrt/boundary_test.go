@@ -34,6 +34,12 @@ func TestDoTurnsLibtorchFailuresIntoErrors(t *testing.T) {
 	if !errors.As(err, &te) || !strings.Contains(strings.ToLower(err.Error()), "allocat") {
 		t.Fatalf("impossible allocation: %v", err)
 	}
+	// Only libtorch's message: no C++ frames, no Go stack, no log date.
+	for _, noise := range []string{"frame #", "goroutine", "\n", "2026/", "debug.Stack"} {
+		if strings.Contains(err.Error(), noise) {
+			t.Fatalf("error carries %q: %v", noise, err)
+		}
+	}
 	// Still alive, and tensors still work.
 	if err := Do(func() error {
 		a := ts.MustOnes([]int64{2, 2}, gotch.Float, gotch.CPU)

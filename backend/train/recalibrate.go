@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sugarme/gotch"
+
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
@@ -44,11 +46,19 @@ func Recalibrate(ctx context.Context, cfg Config, modelPath string, opts Options
 	}
 	defer logf.Close()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now()}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("train: recalibrate: libtorch: %v", r)
-		}
-	}()
+	err = torchrt.Do(func() error {
+		var err error
+		sum, err = t.recalibrate(ctx, modelPath, dev)
+		return err
+	})
+	if err != nil {
+		return Summary{}, err
+	}
+	return sum, nil
+}
+
+func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.Device) (Summary, error) {
+	cfg := t.cfg
 	ix, err := cfg.Data.Open()
 	if err != nil {
 		return Summary{}, err

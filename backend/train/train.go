@@ -136,24 +136,24 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 	}
 	defer logf.Close()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now(), lastVal: math.NaN()}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("train: libtorch: %v", r)
+	var stopped string
+	err = torchrt.Do(func() error {
+		if err := t.setup(); err != nil {
+			return err
 		}
-	}()
-	if err := t.setup(); err != nil {
-		return Summary{}, err
-	}
-	defer t.m.Free()
-	defer func() {
-		if t.opt != nil {
-			t.opt.Free()
-		}
-		if t.ema != nil {
-			t.ema.free()
-		}
-	}()
-	stopped, err := t.loop(ctx)
+		defer t.m.Free()
+		defer func() {
+			if t.opt != nil {
+				t.opt.Free()
+			}
+			if t.ema != nil {
+				t.ema.free()
+			}
+		}()
+		var err error
+		stopped, err = t.loop(ctx)
+		return err
+	})
 	if err != nil {
 		return Summary{}, err
 	}
@@ -337,11 +337,17 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 // autoencoderLoss is stage 1: L1 reconstruction of a posterior sample plus
 // KLWeight times the KL divergence.
 func (t *trainer) autoencoderLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("autoencoder loss: libtorch: %v", r)
-		}
-	}()
+	err = torchrt.Do(func() error {
+		loss, err = t.autoencoderLossOf(images, noise)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("autoencoder loss: %w", err)
+	}
+	return loss, nil
+}
+
+func (t *trainer) autoencoderLossOf(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
 	if c := int64(t.cfg.AutoencoderCrop); c > 0 && c < images.MustSize()[2] {
 		// A random square crop (the same for the whole batch): the
 		// autoencoder is convolutional, so crops teach it the same

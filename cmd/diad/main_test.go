@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"image"
+	"image/png"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -10,9 +15,66 @@ import (
 
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/badmodel"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 )
+
+// TestMain lets a test run the real main() in a child process (the test
+// binary re-executed with runMainEnv set), to see its exit status.
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		os.Args = append([]string{"diad"}, os.Args[1:]...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const runMainEnv = "DIAD_TEST_RUN_MAIN"
+
+// runMain runs `diad args...` as a process and returns its output and exit code.
+func runMain(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// A libtorch failure ends the command with libtorch's message and status
+// 1 - a clean error, not a log.Fatal or a crash.
+func TestLibtorchFailureIsACommandError(t *testing.T) {
+	dir := t.TempDir()
+	giant := filepath.Join(dir, "giant.safetensors")
+	if err := badmodel.Giant(giant); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "x.png")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, image.NewGray(image.Rect(0, 0, 8, 8))); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out, code := runMain(t, "predict", "--checkpoint", giant, "--device", "cpu", "--scorer", "pixel", "--threshold", "0.5", img)
+	if code != 1 || !strings.Contains(out, badmodel.AllocationError) || !strings.Contains(out, "diad: ") || strings.Contains(out, "goroutine ") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+	// The same binary still works.
+	if out, code := runMain(t, "version"); code != 0 {
+		t.Fatalf("version: exit %d: %s", code, out)
+	}
+}
 
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
