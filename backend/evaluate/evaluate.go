@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"path/filepath"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,9 +47,9 @@ type Config struct {
 	// diffusion.SamplerConfig.With).
 	Sampler   diffusion.SamplerOverride `yaml:"sampler"`
 	BatchSize int                       `yaml:"batch_size"`
-	Seed      uint64                  `yaml:"seed"`
-	Device    string                  `yaml:"device"`
-	Threads   int                     `yaml:"threads"`
+	Seed      uint64                    `yaml:"seed"`
+	Device    string                    `yaml:"device"`
+	Threads   int                       `yaml:"threads"`
 	// Threshold is "max-f1", "fpr<=x" or "fnr<=x" (chosen on the evaluated
 	// set's labels), or a number.
 	Threshold string `yaml:"threshold"`

@@ -175,4 +175,3 @@ func (m *DiAD) PredictEpsUnguided(zt *ts.Tensor, t []int) *ts.Tensor {
 	defer ctx.MustDrop()
 	return m.UNet.Forward(zt, tt, ctx, nil)
 }
-

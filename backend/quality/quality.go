@@ -50,10 +50,10 @@ type Report struct {
 	// GuidanceT is the timestep Guidance was measured at.
 	GuidanceT int
 	Scorer    string
-	StartT     int
-	Steps      int
-	Images     int
-	Seconds    float64
+	StartT    int
+	Steps     int
+	Images    int
+	Seconds   float64
 }
 
 // Mean is the mean row.

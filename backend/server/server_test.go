@@ -27,8 +27,8 @@ import (
 	"github.com/sugarme/gotch"
 	"nhooyr.io/websocket"
 
-	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/badmodel"
+	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
