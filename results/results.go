@@ -28,6 +28,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/diad-project/diad/backend/atomicfile"
+	"github.com/diad-project/diad/shared"
 )
 
 // SchemaVersion is bumped when a file's columns change incompatibly.
@@ -146,7 +147,11 @@ type RunMeta struct {
 	Timings   map[string]float64 `json:"timings_seconds"`
 	Config    any                `json:"config,omitempty"`
 	// Scorer names the anomaly map's terms (e.g. "resnet", "ae+ssim").
-	Scorer   string `json:"scorer"`
+	Scorer string `json:"scorer"`
+	// Sampler is the sampler the images were reconstructed with (nil in runs
+	// made before it was recorded); with Seed and ImageSeed it replays any
+	// image exactly.
+	Sampler  *shared.SamplerConfig `json:"sampler,omitempty"`
 	Features struct {
 		Arch       string `json:"arch"`
 		Pretrained bool   `json:"pretrained"`
@@ -398,4 +403,15 @@ func (s Store) writeMeta(m RunMeta) error {
 		return fmt.Errorf("results: %w", err)
 	}
 	return atomicfile.WriteBytes(filepath.Join(s.Dir(m.RunID), RunFile), b)
+}
+
+// ImageSeed is the noise seed of image imageID in a run made with runSeed:
+// each image has its own, so its reconstruction does not depend on the batch
+// it was computed in, and the explorer replays any run image exactly
+// (splitmix64 of the pair).
+func ImageSeed(runSeed uint64, imageID int64) uint64 {
+	z := runSeed ^ (uint64(imageID)+1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }

@@ -44,8 +44,16 @@ const (
 	ProductRawLatents = "raw_latents" // z_t and x0 latents as float16
 )
 
-// Blob names of the raw latents (ProductRawLatents), each shaped [4, h, w].
+// Blob names in frames. Step frames carry the requested products (the
+// previews and the map are named as their products); the final frame the map
+// and the reconstruction.
 const (
+	BlobLatent         = ProductLatent
+	BlobX0Latent       = ProductX0Latent
+	BlobImage          = ProductImage
+	BlobMap            = ProductMap
+	BlobReconstruction = "reconstruction"
+	// The raw latents (ProductRawLatents), each shaped [channels, h, w].
 	BlobRawZt = "zt"
 	BlobRawX0 = "x0"
 )
@@ -75,6 +83,23 @@ type DenoiseRequest struct {
 	Eta      *float64 `json:"eta,omitempty"`
 	Seed     uint64   `json:"seed,omitempty"`
 	Products []string `json:"products,omitempty"`
+}
+
+// SamplerOverride is what the request changes of the model's sampler: an
+// empty sampler, zero start_t and steps and an absent eta keep the model's.
+func (r DenoiseRequest) SamplerOverride() SamplerOverride {
+	var o SamplerOverride
+	if r.Sampler != "" {
+		o.Kind = &r.Sampler
+	}
+	if r.StartT > 0 {
+		o.StartT = &r.StartT
+	}
+	if r.Steps > 0 {
+		o.Steps = &r.Steps
+	}
+	o.Eta = r.Eta
+	return o
 }
 
 // Blob locates one binary payload in a frame.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch"
@@ -193,73 +192,6 @@ func sample(t *testing.T, s *Schedule, c SamplerConfig, z *ts.Tensor, den Denois
 	return Sample(context.Background(), sch, z, den, rnd, cb)
 }
 
-func ptr[T any](v T) *T { return &v }
-
-// The one merge rule: unset keeps, set replaces; start level or steps drop
-// the base's explicit timesteps.
-func TestSamplerWith(t *testing.T) {
-	base := SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.2}
-	withTS := base
-	withTS.Timesteps = []int{500, 100}
-	cases := []struct {
-		name string
-		base SamplerConfig
-		o    SamplerOverride
-		want SamplerConfig
-	}{
-		{"nothing", base, SamplerOverride{}, base},
-		{"start only keeps steps and eta", base, SamplerOverride{StartT: ptr(300)}, SamplerConfig{Kind: KindDDIM, StartT: 300, Steps: 10, Eta: 0.2}},
-		{"eta only", base, SamplerOverride{Eta: ptr(0.5)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.5}},
-		{"eta zero is a value", base, SamplerOverride{Eta: ptr(0.0)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10}},
-		{"steps only keeps the start level", base, SamplerOverride{Steps: ptr(20)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 20, Eta: 0.2}},
-		{"kind", base, SamplerOverride{Kind: ptr(KindDPMSolver), Eta: ptr(0.0)}, SamplerConfig{Kind: KindDPMSolver, StartT: 400, Steps: 10}},
-		{"steps drop explicit timesteps", withTS, SamplerOverride{Steps: ptr(5)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 5, Eta: 0.2}},
-		{"eta keeps explicit timesteps", withTS, SamplerOverride{Eta: ptr(0.0)}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Timesteps: []int{500, 100}}},
-		{"timesteps replace", base, SamplerOverride{Timesteps: []int{900, 10}}, SamplerConfig{Kind: KindDDIM, StartT: 400, Steps: 10, Eta: 0.2, Timesteps: []int{900, 10}}},
-	}
-	for _, c := range cases {
-		got := c.base.With(c.o)
-		if got.Kind != c.want.Kind || got.StartT != c.want.StartT || got.Steps != c.want.Steps || got.Eta != c.want.Eta || !slices.Equal(got.Timesteps, c.want.Timesteps) {
-			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
-		}
-	}
-	// With never aliases the base's timesteps.
-	got := withTS.With(SamplerOverride{})
-	got.Timesteps[0] = 1
-	if withTS.Timesteps[0] != 500 {
-		t.Fatal("With shares the base's timesteps")
-	}
-	if !(SamplerOverride{}).IsZero() || (SamplerOverride{Eta: ptr(0.0)}).IsZero() {
-		t.Fatal("IsZero")
-	}
-}
-
-func TestSamplerValidate(t *testing.T) {
-	good := []SamplerConfig{ReferenceSampler, {StartT: 400, Steps: 10}, {Kind: KindDDPM, StartT: 999, Steps: 50}, {Kind: KindDPMSolver, Timesteps: []int{800, 400, 1}}, {StartT: 999, Steps: 10, Eta: 1}}
-	for _, c := range good {
-		if err := c.Validate(1000); err != nil {
-			t.Errorf("%+v: %v", c, err)
-		}
-	}
-	bad := map[string]SamplerConfig{
-		"unknown sampler":   {Kind: "euler", StartT: 999, Steps: 10},
-		"outside [0, 1]":    {StartT: 999, Steps: 10, Eta: 1.5},
-		"takes none":        {Kind: KindDPMSolver, StartT: 999, Steps: 10, Eta: 0.5},
-		"outside [0, 1000)": {StartT: 1000, Steps: 10},
-		"impossible":        {StartT: 0, Steps: 20},
-		"descending":        {Timesteps: []int{3, 5}},
-	}
-	for want, c := range bad {
-		err := c.Validate(1000)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%+v: %v, want an error with %q", c, err, want)
-		}
-	}
-	if (SamplerConfig{StartT: 300, Steps: 10, Timesteps: []int{700, 1}}).NoiseLevel() != 700 || ReferenceSampler.NoiseLevel() != 999 {
-		t.Fatal("noise level")
-	}
-}
-
 // With a denoiser that knows the clean latent (eps = (z - sqrt(a) x0) /
 // sqrt(1-a)), DDIM and DPM-Solver++ take the same path (their updates agree
 // when x0 does not change), and end at sqrt(abar_0) x0 + sqrt(1-abar_0) eps.
@@ -394,5 +326,33 @@ func TestStochasticSamplers(t *testing.T) {
 	}
 	if _, err := sample(t, s, SamplerConfig{Kind: KindDDPM, StartT: 999, Steps: 10}, zs, den, nil, nil); err == nil {
 		t.Fatal("ddpm without noise accepted")
+	}
+}
+
+// With per-image generators an image draws the same noise in any batch.
+func TestBatchNoiseIsPerImage(t *testing.T) {
+	defer torchrt.Pin()()
+	batch := NewBatchNoise([]uint64{11, 12, 13})
+	alone := NewNoise(12)
+	for k := 0; k < 3; k++ { // successive draws stay aligned too
+		b := batch.Normal([]int64{3, 2, 4}, gotch.CPU)
+		a := alone.Normal([]int64{1, 2, 4}, gotch.CPU)
+		bv, av := values(b), values(a)
+		b.MustDrop()
+		a.MustDrop()
+		if !slices.Equal(bv[8:16], av) {
+			t.Fatalf("draw %d: image 1 of the batch %v, alone %v", k, bv[8:16], av)
+		}
+		if slices.Equal(bv[0:8], bv[8:16]) {
+			t.Fatal("two images drew the same noise")
+		}
+	}
+	one := NewBatchNoise([]uint64{5})
+	plain := NewNoise(5)
+	x, y := one.Normal([]int64{2, 3}, gotch.CPU), plain.Normal([]int64{2, 3}, gotch.CPU)
+	defer x.MustDrop()
+	defer y.MustDrop()
+	if !slices.Equal(values(x), values(y)) {
+		t.Fatal("a batch of one differs from NewNoise")
 	}
 }

@@ -1,6 +1,7 @@
 package diffusion
 
 import (
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/sugarme/gotch"
@@ -14,6 +15,8 @@ import (
 type Noise struct {
 	pcg *rand.PCG
 	rng *rand.Rand
+	// more are the generators of a batch's further images (NewBatchNoise).
+	more []*Noise
 }
 
 // NewNoise seeds a generator.
@@ -22,15 +25,45 @@ func NewNoise(seed uint64) *Noise {
 	return &Noise{pcg: pcg, rng: rand.New(pcg)}
 }
 
+// NewBatchNoise gives each image of a batch its own generator: Normal draws
+// image i's share of a [B, ...] tensor from seeds[i] alone, so that an image
+// gets the same noise in any batch - a run's image replays exactly on its own
+// in the explorer. Timesteps and Uint64 draw from the first generator; its
+// state (MarshalBinary) is the first generator's.
+func NewBatchNoise(seeds []uint64) *Noise {
+	if len(seeds) == 0 {
+		return NewNoise(0)
+	}
+	n := NewNoise(seeds[0])
+	for _, s := range seeds[1:] {
+		n.more = append(n.more, NewNoise(s))
+	}
+	return n
+}
+
 // Normal returns a standard normal float tensor of the given shape on dev.
+// With per-image generators the first dimension must be the batch.
 func (n *Noise) Normal(shape []int64, dev gotch.Device) *ts.Tensor {
 	count := int64(1)
 	for _, d := range shape {
 		count *= d
 	}
 	v := make([]float32, count)
-	for i := range v {
-		v[i] = float32(n.rng.NormFloat64())
+	if len(n.more) == 0 {
+		for i := range v {
+			v[i] = float32(n.rng.NormFloat64())
+		}
+	} else {
+		gens := append([]*Noise{n}, n.more...)
+		if len(shape) == 0 || shape[0] != int64(len(gens)) {
+			panic(fmt.Sprintf("diffusion: noise for shape %v from %d per-image generators", shape, len(gens)))
+		}
+		per := int(count) / len(gens)
+		for g, gen := range gens {
+			for i := g * per; i < (g+1)*per; i++ {
+				v[i] = float32(gen.rng.NormFloat64())
+			}
+		}
 	}
 	t := ts.MustOfSlice(v).MustView(shape, true)
 	if dev != gotch.CPU {

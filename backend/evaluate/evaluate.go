@@ -29,6 +29,7 @@ import (
 	"github.com/diad-project/diad/backend/version"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
 // Config is an evaluation.
@@ -140,13 +141,16 @@ type Scored struct {
 }
 
 // ScoreBatch reconstructs and scores ImageNet-normalised images [B, 3, S, S],
-// holding the process's compute lane (torchrt.LockCompute) meanwhile.
-// The noise is seeded per batch from seed, so the same image and seed give
-// the same result. stepHook, if not nil, sees every DDIM step.
-func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+// holding the process's compute lane (torchrt.LockCompute) meanwhile. Each
+// image's noise comes from its own seed (results.ImageSeed), so an image
+// gives the same result in any batch. stepHook, if not nil, sees every step.
+func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
 	b := int(x.MustSize()[0])
+	if len(seeds) != b {
+		return nil, fmt.Errorf("evaluate: %d seeds for a batch of %d", len(seeds), b)
+	}
 	steps := make([][]float64, b)
 	cb := stepHook
 	if recordSteps {
@@ -170,7 +174,7 @@ func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seed uint64, re
 			return nil
 		}
 	}
-	rec, err := p.Model.Reconstruct(ctx, x, p.Sampler, diffusion.NewNoise(seed), cb)
+	rec, err := p.Model.Reconstruct(ctx, x, p.Sampler, diffusion.NewBatchNoise(seeds), cb)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +249,11 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 			return Report{}, r.Err
 		}
 		x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
-		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(r.Batch.Index), cfg.RecordSteps, nil)
+		seeds := make([]uint64, len(r.Batch.Items))
+		for i := range seeds {
+			seeds[i] = results.ImageSeed(cfg.Seed, int64(len(rows)+i))
+		}
+		scored, err := p.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
 		x.MustDrop()
 		if err != nil {
 			return Report{}, err
@@ -399,6 +407,8 @@ func meta(runID, kind string, cfg Config, p *Pipeline, ix datasets.Index, th res
 	m.Versions = map[string]string{"diad": v.Diad, "revision": v.Revision, "gotch": v.Gotch, "libtorch": torchrt.LibtorchVersion(), "go": v.Go}
 	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Pretrained(), cfg.Features.Weights
 	m.Scorer = p.Scorer.Kind()
+	sampler := p.Sampler.With(shared.SamplerOverride{}) // a copy
+	m.Sampler = &sampler
 	return m
 }
 

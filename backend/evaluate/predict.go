@@ -67,7 +67,11 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			items = append(items, it)
 		}
 		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, p.Model.Device())
-		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(lo/bs), false, nil)
+		seeds := make([]uint64, len(items))
+		for i := range seeds {
+			seeds[i] = results.ImageSeed(cfg.Seed, int64(lo+i))
+		}
+		scored, err := p.ScoreBatch(ctx, x, seeds, false, nil)
 		x.MustDrop()
 		if err != nil {
 			return nil, "", err

@@ -91,16 +91,38 @@ func (r Reconstruction) Free() {
 	r.Latent.MustDrop()
 }
 
+// ReconstructOption changes how Reconstruct runs.
+type ReconstructOption func(*reconstructOptions)
+
+type reconstructOptions struct{ perStepLane bool }
+
+// PerStepLane makes Reconstruct take the process's compute lane
+// (torchrt.LockCompute) itself, separately for the encoding, each denoiser
+// call and the decoding, so that a long trajectory lets other work in
+// between its steps. The callback runs outside the lane. Without it the
+// caller holds the lane for the whole batch, if it wants one.
+func PerStepLane() ReconstructOption {
+	return func(o *reconstructOptions) { o.perStepLane = true }
+}
+
 // Reconstruct runs DiAD's inference on a batch of ImageNet-normalised images:
 // z0 from the encoder (a posterior sample), forward noise to the sampler's
 // noise level, the sampler's steps guided by the SG network on the images,
 // decode. callback (may be nil) sees every step. Everything runs without
 // gradient.
-func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion.SamplerConfig, noise *diffusion.Noise, callback diffusion.Callback) (rec Reconstruction, err error) {
+func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion.SamplerConfig, noise *diffusion.Noise, callback diffusion.Callback, opts ...ReconstructOption) (rec Reconstruction, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.Recover(&err, "reconstruct")
 	if err := m.checkImages(images); err != nil {
 		return Reconstruction{}, err
+	}
+	var o reconstructOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	lane := func() func() { return func() {} }
+	if o.perStepLane {
+		lane = torchrt.LockCompute
 	}
 	sch, err := diffusion.NewScheduler(m.Schedule, cfg)
 	if err != nil {
@@ -108,21 +130,26 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 	}
 	defer sch.Free()
 	torchrt.NoGrad(func() {
-		z0 := m.EncodeLatent(images, noise)
-		defer z0.MustDrop()
-		b := int(z0.MustSize()[0])
-		start := make([]int, b)
-		for i := range start {
-			start[i] = cfg.NoiseLevel()
-		}
-		eps := noise.Normal(z0.MustSize(), m.Device())
-		defer eps.MustDrop()
+		b := int(images.MustSize()[0])
 		var zT *ts.Tensor
-		if zT, err = m.Schedule.AddNoise(z0, eps, start); err != nil {
+		func() {
+			defer lane()() // deferred: a libtorch panic must not keep the lane
+			z0 := m.EncodeLatent(images, noise)
+			defer z0.MustDrop()
+			start := make([]int, b)
+			for i := range start {
+				start[i] = cfg.NoiseLevel()
+			}
+			eps := noise.Normal(z0.MustSize(), m.Device())
+			defer eps.MustDrop()
+			zT, err = m.Schedule.AddNoise(z0, eps, start)
+		}()
+		if err != nil {
 			return
 		}
 		defer zT.MustDrop()
 		denoise := func(z *ts.Tensor, t int) *ts.Tensor {
+			defer lane()()
 			tb := make([]int, b)
 			for i := range tb {
 				tb[i] = t
@@ -133,6 +160,7 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 		if final, err = diffusion.Sample(ctx, sch, zT, denoise, noise, callback); err != nil {
 			return
 		}
+		defer lane()()
 		rec = Reconstruction{Image: m.AE.Decode(final), Latent: final}
 	})
 	return rec, err

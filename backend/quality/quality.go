@@ -22,6 +22,7 @@ import (
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/results"
 )
 
 // Row is one category's (or the mean's) figures; metrics are fractions.
@@ -110,7 +111,11 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 			}
 			return nil
 		}
-		scored, err := p.ScoreBatch(ctx, x, cfg.Seed+uint64(r.Batch.Index), false, hook)
+		seeds := make([]uint64, len(r.Batch.Items))
+		for i := range seeds {
+			seeds[i] = results.ImageSeed(cfg.Seed, int64(rep.Images+i))
+		}
+		scored, err := p.ScoreBatch(ctx, x, seeds, false, hook)
 		if err != nil {
 			x.MustDrop()
 			return Report{}, err

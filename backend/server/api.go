@@ -22,9 +22,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/diad-project/diad/backend/atomicfile"
-	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/jobs"
-	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/strictjson"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/frontend-wasm/web"
@@ -270,20 +269,11 @@ func (s *Server) listModels(c echo.Context) error {
 	}
 	s.mu.Unlock()
 	for _, f := range s.modelFiles() {
-		r, err := checkpoint.Open(f)
+		info, err := evaluate.DescribeCheckpoint(f)
 		if err != nil {
-			continue
+			continue // a corrupt or half-written file is not offered
 		}
-		m := shared.Model{Name: filepath.Base(filepath.Dir(f)), Path: f, Preset: r.Metadata()[model.MetaPreset], Parameters: map[string]int64{}, Loaded: f == loaded}
-		for _, e := range r.Entries() {
-			for comp, prefix := range model.Components {
-				if strings.HasPrefix(e.Name, prefix) {
-					m.Parameters[comp] += e.Numel()
-				}
-			}
-		}
-		r.Close()
-		out = append(out, m)
+		out = append(out, shared.Model{Name: filepath.Base(filepath.Dir(f)), Path: f, Preset: info.Preset, Parameters: info.Parameters, Loaded: f == loaded})
 	}
 	return c.JSON(http.StatusOK, out)
 }

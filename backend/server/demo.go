@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
@@ -108,12 +108,12 @@ func (s *Server) startDemoModel(root string) error {
 
 // checkDemoModel refuses a missing or corrupt file and any preset but demo.
 func checkDemoModel(path string) error {
-	cfg, err := model.ReadConfig(path)
+	preset, err := evaluate.CheckpointPreset(path)
 	if err != nil {
 		return err
 	}
-	if cfg.Preset != "demo" {
-		return fmt.Errorf("%s is preset %q, not demo", path, cfg.Preset)
+	if preset != "demo" {
+		return fmt.Errorf("%s is preset %q, not demo", path, preset)
 	}
 	return nil
 }

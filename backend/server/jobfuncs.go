@@ -15,7 +15,6 @@ import (
 
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/jobs"
-	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/train"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/shared"
@@ -136,7 +135,7 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 		return cfg, nil, err
 	}
 	if cfg.Scorer != "" {
-		if _, err := scoring.CanonicalKind(cfg.Scorer); err != nil {
+		if err := evaluate.CheckScorer(cfg.Scorer); err != nil {
 			return cfg, nil, err
 		}
 	}

@@ -22,10 +22,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"github.com/diad-project/diad/backend/features"
+	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/jobs"
 	"github.com/diad-project/diad/backend/stream"
-	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/version"
 	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
@@ -49,9 +48,9 @@ type Config struct {
 	ResultsDir string `yaml:"results_dir"`
 	// Checkpoint is the model for denoising streams (default: the newest
 	// model a train job produced).
-	Checkpoint string          `yaml:"checkpoint"`
-	Features   features.Config `yaml:"features"`
-	Device     string          `yaml:"device"`
+	Checkpoint string                  `yaml:"checkpoint"`
+	Features   evaluate.FeaturesConfig `yaml:"features"`
+	Device     string                  `yaml:"device"`
 	// Upload limits, checked before decoding.
 	MaxUploadBytes  int64 `yaml:"max_upload_bytes"`
 	MaxUploadPixels int   `yaml:"max_upload_pixels"`
@@ -79,7 +78,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "var", Device: "auto",
-		Features:       features.Config{Arch: "resnet18", Layers: []int{1, 2, 3}},
+		Features:       evaluate.FeaturesConfig{Arch: "resnet18", Layers: []int{1, 2, 3}},
 		MaxUploadBytes: 20 << 20, MaxUploadPixels: 4096 * 4096, MaxBodyBytes: 1 << 20,
 		ReadTimeout: 30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
 		StreamQueue: 16,
@@ -173,7 +172,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*trajectoryEntry{}}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
-	s.status = Status{Version: version.Read(), Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads(), Started: time.Now().UTC()}
+	rt := evaluate.RuntimeInfo()
+	s.status = Status{Version: version.Read(), Libtorch: rt.Libtorch, Devices: rt.Devices, Threads: rt.Threads, Started: time.Now().UTC()}
 	runner, err := jobs.Open(filepath.Join(cfg.DataDir, "jobs"), s.jobFuncs(), s.stats)
 	if err != nil {
 		return nil, err
@@ -332,7 +332,9 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	}
 	s.mu.Lock()
 	if s.denoiser != nil {
-		s.denoiser.free()
+		s.denoiser.mu.Lock() // wait for running trajectories
+		s.denoiser.e.Free()
+		s.denoiser.mu.Unlock()
 		s.denoiser = nil
 	}
 	s.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -593,6 +594,21 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		t.Fatalf("bad filter: %d", r.StatusCode)
 	}
 	img := page.Images[0].ImageID
+	// The explorer replays a run image with the run's sampler and the
+	// image's own noise: the same score as in the run, up to the float32
+	// rounding of batched convolutions (the run scored it in a batch of
+	// four; measured 4e-7 relative).
+	for _, im := range page.Images[:2] {
+		id := im.ImageID
+		frames, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{RunID: done.RunID, ImageID: &id, Products: []string{shared.ProductLatent}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		final := frames[len(frames)-1]
+		if final.Type != shared.TypeFinal || math.Abs(final.Score-im.Score) > 2e-6*math.Abs(im.Score) {
+			t.Fatalf("image %d: explorer score %v, run score %v", id, final.Score, im.Score)
+		}
+	}
 	r, body := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", done.RunID, img), shared.LabelRequest{Verdict: "anomalous", Note: "dent", User: "qa"})
 	if r.StatusCode != 200 {
 		t.Fatalf("label: %d %s", r.StatusCode, body)

@@ -15,28 +15,25 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/sugarme/gotch/ts"
 	"nhooyr.io/websocket"
 
-	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/backend/strictjson"
-	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
 )
 
-// denoiser is the model that serves denoising streams.
+// denoiser is the engine that serves denoising streams.
 type denoiser struct {
 	path string
-	p    *evaluate.Pipeline
-	mu   sync.Mutex // one trajectory at a time on the model
+	e    *evaluate.Engine
+	// Trajectories hold a read lock; replacing the model takes the write
+	// lock, so that the engine is freed only when none runs on it.
+	mu sync.RWMutex
 }
-
-func (d *denoiser) free() { d.p.Free() }
 
 func (s *Server) loadedModel() string {
 	s.mu.Lock()
@@ -51,17 +48,17 @@ func (s *Server) loadedModel() string {
 func (s *Server) useModel(path string) error {
 	cfg := evaluate.DefaultConfig()
 	cfg.Checkpoint, cfg.Features, cfg.Device = path, s.cfg.Features, s.cfg.Device
-	p, err := evaluate.Open(cfg)
+	e, err := evaluate.Load(cfg)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	old := s.denoiser
-	s.denoiser = &denoiser{path: path, p: p}
+	s.denoiser = &denoiser{path: path, e: e}
 	s.mu.Unlock()
 	if old != nil {
-		old.mu.Lock() // wait for its trajectory to end
-		old.free()
+		old.mu.Lock() // wait for its trajectories to end
+		old.e.Free()
 		old.mu.Unlock()
 	}
 	return nil
@@ -104,48 +101,79 @@ func encodePNG(img image.Image) []byte {
 }
 
 // trajectoryKey identifies identical requests, which share one computation.
-func trajectoryKey(model, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest) string {
-	return fmt.Sprintf("%s|%s|%s|%d|%d|%g|%v|%d|%v", model, source, sampler.KindOrDefault(), sampler.StartT, sampler.Steps, sampler.Eta, sampler.Timesteps, r.Seed, r.Products)
+func trajectoryKey(model, source string, sampler shared.SamplerConfig, seed uint64, products []string) string {
+	return fmt.Sprintf("%s|%s|%s|%d|%d|%g|%v|%d|%v", model, source, sampler.KindOrDefault(), sampler.StartT, sampler.Steps, sampler.Eta, sampler.Timesteps, seed, products)
 }
 
-// samplerOverride is what a denoise request changes of the model's sampler
-// (zero start_t and steps, an absent eta and an empty sampler keep it).
-func samplerOverride(r shared.DenoiseRequest) diffusion.SamplerOverride {
-	var o diffusion.SamplerOverride
-	if r.Sampler != "" {
-		o.Kind = &r.Sampler
-	}
-	if r.StartT > 0 {
-		o.StartT = &r.StartT
-	}
-	if r.Steps > 0 {
-		o.Steps = &r.Steps
-	}
-	o.Eta = r.Eta
-	return o
+// denoiseSource is the image a denoise request names and, for the image of
+// a run made by the loaded model, how that run reconstructed it.
+type denoiseSource struct {
+	path string
+	// runSampler is the run's sampler and seed the image's noise seed in
+	// the run, when the run recorded them and the loaded model made it.
+	runSampler *shared.SamplerConfig
+	seed       uint64
+	fromRun    bool
 }
 
 // resolveSource finds the image a denoise request names.
-func (s *Server) resolveSource(r shared.DenoiseRequest) (string, error) {
+func (s *Server) resolveSource(r shared.DenoiseRequest, model string) (denoiseSource, error) {
 	switch {
 	case r.UploadID != "" && r.RunID == "":
-		return s.uploadPath(r.UploadID)
+		p, err := s.uploadPath(r.UploadID)
+		// An upload is scored like `diad predict --seed S` scores one image.
+		return denoiseSource{path: p, seed: results.ImageSeed(r.Seed, 0)}, err
 	case r.RunID != "" && r.ImageID != nil && r.UploadID == "":
 		if !results.ValidRunID(r.RunID) {
-			return "", fmt.Errorf("%w: run %q", os.ErrNotExist, r.RunID)
+			return denoiseSource{}, fmt.Errorf("%w: run %q", os.ErrNotExist, r.RunID)
 		}
 		rows, err := s.store.Images(r.RunID)
 		if err != nil {
-			return "", fmt.Errorf("%w: run %s", os.ErrNotExist, r.RunID)
+			return denoiseSource{}, fmt.Errorf("%w: run %s", os.ErrNotExist, r.RunID)
+		}
+		meta, err := s.store.Meta(r.RunID)
+		if err != nil {
+			return denoiseSource{}, fmt.Errorf("%w: run %s", os.ErrNotExist, r.RunID)
 		}
 		for _, row := range rows {
-			if row.ImageID == *r.ImageID {
-				return confine(append([]string{filepath.Join(s.cfg.DataDir, "uploads")}, s.cfg.DataRoots...), row.Path)
+			if row.ImageID != *r.ImageID {
+				continue
 			}
+			path, err := confine(append([]string{filepath.Join(s.cfg.DataDir, "uploads")}, s.cfg.DataRoots...), row.Path)
+			if err != nil {
+				return denoiseSource{}, err
+			}
+			src := denoiseSource{path: path, seed: results.ImageSeed(r.Seed, 0), fromRun: true}
+			if meta.Sampler != nil && sameFile(meta.Checkpoint, model) {
+				// Replay the run: its sampler under the request's
+				// changes, and the image's own noise unless the
+				// request asks for another seed.
+				src.runSampler = meta.Sampler
+				if r.Seed == 0 {
+					src.seed = results.ImageSeed(meta.Seed, row.ImageID)
+				}
+			}
+			return src, nil
 		}
-		return "", fmt.Errorf("%w: run %s has no image %d", os.ErrNotExist, r.RunID, *r.ImageID)
+		return denoiseSource{}, fmt.Errorf("%w: run %s has no image %d", os.ErrNotExist, r.RunID, *r.ImageID)
 	}
-	return "", errors.New("give either upload_id, or run_id and image_id")
+	return denoiseSource{}, errors.New("give either upload_id, or run_id and image_id")
+}
+
+// sameFile reports whether two paths name the same file.
+func sameFile(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(fa, fb)
 }
 
 // trajectoryTTL is how long a finished trajectory is replayed to identical
@@ -159,8 +187,12 @@ type trajectoryEntry struct {
 
 // trajectory returns the hub of the (shared) computation for r: a running
 // one, a recently finished one (replayed from its history), or a new one.
-func (s *Server) trajectory(d *denoiser, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest) *stream.Hub {
-	key := trajectoryKey(d.path, source, sampler, r)
+func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.SamplerConfig, r shared.DenoiseRequest) *stream.Hub {
+	products := r.Products
+	if len(products) == 0 {
+		products = shared.DefaultProducts
+	}
+	key := trajectoryKey(d.path, src.path, sampler, src.seed, products)
 	s.trajMu.Lock()
 	defer s.trajMu.Unlock()
 	now := time.Now()
@@ -177,11 +209,14 @@ func (s *Server) trajectory(d *denoiser, source string, sampler diffusion.Sample
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
 	go func() {
-		err := s.compute(d, source, sampler, r, key, h)
+		err := s.compute(d, src, sampler, products, key, h)
 		s.trajMu.Lock()
 		defer s.trajMu.Unlock()
 		if err != nil {
-			b, _ := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: err.Error()})
+			b, merr := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: err.Error()})
+			if merr != nil {
+				b = []byte(`{"type":"error","message":"internal error"}`)
+			}
 			h.Publish(stream.Message{Data: b, Final: true})
 			delete(s.trajectories, key) // errors are not cached
 			return
@@ -209,66 +244,45 @@ func wants(products []string, p string) bool {
 	return false
 }
 
-// compute runs one reconstruction and publishes a frame per step and a final
-// frame. The final map is the one `diad predict` computes for the same image
-// and seed: the same pipeline, batch of one, noise seeded with r.Seed.
-func (s *Server) compute(d *denoiser, source string, sampler diffusion.SamplerConfig, r shared.DenoiseRequest, key string, h *stream.Hub) (err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer torchrt.Pin()()
-	defer torchrt.Recover(&err, "denoise")
-	p := d.p
-	size := p.Model.Config.ImageSize
-	it, err := datasets.LoadItem(datasets.Sample{Path: source}, size)
-	if err != nil {
-		return err
+// compute runs one trajectory on the engine and publishes a frame per step
+// and a final frame. The engine hands over plain values, one step at a time
+// and outside the compute lane; the encoding (PNG, float16, quantised maps)
+// happens here. The final map is the one `diad predict` computes for the
+// same image, sampler and seed.
+func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerConfig, products []string, key string, h *stream.Hub) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	size := d.e.ImageSize()
+	want := evaluate.Products{
+		Latents: wants(products, shared.ProductLatent) || wants(products, shared.ProductX0Latent) || wants(products, shared.ProductRawLatents),
+		Image:   wants(products, shared.ProductImage),
+		Map:     wants(products, shared.ProductMap),
 	}
-	x := torchrt.ImageBatch(it.Image, 1, size, p.Model.Device())
-	defer x.MustDrop()
-	saved := p.Sampler
-	p.Sampler = sampler
-	defer func() { p.Sampler = saved }()
-	products := r.Products
-	if len(products) == 0 {
-		products = shared.DefaultProducts
-	}
-	hook := func(st diffusion.Step) error {
-		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: st.Index, Total: st.Total, T: st.T}
+	emit := func(f evaluate.StepFrame) error {
+		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T}
 		var payloads [][]byte
 		add := func(b shared.Blob, data []byte) {
 			frame.Blobs = append(frame.Blobs, b)
 			payloads = append(payloads, data)
 		}
-		ls := st.Zt.MustSize()
-		lw, lh := int(ls[3]), int(ls[2])
+		lc, lh, lw := f.LatentShape[0], f.LatentShape[1], f.LatentShape[2]
 		if wants(products, shared.ProductLatent) {
-			add(shared.Blob{Name: "latent", Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(torchrt.Float32s(st.Zt), lw, lh)))
+			add(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(f.Zt, lw, lh)))
 		}
 		if wants(products, shared.ProductX0Latent) {
-			add(shared.Blob{Name: "x0_latent", Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(torchrt.Float32s(st.X0), lw, lh)))
+			add(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(f.X0, lw, lh)))
 		}
 		if wants(products, shared.ProductRawLatents) {
-			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{4, lh, lw}}, shared.EncodeF16(torchrt.Float32s(st.Zt)))
-			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{4, lh, lw}}, shared.EncodeF16(torchrt.Float32s(st.X0)))
+			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.Zt))
+			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.X0))
 		}
-		if wants(products, shared.ProductImage) || wants(products, shared.ProductMap) {
-			var dec *ts.Tensor
-			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(st.X0) })
-			if wants(products, shared.ProductImage) {
-				add(shared.Blob{Name: "image", Format: "png", Width: size, Height: size}, encodePNG(datasets.Denormalize(torchrt.Float32s(dec), size)))
-			}
-			if wants(products, shared.ProductMap) {
-				res, err := p.Scorer.Score(x, dec, false)
-				if err != nil {
-					dec.MustDrop()
-					return err
-				}
-				q := results.Quantize("", 0, size, size, torchrt.Float32s(res.Map))
-				frame.Score = res.Scores[0]
-				res.Free()
-				add(shared.Blob{Name: "map", Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
-			}
-			dec.MustDrop()
+		if want.Image {
+			add(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, encodePNG(datasets.Denormalize(f.Image, size)))
+		}
+		if want.Map {
+			q := results.Quantize("", 0, size, size, f.Map)
+			frame.Score = f.Score
+			add(shared.Blob{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
 		}
 		msg, err := shared.EncodeFrame(frame, payloads)
 		if err != nil {
@@ -277,7 +291,7 @@ func (s *Server) compute(d *denoiser, source string, sampler diffusion.SamplerCo
 		h.Publish(stream.Message{Binary: true, Data: msg})
 		return nil
 	}
-	out, err := p.ScoreBatch(context.Background(), x, r.Seed, false, hook)
+	out, err := d.e.Trajectory(context.Background(), src.path, sampler, src.seed, want, emit)
 	if err != nil {
 		return err
 	}
@@ -288,17 +302,17 @@ func (s *Server) compute(d *denoiser, source string, sampler diffusion.SamplerCo
 	if n == 0 {
 		n = sampler.Steps
 	}
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out[0].Score}
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score}
 	if hasTh {
 		final.Threshold = th
-		final.Anomalous = out[0].Score >= th
+		final.Anomalous = out.Score >= th
 	}
-	q := results.Quantize("", 0, size, size, out[0].Map)
+	q := results.Quantize("", 0, size, size, out.Map)
 	final.Blobs = []shared.Blob{
-		{Name: "map", Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale},
-		{Name: "reconstruction", Format: "png", Width: size, Height: size},
+		{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale},
+		{Name: shared.BlobReconstruction, Format: "png", Width: size, Height: size},
 	}
-	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, encodePNG(datasets.Denormalize(out[0].Recon, size))})
+	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, encodePNG(datasets.Denormalize(out.Recon, size))})
 	if err != nil {
 		return err
 	}
@@ -420,21 +434,21 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 {
 			return fail(fmt.Sprintf("steps must be 0..%d and start_t >= 0", maxTrajectorySteps))
 		}
-		source, err := s.resolveSource(req)
-		if err != nil {
-			return fail(err.Error())
-		}
 		d, err := s.currentDenoiser()
 		if err != nil {
 			return fail(err.Error())
 		}
-		// One merge rule and one validation, against the model's own schedule.
-		mc := d.p.Model.Config
-		sampler := mc.Sampler.With(samplerOverride(req))
-		if err := sampler.Validate(mc.Schedule.Timesteps); err != nil {
+		src, err := s.resolveSource(req, d.path)
+		if err != nil {
 			return fail(err.Error())
 		}
-		sub := s.trajectory(d, source, sampler, req).Subscribe()
+		// One merge rule and one validation, against the model's own
+		// schedule; a run image starts from the run's sampler.
+		sampler, err := d.e.Sampler(src.runSampler, req.SamplerOverride())
+		if err != nil {
+			return fail(err.Error())
+		}
+		sub := s.trajectory(d, src, sampler, req).Subscribe()
 		if err := s.pump(ctx, conn, sub); err != nil {
 			return nil
 		}

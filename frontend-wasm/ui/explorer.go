@@ -382,7 +382,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	var mapVals []float32
 	mw, mh := e.mapW, e.mapH
 	if e.traj != nil && e.traj.Final != nil {
-		if b, ok := e.traj.Final.Blobs["map"]; ok {
+		if b, ok := e.traj.Final.Blobs[shared.BlobMap]; ok {
 			mapVals, mw, mh = shared.Dequantize(b.Blob, b.Data), b.Width, b.Height
 		}
 	}

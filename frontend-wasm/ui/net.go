@@ -349,7 +349,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 	if f.Type == shared.TypeFinal {
 		a.setStatus(fmt.Sprintf("%s: %d steps in %.1fs, score %s", e.name(), e.traj.Total,
 			e.traj.Done.Sub(e.traj.Started).Seconds(), fmtScore(f.Score)))
-		if b, ok := e.traj.Final.Blobs["reconstruction"]; ok {
+		if b, ok := e.traj.Final.Blobs[shared.BlobReconstruction]; ok {
 			a.decodeInto(e, "final:reconstruction", b.Data)
 		}
 		return

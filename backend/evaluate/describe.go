@@ -1,0 +1,70 @@
+package evaluate
+
+import (
+	"strings"
+
+	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/features"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+// FeaturesConfig is the ImageNet feature extractor's configuration (for
+// callers that hold one without doing tensor work, such as the server).
+type FeaturesConfig = features.Config
+
+// ModelInfo describes a checkpoint without loading its weights.
+type ModelInfo struct {
+	Preset string
+	// Parameters counts the tensors' elements per component (autoencoder,
+	// unet, sg).
+	Parameters map[string]int64
+}
+
+// DescribeCheckpoint reads a checkpoint's header: its preset and the
+// parameter count of each component.
+func DescribeCheckpoint(path string) (ModelInfo, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return ModelInfo{}, err
+	}
+	defer r.Close()
+	info := ModelInfo{Preset: r.Metadata()[model.MetaPreset], Parameters: map[string]int64{}}
+	for _, e := range r.Entries() {
+		for comp, prefix := range model.Components {
+			if strings.HasPrefix(e.Name, prefix) {
+				info.Parameters[comp] += e.Numel()
+			}
+		}
+	}
+	return info, nil
+}
+
+// CheckpointPreset is the preset a checkpoint's config names (an error for a
+// missing, corrupt or config-less file).
+func CheckpointPreset(path string) (string, error) {
+	cfg, err := model.ReadConfig(path)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Preset, nil
+}
+
+// CheckScorer validates a scorer name (see scoring.ParseKind).
+func CheckScorer(kind string) error {
+	_, err := scoring.CanonicalKind(kind)
+	return err
+}
+
+// Runtime is what the process's libtorch offers.
+type Runtime struct {
+	Libtorch string
+	Devices  []string
+	Threads  int
+}
+
+// RuntimeInfo reports the libtorch version, usable devices and threads.
+func RuntimeInfo() Runtime {
+	return Runtime{Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads()}
+}

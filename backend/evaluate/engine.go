@@ -1,0 +1,156 @@
+package evaluate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/shared"
+)
+
+// Engine is a loaded model with its scorer, serving per-image work to the
+// server in plain Go values, so that the server holds no tensors and imports
+// no tensor package. It does not change after Load; its methods may run from
+// several goroutines (they take the compute lane per step).
+type Engine struct {
+	p    *Pipeline
+	path string
+}
+
+// Load opens cfg's checkpoint and scorer (see Open).
+func Load(cfg Config) (*Engine, error) {
+	p, err := Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{p: p, path: cfg.Checkpoint}, nil
+}
+
+// Free releases the model. No call may be running.
+func (e *Engine) Free() { e.p.Free() }
+
+// Path is the checkpoint the engine was loaded from.
+func (e *Engine) Path() string { return e.path }
+
+// ImageSize is the side of the model's square input.
+func (e *Engine) ImageSize() int { return e.p.Model.Config.ImageSize }
+
+// Scorer names the anomaly map's terms.
+func (e *Engine) Scorer() string { return e.p.Scorer.Kind() }
+
+// Sampler is base (nil: the engine's default) changed by o, validated
+// against the model's schedule.
+func (e *Engine) Sampler(base *shared.SamplerConfig, o shared.SamplerOverride) (shared.SamplerConfig, error) {
+	c := e.p.Sampler
+	if base != nil {
+		c = *base
+	}
+	c = c.With(o)
+	if err := c.Validate(e.p.Model.Schedule.T()); err != nil {
+		return shared.SamplerConfig{}, err
+	}
+	return c, nil
+}
+
+// Products selects what a trajectory computes at every step.
+type Products struct {
+	Latents bool // z_t and the predicted clean latent
+	Image   bool // the decoded predicted image
+	Map     bool // the anomaly map and score of the predicted image
+}
+
+// StepFrame is one step of a trajectory.
+type StepFrame struct {
+	Index, Total, T int
+	// LatentShape is [channels, height, width] of Zt and X0.
+	LatentShape [3]int
+	Zt, X0      []float32 // with Products.Latents
+	Image       []float32 // 3*S*S ImageNet-normalised, with Products.Image
+	Map         []float32 // S*S, with Products.Map
+	Score       float64   // with Products.Map
+}
+
+// Outcome is a trajectory's result: what `diad predict` computes for the
+// same image, sampler and seed.
+type Outcome struct {
+	Score float64
+	Map   []float32 // S*S smoothed anomaly map
+	Recon []float32 // 3*S*S reconstruction, ImageNet-normalised
+}
+
+// Trajectory reconstructs the image at path with sampler and the image's
+// noise seed, calls emit after every step with what want asks for, and
+// returns the final map and score. The compute lane is held for one step at
+// a time and released before emit, so a long trajectory lets others' steps
+// in and emit may encode at leisure.
+func (e *Engine) Trajectory(ctx context.Context, path string, sampler shared.SamplerConfig, seed uint64, want Products, emit func(StepFrame) error) (out Outcome, err error) {
+	size := e.ImageSize()
+	it, err := datasets.LoadItem(datasets.Sample{Path: path}, size)
+	if err != nil {
+		return Outcome{}, err
+	}
+	err = torchrt.Do(func() error {
+		m, sc := e.p.Model, e.p.Scorer
+		x := torchrt.ImageBatch(it.Image, 1, size, m.Device())
+		defer x.MustDrop()
+		hook := func(st diffusion.Step) error {
+			f := StepFrame{Index: st.Index, Total: st.Total, T: st.T}
+			shape := st.Zt.MustSize()
+			f.LatentShape = [3]int{int(shape[1]), int(shape[2]), int(shape[3])}
+			if err := e.stepProducts(x, st, want, &f); err != nil {
+				return err
+			}
+			return emit(f) // outside the lane: the caller may encode at leisure
+		}
+		rec, err := m.Reconstruct(ctx, x, sampler, diffusion.NewNoise(seed), hook, model.PerStepLane())
+		if err != nil {
+			return err
+		}
+		defer rec.Free()
+		unlock := torchrt.LockCompute()
+		defer unlock()
+		res, err := sc.Score(x, rec.Image, false)
+		if err != nil {
+			return err
+		}
+		defer res.Free()
+		out = Outcome{Score: res.Scores[0], Map: torchrt.Float32s(res.Map), Recon: torchrt.Float32s(rec.Image)}
+		return nil
+	})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("trajectory %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// stepProducts fills f with what want asks of one step, holding the compute
+// lane meanwhile.
+func (e *Engine) stepProducts(x *ts.Tensor, st diffusion.Step, want Products, f *StepFrame) error {
+	defer torchrt.LockCompute()()
+	if want.Latents {
+		f.Zt, f.X0 = torchrt.Float32s(st.Zt), torchrt.Float32s(st.X0)
+	}
+	if !want.Image && !want.Map {
+		return nil
+	}
+	var dec *ts.Tensor
+	torchrt.NoGrad(func() { dec = e.p.Model.AE.Decode(st.X0) })
+	defer dec.MustDrop()
+	if want.Image {
+		f.Image = torchrt.Float32s(dec)
+	}
+	if want.Map {
+		res, err := e.p.Scorer.Score(x, dec, false)
+		if err != nil {
+			return err
+		}
+		defer res.Free()
+		f.Map, f.Score = torchrt.Float32s(res.Map), res.Scores[0]
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+package evaluate
+
+import (
+	"context"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/diad-project/diad/backend/internal/torchtest"
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
+)
+
+func writeTestPNG(t *testing.T, path string, shade uint8) {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for y := 0; y < 64; y++ {
+		for x := 0; x < 64; x++ {
+			img.Set(x, y, color.RGBA{shade, uint8(4 * x), uint8(4 * y), 255})
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The engine takes the compute lane per step: a second trajectory started
+// while a first one runs gets its steps in before the first one ends.
+// Each trajectory's final result is `diad predict`'s for the same image and
+// seed, and emitting costs no tensors.
+func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
+	ckpt := tinyCheckpoint(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.png"), filepath.Join(dir, "b.png")
+	writeTestPNG(t, a, 30)
+	writeTestPNG(t, b, 200)
+	cfg := DefaultConfig()
+	cfg.Checkpoint, cfg.Device, cfg.Scorer = ckpt, "cpu", "pixel"
+	e, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Free()
+	sampler, err := e.Sampler(nil, shared.SamplerOverride{Steps: ptr(12)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sampler.Steps != 12 || sampler.StartT != e.p.Sampler.StartT {
+		t.Fatalf("sampler %+v", sampler)
+	}
+	var mu sync.Mutex
+	var order []string
+	startB := make(chan struct{})
+	var outA, outB Outcome
+	var errA, errB error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		outA, errA = e.Trajectory(context.Background(), a, sampler, results.ImageSeed(7, 0), Products{Latents: true, Map: true}, func(f StepFrame) error {
+			mu.Lock()
+			order = append(order, "a")
+			mu.Unlock()
+			if f.Index == 0 {
+				close(startB)
+			}
+			if len(f.Zt) != f.LatentShape[0]*f.LatentShape[1]*f.LatentShape[2] || len(f.Map) != 64*64 {
+				t.Errorf("frame %d: %d latent values for shape %v, map %d", f.Index, len(f.Zt), f.LatentShape, len(f.Map))
+			}
+			return nil
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		<-startB
+		outB, errB = e.Trajectory(context.Background(), b, sampler, results.ImageSeed(7, 0), Products{}, func(f StepFrame) error {
+			mu.Lock()
+			order = append(order, "b")
+			mu.Unlock()
+			return nil
+		})
+	}()
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	lastA, firstB := -1, -1
+	for i, who := range order {
+		if who == "a" {
+			lastA = i
+		} else if firstB < 0 {
+			firstB = i
+		}
+	}
+	if len(order) != 24 || firstB < 0 || firstB > lastA {
+		t.Fatalf("steps ran as %v: the second trajectory waited for the whole first one", order)
+	}
+	// Predict on the same images and seed gives the same scores.
+	pcfg := PredictConfig{Config: cfg}
+	pcfg.Threshold, pcfg.Seed = "0.5", 7
+	st := 12
+	pcfg.Sampler.Steps = &st
+	for _, c := range []struct {
+		path string
+		out  Outcome
+	}{{a, outA}, {b, outB}} {
+		preds, _, err := Predict(context.Background(), pcfg, []string{c.path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if preds[0].Score != c.out.Score {
+			t.Fatalf("%s: trajectory score %v, predict %v", c.path, c.out.Score, preds[0].Score)
+		}
+	}
+	// A trajectory holds no tensors once it returns.
+	torchtest.RequireNoLeak(t, "Trajectory", 0, func() {
+		if _, err := e.Trajectory(context.Background(), a, sampler, 1, Products{Latents: true, Image: true, Map: true}, func(StepFrame) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
