@@ -12,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/diad-project/diad/backend/atomicfile"
+	"github.com/diad-project/diad/shared"
 )
 
 // Label is an analyst's verdict on one image.
@@ -114,7 +115,7 @@ func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 	for i := range rows {
 		rows[i].Threshold = t.Value
 		rows[i].Predicted = 0
-		if rows[i].Score >= t.Value {
+		if shared.Predicted(rows[i].Score, t.Value) {
 			rows[i].Predicted = 1
 		}
 	}

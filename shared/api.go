@@ -178,3 +178,7 @@ type ServerStatus struct {
 	Model   string   `json:"model,omitempty"`
 	Notices []string `json:"notices,omitempty"`
 }
+
+// Predicted is the decision rule everywhere (server, CLI, client): an image
+// is predicted anomalous when its score reaches the threshold.
+func Predicted(score, threshold float64) bool { return score >= threshold }

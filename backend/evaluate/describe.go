@@ -1,6 +1,7 @@
 package evaluate
 
 import (
+	"path/filepath"
 	"strings"
 
 	"github.com/diad-project/diad/backend/checkpoint"
@@ -67,4 +68,35 @@ type Runtime struct {
 // RuntimeInfo reports the libtorch version, usable devices and threads.
 func RuntimeInfo() Runtime {
 	return Runtime{Libtorch: torchrt.LibtorchVersion(), Devices: torchrt.Devices(), Threads: torchrt.Threads()}
+}
+
+// ResolveScorerFor is ResolveScorer for a checkpoint file, read without
+// loading its weights: the scorer kind a run of it with these settings uses.
+func ResolveScorerFor(checkpointPath, requested string, fc FeaturesConfig) (string, error) {
+	mc, err := model.ReadConfig(checkpointPath)
+	if err != nil {
+		return "", err
+	}
+	return ResolveScorer(requested, mc, fc, checkpointPath)
+}
+
+// ScorerIdentity names what a run's scores depend on besides the model: the
+// scorer's terms and, when they include the ImageNet features, the extractor
+// (architecture and weights file). Scores of runs with different identities
+// are not comparable, and neither are their thresholds.
+func ScorerIdentity(kind, arch, weights string) string {
+	terms, err := scoring.ParseKind(kind)
+	if err != nil {
+		return kind
+	}
+	for _, t := range terms {
+		if t == scoring.KindResNet {
+			w := "random"
+			if weights != "" {
+				w = filepath.Base(weights)
+			}
+			return kind + "|" + arch + "|" + w
+		}
+	}
+	return kind
 }

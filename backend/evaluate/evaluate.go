@@ -393,7 +393,7 @@ func applyThreshold(rows []results.ImageRow, th float64) {
 	for i := range rows {
 		rows[i].Threshold = th
 		rows[i].Predicted = 0
-		if rows[i].Score >= th {
+		if shared.Predicted(rows[i].Score, th) {
 			rows[i].Predicted = 1
 		}
 	}

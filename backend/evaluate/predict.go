@@ -16,6 +16,7 @@ import (
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
 // Prediction is one new image's verdict.
@@ -77,7 +78,7 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			return nil, "", err
 		}
 		for i, it := range items {
-			pr := Prediction{Path: it.Sample.Path, Score: scored[i].Score, Threshold: th.Value, Anomalous: scored[i].Score >= th.Value}
+			pr := Prediction{Path: it.Sample.Path, Score: scored[i].Score, Threshold: th.Value, Anomalous: shared.Predicted(scored[i].Score, th.Value)}
 			if cfg.OverlayDir != "" {
 				base := datasets.Denormalize(it.Image, size)
 				ov := visual.Overlay(base, scored[i].Map, visual.ThresholdScale(th.Value), 0.6)

@@ -558,10 +558,10 @@ func (s *Server) setThreshold(c echo.Context) error {
 	if err := s.store.SetThreshold(id, results.ThresholdInfo{Value: req.Value, Policy: req.Policy, SetBy: req.User}); err != nil {
 		return err
 	}
-	m, _ := s.store.Meta(id)
-	s.mu.Lock()
-	s.threshold[m.Checkpoint] = req.Value
-	s.mu.Unlock()
+	m, err := s.store.Meta(id)
+	if err != nil {
+		return err
+	}
 	return c.JSON(http.StatusOK, m)
 }
 

@@ -85,14 +85,11 @@ func (s *Server) startDemoModel(root string) error {
 		return err
 	}
 	s.log.Info("demo: serving the demo model", "model", path)
-	th, installed, err := s.installDemoRun(path, root)
+	installed, err := s.installDemoRun(path, root)
 	if err != nil {
 		s.log.Warn("demo: the committed evaluation run could not be installed; evaluating now", "err", err)
 	}
 	if installed {
-		s.mu.Lock()
-		s.threshold[path] = th
-		s.mu.Unlock()
 		return nil
 	}
 	if err == nil && s.hasRunOf(path) {
@@ -136,45 +133,45 @@ func (s *Server) hasRunOf(checkpoint string) bool {
 // results store, with its image paths moved to this server's copy of the
 // demo dataset (the set is generated from a seed, so the files are the same).
 // It returns the run's threshold and whether it installed one now.
-func (s *Server) installDemoRun(modelPath, root string) (float64, bool, error) {
+func (s *Server) installDemoRun(modelPath, root string) (bool, error) {
 	src := results.Store{Root: filepath.Join(filepath.Dir(modelPath), DemoRunDir)}
 	runs, err := src.Runs()
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	if len(runs) == 0 {
-		return 0, false, nil
+		return false, nil
 	}
 	meta := runs[0]
 	if _, err := s.store.Meta(meta.RunID); err == nil {
-		return meta.Threshold.Value, false, nil // installed by an earlier start
+		return false, nil // installed by an earlier start
 	}
 	images, err := src.Images(meta.RunID)
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	metricRows, err := src.Metrics(meta.RunID)
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	maps, err := src.Maps(meta.RunID)
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	for i := range images {
 		rel, err := filepath.Rel(meta.Dataset.Root, images[i].Path)
 		if err != nil || strings.HasPrefix(rel, "..") {
-			return 0, false, fmt.Errorf("demo run %s: image %s is outside its dataset %s", meta.RunID, images[i].Path, meta.Dataset.Root)
+			return false, fmt.Errorf("demo run %s: image %s is outside its dataset %s", meta.RunID, images[i].Path, meta.Dataset.Root)
 		}
 		images[i].Path = filepath.Join(root, rel)
 	}
 	meta.Dataset.Root = root
 	meta.Checkpoint = modelPath
 	if err := s.store.Write(results.Run{Meta: meta, Images: images, Metrics: metricRows, Maps: maps}); err != nil {
-		return 0, false, err
+		return false, err
 	}
 	s.log.Info("demo: installed the demo model's evaluation run", "run", meta.RunID)
-	return meta.Threshold.Value, true, nil
+	return true, nil
 }
 
 // afterDemoTrain queues the evaluation of a freshly trained demo model.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -246,9 +247,6 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 			if err != nil {
 				return jobs.Output{}, err
 			}
-			s.mu.Lock()
-			s.threshold[cfg.Checkpoint] = rep.Threshold.Value
-			s.mu.Unlock()
 			return jobs.Output{RunID: rep.RunID}, nil
 		},
 		shared.JobPredict: func(ctx context.Context, job shared.Job, report func(shared.JobEvent)) (jobs.Output, error) {
@@ -257,13 +255,19 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 				return jobs.Output{}, err
 			}
 			if strings.TrimSpace(cfg.Threshold) == "" || cfg.Threshold == "max-f1" {
-				s.mu.Lock()
-				th, ok := s.threshold[cfg.Checkpoint]
-				s.mu.Unlock()
-				if !ok {
-					return jobs.Output{}, fmt.Errorf("predict needs config.threshold (no test run of this model yet)")
+				kind, err := evaluate.ResolveScorerFor(cfg.Checkpoint, cfg.Scorer, cfg.Features)
+				if err != nil {
+					return jobs.Output{}, err
 				}
-				cfg.Threshold = fmt.Sprint(th)
+				id := evaluate.ScorerIdentity(kind, cfg.Features.Arch, cfg.Features.Weights)
+				th, ok, err := s.thresholdFor(cfg.Checkpoint, id)
+				if err != nil {
+					return jobs.Output{}, err
+				}
+				if !ok {
+					return jobs.Output{}, fmt.Errorf("predict needs config.threshold (no test run of this model with scorer %s yet)", id)
+				}
+				cfg.Threshold = strconv.FormatFloat(th, 'g', -1, 64)
 			}
 			_, runID, err := evaluate.Predict(ctx, evaluate.PredictConfig{Config: cfg, Store: true}, paths)
 			return jobs.Output{RunID: runID}, err

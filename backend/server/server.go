@@ -115,7 +115,7 @@ type Server struct {
 	denoiser  *denoiser
 	demoModel string // the committed demo model, once loaded
 	notices   []string
-	threshold map[string]float64 // per model path: the threshold of its latest test run
+	digests   digests // checkpoint SHA-256s, for finding a model's runs (thresholds.go)
 
 	// wsCtx ends when the server shuts down: http.Server.Shutdown does not
 	// touch hijacked (websocket) connections, so their handlers watch it.
@@ -169,7 +169,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
-		datasets: map[string]datasetEntry{}, threshold: map[string]float64{}, trajectories: map[string]*trajectoryEntry{}}
+		datasets: map[string]datasetEntry{}, trajectories: map[string]*trajectoryEntry{}}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	rt := evaluate.RuntimeInfo()

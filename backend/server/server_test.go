@@ -102,19 +102,27 @@ func (l *lockedBuffer) String() string {
 func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
 	t.Helper()
 	root, modelFile := fixtures(t)
-	e := &env{dataDir: t.TempDir(), dataRoot: root, dataset: filepath.Join(root, "synth")}
-	// The model as a train job would leave it.
-	e.model = filepath.Join(e.dataDir, "models", "fixture", "model.safetensors")
-	os.MkdirAll(filepath.Dir(e.model), 0o755)
-	b, _ := os.ReadFile(modelFile)
-	os.WriteFile(e.model, b, 0o644)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.DataDir = e.dataDir
+	cfg.DataDir = t.TempDir()
 	cfg.DataRoots = []string{root}
 	cfg.Device = "cpu"
 	if mod != nil {
 		mod(&cfg)
+	}
+	e := &env{dataDir: cfg.DataDir, dataRoot: root, dataset: filepath.Join(root, "synth")}
+	// The model as a train job would leave it (in the data folder the
+	// server really uses, which mod may have changed).
+	e.model = filepath.Join(e.dataDir, "models", "fixture", "model.safetensors")
+	if err := os.MkdirAll(filepath.Dir(e.model), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(modelFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.model, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(logOut, nil)))
 	if err != nil {
@@ -917,6 +925,71 @@ func TestRegisteredDatasetsSurviveARestart(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("datasets after a restart: %s", body)
+	}
+}
+
+// Thresholds are data: a restarted server finds a model's threshold in its
+// test runs on disk, and only in runs of the same scorer identity.
+func TestThresholdsAreFoundInTheRunsAfterARestart(t *testing.T) {
+	dataDir := t.TempDir()
+	e := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	store := results.Store{Root: e.srv.cfg.ResultsDir}
+	pixel := waitJob(t, e, submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "scorer": "pixel", "batch_size": 4}}).ID, shared.JobSucceeded)
+	pixelMeta, err := store.Meta(pixel.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := upload(t, e, img)
+	e.stop()
+
+	e2 := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	// The default scorer (random resnet18) has no test run yet: no threshold.
+	j := submit(t, e2, shared.JobRequest{Kind: shared.JobPredict, Config: map[string]any{"checkpoint": e2.model, "uploads": []string{up.ID}}})
+	var failed shared.Job
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_, body := e2.do(t, "GET", "/api/v1/jobs/"+j.ID, nil)
+		if err := json.Unmarshal(body, &failed); err != nil {
+			t.Fatal(err)
+		}
+		if failed.State == shared.JobFailed || failed.State == shared.JobSucceeded {
+			break
+		}
+	}
+	if failed.State != shared.JobFailed || !strings.Contains(failed.Error, "no test run of this model with scorer resnet") {
+		t.Fatalf("predict with another scorer's threshold: %s %q", failed.State, failed.Error)
+	}
+	// With the pixel scorer, the pixel run's threshold, found after the restart.
+	j = submit(t, e2, shared.JobRequest{Kind: shared.JobPredict, Config: map[string]any{"checkpoint": e2.model, "scorer": "pixel", "uploads": []string{up.ID}}})
+	done := waitJob(t, e2, j.ID, shared.JobSucceeded)
+	meta, err := store.Meta(done.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Threshold.Value != pixelMeta.Threshold.Value || meta.Scorer != "pixel" {
+		t.Fatalf("predict threshold %v (scorer %s), the pixel run's %v", meta.Threshold.Value, meta.Scorer, pixelMeta.Threshold.Value)
+	}
+	// A default-scorer test run gives the explorer its verdict, after
+	// another restart too.
+	def := waitJob(t, e2, submit(t, e2, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e2.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}}).ID, shared.JobSucceeded)
+	defMeta, err := store.Meta(def.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2.stop()
+	e3 := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	frames, _, err := denoise(t, ctx, e3.base, shared.DenoiseRequest{UploadID: up.ID, Products: []string{shared.ProductLatent}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := frames[len(frames)-1]
+	if final.Threshold != defMeta.Threshold.Value || final.Anomalous != shared.Predicted(final.Score, defMeta.Threshold.Value) {
+		t.Fatalf("final frame threshold %v anomalous %v (score %v), the run's threshold %v", final.Threshold, final.Anomalous, final.Score, defMeta.Threshold.Value)
 	}
 }
 

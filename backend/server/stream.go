@@ -295,9 +295,10 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	th, hasTh := s.threshold[d.path]
-	s.mu.Unlock()
+	th, hasTh, err := s.thresholdFor(d.path, s.servedIdentity(d.e))
+	if err != nil {
+		return err
+	}
 	n := len(sampler.Timesteps)
 	if n == 0 {
 		n = sampler.Steps
@@ -305,7 +306,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score}
 	if hasTh {
 		final.Threshold = th
-		final.Anomalous = out.Score >= th
+		final.Anomalous = shared.Predicted(out.Score, th)
 	}
 	q := results.Quantize("", 0, size, size, out.Map)
 	final.Blobs = []shared.Blob{

@@ -29,7 +29,7 @@ func (o Outcome) String() string { return [...]string{"TN", "FP", "FN", "TP"}[o]
 
 // Classify is the outcome of one image at a threshold.
 func Classify(gt int32, score, threshold float64) Outcome {
-	predicted := score >= threshold
+	predicted := shared.Predicted(score, threshold)
 	switch {
 	case gt == 1 && predicted:
 		return TP
