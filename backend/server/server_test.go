@@ -112,17 +112,20 @@ func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
 	}
 	e := &env{dataDir: cfg.DataDir, dataRoot: root, dataset: filepath.Join(root, "synth")}
 	// The model as a train job would leave it (in the data folder the
-	// server really uses, which mod may have changed).
+	// server really uses, which mod may have changed) - except for a demo
+	// start, which begins with no trained model.
 	e.model = filepath.Join(e.dataDir, "models", "fixture", "model.safetensors")
-	if err := os.MkdirAll(filepath.Dir(e.model), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(modelFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.model, b, 0o644); err != nil {
-		t.Fatal(err)
+	if !cfg.Demo {
+		if err := os.MkdirAll(filepath.Dir(e.model), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(modelFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(e.model, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(logOut, nil)))
 	if err != nil {

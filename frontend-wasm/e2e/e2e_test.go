@@ -557,7 +557,10 @@ func TestBrowserClient(t *testing.T) {
 				t.Errorf("%s looks blank (luma std %.1f)", w, std)
 			}
 		}
-		if _, sat := colourful(img, s.Widgets["explorer:heatmap"]); sat < 0.05 {
+		// The explorer replays the run's own map for this image (its
+		// sampler and noise seed), coloured where it passes the run's
+		// threshold: the second-highest score has a small hot region.
+		if _, sat := colourful(img, s.Widgets["explorer:heatmap"]); sat < 0.02 {
 			t.Errorf("heatmap overlay carries no colour (%.3f saturated)", sat)
 		}
 		if _, sat := colourful(img, s.Widgets["legend"]); sat < 0.3 {

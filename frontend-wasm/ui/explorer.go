@@ -398,7 +398,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		if e.traj != nil && e.traj.Final != nil {
 			score = e.traj.Final.Score
 		}
-		if score >= a.threshold() {
+		if shared.Predicted(score, a.threshold()) {
 			verdict = "ANOMALOUS"
 		}
 		drawText(dst, fmt.Sprintf("score %s · %s", fmtScore(score), verdict), hm.X+4, hm.Y+hm.H-16, sizeSmall, colText)
