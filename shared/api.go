@@ -99,6 +99,9 @@ type Model struct {
 	Preset     string           `json:"preset"`
 	Parameters map[string]int64 `json:"parameters"`
 	Loaded     bool             `json:"loaded"`
+	// Error says why the file cannot be used (corrupt, not a checkpoint);
+	// such files are listed so that nobody wonders where a model went.
+	Error string `json:"error,omitempty"`
 }
 
 // ImagePage is one page of a run's images.

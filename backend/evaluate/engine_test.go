@@ -2,11 +2,14 @@ package evaluate
 
 import (
 	"context"
+	"errors"
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -129,4 +132,80 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestOverlayNamesAreDistinct(t *testing.T) {
+	got := overlayNames([]string{"a/000.png", "b/000.png", "c/001.jpg", "x/a/000.png", "a/000.png"})
+	want := []string{"a_000_heatmap.png", "b_000_heatmap.png", "001_heatmap.png", "x_a_000_heatmap.png", "a_000_2_heatmap.png"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("names %v, want %v", got, want)
+		}
+	}
+}
+
+// One unreadable image does not stop the others; overlays of inputs with the
+// same base name do not overwrite each other; an image's score does not
+// depend on its neighbours.
+func TestPredictContinuesPastABadImage(t *testing.T) {
+	ckpt := tinyCheckpoint(t)
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a", "000.png")
+	b := filepath.Join(dir, "b", "000.png")
+	bad := filepath.Join(dir, "bad.png")
+	for _, d := range []string{filepath.Dir(a), filepath.Dir(b)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTestPNG(t, a, 30)
+	writeTestPNG(t, b, 200)
+	if err := os.WriteFile(bad, []byte("not a PNG"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := PredictConfig{Config: DefaultConfig(), OverlayDir: filepath.Join(dir, "overlays"), Store: true}
+	cfg.Checkpoint, cfg.Device, cfg.Scorer, cfg.Threshold = ckpt, "cpu", "pixel", "0.5"
+	cfg.ResultsDir = filepath.Join(dir, "results")
+	preds, runID, err := Predict(context.Background(), cfg, []string{a, bad, b})
+	var partial *PartialError
+	if !errors.As(err, &partial) || len(partial.Failed) != 1 || partial.Failed[0].Path != bad || !strings.Contains(err.Error(), "bad.png") {
+		t.Fatalf("error %v", err)
+	}
+	if len(preds) != 3 || runID == "" {
+		t.Fatalf("%d predictions, run %q", len(preds), runID)
+	}
+	overlays := map[string]bool{}
+	for _, p := range preds {
+		if p.Path == bad {
+			if p.Error == "" {
+				t.Fatal("the bad image has no error")
+			}
+			continue
+		}
+		if p.Error != "" || p.Overlay == "" {
+			t.Fatalf("prediction %+v", p)
+		}
+		if _, err := os.Stat(p.Overlay); err != nil {
+			t.Fatal(err)
+		}
+		overlays[p.Overlay] = true
+	}
+	if len(overlays) != 2 {
+		t.Fatalf("overlays %v: one overwrote the other", overlays)
+	}
+	rows, err := results.Store{Root: cfg.ResultsDir}.Images(runID)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("stored rows %d, %v", len(rows), err)
+	}
+	// b scored alone at the same position (2) gives the same score.
+	alone := cfg
+	alone.OverlayDir, alone.Store = "", false
+	p2, _, err := Predict(context.Background(), alone, []string{a, a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (equal up to the float32 rounding of batched convolutions)
+	if math.Abs(p2[2].Score-preds[2].Score) > 2e-6*math.Abs(preds[2].Score) {
+		t.Fatalf("b's score depends on its neighbours: %v vs %v", p2[2].Score, preds[2].Score)
+	}
 }

@@ -19,13 +19,86 @@ import (
 	"github.com/diad-project/diad/shared"
 )
 
-// Prediction is one new image's verdict.
+// Prediction is one new image's verdict, or why it has none.
 type Prediction struct {
 	Path      string  `json:"path"`
 	Score     float64 `json:"score"`
 	Threshold float64 `json:"threshold"`
 	Anomalous bool    `json:"anomalous"`
 	Overlay   string  `json:"overlay,omitempty"`
+	// Error says why the image could not be scored (the others still are).
+	Error string `json:"error,omitempty"`
+}
+
+// PartialError is Predict's error when some images could not be read: the
+// others were scored (and stored) all the same.
+type PartialError struct {
+	Failed []Prediction
+}
+
+func (e *PartialError) Error() string {
+	msg := fmt.Sprintf("predict: %d image(s) could not be scored", len(e.Failed))
+	for i, f := range e.Failed {
+		if i == 3 {
+			msg += fmt.Sprintf("; and %d more", len(e.Failed)-3)
+			break
+		}
+		msg += "; " + f.Error
+	}
+	return msg
+}
+
+// overlayNames gives each input a distinct overlay file name: its base name
+// with _heatmap.png, prefixed with as many parent folders as it takes to
+// tell inputs with the same base name apart (a/000.png, b/000.png ->
+// a_000_heatmap.png, b_000_heatmap.png).
+func overlayNames(paths []string) []string {
+	names := make([]string, len(paths))
+	parts := make([][]string, len(paths))
+	for i, p := range paths {
+		parts[i] = strings.Split(filepath.ToSlash(filepath.Clean(p)), "/")
+	}
+	depth := make([]int, len(paths))
+	for i := range depth {
+		depth[i] = 1
+	}
+	name := func(i int) string {
+		ps := parts[i]
+		k := min(depth[i], len(ps))
+		base := strings.Join(ps[len(ps)-k:], "_")
+		return strings.TrimSuffix(base, filepath.Ext(base)) + "_heatmap.png"
+	}
+	for round := 0; round < 64; round++ {
+		seen := map[string][]int{}
+		for i := range paths {
+			names[i] = name(i)
+			seen[names[i]] = append(seen[names[i]], i)
+		}
+		clash := false
+		for _, idx := range seen {
+			if len(idx) < 2 {
+				continue
+			}
+			for _, i := range idx {
+				if depth[i] < len(parts[i]) {
+					depth[i]++
+					clash = true
+				}
+			}
+		}
+		if !clash {
+			break
+		}
+	}
+	// The same file given twice (or paths equal after cleaning): number them.
+	count := map[string]int{}
+	for i, n := range names {
+		count[n]++
+		if c := count[n]; c > 1 {
+			names[i] = strings.TrimSuffix(n, "_heatmap.png") + fmt.Sprintf("_%d_heatmap.png", c)
+		}
+	}
+	return names
 }
 
 // PredictConfig adds the prediction's outputs to an evaluation config.
@@ -55,22 +128,35 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 	start := time.Now()
 	runID := results.NewRunID(start)
 	var preds []Prediction
+	var failed []Prediction
 	var rows []results.ImageRow
 	var maps []results.MapRow
+	overlays := overlayNames(paths)
 	for lo := 0; lo < len(paths); lo += bs {
 		hi := min(lo+bs, len(paths))
 		var items []datasets.Item
-		for _, path := range paths[lo:hi] {
+		var index []int // items[k] is paths[index[k]]
+		for i, path := range paths[lo:hi] {
 			it, err := datasets.LoadItem(datasets.Sample{Path: path, Split: "predict"}, size)
 			if err != nil {
-				return nil, "", err
+				// One unreadable image does not stop the others.
+				f := Prediction{Path: path, Threshold: th.Value, Score: math.NaN(), Error: err.Error()}
+				preds = append(preds, f)
+				failed = append(failed, f)
+				continue
 			}
 			items = append(items, it)
+			index = append(index, lo+i)
+		}
+		if len(items) == 0 {
+			continue
 		}
 		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, p.Model.Device())
 		seeds := make([]uint64, len(items))
-		for i := range seeds {
-			seeds[i] = results.ImageSeed(cfg.Seed, int64(lo+i))
+		for k := range seeds {
+			// The image's position among all inputs, so its noise does
+			// not depend on which others could be read.
+			seeds[k] = results.ImageSeed(cfg.Seed, int64(index[k]))
 		}
 		scored, err := p.ScoreBatch(ctx, x, seeds, false, nil)
 		x.MustDrop()
@@ -82,14 +168,13 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			if cfg.OverlayDir != "" {
 				base := datasets.Denormalize(it.Image, size)
 				ov := visual.Overlay(base, scored[i].Map, visual.ThresholdScale(th.Value), 0.6)
-				name := strings.TrimSuffix(filepath.Base(it.Sample.Path), filepath.Ext(it.Sample.Path)) + "_heatmap.png"
-				pr.Overlay = filepath.Join(cfg.OverlayDir, name)
+				pr.Overlay = filepath.Join(cfg.OverlayDir, overlays[index[i]])
 				if err := writePNG(pr.Overlay, ov); err != nil {
 					return nil, "", err
 				}
 			}
 			preds = append(preds, pr)
-			id := int64(len(rows))
+			id := int64(index[i])
 			pred := int32(0)
 			if pr.Anomalous {
 				pred = 1
@@ -99,8 +184,12 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
 		}
 	}
-	if !cfg.Store {
-		return preds, "", nil
+	var partial error
+	if len(failed) > 0 {
+		partial = &PartialError{Failed: failed}
+	}
+	if !cfg.Store || len(rows) == 0 {
+		return preds, "", partial
 	}
 	run := results.Run{Images: rows, Maps: maps}
 	run.Meta = meta(runID, "predict", cfg.Config, p, datasets.Index{}, th, start.UTC())
@@ -108,7 +197,7 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
 		return nil, "", err
 	}
-	return preds, runID, nil
+	return preds, runID, partial
 }
 
 func writePNG(path string, img image.Image) error {

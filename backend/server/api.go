@@ -271,7 +271,8 @@ func (s *Server) listModels(c echo.Context) error {
 	for _, f := range s.modelFiles() {
 		info, err := evaluate.DescribeCheckpoint(f)
 		if err != nil {
-			continue // a corrupt or half-written file is not offered
+			out = append(out, shared.Model{Name: filepath.Base(filepath.Dir(f)), Path: f, Error: err.Error()})
+			continue
 		}
 		out = append(out, shared.Model{Name: filepath.Base(filepath.Dir(f)), Path: f, Preset: info.Preset, Parameters: info.Parameters, Loaded: f == loaded})
 	}

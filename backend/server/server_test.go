@@ -384,6 +384,28 @@ func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
 	if err := badmodel.Giant(giant); err != nil {
 		t.Fatal(err)
 	}
+	// A corrupt file among the models is listed with its error, not hidden.
+	broken := filepath.Join(e.dataDir, "models", "broken", "model.safetensors")
+	if err := os.MkdirAll(filepath.Dir(broken), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(broken, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.do(t, "GET", "/api/v1/models", nil)
+	var models []shared.Model
+	if err := json.Unmarshal(body, &models); err != nil {
+		t.Fatal(err)
+	}
+	listed := false
+	for _, m := range models {
+		if m.Path == broken {
+			listed = m.Error != "" && m.Preset == ""
+		}
+	}
+	if !listed {
+		t.Fatalf("the corrupt model is not listed with an error: %s", body)
+	}
 	img, err := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +418,8 @@ func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
 		t.Fatalf("denoise with the giant model: %v", err)
 	}
 	e.alive(t)
-	r, body := e.do(t, "POST", "/api/v1/models/load", map[string]string{"path": giant})
+	var r *http.Response
+	r, body = e.do(t, "POST", "/api/v1/models/load", map[string]string{"path": giant})
 	if r.StatusCode != http.StatusUnprocessableEntity || !bytes.Contains(body, []byte(badmodel.AllocationError)) {
 		t.Fatalf("load: %d %s", r.StatusCode, body)
 	}

@@ -73,6 +73,10 @@ type Options struct {
 	Progress io.Writer
 	// Resume continues from OutDir/checkpoint.safetensors when it exists.
 	Resume bool
+	// Force replaces a training run already in OutDir (its checkpoint,
+	// models and log). Without Resume or Force such a run is refused, so
+	// that no finished model is overwritten silently.
+	Force bool
 
 	// afterCheckpoint, in tests, runs after each checkpoint is written (the
 	// kill tests end the process there, at an exact point).
@@ -127,6 +131,10 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 	}
 	defer torchrt.Pin()()
 	torchrt.SetThreads(cfg.Threads)
+	if err := claimOutDir(cfg.OutDir, opts); err != nil {
+		return Summary{}, err
+	}
+	created := !fileExists(cfg.OutDir)
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return Summary{}, fmt.Errorf("train: %w", err)
 	}
@@ -135,6 +143,14 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 		return Summary{}, fmt.Errorf("train: %w", err)
 	}
 	defer logf.Close()
+	defer func() {
+		// A run that failed before its first checkpoint leaves nothing
+		// behind in a folder it created.
+		if err != nil && created && !fileExists(filepath.Join(cfg.OutDir, CheckpointFile)) {
+			logf.Close()
+			os.RemoveAll(cfg.OutDir)
+		}
+	}()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now(), lastVal: math.NaN()}
 	var stopped string
 	err = torchrt.Do(func() error {
@@ -779,6 +795,35 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// runFiles are what a training run leaves in its folder.
+var runFiles = []string{CheckpointFile, ModelFile, BestFile, NoEMAFile, LogFile}
+
+// claimOutDir refuses a folder that holds another training run unless the
+// run is resumed or replaced (Force, which removes the old run's files).
+func claimOutDir(dir string, opts Options) error {
+	if opts.Resume {
+		return nil
+	}
+	var found []string
+	for _, f := range runFiles {
+		if fileExists(filepath.Join(dir, f)) {
+			found = append(found, f)
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	if !opts.Force {
+		return fmt.Errorf("train: %s already holds a training run (%s): continue it with --resume, or replace it with --force", dir, strings.Join(found, ", "))
+	}
+	for _, f := range found {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("train: replace the run in %s: %w", dir, err)
+		}
+	}
+	return nil
+}
 
 // baseLR is the current stage's configured learning rate.
 func (t *trainer) baseLR() float64 {

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -260,8 +261,35 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	}
 	bad = c
 	bad.Data.Root = filepath.Join(data, "missing")
-	if _, err := Run(context.Background(), bad, Options{}); err == nil {
-		t.Fatal("missing data accepted")
+	bad.OutDir = filepath.Join(t.TempDir(), "new-run")
+	if _, err := Run(context.Background(), bad, Options{}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing data: %v", err)
+	}
+	// The failed run leaves no folder behind.
+	if _, err := os.Stat(bad.OutDir); !os.IsNotExist(err) {
+		t.Fatalf("a failed run left %s behind (%v)", bad.OutDir, err)
+	}
+	// A folder holding a run (here the cancelled one's checkpoint) is
+	// refused without --resume or --force, and left as it was.
+	before, err := os.ReadFile(filepath.Join(c.OutDir, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), c, Options{}); err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("a second run over the first: %v", err)
+	}
+	after, err := os.ReadFile(filepath.Join(c.OutDir, CheckpointFile))
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("the refused run changed the checkpoint (%v)", err)
+	}
+	// --force removes the old run's files before starting.
+	if err := claimOutDir(c.OutDir, Options{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range runFiles {
+		if fileExists(filepath.Join(c.OutDir, f)) {
+			t.Fatalf("--force left %s", f)
+		}
 	}
 	path := filepath.Join(t.TempDir(), "t.yaml")
 	os.WriteFile(path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"), 0o644)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -88,11 +89,16 @@ func newPredictCmd() *cobra.Command {
 				return fmt.Errorf("--checkpoint is required")
 			}
 			preds, runID, err := evaluate.Predict(cmd.Context(), cfg, args)
-			if err != nil {
+			var partial *evaluate.PartialError
+			if err != nil && !errors.As(err, &partial) {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			for _, p := range preds {
+				if p.Error != "" {
+					fmt.Fprintf(out, "%-10s %s: %s\n", "ERROR", p.Path, p.Error)
+					continue
+				}
 				verdict := "normal"
 				if p.Anomalous {
 					verdict = "ANOMALOUS"
@@ -106,7 +112,9 @@ func newPredictCmd() *cobra.Command {
 			if runID != "" {
 				fmt.Fprintf(out, "run %s\n", runID)
 			}
-			return nil
+			// Every readable image was scored; the exit status still says
+			// that some were not.
+			return err
 		},
 	}
 	addEvalFlags(cmd, &cfg.Config)

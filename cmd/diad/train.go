@@ -16,7 +16,7 @@ import (
 func newTrainCmd() *cobra.Command {
 	var (
 		configPath, base, recalibrate string
-		resume, quiet                 bool
+		resume, quiet, force          bool
 		f                             struct {
 			data, out, preset, device, freeze, layout     string
 			categories                                    []string
@@ -75,7 +75,10 @@ func newTrainCmd() *cobra.Command {
 			set("seed", func() { cfg.Seed = f.seed })
 			set("layout", func() { cfg.Data.Layout = f.layout })
 			set("categories", func() { cfg.Data.Categories = f.categories })
-			opts := train.Options{Resume: resume}
+			if resume && force {
+				return fmt.Errorf("--resume continues the run in --out and --force replaces it: give one")
+			}
+			opts := train.Options{Resume: resume, Force: force}
 			if !quiet {
 				opts.Progress = os.Stderr
 			}
@@ -101,6 +104,7 @@ func newTrainCmd() *cobra.Command {
 	fl.StringVar(&configPath, "config", "", "training config (YAML)")
 	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (tiny model from scratch in minutes), demo (the demo model, under an hour on 2 cores) or reference (the paper's)")
 	fl.BoolVar(&resume, "resume", false, "continue from <out>/checkpoint.safetensors if present")
+	fl.BoolVar(&force, "force", false, "replace a training run already in --out (without it, or --resume, such a folder is refused)")
 	fl.BoolVar(&quiet, "quiet", false, "no progress bar")
 	fl.StringVar(&f.data, "data", "", "dataset root")
 	fl.StringVar(&f.layout, "layout", "auto", "dataset layout")
