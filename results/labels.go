@@ -130,12 +130,31 @@ func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 	return s.writeMeta(meta)
 }
 
+// replace rewrites one of a run's files and records its new checksum (the
+// caller holds the run's lock).
 func (s Store) replace(id, name string, rows []ImageRow) error {
-	return atomicfile.Write(filepath.Join(s.Dir(id), name), func(w io.Writer) error {
+	path := filepath.Join(s.Dir(id), name)
+	err := atomicfile.Write(path, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[ImageRow](w, writeOpts()...)
 		if _, err := pw.Write(rows); err != nil {
 			return err
 		}
 		return pw.Close()
 	})
+	if err != nil {
+		return err
+	}
+	meta, err := s.Meta(id)
+	if err != nil {
+		return err
+	}
+	if meta.Files == nil {
+		return nil // a run from before checksums stays without them
+	}
+	sum, err := fileSum(path)
+	if err != nil {
+		return err
+	}
+	meta.Files[name] = sum
+	return s.writeMeta(meta)
 }

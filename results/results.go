@@ -13,10 +13,12 @@ package results
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -151,7 +153,11 @@ type RunMeta struct {
 	// Sampler is the sampler the images were reconstructed with (nil in runs
 	// made before it was recorded); with Seed and ImageSeed it replays any
 	// image exactly.
-	Sampler  *shared.SamplerConfig `json:"sampler,omitempty"`
+	Sampler *shared.SamplerConfig `json:"sampler,omitempty"`
+	// Files holds the SHA-256 of each Parquet file, verified when it is
+	// read, so that a damaged file is reported as corruption (absent in
+	// runs made before it was recorded).
+	Files    map[string]string `json:"files,omitempty"`
 	Features struct {
 		Arch       string `json:"arch"`
 		Pretrained bool   `json:"pretrained"`
@@ -216,13 +222,6 @@ func (s Store) Write(run Run) error {
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
 	run.Meta.SchemaVersion = SchemaVersion
-	meta, err := json.MarshalIndent(run.Meta, "", "  ")
-	if err != nil {
-		return fmt.Errorf("results: run metadata: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, RunFile), meta, 0o644); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
 	if err := parquet.WriteFile(filepath.Join(tmp, ImagesFile), run.Images, writeOpts()...); err != nil {
 		return fmt.Errorf("results: write images: %w", err)
 	}
@@ -231,6 +230,21 @@ func (s Store) Write(run Run) error {
 	}
 	if err := parquet.WriteFile(filepath.Join(tmp, MapsFile), run.Maps, writeOpts()...); err != nil {
 		return fmt.Errorf("results: write maps: %w", err)
+	}
+	run.Meta.Files = map[string]string{}
+	for _, name := range []string{ImagesFile, MetricsFile, MapsFile} {
+		sum, err := fileSum(filepath.Join(tmp, name))
+		if err != nil {
+			return err
+		}
+		run.Meta.Files[name] = sum
+	}
+	meta, err := json.MarshalIndent(run.Meta, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: run metadata: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, RunFile), meta, 0o644); err != nil {
+		return fmt.Errorf("results: %w", err)
 	}
 	if err := syncDir(tmp); err != nil {
 		return err
@@ -272,8 +286,73 @@ func syncDir(dir string) error {
 		return fmt.Errorf("results: %w", err)
 	}
 	defer d.Close()
-	d.Sync()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("results: sync %s: %w", dir, err)
+	}
 	return nil
+}
+
+// fileSum is the SHA-256 of a file, hex-encoded.
+func fileSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("results: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("results: %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ErrCorrupt marks a run file that does not read back as written.
+var ErrCorrupt = errors.New("corrupt")
+
+// readRows reads a run's Parquet file: its checksum is verified against the
+// run's record first (a label edit may be replacing the file this moment,
+// so a mismatch is looked at again before it counts), and a parquet-go panic
+// on a damaged file becomes an error naming the file.
+func readRows[T any](s Store, id, name string) ([]T, error) {
+	path := filepath.Join(s.Dir(id), name)
+	for attempt := 0; ; attempt++ {
+		meta, err := s.Meta(id)
+		if err != nil {
+			return nil, err
+		}
+		want := meta.Files[name]
+		if want == "" {
+			break // a run from before checksums
+		}
+		got, err := fileSum(path)
+		if err != nil {
+			return nil, err
+		}
+		if got == want {
+			break
+		}
+		if attempt == 2 {
+			return nil, fmt.Errorf("results: %s of run %s is %w: its SHA-256 is %.12s..., the run recorded %.12s...", name, id, ErrCorrupt, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return decodeRows[T](path)
+}
+
+func decodeRows[T any](path string) (rows []T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rows, err = nil, fmt.Errorf("results: %s is %w: %v", path, ErrCorrupt, r)
+		}
+	}()
+	if err := checkSchema(path); err != nil {
+		return nil, err
+	}
+	rows, err = parquet.ReadFile[T](path)
+	if err != nil {
+		return nil, fmt.Errorf("results: %s: %w", path, err)
+	}
+	return rows, nil
 }
 
 // ErrNoRun is returned for an unknown run id.
@@ -355,11 +434,7 @@ func (s Store) Images(id string) ([]ImageRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	p := filepath.Join(s.Dir(id), ImagesFile)
-	if err := checkSchema(p); err != nil {
-		return nil, err
-	}
-	return parquet.ReadFile[ImageRow](p)
+	return readRows[ImageRow](s, id, ImagesFile)
 }
 
 // Metrics reads a run's metric rows (undefined values as NaN).
@@ -367,13 +442,9 @@ func (s Store) Metrics(id string) ([]MetricRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	p := filepath.Join(s.Dir(id), MetricsFile)
-	if err := checkSchema(p); err != nil {
-		return nil, err
-	}
-	rows, err := parquet.ReadFile[metricFileRow](p)
+	rows, err := readRows[metricFileRow](s, id, MetricsFile)
 	if err != nil {
-		return nil, fmt.Errorf("results: %w", err)
+		return nil, err
 	}
 	out := make([]MetricRow, len(rows))
 	for i, r := range rows {
@@ -390,11 +461,7 @@ func (s Store) Maps(id string) ([]MapRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	p := filepath.Join(s.Dir(id), MapsFile)
-	if err := checkSchema(p); err != nil {
-		return nil, err
-	}
-	return parquet.ReadFile[MapRow](p)
+	return readRows[MapRow](s, id, MapsFile)
 }
 
 func (s Store) writeMeta(m RunMeta) error {

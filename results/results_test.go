@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -274,5 +275,88 @@ func TestLabelTimesAreWhatTheFileKeeps(t *testing.T) {
 	}
 	if len(got) != 1 || !got[0].AnalystTime.Equal(rows[2].AnalystTime) || got[0].AnalystTime.Nanosecond() != 123000000 {
 		t.Fatalf("answered %v, stored %v", got[0].AnalystTime, rows[2].AnalystTime)
+	}
+}
+
+// Every single-byte corruption of a run's Parquet files is an error naming
+// the file, never a panic: with the run's recorded checksums it is reported
+// as corruption before parquet-go sees the file, and without them (runs
+// from before checksums) parquet-go's panics are recovered.
+func TestCorruptRunFilesAreErrors(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	id := run.Meta.RunID
+	meta, err := s.Meta(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(meta.Files) != 3 {
+		t.Fatalf("checksums recorded: %v", meta.Files)
+	}
+	// Label edits keep the record true.
+	if _, err := s.SetLabels(id, []Label{{ImageID: 1, Verdict: VerdictNormal}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Images(id); err != nil {
+		t.Fatalf("after a label edit: %v", err)
+	}
+	if meta, err = s.Meta(id); err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]func() error{
+		ImagesFile:  func() error { _, err := s.Images(id); return err },
+		MetricsFile: func() error { _, err := s.Metrics(id); return err },
+		MapsFile:    func() error { _, err := s.Maps(id); return err },
+	}
+	for _, name := range []string{ImagesFile, MetricsFile} {
+		path := filepath.Join(s.Dir(id), name)
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flip := func(i int) {
+			b := bytes.Clone(orig)
+			b[i] ^= 0xff
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// With checksums: a damaged byte anywhere is corruption.
+		for _, i := range []int{0, len(orig) / 2, len(orig) - 1} {
+			flip(i)
+			if err := read[name](); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) {
+				t.Fatalf("%s byte %d: %v", name, i, err)
+			}
+		}
+		// Without: every position, no panic.
+		m, err := s.Meta(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Files = nil
+		if err := s.writeMeta(m); err != nil {
+			t.Fatal(err)
+		}
+		errs := 0
+		for i := range orig {
+			flip(i)
+			if err := read[name](); err != nil {
+				errs++
+			}
+		}
+		if errs == 0 {
+			t.Fatalf("%s: no corruption of %d bytes was noticed", name, len(orig))
+		}
+		t.Logf("%s: %d of %d single-byte corruptions gave an error, none panicked", name, errs, len(orig))
+		if err := os.WriteFile(path, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.Files = meta.Files
+		if err := s.writeMeta(m); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
