@@ -37,11 +37,18 @@ web:
 run: build web
 	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo --demo-model $(DEMO_MODEL)
 
-## test: vet and run the whole test suite (real libtorch)
+# RACE_PKGS are the packages that do not link libtorch: their tests also run
+# under the race detector (libtorch's OpenMP threads are invisible to it).
+RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stream ./backend/strictjson \
+	./backend/visual ./datasets ./frontend-wasm/api ./frontend-wasm/gallery ./frontend-wasm/trajectory \
+	./frontend-wasm/tuning ./results ./shared
+
+## test: vet and run the whole test suite (real libtorch), then the race detector over RACE_PKGS
 test: setup
 	$(TORCHENV) exec go vet ./...
 	$(TORCHENV) exec env GOOS=js GOARCH=wasm go vet ./cmd/diad-web ./frontend-wasm/... ./shared/...
 	$(TORCHENV) exec go test $(GO_TEST_FLAGS) ./...
+	$(TORCHENV) exec go test -race $(RACE_PKGS)
 
 ## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)
 bench: setup
