@@ -16,7 +16,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run test vet bench version info clean distclean
+.PHONY: all setup build web run test vet fuzz bench version info clean distclean
 
 all: build
 
@@ -49,6 +49,19 @@ test: setup
 	$(TORCHENV) exec env GOOS=js GOARCH=wasm go vet ./cmd/diad-web ./frontend-wasm/... ./shared/...
 	$(TORCHENV) exec go test $(GO_TEST_FLAGS) ./...
 	$(TORCHENV) exec go test -race $(RACE_PKGS)
+
+# FUZZ_TARGETS are package:Target pairs; `make test` runs their seed corpora,
+# `make fuzz` fuzzes each for FUZZTIME.
+FUZZ_TARGETS = ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
+	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors
+FUZZTIME ?= 60s
+
+## fuzz: run every fuzz target for FUZZTIME (default 60s) each
+fuzz: setup
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t#*:} ($${t%%:*})"; \
+		$(TORCHENV) exec go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 ## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)
 bench: setup
