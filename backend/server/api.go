@@ -6,7 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image/png"
+	"image"
+	"image/color"
 	"io"
 	"math"
 	"net/http"
@@ -197,6 +198,10 @@ func (s *Server) upload(c echo.Context) error {
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
 		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxUploadBytes+1<<20)
 		f, _, err := r.FormFile("image")
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return apiError(c, http.StatusRequestEntityTooLarge, "upload over %d bytes", s.cfg.MaxUploadBytes)
+		}
 		if err != nil {
 			return apiError(c, http.StatusBadRequest, "multipart upload needs an \"image\" file field: %v", err)
 		}
@@ -217,31 +222,67 @@ func (s *Server) upload(c echo.Context) error {
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > s.cfg.MaxUploadPixels {
 		return apiError(c, http.StatusRequestEntityTooLarge, "%dx%d pixels is over the limit of %d", cfg.Width, cfg.Height, s.cfg.MaxUploadPixels)
 	}
-	img, err := datasets.DecodeBytes(data)
+	if n := decodedBytes(cfg); n > s.cfg.MaxUploadDecodedBytes {
+		return apiError(c, http.StatusRequestEntityTooLarge, "%dx%d pixels decode to %d bytes, over the limit of %d", cfg.Width, cfg.Height, n, s.cfg.MaxUploadDecodedBytes)
+	}
+	// A bounded number of decodes at once, so that many large uploads
+	// together cannot exhaust the memory.
+	wait := time.NewTimer(s.cfg.UploadWait)
+	defer wait.Stop()
+	select {
+	case s.decodeSlots <- struct{}{}:
+	case <-wait.C:
+		c.Response().Header().Set("Retry-After", "1")
+		return apiError(c, http.StatusServiceUnavailable, "busy decoding other uploads; try again")
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
+	_, err = datasets.DecodeBytes(data) // the whole file must decode, not only its header
+	<-s.decodeSlots
 	if err != nil {
 		return apiError(c, http.StatusUnprocessableEntity, "corrupt image: %v", err)
 	}
+	// The original bytes are kept (no re-encoding: a JPEG stays a JPEG);
+	// readers decode by content.
 	id := "u-" + randomHex(8)
-	path := filepath.Join(s.cfg.DataDir, "uploads", id+".png")
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return err
-	}
-	if err := atomicfile.WriteBytes(path, buf.Bytes()); err != nil {
+	path := filepath.Join(s.cfg.DataDir, "uploads", id+uploadExt)
+	if err := atomicfile.WriteBytes(path, data); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, shared.Upload{ID: id, Width: cfg.Width, Height: cfg.Height, Format: format, Bytes: len(data)})
+}
+
+// uploadExt names stored uploads; they keep their original bytes (PNG or
+// JPEG), which every reader decodes by content.
+const uploadExt = ".img"
+
+// decodedBytes is the memory an image of this header decodes to.
+func decodedBytes(cfg image.Config) int64 {
+	per := int64(4)
+	switch cfg.ColorModel {
+	case color.GrayModel, color.AlphaModel:
+		per = 1
+	case color.Gray16Model, color.Alpha16Model:
+		per = 2
+	case color.YCbCrModel:
+		per = 3
+	case color.RGBA64Model, color.NRGBA64Model:
+		per = 8
+	}
+	return int64(cfg.Width) * int64(cfg.Height) * per
 }
 
 func (s *Server) uploadPath(id string) (string, error) {
 	if !uploadIDPattern.MatchString(id) {
 		return "", fmt.Errorf("bad upload id %q", id)
 	}
-	p := filepath.Join(s.cfg.DataDir, "uploads", id+".png")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%w: upload %s", os.ErrNotExist, id)
+	for _, ext := range []string{uploadExt, ".png"} { // .png: re-encoded by diad before 0.5
+		p := filepath.Join(s.cfg.DataDir, "uploads", id+ext)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
 	}
-	return p, nil
+	return "", fmt.Errorf("%w: upload %s", os.ErrNotExist, id)
 }
 
 // ---- models ---------------------------------------------------------------

@@ -51,9 +51,16 @@ type Config struct {
 	Checkpoint string                  `yaml:"checkpoint"`
 	Features   evaluate.FeaturesConfig `yaml:"features"`
 	Device     string                  `yaml:"device"`
-	// Upload limits, checked before decoding.
-	MaxUploadBytes  int64 `yaml:"max_upload_bytes"`
-	MaxUploadPixels int   `yaml:"max_upload_pixels"`
+	// Upload limits, checked before decoding: the file's size, its pixels,
+	// and the memory its decoded form takes (pixels x bytes per pixel of
+	// its colour model: a small 16-bit PNG can decode to hundreds of MB).
+	MaxUploadBytes        int64 `yaml:"max_upload_bytes"`
+	MaxUploadPixels       int   `yaml:"max_upload_pixels"`
+	MaxUploadDecodedBytes int64 `yaml:"max_upload_decoded_bytes"`
+	// UploadDecodes bounds the uploads decoded at once; a request that
+	// finds no slot within UploadWait gets 503 with Retry-After.
+	UploadDecodes int           `yaml:"upload_decodes"`
+	UploadWait    time.Duration `yaml:"upload_wait"`
 	// MaxBodyBytes bounds JSON request bodies.
 	MaxBodyBytes    int64         `yaml:"max_body_bytes"`
 	ReadTimeout     time.Duration `yaml:"read_timeout"`
@@ -79,8 +86,9 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "var", Device: "auto",
 		Features:       evaluate.FeaturesConfig{Arch: "resnet18", Layers: []int{1, 2, 3}},
-		MaxUploadBytes: 20 << 20, MaxUploadPixels: 4096 * 4096, MaxBodyBytes: 1 << 20,
-		ReadTimeout: 30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
+		MaxUploadBytes: 20 << 20, MaxUploadPixels: 4096 * 4096, MaxUploadDecodedBytes: 96 << 20, UploadDecodes: 2, UploadWait: 5 * time.Second,
+		MaxBodyBytes: 1 << 20,
+		ReadTimeout:  30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
 		StreamQueue: 16,
 	}
 }
@@ -116,6 +124,8 @@ type Server struct {
 	demoModel string // the committed demo model, once loaded
 	notices   []string
 	digests   digests // checkpoint SHA-256s, for finding a model's runs (thresholds.go)
+	// decodeSlots bounds concurrent upload decodes (Config.UploadDecodes).
+	decodeSlots chan struct{}
 
 	// wsCtx ends when the server shuts down: http.Server.Shutdown does not
 	// touch hijacked (websocket) connections, so their handlers watch it.
@@ -169,7 +179,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
-		datasets: map[string]datasetEntry{}, trajectories: map[string]*trajectoryEntry{}}
+		datasets: map[string]datasetEntry{}, trajectories: map[string]*trajectoryEntry{}, decodeSlots: make(chan struct{}, max(cfg.UploadDecodes, 1))}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	rt := evaluate.RuntimeInfo()

@@ -9,10 +9,12 @@ import (
 	"hash/crc32"
 	"image"
 	"image/color"
+	"image/jpeg"
 	"image/png"
 	"io"
 	"log/slog"
 	"math"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
@@ -1017,6 +1019,96 @@ func TestThresholdsAreFoundInTheRunsAfterARestart(t *testing.T) {
 	if final.Threshold != defMeta.Threshold.Value || final.Anomalous != shared.Predicted(final.Score, defMeta.Threshold.Value) {
 		t.Fatalf("final frame threshold %v anomalous %v (score %v), the run's threshold %v", final.Threshold, final.Anomalous, final.Score, defMeta.Threshold.Value)
 	}
+}
+
+// Uploads are bounded by the memory they decode to, by how many decode at
+// once, and by size in multipart form too; what is stored is the original file.
+func TestUploadResourceLimits(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.UploadDecodes, c.UploadWait = 1, time.Millisecond })
+	// A header that claims 4096x4096 16-bit RGBA: within the pixel limit,
+	// but 128 MiB decoded. Refused before decoding.
+	ihdr := []byte("IHDR\x00\x00\x10\x00\x00\x00\x10\x00\x10\x06\x00\x00\x00")
+	deep := append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0d"), ihdr...)
+	deep = binary.BigEndian.AppendUint32(deep, crc32.ChecksumIEEE(ihdr))
+	if r, body := e.do(t, "POST", "/api/v1/uploads", deep); r.StatusCode != http.StatusRequestEntityTooLarge || !bytes.Contains(body, []byte("decode to")) {
+		t.Fatalf("16-bit 4096x4096: %d %s", r.StatusCode, body)
+	}
+	// Multipart over the byte limit: 413, as for a raw body.
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	fw, err := w.CreateFormFile("image", "big.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.Write(bytes.Repeat([]byte{0}, int(e.srv.cfg.MaxUploadBytes)+2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r, body := e.do(t, "POST", "/api/v1/uploads", mp.Bytes(), "Content-Type", w.FormDataContentType()); r.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversize multipart: %d %s", r.StatusCode, body)
+	}
+	// The original bytes are kept: a JPEG stays the same JPEG.
+	img := image.NewRGBA(image.Rect(0, 0, 40, 30))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 7)
+	}
+	var jb bytes.Buffer
+	if err := jpeg.Encode(&jb, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	up := upload(t, e, jb.Bytes())
+	path, err := e.srv.uploadPath(up.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(stored, jb.Bytes()) || up.Format != "jpeg" {
+		t.Fatalf("stored %d bytes (%v), uploaded %d, format %s", len(stored), err, jb.Len(), up.Format)
+	}
+	// One decode at a time and no waiting: of many large uploads at once,
+	// some are turned away with 503 and Retry-After, and none fails otherwise.
+	big := image.NewRGBA(image.Rect(0, 0, 1400, 1400))
+	for i := range big.Pix {
+		big.Pix[i] = byte(i * 31 % 251)
+	}
+	var bb bytes.Buffer
+	if err := png.Encode(&bb, big); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	codes := map[int]int{}
+	retryAfter := true
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := http.NewRequest("POST", e.base+"/api/v1/uploads", bytes.NewReader(bb.Bytes()))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			codes[resp.StatusCode]++
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				retryAfter = false
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[http.StatusServiceUnavailable] == 0 || codes[http.StatusCreated] == 0 || codes[http.StatusCreated]+codes[http.StatusServiceUnavailable] != 8 || !retryAfter {
+		t.Fatalf("concurrent uploads: status counts %v (Retry-After on every 503: %v)", codes, retryAfter)
+	}
+	e.alive(t)
 }
 
 // rawDenoise sends one raw text message on the denoise websocket and returns

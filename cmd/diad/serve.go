@@ -44,5 +44,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.DemoModel, "demo-model", cfg.DemoModel, "the committed demo model (with --demo)")
 	f.Int64Var(&cfg.MaxUploadBytes, "max-upload-bytes", cfg.MaxUploadBytes, "upload size limit")
 	f.IntVar(&cfg.MaxUploadPixels, "max-upload-pixels", cfg.MaxUploadPixels, "upload pixel limit (checked before decoding)")
+	f.Int64Var(&cfg.MaxUploadDecodedBytes, "max-upload-decoded-bytes", cfg.MaxUploadDecodedBytes, "memory an upload may decode to (pixels x bytes per pixel, checked before decoding)")
+	f.IntVar(&cfg.UploadDecodes, "upload-decodes", cfg.UploadDecodes, "uploads decoded at once (more wait, then get 503)")
+	f.DurationVar(&cfg.UploadWait, "upload-wait", cfg.UploadWait, "how long an upload waits for a decoding slot before 503")
 	return cmd
 }
