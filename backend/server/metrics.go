@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	reg     *prometheus.Registry
 	latency *prometheus.HistogramVec
+	panics  prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -21,7 +22,8 @@ func newMetrics(s *Server) *metrics {
 		Name: "diad_http_request_duration_seconds", Help: "HTTP request latency by route and status.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"method", "route", "status"})
-	m.reg.MustRegister(m.latency,
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{Name: "diad_recovered_panics_total", Help: "Panics in request handlers, recovered and answered with 500."})
+	m.reg.MustRegister(m.latency, m.panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "diad_stream_clients", Help: "Websocket stream subscribers."},
 			func() float64 { return float64(s.stats.Subscribers.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "diad_stream_dropped_frames_total", Help: "Frames dropped for slow websocket clients."},

@@ -190,7 +190,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.runner = runner
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(middleware.Recover())
 	e.Use(s.metrics.middleware)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogError: true, LogRemoteIP: true,
@@ -198,6 +197,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			log.Info("request", "method", v.Method, "uri", redactedURI(c.Request()), "status", v.Status, "latency", v.Latency, "remote", v.RemoteIP, "err", v.Error)
 			return nil
 		},
+	}))
+	// Inside the logger and the metrics, so that a recovered panic is a 500
+	// they both see (and count), with its stack in the log.
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.metrics.panics.Inc()
+			log.Error("recovered panic", "method", c.Request().Method, "uri", redactedURI(c.Request()), "err", err, "stack", string(stack))
+			return echo.NewHTTPError(http.StatusInternalServerError, "internal error")
+		},
+		DisableErrorHandler: true, // the error goes up to the logger, then the error handler
 	}))
 	e.Use(s.tokenMiddleware)
 	e.Use(s.timeoutMiddleware)

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/sugarme/gotch"
 	"nhooyr.io/websocket"
 
@@ -1109,6 +1110,31 @@ func TestUploadResourceLimits(t *testing.T) {
 		t.Fatalf("concurrent uploads: status counts %v (Retry-After on every 503: %v)", codes, retryAfter)
 	}
 	e.alive(t)
+}
+
+// A panic in a handler is a 500 with a request line in the log, its stack
+// logged once, and a count in /metrics.
+func TestRecoveredPanicsAreLoggedAndCounted(t *testing.T) {
+	var logs lockedBuffer
+	e := startEnvLog(t, nil, &logs)
+	e.srv.echo.GET("/api/v1/panic-for-test", func(echo.Context) error { panic("boom") })
+	for i := 0; i < 2; i++ {
+		if r, body := e.do(t, "GET", "/api/v1/panic-for-test", nil); r.StatusCode != http.StatusInternalServerError || bytes.Contains(body, []byte("boom")) {
+			t.Fatalf("panic answered %d %s", r.StatusCode, body)
+		}
+	}
+	e.alive(t)
+	_, metrics := e.do(t, "GET", "/metrics", nil)
+	if !bytes.Contains(metrics, []byte("diad_recovered_panics_total 2")) {
+		t.Fatalf("metrics do not count the panics:\n%s", metrics)
+	}
+	if !bytes.Contains(metrics, []byte(`diad_http_request_duration_seconds_count{method="GET",route="/api/v1/panic-for-test",status="500"} 2`)) {
+		t.Fatal("the latency metric does not see the 500s")
+	}
+	out := logs.String()
+	if strings.Count(out, "recovered panic") != 2 || !strings.Contains(out, "uri=/api/v1/panic-for-test status=500") {
+		t.Fatalf("log:\n%s", out)
+	}
 }
 
 // rawDenoise sends one raw text message on the denoise websocket and returns
