@@ -69,7 +69,9 @@ func (s *Server) tokenMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		r := c.Request()
 		mutating := r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
 		websocket := strings.Contains(strings.ToLower(r.Header.Get("Upgrade")), "websocket")
-		if !mutating && !websocket {
+		path := r.URL.Path
+		read := s.readToken && (strings.HasPrefix(path, "/api/") || path == "/metrics")
+		if !mutating && !websocket && !read {
 			return next(c)
 		}
 		got := requestToken(r)
@@ -81,6 +83,20 @@ func (s *Server) tokenMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// resolveReadToken turns the read_token setting into whether reads need the
+// token: "auto" (or empty) means yes unless the server listens on loopback.
+func resolveReadToken(setting, addr string) (bool, error) {
+	switch strings.ToLower(setting) {
+	case "", "auto":
+		return addr != "" && !isLoopback(addr), nil
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("server: read_token %q: want auto, on or off", setting)
 }
 
 // timeoutMiddleware bounds every plain request's context (websockets stream

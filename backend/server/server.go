@@ -37,6 +37,10 @@ type Config struct {
 	// Token is required on every mutating request and websocket when set; it
 	// must be set when Addr is not a loopback address.
 	Token string `yaml:"token"`
+	// ReadToken says whether reads (GET under /api/ and /metrics) need the
+	// token too: "on", "off", or "auto" (the default: on unless Addr is
+	// loopback). The page and its static files never do.
+	ReadToken string `yaml:"read_token"`
 	// AllowedOrigins are extra websocket Origin host patterns (same origin
 	// is always allowed), e.g. "localhost:5173".
 	AllowedOrigins []string `yaml:"allowed_origins"`
@@ -135,6 +139,8 @@ type Server struct {
 	trajMu       sync.Mutex
 	trajectories map[string]*trajectoryEntry
 	trajCount    atomic.Int64
+	// readToken: reads need the token too (Config.ReadToken resolved).
+	readToken bool
 }
 
 // New builds a server with its routes and job runner; it does not listen yet.
@@ -142,8 +148,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Token == "" && cfg.Addr != "" && !isLoopback(cfg.Addr) {
 		return nil, fmt.Errorf("server: listening on %s (not loopback) requires a token (--token or DIAD_TOKEN)", cfg.Addr)
 	}
+	readToken, err := resolveReadToken(cfg.ReadToken, cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
 	// Absolute paths: client paths are resolved and compared against these.
-	var err error
 	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -179,7 +188,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{cfg: cfg, echo: e, log: log, store: results.Store{Root: cfg.ResultsDir}, stats: &stream.Stats{},
-		datasets: map[string]datasetEntry{}, trajectories: map[string]*trajectoryEntry{}, decodeSlots: make(chan struct{}, max(cfg.UploadDecodes, 1))}
+		datasets: map[string]datasetEntry{}, trajectories: map[string]*trajectoryEntry{}, decodeSlots: make(chan struct{}, max(cfg.UploadDecodes, 1)), readToken: readToken}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	rt := evaluate.RuntimeInfo()

@@ -539,7 +539,7 @@ func TestTokenIsRequired(t *testing.T) {
 		t.Fatalf("lower-case scheme: %d %s", r.StatusCode, b)
 	}
 	if r, _ := e.do(t, "GET", "/api/v1/datasets", nil); r.StatusCode != 200 {
-		t.Fatalf("reads need no token: %d", r.StatusCode)
+		t.Fatalf("reads need no token on loopback by default: %d", r.StatusCode)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -560,6 +560,33 @@ func TestTokenIsRequired(t *testing.T) {
 	out := logs.String()
 	if !strings.Contains(out, "token=REDACTED") || strings.Contains(out, "s3cret") {
 		t.Fatalf("request log leaks the token or lacks the redacted form:\n%s", out)
+	}
+}
+
+// With read_token on (the default off loopback) reads need the token too;
+// the page, its files and /healthz do not.
+func TestReadTokenProtectsReads(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:8080": false, "localhost:8080": false, "0.0.0.0:8080": true, ":8080": true} {
+		if got, err := resolveReadToken("auto", addr); err != nil || got != want {
+			t.Errorf("auto on %s: %v %v, want %v", addr, got, err, want)
+		}
+	}
+	if _, err := resolveReadToken("sometimes", "127.0.0.1:1"); err == nil {
+		t.Fatal("a bad read_token setting was accepted")
+	}
+	e := startEnv(t, func(c *Config) { c.Token, c.ReadToken = "s3cret", "on" })
+	for _, path := range []string{"/api/v1/datasets", "/api/v1/runs", "/api/v1/jobs", "/metrics"} {
+		if r, _ := e.do(t, "GET", path, nil); r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d", path, r.StatusCode)
+		}
+		if r, _ := e.do(t, "GET", path, nil, "Authorization", "Bearer s3cret"); r.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the token: %d", path, r.StatusCode)
+		}
+	}
+	for _, path := range []string{"/healthz", "/"} {
+		if r, _ := e.do(t, "GET", path, nil); r.StatusCode == http.StatusUnauthorized || r.StatusCode == http.StatusForbidden {
+			t.Errorf("GET %s needs a token: %d", path, r.StatusCode)
+		}
 	}
 }
 

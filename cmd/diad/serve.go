@@ -31,6 +31,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (loopback by default)")
 	f.StringVar(&cfg.Token, "token", "", "API token for mutating requests and websockets (default $DIAD_TOKEN)")
+	f.StringVar(&cfg.ReadToken, "read-token", "auto", "reads (GET /api/..., /metrics) need the token too: auto (unless on loopback), on or off")
 	f.StringSliceVar(&cfg.AllowedOrigins, "allow-origin", nil, "extra websocket origins (host patterns)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder for jobs, uploads, models and results")
 	f.StringSliceVar(&cfg.DataRoots, "data-root", nil, "folders clients may use datasets and images from")
