@@ -102,11 +102,7 @@ func TestAddNoiseClosedForm(t *testing.T) {
 func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	defer torchrt.Pin()()
 	s, _ := NewSchedule(ReferenceSchedule)
-	// A hand-made denoiser: eps = 0.1 * t/1000 + 0.5 * z (elementwise), so each
-	// step's prediction depends on the step's input.
-	den := func(z *ts.Tensor, tt int) *ts.Tensor {
-		return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
-	}
+	den := linearDenoiser
 	start := []float64{0.3, -1.2, 2.0, 0.0}
 	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
 	defer zs.MustDrop()
@@ -239,9 +235,7 @@ func TestSamplersAgreeWithAnOracle(t *testing.T) {
 func TestDPMSolverMatchesRecurrence(t *testing.T) {
 	defer torchrt.Pin()()
 	s, _ := NewSchedule(ReferenceSchedule)
-	den := func(z *ts.Tensor, tt int) *ts.Tensor {
-		return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
-	}
+	den := linearDenoiser
 	start := []float64{0.3, -1.2, 2.0, 0.0}
 	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
 	defer zs.MustDrop()
@@ -292,9 +286,7 @@ func TestDPMSolverMatchesRecurrence(t *testing.T) {
 func TestStochasticSamplers(t *testing.T) {
 	defer torchrt.Pin()()
 	s, _ := NewSchedule(ReferenceSchedule)
-	den := func(z *ts.Tensor, tt int) *ts.Tensor {
-		return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
-	}
+	den := linearDenoiser
 	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0, 0.7, -0.1}).MustView([]int64{1, 1, 2, 3}, true)
 	defer zs.MustDrop()
 	run := func(c SamplerConfig, seed uint64) []float64 {
@@ -355,4 +347,10 @@ func TestBatchNoiseIsPerImage(t *testing.T) {
 	if !slices.Equal(values(x), values(y)) {
 		t.Fatal("a batch of one differs from NewNoise")
 	}
+}
+
+// linearDenoiser is a hand-made denoiser: eps = 0.1 * t/1000 + 0.5 * z
+// (elementwise), so each step's prediction depends on the step's input.
+func linearDenoiser(z *ts.Tensor, tt int) *ts.Tensor {
+	return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
 }

@@ -6,8 +6,9 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 
 	"gopkg.in/yaml.v3"
 
@@ -89,14 +90,7 @@ var presets = map[string]func() Config{
 }
 
 // PresetNames lists the presets.
-func PresetNames() []string {
-	names := make([]string, 0, len(presets))
-	for n := range presets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func PresetNames() []string { return slices.Sorted(maps.Keys(presets)) }
 
 // Preset returns a named preset.
 func Preset(name string) (Config, error) {

@@ -13,8 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -190,14 +191,7 @@ func Load(path string) (Config, error) {
 }
 
 // PresetNames lists the bases Load and the CLI's --base accept, sorted.
-func PresetNames() []string {
-	names := make([]string, 0, len(Presets))
-	for k := range Presets {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
-}
+func PresetNames() []string { return slices.Sorted(maps.Keys(Presets)) }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -37,12 +36,9 @@ func Recalibrate(ctx context.Context, cfg Config, modelPath string, opts Options
 	if err != nil {
 		return Summary{}, err
 	}
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return Summary{}, fmt.Errorf("train: %w", err)
-	}
-	logf, err := os.OpenFile(filepath.Join(cfg.OutDir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := openLog(cfg.OutDir)
 	if err != nil {
-		return Summary{}, fmt.Errorf("train: %w", err)
+		return Summary{}, err
 	}
 	defer logf.Close()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now()}

@@ -135,12 +135,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 		return Summary{}, err
 	}
 	created := !fileExists(cfg.OutDir)
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return Summary{}, fmt.Errorf("train: %w", err)
-	}
-	logf, err := os.OpenFile(filepath.Join(cfg.OutDir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := openLog(cfg.OutDir)
 	if err != nil {
-		return Summary{}, fmt.Errorf("train: %w", err)
+		return Summary{}, err
 	}
 	defer logf.Close()
 	defer func() {
@@ -795,6 +792,18 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// openLog creates dir if needed and opens its training log for appending.
+func openLog(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	return f, nil
+}
 
 // runFiles are what a training run leaves in its folder.
 var runFiles = []string{CheckpointFile, ModelFile, BestFile, NoEMAFile, LogFile}
