@@ -161,3 +161,23 @@ func statusFor(err error) int {
 	}
 	return http.StatusBadRequest
 }
+
+// headAsGet answers HEAD on every GET route (RFC 9110: HEAD is GET without
+// the body): the request is routed as a GET and the body is discarded, so
+// headers, status and Content-Length-less framing are those of the GET.
+func headAsGet(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.Method != http.MethodHead {
+			return next(c)
+		}
+		r.Method = http.MethodGet
+		c.Response().Writer = headWriter{c.Response().Writer}
+		return next(c)
+	}
+}
+
+// headWriter drops a HEAD response's body.
+type headWriter struct{ http.ResponseWriter }
+
+func (headWriter) Write(p []byte) (int, error) { return len(p), nil }

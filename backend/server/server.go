@@ -199,6 +199,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.runner = runner
 	e.HTTPErrorHandler = s.errorHandler
+	e.Pre(headAsGet) // before routing: HEAD finds the GET route
 	e.Use(s.metrics.middleware)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogError: true, LogRemoteIP: true,

@@ -1164,6 +1164,22 @@ func TestRecoveredPanicsAreLoggedAndCounted(t *testing.T) {
 	}
 }
 
+// HEAD works on every GET route: the GET's status and headers, no body.
+func TestHeadAnswersLikeGet(t *testing.T) {
+	e := startEnv(t, nil)
+	for _, path := range []string{"/healthz", "/api/v1/status", "/api/v1/datasets", "/api/v1/runs/20260101T000000Z-abcdef/images"} {
+		get, getBody := e.do(t, "GET", path, nil)
+		head, headBody := e.do(t, "HEAD", path, nil)
+		if head.StatusCode != get.StatusCode || len(headBody) != 0 || head.Header.Get("Content-Type") != get.Header.Get("Content-Type") {
+			t.Errorf("HEAD %s: %d %q (%s), GET: %d (%s), %d body bytes", path, head.StatusCode, headBody, head.Header.Get("Content-Type"), get.StatusCode, get.Header.Get("Content-Type"), len(getBody))
+		}
+	}
+	// Other methods are still refused on GET routes.
+	if r, _ := e.do(t, "DELETE", "/api/v1/status", nil); r.StatusCode != http.StatusMethodNotAllowed && r.StatusCode != http.StatusNotFound {
+		t.Fatalf("DELETE on a GET route: %d", r.StatusCode)
+	}
+}
+
 // rawDenoise sends one raw text message on the denoise websocket and returns
 // the server's first text answer.
 func rawDenoise(t *testing.T, ctx context.Context, base, msg string) string {
