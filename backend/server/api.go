@@ -249,6 +249,9 @@ func (s *Server) upload(c echo.Context) error {
 	if err := atomicfile.WriteBytes(path, data); err != nil {
 		return err
 	}
+	if err := s.expireUploads(time.Now(), path); err != nil {
+		s.log.Warn("uploads", "err", err)
+	}
 	return c.JSON(http.StatusCreated, shared.Upload{ID: id, Width: cfg.Width, Height: cfg.Height, Format: format, Bytes: len(data)})
 }
 

@@ -65,6 +65,11 @@ type Config struct {
 	// finds no slot within UploadWait gets 503 with Retry-After.
 	UploadDecodes int           `yaml:"upload_decodes"`
 	UploadWait    time.Duration `yaml:"upload_wait"`
+	// Uploads expire: older than UploadMaxAge, or the oldest ones while
+	// all take more than UploadMaxTotal bytes (0 = no limit). Runs that
+	// scored an expired upload keep its scores and map, not the image.
+	UploadMaxAge   time.Duration `yaml:"upload_max_age"`
+	UploadMaxTotal int64         `yaml:"upload_max_total"`
 	// MaxBodyBytes bounds JSON request bodies.
 	MaxBodyBytes    int64         `yaml:"max_body_bytes"`
 	ReadTimeout     time.Duration `yaml:"read_timeout"`
@@ -91,6 +96,7 @@ func DefaultConfig() Config {
 		Addr: "127.0.0.1:8080", DataDir: "var", Device: "auto",
 		Features:       evaluate.FeaturesConfig{Arch: "resnet18", Layers: []int{1, 2, 3}},
 		MaxUploadBytes: 20 << 20, MaxUploadPixels: 4096 * 4096, MaxUploadDecodedBytes: 96 << 20, UploadDecodes: 2, UploadWait: 5 * time.Second,
+		UploadMaxAge: 7 * 24 * time.Hour, UploadMaxTotal: 2 << 30,
 		MaxBodyBytes: 1 << 20,
 		ReadTimeout:  30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
 		StreamQueue: 16,
@@ -221,6 +227,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	e.Use(s.tokenMiddleware)
 	e.Use(s.timeoutMiddleware)
 	s.routes()
+	if err := s.expireUploads(time.Now(), ""); err != nil {
+		log.Warn("uploads", "err", err)
+	}
 	if err := s.loadDatasets(); err != nil {
 		runner.Close(context.Background())
 		return nil, err

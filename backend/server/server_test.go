@@ -1180,6 +1180,56 @@ func TestHeadAnswersLikeGet(t *testing.T) {
 	}
 }
 
+// Uploads expire by age at start and by total size after each upload,
+// oldest first; the upload just made stays.
+func TestUploadsExpire(t *testing.T) {
+	dataDir := t.TempDir()
+	dir := filepath.Join(dataDir, "uploads")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	write := func(name string, size int, age time.Duration) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ancient := write("u-00000000000000aa.img", 10, 30*24*time.Hour)
+	older := write("u-00000000000000bb.img", 50<<10, 2*time.Hour)
+	newer := write("u-00000000000000cc.img", 50<<10, time.Hour)
+	other := write("notes.txt", 10, 30*24*time.Hour)
+	e := startEnv(t, func(c *Config) {
+		c.DataDir = dataDir
+		c.UploadMaxAge = 7 * 24 * time.Hour
+		c.UploadMaxTotal = 100 << 10
+	})
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	if exists(ancient) || !exists(older) || !exists(newer) || !exists(other) {
+		t.Fatalf("after start: ancient %v older %v newer %v other %v", exists(ancient), exists(older), exists(newer), exists(other))
+	}
+	// Any upload takes the total over 100 KiB: the oldest goes.
+	img := image.NewRGBA(image.Rect(0, 0, 100, 100))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 13 % 251)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	up := upload(t, e, b.Bytes())
+	if _, err := e.srv.uploadPath(up.ID); err != nil {
+		t.Fatalf("the new upload was removed: %v", err)
+	}
+	if exists(older) || !exists(newer) {
+		t.Fatalf("after the upload (%d bytes): older %v newer %v", b.Len(), exists(older), exists(newer))
+	}
+}
+
 // rawDenoise sends one raw text message on the denoise websocket and returns
 // the server's first text answer.
 func rawDenoise(t *testing.T, ctx context.Context, base, msg string) string {

@@ -48,5 +48,7 @@ func newServeCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxUploadDecodedBytes, "max-upload-decoded-bytes", cfg.MaxUploadDecodedBytes, "memory an upload may decode to (pixels x bytes per pixel, checked before decoding)")
 	f.IntVar(&cfg.UploadDecodes, "upload-decodes", cfg.UploadDecodes, "uploads decoded at once (more wait, then get 503)")
 	f.DurationVar(&cfg.UploadWait, "upload-wait", cfg.UploadWait, "how long an upload waits for a decoding slot before 503")
+	f.DurationVar(&cfg.UploadMaxAge, "upload-max-age", cfg.UploadMaxAge, "uploads older than this are removed (0 = keep)")
+	f.Int64Var(&cfg.UploadMaxTotal, "upload-max-total", cfg.UploadMaxTotal, "the oldest uploads are removed while all take more bytes than this (0 = no limit)")
 	return cmd
 }
