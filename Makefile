@@ -16,7 +16,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run test vet fuzz bench version info clean distclean
+.PHONY: all setup build web run test lint vet fuzz bench version info clean distclean
 
 all: build
 
@@ -43,8 +43,20 @@ RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stre
 	./backend/visual ./datasets ./frontend-wasm/api ./frontend-wasm/gallery ./frontend-wasm/trajectory \
 	./frontend-wasm/tuning ./results ./shared
 
-## test: vet and run the whole test suite (real libtorch), then the race detector over RACE_PKGS
-test: setup
+# errcheck, from the Go module proxy at a fixed version: no error may go
+# unchecked except those backend/buildenv/errcheck-exclude.txt lists with a reason.
+ERRCHECK := bin/errcheck
+ERRCHECK_VERSION := v1.9.0
+$(ERRCHECK):
+	GOBIN=$(CURDIR)/bin go install github.com/kisielk/errcheck@$(ERRCHECK_VERSION)
+
+## lint: errcheck over the host packages (the wasm client is vetted by `test`)
+lint: setup $(ERRCHECK)
+	$(TORCHENV) exec $(ERRCHECK) -exclude backend/buildenv/errcheck-exclude.txt -ignoretests \
+		./backend/... ./cmd/... ./results/... ./shared/... ./datasets/...
+
+## test: vet, errcheck, the whole test suite (real libtorch), then the race detector over RACE_PKGS
+test: setup lint
 	$(TORCHENV) exec go vet ./...
 	$(TORCHENV) exec env GOOS=js GOARCH=wasm go vet ./cmd/diad-web ./frontend-wasm/... ./shared/...
 	$(TORCHENV) exec go test $(GO_TEST_FLAGS) ./...

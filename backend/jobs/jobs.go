@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -194,6 +195,15 @@ func (r *Runner) save(j shared.Job) error {
 	return atomicfile.WriteBytes(filepath.Join(r.dir, j.ID+".json"), b)
 }
 
+// saveOrWarn saves a running job's record; a record that cannot be written
+// (a full or broken disk) is reported in the log and the job goes on: the
+// next save or the final one may still succeed.
+func (r *Runner) saveOrWarn(j shared.Job) {
+	if err := r.save(j); err != nil {
+		slog.Warn("jobs: record not saved", "job", j.ID, "state", j.State, "err", err)
+	}
+}
+
 func (r *Runner) signal() {
 	select {
 	case r.wake <- struct{}{}:
@@ -319,7 +329,7 @@ func (r *Runner) work() {
 		e.job.State, e.job.Started = shared.JobRunning, &now
 		r.running = id
 		job := e.job
-		r.save(job)
+		r.saveOrWarn(job)
 		r.mu.Unlock()
 		start := stateEvent(job)
 		e.hub.Publish(stream.Message{Data: start})
@@ -330,8 +340,17 @@ func (r *Runner) work() {
 			events = nil
 		}
 		logEvent := func(b []byte) {
-			if events != nil {
-				events.Write(append(b[:len(b):len(b)], '\n')) // a copy (b is published); one write per line: a crash cuts at most the last one
+			if events == nil {
+				return
+			}
+			// A copy (b is published); one write per line: a crash cuts at
+			// most the last one.
+			if _, err := events.Write(append(b[:len(b):len(b)], '\n')); err != nil {
+				slog.Warn("jobs: event log not written; the rest of this job's events are not logged", "job", id, "err", err)
+				if cerr := events.Close(); cerr != nil {
+					slog.Warn("jobs: event log", "job", id, "err", cerr)
+				}
+				events = nil
 			}
 		}
 		logEvent(start)
@@ -345,7 +364,7 @@ func (r *Runner) work() {
 			r.mu.Lock()
 			e.job.Progress = ev.JobProgress
 			if time.Since(lastSave) > time.Second {
-				r.save(e.job)
+				r.saveOrWarn(e.job)
 				lastSave = time.Now()
 			}
 			r.mu.Unlock()
@@ -354,7 +373,9 @@ func (r *Runner) work() {
 		cancelled := ctx.Err() != nil
 		cancel()
 		if events != nil {
-			events.Close()
+			if err := events.Close(); err != nil {
+				slog.Warn("jobs: event log", "job", id, "err", err)
+			}
 		}
 
 		r.mu.Lock()
@@ -373,7 +394,7 @@ func (r *Runner) work() {
 			e.job.State = shared.JobSucceeded
 		}
 		r.running = ""
-		r.save(e.job)
+		r.saveOrWarn(e.job)
 		final := e.job
 		r.mu.Unlock()
 		e.hub.Publish(stream.Message{Data: stateEvent(final), Final: true})

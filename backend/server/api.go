@@ -557,7 +557,11 @@ func (s *Server) imageMap(c echo.Context) error {
 		if m.ImageID == row.ImageID {
 			c.Response().Header().Set("X-Map-Offset", strconv.FormatFloat(float64(m.Offset), 'g', -1, 32))
 			c.Response().Header().Set("X-Map-Scale", strconv.FormatFloat(float64(m.Scale), 'g', -1, 32))
-			return c.Blob(http.StatusOK, "image/png", grayPNG(m.Data, int(m.Width), int(m.Height)))
+			img, err := grayPNG(m.Data, int(m.Width), int(m.Height))
+			if err != nil {
+				return err
+			}
+			return c.Blob(http.StatusOK, "image/png", img)
 		}
 	}
 	return apiError(c, http.StatusNotFound, "no map for image %d", row.ImageID)

@@ -231,13 +231,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log.Warn("uploads", "err", err)
 	}
 	if err := s.loadDatasets(); err != nil {
-		runner.Close(context.Background())
-		return nil, err
+		return nil, errors.Join(err, runner.Close(context.Background()))
 	}
 	if cfg.Demo {
 		if err := s.startDemo(); err != nil {
-			runner.Close(context.Background())
-			return nil, err
+			return nil, errors.Join(err, runner.Close(context.Background()))
 		}
 	}
 	return s, nil
@@ -257,7 +255,9 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if code >= 500 {
 		s.log.Error("handler error", "uri", c.Request().RequestURI, "err", err)
 	}
-	c.JSON(code, map[string]string{"error": msg})
+	if werr := c.JSON(code, map[string]string{"error": msg}); werr != nil {
+		s.log.Warn("error response not sent", "uri", c.Request().RequestURI, "err", werr)
+	}
 }
 
 // Handler exposes the routes for tests and embedding.
@@ -343,8 +343,7 @@ func (s *Server) Start() (addr string, stop func() error, err error) {
 func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		s.runner.Close(context.Background())
-		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+		return errors.Join(fmt.Errorf("listen %s: %w", s.cfg.Addr, err), s.runner.Close(context.Background()))
 	}
 	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(s.wsCancel)
@@ -356,8 +355,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		s.runner.Close(context.Background())
-		return fmt.Errorf("serve: %w", err)
+		return errors.Join(fmt.Errorf("serve: %w", err), s.runner.Close(context.Background()))
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

@@ -87,17 +87,19 @@ func (s *Server) currentDenoiser() (*denoiser, error) {
 	return s.denoiser, nil
 }
 
-func grayPNG(data []byte, w, h int) []byte {
+func grayPNG(data []byte, w, h int) ([]byte, error) {
 	img := image.NewGray(image.Rect(0, 0, w, h))
 	copy(img.Pix, data)
 	return encodePNG(img)
 }
 
-func encodePNG(img image.Image) []byte {
+func encodePNG(img image.Image) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	enc.Encode(&buf, img)
-	return buf.Bytes()
+	if err := enc.Encode(&buf, img); err != nil {
+		return nil, fmt.Errorf("encode PNG: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // trajectoryKey identifies identical requests, which share one computation.
@@ -261,28 +263,37 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	emit := func(f evaluate.StepFrame) error {
 		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T}
 		var payloads [][]byte
+		var encErr error
 		add := func(b shared.Blob, data []byte) {
 			frame.Blobs = append(frame.Blobs, b)
 			payloads = append(payloads, data)
 		}
+		addPNG := func(b shared.Blob, img image.Image) {
+			data, err := encodePNG(img)
+			encErr = errors.Join(encErr, err)
+			add(b, data)
+		}
 		lc, lh, lw := f.LatentShape[0], f.LatentShape[1], f.LatentShape[2]
 		if wants(products, shared.ProductLatent) {
-			add(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(f.Zt, lw, lh)))
+			addPNG(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, visual.LatentPreview(f.Zt, lw, lh))
 		}
 		if wants(products, shared.ProductX0Latent) {
-			add(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, encodePNG(visual.LatentPreview(f.X0, lw, lh)))
+			addPNG(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, visual.LatentPreview(f.X0, lw, lh))
 		}
 		if wants(products, shared.ProductRawLatents) {
 			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.Zt))
 			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.X0))
 		}
 		if want.Image {
-			add(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, encodePNG(datasets.Denormalize(f.Image, size)))
+			addPNG(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, datasets.Denormalize(f.Image, size))
 		}
 		if want.Map {
 			q := results.Quantize("", 0, size, size, f.Map)
 			frame.Score = f.Score
 			add(shared.Blob{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
+		}
+		if encErr != nil {
+			return encErr
 		}
 		msg, err := shared.EncodeFrame(frame, payloads)
 		if err != nil {
@@ -313,7 +324,11 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 		{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale},
 		{Name: shared.BlobReconstruction, Format: "png", Width: size, Height: size},
 	}
-	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, encodePNG(datasets.Denormalize(out.Recon, size))})
+	recon, err := encodePNG(datasets.Denormalize(out.Recon, size))
+	if err != nil {
+		return err
+	}
+	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, recon})
 	if err != nil {
 		return err
 	}
@@ -407,10 +422,17 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		return nil
 	}
 	fail := func(msg string) error {
-		b, _ := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: msg})
-		conn.Write(ctx, websocket.MessageText, b)
-		conn.Close(websocket.StatusPolicyViolation, "bad request")
-		return nil
+		b, err := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: msg})
+		if err == nil {
+			err = conn.Write(ctx, websocket.MessageText, b)
+		}
+		if err == nil {
+			err = conn.Close(websocket.StatusPolicyViolation, "bad request")
+		}
+		if err != nil {
+			s.log.Debug("denoise: error message not sent", "err", err) // the client went away
+		}
+		return nil // the websocket is answered; nothing more for echo to write
 	}
 	for {
 		typ, data, err := conn.Read(ctx)

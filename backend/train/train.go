@@ -3,12 +3,14 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,8 +146,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 		// A run that failed before its first checkpoint leaves nothing
 		// behind in a folder it created.
 		if err != nil && created && !fileExists(filepath.Join(cfg.OutDir, CheckpointFile)) {
-			logf.Close()
-			os.RemoveAll(cfg.OutDir)
+			if rerr := errors.Join(logf.Close(), os.RemoveAll(cfg.OutDir)); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("train: clean up %s: %w", cfg.OutDir, rerr))
+			}
 		}
 	}()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now(), lastVal: math.NaN()}
@@ -755,9 +758,12 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 			saved[name] = v
 		}
 	}
-	var step int64
-	fmt.Sscan(meta["diad.optimizer_step"], &step)
-	err = opt.LoadState(saved, step)
+	step, err := strconv.ParseInt(meta["diad.optimizer_step"], 10, 64)
+	if err != nil {
+		err = fmt.Errorf("optimizer step %q: %w", meta["diad.optimizer_step"], err)
+	} else {
+		err = opt.LoadState(saved, step)
+	}
 	for _, v := range saved {
 		v.MustDrop()
 	}

@@ -93,7 +93,9 @@ func newInspectCmd() *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t\n", pm.Preset, matched, pm.Missing, pm.Unexpected, pm.Mismatched)
 			}
-			tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
 			if list {
 				for _, e := range rep.Entries {
 					fmt.Fprintf(out, "%s\t%s\t%v\n", e.Name, e.DType, e.Shape)
