@@ -124,11 +124,14 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 	if o.perStepLane {
 		lane = torchrt.LockCompute
 	}
-	sch, err := diffusion.NewScheduler(m.Schedule, cfg)
+	base, err := diffusion.NewScheduler(m.Schedule, cfg)
 	if err != nil {
 		return Reconstruction{}, err
 	}
-	defer sch.Free()
+	defer base.Free()
+	// The scheduler's update is libtorch work too: outside the lane its
+	// thread team would spin against another caller's.
+	sch := lanedScheduler{Scheduler: base, lane: lane}
 	torchrt.NoGrad(func() {
 		b := int(images.MustSize()[0])
 		var zT *ts.Tensor
@@ -164,4 +167,15 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 		rec = Reconstruction{Image: m.AE.Decode(final), Latent: final}
 	})
 	return rec, err
+}
+
+// lanedScheduler runs each step of a scheduler inside the compute lane.
+type lanedScheduler struct {
+	diffusion.Scheduler
+	lane func() (unlock func())
+}
+
+func (l lanedScheduler) Step(eps, zt *ts.Tensor, i int, rnd *diffusion.Noise) (*ts.Tensor, *ts.Tensor, error) {
+	defer l.lane()()
+	return l.Scheduler.Step(eps, zt, i, rnd)
 }
