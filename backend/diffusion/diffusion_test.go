@@ -103,8 +103,7 @@ func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	defer torchrt.Pin()()
 	s, _ := NewSchedule(ReferenceSchedule)
 	den := linearDenoiser
-	start := []float64{0.3, -1.2, 2.0, 0.0}
-	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
+	start, zs := startLatent()
 	defer zs.MustDrop()
 	var visited []int
 	out, err := sample(t, s, ReferenceSampler, zs, den, nil, func(st Step) error {
@@ -236,8 +235,7 @@ func TestDPMSolverMatchesRecurrence(t *testing.T) {
 	defer torchrt.Pin()()
 	s, _ := NewSchedule(ReferenceSchedule)
 	den := linearDenoiser
-	start := []float64{0.3, -1.2, 2.0, 0.0}
-	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0}).MustView([]int64{1, 1, 2, 2}, true)
+	start, zs := startLatent()
 	defer zs.MustDrop()
 	c := SamplerConfig{Kind: KindDPMSolver, StartT: 999, Steps: 10}
 	out, err := sample(t, s, c, zs, den, nil, nil)
@@ -353,4 +351,14 @@ func TestBatchNoiseIsPerImage(t *testing.T) {
 // (elementwise), so each step's prediction depends on the step's input.
 func linearDenoiser(z *ts.Tensor, tt int) *ts.Tensor {
 	return z.MustMulScalar(ts.FloatScalar(0.5), false).MustAddScalar(ts.FloatScalar(0.1*float64(tt)/1000), true)
+}
+
+// startLatent is a small latent [1, 1, 2, 2] and its values in float64.
+func startLatent() ([]float64, *ts.Tensor) {
+	v := []float64{0.3, -1.2, 2.0, 0.0}
+	f := make([]float32, len(v))
+	for i, x := range v {
+		f[i] = float32(x)
+	}
+	return v, ts.MustOfSlice(f).MustView([]int64{1, 1, 2, 2}, true)
 }

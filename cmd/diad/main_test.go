@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	"github.com/sugarme/gotch"
 
 	"github.com/diad-project/diad/backend/badmodel"
@@ -140,5 +141,23 @@ func TestInspectRecognisesPreset(t *testing.T) {
 	}
 	if _, err := runCLI(t, "inspect", filepath.Join(t.TempDir(), "absent.safetensors")); err == nil {
 		t.Fatal("absent file accepted")
+	}
+}
+
+// An optional flag stays nil until given; given zero, it is zero.
+func TestOptionalFlags(t *testing.T) {
+	var eta *float64
+	var steps *int
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.Var(optFloat(&eta), "eta", "")
+	fs.Var(optInt(&steps), "steps", "")
+	if err := fs.Parse(nil); err != nil || eta != nil || steps != nil {
+		t.Fatalf("unset flags: %v %v %v", eta, steps, err)
+	}
+	if err := fs.Parse([]string{"--eta", "0", "--steps", "5"}); err != nil || eta == nil || *eta != 0 || steps == nil || *steps != 5 {
+		t.Fatalf("set flags: %v %v %v", eta, steps, err)
+	}
+	if err := fs.Parse([]string{"--steps", "five"}); err == nil {
+		t.Fatal("a non-number was accepted")
 	}
 }

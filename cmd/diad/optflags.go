@@ -7,61 +7,40 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Optional flags: a flag that is not given leaves its pointer nil, so "unset"
+// optFlag is a flag that leaves its pointer nil when not given, so "unset"
 // and "set to zero" differ (--eta 0 overrides a model's eta; no --eta keeps it).
+type optFlag[T any] struct {
+	p     **T
+	parse func(string) (T, error)
+	typ   string
+}
 
-type optInt struct{ p **int }
-
-func (o optInt) String() string {
+func (o optFlag[T]) String() string {
 	if o.p == nil || *o.p == nil {
 		return ""
 	}
-	return strconv.Itoa(**o.p)
+	return fmt.Sprint(**o.p)
 }
-func (o optInt) Set(s string) error {
-	v, err := strconv.Atoi(s)
+
+func (o optFlag[T]) Set(s string) error {
+	v, err := o.parse(s)
 	if err != nil {
-		return fmt.Errorf("want a whole number, got %q", s)
+		return fmt.Errorf("want a %s, got %q", o.typ, s)
 	}
 	*o.p = &v
 	return nil
 }
-func (optInt) Type() string { return "int" }
 
-type optFloat struct{ p **float64 }
+func (o optFlag[T]) Type() string { return o.typ }
 
-func (o optFloat) String() string {
-	if o.p == nil || *o.p == nil {
-		return ""
-	}
-	return strconv.FormatFloat(**o.p, 'g', -1, 64)
+func optInt(p **int) pflag.Value {
+	return optFlag[int]{p: p, parse: strconv.Atoi, typ: "int"}
 }
-func (o optFloat) Set(s string) error {
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("want a number, got %q", s)
-	}
-	*o.p = &v
-	return nil
-}
-func (optFloat) Type() string { return "float" }
 
-type optString struct{ p **string }
-
-func (o optString) String() string {
-	if o.p == nil || *o.p == nil {
-		return ""
-	}
-	return **o.p
+func optFloat(p **float64) pflag.Value {
+	return optFlag[float64]{p: p, parse: func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, typ: "float"}
 }
-func (o optString) Set(s string) error {
-	*o.p = &s
-	return nil
-}
-func (optString) Type() string { return "string" }
 
-var (
-	_ pflag.Value = optInt{}
-	_ pflag.Value = optFloat{}
-	_ pflag.Value = optString{}
-)
+func optString(p **string) pflag.Value {
+	return optFlag[string]{p: p, parse: func(s string) (string, error) { return s, nil }, typ: "string"}
+}
