@@ -16,7 +16,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run test lint vet fuzz bench version info clean distclean
+.PHONY: all setup build web run test lint vet fuzz httpfuzz bench version info clean distclean
 
 all: build
 
@@ -44,7 +44,8 @@ RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stre
 	./frontend-wasm/tuning ./results ./shared
 
 # errcheck, from the Go module proxy at a fixed version: no error may go
-# unchecked except those backend/buildenv/errcheck-exclude.txt lists with a reason.
+# unchecked or be assigned to _ (-blank)
+# except those backend/buildenv/errcheck-exclude.txt lists with a reason.
 ERRCHECK := bin/errcheck
 ERRCHECK_VERSION := v1.9.0
 $(ERRCHECK):
@@ -52,7 +53,7 @@ $(ERRCHECK):
 
 ## lint: errcheck over the host packages (the wasm client is vetted by `test`)
 lint: setup $(ERRCHECK)
-	$(TORCHENV) exec $(ERRCHECK) -exclude backend/buildenv/errcheck-exclude.txt -ignoretests \
+	$(TORCHENV) exec $(ERRCHECK) -blank -exclude backend/buildenv/errcheck-exclude.txt -ignoretests \
 		./backend/... ./cmd/... ./results/... ./shared/... ./datasets/...
 
 ## test: vet, errcheck, the whole test suite (real libtorch), then the race detector over RACE_PKGS
@@ -74,6 +75,14 @@ fuzz: setup
 		echo "== $${t#*:} ($${t%%:*})"; \
 		$(TORCHENV) exec go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
+	$(MAKE) httpfuzz
+
+# HTTPFUZZ requests against a live server on loopback (make test sends 3000).
+HTTPFUZZ ?= 100000
+
+## httpfuzz: send HTTPFUZZ mutated requests to a live server: no unintended 5xx, bounded RSS
+httpfuzz: setup
+	$(TORCHENV) exec go test -run '^TestLiveHTTPFuzz$$' -v -timeout 60m ./backend/server -httpfuzz $(HTTPFUZZ)
 
 ## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)
 bench: setup

@@ -35,7 +35,11 @@ var ErrFormat = errors.New("not a PNG or JPEG image")
 // DecodeConfig reads an image's header: format and dimensions.
 func DecodeConfig(r io.Reader) (image.Config, string, error) {
 	br := bufio.NewReader(r)
-	head, _ := br.Peek(8)
+	// A short read leaves a short head, which matches no format below.
+	head, err := br.Peek(8)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return image.Config{}, "", fmt.Errorf("read image header: %w", err)
+	}
 	switch {
 	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")):
 		c, err := png.DecodeConfig(br)

@@ -1,6 +1,9 @@
 package shared
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // APIError is every error response's body.
 type APIError struct {
@@ -37,6 +40,18 @@ type JobProgress struct {
 	ValLoss      float64 `json:"val_loss,omitempty"`
 	ImagesPerSec float64 `json:"images_per_sec,omitempty"`
 	ETASeconds   float64 `json:"eta_seconds,omitempty"`
+}
+
+// Finite is p with every non-finite number (a diverged loss, an unknown
+// ETA) set to 0, the value JSON omits: JSON has no NaN or infinity, so a
+// record or event holding one could not be written.
+func (p JobProgress) Finite() JobProgress {
+	for _, f := range []*float64{&p.Loss, &p.ValLoss, &p.ImagesPerSec, &p.ETASeconds} {
+		if math.IsNaN(*f) || math.IsInf(*f, 0) {
+			*f = 0
+		}
+	}
+	return p
 }
 
 // Job is a job's record.

@@ -362,3 +362,63 @@ func startLatent() ([]float64, *ts.Tensor) {
 	}
 	return v, ts.MustOfSlice(f).MustView([]int64{1, 1, 2, 2}, true)
 }
+
+// TestVPredictionRoundTrip: the v target of a noised latent, turned back
+// into a noise prediction at that latent, is the noise itself, and v is
+// sqrt(abar) eps - sqrt(1-abar) z0 element by element.
+func TestVPredictionRoundTrip(t *testing.T) {
+	defer torchrt.Pin()()
+	cfg := ReferenceSchedule
+	cfg.Prediction = PredictV
+	s, err := NewSchedule(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := NewNoise(3)
+	z0 := n.Normal([]int64{3, 4, 2, 2}, gotch.CPU)
+	defer z0.MustDrop()
+	eps := n.Normal([]int64{3, 4, 2, 2}, gotch.CPU)
+	defer eps.MustDrop()
+	steps := []int{0, 500, 999}
+	zt, err := s.AddNoise(z0, eps, steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zt.MustDrop()
+	v := s.Target(z0, eps, steps)
+	defer v.MustDrop()
+	a, e, vv := values(z0), values(eps), values(v)
+	for i := range vv {
+		ab := s.AlphasCumprod[steps[i/16]]
+		want := math.Sqrt(ab)*e[i] - math.Sqrt(1-ab)*a[i]
+		if math.Abs(vv[i]-want) > 1e-5 {
+			t.Fatalf("v element %d: %v, want %v", i, vv[i], want)
+		}
+	}
+	back := s.EpsFrom(v.MustShallowClone(), zt, steps)
+	defer back.MustDrop()
+	for i, got := range values(back) {
+		if math.Abs(got-e[i]) > 1e-5 {
+			t.Fatalf("eps element %d: %v, want %v", i, got, e[i])
+		}
+	}
+
+	// An eps schedule passes the output through and targets eps.
+	plain, err := NewSchedule(ReferenceSchedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Prediction != PredictEps {
+		t.Fatalf("empty prediction became %q, want %q", plain.Prediction, PredictEps)
+	}
+	target := plain.Target(z0, eps, steps)
+	defer target.MustDrop()
+	if !slices.Equal(values(target), e) {
+		t.Fatal("eps target is not eps")
+	}
+	bad := ReferenceSchedule
+	bad.Prediction = "x0"
+	if _, err := NewSchedule(bad); err == nil {
+		t.Fatal("unknown prediction accepted")
+	}
+}

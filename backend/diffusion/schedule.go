@@ -23,7 +23,24 @@ type ScheduleConfig struct {
 	Timesteps int     `yaml:"timesteps"`
 	BetaStart float64 `yaml:"beta_start"`
 	BetaEnd   float64 `yaml:"beta_end"`
+	// Prediction is what the denoiser outputs (latent diffusion's
+	// "parameterization"): PredictEps (empty, the reference) or PredictV.
+	Prediction Prediction `yaml:"prediction,omitempty"`
 }
+
+// Prediction names the denoiser's output parameterisation.
+type Prediction string
+
+const (
+	// PredictEps: the denoiser predicts the added noise (DiAD, SD v1).
+	PredictEps Prediction = "eps"
+	// PredictV: the denoiser predicts v = sqrt(abar) eps - sqrt(1-abar) z0
+	// (SD v2). At high noise levels v is mostly -z0, which the noisy input
+	// does not hold, so the loss there can only be lowered with what the
+	// SG network knows of the clean image; the eps loss, whose target is
+	// then almost the input itself, can be lowered without it.
+	PredictV Prediction = "v"
+)
 
 // ReferenceSchedule is Stable Diffusion's (and DiAD's) schedule.
 var ReferenceSchedule = ScheduleConfig{Timesteps: 1000, BetaStart: 0.00085, BetaEnd: 0.012}
@@ -33,6 +50,8 @@ var ReferenceSchedule = ScheduleConfig{Timesteps: 1000, BetaStart: 0.00085, Beta
 type Schedule struct {
 	Betas         []float64
 	AlphasCumprod []float64
+	// Prediction is the denoiser's parameterisation (never empty).
+	Prediction Prediction
 }
 
 // NewSchedule computes the schedule.
@@ -40,7 +59,15 @@ func NewSchedule(c ScheduleConfig) (*Schedule, error) {
 	if c.Timesteps < 2 || !(c.BetaStart > 0) || !(c.BetaEnd > c.BetaStart) || c.BetaEnd >= 1 {
 		return nil, fmt.Errorf("diffusion: bad schedule %+v (need T >= 2, 0 < beta_start < beta_end < 1)", c)
 	}
-	s := &Schedule{Betas: make([]float64, c.Timesteps), AlphasCumprod: make([]float64, c.Timesteps)}
+	pred := c.Prediction
+	switch pred {
+	case "":
+		pred = PredictEps
+	case PredictEps, PredictV:
+	default:
+		return nil, fmt.Errorf("diffusion: unknown prediction %q (want %q or %q)", c.Prediction, PredictEps, PredictV)
+	}
+	s := &Schedule{Betas: make([]float64, c.Timesteps), AlphasCumprod: make([]float64, c.Timesteps), Prediction: pred}
 	a, b := math.Sqrt(c.BetaStart), math.Sqrt(c.BetaEnd)
 	prod := 1.0
 	for i := range s.Betas {
@@ -85,6 +112,40 @@ func (s *Schedule) AddNoise(z0, noise *ts.Tensor, t []int) (*ts.Tensor, error) {
 	out := x.MustAdd(n, true)
 	n.MustDrop()
 	return out, nil
+}
+
+// EpsFrom turns the denoiser's output at z_t into a noise prediction, the
+// samplers' common currency. It consumes out: for PredictEps it returns out
+// itself, for PredictV a new tensor sqrt(abar) v + sqrt(1-abar) z_t.
+func (s *Schedule) EpsFrom(out, zt *ts.Tensor, t []int) *ts.Tensor {
+	if s.Prediction != PredictV {
+		return out
+	}
+	return s.combine(out, zt, t, math.Sqrt, func(a float64) float64 { return math.Sqrt(1 - a) }, true)
+}
+
+// Target is what the denoiser should output for z_t = AddNoise(z0, eps, t):
+// eps itself (a shallow copy to free) or v = sqrt(abar) eps - sqrt(1-abar) z0.
+func (s *Schedule) Target(z0, eps *ts.Tensor, t []int) *ts.Tensor {
+	if s.Prediction != PredictV {
+		return eps.MustShallowClone()
+	}
+	return s.combine(eps, z0, t, math.Sqrt, func(a float64) float64 { return -math.Sqrt(1 - a) }, false)
+}
+
+// combine is fa(abar_t) x + fb(abar_t) y per batch element; it frees x when
+// dropX.
+func (s *Schedule) combine(x, y *ts.Tensor, t []int, fa, fb func(abar float64) float64, dropX bool) *ts.Tensor {
+	dev := x.MustDevice()
+	ca := s.coefTensor(t, fa, dev)
+	cb := s.coefTensor(t, fb, dev)
+	a := x.MustMul(ca, dropX)
+	b := y.MustMul(cb, false)
+	ca.MustDrop()
+	cb.MustDrop()
+	out := a.MustAdd(b, true)
+	b.MustDrop()
+	return out
 }
 
 // TimestepTensor is t as a float [B] tensor on dev, the denoiser's input.

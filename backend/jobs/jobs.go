@@ -111,7 +111,10 @@ func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, erro
 		}
 		// The log is a convenience (the record is the truth): a damaged or
 		// unreadable one replays what it can.
-		last, _ := replayEvents(r.eventsPath(j.ID), e.hub)
+		last, err := replayEvents(r.eventsPath(j.ID), e.hub)
+		if err != nil {
+			slog.Warn("jobs: event log replayed in part", "job", j.ID, "err", err)
+		}
 		if j.State == shared.JobRunning {
 			now := time.Now().UTC()
 			e.job.State, e.job.Error, e.job.Finished = shared.JobFailed, "the server stopped while the job was running", &now
@@ -183,7 +186,19 @@ func replayEvents(path string, hub *stream.Hub) (*shared.JobEvent, error) {
 }
 
 func stateEvent(j shared.Job) []byte {
-	b, _ := json.Marshal(shared.JobEvent{Type: shared.TypeJobEvent, Job: j.ID, Kind: "state", Time: time.Now().UTC(), State: j.State, JobProgress: j.Progress, Message: j.Error})
+	return encodeEvent(shared.JobEvent{Type: shared.TypeJobEvent, Job: j.ID, Kind: "state", Time: time.Now().UTC(), State: j.State, JobProgress: j.Progress, Message: j.Error})
+}
+
+// encodeEvent is ev as JSON. Its numbers are made finite first (a diverged
+// loss is NaN, which JSON cannot hold); nothing else in an event can fail to
+// encode, but should it, subscribers get the event without its progress.
+func encodeEvent(ev shared.JobEvent) []byte {
+	ev.JobProgress = ev.JobProgress.Finite()
+	b, err := json.Marshal(ev)
+	if err != nil {
+		slog.Error("jobs: event not encoded", "job", ev.Job, "kind", ev.Kind, "err", err)
+		return fmt.Appendf(nil, `{"type":%q,"job":%q,"kind":%q,"state":%q}`, ev.Type, ev.Job, ev.Kind, ev.State)
+	}
 	return b
 }
 
@@ -358,11 +373,11 @@ func (r *Runner) work() {
 		lastSave := time.Now()
 		report := func(ev shared.JobEvent) {
 			ev.Type, ev.Job, ev.Time, ev.State = shared.TypeJobEvent, id, time.Now().UTC(), shared.JobRunning
-			b, _ := json.Marshal(ev)
+			b := encodeEvent(ev)
 			e.hub.Publish(stream.Message{Data: b})
 			logEvent(b)
 			r.mu.Lock()
-			e.job.Progress = ev.JobProgress
+			e.job.Progress = ev.JobProgress.Finite()
 			if time.Since(lastSave) > time.Second {
 				r.saveOrWarn(e.job)
 				lastSave = time.Now()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,5 +246,61 @@ func TestReplayReadsOnlyTheLogsTail(t *testing.T) {
 	// Whole lines within the tail: the first, cut, one is skipped.
 	if want := eventTailBytes / len(line); got != want {
 		t.Fatalf("replayed %d events, want %d (the tail's whole lines)", got, want)
+	}
+}
+
+// TestNonFiniteProgressIsRecorded: a diverged loss (NaN) or an infinite ETA
+// must not make events empty or the job record unsavable - JSON has no NaN.
+func TestNonFiniteProgressIsRecorded(t *testing.T) {
+	nan := func(ctx context.Context, j shared.Job, report func(shared.JobEvent)) (Output, error) {
+		report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Step: 7, Total: 9, Loss: math.NaN(), ETASeconds: math.Inf(1)}})
+		return Output{}, errors.New("loss diverged")
+	}
+	dir := t.TempDir()
+	r, err := Open(dir, map[string]Func{"nan": nan}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.Submit("nan", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := r.Subscribe(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, j.ID, shared.JobFailed)
+	var steps []shared.JobEvent
+	for {
+		m, ok := sub.Next(nil)
+		if !ok {
+			break
+		}
+		var ev shared.JobEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %q: %v", m.Data, err)
+		}
+		if ev.Kind == "step" {
+			steps = append(steps, ev)
+		}
+	}
+	if len(steps) != 1 || steps[0].Step != 7 || steps[0].Loss != 0 || steps[0].ETASeconds != 0 {
+		t.Fatalf("step events %+v, want one at step 7 with the non-finite numbers zeroed", steps)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The record on disk holds the progress the job reached.
+	r2, err := Open(dir, map[string]Func{"nan": nan}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close(context.Background())
+	got, err := r2.Get(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != shared.JobFailed || got.Progress.Step != 7 || got.Error != "loss diverged" {
+		t.Fatalf("reopened record %+v", got)
 	}
 }

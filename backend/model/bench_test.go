@@ -41,10 +41,11 @@ func BenchmarkTrainStep(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer opt.Free()
-			images, _ := tinyInputs(m, benchBatch, 1)
+			images, zt := tinyInputs(m, benchBatch, 1)
+			zt.MustDrop()
 			defer images.MustDrop()
 			noise := diffusion.NewNoise(1)
-			torchtest.ResetPeakRSS()
+			torchtest.ResetPeakRSS(b)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				opt.ZeroGrad()
@@ -69,9 +70,10 @@ func BenchmarkReconstruct(b *testing.B) {
 		b.Run(preset, func(b *testing.B) {
 			defer torchrt.Pin()()
 			m := benchModel(b, preset)
-			images, _ := tinyInputs(m, benchBatch, 1)
+			images, zt := tinyInputs(m, benchBatch, 1)
+			zt.MustDrop()
 			defer images.MustDrop()
-			torchtest.ResetPeakRSS()
+			torchtest.ResetPeakRSS(b)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				rec, err := m.Reconstruct(context.Background(), images, m.Config.Sampler, diffusion.NewNoise(uint64(i)), nil)

@@ -136,7 +136,10 @@ var Components = map[string]string{
 func MatchPresets(r checkpoint.Reader) []PresetMatch {
 	var out []PresetMatch
 	for _, name := range PresetNames() {
-		cfg, _ := Preset(name)
+		cfg, err := Preset(name)
+		if err != nil {
+			continue
+		}
 		spec, err := Spec(cfg)
 		if err != nil {
 			continue

@@ -199,6 +199,12 @@ func DemoConfig() Config {
 	c.UNet.NormGroups = 16
 	c.SG.HintChannels = []int64{16, 32, 48, 64}
 	c.SG.HintDownsampling = 4
+	// v-prediction: trained from scratch with the eps objective, the UNet
+	// learnt to ignore the SG network (guidance changed its prediction by
+	// 0.064% RMS), because the eps target at high noise is almost its own
+	// input; the v target there is the clean latent, which only the SG
+	// network knows (600 steps: 7% at t = 901, 20% at t = 631).
+	c.Schedule.Prediction = diffusion.PredictV
 	c.Sampler = demoSampler
 	return c
 }

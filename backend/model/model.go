@@ -152,6 +152,12 @@ func (m *DiAD) context(batch int64) *ts.Tensor {
 // image is the ImageNet-normalised input [B, 3, H, W]; t holds one timestep per
 // batch element.
 func (m *DiAD) PredictEps(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
+	return m.Schedule.EpsFrom(m.predict(zt, t, image), zt, t)
+}
+
+// predict is the guided denoiser's raw output, in the parameterisation of
+// m.Schedule.Prediction (what the training loss compares).
+func (m *DiAD) predict(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
 	defer torchrt.Pin()()
 	b := zt.MustSize()[0]
 	tt := diffusion.TimestepTensor(t, zt.MustDevice())
@@ -159,11 +165,11 @@ func (m *DiAD) PredictEps(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
 	ctx := m.context(b)
 	defer ctx.MustDrop()
 	control := m.SG.Forward(zt, tt, ctx, image)
-	eps := m.UNet.Forward(zt, tt, ctx, control)
+	out := m.UNet.Forward(zt, tt, ctx, control)
 	for _, c := range control {
 		c.MustDrop()
 	}
-	return eps
+	return out
 }
 
 // PredictEpsUnguided runs the UNet without SG control (for tests and ablations).
@@ -173,5 +179,5 @@ func (m *DiAD) PredictEpsUnguided(zt *ts.Tensor, t []int) *ts.Tensor {
 	defer tt.MustDrop()
 	ctx := m.context(zt.MustSize()[0])
 	defer ctx.MustDrop()
-	return m.UNet.Forward(zt, tt, ctx, nil)
+	return m.Schedule.EpsFrom(m.UNet.Forward(zt, tt, ctx, nil), zt, t)
 }

@@ -485,3 +485,66 @@ func TestInitFromStableDiffusionAndAutoencoderFiles(t *testing.T) {
 		t.Fatalf("autoencoder not loaded: %d tensors", len(rep.Loaded))
 	}
 }
+
+// TestVPredictionModel: a v-prediction model hands the samplers the noise its
+// output implies, its training loss compares v (not eps), and a checkpoint
+// keeps the parameterisation.
+func TestVPredictionModel(t *testing.T) {
+	defer torchrt.Pin()()
+	cfg := TinyConfig()
+	cfg.Schedule.Prediction = diffusion.PredictV
+	torchrt.ManualSeed(1)
+	m, err := New(cfg, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	randomise(m, "")
+	images, zt := tinyInputs(m, 2, 5)
+	defer images.MustDrop()
+	defer zt.MustDrop()
+	steps := []int{10, 900}
+	var eps, raw *ts.Tensor
+	torchrt.NoGrad(func() {
+		eps = m.PredictEps(zt, steps, images)
+		raw = m.predict(zt, steps, images)
+	})
+	defer eps.MustDrop()
+	defer raw.MustDrop()
+	e, v, z := eps.Float64Values(), raw.Float64Values(), zt.Float64Values()
+	per := len(e) / len(steps)
+	for i := range e {
+		ab := m.Schedule.AlphasCumprod[steps[i/per]]
+		if want := math.Sqrt(ab)*v[i] + math.Sqrt(1-ab)*z[i]; math.Abs(e[i]-want) > 1e-4*(1+math.Abs(want)) {
+			t.Fatalf("element %d: eps %v, want %v from v", i, e[i], want)
+		}
+	}
+	// The v loss differs from the eps loss of the same model and draws.
+	lossOf := func(m *DiAD) float64 {
+		l, err := m.TrainLoss(images, diffusion.NewNoise(9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.MustDrop()
+		return l.Float64Values()[0]
+	}
+	vLoss := lossOf(m)
+	m.Schedule.Prediction = diffusion.PredictEps
+	epsLoss := lossOf(m)
+	m.Schedule.Prediction = diffusion.PredictV
+	if math.IsNaN(vLoss) || vLoss == epsLoss {
+		t.Fatalf("v loss %v, eps loss %v: want a different finite value", vLoss, epsLoss)
+	}
+	path := filepath.Join(t.TempDir(), "v.safetensors")
+	if err := m.Save(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	loaded, _, err := Open(path, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loaded.Free()
+	if loaded.Schedule.Prediction != diffusion.PredictV || loaded.Config.Schedule.Prediction != diffusion.PredictV {
+		t.Fatalf("loaded prediction %q (config %q), want v", loaded.Schedule.Prediction, loaded.Config.Schedule.Prediction)
+	}
+}

@@ -34,8 +34,8 @@ func (m *DiAD) EncodeLatent(images *ts.Tensor, noise *diffusion.Noise) *ts.Tenso
 
 // TrainLoss is the reference objective: encode the batch to z0 (frozen
 // autoencoder), draw t ~ U{0..T-1} and eps ~ N(0, I) per image, noise z0 to z_t,
-// and return the mean squared error between eps and the guided denoiser's
-// prediction. The caller backpropagates and frees the loss.
+// and return the mean squared error between the guided denoiser's output and
+// its target (eps, or v for a v-prediction schedule). The caller backpropagates and frees the loss.
 func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
 	return m.TrainLossWeighted(images, noise, nil)
 }
@@ -59,10 +59,12 @@ func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weig
 		return nil, err
 	}
 	defer zt.MustDrop()
-	pred := m.PredictEps(zt, t, images)
+	pred := m.predict(zt, t, images)
 	defer pred.MustDrop()
+	target := m.Schedule.Target(z0, eps, t)
+	defer target.MustDrop()
 	if weight == nil {
-		return pred.MustMseLoss(eps, 1, false), nil // reduction 1 = mean
+		return pred.MustMseLoss(target, 1, false), nil // reduction 1 = mean
 	}
 	w := make([]float32, b)
 	for i, ti := range t {
@@ -70,7 +72,7 @@ func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weig
 	}
 	wt := ts.MustOfSlice(w).MustTo(m.Device(), true)
 	defer wt.MustDrop()
-	d := pred.MustSub(eps, false)
+	d := pred.MustSub(target, false)
 	sq := d.MustSquare(true)
 	per := sq.MustMeanDim([]int64{1, 2, 3}, false, gotch.Float, true)
 	weighted := per.MustMul(wt, true)

@@ -9,6 +9,8 @@ import (
 	"image"
 	"image/color"
 	"io"
+	"io/fs"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -292,7 +294,20 @@ func (s *Server) uploadPath(id string) (string, error) {
 
 // modelFiles lists checkpoints produced by train jobs and the configured one.
 func (s *Server) modelFiles() []string {
-	files, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "models", "*", "model.safetensors"))
+	// Read the folder rather than glob it: a data folder's name may hold
+	// glob metacharacters ("[", "*").
+	var files []string
+	dir := filepath.Join(s.cfg.DataDir, "models")
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		slog.Warn("models folder unreadable; listing only the configured models", "dir", dir, "err", err)
+	}
+	for _, e := range entries {
+		f := filepath.Join(dir, e.Name(), "model.safetensors")
+		if st, err := os.Stat(f); e.IsDir() && err == nil && st.Mode().IsRegular() {
+			files = append(files, f)
+		}
+	}
 	s.mu.Lock()
 	demo := s.demoModel
 	s.mu.Unlock()

@@ -40,7 +40,9 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 	// (untrimmed readings varied by +-30 MiB between runs).
 	torchrt.TrimHeap()
 	rss0 := torchrt.RSSMiB()
-	torchrt.ResetPeakRSS()
+	if err := torchrt.ResetPeakRSS(); err != nil {
+		t.Fatal(err)
+	}
 
 	j := submit(t, e, job)
 	waitJob(t, e, j.ID, shared.JobRunning)

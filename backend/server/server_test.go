@@ -156,10 +156,16 @@ func (e *env) do(t *testing.T, method, path string, body any, header ...string) 
 	case string:
 		rd = strings.NewReader(b)
 	default:
-		j, _ := json.Marshal(b)
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rd = bytes.NewReader(j)
 	}
-	req, _ := http.NewRequest(method, e.base+path, rd)
+	req, err := http.NewRequest(method, e.base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -168,7 +174,10 @@ func (e *env) do(t *testing.T, method, path string, body any, header ...string) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return resp, out
 }
 
@@ -187,7 +196,9 @@ func pngBytes(t *testing.T, w, h int, c color.Color) []byte {
 		}
 	}
 	var buf bytes.Buffer
-	png.Encode(&buf, img)
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
 	return buf.Bytes()
 }
 
@@ -1320,4 +1331,29 @@ func cancelQuickTraining(t *testing.T, e *env) {
 	}
 	e.do(t, "POST", "/api/v1/jobs/"+js[0].ID+"/cancel", nil)
 	waitJob(t, e, js[0].ID, shared.JobCancelled)
+}
+
+// TestModelsListedUnderAnyDataDirName: a data folder whose name holds glob
+// metacharacters still lists the models inside it.
+func TestModelsListedUnderAnyDataDirName(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data[1]*")
+	e := startEnv(t, func(c *Config) { c.DataDir = dataDir })
+	model := filepath.Join(dataDir, "models", "j-1", "model.safetensors")
+	if err := os.MkdirAll(filepath.Dir(model), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(model, []byte("not a checkpoint"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.do(t, "GET", "/api/v1/models", nil)
+	var models []shared.Model
+	if err := json.Unmarshal(body, &models); err != nil {
+		t.Fatalf("models %s: %v", body, err)
+	}
+	for _, m := range models {
+		if m.Path == model {
+			return
+		}
+	}
+	t.Fatalf("%s is not listed: %s", model, body)
 }

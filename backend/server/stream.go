@@ -417,7 +417,10 @@ func (s *Server) wsDenoise(c echo.Context) error {
 	conn.SetReadLimit(64 << 10)
 	ctx, stop := s.wsContext(c, conn)
 	defer stop()
-	hello, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "diad " + s.status.Version.Diad})
+	hello, err := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "diad " + s.status.Version.Diad})
+	if err != nil {
+		return fmt.Errorf("encode hello: %w", err)
+	}
 	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
 		return nil
 	}

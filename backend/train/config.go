@@ -148,7 +148,7 @@ func DemoConfig() Config {
 	c.EMADecay = 0.995
 	c.ValFraction, c.ValEvery, c.CheckpointEvery = 0.1, 500, 250
 	c.MaxSteps = 1800
-	c.StartTCandidates = []int{200, 300, 400, 500, 600}
+	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700, 800}
 	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
 	return c
 }

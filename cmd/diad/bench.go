@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/sugarme/gotch"
 
@@ -52,7 +53,16 @@ func newBenchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				r, err := bench(cmd.Context(), cfg, dev, batch, iters)
+				// A paper-size iteration takes minutes on a CPU: show where
+				// the measurement is (on stderr, so stdout stays the table).
+				bar := progressbar.NewOptions(2*(iters+1), progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+					progressbar.OptionSetDescription("bench "+cfg.Preset), progressbar.OptionShowCount(),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+				r, err := bench(cmd.Context(), cfg, dev, batch, iters, func(phase string) {
+					bar.Describe(fmt.Sprintf("bench %s: %s", cfg.Preset, phase))
+					bar.Add(1)
+				})
+				bar.Finish()
 				if err != nil {
 					return err
 				}
@@ -71,7 +81,9 @@ func newBenchCmd() *cobra.Command {
 	return cmd
 }
 
-func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters int) (benchResult, error) {
+// bench measures one preset; done is called after each iteration, warm-ups
+// included, with the phase's name.
+func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters int, done func(phase string)) (benchResult, error) {
 	m, err := model.New(cfg, d)
 	if err != nil {
 		return benchResult{}, err
@@ -110,19 +122,24 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 		return nil
 	}
 	for _, phase := range []struct {
+		name string
 		run  func() error
 		ips  *float64
 		peak *float64
-	}{{step, &res.TrainImagesPerSec, &res.TrainPeakRSSMiB}, {recon, &res.ReconImagesPerSec, &res.ReconPeakRSSMiB}} {
+	}{{"train step", step, &res.TrainImagesPerSec, &res.TrainPeakRSSMiB}, {"reconstruction", recon, &res.ReconImagesPerSec, &res.ReconPeakRSSMiB}} {
 		if err := phase.run(); err != nil { // warm-up
 			return res, err
 		}
-		torchrt.ResetPeakRSS()
+		done(phase.name + " (warm-up)")
+		if err := torchrt.ResetPeakRSS(); err != nil {
+			return res, err
+		}
 		start := time.Now()
 		for i := 0; i < iters; i++ {
 			if err := phase.run(); err != nil {
 				return res, err
 			}
+			done(phase.name)
 		}
 		*phase.ips = float64(iters*batch) / time.Since(start).Seconds()
 		*phase.peak = torchrt.PeakRSSMiB()

@@ -161,3 +161,24 @@ func TestOptionalFlags(t *testing.T) {
 		t.Fatal("a non-number was accepted")
 	}
 }
+
+// TestBenchShowsProgress: bench reports each phase on stderr while it
+// measures, and keeps stdout for the table.
+func TestBenchShowsProgress(t *testing.T) {
+	cmd := newRootCmd()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs([]string{"bench", "--presets", "tiny", "--batch", "1", "--iters", "1", "--device", "cpu"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bench tiny: train step (warm-up)", "bench tiny: reconstruction", "4/4"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("stderr lacks %q:\n%q", want, errOut.String())
+		}
+	}
+	if !strings.HasPrefix(out.String(), "preset") || !strings.Contains(out.String(), "\ntiny ") || strings.Contains(out.String(), "bench tiny") {
+		t.Errorf("stdout is not just the table:\n%s", out.String())
+	}
+}

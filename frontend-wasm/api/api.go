@@ -93,7 +93,10 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		var e shared.APIError
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			b = nil // the status text below says what we know
+		}
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 			if e.Error == "" {

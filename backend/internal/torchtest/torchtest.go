@@ -59,8 +59,13 @@ func RequireNoLeak(t testing.TB, what string, keep int, f func()) {
 	}
 }
 
-// ResetPeakRSS restarts the peak-RSS counter.
-func ResetPeakRSS() { torchrt.ResetPeakRSS() }
+// ResetPeakRSS restarts the peak-RSS counter or fails tb.
+func ResetPeakRSS(tb testing.TB) {
+	tb.Helper()
+	if err := torchrt.ResetPeakRSS(); err != nil {
+		tb.Fatal(err)
+	}
+}
 
 // GotchBytesLeakedPerOp is what each gotch operation loses for good: its
 // generated Go wrappers allocate the C out-pointer with malloc(0), which glibc
