@@ -240,56 +240,12 @@ func openVisA(root string, o Options) (Index, error) {
 		return Index{}, fmt.Errorf("dataset %s: VisA split file: %w", root, err)
 	}
 	defer f.Close()
-	r := csv.NewReader(f)
-	header, err := r.Read()
-	if err != nil {
-		return Index{}, fmt.Errorf("dataset %s: read %s: %w", root, path, err)
-	}
-	col := map[string]int{}
-	for i, h := range header {
-		col[strings.TrimSpace(strings.ToLower(h))] = i
-	}
-	for _, need := range []string{"object", "split", "label", "image", "mask"} {
-		if _, ok := col[need]; !ok {
-			// The file's own text stays out of the message: a path given
-			// by a client must not become a way to read files.
-			return Index{}, fmt.Errorf("dataset %s: %s lacks column %q (its header has %d columns; want object, split, label, image, mask)", root, path, need, len(header))
-		}
-	}
 	var ix Index
-	seen := map[string]bool{}
 	var found []string
-	line := 1
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		line++
-		if err != nil {
-			return Index{}, fmt.Errorf("dataset %s: %s line %d: %w", root, path, line, err)
-		}
-		cat, split, label := rec[col["object"]], rec[col["split"]], rec[col["label"]]
-		if split != Train && split != Test {
-			return Index{}, fmt.Errorf("dataset %s: %s line %d: the split is neither train nor test", root, path, line)
-		}
-		if label != "normal" && label != "anomaly" {
-			return Index{}, fmt.Errorf("dataset %s: %s line %d: the label is neither normal nor anomaly", root, path, line)
-		}
-		s := Sample{Path: filepath.Join(root, rec[col["image"]]), Category: cat, Split: split, Defect: Good, Anomalous: label == "anomaly"}
-		if s.Anomalous {
-			s.Defect = "anomaly"
-			if m := rec[col["mask"]]; m != "" {
-				s.MaskPath = filepath.Join(root, m)
-			}
-		}
-		if !seen[cat] {
-			seen[cat] = true
-			found = append(found, cat)
-		}
-		ix.Samples = append(ix.Samples, s)
+	ix.Samples, found, err = readVisASplit(root, path, f)
+	if err != nil {
+		return Index{}, err
 	}
-	sort.Strings(found)
 	cats, err := categories(root, found, o.Categories)
 	if err != nil {
 		return Index{}, err
@@ -302,6 +258,76 @@ func openVisA(root string, o Options) (Index, error) {
 		}
 	}
 	return ix, nil
+}
+
+// readVisASplit parses a VisA split CSV read from r (named path in errors)
+// into samples under root and the categories in order of appearance. Every
+// image and mask path must stay inside root: the file may come from a
+// client, and "../" or an absolute path would make diad read, score and
+// serve files outside the dataset.
+func readVisASplit(root, path string, r io.Reader) ([]Sample, []string, error) {
+	cr := csv.NewReader(r)
+	header, err := cr.Read()
+	if err != nil {
+		return nil, nil, fmt.Errorf("dataset %s: read %s: %w", root, path, err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.TrimSpace(strings.ToLower(h))] = i
+	}
+	for _, need := range []string{"object", "split", "label", "image", "mask"} {
+		if _, ok := col[need]; !ok {
+			// The file's own text stays out of the message: a path given
+			// by a client must not become a way to read files.
+			return nil, nil, fmt.Errorf("dataset %s: %s lacks column %q (its header has %d columns; want object, split, label, image, mask)", root, path, need, len(header))
+		}
+	}
+	var samples []Sample
+	seen := map[string]bool{}
+	var found []string
+	line := 1
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			break
+		}
+		line++
+		if err != nil {
+			return nil, nil, fmt.Errorf("dataset %s: %s line %d: %w", root, path, line, err)
+		}
+		cat, split, label := rec[col["object"]], rec[col["split"]], rec[col["label"]]
+		if split != Train && split != Test {
+			return nil, nil, fmt.Errorf("dataset %s: %s line %d: the split is neither train nor test", root, path, line)
+		}
+		if label != "normal" && label != "anomaly" {
+			return nil, nil, fmt.Errorf("dataset %s: %s line %d: the label is neither normal nor anomaly", root, path, line)
+		}
+		image, mask := rec[col["image"]], ""
+		if label == "anomaly" {
+			mask = rec[col["mask"]]
+		}
+		for _, p := range []string{image, mask} {
+			if p != "" && !filepath.IsLocal(p) {
+				return nil, nil, fmt.Errorf("dataset %s: %s line %d: an image or mask path leaves the dataset folder", root, path, line)
+			}
+		}
+		if image == "" {
+			return nil, nil, fmt.Errorf("dataset %s: %s line %d: no image path", root, path, line)
+		}
+		s := Sample{Path: filepath.Join(root, image), Category: cat, Split: split, Defect: Good, Anomalous: label == "anomaly"}
+		if s.Anomalous {
+			s.Defect = "anomaly"
+			if mask != "" {
+				s.MaskPath = filepath.Join(root, mask)
+			}
+		}
+		if !seen[cat] {
+			seen[cat] = true
+			found = append(found, cat)
+		}
+		samples = append(samples, s)
+	}
+	return samples, found, nil
 }
 
 func filterCategories(s []Sample, cats []string) []Sample {

@@ -128,49 +128,12 @@ func (r MapRow) Values() []float32 {
 	return out
 }
 
-// RunMeta describes how a run was made.
-type RunMeta struct {
-	SchemaVersion int       `json:"schema_version"`
-	RunID         string    `json:"run_id"`
-	Kind          string    `json:"kind"` // "test" or "predict"
-	CreatedAt     time.Time `json:"created_at"`
-	Preset        string    `json:"preset"`
-	Checkpoint    string    `json:"checkpoint"`
-	CheckpointSHA string    `json:"checkpoint_sha256"`
-	Dataset       struct {
-		Root       string   `json:"root"`
-		Layout     string   `json:"layout"`
-		Categories []string `json:"categories"`
-	} `json:"dataset"`
-	Seed      uint64             `json:"seed"`
-	Threshold ThresholdInfo      `json:"threshold"`
-	Versions  map[string]string  `json:"versions"`
-	Device    string             `json:"device"`
-	Timings   map[string]float64 `json:"timings_seconds"`
-	Config    any                `json:"config,omitempty"`
-	// Scorer names the anomaly map's terms (e.g. "resnet", "ae+ssim").
-	Scorer string `json:"scorer"`
-	// Sampler is the sampler the images were reconstructed with (nil in runs
-	// made before it was recorded); with Seed and ImageSeed it replays any
-	// image exactly.
-	Sampler *shared.SamplerConfig `json:"sampler,omitempty"`
-	// Files holds the SHA-256 of each Parquet file, verified when it is
-	// read, so that a damaged file is reported as corruption (absent in
-	// runs made before it was recorded).
-	Files    map[string]string `json:"files,omitempty"`
-	Features struct {
-		Arch       string `json:"arch"`
-		Pretrained bool   `json:"pretrained"`
-		Weights    string `json:"weights,omitempty"`
-	} `json:"features"`
-}
+// RunMeta describes how a run was made: its run.json. It is the wire type
+// the server serves for a run, defined once in shared.
+type RunMeta = shared.RunInfo
 
 // ThresholdInfo records the decision threshold and how it was chosen.
-type ThresholdInfo struct {
-	Value  float64 `json:"value"`
-	Policy string  `json:"policy"` // "manual", "max-f1", ...
-	SetBy  string  `json:"set_by,omitempty"`
-}
+type ThresholdInfo = shared.RunThreshold
 
 var runIDPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$`)
 
@@ -339,16 +302,37 @@ func readRows[T any](s Store, id, name string) ([]T, error) {
 	return decodeRows[T](path)
 }
 
-func decodeRows[T any](path string) (rows []T, err error) {
+func decodeRows[T any](path string) ([]T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	return decodeRowsFrom[T](path, f, st.Size())
+}
+
+// decodeRowsFrom reads the rows of a Parquet file of size bytes from r
+// (named path in errors), after checking its schema version. parquet-go
+// panics on some malformed files; that becomes ErrCorrupt here.
+func decodeRowsFrom[T any](path string, r io.ReaderAt, size int64) (rows []T, err error) {
 	defer func() {
-		if r := recover(); r != nil {
-			rows, err = nil, fmt.Errorf("results: %s is %w: %v", path, ErrCorrupt, r)
+		if p := recover(); p != nil {
+			rows, err = nil, fmt.Errorf("results: %s is %w: %v", path, ErrCorrupt, p)
 		}
 	}()
-	if err := checkSchema(path); err != nil {
-		return nil, err
+	pf, err := parquet.OpenFile(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("results: %s: %w", path, err)
 	}
-	rows, err = parquet.ReadFile[T](path)
+	v, ok := pf.Lookup(SchemaKey)
+	if !ok || v != strconv.Itoa(SchemaVersion) {
+		return nil, fmt.Errorf("results: %s has schema version %q, this diad reads %d", path, v, SchemaVersion)
+	}
+	rows, err = parquet.Read[T](r, size)
 	if err != nil {
 		return nil, fmt.Errorf("results: %s: %w", path, err)
 	}
@@ -406,27 +390,6 @@ func (s Store) Runs() ([]RunMeta, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].RunID > out[j].RunID })
 	return out, nil
-}
-
-func checkSchema(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		return fmt.Errorf("results: %s: %w", path, err)
-	}
-	v, ok := pf.Lookup(SchemaKey)
-	if !ok || v != strconv.Itoa(SchemaVersion) {
-		return fmt.Errorf("results: %s has schema version %q, this diad reads %d", path, v, SchemaVersion)
-	}
-	return nil
 }
 
 // Images reads a run's image rows.

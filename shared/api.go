@@ -23,6 +23,17 @@ const (
 	JobCancelled = "cancelled"
 )
 
+// Job event kinds (JobEvent.Kind).
+const (
+	EventState       = "state"       // the job's state changed (the last event is one)
+	EventStep        = "step"        // progress
+	EventStage       = "stage"       // a training stage began; Message says which
+	EventValidation  = "validation"  // a validation loss
+	EventCheckpoint  = "checkpoint"  // a checkpoint was written; Message is its path
+	EventCalibration = "calibration" // one calibration candidate's result
+	EventDone        = "done"        // training finished; Message says why
+)
+
 // JobRequest starts a job. Config holds the job kind's settings: for train,
 // keys of the training config (data, preset, max_steps, ...); for test and
 // predict, checkpoint, data, threshold, paths.
@@ -165,20 +176,49 @@ type RunThreshold struct {
 	SetBy  string  `json:"set_by,omitempty"`
 }
 
-// RunInfo is what a client needs of a results run (GET /runs, /runs/{run}):
-// the subset of the server's run record that the browser shows.
+// RunInfo is a results run's record: its run.json on disk (the results
+// store's RunMeta is this type) and the body of GET /runs and /runs/{run}.
 type RunInfo struct {
-	RunID      string       `json:"run_id"`
-	Kind       string       `json:"kind"` // test or predict
-	CreatedAt  time.Time    `json:"created_at"`
-	Preset     string       `json:"preset"`
-	Checkpoint string       `json:"checkpoint"`
-	Scorer     string       `json:"scorer,omitempty"`
-	Threshold  RunThreshold `json:"threshold"`
-	Dataset    struct {
-		Root       string   `json:"root"`
-		Categories []string `json:"categories"`
-	} `json:"dataset"`
+	SchemaVersion int        `json:"schema_version"`
+	RunID         string     `json:"run_id"`
+	Kind          string     `json:"kind"` // test or predict
+	CreatedAt     time.Time  `json:"created_at"`
+	Preset        string     `json:"preset"`
+	Checkpoint    string     `json:"checkpoint"`
+	CheckpointSHA string     `json:"checkpoint_sha256"`
+	Dataset       RunDataset `json:"dataset"`
+	// Seed is the run's noise seed; with Sampler and ImageSeed-style
+	// per-image seeds it replays any image exactly.
+	Seed      uint64             `json:"seed"`
+	Threshold RunThreshold       `json:"threshold"`
+	Versions  map[string]string  `json:"versions"`
+	Device    string             `json:"device"`
+	Timings   map[string]float64 `json:"timings_seconds"`
+	Config    any                `json:"config,omitempty"`
+	// Scorer names the anomaly map's terms (e.g. "resnet", "ae+ssim").
+	Scorer string `json:"scorer"`
+	// Sampler is the sampler the images were reconstructed with (nil in
+	// runs made before it was recorded).
+	Sampler *SamplerConfig `json:"sampler,omitempty"`
+	// Files holds the SHA-256 of each Parquet file, verified when it is
+	// read, so that a damaged file is reported as corruption (absent in
+	// runs made before it was recorded).
+	Files    map[string]string `json:"files,omitempty"`
+	Features RunFeatures       `json:"features"`
+}
+
+// RunDataset is the dataset a run scored.
+type RunDataset struct {
+	Root       string   `json:"root"`
+	Layout     string   `json:"layout"`
+	Categories []string `json:"categories"`
+}
+
+// RunFeatures is the feature extractor of a run's ResNet map.
+type RunFeatures struct {
+	Arch       string `json:"arch"`
+	Pretrained bool   `json:"pretrained"`
+	Weights    string `json:"weights,omitempty"`
 }
 
 // MetricValue is one row of GET /runs/{run}/metrics (Value is null when the
@@ -190,11 +230,31 @@ type MetricValue struct {
 	Error    string   `json:"error,omitempty"`
 }
 
-// ServerStatus is the part of GET /api/v1/status the client shows: the model
-// it serves and notices for the user (e.g. why the demo model is not in use).
-type ServerStatus struct {
-	Model   string   `json:"model,omitempty"`
+// Status is the body of GET /api/v1/status.
+type Status struct {
+	Version  VersionInfo `json:"version"`
+	Libtorch string      `json:"libtorch"`
+	Devices  []string    `json:"devices"`
+	Threads  int         `json:"threads"`
+	Started  time.Time   `json:"started"`
+	Model    string      `json:"model,omitempty"`
+	// Notices are things the user should know about this server (e.g. that
+	// the demo model could not be loaded), shown by the client.
 	Notices []string `json:"notices,omitempty"`
+}
+
+// VersionInfo identifies a diad build.
+type VersionInfo struct {
+	Diad     string `json:"diad"`
+	Revision string `json:"revision,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go"`
+	Gotch    string `json:"gotch"`
+}
+
+// LoadModelRequest is the body of POST /api/v1/models/load.
+type LoadModelRequest struct {
+	Path string `json:"path"`
 }
 
 // Predicted is the decision rule everywhere (server, CLI, client): an image

@@ -1,7 +1,9 @@
 // Package shared holds the Go types that the server and the WebAssembly client
-// both compile: the versioned wire protocol of the REST API and websockets.
-// It has no dependencies beyond the standard library, so it builds for
-// GOOS=js too.
+// both compile: the versioned wire protocol of the REST API and websockets -
+// every type and constant that crosses the wire is defined here once (the
+// server's openapi.json is checked against these types). Its only
+// dependency beyond the standard library is x448/float16, pure Go, so it
+// builds for GOOS=js too; it must never import libtorch or the backend.
 //
 // Websocket frames are JSON text messages for control and events, and binary
 // messages for pixel data. A binary message is

@@ -120,7 +120,7 @@ func Open(dir string, funcs map[string]Func, stats *stream.Stats) (*Runner, erro
 			e.job.State, e.job.Error, e.job.Finished = shared.JobFailed, "the server stopped while the job was running", &now
 			// The record's progress is saved at most once a second; the log
 			// has the last step the job reached.
-			if last != nil && last.Kind != "state" && last.Step >= e.job.Progress.Step {
+			if last != nil && last.Kind != shared.EventState && last.Step >= e.job.Progress.Step {
 				e.job.Progress = last.JobProgress
 			}
 			if err := r.save(e.job); err != nil {
@@ -186,7 +186,7 @@ func replayEvents(path string, hub *stream.Hub) (*shared.JobEvent, error) {
 }
 
 func stateEvent(j shared.Job) []byte {
-	return encodeEvent(shared.JobEvent{Type: shared.TypeJobEvent, Job: j.ID, Kind: "state", Time: time.Now().UTC(), State: j.State, JobProgress: j.Progress, Message: j.Error})
+	return encodeEvent(shared.JobEvent{Type: shared.TypeJobEvent, Job: j.ID, Kind: shared.EventState, Time: time.Now().UTC(), State: j.State, JobProgress: j.Progress, Message: j.Error})
 }
 
 // encodeEvent is ev as JSON. Its numbers are made finite first (a diverged

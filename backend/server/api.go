@@ -339,9 +339,7 @@ func (s *Server) listModels(c echo.Context) error {
 }
 
 func (s *Server) loadModel(c echo.Context) error {
-	var req struct {
-		Path string `json:"path"`
-	}
+	var req shared.LoadModelRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}

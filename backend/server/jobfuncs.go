@@ -242,7 +242,7 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 				return jobs.Output{}, err
 			}
 			rep, err := evaluate.Test(ctx, cfg, func(done, total int) {
-				report(shared.JobEvent{Kind: "step", JobProgress: shared.JobProgress{Stage: "test", Step: done, Total: total}})
+				report(shared.JobEvent{Kind: shared.EventStep, JobProgress: shared.JobProgress{Stage: "test", Step: done, Total: total}})
 			})
 			if err != nil {
 				return jobs.Output{}, err

@@ -28,6 +28,7 @@ import (
 	"github.com/diad-project/diad/backend/version"
 	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
 // Config is the server's configuration (flags of `diad serve`).
@@ -103,18 +104,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// Status is what /api/v1/status reports.
-type Status struct {
-	Version  version.Info `json:"version"`
-	Libtorch string       `json:"libtorch"`
-	Devices  []string     `json:"devices"`
-	Threads  int          `json:"threads"`
-	Started  time.Time    `json:"started"`
-	Model    string       `json:"model,omitempty"`
-	// Notices are things the user should know about this server (e.g. that
-	// the demo model could not be loaded), shown by the client.
-	Notices []string `json:"notices,omitempty"`
-}
+// Status is the body of GET /api/v1/status.
+type Status = shared.Status
 
 // Server wraps the echo instance and what its handlers share.
 type Server struct {
@@ -255,7 +246,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if code >= 500 {
 		s.log.Error("handler error", "uri", c.Request().RequestURI, "err", err)
 	}
-	if werr := c.JSON(code, map[string]string{"error": msg}); werr != nil {
+	if werr := c.JSON(code, shared.APIError{Error: msg}); werr != nil {
 		s.log.Warn("error response not sent", "uri", c.Request().RequestURI, "err", werr)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/shared"
 )
 
 // Stages of a run.
@@ -54,7 +55,7 @@ const (
 
 // Event reports progress to the caller (CLI progress bar, server websockets).
 type Event struct {
-	Kind         string    `json:"kind"` // step, validation, checkpoint, stage, done
+	Kind         string    `json:"kind"` // shared.Event*
 	Time         time.Time `json:"time"`
 	Stage        string    `json:"stage"`
 	Step         int       `json:"step"`
@@ -319,7 +320,7 @@ func (t *trainer) beginStage(restoring bool) error {
 	if t.st.Stage == StageDenoiser && t.cfg.EMADecay > 0 {
 		t.ema = newEMA(t.m.Store.Trainable(), t.cfg.EMADecay)
 	}
-	t.emit(Event{Kind: "stage", Message: "stage " + t.st.Stage})
+	t.emit(Event{Kind: shared.EventStage, Message: t.st.Stage})
 	return nil
 }
 
@@ -479,7 +480,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				micro = 0 // the optimizer stepped above, inside the compute lane
 				t.st.Step++
 				ips := float64(windowImages) / math.Max(time.Since(window).Seconds(), 1e-9)
-				ev := Event{Kind: "step", Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
+				ev := Event{Kind: shared.EventStep, Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
 				if total > 0 && ips > 0 {
 					ev.ETASeconds = float64(total-t.st.Step) * float64(t.cfg.BatchSize*t.cfg.GradAccum) / ips
 				}
@@ -597,7 +598,7 @@ func (t *trainer) finishStage(ctx context.Context, reason string) (string, error
 	if err := t.saveCheckpoint(); err != nil {
 		return "", err
 	}
-	t.emit(Event{Kind: "done", Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: reason})
+	t.emit(Event{Kind: shared.EventDone, Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: reason})
 	return reason, nil
 }
 
@@ -637,7 +638,7 @@ func (t *trainer) validate() error {
 		return err
 	}
 	t.lastVal = sum / float64(n)
-	t.emit(Event{Kind: "validation", Step: t.st.Step, Epoch: t.st.Epoch, ValLoss: t.lastVal})
+	t.emit(Event{Kind: shared.EventValidation, Step: t.st.Step, Epoch: t.st.Epoch, ValLoss: t.lastVal})
 	t.log.Info("validation", "stage", t.st.Stage, "step", t.st.Step, "val_loss", t.lastVal)
 	if t.st.Stage == StageDenoiser && t.lastVal < float64(t.st.BestVal) {
 		t.st.BestVal = Float(t.lastVal)
@@ -684,7 +685,7 @@ func (t *trainer) saveCheckpoint() error {
 	if err := checkpoint.Save(path, tensors, meta); err != nil {
 		return err
 	}
-	t.emit(Event{Kind: "checkpoint", Step: t.st.Step, Message: path})
+	t.emit(Event{Kind: shared.EventCheckpoint, Step: t.st.Step, Message: path})
 	t.log.Info("checkpoint", "stage", t.st.Stage, "step", t.st.Step, "path", path)
 	if t.opts.afterCheckpoint != nil {
 		t.opts.afterCheckpoint(t.st.Stage, t.st.Step)
@@ -899,7 +900,7 @@ func (t *trainer) scaleLatents(ctx context.Context) error {
 	t.m.AE.SetScaleFactor(f)
 	t.m.Config.Autoencoder.ScaleFactor = f
 	t.log.Info("latent scale", "std", std, "scale_factor", f)
-	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("latent scale factor %.4f (latent std %.4f)", f, std)})
+	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("latent scale factor %.4f (latent std %.4f)", f, std)})
 	return nil
 }
 
@@ -927,7 +928,7 @@ func (t *trainer) calibrate(ctx context.Context) error {
 	if kind == "" {
 		kind = scoring.KindAE
 	}
-	t.emit(Event{Kind: "stage", Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", t.cfg.StartTCandidates, len(images))})
+	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", t.cfg.StartTCandidates, len(images))})
 	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind,
 		ScorerCandidates: t.cfg.ScorerCandidates, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
 	if err != nil {
@@ -935,7 +936,7 @@ func (t *trainer) calibrate(ctx context.Context) error {
 	}
 	for _, tr := range res.Trials {
 		t.log.Info("calibration", "start_t", tr.StartT, "scorer", tr.Scorer, "image_auroc", tr.ImageAUROC, "pixel_auroc", tr.PixelAUROC, "scales", tr.Scales)
-		t.emit(Event{Kind: "calibration", Message: fmt.Sprintf("start level %d, scorer %s: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.Scorer, tr.ImageAUROC, tr.PixelAUROC)})
+		t.emit(Event{Kind: shared.EventCalibration, Message: fmt.Sprintf("start level %d, scorer %s: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.Scorer, tr.ImageAUROC, tr.PixelAUROC)})
 	}
 	if len(t.cfg.StartTCandidates) > 0 {
 		t.m.Config.Sampler.StartT = res.StartT

@@ -3,6 +3,7 @@
 package version
 
 import (
+	"github.com/diad-project/diad/shared"
 	"runtime/debug"
 	"strings"
 )
@@ -15,13 +16,7 @@ var Version = "0.1.0-dev"
 const gotchModule = "github.com/sugarme/gotch"
 
 // Info is what `diad version` prints and what every result run records.
-type Info struct {
-	Diad     string `json:"diad"`
-	Revision string `json:"revision,omitempty"`
-	Modified bool   `json:"modified,omitempty"`
-	Go       string `json:"go"`
-	Gotch    string `json:"gotch"`
-}
+type Info = shared.VersionInfo
 
 // Read collects Info from the linked binary's build information.
 func Read() Info {

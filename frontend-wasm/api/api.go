@@ -109,8 +109,8 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 }
 
 // Status is the server's model and notices.
-func (c *Client) Status(ctx context.Context) (shared.ServerStatus, error) {
-	var st shared.ServerStatus
+func (c *Client) Status(ctx context.Context) (shared.Status, error) {
+	var st shared.Status
 	return st, c.do(ctx, http.MethodGet, "/api/v1/status", nil, &st)
 }
 

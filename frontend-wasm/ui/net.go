@@ -590,7 +590,7 @@ func (a *App) onJobEvent(id string, ev shared.JobEvent) {
 		v.job.Progress = ev.JobProgress
 	}
 	switch ev.Kind {
-	case "step":
+	case shared.EventStep:
 		if ev.Loss != 0 {
 			v.loss = append(v.loss, point{float64(ev.Step), ev.Loss})
 		}
@@ -603,7 +603,7 @@ func (a *App) onJobEvent(id string, ev shared.JobEvent) {
 			v.messages = v.messages[len(v.messages)-200:]
 		}
 	}
-	if ev.Kind == "done" || ev.State == shared.JobSucceeded {
+	if ev.Kind == shared.EventDone || ev.State == shared.JobSucceeded {
 		a.setStatus(fmt.Sprintf("%s job %s %s", v.job.Kind, id, ev.State))
 	}
 }
