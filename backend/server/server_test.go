@@ -1357,3 +1357,60 @@ func TestModelsListedUnderAnyDataDirName(t *testing.T) {
 	}
 	t.Fatalf("%s is not listed: %s", model, body)
 }
+
+// TestUploadPeakRSSIsBounded: sixteen uploads at once, each decoding to
+// 61 MiB (4000x4000 RGBA, ~250 KB as PNG), raise the server's peak RSS by
+// at most the bound the README states: UploadDecodes x 2 x the decoded size
+// (the decoder's image and its working rows), plus 64 MiB.
+func TestUploadPeakRSSIsBounded(t *testing.T) {
+	e := startEnv(t, nil)
+	img := image.NewRGBA(image.Rect(0, 0, 4000, 4000))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i / 4096)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	img = nil
+	decoded := int64(4000 * 4000 * 4)
+	if decoded > e.srv.cfg.MaxUploadDecodedBytes {
+		t.Fatalf("the test image (%d bytes decoded) is over the limit it means to stay under", decoded)
+	}
+	torchrt.TrimHeap()
+	base := torchrt.RSSMiB()
+	if err := torchrt.ResetPeakRSS(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(e.base+"/api/v1/uploads", "image/png", bytes.NewReader(b.Bytes()))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := resp.Body.Close(); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	growth := torchrt.PeakRSSMiB() - base
+	bound := float64(int64(e.srv.cfg.UploadDecodes)*2*decoded)/(1<<20) + 64
+	t.Logf("16 uploads of %d KB (%d MiB decoded): statuses %v; peak RSS %.0f MiB over the %.0f MiB before (bound %.0f)",
+		b.Len()>>10, decoded>>20, codes, growth, base, bound)
+	if codes[http.StatusCreated] == 0 || codes[http.StatusCreated]+codes[http.StatusServiceUnavailable] != 16 {
+		t.Fatalf("statuses %v", codes)
+	}
+	if growth > bound {
+		t.Fatalf("peak RSS grew by %.0f MiB, over the bound of %.0f MiB", growth, bound)
+	}
+}
