@@ -34,22 +34,22 @@ var successBodies = map[string]struct {
 	schema string
 	list   bool
 }{
-	"get /api/v1/status":                                 {"200", "Status", false},
-	"get /api/v1/datasets":                               {"200", "Dataset", true},
-	"post /api/v1/datasets":                              {"201", "Dataset", false},
-	"post /api/v1/uploads":                               {"201", "Upload", false},
-	"get /api/v1/models":                                 {"200", "Model", true},
-	"post /api/v1/models/load":                           {"200", "Status", false},
-	"get /api/v1/jobs":                                   {"200", "Job", true},
-	"post /api/v1/jobs":                                  {"202", "Job", false},
-	"get /api/v1/jobs/{id}":                              {"200", "Job", false},
-	"post /api/v1/jobs/{id}/cancel":                      {"200", "Job", false},
-	"get /api/v1/runs":                                   {"200", "RunInfo", true},
-	"get /api/v1/runs/{run}":                             {"200", "RunInfo", false},
-	"get /api/v1/runs/{run}/images":                      {"200", "ImagePage", false},
-	"put /api/v1/runs/{run}/images/{image}/label":        {"200", "ImageInfo", false},
-	"put /api/v1/runs/{run}/threshold":                   {"200", "RunInfo", false},
-	"get /api/v1/runs/{run}/metrics":                     {"200", "MetricValue", true},
+	"get /api/v1/status":                          {"200", "Status", false},
+	"get /api/v1/datasets":                        {"200", "Dataset", true},
+	"post /api/v1/datasets":                       {"201", "Dataset", false},
+	"post /api/v1/uploads":                        {"201", "Upload", false},
+	"get /api/v1/models":                          {"200", "Model", true},
+	"post /api/v1/models/load":                    {"200", "Status", false},
+	"get /api/v1/jobs":                            {"200", "Job", true},
+	"post /api/v1/jobs":                           {"202", "Job", false},
+	"get /api/v1/jobs/{id}":                       {"200", "Job", false},
+	"post /api/v1/jobs/{id}/cancel":               {"200", "Job", false},
+	"get /api/v1/runs":                            {"200", "RunInfo", true},
+	"get /api/v1/runs/{run}":                      {"200", "RunInfo", false},
+	"get /api/v1/runs/{run}/images":               {"200", "ImagePage", false},
+	"put /api/v1/runs/{run}/images/{image}/label": {"200", "ImageInfo", false},
+	"put /api/v1/runs/{run}/threshold":            {"200", "RunInfo", false},
+	"get /api/v1/runs/{run}/metrics":              {"200", "MetricValue", true},
 }
 
 var requestBodies = map[string]string{

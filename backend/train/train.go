@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 	"gopkg.in/yaml.v3"
@@ -54,6 +52,7 @@ const (
 )
 
 // Event reports progress to the caller (CLI progress bar, server websockets).
+// Step events carry the stage, its step and its total.
 type Event struct {
 	Kind         string    `json:"kind"` // shared.Event*
 	Time         time.Time `json:"time"`
@@ -70,10 +69,9 @@ type Event struct {
 
 // Options are the run's side channels.
 type Options struct {
-	// OnEvent receives progress events (may be nil).
+	// OnEvent receives progress events (may be nil); presenting them (the
+	// CLI's progress bar, the server's websockets) is the caller's job.
 	OnEvent func(Event)
-	// Progress, if set, gets a progress bar (e.g. os.Stderr).
-	Progress io.Writer
 	// Resume continues from OutDir/checkpoint.safetensors when it exists.
 	Resume bool
 	// Force replaces a training run already in OutDir (its checkpoint,
@@ -408,23 +406,11 @@ func toTensor(b datasets.Batch, size int, dev gotch.Device) *ts.Tensor {
 // loop runs stages until done or a budget is reached.
 func (t *trainer) loop(ctx context.Context) (string, error) {
 	size := t.m.Config.ImageSize
-	var bar *progressbar.ProgressBar
 	window := time.Now()
 	windowImages := 0
 	micro := 0
 	for t.st.Stage != StageDone {
 		total := t.stageSteps()
-		if t.opts.Progress != nil {
-			n := total
-			if n == 0 {
-				n = -1 // a spinner: only a time budget bounds the stage
-			}
-			bar = progressbar.NewOptions(n, progressbar.OptionSetWriter(t.opts.Progress),
-				progressbar.OptionSetDescription(t.st.Stage), progressbar.OptionShowCount(), progressbar.OptionSetItsString("steps"),
-				progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
-				progressbar.OptionClearOnFinish())
-			bar.Set(t.st.Step)
-		}
 		stageDone := false
 		for !stageDone {
 			if t.cfg.MaxEpochs > 0 && t.st.Stage == StageDenoiser && t.st.Epoch >= t.cfg.MaxEpochs {
@@ -486,10 +472,6 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				}
 				t.emit(ev)
 				t.log.Info("step", "stage", t.st.Stage, "step", t.st.Step, "epoch", t.st.Epoch, "loss", t.lastLoss, "images_per_sec", ips)
-				if bar != nil {
-					bar.Describe(fmt.Sprintf("%s loss %.4f %.1f img/s", t.st.Stage, t.lastLoss, ips))
-					bar.Set(t.st.Step)
-				}
 				if time.Since(window) > 10*time.Second {
 					window, windowImages = time.Now(), 0
 				}
@@ -528,9 +510,6 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				t.st.Epoch++
 				t.st.Batch = 0
 			}
-		}
-		if bar != nil {
-			bar.Finish()
 		}
 		if t.st.Stage == StageAutoencoder {
 			if err := t.validate(); err != nil {

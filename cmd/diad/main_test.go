@@ -19,6 +19,8 @@ import (
 	"github.com/diad-project/diad/backend/badmodel"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/backend/train"
+	"github.com/diad-project/diad/shared"
 )
 
 // TestMain lets a test run the real main() in a child process (the test
@@ -173,12 +175,30 @@ func TestBenchShowsProgress(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"bench tiny: train step (warm-up)", "bench tiny: reconstruction", "4/4"} {
+	for _, want := range []string{"bench tiny: train step (warm-up)", "bench tiny: reconstruction", "/4)"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("stderr lacks %q:\n%q", want, errOut.String())
 		}
 	}
 	if !strings.HasPrefix(out.String(), "preset") || !strings.Contains(out.String(), "\ntiny ") || strings.Contains(out.String(), "bench tiny") {
 		t.Errorf("stdout is not just the table:\n%s", out.String())
+	}
+}
+
+// TestTrainBarFollowsStages: the CLI draws training progress from the run's
+// events, one bar per stage, with the stage's own total.
+func TestTrainBarFollowsStages(t *testing.T) {
+	var out bytes.Buffer
+	bar := &trainBar{w: &out}
+	for i := 1; i <= 3; i++ {
+		bar.event(train.Event{Kind: shared.EventStep, Stage: "autoencoder", Step: i, TotalSteps: 3, Loss: 0.5})
+	}
+	bar.event(train.Event{Kind: shared.EventStage, Stage: "denoiser", Message: "denoiser"})
+	bar.event(train.Event{Kind: shared.EventStep, Stage: "denoiser", Step: 1, TotalSteps: 5, Loss: 0.25})
+	bar.finish()
+	for _, want := range []string{"autoencoder loss 0.5000", "/3, ", "denoiser loss 0.2500", "/5, "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("progress output lacks %q:\n%q", want, out.String())
+		}
 	}
 }

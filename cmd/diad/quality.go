@@ -37,7 +37,9 @@ func newQualityCmd() *cobra.Command {
 				tc.OutDir = trainOut
 				tc.Seed = seed
 				tc.MaxDuration = budget
-				sum, err := train.Run(cmd.Context(), tc, train.Options{Progress: cmd.ErrOrStderr()})
+				bar := &trainBar{w: cmd.ErrOrStderr()}
+				sum, err := train.Run(cmd.Context(), tc, train.Options{OnEvent: bar.event})
+				bar.finish()
 				if err != nil {
 					return err
 				}

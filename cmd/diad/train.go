@@ -80,7 +80,9 @@ func newTrainCmd() *cobra.Command {
 			}
 			opts := train.Options{Resume: resume, Force: force}
 			if !quiet {
-				opts.Progress = os.Stderr
+				bar := &trainBar{w: os.Stderr}
+				defer bar.finish()
+				opts.OnEvent = bar.event
 			}
 			run := train.Run
 			if recalibrate != "" {
