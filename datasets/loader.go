@@ -102,14 +102,25 @@ func (l *Loader) BatchesPerEpoch() int {
 // Order is the sample order of an epoch: a permutation that depends only on
 // the seed and the epoch number, so a resumed run sees the same order.
 func (l *Loader) Order(epoch int) []int {
+	if l.cfg.Shuffle {
+		return Permutation(len(l.samples), l.cfg.Seed, uint64(epoch))
+	}
 	idx := make([]int, len(l.samples))
 	for i := range idx {
 		idx[i] = i
 	}
-	if l.cfg.Shuffle {
-		r := rand.New(rand.NewPCG(l.cfg.Seed, uint64(epoch)))
-		r.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	return idx
+}
+
+// Permutation is a shuffle of 0..n-1 that depends only on seed and stream
+// (a Loader's epoch order, a training run's held-out split).
+func Permutation(n int, seed, stream uint64) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
 	}
+	r := rand.New(rand.NewPCG(seed, stream))
+	r.Shuffle(n, func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
 	return idx
 }
 

@@ -59,10 +59,7 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	if err != nil {
 		return Summary{}, err
 	}
-	_, valSamples, err := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
-	if err != nil {
-		return Summary{}, err
-	}
+	_, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
 	if t.m, _, err = model.Open(modelPath, dev); err != nil {
 		return Summary{}, err
 	}

@@ -203,10 +203,7 @@ func (t *trainer) setup() error {
 	if err != nil {
 		return err
 	}
-	trainSamples, valSamples, err := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
-	if err != nil {
-		return err
-	}
+	trainSamples, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
 	ckpt := filepath.Join(cfg.OutDir, CheckpointFile)
 	resuming := t.opts.Resume && fileExists(ckpt)
 	var mcfg model.Config
@@ -262,19 +259,15 @@ func (t *trainer) modelConfig() (model.Config, error) {
 }
 
 // holdOut splits off a deterministic fraction of the training images.
-func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datasets.Sample, err error) {
+func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datasets.Sample) {
 	n := int(math.Round(frac * float64(len(s))))
 	if frac > 0 && n == 0 && len(s) >= 2 {
 		n = 1
 	}
 	if n == 0 {
-		return s, nil, nil
+		return s, nil
 	}
-	l, err := datasets.NewLoader(s, datasets.LoaderConfig{Size: 1, BatchSize: 1, Shuffle: true, Seed: seed ^ 0x7a1})
-	if err != nil {
-		return nil, nil, fmt.Errorf("train: hold out: %w", err)
-	}
-	order := l.Order(0)
+	order := datasets.Permutation(len(s), seed^0x7a1, 0)
 	isVal := map[int]bool{}
 	for _, i := range order[:n] {
 		isVal[i] = true
@@ -286,7 +279,7 @@ func holdOut(s []datasets.Sample, frac float64, seed uint64) (train, val []datas
 			train = append(train, x)
 		}
 	}
-	return train, val, nil
+	return train, val
 }
 
 // beginStage sets the freezing split and optimizer of the current stage.
@@ -298,13 +291,9 @@ func (t *trainer) beginStage(restoring bool) error {
 	if t.st.Stage == StageDone {
 		return nil
 	}
-	freeze, ocfg := model.FreezeAutoencoderOnly, t.cfg.AutoencoderOptim
-	if t.st.Stage == StageDenoiser {
-		f, err := model.ParseFreeze(t.cfg.Freeze)
-		if err != nil {
-			return err
-		}
-		freeze, ocfg = f, t.cfg.Optim
+	freeze, ocfg, err := t.cfg.stageTraining(t.st.Stage)
+	if err != nil {
+		return err
 	}
 	t.m.SetFreeze(freeze)
 	if t.opt != nil {
@@ -320,6 +309,19 @@ func (t *trainer) beginStage(restoring bool) error {
 	}
 	t.emit(Event{Kind: shared.EventStage, Message: t.st.Stage})
 	return nil
+}
+
+// stageTraining is what a stage trains and how: its freezing split and
+// optimizer settings (the one rule for a fresh stage and a resumed one).
+func (c Config) stageTraining(stage string) (model.Freeze, optim.AdamWConfig, error) {
+	if stage == StageAutoencoder {
+		return model.FreezeAutoencoderOnly, c.AutoencoderOptim, nil
+	}
+	f, err := model.ParseFreeze(c.Freeze)
+	if err != nil {
+		return "", optim.AdamWConfig{}, err
+	}
+	return f, c.Optim, nil
 }
 
 func (t *trainer) stageSteps() int {
@@ -712,13 +714,10 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 		return m, nil
 	}
 	// Optimizer of the current stage, with its moments.
-	freeze, ocfg := model.FreezeAutoencoderOnly, t.cfg.AutoencoderOptim
-	if st.Stage == StageDenoiser {
-		if freeze, err = model.ParseFreeze(t.cfg.Freeze); err != nil {
-			m.Free()
-			return nil, err
-		}
-		ocfg = t.cfg.Optim
+	freeze, ocfg, err := t.cfg.stageTraining(st.Stage)
+	if err != nil {
+		m.Free()
+		return nil, err
 	}
 	m.SetFreeze(freeze)
 	opt, err := optim.NewAdamW(m.Store.Trainable(), ocfg)
