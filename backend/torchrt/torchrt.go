@@ -1,6 +1,3 @@
-// Package torchrt is diad's handle on the libtorch runtime underneath gotch: the
-// libtorch version compiled in, the compute devices, the intra-op thread count and
-// the global random seed (the last two are in gotch's C API but not its Go API).
 package torchrt
 
 /*

@@ -1,0 +1,22 @@
+// Package torchrt is diad's handle on the libtorch runtime underneath gotch:
+// everything about libtorch that is process-wide, or that gotch's Go API
+// lacks, is here, so that no other package writes cgo. By file:
+//
+//   - torchrt.go: the libtorch version compiled in, devices and their
+//     parsing, intra-op threads, the global seed, grad mode (NoGrad) and
+//     pinning the calling goroutine to its OS thread (Pin), which libtorch's
+//     thread-local state (grad mode, streams) needs.
+//   - boundary.go: the error boundary. gotch's Must* calls end in log.Fatal;
+//     Do runs tensor work with that trapped into a panic carrying an *Error,
+//     recovered into a returned error (Check and Recover for callers that
+//     already hold an error).
+//   - compute.go: the compute lane (LockCompute): one caller at a time
+//     drives libtorch's thread team, because two teams on the same cores spin
+//     against each other.
+//   - blas.go: OpenBLAS's own thread count, which libtorch does not set.
+//   - inplace.go: in-place updates (optimizer and EMA steps, initialisation)
+//     through libtorch directly, without the Go wrappers' per-call leak.
+//   - batch.go and values.go: moving data between Go slices and tensors.
+//   - memory.go and trim.go: resident memory (current, peak, reset) and
+//     returning freed memory to the OS, for the memory tests and benchmarks.
+package torchrt
