@@ -18,7 +18,7 @@ import (
 // no tensor package. It does not change after Load; its methods may run from
 // several goroutines (they take the compute lane per step).
 type Engine struct {
-	p    *Pipeline
+	p    *Detector
 	path string
 }
 

@@ -77,8 +77,10 @@ type Report struct {
 	Scorer       string // the anomaly map's terms
 }
 
-// Pipeline holds a loaded model and scorer; it scores batches.
-type Pipeline struct {
+// Detector is a loaded model with its anomaly scorer and sampler settings:
+// it reconstructs and scores batches (what `diad test`, `diad predict`, jobs
+// and the engine share).
+type Detector struct {
 	Model *model.DiAD
 	// Ext is the ImageNet extractor when the scorer uses one (else nil).
 	Ext     *features.Extractor
@@ -88,7 +90,7 @@ type Pipeline struct {
 }
 
 // Open loads the model checkpoint and the feature extractor.
-func Open(cfg Config) (*Pipeline, error) {
+func Open(cfg Config) (*Detector, error) {
 	dev, err := torchrt.ParseDevice(cfg.Device)
 	if err != nil {
 		return nil, err
@@ -112,7 +114,7 @@ func Open(cfg Config) (*Pipeline, error) {
 		m.Free()
 		return nil, err
 	}
-	p := &Pipeline{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed}
+	p := &Detector{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed}
 	if err := p.Sampler.Validate(m.Schedule.T()); err != nil {
 		p.Free()
 		return nil, fmt.Errorf("evaluate: sampler of %s with the requested changes: %w", cfg.Checkpoint, err)
@@ -121,7 +123,7 @@ func Open(cfg Config) (*Pipeline, error) {
 }
 
 // Free releases the model and extractor.
-func (p *Pipeline) Free() {
+func (p *Detector) Free() {
 	p.Model.Free()
 	if p.Ext != nil {
 		p.Ext.Free()
@@ -130,7 +132,7 @@ func (p *Pipeline) Free() {
 
 // Pretrained reports whether the scorer's ImageNet features had real weights
 // (false for scorers that use none).
-func (p *Pipeline) Pretrained() bool { return p.Ext != nil && p.Ext.Pretrained() }
+func (p *Detector) Pretrained() bool { return p.Ext != nil && p.Ext.Pretrained() }
 
 // Scored is one image's outcome.
 type Scored struct {
@@ -144,7 +146,7 @@ type Scored struct {
 // holding the process's compute lane (torchrt.LockCompute) meanwhile. Each
 // image's noise comes from its own seed (results.ImageSeed), so an image
 // gives the same result in any batch. stepHook, if not nil, sees every step.
-func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
 	b := int(x.MustSize()[0])
@@ -198,12 +200,12 @@ func (p *Pipeline) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 type Progress func(done, total int)
 
 // TestSplit is cfg.Data's test split, loaded at the model's size, and the
-// pipeline that scores it (which the caller frees).
+// detector that scores it (which the caller frees).
 type TestSplit struct {
 	Index   datasets.Index
 	Samples []datasets.Sample
 	Loader  *datasets.Loader
-	P       *Pipeline
+	P       *Detector
 }
 
 // OpenTestSplit opens the test split of cfg.Data and the model.
@@ -399,7 +401,7 @@ func applyThreshold(rows []results.ImageRow, th float64) {
 	}
 }
 
-func meta(runID, kind string, cfg Config, p *Pipeline, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
+func meta(runID, kind string, cfg Config, p *Detector, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
 	m := results.RunMeta{RunID: runID, Kind: kind, CreatedAt: now, Preset: p.Model.Config.Preset, Checkpoint: cfg.Checkpoint,
 		CheckpointSHA: fileSHA256(cfg.Checkpoint), Seed: cfg.Seed, Threshold: th, Device: torchrt.DeviceName(p.Model.Device()), Config: cfg}
 	m.Dataset.Root, m.Dataset.Layout, m.Dataset.Categories = ix.Root, ix.Layout, ix.Categories

@@ -205,7 +205,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 
 // guidanceEffect returns the summed squares of (eps - eps without the SG
 // network) and of eps, for one step.
-func guidanceEffect(p *evaluate.Pipeline, s diffusion.Step) (diff, norm float64, err error) {
+func guidanceEffect(p *evaluate.Detector, s diffusion.Step) (diff, norm float64, err error) {
 	err = torchrt.Do(func() error {
 		b := int(s.Zt.MustSize()[0])
 		t := make([]int, b)
