@@ -6,6 +6,9 @@ TORCHENV := backend/buildenv/torchenv.sh
 # Where `make run` listens (loopback only) and keeps its data.
 ADDR ?= 127.0.0.1:8080
 DATA ?= var
+# The results folder `diad test` and `diad predict --store` write by default,
+# so that the server started by `make run` lists the CLI's runs too.
+RESULTS ?= results/runs
 # The committed demo model (trained by `diad train --base demo`; see its README).
 DEMO_MODEL ?= backend/model/demo/model.safetensors
 # Packages run one at a time: each libtorch test process uses every core, and
@@ -35,7 +38,7 @@ web:
 
 ## run: build the server and the client, start the server on $(ADDR)
 run: build web
-	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --demo --demo-model $(DEMO_MODEL)
+	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --results $(RESULTS) --demo --demo-model $(DEMO_MODEL)
 
 # RACE_PKGS are the packages that do not link libtorch: their tests also run
 # under the race detector (libtorch's OpenMP threads are invisible to it).

@@ -27,7 +27,7 @@ func newQualityCmd() *cobra.Command {
 			"outside); and how much the predicted image changes from the first to the last DDIM step.\n" +
 			"With --train DIR it first trains the demo recipe from scratch into DIR (stopping at --budget)\n" +
 			"and measures the model it made. Example on the committed demo model:\n" +
-			"  diad synth --out var/synth128 && diad bench quality --checkpoint models/demo/model.safetensors --data var/synth128",
+			"  diad synth --out var/synth128 && diad bench quality --checkpoint backend/model/demo/model.safetensors --data var/synth128",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
