@@ -32,8 +32,9 @@ type Report struct {
 // mis-shaped tensors.
 var ErrIncompatible = errors.New("checkpoint does not match the model")
 
-// Error summarises the problems, naming the first few tensors of each kind.
-func (r Report) Error() string {
+// String summarises the problems, naming the first few tensors of each kind.
+// (A Report is not an error: a lenient load returns one with a nil error.)
+func (r Report) String() string {
 	var parts []string
 	list := func(what string, names []string) {
 		if len(names) == 0 {
@@ -130,7 +131,7 @@ func LoadInto(store *layers.Store, r Reader, o LoadOptions) (Report, error) {
 	rep := Plan(store, r, o)
 	bad := len(rep.Mismatched) > 0 || (!o.AllowMissing && len(rep.Missing) > 0) || (!o.IgnoreUnexpected && len(rep.Unexpected) > 0)
 	if bad {
-		return rep, fmt.Errorf("%w: %s", ErrIncompatible, rep.Error())
+		return rep, fmt.Errorf("%w: %s", ErrIncompatible, rep)
 	}
 	fileName := map[string]string{}
 	for _, e := range r.Entries() {

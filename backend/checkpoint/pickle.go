@@ -60,11 +60,13 @@ func isMapping(v any) bool {
 func lookup(m any, key string) (any, bool) {
 	var found any
 	ok := false
-	_ = eachItem(m, func(k string, v any) {
+	if err := eachItem(m, func(k string, v any) {
 		if k == key {
 			found, ok = v, true
 		}
-	})
+	}); err != nil {
+		return nil, false // not a dict: it holds no key
+	}
 	return found, ok
 }
 
