@@ -57,6 +57,62 @@ const (
 
 var tabNames = []string{"Gallery", "Explorer", "Threshold", "Training"}
 
+// A view is one tab of the client, like a scene in ebiten's examples.
+// Update is the view's part of the frame's layout pass: its keys, then its
+// layout with no image to paint on, which places its widgets, takes the
+// click (the widget's action runs right after) and moves state (scrolling,
+// textures, downloads). Draw paints the same layout and changes nothing: the
+// App is in its painting pass, where hit tests, widget marks and loads are
+// off. The two passes share one layout function per view so that what is
+// painted is exactly what was hit-tested.
+type view interface {
+	Update(a *App, body rect)
+	Draw(a *App, dst *ebiten.Image, body rect)
+}
+
+type galleryView struct{}
+
+func (galleryView) Update(a *App, body rect)                   { a.drawGallery(nil, body) }
+func (galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawGallery(dst, body) }
+
+type explorerView struct{}
+
+func (explorerView) Update(a *App, body rect) {
+	if a.exp != nil && !a.editing {
+		a.exp.keys(a)
+	}
+	a.drawExplorer(nil, body)
+}
+func (explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawExplorer(dst, body) }
+
+type thresholdView struct{}
+
+func (thresholdView) Update(a *App, body rect) {
+	if a.tune != nil && !a.editing {
+		d := 0.0
+		if inpututil.IsKeyJustPressed(ebiten.KeyArrowLeft) || inpututil.KeyPressDuration(ebiten.KeyArrowLeft) > 20 {
+			d = -0.005
+		}
+		if inpututil.IsKeyJustPressed(ebiten.KeyArrowRight) || inpututil.KeyPressDuration(ebiten.KeyArrowRight) > 20 {
+			d = 0.005
+		}
+		if d != 0 {
+			a.tune.Drag(a.tune.Fraction(a.tune.Threshold) + d)
+			a.thresholdChanged()
+		}
+	}
+	a.drawThreshold(nil, body)
+}
+func (thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshold(dst, body) }
+
+type trainingView struct{}
+
+func (trainingView) Update(a *App, body rect)                   { a.drawTraining(nil, body) }
+func (trainingView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawTraining(dst, body) }
+
+// views are indexed by the tab constants.
+var views = []view{galleryView{}, explorerView{}, thresholdView{}, trainingView{}}
+
 // App is the client's whole state. Only the frame loop (Update/Draw) reads
 // or changes it; goroutines post closures to the inbox.
 type App struct {
@@ -76,6 +132,7 @@ type App struct {
 	// Redraw only on change: an idle page costs the browser little, and a
 	// busy one (frames streaming) spends its time on what changed.
 	dirty      bool
+	painting   bool // inside Draw: views only paint
 	lastDraw   time.Time
 	drawnW     int
 	drawnH     int
@@ -243,7 +300,7 @@ func (a *App) Update() error {
 	mx, my := ebiten.CursorPosition() // device pixels
 	mx, my = int(float32(mx)/uiScale), int(float32(my)/uiScale)
 	changed = changed || mx != a.mx || my != a.my || a.dragging != "" || a.editing ||
-		len(inpututil.AppendJustPressedKeys(nil)) > 0 || len(inpututil.AppendJustReleasedKeys(nil)) > 0 ||
+		len(inpututil.AppendPressedKeys(nil)) > 0 || len(inpututil.AppendJustReleasedKeys(nil)) > 0 ||
 		inpututil.IsMouseButtonJustReleased(ebiten.MouseButtonLeft)
 	a.mx, a.my = mx, my
 	if inpututil.IsMouseButtonJustPressed(ebiten.MouseButtonLeft) {
@@ -268,14 +325,26 @@ func (a *App) Update() error {
 		a.setStatus("uploading the dropped file…")
 		go a.uploadDropped(fsys)
 	}
-	actions := a.actions
-	a.actions = nil
-	for _, fn := range actions {
-		fn()
-	}
 	if a.exp != nil && a.exp.traj != nil {
 		changed = changed || a.exp.player.Playing
 		a.exp.advance(dt)
+	}
+	// The layout pass, when anything may have changed: the view's keys and
+	// layout place the widgets and take the click; what was clicked runs
+	// now, and the page is laid out again for it, so that Draw paints, and
+	// the state hook reports, the page as it now is.
+	var actions []func()
+	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
+	if changed || a.dirty || a.click || resized {
+		a.frame(nil)
+		actions = a.actions
+		a.actions = nil
+		for _, fn := range actions {
+			fn()
+		}
+		if len(actions) > 0 {
+			a.frame(nil)
+		}
 	}
 	a.dirty = a.dirty || changed || len(actions) > 0
 	if a.dirty || a.dragging != "" || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing) {
@@ -293,27 +362,40 @@ func (a *App) Draw(screen *ebiten.Image) {
 	}
 	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h
 	a.drawnScale = uiScale
+	a.painting = true
+	defer func() { a.painting = false }()
 	defer a.survive("draw")
 	screen.Fill(colBG)
-	clear(a.widgets)
+	a.frame(screen)
+	a.frames++
+}
+
+// frame lays out the whole page: on a nil dst it is Update's layout pass
+// (widgets placed, the click taken), else Draw's painting pass.
+func (a *App) frame(dst *ebiten.Image) {
+	if dst == nil {
+		clear(a.widgets)
+	}
 	W, H := float32(a.w), float32(a.h)
 	top, rest := rect{0, 0, W, H}.cutTop(40, 0)
 	body, bar := rest.cutTop(rest.H-24, 0)
-	a.drawTopBar(screen, top)
+	a.drawTopBar(dst, top)
 	body = body.inset(10)
-	switch a.tab {
-	case tabGallery:
-		a.drawGallery(screen, body)
-	case tabExplorer:
-		a.drawExplorer(screen, body)
-	case tabThreshold:
-		a.drawThreshold(screen, body)
-	case tabTraining:
-		a.drawTraining(screen, body)
+	if dst == nil {
+		views[a.tab].Update(a, body)
+		a.click = false // nothing under it took it
+	} else {
+		views[a.tab].Draw(a, dst, body)
 	}
-	a.drawStatusBar(screen, bar)
-	a.click = false
-	a.frames++
+	a.drawStatusBar(dst, bar)
+}
+
+// mark records a widget's rectangle for input and the page's state hook
+// (layout pass only).
+func (a *App) mark(name string, r rect) {
+	if !a.painting {
+		a.widgets[name] = r
+	}
 }
 
 func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
@@ -400,8 +482,11 @@ func (a *App) button(dst *ebiten.Image, r rect, name, label string, active bool,
 	a.hit(name, r, fn)
 }
 
-// hit registers a clickable area.
+// hit registers a clickable area (layout pass only).
 func (a *App) hit(name string, r rect, fn func()) {
+	if a.painting {
+		return
+	}
 	a.widgets[name] = r
 	if a.click && r.contains(a.clickX, a.clickY) {
 		a.click = false
@@ -458,22 +543,6 @@ func (a *App) keys() {
 		a.tab = tabGallery
 	case pressed(ebiten.KeyBracketRight):
 		a.nextRun()
-	}
-	if a.tab == tabExplorer && a.exp != nil {
-		a.exp.keys(a)
-	}
-	if a.tab == tabThreshold && a.tune != nil {
-		d := 0.0
-		if inpututil.IsKeyJustPressed(ebiten.KeyArrowLeft) || inpututil.KeyPressDuration(ebiten.KeyArrowLeft) > 20 {
-			d = -0.005
-		}
-		if inpututil.IsKeyJustPressed(ebiten.KeyArrowRight) || inpututil.KeyPressDuration(ebiten.KeyArrowRight) > 20 {
-			d = 0.005
-		}
-		if d != 0 {
-			a.tune.Drag(a.tune.Fraction(a.tune.Threshold) + d)
-			a.thresholdChanged()
-		}
 	}
 }
 

@@ -133,7 +133,13 @@ func drawBold(dst *ebiten.Image, s string, x, y float32, size float64, c color.C
 	drawFace(dst, s, x, y, size, true, c)
 }
 
+// The primitives below draw nothing on a nil dst: the layout pass in Update
+// runs the same view code as Draw, to place widgets, without painting.
+
 func drawFace(dst *ebiten.Image, s string, x, y float32, size float64, bold bool, c color.Color) {
+	if dst == nil {
+		return
+	}
 	op := &text.DrawOptions{}
 	op.GeoM.Translate(float64(x*uiScale), float64(y*uiScale))
 	op.ColorScale.ScaleWithColor(c)
@@ -165,11 +171,17 @@ func clip(s string, w float32, size float64) string {
 }
 
 func fill(dst *ebiten.Image, r rect, c color.Color) {
+	if dst == nil {
+		return
+	}
 	s := uiScale
 	vector.DrawFilledRect(dst, r.X*s, r.Y*s, r.W*s, r.H*s, c, false)
 }
 
 func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
+	if dst == nil {
+		return
+	}
 	s := uiScale
 	vector.StrokeRect(dst, (r.X+w/2)*s, (r.Y+w/2)*s, (r.W-w)*s, (r.H-w)*s, w*s, c, false)
 }
@@ -179,6 +191,9 @@ func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
 // plain draws alternate, which costs a full-screen pass each time (measured:
 // the explorer drew at a tenth of an empty game's frame rate with it).
 func line(dst *ebiten.Image, x0, y0, x1, y1, w float32, c color.Color) {
+	if dst == nil {
+		return
+	}
 	s := uiScale
 	vector.StrokeLine(dst, x0*s, y0*s, x1*s, y1*s, w*s, c, false)
 }
@@ -194,8 +209,12 @@ func panel(dst *ebiten.Image, r rect, title string) rect {
 	return rect{body.X + 8, body.Y, body.W - 16, body.H - 8}
 }
 
-// drawImageFit draws img centred in r, scaled to fit, and returns where.
+// drawImageFit draws img centred in r, scaled to fit, and returns where
+// (r itself for a missing image).
 func drawImageFit(dst, img *ebiten.Image, r rect, filter ebiten.Filter) rect {
+	if img == nil {
+		return r
+	}
 	b := img.Bounds()
 	iw, ih := float32(b.Dx()), float32(b.Dy())
 	s := float32(math.Min(float64(r.W/iw), float64(r.H/ih)))
@@ -203,7 +222,9 @@ func drawImageFit(dst, img *ebiten.Image, r rect, filter ebiten.Filter) rect {
 	op := &ebiten.DrawImageOptions{Filter: filter}
 	op.GeoM.Scale(float64(s*uiScale), float64(s*uiScale))
 	op.GeoM.Translate(float64(out.X*uiScale), float64(out.Y*uiScale))
-	dst.DrawImage(img, op)
+	if dst != nil {
+		dst.DrawImage(img, op)
+	}
 	return out
 }
 

@@ -110,7 +110,7 @@ func (e *explorer) setLatent(step int, name string, l rawLatent, spread float64)
 
 // channelTexture draws a step's latent channel by channel at the
 // trajectory's range for that latent (cached with the heatmaps, per range).
-func (e *explorer) channelTexture(step int, name string) (*ebiten.Image, float64) {
+func (e *explorer) channelTexture(step int, name string, create bool) (*ebiten.Image, float64) {
 	key := fmt.Sprintf("step:%d:%s", step, name)
 	l, ok := e.latents[key]
 	if !ok {
@@ -118,7 +118,7 @@ func (e *explorer) channelTexture(step int, name string) (*ebiten.Image, float64
 	}
 	limit := visual.LatentLimit(e.latentMax[name])
 	k := fmt.Sprintf("%s|%g", key, limit)
-	if t, ok := e.heat[k]; ok {
+	if t, ok := e.heat[k]; ok || !create {
 		return t, limit
 	}
 	if len(e.heat) > 48 {
@@ -243,8 +243,8 @@ func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, o
 	s := a.scaleFor(values)
 	// The input may arrive after the first map: it is part of the key.
 	k := fmt.Sprintf("%s|%v|%v|%g|%g", key, overlay, e.input != nil, s.Lo, s.Hi)
-	if t, ok := e.heat[k]; ok {
-		return t
+	if t, ok := e.heat[k]; ok || a.painting {
+		return t // Draw paints what the layout pass made
 	}
 	if len(e.heat) > 48 {
 		e.clearHeat()
@@ -310,7 +310,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		vw := max(textWidth(value, sizeBody)+12, 40)
 		fill(dst, rect{x, head.Y + 3, vw, 26}, colBG)
 		drawTextIn(dst, value, rect{x, head.Y + 3, vw, 26}, sizeBody, colText)
-		a.widgets[name] = rect{x, head.Y + 3, vw, 26}
+		a.mark(name, rect{x, head.Y + 3, vw, 26})
 		x += vw + 2
 		a.button(dst, rect{x, head.Y + 3, 24, 26}, name+":+", "+", false, inc)
 		x += 34
@@ -363,14 +363,14 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	// 1. input
 	in := panel(dst, cols[0], "Input")
 	if e.inputTex != nil {
-		a.widgets["explorer:input"] = drawImageFit(dst, e.inputTex, in, ebiten.FilterLinear)
+		a.mark("explorer:input", drawImageFit(dst, e.inputTex, in, ebiten.FilterLinear))
 	} else {
 		placeholder(dst, in, "loading…")
 	}
 	// 2. reconstruction: the final one, or the step's prediction meanwhile
 	rec := panel(dst, cols[1], "Reconstruction")
 	if t := e.tex["final:reconstruction"]; t != nil {
-		a.widgets["explorer:reconstruction"] = drawImageFit(dst, t, rec, ebiten.FilterLinear)
+		a.mark("explorer:reconstruction", drawImageFit(dst, t, rec, ebiten.FilterLinear))
 	} else if t := e.tex[fmt.Sprintf("step:%d:%s", step, shared.ProductImage)]; t != nil {
 		drawImageFit(dst, t, rec, ebiten.FilterLinear)
 		drawText(dst, "in progress", rec.X+4, rec.Y+rec.H-16, sizeSmall, colDim)
@@ -392,7 +392,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	if mapVals != nil && mw > 0 {
 		t := a.heatTexture(e, key, mapVals, mw, mh, true)
-		a.widgets["explorer:heatmap"] = drawImageFit(dst, t, hm, ebiten.FilterLinear)
+		a.mark("explorer:heatmap", drawImageFit(dst, t, hm, ebiten.FilterLinear))
 		verdict := "normal"
 		score := e.image.Score
 		if e.traj != nil && e.traj.Final != nil {
@@ -430,13 +430,13 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 			var caption rect
 			p, caption = p.cutTop(p.H-16, 2)
 			var limit float64
-			t, limit = e.channelTexture(step, n.raw)
+			t, limit = e.channelTexture(step, n.raw, !a.painting)
 			if t != nil { // the scale below the tiles
 				drawText(dst, clip(fmt.Sprintf("channels 1-4 · blue −%g … orange +%g (beyond: clamped)", limit, limit), caption.W, sizeSmall), caption.X+4, caption.Y, sizeSmall, colDim)
 			}
 		}
 		if t != nil {
-			a.widgets["step:"+n.key] = drawImageFit(dst, t, p, ebiten.FilterNearest)
+			a.mark("step:"+n.key, drawImageFit(dst, t, p, ebiten.FilterNearest))
 		} else {
 			placeholder(dst, p, "–")
 		}
@@ -448,7 +448,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	if step >= 0 {
 		if v, w, h := e.stepMap(step); v != nil {
 			t := a.heatTexture(e, fmt.Sprintf("step%d", step), v, w, h, false)
-			a.widgets["step:map"] = drawImageFit(dst, t, p, ebiten.FilterLinear)
+			a.mark("step:map", drawImageFit(dst, t, p, ebiten.FilterLinear))
 			drawText(dst, "score "+fmtScore(e.traj.Steps[step].Score), p.X+4, p.Y+p.H-16, sizeSmall, colText)
 		} else {
 			placeholder(dst, p, "–")
@@ -471,7 +471,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
 		fill(dst, rect{bar.X, bar.Y + float32(i), bar.W, 1}, c)
 	}
 	stroke(dst, bar, 1, colBorder)
-	a.widgets["legend"] = bar
+	a.mark("legend", bar)
 	s := a.scaleFor(values)
 	label := func(frac float32, s string, bold bool) {
 		y := bar.Y + bar.H*(1-frac) - 6
@@ -526,7 +526,7 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	drawText(dst, clip(info, inner.W-170, sizeSmall), bx+166, by+8, sizeSmall, colDim)
 	scrub := rect{inner.X, by + 38, inner.W, inner.H - 42}
 	fill(dst, scrub, colBG)
-	a.widgets["scrubber"] = scrub
+	a.mark("scrubber", scrub)
 	if t != nil && t.Total > 0 {
 		w := scrub.W / float32(t.Total)
 		for i := 0; i < t.Total; i++ {
@@ -573,7 +573,7 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 		hi = lo + 1
 	}
 	plot := rect{inner.X + 2, inner.Y + 2, inner.W - 4, inner.H - 4}
-	a.widgets["scorechart"] = plot
+	a.mark("scorechart", plot)
 	fill(dst, plot, colBG)
 	px := func(i int) float32 {
 		return plot.X + plot.W*(float32(i)+0.5)/float32(len(scores))

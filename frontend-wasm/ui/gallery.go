@@ -147,7 +147,7 @@ func (a *App) scoreRangeRow(dst *ebiten.Image, x, y, w float32) float32 {
 	drawText(dst, label, x+w-textWidth(label, sizeSmall), y, sizeSmall, colText)
 	y += 16
 	bar := rect{x, y, w, scoreBarH}
-	a.widgets["scorerange"] = bar
+	a.mark("scorerange", bar)
 	fill(dst, bar, colBG)
 	at := func(score float64) float32 { return bar.X + bar.W*float32(scoreFraction(score, spanLo, spanHi)) }
 	bins := v.ScoreHistogram(scoreBins)
@@ -219,14 +219,14 @@ func (a *App) dragScore(frac float64) {
 
 func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	v := a.view
-	a.widgets["grid"] = r
+	a.mark("grid", r)
 	cols := max(1, int(r.W/thumbCell))
 	cellW := r.W / float32(cols)
 	cellH := float32(thumbCell + captionH)
 	vis := v.Visible()
 	rows := (len(vis) + cols - 1) / cols
 	maxScroll := max(0, float32(rows)*cellH-r.H)
-	if a.scrollToSelected {
+	if !a.painting && a.scrollToSelected {
 		if p := v.Position(); p >= 0 {
 			top := float32(p/cols) * cellH
 			if top < a.galleryScroll {
@@ -238,14 +238,19 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 		}
 		a.scrollToSelected = false
 	}
-	a.galleryScroll = min(max(a.galleryScroll, 0), maxScroll)
+	if !a.painting {
+		a.galleryScroll = min(max(a.galleryScroll, 0), maxScroll)
+	}
 	if len(vis) == 0 {
 		placeholder(dst, r, "no image matches the filters")
 		return
 	}
 	sel := v.Position()
 	first := int(a.galleryScroll/cellH) * cols
-	sub := dst.SubImage(r.image()).(*ebiten.Image) // clip cells to the grid
+	var sub *ebiten.Image
+	if dst != nil {
+		sub = dst.SubImage(r.image()).(*ebiten.Image) // clip cells to the grid
+	}
 	for p := first; p < len(vis); p++ {
 		row, col := p/cols, p%cols
 		y := r.Y + float32(row)*cellH - a.galleryScroll
@@ -299,7 +304,7 @@ func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gal
 
 func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	in := panel(dst, r, "Review")
-	a.widgets["review"] = r
+	a.mark("review", r)
 	im, ok := a.view.Selected()
 	if !ok {
 		placeholder(dst, in, "no image selected")
@@ -355,7 +360,7 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 			caret = "|"
 		}
 		drawText(dst, clip(string(a.note), box.W-16, sizeBody)+caret, box.X+4, box.Y+5, sizeBody, colText)
-		a.widgets["note"] = box
+		a.mark("note", box)
 		y += 28
 		drawText(dst, "Enter saves · Esc cancels", textArea.X, y, sizeSmall, colDim)
 		y += 18

@@ -63,7 +63,7 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 		n := fmt.Sprint(g.n)
 		drawBold(dst, n, c.X+(c.W-textWidth(n, 22)*1.05)/2, c.Y+c.H/2-16, 22, colText)
 		drawText(dst, g.label, c.X+6, c.Y+4, sizeSmall, col)
-		a.widgets["confusion:"+g.label] = c
+		a.mark("confusion:"+g.label, c)
 	}
 	y += 2*cell + 16
 	rates := []struct {
@@ -119,7 +119,7 @@ func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
 	nn, na := m.Counts()
 	in := panel(dst, r, fmt.Sprintf("Scores: %d normal, %d anomalous", nn, na))
 	plot := rect{in.X, in.Y + 4, in.W, in.H - 22}
-	a.widgets["histogram"] = plot
+	a.mark("histogram", plot)
 	fill(dst, plot, colBG)
 	normal, anomalous := m.Histogram(a.cfg.HistogramBins)
 	top := 1
@@ -137,7 +137,7 @@ func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
 	tx := plot.X + plot.W*float32(m.Fraction(m.Threshold))
 	line(dst, tx, plot.Y, tx, plot.Y+plot.H, 2, colText)
 	fill(dst, rect{tx - 5, plot.Y, 10, 10}, colText)
-	a.widgets["threshold-line"] = rect{tx - 6, plot.Y, 12, plot.H}
+	a.mark("threshold-line", rect{tx - 6, plot.Y, 12, plot.H})
 	drawText(dst, fmtScore(m.Lo), plot.X, plot.Y+plot.H+3, sizeSmall, colDim)
 	hi := fmtScore(m.Hi)
 	drawText(dst, hi, plot.X+plot.W-textWidth(hi, sizeSmall), plot.Y+plot.H+3, sizeSmall, colDim)
@@ -151,7 +151,7 @@ func (a *App) drawCurve(dst *ebiten.Image, r rect, title, xl, yl string, pts []m
 	in := panel(dst, r, title)
 	side := min(in.W-20, in.H-20)
 	plot := rect{in.X + 16, in.Y, side, side}
-	a.widgets["curve:"+title] = plot
+	a.mark("curve:"+title, plot)
 	fill(dst, plot, colBG)
 	stroke(dst, plot, 1, colBorder)
 	px := func(p metrics.Point) (float32, float32) {

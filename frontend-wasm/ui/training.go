@@ -109,7 +109,7 @@ func progressBar(dst *ebiten.Image, r rect, j shared.Job, c color.RGBA) {
 func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 	fill(dst, r, colBG)
 	stroke(dst, r, 1, colBorder)
-	a.widgets["losschart"] = r
+	a.mark("losschart", r)
 	if len(j.loss) == 0 && len(j.val) == 0 {
 		msg := "loss curve: waiting for training steps"
 		if j.job.Kind != shared.JobTrain {
