@@ -69,7 +69,8 @@ test: setup lint
 # FUZZ_TARGETS are package:Target pairs; `make test` runs their seed corpora,
 # `make fuzz` fuzzes each for FUZZTIME.
 FUZZ_TARGETS = ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
-	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors
+	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors \
+	./backend/checkpoint:FuzzOpenPickle
 FUZZTIME ?= 60s
 
 ## fuzz: run every fuzz target for FUZZTIME (default 60s) each

@@ -70,3 +70,55 @@ func FuzzOpenSafetensors(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenPickle: PyTorch checkpoints (torch.save's zip and legacy formats)
+// are user files too. Any bytes open with an error or as tensors that load
+// with their declared shape (or with an error) - never a crash. The seeds
+// are committed files written by torch.save (testdata/pickle).
+func FuzzOpenPickle(f *testing.F) {
+	seeds, err := filepath.Glob(filepath.Join("testdata", "pickle", "*"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if len(seeds) < 3 {
+		f.Fatalf("pickle seeds missing: %v", seeds)
+	}
+	for _, s := range seeds {
+		data, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("definitely not a pickle"))
+	f.Add([]byte("PK\x03\x04"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "x.pth")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var r Reader
+		if err := torchrt.Do(func() (err error) {
+			r, err = Open(path)
+			return err
+		}); err != nil {
+			return
+		}
+		defer r.Close()
+		for _, e := range r.Entries() {
+			if err := torchrt.Do(func() error {
+				x, err := r.Load(e.Name, gotch.CPU)
+				if err != nil {
+					return err
+				}
+				defer x.MustDrop()
+				if got := x.MustSize(); len(got) != len(e.Shape) || x.Numel() != uint(e.Numel()) {
+					t.Fatalf("tensor %s: shape %v, header %v", e.Name, got, e.Shape)
+				}
+				return nil
+			}); err != nil {
+				continue
+			}
+		}
+	})
+}

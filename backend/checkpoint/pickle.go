@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 
 	"github.com/sugarme/gotch"
@@ -104,11 +105,18 @@ func (p *pickleFile) Load(name string, device gotch.Device) (t *ts.Tensor, err e
 	err = torchrt.Do(func() error {
 		data := sx.Source.GetData()
 		size, stride := sx.Size, sx.Stride
-		if reflect.ValueOf(data).Len() == 1 && len(size) == 0 {
+		scalar := len(size) == 0
+		if scalar { // a 0-dim tensor: taken as [1], then squeezed back
 			size, stride = []int64{1}, []int64{1}
+		}
+		if n := int64(reflect.ValueOf(data).Len()); !stridedWithin(size, stride, sx.StorageOffset, n) {
+			return fmt.Errorf("shape %v, strides %v at offset %d reach outside its storage of %d elements", sx.Size, sx.Stride, sx.StorageOffset, n)
 		}
 		dtype := sx.Source.DType()
 		x := ts.MustOfSlice(data, ts.WithDType(dtype)).MustAsStrided(size, stride, []int64{sx.StorageOffset}, true).MustContiguous(true)
+		if scalar {
+			x = x.MustSqueeze(true)
+		}
 		t = toFloatOn(x, device)
 		return nil
 	})
@@ -116,4 +124,26 @@ func (p *pickleFile) Load(name string, device gotch.Device) (t *ts.Tensor, err e
 		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", p.path, name, err)
 	}
 	return t, nil
+}
+
+// stridedWithin reports whether a view of size and stride at offset stays
+// inside a storage of n elements (a hostile file can claim any of them).
+func stridedWithin(size, stride []int64, offset, n int64) bool {
+	if len(size) != len(stride) || offset < 0 {
+		return false
+	}
+	last := offset
+	for i, s := range size {
+		if s < 0 || stride[i] < 0 {
+			return false
+		}
+		if s == 0 {
+			return offset <= n
+		}
+		if s-1 > 0 && stride[i] > (math.MaxInt64-last)/(s-1) {
+			return false
+		}
+		last += (s - 1) * stride[i]
+	}
+	return last < n
 }
