@@ -32,28 +32,57 @@ func ValidVerdict(v string) bool {
 	return false
 }
 
-// runLocks serialises writers of one run inside this process; the file lock
-// below does the same across processes.
+// runLocks serialises writers of one run inside this process, and keeps
+// readers out while one writes (a label edit replaces images.parquet, then
+// records its checksum: a read in between saw a file its record did not
+// match - the live HTTP fuzz found it); the file lock below does the same
+// across processes.
 var runLocks sync.Map
 
+func runMutex(dir string) *sync.RWMutex {
+	mu, _ := runLocks.LoadOrStore(dir, &sync.RWMutex{})
+	return mu.(*sync.RWMutex)
+}
+
 func (s Store) lockRun(id string) (unlock func(), err error) {
-	mu, _ := runLocks.LoadOrStore(s.Dir(id), &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
+	mu := runMutex(s.Dir(id))
+	mu.Lock()
 	f, err := os.OpenFile(filepath.Join(s.Dir(id), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		mu.(*sync.Mutex).Unlock()
+		mu.Unlock()
 		return nil, fmt.Errorf("results: lock run %s: %w", id, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
-		mu.(*sync.Mutex).Unlock()
+		mu.Unlock()
 		return nil, fmt.Errorf("results: lock run %s: %w", id, err)
 	}
 	return func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
-		mu.(*sync.Mutex).Unlock()
+		mu.Unlock()
 	}, nil
+}
+
+// rlockRun takes a run's lock for reading: shared with other readers. The
+// file lock is taken when a writer has made the lock file; a run that was
+// never edited (or a read-only folder) has none, and its files do not change.
+func (s Store) rlockRun(id string) (unlock func()) {
+	mu := runMutex(s.Dir(id))
+	mu.RLock()
+	f, err := os.Open(filepath.Join(s.Dir(id), ".lock"))
+	if err != nil {
+		return mu.RUnlock
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		f.Close()
+		return mu.RUnlock
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+		mu.RUnlock()
+	}
 }
 
 // SetLabels applies analyst verdicts to a run's images.parquet: read, modify,
@@ -73,7 +102,7 @@ func (s Store) SetLabels(id string, labels []Label, now time.Time) ([]ImageRow, 
 		return nil, err
 	}
 	defer unlock()
-	rows, err := s.Images(id)
+	rows, err := readRows[ImageRow](s, id, ImagesFile)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +137,7 @@ func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 		return err
 	}
 	defer unlock()
-	rows, err := s.Images(id)
+	rows, err := readRows[ImageRow](s, id, ImagesFile)
 	if err != nil {
 		return err
 	}

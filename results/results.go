@@ -276,6 +276,14 @@ var ErrCorrupt = errors.New("corrupt")
 // run's record first (a label edit may be replacing the file this moment,
 // so a mismatch is looked at again before it counts), and a parquet-go panic
 // on a damaged file becomes an error naming the file.
+// readRowsShared is readRows under the run's read lock (for callers that do
+// not hold its write lock).
+func readRowsShared[T any](s Store, id, name string) ([]T, error) {
+	unlock := s.rlockRun(id)
+	defer unlock()
+	return readRows[T](s, id, name)
+}
+
 func readRows[T any](s Store, id, name string) ([]T, error) {
 	path := filepath.Join(s.Dir(id), name)
 	for attempt := 0; ; attempt++ {
@@ -397,7 +405,7 @@ func (s Store) Images(id string) ([]ImageRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	return readRows[ImageRow](s, id, ImagesFile)
+	return readRowsShared[ImageRow](s, id, ImagesFile)
 }
 
 // Metrics reads a run's metric rows (undefined values as NaN).
@@ -405,7 +413,7 @@ func (s Store) Metrics(id string) ([]MetricRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	rows, err := readRows[metricFileRow](s, id, MetricsFile)
+	rows, err := readRowsShared[metricFileRow](s, id, MetricsFile)
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +432,7 @@ func (s Store) Maps(id string) ([]MapRow, error) {
 	if err := s.checkRun(id); err != nil {
 		return nil, err
 	}
-	return readRows[MapRow](s, id, MapsFile)
+	return readRowsShared[MapRow](s, id, MapsFile)
 }
 
 func (s Store) writeMeta(m RunMeta) error {

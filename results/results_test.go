@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -18,6 +20,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/diad-project/diad/backend/atomicfile"
 )
 
 func sampleRun(t *testing.T) Run {
@@ -364,5 +369,64 @@ func TestCorruptRunFilesAreErrors(t *testing.T) {
 		if err := s.writeMeta(m); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReadsWaitForAWriteInProgress: a label edit replaces images.parquet and
+// then records its checksum; a read in between must wait for the record, not
+// report the run as corrupt (the live HTTP fuzz saw two such 500s in 10^5
+// requests).
+func TestReadsWaitForAWriteInProgress(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	id := run.Meta.RunID
+	unlock, err := s.lockRun(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half of a write: the new file is in place, its checksum not yet recorded.
+	rows := run.Images
+	rows[0].AnalystLabel = VerdictAnomalous
+	path := filepath.Join(s.Dir(id), ImagesFile)
+	if err := atomicfile.Write(path, func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[ImageRow](w, writeOpts()...)
+		if _, err := pw.Write(rows); err != nil {
+			return err
+		}
+		return pw.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		got, err := s.Images(id)
+		if err == nil && got[0].AnalystLabel != VerdictAnomalous {
+			err = fmt.Errorf("read the old rows after the write: %+v", got[0])
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a read during the write returned (%v) instead of waiting for it", err)
+	case <-time.After(400 * time.Millisecond): // longer than the reader's retries
+	}
+	sum, err := fileSum(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := s.Meta(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.Files[ImagesFile] = sum
+	if err := s.writeMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
