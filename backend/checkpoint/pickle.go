@@ -1,9 +1,11 @@
 package checkpoint
 
 import (
+	"archive/tar"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"reflect"
 
 	"github.com/sugarme/gotch"
@@ -22,6 +24,9 @@ type pickleFile struct {
 }
 
 func openPickle(path string) (*pickleFile, error) {
+	if err := checkLegacyArchive(path); err != nil {
+		return nil, err
+	}
 	raw, err := pickle.LoadWithUnpickler(path, func(r io.Reader) pickle.Unpickler { return pickle.NewUnpickler(r) })
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: not a readable PyTorch file: %w", path, err)
@@ -146,4 +151,30 @@ func stridedWithin(size, stride []int64, offset, n int64) bool {
 		last += (s - 1) * stride[i]
 	}
 	return last < n
+}
+
+// checkLegacyArchive refuses what gotch's legacy loader cannot leave: an
+// empty file (or an empty tar archive) makes it loop forever - its tar loop
+// breaks out of a switch, not the loop, on io.EOF - and a tar archive with
+// entries panics as not implemented.
+func checkLegacyArchive(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := io.ReadFull(f, magic[:]); err == nil && string(magic[:]) == "PK\x03\x04" {
+		return nil // torch.save's zip format
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	switch _, err := tar.NewReader(f).Next(); err {
+	case io.EOF:
+		return fmt.Errorf("checkpoint %s: not a readable PyTorch file: empty", path)
+	case nil:
+		return fmt.Errorf("checkpoint %s: legacy tar checkpoints are not supported (save it with torch.save's default format)", path)
+	}
+	return nil
 }

@@ -112,12 +112,18 @@ func (s *safetensorsFile) Load(name string, device gotch.Device) (*ts.Tensor, er
 		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", s.path, name, err)
 	}
 	shape := s.entries[name].Shape
-	if len(shape) == 0 {
-		shape = []int64{1} // gotch cannot build 0-d tensors from data; load scalars as [1]
+	scalar := len(shape) == 0
+	if scalar {
+		shape = []int64{1} // gotch cannot build 0-d tensors from data: [1], squeezed below
 	}
 	t, err := ts.OfDataSize(tv.Data(), shape, dt)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", s.path, name, err)
+	}
+	if scalar {
+		if t, err = t.Squeeze(true); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: tensor %q: %w", s.path, name, err)
+		}
 	}
 	return toFloatOn(t, device), nil
 }
