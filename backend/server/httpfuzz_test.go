@@ -154,7 +154,7 @@ func TestLiveHTTPFuzz(t *testing.T) {
 	}
 	var form bytes.Buffer
 	mw := multipart.NewWriter(&form)
-	fw, err := mw.CreateFormFile("file", "x.png")
+	fw, err := mw.CreateFormFile("image", "x.png")
 	if err != nil {
 		t.Fatal(err)
 	}
