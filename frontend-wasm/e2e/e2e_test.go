@@ -438,6 +438,11 @@ func TestBrowserClient(t *testing.T) {
 	if std, _ := colourful(img, s.Widgets["grid"]); std < 10 {
 		t.Fatalf("gallery grid looks blank (luma std %.1f)", std)
 	}
+	// What an idle page costs: the browser's CPU time over 5 s with nothing
+	// happening (reported, not asserted: this machine is shared and noisy).
+	c0, w0 := browserCPUSeconds(t), time.Now()
+	time.Sleep(5 * time.Second)
+	t.Logf("idle gallery: the browser used %.2f of a core", (browserCPUSeconds(t)-c0)/time.Since(w0).Seconds())
 
 	t.Run("review", func(t *testing.T) {
 		p.t = t
@@ -885,4 +890,42 @@ func waitFile(t *testing.T, dir, ext string) []byte {
 	}
 	t.Fatalf("no %s download in %s", ext, dir)
 	return nil
+}
+
+// browserCPUSeconds is the CPU time (user + system) of every Chromium
+// process on the machine, from /proc.
+func browserCPUSeconds(t *testing.T) float64 {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ticks float64
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue // the process ended
+		}
+		// pid (comm) state ... utime stime: fields 14 and 15, counted after
+		// the comm, which may hold spaces.
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open || !strings.Contains(strings.ToLower(st[open+1:end]), "chrom") {
+			continue
+		}
+		f := strings.Fields(st[end+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, err1 := strconv.ParseFloat(f[11], 64)
+		sy, err2 := strconv.ParseFloat(f[12], 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		ticks += u + sy
+	}
+	return ticks / 100 // USER_HZ
 }

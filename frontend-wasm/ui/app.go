@@ -229,7 +229,9 @@ func Run() error {
 	// an idle page costs nothing, which matters on software-rendered WebGL
 	// where every presented frame is a full-screen CPU composite. The mode is
 	// deprecated in favour of skipping draws, but that alone still presents
-	// the canvas every animation frame in the browser.
+	// the canvas every animation frame in the browser: measured with the
+	// browser test's idle figure, the idle gallery cost 1.76 of a core with
+	// skipped draws against 0.46 in this mode.
 	ebiten.SetFPSMode(ebiten.FPSModeVsyncOffMinimum)
 	go func() {
 		for range time.Tick(500 * time.Millisecond) {
