@@ -102,17 +102,11 @@ func (s *Schedule) AddNoise(z0, noise *ts.Tensor, t []int) (*ts.Tensor, error) {
 			return nil, fmt.Errorf("diffusion: timestep %d outside [0, %d)", ti, s.T())
 		}
 	}
-	dev := z0.MustDevice()
-	ca := s.coefTensor(t, math.Sqrt, dev)
-	cb := s.coefTensor(t, func(a float64) float64 { return math.Sqrt(1 - a) }, dev)
-	x := z0.MustMul(ca, false)
-	n := noise.MustMul(cb, false)
-	ca.MustDrop()
-	cb.MustDrop()
-	out := x.MustAdd(n, true)
-	n.MustDrop()
-	return out, nil
+	return s.combine(z0, noise, t, math.Sqrt, sqrtOneMinus, false), nil
 }
+
+// sqrtOneMinus is sqrt(1 - abar): the noise's share of z_t.
+func sqrtOneMinus(a float64) float64 { return math.Sqrt(1 - a) }
 
 // EpsFrom turns the denoiser's output at z_t into a noise prediction, the
 // samplers' common currency. It consumes out: for PredictEps it returns out
@@ -121,7 +115,7 @@ func (s *Schedule) EpsFrom(out, zt *ts.Tensor, t []int) *ts.Tensor {
 	if s.Prediction != PredictV {
 		return out
 	}
-	return s.combine(out, zt, t, math.Sqrt, func(a float64) float64 { return math.Sqrt(1 - a) }, true)
+	return s.combine(out, zt, t, math.Sqrt, sqrtOneMinus, true)
 }
 
 // Target is what the denoiser should output for z_t = AddNoise(z0, eps, t):
@@ -130,7 +124,7 @@ func (s *Schedule) Target(z0, eps *ts.Tensor, t []int) *ts.Tensor {
 	if s.Prediction != PredictV {
 		return eps.MustShallowClone()
 	}
-	return s.combine(eps, z0, t, math.Sqrt, func(a float64) float64 { return -math.Sqrt(1 - a) }, false)
+	return s.combine(eps, z0, t, math.Sqrt, func(a float64) float64 { return -sqrtOneMinus(a) }, false)
 }
 
 // combine is fa(abar_t) x + fb(abar_t) y per batch element; it frees x when
