@@ -14,6 +14,7 @@ package results
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -332,6 +333,9 @@ func decodeRowsFrom[T any](path string, r io.ReaderAt, size int64) (rows []T, er
 			rows, err = nil, fmt.Errorf("results: %s is %w: %v", path, ErrCorrupt, p)
 		}
 	}()
+	if err := checkTrailer(r, size); err != nil {
+		return nil, fmt.Errorf("results: %s is %w: %v", path, ErrCorrupt, err)
+	}
 	pf, err := parquet.OpenFile(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("results: %s: %w", path, err)
@@ -345,6 +349,31 @@ func decodeRowsFrom[T any](path string, r io.ReaderAt, size int64) (rows []T, er
 		return nil, fmt.Errorf("results: %s: %w", path, err)
 	}
 	return rows, nil
+}
+
+// checkTrailer checks a Parquet file's magic numbers and that its footer
+// length fits in the file before parquet-go allocates a buffer of that
+// length (a corrupt length made it allocate up to 4 GiB per read).
+func checkTrailer(r io.ReaderAt, size int64) error {
+	const magic = "PAR1"
+	if size < 2*int64(len(magic))+4 {
+		return fmt.Errorf("%d bytes is too short for a Parquet file", size)
+	}
+	var head [4]byte
+	if _, err := r.ReadAt(head[:], 0); err != nil {
+		return fmt.Errorf("read header: %w", err)
+	}
+	var tail [8]byte
+	if _, err := r.ReadAt(tail[:], size-8); err != nil {
+		return fmt.Errorf("read trailer: %w", err)
+	}
+	if string(head[:]) != magic || string(tail[4:]) != magic {
+		return errors.New("no Parquet magic number at its start and end")
+	}
+	if footer := int64(binary.LittleEndian.Uint32(tail[:4])); footer > size-8-int64(len(magic)) {
+		return fmt.Errorf("footer of %d bytes claimed in a file of %d", footer, size)
+	}
+	return nil
 }
 
 // ErrNoRun is returned for an unknown run id.

@@ -3,6 +3,7 @@ package results
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -428,5 +430,35 @@ func TestReadsWaitForAWriteInProgress(t *testing.T) {
 	unlock()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A corrupt footer length is refused before anything is allocated for it:
+// parquet-go allocates the length it reads (up to 4 GiB) before it finds
+// that the file is shorter, which made fuzzing workers grow to gigabytes.
+func TestClaimedFooterLengthIsCheckedFirst(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	valid, err := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), valid...)
+	binary.LittleEndian.PutUint32(bad[len(bad)-8:], 0xfffffff0)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = decodeRowsFrom[ImageRow](ImagesFile, bytes.NewReader(bad), int64(len(bad)))
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ImagesFile) {
+		t.Fatalf("want ErrCorrupt naming %s, got %v", ImagesFile, err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("refusing a %d-byte file allocated %d bytes", len(bad), grew)
+	}
+	if _, err := decodeRowsFrom[ImageRow](ImagesFile, bytes.NewReader(valid), int64(len(valid))); err != nil {
+		t.Fatalf("the valid file: %v", err)
 	}
 }
