@@ -44,7 +44,7 @@ run: build web
 # under the race detector (libtorch's OpenMP threads are invisible to it).
 RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stream ./backend/strictjson \
 	./backend/visual ./datasets ./frontend-wasm/api ./frontend-wasm/gallery ./frontend-wasm/trajectory \
-	./frontend-wasm/tuning ./results ./shared
+	./frontend-wasm/tuning ./results ./shared ./backend/torchpickle
 
 # errcheck, from the Go module proxy at a fixed version: no error may go
 # unchecked or be assigned to _ (-blank)
@@ -70,7 +70,7 @@ test: setup lint
 # `make fuzz` fuzzes each for FUZZTIME.
 FUZZ_TARGETS = ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
 	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors \
-	./backend/checkpoint:FuzzOpenPickle
+	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen
 FUZZTIME ?= 60s
 
 ## fuzz: run every fuzz target for FUZZTIME (default 60s) each

@@ -152,13 +152,14 @@ sd = {"layer.weight": torch.randn(4, 3), "layer.bias": torch.randn(4).half(),
       "t": torch.randn(3, 5).t(), "bn.num_batches_tracked": torch.tensor(7)}
 torch.save(sd, sys.argv[1] + "/plain.pth")
 torch.save({"state_dict": sd, "epoch": 3, "global_step": 10}, sys.argv[1] + "/lightning.ckpt")
+torch.save(sd, sys.argv[1] + "/legacy.pth", _use_new_zipfile_serialization=False)
 print(json.dumps({k: v.float().flatten().tolist() for k, v in sd.items()}))
 `
 	var want map[string][]float64
 	if err := json.Unmarshal(pytorch.Run(t, script, dir), &want); err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{"plain.pth", "lightning.ckpt"} {
+	for _, file := range []string{"plain.pth", "lightning.ckpt", "legacy.pth"} {
 		r, err := Open(filepath.Join(dir, file))
 		if err != nil {
 			t.Fatal(err)
