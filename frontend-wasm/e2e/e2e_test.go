@@ -440,9 +440,11 @@ func TestBrowserClient(t *testing.T) {
 	}
 	// What an idle page costs: the browser's CPU time over 5 s with nothing
 	// happening (reported, not asserted: this machine is shared and noisy).
+	f0 := p.state().Frames
 	c0, w0 := browserCPUSeconds(t), time.Now()
 	time.Sleep(5 * time.Second)
-	t.Logf("idle gallery: the browser used %.2f of a core", (browserCPUSeconds(t)-c0)/time.Since(w0).Seconds())
+	t.Logf("idle gallery: the browser used %.2f of a core; the client painted %d frames in %.1f s",
+		(browserCPUSeconds(t)-c0)/time.Since(w0).Seconds(), p.state().Frames-f0, time.Since(w0).Seconds())
 
 	t.Run("review", func(t *testing.T) {
 		p.t = t

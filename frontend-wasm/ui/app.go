@@ -123,6 +123,11 @@ type App struct {
 
 	inboxMu sync.Mutex
 	inbox   []func()
+	// wake ends an idle wait (see idleWait): new data, or input the
+	// browser saw; awakeUntil keeps frames coming shortly after input.
+	wake       chan struct{}
+	awakeUntil time.Time
+	busy       bool // something moves: frames flow without waiting
 
 	w, h     int
 	tab      int
@@ -225,19 +230,15 @@ func Run() error {
 	go a.showNotices()
 	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
 	ebiten.SetScreenClearedEveryFrame(false)
-	// Frames only on input or when scheduled (new data, playback, a drag):
-	// an idle page costs nothing, which matters on software-rendered WebGL
-	// where every presented frame is a full-screen CPU composite. The mode is
-	// deprecated in favour of skipping draws, but that alone still presents
-	// the canvas every animation frame in the browser: measured with the
-	// browser test's idle figure, the idle gallery cost 1.76 of a core with
-	// skipped draws against 0.46 in this mode.
-	ebiten.SetFPSMode(ebiten.FPSModeVsyncOffMinimum)
-	go func() {
-		for range time.Tick(500 * time.Millisecond) {
-			ebiten.ScheduleFrame() // fps figure, fading messages, caret
-		}
-	}()
+	// Frames only on input or when something changes: an idle page costs
+	// nothing, which matters on software-rendered WebGL. Update waits when
+	// nothing moves (idleWait); the browser's input events and new data end
+	// the wait.
+	a.wake = make(chan struct{}, 1)
+	onInput(a.nudge)
+	// One Update per frame (Update measures its own time step), so a frame
+	// never runs two Updates that could both wait.
+	ebiten.SetTPS(ebiten.SyncWithFPS)
 	ebiten.SetWindowTitle("diad")
 	return ebiten.RunGame(a)
 }
@@ -247,7 +248,66 @@ func (a *App) post(fn func()) {
 	a.inboxMu.Lock()
 	a.inbox = append(a.inbox, fn)
 	a.inboxMu.Unlock()
-	ebiten.ScheduleFrame()
+	a.nudge()
+}
+
+// nudge ends an idle wait; it never blocks (JS callbacks call it).
+func (a *App) nudge() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// An idle page wakes every idleHeartbeat only to look; it draws only when
+// something changed or when the screen changes with time (nextTimed).
+const (
+	idleHeartbeat = 5 * time.Second
+	caretBlink    = 500 * time.Millisecond
+	statusDims    = 6 * time.Second
+)
+
+// nextTimed is when the screen next changes with time alone: the caret's
+// blink while a note is edited, the status message dimming. Zero: never.
+func (a *App) nextTimed() time.Time {
+	if a.editing {
+		return a.lastDraw.Add(caretBlink)
+	}
+	if dim := a.statusAt.Add(statusDims); a.status != "" && !a.statusErr && a.lastDraw.Before(dim) {
+		return dim
+	}
+	return time.Time{}
+}
+
+// idleWait blocks the frame loop while nothing moves, until input, new data
+// or the heartbeat. Ebiten's browser loop asks for the next animation frame
+// only when a frame ends, so a waiting Update stops the loop - and with it
+// the per-frame cost - entirely. (The deprecated FPSModeVsyncOffMinimum
+// stopped Update but kept requesting animation frames; skipping draws alone
+// still ran Update and ebiten's frame 60 times a second: the browser test's
+// idle figure measured 0.46 and 1.76 of a core for those two.)
+func (a *App) idleWait(busy bool) {
+	now := time.Now()
+	if busy || now.Before(a.awakeUntil) {
+		return
+	}
+	a.inboxMu.Lock()
+	pending := len(a.inbox) > 0
+	a.inboxMu.Unlock()
+	if pending {
+		return
+	}
+	wait := idleHeartbeat
+	if next := a.nextTimed(); !next.IsZero() {
+		wait = min(wait, max(time.Until(next), 0))
+	}
+	select {
+	case <-a.wake:
+		// Input is read by ebiten at the start of a frame: keep a few
+		// frames coming so that the event that woke us is handled.
+		a.awakeUntil = time.Now().Add(100 * time.Millisecond)
+	case <-time.After(wait):
+	}
 }
 
 func (a *App) setStatus(msg string) {
@@ -349,17 +409,21 @@ func (a *App) Update() error {
 		}
 	}
 	a.dirty = a.dirty || changed || len(actions) > 0
-	if a.dirty || a.dragging != "" || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing) {
-		ebiten.ScheduleFrame() // keep frames coming while something moves
-	}
+	// Waiting at the end of Update, not the start: the frame after a wake
+	// reads the new input before it could wait again.
+	a.busy = a.dirty || a.dragging != "" || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.idleWait(a.busy)
 	return nil
 }
 
 // Draw renders the frame; widgets register their rectangles and turn
 // clicks into actions for the next Update.
 func (a *App) Draw(screen *ebiten.Image) {
-	// A slow heartbeat keeps the fps figure and fading messages current.
-	if !a.dirty && a.w == a.drawnW && a.h == a.drawnH && uiScale == a.drawnScale && time.Since(a.lastDraw) < 250*time.Millisecond {
+	// Nothing changed: draw nothing (ebiten then presents nothing), unless
+	// the caret blinks or the status message dims now.
+	next := a.nextTimed()
+	due := !next.IsZero() && !time.Now().Before(next)
+	if !a.dirty && !due && a.w == a.drawnW && a.h == a.drawnH && uiScale == a.drawnScale {
 		return
 	}
 	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h
@@ -449,10 +513,16 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	fill(dst, r, colPanel)
 	line(dst, r.X, r.Y+0.5, r.X+r.W, r.Y+0.5, 1, colBorder)
-	right := fmt.Sprintf("%.0f fps   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels", ebiten.ActualFPS())
+	// The frame rate means something only while frames flow; an idle page
+	// draws none.
+	fps := "idle"
+	if a.busy {
+		fps = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
+	}
+	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels"
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
-		right = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
+		right = fps
 		rw = textWidth(right, sizeSmall)
 	}
 	drawText(dst, right, r.X+r.W-rw-10, r.Y+5, sizeSmall, colDim)
@@ -460,7 +530,7 @@ func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	if a.statusErr {
 		col = colError
 		msg = "error: " + msg
-	} else if time.Since(a.statusAt) > 6*time.Second {
+	} else if time.Since(a.statusAt) >= statusDims {
 		col = colDim
 	}
 	drawText(dst, clip(msg, r.W-rw-30, sizeSmall), r.X+10, r.Y+5, sizeSmall, col)

@@ -123,6 +123,20 @@ func exposeState(state func() string) {
 	js.Global().Set("diadState", js.FuncOf(func(js.Value, []js.Value) any { return state() }))
 }
 
+// onInput calls fn on every input event the page receives (and on resize,
+// focus and visibility changes), before ebiten handles it.
+func onInput(fn func()) {
+	cb := js.FuncOf(func(js.Value, []js.Value) any { fn(); return nil })
+	opts := map[string]any{"capture": true, "passive": true}
+	for _, ev := range []string{"pointermove", "pointerdown", "pointerup", "mousemove", "mousedown", "mouseup",
+		"wheel", "keydown", "keyup", "touchstart", "touchmove", "touchend", "dragover", "drop", "focus", "blur"} {
+		js.Global().Get("document").Call("addEventListener", ev, cb, opts)
+	}
+	for _, ev := range []string{"resize", "focus", "visibilitychange"} {
+		js.Global().Call("addEventListener", ev, cb, opts)
+	}
+}
+
 // storage reads and writes localStorage (absent storage is not an error).
 func storageGet(key string) string {
 	ls := js.Global().Get("localStorage")

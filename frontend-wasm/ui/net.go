@@ -26,9 +26,22 @@ import (
 // pollLoop lists runs and jobs; new runs appear in the run selector and the
 // first one is opened; active jobs get a websocket follower.
 func (a *App) pollLoop() {
+	var seen string
 	for {
 		runs, err := a.client.Runs(a.ctx)
 		jobs, err2 := a.client.Jobs(a.ctx)
+		// Unchanged answers change nothing on screen: posting them would
+		// repaint an idle page every PollEvery.
+		if err == nil && err2 == nil {
+			if now := fmt.Sprint(runs, jobs); now == seen {
+				time.Sleep(a.cfg.PollEvery)
+				continue
+			} else {
+				seen = now
+			}
+		} else {
+			seen = ""
+		}
 		a.post(func() {
 			if err != nil {
 				a.fail(fmt.Errorf("list runs: %w", err))
