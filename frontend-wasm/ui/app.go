@@ -72,7 +72,7 @@ type view interface {
 
 type galleryView struct{}
 
-func (galleryView) Update(a *App, body rect)                   { a.drawGallery(nil, body) }
+func (galleryView) Update(a *App, body rect)                  { a.drawGallery(nil, body) }
 func (galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawGallery(dst, body) }
 
 type explorerView struct{}
@@ -107,7 +107,7 @@ func (thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshol
 
 type trainingView struct{}
 
-func (trainingView) Update(a *App, body rect)                   { a.drawTraining(nil, body) }
+func (trainingView) Update(a *App, body rect)                  { a.drawTraining(nil, body) }
 func (trainingView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawTraining(dst, body) }
 
 // views are indexed by the tab constants.
