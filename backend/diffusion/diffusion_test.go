@@ -422,3 +422,31 @@ func TestVPredictionRoundTrip(t *testing.T) {
 		t.Fatal("unknown prediction accepted")
 	}
 }
+
+// NoiseOf inverts AddNoise: the eps it finds noises z0 into zt again (at
+// t = 0 too, where 1/sqrt(1-abar) is largest).
+func TestNoiseOfInvertsAddNoise(t *testing.T) {
+	defer torchrt.Pin()()
+	s, err := NewSchedule(ReferenceSchedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := NewNoise(5)
+	z0 := n.Normal([]int64{3, 4, 2, 2}, gotch.CPU)
+	defer z0.MustDrop()
+	eps := n.Normal([]int64{3, 4, 2, 2}, gotch.CPU)
+	defer eps.MustDrop()
+	steps := []int{0, 400, 999}
+	zt, err := s.AddNoise(z0, eps, steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zt.MustDrop()
+	back := s.NoiseOf(zt, z0, steps)
+	defer back.MustDrop()
+	for i, got := range values(back) {
+		if want := values(eps)[i]; math.Abs(got-want) > 1e-3*math.Max(1, math.Abs(want)) {
+			t.Fatalf("element %d (t = %d): %v, want %v", i, steps[i/16], got, want)
+		}
+	}
+}

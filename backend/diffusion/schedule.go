@@ -127,6 +127,15 @@ func (s *Schedule) Target(z0, eps *ts.Tensor, t []int) *ts.Tensor {
 	return s.combine(eps, z0, t, math.Sqrt, func(a float64) float64 { return -sqrtOneMinus(a) }, false)
 }
 
+// NoiseOf is the eps for which AddNoise(z0, eps, t) would give zt:
+// (zt - sqrt(abar) z0) / sqrt(1-abar). With a zt made from another latent
+// than z0 it is the noise prediction that leads back to z0 (the target of
+// training to remove what differs).
+func (s *Schedule) NoiseOf(zt, z0 *ts.Tensor, t []int) *ts.Tensor {
+	return s.combine(zt, z0, t, func(a float64) float64 { return 1 / sqrtOneMinus(a) },
+		func(a float64) float64 { return -math.Sqrt(a) / sqrtOneMinus(a) }, false)
+}
+
 // combine is fa(abar_t) x + fb(abar_t) y per batch element; it frees x when
 // dropX.
 func (s *Schedule) combine(x, y *ts.Tensor, t []int, fa, fb func(abar float64) float64, dropX bool) *ts.Tensor {

@@ -548,3 +548,39 @@ func TestVPredictionModel(t *testing.T) {
 		t.Fatalf("loaded prediction %q (config %q), want v", loaded.Schedule.Prediction, loaded.Config.Schedule.Prediction)
 	}
 }
+
+// TrainLossRemoving on images without defects is TrainLoss (the same noise
+// draws, the same target); flagged as removing, each image's error is
+// scaled by 1-abar_t, so the loss is smaller but not zero; and a condition
+// that differs from the target changes the loss.
+func TestTrainLossRemovingReducesToTrainLoss(t *testing.T) {
+	defer torchrt.Pin()()
+	m := newTiny(t)
+	images, _ := tinyInputs(m, 2, 9)
+	defer images.MustDrop()
+	value := func(l *ts.Tensor, err error) float64 {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.MustDrop()
+		return l.Float64Values()[0]
+	}
+	plain := value(m.TrainLoss(images, diffusion.NewNoise(7)))
+	same := value(m.TrainLossRemoving(images, images, []bool{false, false}, diffusion.NewNoise(7)))
+	if math.Abs(plain-same) > 1e-6*plain {
+		t.Fatalf("without defects: %v, TrainLoss %v", same, plain)
+	}
+	scaled := value(m.TrainLossRemoving(images, images, []bool{true, true}, diffusion.NewNoise(7)))
+	if !(scaled > 0 && scaled < plain) {
+		t.Fatalf("removing-weighted loss %v, want in (0, %v)", scaled, plain)
+	}
+	other := images.MustFlip([]int64{3}, false)
+	defer other.MustDrop()
+	if moved := value(m.TrainLossRemoving(other, images, []bool{true, true}, diffusion.NewNoise(7))); moved == scaled {
+		t.Fatal("the condition does not reach the loss")
+	}
+	if _, err := m.TrainLossRemoving(images, images, []bool{true}, diffusion.NewNoise(7)); err == nil {
+		t.Fatal("one flag for two images accepted")
+	}
+}

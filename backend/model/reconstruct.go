@@ -79,6 +79,67 @@ func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weig
 	return weighted.MustMean(gotch.Float, true), nil
 }
 
+// TrainLossRemoving is the training objective for removing defects: the SG
+// network sees cond (some images with synthetic defects), z_t is noised from
+// cond's latent, and the target leads back to the latent of clean (the
+// same images without the defects). Images whose removing[i] is false have
+// cond == clean and get exactly TrainLoss's error; the others are weighted
+// by 1-abar_t, which makes theirs the squared error of the clean latent the
+// prediction implies (the v error scaled back; unweighted it grows as
+// 1/(1-abar) toward t = 0, where nothing can be removed).
+func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	defer torchrt.Pin()()
+	defer torchrt.Recover(&err, "train loss")
+	for _, x := range []*ts.Tensor{cond, clean} {
+		if err := m.checkImages(x); err != nil {
+			return nil, err
+		}
+	}
+	b := int(cond.MustSize()[0])
+	if len(removing) != b {
+		return nil, fmt.Errorf("model: %d removal flags for a batch of %d", len(removing), b)
+	}
+	// One posterior sample for both, so that an unchanged image has the
+	// same latent either way.
+	post := noise.Normal(m.AE.LatentShape(int64(b), int64(m.Config.ImageSize)), m.Device())
+	defer post.MustDrop()
+	var zc, z0 *ts.Tensor
+	torchrt.NoGrad(func() {
+		zc = m.AE.EncodeLatent(cond, post)
+		z0 = m.AE.EncodeLatent(clean, post)
+	})
+	defer zc.MustDrop()
+	defer z0.MustDrop()
+	t := noise.Timesteps(b, m.Schedule.T())
+	eps := noise.Normal(z0.MustSize(), m.Device())
+	defer eps.MustDrop()
+	zt, err := m.Schedule.AddNoise(zc, eps, t)
+	if err != nil {
+		return nil, err
+	}
+	defer zt.MustDrop()
+	pred := m.predict(zt, t, cond)
+	defer pred.MustDrop()
+	back := m.Schedule.NoiseOf(zt, z0, t)
+	defer back.MustDrop()
+	target := m.Schedule.Target(z0, back, t)
+	defer target.MustDrop()
+	w := make([]float32, b)
+	for i, ti := range t {
+		w[i] = 1
+		if removing[i] {
+			w[i] = float32(1 - m.Schedule.AlphasCumprod[ti])
+		}
+	}
+	wt := ts.MustOfSlice(w).MustTo(m.Device(), true)
+	defer wt.MustDrop()
+	d := pred.MustSub(target, false)
+	sq := d.MustSquare(true)
+	per := sq.MustMeanDim([]int64{1, 2, 3}, false, gotch.Float, true)
+	weighted := per.MustMul(wt, true)
+	return weighted.MustMean(gotch.Float, true), nil
+}
+
 // Reconstruction is the result of one reconstruction.
 type Reconstruction struct {
 	// Image is the decoded reconstruction, ImageNet-normalised [B, 3, H, W].

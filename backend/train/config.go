@@ -59,6 +59,9 @@ type Config struct {
 	// InitFrom is a Stable Diffusion v1.x checkpoint for the UNet and
 	// autoencoder; Autoencoder a checkpoint for the autoencoder alone.
 	InitFrom    string `yaml:"init_from"`
+	// InitWeights is a diad checkpoint to fine-tune: its config (unless
+	// ModelConfig is set) and every weight start the model.
+	InitWeights string `yaml:"init_weights"`
 	Autoencoder string `yaml:"autoencoder"`
 	// AutoencoderSteps of stage-1 fine-tuning (0 = skip) with AutoencoderOptim.
 	AutoencoderSteps int               `yaml:"autoencoder_steps"`
@@ -87,6 +90,12 @@ type Config struct {
 	// knows the content - are not drowned by easy ones (0 = uniform, the
 	// reference).
 	LossWeightCap float64 `yaml:"loss_weight_cap"`
+	// RemoveFraction, when > 0, is the share of denoiser-stage images shown
+	// to the SG network with a synthetic defect (calibrate.Corrupt's generic
+	// families) while the target stays the clean image: the denoiser learns
+	// to remove what the SG network sees but normal images never have
+	// (model.TrainLossRemoving). 0 is the reference: normal images only.
+	RemoveFraction float64 `yaml:"remove_fraction"`
 	// StartTCandidates, when set, are the sampler start levels tried after
 	// training on held-out training images with synthetic defects; the best
 	// becomes the model's default. Never the test set.

@@ -225,6 +225,11 @@ func (t *trainer) setup() error {
 				return err
 			}
 		}
+		if cfg.InitWeights != "" {
+			if _, err := t.m.LoadWeights(cfg.InitWeights, checkpoint.LoadOptions{}); err != nil {
+				return err
+			}
+		}
 		if cfg.Autoencoder != "" {
 			if _, err := t.m.LoadAutoencoder(cfg.Autoencoder); err != nil {
 				return err
@@ -254,6 +259,9 @@ func (t *trainer) setup() error {
 func (t *trainer) modelConfig() (model.Config, error) {
 	if t.cfg.ModelConfig != "" {
 		return model.LoadConfig(t.cfg.ModelConfig)
+	}
+	if t.cfg.InitWeights != "" {
+		return model.ReadConfig(t.cfg.InitWeights)
 	}
 	return model.Preset(t.cfg.Preset)
 }
@@ -342,6 +350,9 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 	if t.st.Stage == StageAutoencoder {
 		return t.autoencoderLoss(images, noise)
 	}
+	if t.cfg.RemoveFraction > 0 {
+		return t.removingLoss(images, noise)
+	}
 	if c := t.cfg.LossWeightCap; c > 0 {
 		ac := t.m.Schedule.AlphasCumprod
 		return t.m.TrainLossWeighted(images, noise, func(ti int) float64 {
@@ -349,6 +360,40 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 		})
 	}
 	return t.m.TrainLoss(images, noise)
+}
+
+// removingLoss gives RemoveFraction of the batch a synthetic defect for the
+// SG network to see, with the clean images as the target.
+func (t *trainer) removingLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	err = torchrt.Do(func() error {
+		size := t.m.Config.ImageSize
+		b := int(images.MustSize()[0])
+		flat := torchrt.Float32s(images)
+		hw3 := 3 * size * size
+		clean := make([]calibrate.Image, b)
+		for i := range clean {
+			clean[i] = flat[i*hw3 : (i+1)*hw3]
+		}
+		bad, _ := calibrate.Corrupt(clean, size, noise.Uint64()) // the masks are not needed here
+		removing := make([]bool, b)
+		cond := make([]float32, 0, len(flat))
+		for i := range clean {
+			removing[i] = float64(noise.Uint64()>>11)/(1<<53) < t.cfg.RemoveFraction
+			if removing[i] {
+				cond = append(cond, bad[i]...)
+			} else {
+				cond = append(cond, clean[i]...)
+			}
+		}
+		c := torchrt.ImageBatch(cond, b, size, images.MustDevice())
+		defer c.MustDrop()
+		loss, err = t.m.TrainLossRemoving(c, images, removing, noise)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("denoiser loss: %w", err)
+	}
+	return loss, nil
 }
 
 // autoencoderLoss is stage 1: L1 reconstruction of a posterior sample plus
