@@ -58,7 +58,7 @@ type Config struct {
 
 	// InitFrom is a Stable Diffusion v1.x checkpoint for the UNet and
 	// autoencoder; Autoencoder a checkpoint for the autoencoder alone.
-	InitFrom    string `yaml:"init_from"`
+	InitFrom string `yaml:"init_from"`
 	// InitWeights is a diad checkpoint to fine-tune: its config (unless
 	// ModelConfig is set) and every weight start the model.
 	InitWeights string `yaml:"init_weights"`
