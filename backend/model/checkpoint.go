@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/diad-project/diad/backend/torchrt"
@@ -11,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/cliptext"
 )
 
 // Metadata keys diad writes into its safetensors files.
@@ -94,7 +96,8 @@ func Open(path string, device gotch.Device) (*DiAD, checkpoint.Report, error) {
 	}
 	opts := checkpoint.LoadOptions{IgnoreUnexpected: true}
 	if !hasEntry(r, ContextName) {
-		// Reference checkpoints have no stored context: keep the zeros.
+		// Reference checkpoints have no stored context: the text model's
+		// encoding of the empty prompt, computed below, or zeros.
 		opts.Prefixes = []string{PrefixAutoencoder, PrefixUNet, PrefixSG}
 	}
 	var rep checkpoint.Report
@@ -103,11 +106,46 @@ func Open(path string, device gotch.Device) (*DiAD, checkpoint.Report, error) {
 		rep, err = checkpoint.LoadInto(m.Store, r, opts)
 		return err
 	})
+	if err == nil && !hasEntry(r, ContextName) && cliptext.Has(r) {
+		err = m.setContextFromText(r)
+	}
 	if err != nil {
 		m.Free()
 		return nil, rep, fmt.Errorf("open %s: %w", path, err)
 	}
 	return m, rep, nil
+}
+
+// ContextSource says which cross-attention context a checkpoint gives the
+// model: the stored one, the empty prompt encoded by its CLIP text model
+// (official DiAD and Stable Diffusion checkpoints, as the reference does),
+// or zeros.
+func ContextSource(r checkpoint.Reader) string {
+	switch {
+	case hasEntry(r, ContextName):
+		return "stored (" + ContextName + ")"
+	case cliptext.Has(r):
+		return "the empty prompt encoded by the checkpoint's CLIP text model (" + strings.TrimSuffix(cliptext.Prefix, ".") + ")"
+	}
+	return "zeros (the checkpoint has neither a context nor a text model)"
+}
+
+// setContextFromText replaces the context with the empty prompt's encoding
+// by r's text model; diad's Save then stores it as ContextName.
+func (m *DiAD) setContextFromText(r checkpoint.Reader) error {
+	ctx, err := cliptext.EmptyPromptContext(r, m.Device())
+	if err != nil {
+		return err
+	}
+	defer ctx.MustDrop()
+	want := []int64{1, m.Config.UNet.ContextLen, m.Config.UNet.ContextDim}
+	if got := ctx.MustSize(); !slices.Equal(got, want) {
+		return fmt.Errorf("the text model's context is %v, the UNet attends to %v", got, want)
+	}
+	return torchrt.Do(func() error {
+		torchrt.NoGrad(func() { torchrt.Copy_(m.Context, ctx) })
+		return nil
+	})
 }
 
 // PresetMatch is how a checkpoint's tensors compare with one preset, overall
@@ -178,6 +216,16 @@ func (m *DiAD) InitFromStableDiffusion(path string) (checkpoint.Report, error) {
 	rep, err := m.LoadWeights(path, checkpoint.LoadOptions{Prefixes: []string{PrefixUNet, PrefixAutoencoder}, IgnoreUnexpected: true})
 	if err != nil {
 		return rep, err
+	}
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return rep, err
+	}
+	defer r.Close()
+	if cliptext.Has(r) {
+		if err := m.setContextFromText(r); err != nil {
+			return rep, fmt.Errorf("init from %s: %w", path, err)
+		}
 	}
 	defer torchrt.Pin()()
 	if err := m.SG.CopyEncoderFrom(PrefixSG, PrefixUNet, m.Store); err != nil {

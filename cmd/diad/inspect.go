@@ -21,7 +21,9 @@ type inspectReport struct {
 	ByPrefix map[string]int64    `json:"parameters_by_component"`
 	Metadata map[string]string   `json:"metadata,omitempty"`
 	Presets  []model.PresetMatch `json:"presets"`
-	Entries  []checkpoint.Entry  `json:"entries,omitempty"`
+	// Context is the cross-attention context the model will use.
+	Context string             `json:"context"`
+	Entries []checkpoint.Entry `json:"entries,omitempty"`
 }
 
 func newInspectCmd() *cobra.Command {
@@ -53,6 +55,7 @@ func newInspectCmd() *cobra.Command {
 				rep.ByPrefix[comp] += e.Numel()
 			}
 			rep.Presets = model.MatchPresets(r)
+			rep.Context = model.ContextSource(r)
 			if list {
 				rep.Entries = r.Entries()
 			}
@@ -81,6 +84,7 @@ func newInspectCmd() *cobra.Command {
 					}
 				}
 			}
+			fmt.Fprintf(out, "cross-attention context: %s\n", rep.Context)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "preset\tcomponents matched\tmissing\tunexpected\tmis-shaped\t")
 			for _, pm := range rep.Presets {
