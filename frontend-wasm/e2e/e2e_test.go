@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -748,7 +749,7 @@ func TestBrowserClient(t *testing.T) {
 		p.t = t
 		p.key("4")
 		j := e.job(t, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},
-			"autoencoder_steps": 0, "max_steps": 4, "batch_size": 2, "val_every": 2, "checkpoint_every": 4}})
+			"autoencoder_steps": 2, "max_steps": 4, "batch_size": 2, "val_every": 2, "checkpoint_every": 4}})
 		s := p.wait("the train job to run to the end live", 3*time.Minute, func(s hook.State) bool {
 			for _, x := range s.Jobs {
 				if x.ID == j.ID {
@@ -763,9 +764,23 @@ func TestBrowserClient(t *testing.T) {
 		if s.Tab != "Training" || s.SelectedJob != j.ID {
 			t.Fatalf("tab %s showing job %s, want the new train job %s", s.Tab, s.SelectedJob, j.ID)
 		}
+		// Each training stage is its own series (their steps restart).
+		for _, x := range s.Jobs {
+			if x.ID == j.ID && !slices.Equal(x.Series, []string{"autoencoder", "denoiser"}) {
+				t.Errorf("loss chart series %q, want the autoencoder's and the denoiser's", x.Series)
+			}
+		}
 		img := p.shot("training")
-		if _, sat := colourful(img, s.Widgets["losschart"]); sat < 0.001 {
-			t.Errorf("loss chart has no curve (%.4f coloured)", sat)
+		for _, panel := range []string{"losschart:autoencoder", "losschart:denoiser"} {
+			if _, sat := colourful(img, s.Widgets[panel]); sat < 0.001 {
+				t.Errorf("%s has no curve (%.4f coloured)", panel, sat)
+			}
+		}
+		p.click("loss:log")
+		p.click("loss:smooth")
+		s = p.wait("log scale and smoothing", 10*time.Second, func(s hook.State) bool { return s.LossLog && s.LossSmooth > 0 })
+		if _, sat := colourful(p.shot("training-log"), s.Widgets["losschart:denoiser"]); sat < 0.001 {
+			t.Errorf("the log-scale chart has no curve (%.4f coloured)", sat)
 		}
 	})
 

@@ -39,6 +39,7 @@ type Job struct {
 	Step, Total     int
 	LossPoints      int // step events with a loss received over the websocket
 	Events          int
+	Series          []string // the loss chart's series: one per training stage, in order
 }
 
 // ScoreFilter is the gallery's score range, clipped to the run's scores.
@@ -75,8 +76,10 @@ type State struct {
 	Latent      string // latent panels: rgb (projection) or channels
 	Trajectory  Trajectory
 	Jobs        []Job
-	SelectedJob string // shown in the training monitor
-	Status      string // status line
+	SelectedJob string  // shown in the training monitor
+	LossLog     bool    // the loss chart's scale is logarithmic
+	LossSmooth  float64 // the loss chart's smoothing weight
+	Status      string  // status line
 	Errors      []string
 	FPS         float64 // ebiten.ActualFPS
 	Frames      int64   // frames drawn

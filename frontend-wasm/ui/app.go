@@ -129,6 +129,11 @@ type App struct {
 	awakeUntil time.Time
 	busy       bool // something moves: frames flow without waiting
 
+	// The training monitor's loss chart: log scale, smoothing (an index
+	// into smoothings).
+	lossLog    bool
+	lossSmooth int
+
 	w, h     int
 	tab      int
 	lastTick time.Time
@@ -249,6 +254,12 @@ func (a *App) post(fn func()) {
 	a.inbox = append(a.inbox, fn)
 	a.inboxMu.Unlock()
 	a.nudge()
+}
+
+// stagesOf names the loss chart's series, in order.
+func stagesOf(pts []point) []string {
+	stages, _ := lossSeries(pts) // the points by stage are not needed here
+	return stages
 }
 
 // nudge ends an idle wait; it never blocks (JS callbacks call it).
@@ -734,6 +745,7 @@ func (a *App) stateJSON() string {
 			}
 		}
 	}
+	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
 	if a.tune != nil {
 		k := a.tune.Confusion()
 		s.Threshold, s.Policy = a.tune.Threshold, a.tune.Policy
@@ -750,7 +762,7 @@ func (a *App) stateJSON() string {
 	for _, id := range a.jobOrder {
 		j := a.jobs[id]
 		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
-			LossPoints: len(j.loss), Events: j.events})
+			LossPoints: len(j.loss), Events: j.events, Series: stagesOf(j.loss)})
 	}
 	b, err := json.Marshal(s)
 	if err != nil {

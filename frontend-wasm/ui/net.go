@@ -540,7 +540,13 @@ type jobView struct {
 	loaded    bool // its history was streamed once (finished jobs)
 }
 
-type point struct{ x, y float64 }
+// point is one loss value: x the step, stage the training stage it belongs
+// to (each stage is its own series: their steps restart and their losses
+// differ in scale).
+type point struct {
+	x, y  float64
+	stage string
+}
 
 func (a *App) updateJobs(jobs []shared.Job) {
 	for _, j := range jobs {
@@ -605,10 +611,10 @@ func (a *App) onJobEvent(id string, ev shared.JobEvent) {
 	switch ev.Kind {
 	case shared.EventStep:
 		if ev.Loss != 0 {
-			v.loss = append(v.loss, point{float64(ev.Step), ev.Loss})
+			v.loss = append(v.loss, point{float64(ev.Step), ev.Loss, ev.Stage})
 		}
 	case "validation":
-		v.val = append(v.val, point{float64(ev.Step), ev.ValLoss})
+		v.val = append(v.val, point{float64(ev.Step), ev.ValLoss, ev.Stage})
 	}
 	if ev.Message != "" {
 		v.messages = append(v.messages, ev.Time.Format("15:04:05")+"  "+ev.Kind+": "+ev.Message)

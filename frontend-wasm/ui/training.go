@@ -64,12 +64,15 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 	}
 	din := panel(dst, detail, fmt.Sprintf("%s job %s", j.job.Kind, j.job.ID))
 	p := j.job.Progress
-	head := fmt.Sprintf("%s · %s · step %d / %d", j.job.State, p.Stage, p.Step, p.Total)
+	head := fmt.Sprintf("%s · %s · step %d", j.job.State, p.Stage, p.Step)
+	if p.Total > 0 {
+		head += fmt.Sprintf(" / %d", p.Total)
+	}
 	if p.ImagesPerSec > 0 {
 		head += fmt.Sprintf(" · %.1f images/s", p.ImagesPerSec)
 	}
 	if p.ETASeconds > 0 && j.job.State == shared.JobRunning {
-		head += " · ETA " + (time.Duration(p.ETASeconds) * time.Second).String()
+		head += " · stage ETA " + (time.Duration(p.ETASeconds) * time.Second).String()
 	}
 	if j.following {
 		head += " · live"
@@ -106,6 +109,39 @@ func progressBar(dst *ebiten.Image, r rect, j shared.Job, c color.RGBA) {
 	}
 }
 
+// smoothings are the loss chart's exponential-moving-average weights.
+var smoothings = []float64{0, 0.6, 0.9, 0.98}
+
+// lossSeries groups a job's points by training stage, in the order the
+// stages ran.
+func lossSeries(pts []point) (stages []string, by map[string][]point) {
+	by = map[string][]point{}
+	for _, p := range pts {
+		if _, seen := by[p.stage]; !seen {
+			stages = append(stages, p.stage)
+		}
+		by[p.stage] = append(by[p.stage], p)
+	}
+	return stages, by
+}
+
+// ema smooths a series as training dashboards do (weight w on the past).
+func ema(pts []point, w float64) []point {
+	if w <= 0 || len(pts) == 0 {
+		return pts
+	}
+	out := make([]point, len(pts))
+	acc := pts[0].y
+	for i, p := range pts {
+		acc = w*acc + (1-w)*p.y
+		out[i] = point{p.x, acc, p.stage}
+	}
+	return out
+}
+
+// drawLossChart draws one panel per training stage (the autoencoder's and
+// the denoiser's losses restart their steps and differ in scale), with the
+// controls for log scale and smoothing above them.
 func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 	fill(dst, r, colBG)
 	stroke(dst, r, 1, colBorder)
@@ -118,11 +154,44 @@ func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 		drawTextIn(dst, msg, r, sizeSmall, colDim)
 		return
 	}
+	bar, body := r.inset(6).cutTop(24, 6)
+	scale := "linear"
+	if a.lossLog {
+		scale = "log"
+	}
+	a.button(dst, rect{bar.X, bar.Y, 110, 22}, "loss:log", "scale: "+scale, a.lossLog, func() { a.lossLog = !a.lossLog })
+	a.button(dst, rect{bar.X + 118, bar.Y, 130, 22}, "loss:smooth", fmt.Sprintf("smoothing %.2f", smoothings[a.lossSmooth]), a.lossSmooth > 0,
+		func() { a.lossSmooth = (a.lossSmooth + 1) % len(smoothings) })
+	stages, train := lossSeries(j.loss)
+	_, val := lossSeries(j.val)
+	for st := range val {
+		if _, ok := train[st]; !ok {
+			stages = append(stages, st)
+		}
+	}
+	h := (body.H - float32(len(stages)-1)*8) / float32(len(stages))
+	for i, st := range stages {
+		pr := rect{body.X, body.Y + float32(i)*(h+8), body.W, h}
+		a.drawLossPanel(dst, pr, st, train[st], val[st])
+		a.mark("losschart:"+st, pr)
+	}
+}
+
+// drawLossPanel is one stage's loss: raw (dim) and smoothed training loss,
+// validation points, and the axes' ranges.
+func (a *App) drawLossPanel(dst *ebiten.Image, r rect, stage string, train, val []point) {
+	stroke(dst, r, 1, colBorder)
+	yv := func(v float64) float64 {
+		if a.lossLog {
+			return math.Log10(math.Max(v, 1e-12))
+		}
+		return v
+	}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	xmin, xmax := math.Inf(1), math.Inf(-1)
-	for _, s := range [][]point{j.loss, j.val} {
+	for _, s := range [][]point{train, val} {
 		for _, p := range s {
-			lo, hi = math.Min(lo, p.y), math.Max(hi, p.y)
+			lo, hi = math.Min(lo, yv(p.y)), math.Max(hi, yv(p.y))
 			xmin, xmax = math.Min(xmin, p.x), math.Max(xmax, p.x)
 		}
 	}
@@ -132,23 +201,46 @@ func (a *App) drawLossChart(dst *ebiten.Image, r rect, j *jobView) {
 	if hi <= lo {
 		hi = lo + 1
 	}
-	plot := r.inset(10)
+	// Room for the axis labels: values on the left, steps below.
+	plot := rect{r.X + 58, r.Y + 20, r.W - 68, r.H - 40}
 	pos := func(p point) (float32, float32) {
-		return plot.X + plot.W*float32((p.x-xmin)/(xmax-xmin)), plot.Y + plot.H*(1-float32((p.y-lo)/(hi-lo)))
+		return plot.X + plot.W*float32((p.x-xmin)/(xmax-xmin)), plot.Y + plot.H*(1-float32((yv(p.y)-lo)/(hi-lo)))
 	}
-	for i := 1; i < len(j.loss); i++ {
-		x0, y0 := pos(j.loss[i-1])
-		x1, y1 := pos(j.loss[i])
-		line(dst, x0, y0, x1, y1, 1.5, colAccent)
+	polyline := func(pts []point, width float32, c color.RGBA) {
+		for i := 1; i < len(pts); i++ {
+			x0, y0 := pos(pts[i-1])
+			x1, y1 := pos(pts[i])
+			line(dst, x0, y0, x1, y1, width, c)
+		}
 	}
-	for _, p := range j.val {
+	w := smoothings[a.lossSmooth]
+	if w > 0 {
+		polyline(train, 1, colBorder)
+	}
+	polyline(ema(train, w), 1.5, colAccent)
+	for _, p := range val {
 		x, y := pos(p)
 		fill(dst, rect{x - 4, y - 4, 8, 8}, colAnomaly)
 	}
-	drawText(dst, "train loss", plot.X+plot.W-150, plot.Y, sizeSmall, colAccent)
-	drawText(dst, "validation", plot.X+plot.W-70, plot.Y, sizeSmall, colAnomaly)
-	drawText(dst, fmtScore(hi), plot.X, plot.Y, sizeSmall, colDim)
-	drawText(dst, fmtScore(lo), plot.X, plot.Y+plot.H-14, sizeSmall, colDim)
-	steps := fmt.Sprintf("steps %g-%g", xmin, xmax)
-	drawText(dst, steps, plot.X+plot.W-textWidth(steps, sizeSmall), plot.Y+plot.H-14, sizeSmall, colDim)
+	name := stage
+	if name == "" {
+		name = "training"
+	}
+	drawBold(dst, name+" loss", r.X+6, r.Y+3, sizeSmall, colText)
+	legend := "— train"
+	if len(val) > 0 {
+		legend += "   ■ validation"
+	}
+	drawText(dst, legend, r.X+r.W-textWidth(legend, sizeSmall)-8, r.Y+3, sizeSmall, colDim)
+	label := func(v float64) string {
+		if a.lossLog {
+			return fmtScore(math.Pow(10, v))
+		}
+		return fmtScore(v)
+	}
+	drawText(dst, label(hi), r.X+4, plot.Y-2, sizeSmall, colDim)
+	drawText(dst, label(lo), r.X+4, plot.Y+plot.H-12, sizeSmall, colDim)
+	drawText(dst, fmt.Sprintf("%g", xmin), plot.X, plot.Y+plot.H+4, sizeSmall, colDim)
+	end := fmt.Sprintf("step %g", xmax)
+	drawText(dst, end, plot.X+plot.W-textWidth(end, sizeSmall), plot.Y+plot.H+4, sizeSmall, colDim)
 }
