@@ -9,12 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 // Export formats.
 const (
-	FormatCSV  = "csv"
-	FormatJSON = "json" // JSON lines
+	FormatCSV     = "csv"
+	FormatJSON    = "json" // JSON lines
+	FormatParquet = "parquet"
 )
 
 var imageColumns = []string{"run_id", "image_id", "category", "path", "split", "gt_label", "defect", "score", "step_scores",
@@ -34,9 +37,15 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// ExportImages writes image rows as CSV (header + one line per image) or JSON lines.
+// ExportImages writes image rows as CSV (header + one line per image), JSON
+// lines or Parquet (the schema of the run's images.parquet).
 func ExportImages(w io.Writer, rows []ImageRow, format string) error {
 	switch format {
+	case FormatParquet:
+		if err := parquet.Write(w, rows, writeOpts()...); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		return nil
 	case FormatJSON:
 		enc := json.NewEncoder(w)
 		for _, r := range rows {
@@ -61,7 +70,7 @@ func ExportImages(w io.Writer, rows []ImageRow, format string) error {
 		cw.Flush()
 		return cw.Error()
 	}
-	return fmt.Errorf("export: unknown format %q (want csv or json)", format)
+	return fmt.Errorf("export: unknown format %q (want csv, json or parquet)", format)
 }
 
 // ExportMetrics writes metric rows as CSV or JSON lines (undefined values empty/null).

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -438,18 +439,11 @@ func toInfo(r results.ImageRow) shared.ImageInfo {
 	return info
 }
 
-// queryImages filters, sorts and pages a run's images:
-// ?category=&gt=0|1&predicted=0|1&verdict=&min_score=&max_score=&sort=score|-score|image_id&offset=&limit=
-func (s *Server) queryImages(c echo.Context) error {
-	id, err := s.runParam(c)
-	if err != nil {
-		return err
-	}
-	rows, err := s.store.Images(id)
-	if err != nil {
-		return err
-	}
-	q := c.QueryParams()
+// imageFilter reads the image filter the images listing and the export
+// share: ?category=&gt=0|1&predicted=0|1&verdict=&min_score=&max_score=&image_ids=1,2,...
+// (image_ids: exactly these images - what a client shows after filters of
+// its own, such as outcomes at its threshold).
+func imageFilter(q url.Values) (func(results.ImageRow) bool, error) {
 	num := func(name string, def float64) (float64, error) {
 		v := q.Get(name)
 		if v == "" {
@@ -463,6 +457,58 @@ func (s *Server) queryImages(c echo.Context) error {
 	}
 	minScore, err1 := num("min_score", math.Inf(-1))
 	maxScore, err2 := num("max_score", math.Inf(1))
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	var ids map[int64]bool
+	if q.Has("image_ids") {
+		ids = map[int64]bool{}
+		if list := q.Get("image_ids"); list != "" {
+			for _, f := range strings.Split(list, ",") {
+				n, err := strconv.ParseInt(f, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("image_ids: %q is not an image id", f)
+				}
+				ids[n] = true
+			}
+		}
+	}
+	return func(r results.ImageRow) bool {
+		if v := q.Get("category"); v != "" && r.Category != v {
+			return false
+		}
+		if v := q.Get("gt"); v != "" && strconv.Itoa(int(r.GroundTruth)) != v {
+			return false
+		}
+		if v := q.Get("predicted"); v != "" && strconv.Itoa(int(r.Predicted)) != v {
+			return false
+		}
+		if q.Has("verdict") && r.AnalystLabel != q.Get("verdict") {
+			return false
+		}
+		if ids != nil && !ids[r.ImageID] {
+			return false
+		}
+		return r.Score >= minScore && r.Score <= maxScore
+	}, nil
+}
+
+// queryImages filters (imageFilter), sorts and pages a run's images:
+// ?sort=score|-score|image_id&offset=&limit=
+func (s *Server) queryImages(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	rows, err := s.store.Images(id)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	keep, err := imageFilter(q)
+	if err != nil {
+		return apiError(c, http.StatusBadRequest, "%v", err)
+	}
 	// Paging takes whole numbers in range (a float such as 1e19 would
 	// overflow the conversion to int).
 	whole := func(name string, def, lo, hi int) (int, error) {
@@ -478,27 +524,14 @@ func (s *Server) queryImages(c echo.Context) error {
 	}
 	offset, err3 := whole("offset", 0, 0, math.MaxInt32)
 	limit, err4 := whole("limit", 100, 1, 1000)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	if err := errors.Join(err3, err4); err != nil {
 		return apiError(c, http.StatusBadRequest, "%v", err)
 	}
 	var out []shared.ImageInfo
 	for _, r := range rows {
-		if v := q.Get("category"); v != "" && r.Category != v {
-			continue
+		if keep(r) {
+			out = append(out, toInfo(r))
 		}
-		if v := q.Get("gt"); v != "" && strconv.Itoa(int(r.GroundTruth)) != v {
-			continue
-		}
-		if v := q.Get("predicted"); v != "" && strconv.Itoa(int(r.Predicted)) != v {
-			continue
-		}
-		if q.Has("verdict") && r.AnalystLabel != q.Get("verdict") {
-			continue
-		}
-		if r.Score < minScore || r.Score > maxScore {
-			continue
-		}
-		out = append(out, toInfo(r))
 	}
 	switch q.Get("sort") {
 	case "", "image_id":
@@ -673,19 +706,32 @@ func (s *Server) runExport(c echo.Context) error {
 	if format == "" {
 		format = results.FormatCSV
 	}
-	if format != results.FormatCSV && format != results.FormatJSON {
-		return apiError(c, http.StatusBadRequest, "format %q: want csv or json", format)
+	if format != results.FormatCSV && format != results.FormatJSON && format != results.FormatParquet {
+		return apiError(c, http.StatusBadRequest, "format %q: want csv, json or parquet", format)
 	}
 	var buf bytes.Buffer
 	var exportErr error
 	switch table {
 	case "images":
+		keep, err := imageFilter(c.QueryParams())
+		if err != nil {
+			return apiError(c, http.StatusBadRequest, "%v", err)
+		}
 		rows, err := s.store.Images(id)
 		if err != nil {
 			return err
 		}
-		exportErr = results.ExportImages(&buf, rows, format)
+		kept := rows[:0:0]
+		for _, r := range rows {
+			if keep(r) {
+				kept = append(kept, r)
+			}
+		}
+		exportErr = results.ExportImages(&buf, kept, format)
 	case "metrics":
+		if format == results.FormatParquet {
+			return apiError(c, http.StatusBadRequest, "the metrics table exports as csv or json (its Parquet file is /files/metrics.parquet)")
+		}
 		rows, err := s.store.Metrics(id)
 		if err != nil {
 			return err
@@ -698,8 +744,11 @@ func (s *Server) runExport(c echo.Context) error {
 		return fmt.Errorf("export %s of run %s: %w", table, id, exportErr)
 	}
 	ctype, ext := "text/csv", "csv"
-	if format == results.FormatJSON {
+	switch format {
+	case results.FormatJSON:
 		ctype, ext = "application/x-ndjson", "jsonl"
+	case results.FormatParquet:
+		ctype, ext = "application/vnd.apache.parquet", "parquet"
 	}
 	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", id+"-"+table+"."+ext))
 	return c.Blob(http.StatusOK, ctype, buf.Bytes())

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/parquet-go/parquet-go"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -710,6 +711,29 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	}
 	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/files/images.parquet", nil); r.StatusCode != 200 || !bytes.HasPrefix(body, []byte("PAR1")) {
 		t.Fatalf("parquet download: %d", r.StatusCode)
+	}
+	// Export what a view shows: the listing's filters and exact image ids,
+	// as CSV or as Parquet a Parquet reader opens.
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?format=csv&verdict=anomalous", nil); r.StatusCode != 200 ||
+		bytes.Count(body, []byte("\n")) != 2 || !bytes.Contains(body, []byte("dent")) {
+		t.Fatalf("export of the anomalous verdicts: %d\n%s", r.StatusCode, body)
+	}
+	pick := []int64{rows[0].ImageID, rows[len(rows)-1].ImageID}
+	r, body = e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/export?format=parquet&image_ids=%d,%d", done.RunID, pick[0], pick[1]), nil)
+	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/vnd.apache.parquet" {
+		t.Fatalf("parquet export: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	exported, err := parquet.Read[results.ImageRow](bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exported) != 2 || exported[0].ImageID != pick[0] || exported[1].ImageID != pick[1] || exported[0].Path != rows[0].Path {
+		t.Fatalf("exported rows %+v, want images %v", exported, pick)
+	}
+	for _, bad := range []string{"image_ids=1,x", "min_score=abc", "format=parquet&table=metrics", "format=xml"} {
+		if r, _ := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?"+bad, nil); r.StatusCode != 400 {
+			t.Errorf("export?%s: %d, want 400", bad, r.StatusCode)
+		}
 	}
 	if r, body := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/map", done.RunID, img), nil); r.StatusCode != 200 || r.Header.Get("X-Map-Scale") == "" || !bytes.HasPrefix(body, []byte("\x89PNG")) {
 		t.Fatalf("map: %d", r.StatusCode)

@@ -224,23 +224,22 @@ const (
 	ExportCSV     = "csv"
 )
 
-// ExportURL is where the browser downloads a run's labelled image table:
-// the Parquet file itself, or a CSV rendering of it.
-func (c *Client) ExportURL(run, format string) string {
-	var u string
-	if format == ExportParquet {
-		u = c.Base + "/api/v1/runs/" + url.PathEscape(run) + "/files/images.parquet"
-	} else {
-		u = c.Base + "/api/v1/runs/" + url.PathEscape(run) + "/export?table=images&format=csv"
+// ExportURL is where the browser downloads a run's labelled image table as
+// Parquet or CSV: every image (ids nil) or exactly the listed ones - what a
+// filtered view shows.
+func (c *Client) ExportURL(run, format string, ids []int64) string {
+	q := url.Values{"table": {"images"}, "format": {format}}
+	if ids != nil {
+		parts := make([]string, len(ids))
+		for i, id := range ids {
+			parts[i] = strconv.FormatInt(id, 10)
+		}
+		q.Set("image_ids", strings.Join(parts, ","))
 	}
 	if c.Token != "" {
-		sep := "?"
-		if strings.Contains(u, "?") {
-			sep = "&"
-		}
-		u += sep + "token=" + url.QueryEscape(c.Token)
+		q.Set("token", c.Token)
 	}
-	return u
+	return c.Base + "/api/v1/runs/" + url.PathEscape(run) + "/export?" + q.Encode()
 }
 
 // wsURL turns an API path into a websocket URL with the token.

@@ -139,11 +139,14 @@ func TestBackoffDoublesToItsCap(t *testing.T) {
 }
 
 func TestExportURLs(t *testing.T) {
-	c := New("http://h:1/", "a b")
-	if u := c.ExportURL("r1", ExportParquet); u != "http://h:1/api/v1/runs/r1/files/images.parquet?token=a+b" {
+	c := &Client{Base: "http://h:1", Token: "a b"}
+	if u := c.ExportURL("r1", ExportParquet, nil); u != "http://h:1/api/v1/runs/r1/export?format=parquet&table=images&token=a+b" {
 		t.Fatal(u)
 	}
-	if u := c.ExportURL("r1", ExportCSV); u != "http://h:1/api/v1/runs/r1/export?table=images&format=csv&token=a+b" {
+	if u := c.ExportURL("r1", ExportCSV, []int64{3, 12}); u != "http://h:1/api/v1/runs/r1/export?format=csv&image_ids=3%2C12&table=images&token=a+b" {
 		t.Fatal(u)
+	}
+	if u := c.ExportURL("r1", ExportCSV, []int64{}); !strings.Contains(u, "image_ids=&") {
+		t.Fatalf("an empty view exports all images: %s", u)
 	}
 }

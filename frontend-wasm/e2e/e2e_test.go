@@ -497,6 +497,9 @@ func TestBrowserClient(t *testing.T) {
 		p.click("export:parquet")
 		csv := waitFile(t, dl, ".csv")
 		pq := waitFile(t, dl, ".parquet")
+		if rows := bytes.Count(csv, []byte("\n")) - 1; rows != want.Total {
+			t.Errorf("the unfiltered export has %d rows, the run %d", rows, want.Total)
+		}
 		if !bytes.Contains(csv, []byte("scratch near rim")) || !bytes.HasPrefix(pq, []byte("PAR1")) {
 			t.Fatalf("downloads: csv has note %v, parquet magic %q", bytes.Contains(csv, []byte("scratch near rim")), pq[:min(4, len(pq))])
 		}
@@ -531,6 +534,14 @@ func TestBrowserClient(t *testing.T) {
 			t.Fatalf("score in [%v, %v]: client shows %d, server counts %d", s.ScoreFilter.Min, s.ScoreFilter.Max, s.Visible, count(s.ScoreFilter.Min, s.ScoreFilter.Max))
 		}
 		p.shot("gallery-score-filter")
+		// Export this view: exactly the visible images, as CSV.
+		dl := t.TempDir()
+		p.do("allow downloads", call(browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl}))
+		p.click("export:csv")
+		csv := waitFile(t, dl, ".csv")
+		if rows := bytes.Count(csv, []byte("\n")) - 1; rows != s.Visible || p.state().Exported != s.Visible {
+			t.Fatalf("exported %d rows (hook: %d) of a view of %d images", rows, p.state().Exported, s.Visible)
+		}
 		p.click("filter:score:all")
 		s = p.wait("all scores again", 10*time.Second, func(s hook.State) bool { return !s.ScoreFilter.Limited && s.Visible == s.Images })
 		// The range moved the selection; walk back up to the reviewed image.

@@ -76,10 +76,12 @@ type State struct {
 	Latent      string // latent panels: rgb (projection) or channels
 	Trajectory  Trajectory
 	Jobs        []Job
-	SelectedJob string  // shown in the training monitor
-	LossLog     bool    // the loss chart's scale is logarithmic
-	LossSmooth  float64 // the loss chart's smoothing weight
-	Status      string  // status line
+	SelectedJob string   // shown in the training monitor
+	Disabled    []string // widgets shown but not clickable yet (e.g. exports without a run)
+	Exported    int      // rows the last export asked for
+	LossLog     bool     // the loss chart's scale is logarithmic
+	LossSmooth  float64  // the loss chart's smoothing weight
+	Status      string   // status line
 	Errors      []string
 	FPS         float64 // ebiten.ActualFPS
 	Frames      int64   // frames drawn

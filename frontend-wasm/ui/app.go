@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"image"
 	"math"
 	"strconv"
@@ -134,6 +135,9 @@ type App struct {
 	lossLog    bool
 	lossSmooth int
 
+	disabled map[string]bool // widgets shown but not clickable yet
+	exported int             // rows in the last export (for the state hook)
+
 	w, h     int
 	tab      int
 	lastTick time.Time
@@ -220,7 +224,7 @@ func Run() error {
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
 		rate: cfg.DefaultRate, thumbs: newTextureCache(600), jobs: map[string]*jobView{},
-		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}}
+		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{}}
 	a.user = pageParam("user")
 	if a.user == "" {
 		a.user = storageGet("diad.user")
@@ -452,6 +456,7 @@ func (a *App) Draw(screen *ebiten.Image) {
 func (a *App) frame(dst *ebiten.Image) {
 	if dst == nil {
 		clear(a.widgets)
+		clear(a.disabled)
 	}
 	W, H := float32(a.w), float32(a.h)
 	top, rest := rect{0, 0, W, H}.cutTop(40, 0)
@@ -494,7 +499,13 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 		bw := textWidth(ex.label, sizeBody) + 20
 		rx -= bw
 		ex := ex
-		a.button(dst, rect{rx, r.Y + 6, bw, r.H - 12}, ex.name, ex.label, false, func() { a.export(ex.format) })
+		br := rect{rx, r.Y + 6, bw, r.H - 12}
+		if a.view == nil {
+			// Nothing to export until a run is loaded: shown, not clickable.
+			a.disabledButton(dst, br, ex.name, ex.label)
+		} else {
+			a.button(dst, br, ex.name, ex.label, false, func() { a.export(ex.format) })
+		}
 		rx -= 6
 	}
 	x := r.X + 64
@@ -565,12 +576,25 @@ func (a *App) button(dst *ebiten.Image, r rect, name, label string, active bool,
 	a.hit(name, r, fn)
 }
 
+// disabledButton draws a button that cannot work yet; it is marked (the
+// browser test finds it) but takes no click.
+func (a *App) disabledButton(dst *ebiten.Image, r rect, name, label string) {
+	fill(dst, r, colPanel)
+	stroke(dst, r, 1, colBorder)
+	drawTextIn(dst, clip(label, r.W-8, sizeBody), r, sizeBody, colDim)
+	if !a.painting {
+		a.widgets[name] = r
+		a.disabled[name] = true
+	}
+}
+
 // hit registers a clickable area (layout pass only).
 func (a *App) hit(name string, r rect, fn func()) {
 	if a.painting {
 		return
 	}
 	a.widgets[name] = r
+	delete(a.disabled, name)
 	if a.click && r.contains(a.clickX, a.clickY) {
 		a.click = false
 		if fn != nil {
@@ -653,17 +677,31 @@ func (a *App) nextRun() {
 	a.selectRun(a.runs[i].RunID)
 }
 
+// export downloads the run's image table as the gallery shows it: every
+// image, or with a filter set exactly the visible ones.
 func (a *App) export(format string) {
-	if a.runID == "" {
-		a.fail(fmt.Errorf("export: no run selected"))
+	if a.view == nil {
 		return
 	}
 	ext := "csv"
 	if format == api.ExportParquet {
 		ext = "parquet"
 	}
-	download(a.client.ExportURL(a.runID, format), fmt.Sprintf("%s-images.%s", a.runID, ext))
-	a.setStatus("exporting the labelled results of " + a.runID + " as " + ext)
+	var ids []int64
+	what := fmt.Sprintf("all %d images", len(a.view.Images))
+	if vis := a.view.Visible(); len(vis) < len(a.view.Images) {
+		ids = make([]int64, len(vis))
+		for i, k := range vis {
+			ids[i] = a.view.Images[k].ImageID
+		}
+		what = fmt.Sprintf("the %d images of this view (of %d)", len(vis), len(a.view.Images))
+	}
+	download(a.client.ExportURL(a.runID, format, ids), fmt.Sprintf("%s-images.%s", a.runID, ext))
+	a.setStatus(fmt.Sprintf("exporting %s of run %s as %s", what, a.runID, ext))
+	a.exported = len(a.view.Images)
+	if ids != nil {
+		a.exported = len(ids)
+	}
 }
 
 // textureCache holds decoded images as GPU textures, dropping the oldest
@@ -746,6 +784,11 @@ func (a *App) stateJSON() string {
 		}
 	}
 	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
+	s.Exported = a.exported
+	for name := range a.disabled {
+		s.Disabled = append(s.Disabled, name)
+	}
+	sort.Strings(s.Disabled)
 	if a.tune != nil {
 		k := a.tune.Confusion()
 		s.Threshold, s.Policy = a.tune.Threshold, a.tune.Policy
