@@ -329,9 +329,15 @@ func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
 			}
 		}
 	}
-	// The tiny preset samples from t = 400: 361, 321, ..., 1.
+	// The tiny preset samples from t = 400: 361, 321, ..., 1; every frame
+	// says the input was noised to 400.
 	if frames[0].T != 361 || frames[9].T != 1 {
 		t.Fatalf("timesteps %d..%d", frames[0].T, frames[9].T)
+	}
+	for i, f := range frames {
+		if f.StartT != 400 {
+			t.Fatalf("frame %d reports start level %d, want 400", i, f.StartT)
+		}
 	}
 	final, finalBlobs := frames[10], blobs[10]
 	// The CLI's predict on the same image and seed computes the same map.

@@ -261,7 +261,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 		Map:     wants(products, shared.ProductMap),
 	}
 	emit := func(f evaluate.StepFrame) error {
-		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T}
+		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T, StartT: sampler.NoiseLevel()}
 		var payloads [][]byte
 		var encErr error
 		add := func(b shared.Blob, data []byte) {
@@ -314,7 +314,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	if n == 0 {
 		n = sampler.Steps
 	}
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score}
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel()}
 	if hasTh {
 		final.Threshold = th
 		final.Anomalous = shared.Predicted(out.Score, th)

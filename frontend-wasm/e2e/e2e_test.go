@@ -662,6 +662,11 @@ func TestBrowserClient(t *testing.T) {
 		if s.Trajectory.T0 <= t0 || s.Trajectory.Total != total+30 {
 			t.Fatalf("re-run with t0+ and 30 more steps: T0 %d (was %d), %d steps (was %d)", s.Trajectory.T0, t0, s.Trajectory.Total, total)
 		}
+		// "noise t0" is the level asked for (a multiple of the control's
+		// step), not the first step's timestep below it.
+		if s.Trajectory.T0%50 != 0 && s.Trajectory.T0 != 999 {
+			t.Errorf("noise t0 %d is not the level the control asked for", s.Trajectory.T0)
+		}
 		streaming := summarize(fpsSamples)
 		// The same playback with the server idle: the client's own cost.
 		p.clickAt(sc[0]+2, sc[1]+sc[3]/2)

@@ -20,7 +20,7 @@ type Confusion struct {
 type Trajectory struct {
 	Image    int64  // -1 for a dropped image
 	Upload   string // upload id of a dropped image
-	T0       int    // diffusion timestep of the first step
+	T0       int    // the level the input was noised to ("noise t0")
 	Total    int
 	Received int
 	Cursor   int

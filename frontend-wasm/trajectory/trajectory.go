@@ -38,6 +38,7 @@ type Trajectory struct {
 	Request  shared.DenoiseRequest
 	ID       string // the server's trajectory key
 	Total    int
+	StartT   int     // the noise level of the input (from the frames; 0 = not yet)
 	Steps    []*Step // len Total once the first frame came; nil = not yet
 	Final    *Final
 	Received int
@@ -77,6 +78,9 @@ func (t *Trajectory) Add(f shared.Frame, data [][]byte, now time.Time) error {
 		return fmt.Errorf("trajectory: frame says %d steps, earlier ones %d", f.Total, t.Total)
 	}
 	t.Dropped = max(t.Dropped, f.Dropped)
+	if f.StartT > 0 {
+		t.StartT = f.StartT
+	}
 	switch f.Type {
 	case shared.TypeStep:
 		if f.Step < 0 || f.Step >= t.Total {

@@ -90,3 +90,18 @@ func TestPlayerFollowsThenPlaysToTheEnd(t *testing.T) {
 		t.Fatalf("step forward: %d", p.Cursor)
 	}
 }
+
+// The noise level the frames report is the trajectory's "noise t0", not
+// the first step's timestep below it.
+func TestStartLevelComesFromTheFrames(t *testing.T) {
+	now := time.Now()
+	tr := New(shared.DenoiseRequest{}, now)
+	f, data := frame(0, 3)
+	f.StartT = 450
+	if err := tr.Add(f, data, now); err != nil {
+		t.Fatal(err)
+	}
+	if tr.StartT != 450 || tr.Steps[0].T == tr.StartT {
+		t.Fatalf("start level %d, first step at t = %d", tr.StartT, tr.Steps[0].T)
+	}
+}

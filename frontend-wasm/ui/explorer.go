@@ -20,7 +20,7 @@ import (
 // Sampling control ranges of the explorer (the server accepts start_t
 // 0..999 and steps up to 1000; these keep a teaching session responsive).
 const (
-	t0Min, t0Max, t0Step = 50, 950, 50
+	t0Min, t0Max, t0Step = 50, 999, 50 // 999: the paper's
 	stepsMin, stepsMax   = 1, 100
 	overlayAlpha         = 0.65
 )
@@ -315,9 +315,11 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		a.button(dst, rect{x, head.Y + 3, 24, 26}, name+":+", "+", false, inc)
 		x += 34
 	}
+	// "noise t0" is the level the input is noised to (the request's, or the
+	// model's default as the frames report it), never the first step's t.
 	t0 := e.t0
-	if t0 == 0 && e.traj != nil && len(e.traj.Steps) > 0 && e.traj.Steps[0] != nil {
-		t0 = e.traj.Steps[0].T
+	if t0 == 0 && e.traj != nil {
+		t0 = e.traj.StartT
 	}
 	steps := e.steps
 	if steps == 0 && e.traj != nil {
