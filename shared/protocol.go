@@ -123,15 +123,15 @@ type Frame struct {
 	Type     string `json:"type"`
 	Protocol int    `json:"protocol"`
 	// Trajectory identifies the reconstruction the frame belongs to.
-	Trajectory string  `json:"trajectory"`
-	Step       int     `json:"step"`  // 0-based; for final = Total
-	Total      int     `json:"total"` // number of steps
-	T          int     `json:"t"`     // diffusion timestep of the step
+	Trajectory string `json:"trajectory"`
+	Step       int    `json:"step"`  // 0-based; for final = Total
+	Total      int    `json:"total"` // number of steps
+	T          int    `json:"t"`     // diffusion timestep of the step
 	// StartT is the level the input latent was noised to (the sampler's
 	// noise level): what "noise t0" means everywhere. The first step's T is
 	// below it (ldm's discretisation starts under the start level).
-	StartT int `json:"start_t,omitempty"`
-	Score      float64 `json:"score"` // image score of the step's predicted image
+	StartT int     `json:"start_t,omitempty"`
+	Score  float64 `json:"score"` // image score of the step's predicted image
 	// Final only.
 	Threshold float64 `json:"threshold,omitempty"`
 	Anomalous bool    `json:"anomalous,omitempty"`
