@@ -390,6 +390,49 @@ func TestDenoiseRequestChangesTheSamplerFieldByField(t *testing.T) {
 			t.Errorf("%+v: %v, want an error with %q", req, err, want)
 		}
 	}
+	// A request that cannot run is answered and the connection stays: the
+	// next request on it streams (a protocol violation still closes it).
+	url := strings.Replace(e.base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(32 << 20)
+	if _, _, err := conn.Read(ctx); err != nil { // hello
+		t.Fatal(err)
+	}
+	for _, req := range []shared.DenoiseRequest{{UploadID: "u-gone"}, {UploadID: up.ID, Steps: 2, Products: []string{shared.ProductLatent}}} {
+		req.Type = shared.TypeDenoise
+		b, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	typ, msg, err := conn.Read(ctx)
+	if err != nil || typ != websocket.MessageText || !bytes.Contains(msg, []byte(`"error"`)) {
+		t.Fatalf("first answer: %s %v", msg, err)
+	}
+	for steps := 0; ; {
+		typ, msg, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("after a refused request the connection ended: %v", err)
+		}
+		f, _, err := shared.DecodeFrame(msg)
+		if typ != websocket.MessageBinary || err != nil {
+			t.Fatalf("frame: %v %s", err, msg)
+		}
+		if f.Type == shared.TypeFinal {
+			if steps != 2 {
+				t.Fatalf("%d step frames, want 2", steps)
+			}
+			break
+		}
+		steps++
+	}
 	e.alive(t)
 }
 

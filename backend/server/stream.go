@@ -437,6 +437,16 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		}
 		return nil // the websocket is answered; nothing more for echo to write
 	}
+	// refuse answers a well-formed request that cannot run (no model yet, a
+	// missing image, a sampler the model cannot use) and keeps the
+	// connection: the client's next request may well work.
+	refuse := func(msg string) error {
+		b, err := json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: msg})
+		if err == nil {
+			err = conn.Write(ctx, websocket.MessageText, b)
+		}
+		return err
+	}
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
@@ -462,22 +472,26 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		}
 		d, err := s.currentDenoiser()
 		if err != nil {
-			return fail(err.Error())
+			if err := refuse(err.Error()); err != nil {
+				return nil // the client went away
+			}
+			continue
 		}
 		src, err := s.resolveSource(req, d.path)
-		if err != nil {
-			return fail(err.Error())
+		if err == nil {
+			// One merge rule and one validation, against the model's own
+			// schedule; a run image starts from the run's sampler.
+			var sampler shared.SamplerConfig
+			if sampler, err = d.e.Sampler(src.runSampler, req.SamplerOverride()); err == nil {
+				sub := s.trajectory(d, src, sampler, req).Subscribe()
+				if err := s.pump(ctx, conn, sub); err != nil {
+					return nil
+				}
+				continue // ready for another request on the same connection
+			}
 		}
-		// One merge rule and one validation, against the model's own
-		// schedule; a run image starts from the run's sampler.
-		sampler, err := d.e.Sampler(src.runSampler, req.SamplerOverride())
-		if err != nil {
-			return fail(err.Error())
-		}
-		sub := s.trajectory(d, src, sampler, req).Subscribe()
-		if err := s.pump(ctx, conn, sub); err != nil {
+		if err := refuse(err.Error()); err != nil {
 			return nil
 		}
-		// Ready for another request on the same connection.
 	}
 }

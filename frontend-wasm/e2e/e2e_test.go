@@ -727,6 +727,18 @@ func TestBrowserClient(t *testing.T) {
 		if _, sat := colourful(img, p.state().Widgets["explorer:heatmap"]); sat < 0.05 {
 			t.Errorf("dropped image's heatmap carries no colour (%.3f)", sat)
 		}
+		// The upload gone (expired), a re-run cannot work: the server's
+		// reason reaches the page, where the pictures would be.
+		if err := os.Remove(filepath.Join(e.dataDir, "uploads", uploads[0].Name())); err != nil {
+			t.Fatal(err)
+		}
+		p.click("seed:+") // a new trajectory, not one the server has cached
+		p.click("rerun")
+		s = p.wait("the server's error in the explorer", 30*time.Second, func(s hook.State) bool { return s.Trajectory.Failed != "" })
+		if !strings.HasPrefix(s.Status, "error:") {
+			t.Errorf("status %q after a failed run", s.Status)
+		}
+		p.shot("explorer-failed")
 	})
 
 	t.Run("threshold", func(t *testing.T) {

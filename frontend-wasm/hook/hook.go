@@ -31,6 +31,8 @@ type Trajectory struct {
 	// Played counts cursor moves made by playback (not by following).
 	MaxCursor int
 	Played    int
+	// Failed is the server's error when the trajectory could not run.
+	Failed string
 }
 
 // Job is a job as the training monitor shows it.

@@ -797,7 +797,7 @@ func (a *App) stateJSON() string {
 	if e := a.exp; e != nil && e.traj != nil {
 		t := e.traj
 		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Upload: e.upload, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
-			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT}
+			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT, Failed: e.failed}
 		if t.Final != nil {
 			s.Trajectory.Score = t.Final.Score
 		}

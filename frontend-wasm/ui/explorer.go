@@ -58,6 +58,9 @@ type explorer struct {
 	latentMax map[string]float64   // largest step spread (LatentQuantile of |v|) so far, per blob name
 	maxCursor int
 	played    int
+	// failed is the server's answer when the trajectory could not run
+	// (no model loaded, a bad image): shown where its pictures would be.
+	failed string
 }
 
 func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
@@ -166,9 +169,18 @@ func (e *explorer) rerun(a *App) {
 	e.clearHeat()
 	e.traj = trajectory.New(r, time.Now())
 	e.player = trajectory.NewPlayer(a.cfg.StepTime)
-	e.maxCursor, e.played = 0, 0
+	e.maxCursor, e.played, e.failed = 0, 0, ""
 	a.requestTrajectory(r)
 	a.setStatus(fmt.Sprintf("denoising %s (t0 %s, steps %s, seed %d)…", e.name(), orAuto(e.t0), orAuto(e.steps), e.seed))
+}
+
+// waiting is what a panel without its picture says: loading, or why
+// nothing will come.
+func (e *explorer) waiting() string {
+	if e.failed != "" {
+		return "no result: " + e.failed
+	}
+	return "loading…"
 }
 
 func (e *explorer) name() string {
@@ -367,7 +379,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	if e.inputTex != nil {
 		a.mark("explorer:input", drawImageFit(dst, e.inputTex, in, ebiten.FilterLinear))
 	} else {
-		placeholder(dst, in, "loading…")
+		placeholder(dst, in, e.waiting())
 	}
 	// 2. reconstruction: the final one, or the step's prediction meanwhile
 	rec := panel(dst, cols[1], "Reconstruction")
@@ -405,7 +417,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		}
 		drawText(dst, fmt.Sprintf("score %s · %s", fmtScore(score), verdict), hm.X+4, hm.Y+hm.H-16, sizeSmall, colText)
 	} else {
-		placeholder(dst, hm, "loading…")
+		placeholder(dst, hm, e.waiting())
 	}
 	a.drawLegend(dst, legend, mapVals)
 

@@ -267,7 +267,12 @@ func (a *App) denoiseLoop() {
 				f, blobs, err := d.Next(ctx)
 				var se *api.StreamError
 				if errors.As(err, &se) {
-					a.post(func() { a.fail(se) })
+					a.post(func() {
+						a.fail(se)
+						if a.exp != nil && a.exp.traj != nil && !a.exp.traj.Complete() {
+							a.exp.failed = se.Message
+						}
+					})
 					select {
 					case done <- struct{}{}:
 					case <-ctx.Done():
@@ -517,6 +522,18 @@ func (a *App) openUpload(name string, data []byte, up shared.Upload) {
 	e := a.replaceExplorer(shared.ImageInfo{ImageID: -1, Category: "upload", Path: name})
 	e.upload, e.source, e.run = up.ID, data, ""
 	e.rerun(a)
+	// Show the file at once (at its own size); the first map frame
+	// replaces it with the model's resolution.
+	a.decodes++
+	go func() {
+		img, err := decodeImage(data, 512)
+		a.post(func() {
+			a.decodes--
+			if err == nil && a.exp == e && e.mapW == 0 {
+				e.setInput(img)
+			}
+		})
+	}()
 }
 
 // replaceExplorer frees the explorer's textures and starts a new one for im
