@@ -566,12 +566,16 @@ func TestTrainLossRemovingReducesToTrainLoss(t *testing.T) {
 		defer l.MustDrop()
 		return l.Float64Values()[0]
 	}
+	// A copy of the images (another tensor) takes the removing path: its
+	// target comes back through Schedule.NoiseOf.
+	copied := images.MustShallowClone()
+	defer copied.MustDrop()
 	plain := value(m.TrainLoss(images, diffusion.NewNoise(7)))
-	same := value(m.TrainLossRemoving(images, images, []bool{false, false}, diffusion.NewNoise(7)))
-	if math.Abs(plain-same) > 1e-6*plain {
+	same := value(m.TrainLossRemoving(copied, images, []bool{false, false}, diffusion.NewNoise(7)))
+	if math.Abs(plain-same) > 1e-4*plain {
 		t.Fatalf("without defects: %v, TrainLoss %v", same, plain)
 	}
-	scaled := value(m.TrainLossRemoving(images, images, []bool{true, true}, diffusion.NewNoise(7)))
+	scaled := value(m.TrainLossRemoving(copied, images, []bool{true, true}, diffusion.NewNoise(7)))
 	if !(scaled > 0 && scaled < plain) {
 		t.Fatalf("removing-weighted loss %v, want in (0, %v)", scaled, plain)
 	}

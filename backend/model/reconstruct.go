@@ -37,57 +37,44 @@ func (m *DiAD) EncodeLatent(images *ts.Tensor, noise *diffusion.Noise) *ts.Tenso
 // and return the mean squared error between the guided denoiser's output and
 // its target (eps, or v for a v-prediction schedule). The caller backpropagates and frees the loss.
 func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
-	return m.TrainLossWeighted(images, noise, nil)
+	return m.trainLoss(images, images, noise, nil)
 }
 
 // TrainLossWeighted is TrainLoss with each image's squared error multiplied
 // by weight(t) of its timestep before the mean (nil: all 1, the reference).
 func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weight func(t int) float64) (loss *ts.Tensor, err error) {
-	defer torchrt.Pin()()
-	defer torchrt.Recover(&err, "train loss")
-	if err := m.checkImages(images); err != nil {
-		return nil, err
-	}
-	z0 := m.EncodeLatent(images, noise)
-	defer z0.MustDrop()
-	b := int(z0.MustSize()[0])
-	t := noise.Timesteps(b, m.Schedule.T())
-	eps := noise.Normal(z0.MustSize(), m.Device())
-	defer eps.MustDrop()
-	zt, err := m.Schedule.AddNoise(z0, eps, t)
-	if err != nil {
-		return nil, err
-	}
-	defer zt.MustDrop()
-	pred := m.predict(zt, t, images)
-	defer pred.MustDrop()
-	target := m.Schedule.Target(z0, eps, t)
-	defer target.MustDrop()
 	if weight == nil {
-		return pred.MustMseLoss(target, 1, false), nil // reduction 1 = mean
+		return m.trainLoss(images, images, noise, nil)
 	}
-	w := make([]float32, b)
-	for i, ti := range t {
-		w[i] = float32(weight(ti))
-	}
-	wt := ts.MustOfSlice(w).MustTo(m.Device(), true)
-	defer wt.MustDrop()
-	d := pred.MustSub(target, false)
-	sq := d.MustSquare(true)
-	per := sq.MustMeanDim([]int64{1, 2, 3}, false, gotch.Float, true)
-	weighted := per.MustMul(wt, true)
-	return weighted.MustMean(gotch.Float, true), nil
+	return m.trainLoss(images, images, noise, func(_, t int) float64 { return weight(t) })
 }
 
 // TrainLossRemoving is the training objective for removing defects: the SG
 // network sees cond (some images with synthetic defects), z_t is noised from
 // cond's latent, and the target leads back to the latent of clean (the
 // same images without the defects). Images whose removing[i] is false have
-// cond == clean and get exactly TrainLoss's error; the others are weighted
-// by 1-abar_t, which makes theirs the squared error of the clean latent the
+// cond == clean and get TrainLoss's error; the others are weighted by
+// 1-abar_t, which makes theirs the squared error of the clean latent the
 // prediction implies (the v error scaled back; unweighted it grows as
 // 1/(1-abar) toward t = 0, where nothing can be removed).
 func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	if b := cond.MustSize()[0]; int64(len(removing)) != b {
+		return nil, fmt.Errorf("model: %d removal flags for a batch of %d", len(removing), b)
+	}
+	return m.trainLoss(cond, clean, noise, func(i, t int) float64 {
+		if removing[i] {
+			return 1 - m.Schedule.AlphasCumprod[t]
+		}
+		return 1
+	})
+}
+
+// trainLoss is the one denoiser objective: the SG network sees cond, z_t is
+// noised from cond's latent, the target leads back to clean's latent (when
+// cond is clean, the same tensor, the target is the reference's: eps or v
+// of the drawn noise). weight(i, t), when not nil, scales image i's squared
+// error before the mean.
+func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight func(i, t int) float64) (loss *ts.Tensor, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.Recover(&err, "train loss")
 	for _, x := range []*ts.Tensor{cond, clean} {
@@ -95,10 +82,8 @@ func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise 
 			return nil, err
 		}
 	}
+	same := cond == clean
 	b := int(cond.MustSize()[0])
-	if len(removing) != b {
-		return nil, fmt.Errorf("model: %d removal flags for a batch of %d", len(removing), b)
-	}
 	// One posterior sample for both, so that an unchanged image has the
 	// same latent either way.
 	post := noise.Normal(m.AE.LatentShape(int64(b), int64(m.Config.ImageSize)), m.Device())
@@ -106,10 +91,15 @@ func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise 
 	var zc, z0 *ts.Tensor
 	torchrt.NoGrad(func() {
 		zc = m.AE.EncodeLatent(cond, post)
-		z0 = m.AE.EncodeLatent(clean, post)
+		z0 = zc
+		if !same {
+			z0 = m.AE.EncodeLatent(clean, post)
+		}
 	})
 	defer zc.MustDrop()
-	defer z0.MustDrop()
+	if !same {
+		defer z0.MustDrop()
+	}
 	t := noise.Timesteps(b, m.Schedule.T())
 	eps := noise.Normal(z0.MustSize(), m.Device())
 	defer eps.MustDrop()
@@ -120,16 +110,19 @@ func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise 
 	defer zt.MustDrop()
 	pred := m.predict(zt, t, cond)
 	defer pred.MustDrop()
-	back := m.Schedule.NoiseOf(zt, z0, t)
-	defer back.MustDrop()
+	back := eps
+	if !same {
+		back = m.Schedule.NoiseOf(zt, z0, t)
+		defer back.MustDrop()
+	}
 	target := m.Schedule.Target(z0, back, t)
 	defer target.MustDrop()
+	if weight == nil {
+		return pred.MustMseLoss(target, 1, false), nil // reduction 1 = mean
+	}
 	w := make([]float32, b)
 	for i, ti := range t {
-		w[i] = 1
-		if removing[i] {
-			w[i] = float32(1 - m.Schedule.AlphasCumprod[ti])
-		}
+		w[i] = float32(weight(i, ti))
 	}
 	wt := ts.MustOfSlice(w).MustTo(m.Device(), true)
 	defer wt.MustDrop()

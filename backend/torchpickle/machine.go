@@ -409,48 +409,16 @@ func (m *machine) step(op byte) error {
 		}
 		_, err := m.top()
 		return err
-	case 'p': // PUT (text index)
-		l, err := s.line()
-		if err != nil {
-			return err
-		}
-		i, err := strconv.ParseUint(l, 10, 32)
-		if err != nil {
-			return err
-		}
-		return m.put(i)
-	case 'q': // BINPUT
-		i, err := s.uint(1)
-		if err != nil {
-			return err
-		}
-		return m.put(i)
-	case 'r': // LONG_BINPUT
-		i, err := s.uint(4)
+	case 'p', 'q', 'r': // PUT, BINPUT, LONG_BINPUT
+		i, err := m.memoIndex(op)
 		if err != nil {
 			return err
 		}
 		return m.put(i)
 	case 0x94: // MEMOIZE
 		return m.put(uint64(len(m.memo)))
-	case 'g': // GET (text index)
-		l, err := s.line()
-		if err != nil {
-			return err
-		}
-		i, err := strconv.ParseUint(l, 10, 32)
-		if err != nil {
-			return err
-		}
-		return m.get(i)
-	case 'h': // BINGET
-		i, err := s.uint(1)
-		if err != nil {
-			return err
-		}
-		return m.get(i)
-	case 'j': // LONG_BINGET
-		i, err := s.uint(4)
+	case 'g', 'h', 'j': // GET, BINGET, LONG_BINGET
+		i, err := m.memoIndex(op)
 		if err != nil {
 			return err
 		}
@@ -561,6 +529,22 @@ func (m *machine) sized(op byte) error {
 		m.push(b)
 	}
 	return nil
+}
+
+// memoIndex reads a memo opcode's index: a text line (PUT, GET), one byte
+// (BINPUT, BINGET) or four (LONG_BINPUT, LONG_BINGET).
+func (m *machine) memoIndex(op byte) (uint64, error) {
+	switch op {
+	case 'p', 'g':
+		l, err := m.src.line()
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseUint(l, 10, 32)
+	case 'q', 'h':
+		return m.src.uint(1)
+	}
+	return m.src.uint(4)
 }
 
 func (m *machine) put(i uint64) error {
