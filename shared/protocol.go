@@ -34,6 +34,7 @@ const (
 	TypeFinal    = "final"   // server -> client: reconstruction, map, verdict (binary)
 	TypeError    = "error"   // server -> client
 	TypeJobEvent = "job"     // server -> client on /ws/jobs/{id}
+	TypeChange   = "change"  // server -> client on /ws/changes
 	TypeDropped  = "dropped" // server -> client: frames skipped for a slow reader
 )
 
@@ -239,4 +240,25 @@ func DecodeF16(b Blob, data []byte) ([]float32, error) {
 		out[i] = float16.Frombits(binary.LittleEndian.Uint16(data[2*i:])).Float32()
 	}
 	return out, nil
+}
+
+// Kinds of Change.
+const (
+	ChangeLabels = "labels" // analyst labels of a run's images changed
+	ChangeJobs   = "jobs"   // a job was queued, started, ended or cancelled
+	ChangeRuns   = "runs"   // a run was written (a test or predict job ended)
+)
+
+// Change tells every open page that something it may show changed, so that
+// it refetches that instead of polling (/api/v1/ws/changes). A page that
+// misses one (a slow connection drops messages) catches up with its slow
+// poll.
+type Change struct {
+	Type     string  `json:"type"`
+	Kind     string  `json:"kind"`
+	RunID    string  `json:"run_id,omitempty"`
+	ImageIDs []int64 `json:"image_ids,omitempty"` // labels: the images whose labels changed
+	JobID    string  `json:"job_id,omitempty"`
+	State    string  `json:"state,omitempty"` // jobs: the job's new state
+	User     string  `json:"user,omitempty"`  // labels: who changed them
 }

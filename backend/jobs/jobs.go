@@ -74,6 +74,8 @@ type Runner struct {
 	closed  bool
 	running string
 	done    chan struct{}
+	// onChange hears every change of a job's state (see OnChange).
+	onChange func(shared.Job)
 }
 
 type entry struct {
@@ -219,6 +221,22 @@ func (r *Runner) saveOrWarn(j shared.Job) {
 	}
 }
 
+// OnChange registers f to hear every change of a job's state: queued,
+// running, and its end. f runs on its own goroutine, so it may call back
+// into the runner.
+func (r *Runner) OnChange(f func(shared.Job)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onChange = f
+}
+
+// changed tells the registered listener (r.mu held).
+func (r *Runner) changed(j shared.Job) {
+	if f := r.onChange; f != nil {
+		go f(j)
+	}
+}
+
 func (r *Runner) signal() {
 	select {
 	case r.wake <- struct{}{}:
@@ -245,6 +263,7 @@ func (r *Runner) Submit(kind string, config map[string]any) (shared.Job, error) 
 	}
 	r.jobs[j.ID] = &entry{job: j, hub: stream.NewHub(64, jobHistory, r.stats)}
 	r.queue = append(r.queue, j.ID)
+	r.changed(j)
 	r.signal()
 	return j, nil
 }
@@ -316,6 +335,7 @@ func (r *Runner) Cancel(id string) (shared.Job, error) {
 			return e.job, err
 		}
 		e.hub.Publish(stream.Message{Data: stateEvent(e.job), Final: true})
+		r.changed(e.job)
 	case shared.JobRunning:
 		e.cancel() // the worker records the end state
 	}
@@ -345,6 +365,7 @@ func (r *Runner) work() {
 		r.running = id
 		job := e.job
 		r.saveOrWarn(job)
+		r.changed(job)
 		r.mu.Unlock()
 		start := stateEvent(job)
 		e.hub.Publish(stream.Message{Data: start})
@@ -411,6 +432,7 @@ func (r *Runner) work() {
 		r.running = ""
 		r.saveOrWarn(e.job)
 		final := e.job
+		r.changed(final)
 		r.mu.Unlock()
 		e.hub.Publish(stream.Message{Data: stateEvent(final), Final: true})
 	}

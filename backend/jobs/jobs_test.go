@@ -304,3 +304,48 @@ func TestNonFiniteProgressIsRecorded(t *testing.T) {
 		t.Fatalf("reopened record %+v", got)
 	}
 }
+
+// A listener hears each state a job passes through - queued, running,
+// and its end - including a cancel while queued.
+func TestOnChangeHearsEveryState(t *testing.T) {
+	release := make(chan struct{})
+	funcs := map[string]Func{"wait": func(context.Context, shared.Job, func(shared.JobEvent)) (Output, error) {
+		<-release
+		return Output{RunID: "r1"}, nil
+	}}
+	r, err := Open(t.TempDir(), funcs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	heard := make(chan shared.Job, 16)
+	r.OnChange(func(j shared.Job) { heard <- j })
+	first, err := r.Submit("wait", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := r.Submit("wait", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, first.ID, shared.JobRunning)
+	if _, err := r.Cancel(second.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	waitState(t, r, first.ID, shared.JobSucceeded)
+	want := map[string]bool{first.ID + " queued": true, first.ID + " running": true, first.ID + " succeeded": true,
+		second.ID + " queued": true, second.ID + " cancelled": true}
+	deadline := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case j := <-heard:
+			delete(want, j.ID+" "+j.State)
+			if j.State == shared.JobSucceeded && j.RunID != "r1" {
+				t.Errorf("the end state carries run %q", j.RunID)
+			}
+		case <-deadline:
+			t.Fatalf("not heard: %v", want)
+		}
+	}
+}

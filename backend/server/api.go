@@ -70,6 +70,7 @@ func (s *Server) routes() {
 	g.GET("/runs/:run/export", s.runExport)
 	g.GET("/ws/jobs/:id", s.wsJob)
 	g.GET("/ws/denoise", s.wsDenoise)
+	g.GET("/ws/changes", s.wsChanges)
 }
 
 // bind decodes a JSON body strictly (unknown fields are errors), within the
@@ -632,6 +633,7 @@ func (s *Server) setLabel(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.publishChange(shared.Change{Kind: shared.ChangeLabels, RunID: id, ImageIDs: []int64{row.ImageID}, User: req.User})
 	return c.JSON(http.StatusOK, toInfo(rows[0]))
 }
 

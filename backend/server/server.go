@@ -138,6 +138,9 @@ type Server struct {
 	trajCount    atomic.Int64
 	// readToken: reads need the token too (Config.ReadToken resolved).
 	readToken bool
+	// changes tells open pages what changed (/ws/changes): a hub that never
+	// ends and keeps no history.
+	changes *stream.Hub
 }
 
 // New builds a server with its routes and job runner; it does not listen yet.
@@ -195,6 +198,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.runner = runner
+	s.changes = stream.NewHub(256, 0, s.stats)
+	runner.OnChange(func(j shared.Job) {
+		s.publishChange(shared.Change{Kind: shared.ChangeJobs, JobID: j.ID, State: j.State})
+		if j.RunID != "" && j.State == shared.JobSucceeded {
+			s.publishChange(shared.Change{Kind: shared.ChangeRuns, RunID: j.RunID, JobID: j.ID})
+		}
+	})
 	e.HTTPErrorHandler = s.errorHandler
 	e.Pre(headAsGet) // before routing: HEAD finds the GET route
 	e.Use(s.metrics.middleware)

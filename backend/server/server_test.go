@@ -684,6 +684,28 @@ func submit(t *testing.T, e *env, req shared.JobRequest) shared.Job {
 
 func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	e := startEnv(t, nil)
+	// An open page hears every change: collect what /ws/changes says.
+	changes := make(chan shared.Change, 64)
+	cctx, ccancel := context.WithCancel(context.Background())
+	defer ccancel()
+	cconn, _, err := websocket.Dial(cctx, strings.Replace(e.base, "http://", "ws://", 1)+"/api/v1/ws/changes", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cconn.CloseNow()
+	go func() {
+		for {
+			_, msg, err := cconn.Read(cctx)
+			if err != nil {
+				close(changes)
+				return
+			}
+			var c shared.Change
+			if json.Unmarshal(msg, &c) == nil {
+				changes <- c
+			}
+		}
+	}()
 	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
 	// Follow the job on its websocket.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -753,6 +775,30 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	for _, row := range rows {
 		if (row.ImageID == img) != (row.AnalystLabel == "anomalous") {
 			t.Fatalf("Parquet row %+v", row)
+		}
+	}
+	// What the change feed said: the job's states, its run, the label.
+	want := map[string]bool{"jobs " + shared.JobQueued: true, "jobs " + shared.JobRunning: true, "jobs " + shared.JobSucceeded: true,
+		"runs " + done.RunID: true, fmt.Sprintf("labels %s %d", done.RunID, img): true}
+	deadline := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				t.Fatalf("the change feed ended; not heard: %v", want)
+			}
+			switch c.Kind {
+			case shared.ChangeJobs:
+				delete(want, "jobs "+c.State)
+			case shared.ChangeRuns:
+				delete(want, "runs "+c.RunID)
+			case shared.ChangeLabels:
+				if len(c.ImageIDs) == 1 && c.Type == shared.TypeChange {
+					delete(want, fmt.Sprintf("labels %s %d", c.RunID, c.ImageIDs[0]))
+				}
+			}
+		case <-deadline:
+			t.Fatalf("not heard on /ws/changes: %v", want)
 		}
 	}
 	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?format=csv", nil); r.StatusCode != 200 || !bytes.Contains(body, []byte("dent")) {

@@ -395,6 +395,36 @@ func (s *Server) wsJob(c echo.Context) error {
 	return nil
 }
 
+// publishChange tells every open page (/ws/changes) what changed.
+func (s *Server) publishChange(c shared.Change) {
+	c.Type = shared.TypeChange
+	b, err := json.Marshal(c)
+	if err != nil {
+		s.log.Warn("change not published", "kind", c.Kind, "err", err)
+		return
+	}
+	s.changes.Publish(stream.Message{Data: b})
+}
+
+// wsChanges streams shared.Change messages until the client or the server
+// goes away; the page refetches what changed instead of polling.
+func (s *Server) wsChanges(c echo.Context) error {
+	sub := s.changes.Subscribe()
+	conn, err := s.acceptWS(c)
+	if err != nil {
+		sub.Close()
+		return nil
+	}
+	defer conn.CloseNow()
+	ctx, stop := s.wsContext(c, conn)
+	defer stop()
+	ctx = conn.CloseRead(ctx)
+	if err := s.pump(ctx, conn, sub); err != nil {
+		s.log.Debug("changes: client gone", "err", err)
+	}
+	return nil
+}
+
 // wsContext is a websocket handler's context: the request's, ended also
 // when the server shuts down - after a proper close frame (StatusGoingAway),
 // so that clients know to reconnect (a cancelled read would only drop the
