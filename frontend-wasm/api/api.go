@@ -131,10 +131,23 @@ const pageSize = 1000
 
 // Images fetches every image row of a run (all pages), in image id order.
 func (c *Client) Images(ctx context.Context, run string) ([]shared.ImageInfo, error) {
+	return c.images(ctx, run, "")
+}
+
+// ImagesByID fetches some of a run's images (those a change named).
+func (c *Client) ImagesByID(ctx context.Context, run string, ids []int64) ([]shared.ImageInfo, error) {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatInt(id, 10)
+	}
+	return c.images(ctx, run, "&image_ids="+url.QueryEscape(strings.Join(parts, ",")))
+}
+
+func (c *Client) images(ctx context.Context, run, filter string) ([]shared.ImageInfo, error) {
 	var all []shared.ImageInfo
 	for {
 		var page shared.ImagePage
-		path := fmt.Sprintf("/api/v1/runs/%s/images?sort=image_id&offset=%d&limit=%d", url.PathEscape(run), len(all), pageSize)
+		path := fmt.Sprintf("/api/v1/runs/%s/images?sort=image_id&offset=%d&limit=%d%s", url.PathEscape(run), len(all), pageSize, filter)
 		if err := c.do(ctx, http.MethodGet, path, nil, &page); err != nil {
 			return nil, err
 		}

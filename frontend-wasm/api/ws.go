@@ -117,6 +117,28 @@ func (c *Client) FollowJob(ctx context.Context, id string, fn func(shared.JobEve
 	}
 }
 
+// FollowChanges calls fn with every change the server announces
+// (/api/v1/ws/changes) until ctx ends or the connection drops.
+func (c *Client) FollowChanges(ctx context.Context, fn func(shared.Change)) error {
+	conn, _, err := websocket.Dial(ctx, c.wsURL("/api/v1/ws/changes"), nil)
+	if err != nil {
+		return fmt.Errorf("changes: %w", err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	for {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("changes: %w", err)
+		}
+		var ch shared.Change
+		if err := json.Unmarshal(msg, &ch); err != nil {
+			return fmt.Errorf("changes: %w", err)
+		}
+		fn(ch)
+	}
+}
+
 // JobEnded reports whether a job state is final.
 func JobEnded(state string) bool {
 	return state == shared.JobSucceeded || state == shared.JobFailed || state == shared.JobCancelled

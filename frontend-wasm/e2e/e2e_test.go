@@ -505,6 +505,26 @@ func TestBrowserClient(t *testing.T) {
 		}
 	})
 
+	t.Run("labels from elsewhere", func(t *testing.T) {
+		// Another analyst labels the image this page shows: the page hears
+		// it on the change feed and shows it without a reload (the listing
+		// poll is 15 s; this waits 10).
+		p.t = t
+		s := p.state()
+		id, verdict, note := s.Selected, s.Verdict, s.Note
+		pushed := s.LabelsPushed
+		path := fmt.Sprintf("/api/v1/runs/%s/images/%d/label", runID, id)
+		e.call(t, "PUT", path, shared.LabelRequest{Verdict: "unsure", Note: "from elsewhere", User: "other"}, nil)
+		p.wait("another analyst's label", 10*time.Second, func(s hook.State) bool {
+			return s.Selected == id && s.Verdict == "unsure" && s.Note == "from elsewhere" && s.LabelsPushed > pushed
+		})
+		e.call(t, "PUT", path, shared.LabelRequest{Verdict: verdict, Note: note, User: "e2e"}, nil)
+		p.wait("the label restored", 10*time.Second, func(s hook.State) bool { return s.Verdict == verdict && s.Note == note })
+		if f := p.state().FeedError; f != "" {
+			t.Errorf("change feed: %s", f)
+		}
+	})
+
 	t.Run("score filter", func(t *testing.T) {
 		p.t = t
 		selected := p.state().Selected

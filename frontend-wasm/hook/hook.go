@@ -81,12 +81,16 @@ type State struct {
 	SelectedJob string   // shown in the training monitor
 	Disabled    []string // widgets shown but not clickable yet (e.g. exports without a run)
 	Exported    int      // rows the last export asked for
-	LossLog     bool     // the loss chart's scale is logarithmic
-	LossSmooth  float64  // the loss chart's smoothing weight
-	Status      string   // status line
-	Errors      []string
-	FPS         float64 // ebiten.ActualFPS
-	Frames      int64   // frames drawn
-	Pending     int     // image decodes in flight
-	Widgets     map[string]Rect
+	// LabelsPushed counts images updated from the change feed (labels set
+	// elsewhere); FeedError is why the feed is down ("" when up).
+	LabelsPushed int
+	FeedError    string
+	LossLog      bool    // the loss chart's scale is logarithmic
+	LossSmooth   float64 // the loss chart's smoothing weight
+	Status       string  // status line
+	Errors       []string
+	FPS          float64 // ebiten.ActualFPS
+	Frames       int64   // frames drawn
+	Pending      int     // image decodes in flight
+	Widgets      map[string]Rect
 }

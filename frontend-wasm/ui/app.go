@@ -44,7 +44,7 @@ type Config struct {
 
 // DefaultConfig is what the page runs with.
 func DefaultConfig() Config {
-	return Config{PollEvery: 2 * time.Second, StepTime: 180 * time.Millisecond, ThumbSide: 160, MaxDecodes: 6,
+	return Config{PollEvery: 15 * time.Second, StepTime: 180 * time.Millisecond, ThumbSide: 160, MaxDecodes: 6,
 		Reconnect: api.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}, HistogramBins: 40, CurvePoints: 256, DefaultRate: 0.05}
 }
 
@@ -108,7 +108,10 @@ func (thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshol
 
 type trainingView struct{}
 
-func (trainingView) Update(a *App, body rect)                  { a.drawTraining(nil, body) }
+func (trainingView) Update(a *App, body rect) {
+	a.followShownJob()
+	a.drawTraining(nil, body)
+}
 func (trainingView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawTraining(dst, body) }
 
 // views are indexed by the tab constants.
@@ -134,6 +137,12 @@ type App struct {
 	// into smoothings).
 	lossLog    bool
 	lossSmooth int
+
+	// The change feed: pollNow asks for the listing at once; labelsPushed
+	// counts images updated from it; feedErr is why it is down.
+	pollNow      chan struct{}
+	labelsPushed int
+	feedErr      string
 
 	disabled map[string]bool // widgets shown but not clickable yet
 	exported int             // rows in the last export (for the state hook)
@@ -235,7 +244,9 @@ func Run() error {
 	storageSet("diad.user", a.user)
 	exposeState(a.stateJSON)
 	go a.denoiseLoop()
+	a.pollNow = make(chan struct{}, 1)
 	go a.pollLoop()
+	go a.changesLoop()
 	go a.showNotices()
 	ebiten.SetRunnableOnUnfocused(true) // keep streaming in a background tab
 	ebiten.SetScreenClearedEveryFrame(false)
@@ -784,7 +795,7 @@ func (a *App) stateJSON() string {
 		}
 	}
 	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
-	s.Exported = a.exported
+	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
 	for name := range a.disabled {
 		s.Disabled = append(s.Disabled, name)
 	}

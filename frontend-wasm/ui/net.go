@@ -34,7 +34,7 @@ func (a *App) pollLoop() {
 		// repaint an idle page every PollEvery.
 		if err == nil && err2 == nil {
 			if now := fmt.Sprint(runs, jobs); now == seen {
-				time.Sleep(a.cfg.PollEvery)
+				a.waitPoll()
 				continue
 			} else {
 				seen = now
@@ -55,7 +55,70 @@ func (a *App) pollLoop() {
 				a.updateJobs(jobs)
 			}
 		})
-		time.Sleep(a.cfg.PollEvery)
+		a.waitPoll()
+	}
+}
+
+// waitPoll waits for the next listing: PollEvery, or at once when the
+// change feed says jobs or runs changed.
+func (a *App) waitPoll() {
+	select {
+	case <-a.pollNow:
+	case <-time.After(a.cfg.PollEvery):
+	case <-a.ctx.Done():
+	}
+}
+
+// changesLoop follows the server's change feed for the life of the page:
+// labels other analysts set appear at once, new jobs and runs are listed at
+// once. Missed changes are caught up by the slow poll.
+func (a *App) changesLoop() {
+	backoff := a.cfg.Reconnect
+	for a.ctx.Err() == nil {
+		err := a.client.FollowChanges(a.ctx, func(c shared.Change) {
+			backoff.Reset()
+			a.post(func() { a.feedErr = ""; a.onChange(c) })
+		})
+		if a.ctx.Err() != nil {
+			return
+		}
+		// Retried below; the denoise connection reports the server's state
+		// in the status bar, the state hook this.
+		a.post(func() { a.feedErr = err.Error() })
+		time.Sleep(backoff.Next())
+		// The feed was down: whatever changed meanwhile is listed now.
+		select {
+		case a.pollNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onChange refetches what a change names.
+func (a *App) onChange(c shared.Change) {
+	switch c.Kind {
+	case shared.ChangeJobs, shared.ChangeRuns:
+		select {
+		case a.pollNow <- struct{}{}:
+		default:
+		}
+	case shared.ChangeLabels:
+		if c.RunID != a.runID || a.view == nil || len(c.ImageIDs) == 0 {
+			return
+		}
+		run := c.RunID
+		go func() {
+			infos, err := a.client.ImagesByID(a.ctx, run, c.ImageIDs)
+			a.post(func() {
+				if err != nil || run != a.runID || a.view == nil {
+					return // the slow poll of a reload will show it
+				}
+				for _, im := range infos {
+					a.view.Replace(im)
+				}
+				a.labelsPushed += len(infos)
+			})
+		}()
 	}
 }
 
@@ -589,6 +652,15 @@ func (a *App) updateJobs(jobs []shared.Job) {
 	// Until the user picks one, the monitor shows the newest job.
 	if !a.selJobPicked && len(a.jobOrder) > 0 {
 		a.selJob = a.jobOrder[0]
+	}
+}
+
+// followShownJob replays the events of the job the monitor shows, once,
+// when it is finished (running jobs are followed from the listing).
+func (a *App) followShownJob() {
+	if v := a.jobs[a.selJob]; v != nil && !v.following && !v.loaded {
+		v.following, v.loaded = true, true
+		go a.followJob(a.selJob)
 	}
 }
 
