@@ -174,6 +174,17 @@ func (e *explorer) rerun(a *App) {
 	a.setStatus(fmt.Sprintf("denoising %s (t0 %s, steps %s, seed %d)…", e.name(), orAuto(e.t0), orAuto(e.steps), e.seed))
 }
 
+// nearestTex is the picture key of step, or of the nearest earlier step
+// that has one (which step it is, too); nil when none has.
+func (e *explorer) nearestTex(step int, key string) (*ebiten.Image, int) {
+	for k := step; k >= 0; k-- {
+		if t := e.tex[fmt.Sprintf("step:%d:%s", k, key)]; t != nil {
+			return t, k
+		}
+	}
+	return nil, step
+}
+
 // waiting is what a panel without its picture says: loading, or why
 // nothing will come.
 func (e *explorer) waiting() string {
@@ -439,7 +450,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 			title += " · channels"
 		}
 		p := panel(dst, srow[i], title)
-		t := e.tex[fmt.Sprintf("step:%d:%s", step, n.key)]
+		// While a step's picture decodes, the nearest earlier one stays
+		// (a panel that had a picture never goes blank).
+		t, shown := e.nearestTex(step, n.key)
 		if channels {
 			var caption rect
 			p, caption = p.cutTop(p.H-16, 2)
@@ -451,6 +464,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		}
 		if t != nil {
 			a.mark("step:"+n.key, drawImageFit(dst, t, p, ebiten.FilterNearest))
+			if shown != step && !channels {
+				drawText(dst, fmt.Sprintf("step %d (step %d decoding)", shown+1, step+1), p.X+4, p.Y+p.H-16, sizeSmall, colDim)
+			}
 		} else {
 			placeholder(dst, p, "–")
 		}
@@ -460,10 +476,16 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	p := panel(dst, srow[3], "Step anomaly map")
 	if step >= 0 {
-		if v, w, h := e.stepMap(step); v != nil {
-			t := a.heatTexture(e, fmt.Sprintf("step%d", step), v, w, h, false)
+		k := step
+		v, w, h := e.stepMap(k)
+		for v == nil && k > 0 { // the nearest earlier map meanwhile
+			k--
+			v, w, h = e.stepMap(k)
+		}
+		if v != nil {
+			t := a.heatTexture(e, fmt.Sprintf("step%d", k), v, w, h, false)
 			a.mark("step:map", drawImageFit(dst, t, p, ebiten.FilterLinear))
-			drawText(dst, "score "+fmtScore(e.traj.Steps[step].Score), p.X+4, p.Y+p.H-16, sizeSmall, colText)
+			drawText(dst, fmt.Sprintf("step %d · score %s", k+1, fmtScore(e.traj.Steps[k].Score)), p.X+4, p.Y+p.H-16, sizeSmall, colText)
 		} else {
 			placeholder(dst, p, "–")
 		}

@@ -46,9 +46,34 @@ func galleryColumns(a *App) int {
 	return 0
 }
 
+// activeJob is the newest running or queued job, if any.
+func (a *App) activeJob() *shared.Job {
+	for _, id := range a.jobOrder {
+		if j := a.jobs[id]; j != nil && (j.job.State == shared.JobRunning || j.job.State == shared.JobQueued) {
+			return &j.job
+		}
+	}
+	return nil
+}
+
 func (a *App) drawGallery(dst *ebiten.Image, r rect) {
 	if a.view == nil {
 		msg := "waiting for a results run (a test job creates one; see Training)"
+		if j := a.activeJob(); j != nil {
+			// Say what is happening where the user looks.
+			p := j.Progress
+			msg = fmt.Sprintf("no run yet: %s job %s is %s", j.Kind, j.ID, j.State)
+			if p.Stage != "" {
+				msg += " · " + p.Stage
+			}
+			if p.Total > 0 {
+				msg += fmt.Sprintf(" · step %d / %d", p.Step, p.Total)
+			}
+			if p.ETASeconds > 0 {
+				msg += " · stage ETA " + (time.Duration(p.ETASeconds) * time.Second).String()
+			}
+			msg += " (4: training monitor)"
+		}
 		if a.runID != "" {
 			msg = "loading run " + a.runID + "…"
 		}
