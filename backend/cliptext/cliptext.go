@@ -155,10 +155,12 @@ func (l layer) forward(x *ts.Tensor, heads int64) *ts.Tensor {
 	return x
 }
 
-// Has reports whether a checkpoint holds a text model under Prefix.
+// Has reports whether a checkpoint holds a text model under Prefix: its
+// token embedding at least (some checkpoints keep only stray buffers such
+// as position_ids there, which is no model).
 func Has(r checkpoint.Reader) bool {
 	for _, e := range r.Entries() {
-		if strings.HasPrefix(e.Name, Prefix) {
+		if e.Name == Prefix+"embeddings.token_embedding.weight" {
 			return true
 		}
 	}

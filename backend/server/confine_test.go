@@ -64,7 +64,7 @@ func nested(base map[string]any, key string, v any) map[string]any {
 // data roots is refused at submit, and the refusal quotes no file content.
 func TestEveryPathFieldOfAJobIsConfined(t *testing.T) {
 	confined := map[string]bool{ // refused when outside the roots
-		"data.root": true, "data.csv": true, "model_config": true, "init_from": true, "autoencoder": true,
+		"data.root": true, "data.csv": true, "model_config": true, "init_from": true, "init_weights": true, "autoencoder": true,
 		"checkpoint": true, "features.weights": true,
 	}
 	serverSet := map[string]bool{"out_dir": true, "results_dir": true} // replaced by the server

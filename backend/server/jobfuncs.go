@@ -59,7 +59,7 @@ func (s *Server) trainConfig(job shared.Job) (train.Config, error) {
 		return cfg, err
 	}
 	var err error
-	for _, p := range []*string{&cfg.InitFrom, &cfg.Autoencoder, &cfg.ModelConfig} {
+	for _, p := range []*string{&cfg.InitFrom, &cfg.InitWeights, &cfg.Autoencoder, &cfg.ModelConfig} {
 		if *p != "" {
 			if *p, err = confine(s.cfg.DataRoots, *p); err != nil {
 				return cfg, err

@@ -117,14 +117,9 @@ func (s *Storage) Bytes() ([]byte, error) {
 	}
 	n := s.Numel * s.ElemSize
 	if zf, ok := f.entries[s.Key]; ok {
-		rc, err := zf.Open()
-		if err != nil {
-			return nil, fmt.Errorf("%s: storage %s: %w", f.path, s.Key, err)
-		}
-		defer rc.Close()
 		// Read what is there, at most one byte more than wanted: a
 		// compressed record's declared size is not trusted for allocation.
-		b, err := io.ReadAll(io.LimitReader(rc, n+1))
+		b, err := readAll(zf, n+1)
 		if err != nil {
 			return nil, fmt.Errorf("%s: storage %s: %w", f.path, s.Key, err)
 		}
@@ -241,16 +236,25 @@ func readRecord(zf *zip.File, limit int64) ([]byte, error) {
 	if zf.UncompressedSize64 > uint64(limit) {
 		return nil, fmt.Errorf("%s: %d bytes, more than %d", zf.Name, zf.UncompressedSize64, limit)
 	}
-	rc, err := zf.Open()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", zf.Name, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, limit))
+	b, err := readAll(zf, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", zf.Name, err)
 	}
 	return b, nil
+}
+
+// readAll reads at most limit bytes of a zip record (a checksum error of a
+// whole record shows at its close).
+func readAll(zf *zip.File, limit int64) ([]byte, error) {
+	rc, err := zf.Open()
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, limit))
+	if cerr := rc.Close(); err == nil {
+		err = cerr
+	}
+	return b, err
 }
 
 // legacyMagic opens every legacy file (torch.serialization.MAGIC_NUMBER).
