@@ -659,6 +659,14 @@ func TestBrowserClient(t *testing.T) {
 		p.clickAt(sc[0]+2, sc[1]+sc[3]/2)
 		p.wait("scrub to step 1", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == 0 })
 
+		// The playback speed cycles through its settings and back.
+		p.click("speed")
+		p.wait("a slower playback", 10*time.Second, func(s hook.State) bool { return s.StepMillis == 400 })
+		for i := 0; i < 3; i++ {
+			p.click("speed")
+		}
+		p.wait("the default playback speed again", 10*time.Second, func(s hook.State) bool { return s.StepMillis == 180 })
+
 		// More noise, more steps: re-run live and measure the frame rate
 		// while frames stream.
 		t0 := s.Trajectory.T0

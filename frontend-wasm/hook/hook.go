@@ -87,6 +87,7 @@ type State struct {
 	FeedError    string
 	LossLog      bool    // the loss chart's scale is logarithmic
 	LossSmooth   float64 // the loss chart's smoothing weight
+	StepMillis   int64   // the explorer's playback speed, ms per step
 	Status       string  // status line
 	Errors       []string
 	FPS          float64 // ebiten.ActualFPS

@@ -137,6 +137,7 @@ type App struct {
 	// into smoothings).
 	lossLog    bool
 	lossSmooth int
+	speed      int // the explorer's playback speed: an index into stepTimes (0: the config's)
 
 	// The change feed: pollNow asks for the listing at once; labelsPushed
 	// counts images updated from it; feedErr is why it is down.
@@ -795,6 +796,7 @@ func (a *App) stateJSON() string {
 		}
 	}
 	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
+	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
 	for name := range a.disabled {
 		s.Disabled = append(s.Disabled, name)

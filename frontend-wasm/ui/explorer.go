@@ -168,10 +168,21 @@ func (e *explorer) rerun(a *App) {
 	e.latents, e.latentMax = map[string]rawLatent{}, map[string]float64{}
 	e.clearHeat()
 	e.traj = trajectory.New(r, time.Now())
-	e.player = trajectory.NewPlayer(a.cfg.StepTime)
+	e.player = trajectory.NewPlayer(a.stepTime())
 	e.maxCursor, e.played, e.failed = 0, 0, ""
 	a.requestTrajectory(r)
 	a.setStatus(fmt.Sprintf("denoising %s (t0 %s, steps %s, seed %d)…", e.name(), orAuto(e.t0), orAuto(e.steps), e.seed))
+}
+
+// stepTimes are the playback speeds the explorer offers (ms per step).
+var stepTimes = []time.Duration{180 * time.Millisecond, 400 * time.Millisecond, 1000 * time.Millisecond, 60 * time.Millisecond}
+
+// stepTime is the chosen playback speed (the config's until one is picked).
+func (a *App) stepTime() time.Duration {
+	if a.speed == 0 {
+		return a.cfg.StepTime
+	}
+	return stepTimes[a.speed]
 }
 
 // nearestTex is the picture key of step, or of the nearest earlier step
@@ -547,6 +558,15 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	a.button(dst, rect{bx, by, 34, 28}, "step:back", "<", false, func() { p.StepBy(t, -1) })
 	a.button(dst, rect{bx + 38, by, 80, 28}, "play", play, p != nil && p.Playing, func() { p.Toggle(t) })
 	a.button(dst, rect{bx + 122, by, 34, 28}, "step:forward", ">", false, func() { p.StepBy(t, 1) })
+	// Playback speed: how long each step stays on screen while playing.
+	speed := fmt.Sprintf("%d ms/step", a.stepTime().Milliseconds())
+	a.button(dst, rect{bx + 160, by, 104, 28}, "speed", speed, false, func() {
+		a.speed = (a.speed + 1) % len(stepTimes)
+		if p != nil {
+			p.StepTime = a.stepTime()
+		}
+	})
+	bx += 108
 	info := "no trajectory"
 	if t != nil && t.Total > 0 {
 		info = fmt.Sprintf("step %d / %d   t = %d   received %d/%d", p.Cursor+1, t.Total, stepT(t, p.Cursor), t.Received, t.Total)
@@ -577,6 +597,13 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 		}
 		cx := scrub.X + (float32(p.Cursor)+0.5)*w
 		line(dst, cx, scrub.Y, cx, scrub.Y+scrub.H, 2, colText)
+		// Ticks labelled with their timestep t, as many as fit.
+		every := max(1, int(math.Ceil(float64(t.Total)*44/float64(max(scrub.W, 1)))))
+		for i := 0; i < t.Total; i += every {
+			if t.Steps[i] != nil {
+				drawText(dst, fmt.Sprint(stepT(t, i)), scrub.X+float32(i)*w+2, scrub.Y+scrub.H-14, sizeSmall, colText)
+			}
+		}
 	}
 	a.drawScoreChart(dst, chart)
 }
@@ -619,7 +646,12 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 	for x := plot.X; x < plot.X+plot.W; x += 8 {
 		line(dst, x, ty, min(x+4, plot.X+plot.W), ty, 1, colDim)
 	}
-	drawText(dst, "threshold", plot.X+plot.W-58, ty-14, sizeSmall, colDim)
+	drawText(dst, "threshold "+fmtScore(th), plot.X+plot.W-textWidth("threshold "+fmtScore(th), sizeSmall)-4, ty-14, sizeSmall, colDim)
+	// Axis values: the score range, and the steps at both ends.
+	drawText(dst, fmtScore(hi), plot.X+2, plot.Y+1, sizeSmall, colDim)
+	drawText(dst, fmtScore(lo), plot.X+2, plot.Y+plot.H-14, sizeSmall, colDim)
+	last := fmt.Sprintf("step %d", len(scores))
+	drawText(dst, last, plot.X+plot.W-textWidth(last, sizeSmall)-4, plot.Y+plot.H-14, sizeSmall, colDim)
 	prev := -1
 	for i, s := range scores {
 		if math.IsNaN(s) {
