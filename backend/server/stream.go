@@ -380,19 +380,28 @@ func (s *Server) wsJob(c echo.Context) error {
 	if err != nil {
 		return apiError(c, http.StatusNotFound, "no job %q", c.Param("id"))
 	}
+	s.serveSubscription(c, sub, "job finished")
+	return nil
+}
+
+// serveSubscription writes a hub's messages to a websocket (reads are
+// ignored) until the stream ends - closed normally with reason - or the
+// client or the server goes away.
+func (s *Server) serveSubscription(c echo.Context, sub *stream.Subscriber, reason string) {
 	conn, err := s.acceptWS(c)
 	if err != nil {
 		sub.Close()
-		return nil
+		return
 	}
 	defer conn.CloseNow()
 	ctx, stop := s.wsContext(c, conn)
 	defer stop()
 	ctx = conn.CloseRead(ctx)
-	if err := s.pump(ctx, conn, sub); err == nil {
-		conn.Close(websocket.StatusNormalClosure, "job finished")
+	if err := s.pump(ctx, conn, sub); err != nil {
+		s.log.Debug("websocket: client gone", "path", c.Path(), "err", err)
+		return
 	}
-	return nil
+	conn.Close(websocket.StatusNormalClosure, reason)
 }
 
 // publishChange tells every open page (/ws/changes) what changed.
@@ -409,19 +418,7 @@ func (s *Server) publishChange(c shared.Change) {
 // wsChanges streams shared.Change messages until the client or the server
 // goes away; the page refetches what changed instead of polling.
 func (s *Server) wsChanges(c echo.Context) error {
-	sub := s.changes.Subscribe()
-	conn, err := s.acceptWS(c)
-	if err != nil {
-		sub.Close()
-		return nil
-	}
-	defer conn.CloseNow()
-	ctx, stop := s.wsContext(c, conn)
-	defer stop()
-	ctx = conn.CloseRead(ctx)
-	if err := s.pump(ctx, conn, sub); err != nil {
-		s.log.Debug("changes: client gone", "err", err)
-	}
+	s.serveSubscription(c, s.changes.Subscribe(), "")
 	return nil
 }
 
