@@ -205,6 +205,12 @@ type RunInfo struct {
 	// runs made before it was recorded).
 	Files    map[string]string `json:"files,omitempty"`
 	Features RunFeatures       `json:"features"`
+	// BatchInvariant says each image was computed alone inside its batch,
+	// so its map does not depend on its batch (sharded runs always are).
+	BatchInvariant bool `json:"batch_invariant,omitempty"`
+	// Shards is the number of shards a merged run was made from (0: one
+	// process).
+	Shards int `json:"shards,omitempty"`
 }
 
 // RunDataset is the dataset a run scored.

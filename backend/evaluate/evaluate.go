@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +21,12 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/features"
+	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/shard"
+	"github.com/diad-project/diad/backend/summary"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/version"
 	"github.com/diad-project/diad/datasets"
@@ -58,6 +60,18 @@ type Config struct {
 	RecordSteps bool               `yaml:"record_steps"`
 	ResultsDir  string             `yaml:"results_dir"`
 	Metrics     metrics.EvalConfig `yaml:"metrics"`
+	// BatchInvariant computes each image alone inside the batch
+	// (layers.SetBatchInvariant), so its map does not depend on which
+	// images shared its batch: slower (0.72x images/s measured on the demo
+	// model), and what makes a sharded run equal a single-process one bit
+	// for bit. Sharded runs always use it.
+	BatchInvariant bool `yaml:"batch_invariant"`
+	// Shard, if set, scores only this shard's images (shard.Spec.Owns) and
+	// writes them as a partition of run RunID for `diad merge`.
+	Shard *shard.Spec `yaml:"-"`
+	// RunID names the run (a new one if empty; required with Shard, the
+	// same for every shard).
+	RunID string `yaml:"-"`
 }
 
 // DefaultConfig is the reference evaluation.
@@ -75,6 +89,10 @@ type Report struct {
 	ImagesPerSec float64
 	Pretrained   bool   // whether the feature extractor had real weights
 	Scorer       string // the anomaly map's terms
+	// Shard and Partition are set for a shard's run: no table or
+	// threshold until `diad merge`.
+	Shard     *shard.Spec
+	Partition string
 }
 
 // Detector is a loaded model with its anomaly scorer and sampler settings:
@@ -87,6 +105,8 @@ type Detector struct {
 	Scorer  *scoring.Scorer
 	Sampler diffusion.SamplerConfig
 	Seed    uint64
+	// BatchInvariant: see Config.BatchInvariant.
+	BatchInvariant bool
 }
 
 // Open loads the model checkpoint and the feature extractor.
@@ -114,7 +134,7 @@ func Open(cfg Config) (*Detector, error) {
 		m.Free()
 		return nil, err
 	}
-	p := &Detector{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed}
+	p := &Detector{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed, BatchInvariant: cfg.BatchInvariant}
 	if err := p.Sampler.Validate(m.Schedule.T()); err != nil {
 		p.Free()
 		return nil, fmt.Errorf("evaluate: sampler of %s with the requested changes: %w", cfg.Checkpoint, err)
@@ -149,6 +169,8 @@ type Scored struct {
 func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
+	// The setting is process-wide; the compute lane makes it this batch's.
+	defer layers.SetBatchInvariant(layers.SetBatchInvariant(p.BatchInvariant))
 	b := int(x.MustSize()[0])
 	if len(seeds) != b {
 		return nil, fmt.Errorf("evaluate: %d seeds for a batch of %d", len(seeds), b)
@@ -199,13 +221,19 @@ func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 // Progress reports images done out of total.
 type Progress func(done, total int)
 
-// TestSplit is cfg.Data's test split, loaded at the model's size, and the
-// detector that scores it (which the caller frees).
+// TestSplit is cfg.Data's test split (the shard's part of it when cfg.Shard
+// is set), loaded at the model's size, and the detector that scores it
+// (which the caller frees).
 type TestSplit struct {
 	Index   datasets.Index
 	Samples []datasets.Sample
-	Loader  *datasets.Loader
-	P       *Detector
+	// IDs are the samples' image ids: their positions in the whole split,
+	// whatever shard scores them (an image's noise seed derives from it).
+	IDs []int64
+	// Total is the number of images in the whole split.
+	Total  int
+	Loader *datasets.Loader
+	P      *Detector
 }
 
 // OpenTestSplit opens the test split of cfg.Data and the model.
@@ -214,99 +242,148 @@ func OpenTestSplit(cfg Config) (TestSplit, error) {
 	if err != nil {
 		return TestSplit{}, err
 	}
-	samples := ix.Select(datasets.Test)
-	if len(samples) == 0 {
+	all := ix.Select(datasets.Test)
+	if len(all) == 0 {
 		return TestSplit{}, fmt.Errorf("evaluate: %s has no test images", cfg.Data.Root)
+	}
+	samples, ids := all, make([]int64, len(all))
+	for i := range ids {
+		ids[i] = int64(i)
+	}
+	if cfg.Shard != nil {
+		if err := cfg.Shard.Validate(); err != nil {
+			return TestSplit{}, fmt.Errorf("evaluate: %w", err)
+		}
+		samples, ids = nil, nil
+		for i, s := range all {
+			if cfg.Shard.Owns(RelPath(ix.Root, s.Path)) {
+				samples = append(samples, s)
+				ids = append(ids, int64(i))
+			}
+		}
 	}
 	p, err := Open(cfg)
 	if err != nil {
 		return TestSplit{}, err
 	}
-	loader, err := datasets.NewLoader(samples, datasets.LoaderConfig{Size: p.Model.Config.ImageSize, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
-	if err != nil {
-		p.Free()
-		return TestSplit{}, err
+	var loader *datasets.Loader
+	if len(samples) > 0 {
+		loader, err = datasets.NewLoader(samples, datasets.LoaderConfig{Size: p.Model.Config.ImageSize, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+		if err != nil {
+			p.Free()
+			return TestSplit{}, err
+		}
 	}
-	return TestSplit{Index: ix, Samples: samples, Loader: loader, P: p}, nil
+	return TestSplit{Index: ix, Samples: samples, IDs: ids, Total: len(all), Loader: loader, P: p}, nil
 }
 
-// Test evaluates the test split of cfg.Data and writes a results run.
+// RelPath is path relative to root with / separators (the path itself when
+// it is not under root): what a shard's hash and a result row's identity use.
+func RelPath(root, path string) string {
+	if r, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(r, "..") {
+		return filepath.ToSlash(r)
+	}
+	return filepath.ToSlash(path)
+}
+
+// Test evaluates the test split of cfg.Data and writes a results run, or,
+// with cfg.Shard, the shard's partition of run cfg.RunID.
 func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	start := time.Now()
+	if cfg.Shard != nil {
+		cfg.BatchInvariant = true
+		if !results.ValidRunID(cfg.RunID) {
+			return Report{}, fmt.Errorf("evaluate: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", cfg.RunID)
+		}
+	}
+	runID := cfg.RunID
+	if runID == "" {
+		runID = results.NewRunID(start)
+	} else if !results.ValidRunID(runID) {
+		return Report{}, fmt.Errorf("evaluate: bad run id %q (want the form `diad run-id` prints)", runID)
+	}
 	split, err := OpenTestSplit(cfg)
 	if err != nil {
 		return Report{}, err
 	}
-	p, ix, samples, loader := split.P, split.Index, split.Samples, split.Loader
+	p, ix := split.P, split.Index
 	defer p.Free()
 	size := p.Model.Config.ImageSize
-	runID := results.NewRunID(start)
 	now := start.UTC()
-	var rows []results.ImageRow
-	var maps []results.MapRow
-	byCat := map[string]*metrics.Category{}
+	idOf := make(map[string]int64, len(split.Samples))
+	for i, s := range split.Samples {
+		idOf[s.Path] = split.IDs[i]
+	}
+	var images []summary.Image
 	done := 0
-	for r := range loader.Epoch(ctx, 0, 0) {
-		if r.Err != nil {
-			return Report{}, r.Err
-		}
-		x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
-		seeds := make([]uint64, len(r.Batch.Items))
-		for i := range seeds {
-			seeds[i] = results.ImageSeed(cfg.Seed, int64(len(rows)+i))
-		}
-		scored, err := p.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
-		x.MustDrop()
-		if err != nil {
-			return Report{}, err
-		}
-		for i, it := range r.Batch.Items {
-			s := it.Sample
-			id := int64(len(rows))
-			gt := int32(0)
-			if s.Anomalous {
-				gt = 1
+	if split.Loader != nil {
+		for r := range split.Loader.Epoch(ctx, 0, 0) {
+			if r.Err != nil {
+				return Report{}, r.Err
 			}
-			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Category: s.Category, Path: s.Path, Split: s.Split,
-				GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: p.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now})
-			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
-			c := byCat[s.Category]
-			if c == nil {
-				c = &metrics.Category{Name: s.Category}
-				byCat[s.Category] = c
+			x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
+			seeds := make([]uint64, len(r.Batch.Items))
+			for i, it := range r.Batch.Items {
+				seeds[i] = results.ImageSeed(cfg.Seed, idOf[it.Sample.Path])
 			}
-			c.ImageScores = append(c.ImageScores, float32(scored[i].Score))
-			c.ImageLabels = append(c.ImageLabels, s.Anomalous)
-			c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: scored[i].Map, Mask: it.Mask})
-		}
-		done += len(r.Batch.Items)
-		if progress != nil {
-			progress(done, len(samples))
+			scored, err := p.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
+			x.MustDrop()
+			if err != nil {
+				return Report{}, err
+			}
+			for i, it := range r.Batch.Items {
+				s := it.Sample
+				gt := int32(0)
+				var mask []bool
+				if s.Anomalous {
+					gt, mask = 1, it.Mask
+				}
+				row := results.ImageRow{RunID: runID, ImageID: idOf[s.Path], Category: s.Category, Path: s.Path, Split: s.Split,
+					GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: p.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now}
+				images = append(images, summary.Image{Row: row, Width: size, Height: size, Map: scored[i].Map, Mask: mask})
+			}
+			done += len(r.Batch.Items)
+			if progress != nil {
+				progress(done, len(split.Samples))
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return Report{}, err
 	}
 	inferSeconds := time.Since(start).Seconds()
-	var cats []metrics.Category
-	for _, c := range byCat {
-		cats = append(cats, *c)
+	rows := make([]results.ImageRow, len(images))
+	maps := make([]results.MapRow, len(images))
+	for i, im := range images {
+		rows[i] = im.Row
+		maps[i] = results.Quantize(runID, im.Row.ImageID, size, size, im.Map)
 	}
-	tab := metrics.Evaluate(cats, cfg.Metrics)
-	th, err := chooseThreshold(cfg.Threshold, rows)
-	if err != nil {
-		return Report{}, err
-	}
-	applyThreshold(rows, th.Value)
-	run := results.Run{Images: rows, Maps: maps}
-	for _, row := range tab.Rows {
-		for _, col := range metrics.PaperColumns {
-			run.Metrics = append(run.Metrics, results.MetricRow{RunID: runID, Category: row.Category, Metric: col, Value: row.Values[col], Error: row.Errors[col]})
+	store := results.Store{Root: cfg.ResultsDir}
+	perImage := inferSeconds / float64(max(len(rows), 1))
+	if cfg.Shard != nil {
+		part := results.Shard{Info: results.ShardInfo{Index: cfg.Shard.Index, Count: cfg.Shard.Count, SplitImages: split.Total,
+			Threshold: cfg.Threshold, Metrics: cfg.Metrics}, Images: rows, Maps: maps}
+		for _, im := range images {
+			part.Pixels = append(part.Pixels, results.NewPixelRow(runID, im.Row.ImageID, im.Width, im.Height, im.Map, im.Mask))
 		}
+		part.Info.Run = meta(runID, "test", cfg, p, ix, results.ThresholdInfo{}, now)
+		part.Info.Run.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
+		if err := store.WriteShard(part); err != nil {
+			return Report{}, err
+		}
+		return Report{RunID: runID, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(),
+			Scorer: p.Scorer.Kind(), Shard: cfg.Shard, Partition: store.ShardDir(runID, cfg.Shard.DirName())}, nil
 	}
+	tab := summary.Table(images, cfg.Metrics)
+	th, err := summary.ChooseThreshold(cfg.Threshold, rows)
+	if err != nil {
+		return Report{}, fmt.Errorf("evaluate: %w", err)
+	}
+	summary.ApplyThreshold(rows, th.Value)
+	run := results.Run{Images: rows, Maps: maps, Metrics: summary.MetricRows(runID, tab)}
 	run.Meta = meta(runID, "test", cfg, p, ix, th, now)
-	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": inferSeconds / float64(len(rows))}
-	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
+	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
+	if err := store.Write(run); err != nil {
 		return Report{}, err
 	}
 	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(), Scorer: p.Scorer.Kind()}, nil
@@ -315,19 +392,8 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 // CheckThreshold validates a threshold spec without any scores, so that a
 // job can be refused at submit rather than after its inference.
 func CheckThreshold(spec string) error {
-	switch {
-	case spec == "" || spec == "max-f1":
-		return nil
-	case strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<="):
-		v, err := strconv.ParseFloat(spec[5:], 64)
-		if err != nil || !(v >= 0 && v <= 1) {
-			return fmt.Errorf("evaluate: threshold %q: want a rate in [0, 1] after %s", spec, spec[:5])
-		}
-		return nil
-	}
-	v, err := strconv.ParseFloat(spec, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("evaluate: threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number", spec)
+	if err := summary.CheckThreshold(spec); err != nil {
+		return fmt.Errorf("evaluate: %w", err)
 	}
 	return nil
 }
@@ -346,61 +412,6 @@ func CheckSampler(checkpoint string, o diffusion.SamplerOverride) error {
 	return nil
 }
 
-// chooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
-// (most detections with at most that false positive rate), "fnr<=x" (fewest
-// false alarms with at most that miss rate), all on the evaluated images'
-// labels, or a number.
-func chooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInfo, error) {
-	labelled := spec == "" || spec == "max-f1" || strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<=")
-	if labelled {
-		scores := make([]float32, len(rows))
-		labels := make([]bool, len(rows))
-		for i, r := range rows {
-			scores[i], labels[i] = float32(r.Score), r.GroundTruth == 1
-		}
-		c, err := metrics.NewCurve(scores, labels)
-		if err != nil {
-			return results.ThresholdInfo{}, err
-		}
-		var k metrics.Confusion
-		policy := spec
-		switch {
-		case strings.HasPrefix(spec, "fpr<="), strings.HasPrefix(spec, "fnr<="):
-			target, perr := strconv.ParseFloat(spec[5:], 64)
-			if perr != nil || target < 0 || target > 1 {
-				return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want a rate in [0, 1] after %s", spec, spec[:5])
-			}
-			if spec[:3] == "fpr" {
-				k, err = c.AtMaxFPR(target)
-			} else {
-				k, err = c.AtMaxFNR(target)
-			}
-		default:
-			policy = "max-f1"
-			k, err = c.AtMaxF1()
-		}
-		if err != nil {
-			return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %s: %w", policy, err)
-		}
-		return results.ThresholdInfo{Value: k.Threshold, Policy: policy}, nil
-	}
-	v, err := strconv.ParseFloat(spec, 64)
-	if err != nil || math.IsNaN(v) {
-		return results.ThresholdInfo{}, fmt.Errorf("evaluate: threshold %q: want max-f1, fpr<=x, fnr<=x or a number", spec)
-	}
-	return results.ThresholdInfo{Value: v, Policy: "manual"}, nil
-}
-
-func applyThreshold(rows []results.ImageRow, th float64) {
-	for i := range rows {
-		rows[i].Threshold = th
-		rows[i].Predicted = 0
-		if shared.Predicted(rows[i].Score, th) {
-			rows[i].Predicted = 1
-		}
-	}
-}
-
 func meta(runID, kind string, cfg Config, p *Detector, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
 	m := results.RunMeta{RunID: runID, Kind: kind, CreatedAt: now, Preset: p.Model.Config.Preset, Checkpoint: cfg.Checkpoint,
 		CheckpointSHA: fileSHA256(cfg.Checkpoint), Seed: cfg.Seed, Threshold: th, Device: torchrt.DeviceName(p.Model.Device()), Config: cfg}
@@ -409,6 +420,7 @@ func meta(runID, kind string, cfg Config, p *Detector, ix datasets.Index, th res
 	m.Versions = map[string]string{"diad": v.Diad, "revision": v.Revision, "gotch": v.Gotch, "libtorch": torchrt.LibtorchVersion(), "go": v.Go}
 	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Pretrained(), cfg.Features.Weights
 	m.Scorer = p.Scorer.Kind()
+	m.BatchInvariant = p.BatchInvariant
 	sampler := p.Sampler.With(shared.SamplerOverride{}) // a copy
 	m.Sampler = &sampler
 	return m

@@ -36,6 +36,7 @@ func addEvalFlags(cmd *cobra.Command, c *evaluate.Config) {
 func newTestCmd() *cobra.Command {
 	cfg := evaluate.DefaultConfig()
 	var quiet bool
+	var sf shardFlags
 	cmd := &cobra.Command{
 		Use:   "test",
 		Short: "Evaluate a model on a test split: metrics table and a Parquet results run",
@@ -43,6 +44,9 @@ func newTestCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Checkpoint == "" || cfg.Data.Root == "" {
 				return fmt.Errorf("--checkpoint and --data are required")
+			}
+			if err := sf.resolve(&cfg); err != nil {
+				return err
 			}
 			var bar *progressbar.ProgressBar
 			progress := func(done, total int) {
@@ -60,6 +64,11 @@ func newTestCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if rep.Shard != nil {
+				fmt.Fprintf(out, "shard %s of run %s: %d images, %.2f images/s, partition %s\n", rep.Shard, rep.RunID, rep.Images, rep.ImagesPerSec, rep.Partition)
+				fmt.Fprintf(out, "when every shard has finished: diad merge %s --results %s\n", rep.RunID, cfg.ResultsDir)
+				return nil
+			}
 			fmt.Fprint(out, evaluate.FormatTable(rep.Table))
 			fmt.Fprintf(out, "run %s: %d images, %.2f images/s, threshold %.6g (%s)\n", rep.RunID, rep.Images, rep.ImagesPerSec, rep.Threshold.Value, rep.Threshold.Policy)
 			fmt.Fprintf(out, "scorer: %s\n", rep.Scorer)
@@ -74,6 +83,7 @@ func newTestCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1, fpr<=x, fnr<=x (on the test labels) or a number")
 	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every DDIM step's predicted image")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
+	addShardFlags(cmd, &sf)
 	return cmd
 }
 

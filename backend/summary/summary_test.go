@@ -1,4 +1,4 @@
-package evaluate
+package summary
 
 import (
 	"testing"
@@ -16,7 +16,7 @@ func TestChooseThreshold(t *testing.T) {
 		rows = append(rows, results.ImageRow{ImageID: int64(10 + i), Score: s, GroundTruth: 1})
 	}
 	for spec, want := range map[string]float64{"0.33": 0.33, "fpr<=0": 0.6, "fpr<=0.2": 0.5, "fnr<=0": 0.4, "fnr<=0.25": 0.6, "max-f1": 0.6} {
-		th, err := chooseThreshold(spec, rows)
+		th, err := ChooseThreshold(spec, rows)
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
@@ -25,7 +25,7 @@ func TestChooseThreshold(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"fpr<=2", "fnr<=x", "abc", "NaN"} {
-		if _, err := chooseThreshold(bad, rows); err == nil {
+		if _, err := ChooseThreshold(bad, rows); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
