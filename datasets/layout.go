@@ -397,3 +397,51 @@ type Source struct {
 func (s Source) Open() (Index, error) {
 	return Open(s.Layout, s.Root, Options{Categories: s.Categories, CSV: s.CSV})
 }
+
+// Input is one image to score from a command line: its path, and the path
+// relative to the folder it was found in (the path itself when named
+// directly), with / separators.
+type Input struct {
+	Path, Rel string
+}
+
+// ExpandInputs turns command-line arguments into images: a file stays as
+// it is; a folder gives every image file (png, jpg, jpeg) below it, in
+// sorted order. A folder with no image is an error, as is a missing path.
+func ExpandInputs(args []string) ([]Input, error) {
+	var out []Input
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", a, err)
+		}
+		if !st.IsDir() {
+			out = append(out, Input{Path: a, Rel: filepath.ToSlash(filepath.Clean(a))})
+			continue
+		}
+		n := len(out)
+		err = filepath.WalkDir(a, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(filepath.Ext(p)) {
+			case ".png", ".jpg", ".jpeg":
+				if !d.IsDir() {
+					rel, rerr := filepath.Rel(a, p)
+					if rerr != nil {
+						return rerr
+					}
+					out = append(out, Input{Path: p, Rel: filepath.ToSlash(rel)})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("input folder %s: %w", a, err)
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("input folder %s has no png or jpg image", a)
+		}
+	}
+	return out, nil
+}

@@ -94,6 +94,9 @@ type ShardInfo struct {
 	// Threshold is the threshold spec the merged run applies.
 	Threshold string             `json:"threshold"`
 	Metrics   metrics.EvalConfig `json:"metrics"`
+	// Unreadable are the ids of the shard's images that could not be
+	// decoded (predict runs score the others).
+	Unreadable []int64 `json:"unreadable,omitempty"`
 }
 
 // Spec is the partition's shard.

@@ -111,12 +111,44 @@ type PredictConfig struct {
 }
 
 // Predict scores image files against a fixed threshold (cfg.Threshold must be
-// a number: there are no labels to choose one from).
-func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Prediction, string, error) {
+// a number: there are no labels to choose one from). An argument that is a
+// folder stands for every image below it. With cfg.Shard it scores only the
+// shard's images (by a hash of each image's path relative to its folder)
+// and writes them as a partition of run cfg.RunID for `diad merge`; image
+// ids are positions among all inputs, the same in every shard.
+func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Prediction, string, error) {
 	v, err := strconv.ParseFloat(cfg.Threshold, 64)
 	th := results.ThresholdInfo{Value: v, Policy: "manual"}
 	if err != nil || math.IsNaN(v) {
 		return nil, "", fmt.Errorf("predict: give the decision threshold as a number (from a test run's threshold)")
+	}
+	inputs, err := datasets.ExpandInputs(args)
+	if err != nil {
+		return nil, "", fmt.Errorf("predict: %w", err)
+	}
+	start := time.Now()
+	runID := cfg.RunID
+	if cfg.Shard != nil {
+		if err := cfg.Shard.Validate(); err != nil {
+			return nil, "", fmt.Errorf("predict: %w", err)
+		}
+		cfg.BatchInvariant, cfg.Store = true, true
+		if !results.ValidRunID(runID) {
+			return nil, "", fmt.Errorf("predict: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", runID)
+		}
+	}
+	if runID == "" {
+		runID = results.NewRunID(start)
+	} else if !results.ValidRunID(runID) {
+		return nil, "", fmt.Errorf("predict: bad run id %q (want the form `diad run-id` prints)", runID)
+	}
+	paths := make([]string, len(inputs))
+	var mine []int // positions of the inputs this process scores
+	for i, in := range inputs {
+		paths[i] = in.Path
+		if cfg.Shard == nil || cfg.Shard.Owns(in.Rel) {
+			mine = append(mine, i)
+		}
 	}
 	p, err := Open(cfg.Config)
 	if err != nil {
@@ -125,28 +157,30 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 	defer p.Free()
 	size := p.Model.Config.ImageSize
 	bs := max(cfg.BatchSize, 1)
-	start := time.Now()
-	runID := results.NewRunID(start)
 	var preds []Prediction
 	var failed []Prediction
+	var failedIDs []int64
 	var rows []results.ImageRow
 	var maps []results.MapRow
+	var pixels []results.PixelRow
 	overlays := overlayNames(paths)
-	for lo := 0; lo < len(paths); lo += bs {
-		hi := min(lo+bs, len(paths))
+	for lo := 0; lo < len(mine); lo += bs {
+		hi := min(lo+bs, len(mine))
 		var items []datasets.Item
 		var index []int // items[k] is paths[index[k]]
-		for i, path := range paths[lo:hi] {
+		for _, i := range mine[lo:hi] {
+			path := paths[i]
 			it, err := datasets.LoadItem(datasets.Sample{Path: path, Split: "predict"}, size)
 			if err != nil {
 				// One unreadable image does not stop the others.
 				f := Prediction{Path: path, Threshold: th.Value, Score: math.NaN(), Error: err.Error()}
 				preds = append(preds, f)
 				failed = append(failed, f)
+				failedIDs = append(failedIDs, int64(i))
 				continue
 			}
 			items = append(items, it)
-			index = append(index, lo+i)
+			index = append(index, i)
 		}
 		if len(items) == 0 {
 			continue
@@ -155,7 +189,7 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 		seeds := make([]uint64, len(items))
 		for k := range seeds {
 			// The image's position among all inputs, so its noise does
-			// not depend on which others could be read.
+			// not depend on which others could be read, or on the shard.
 			seeds[k] = results.ImageSeed(cfg.Seed, int64(index[k]))
 		}
 		scored, err := p.ScoreBatch(ctx, x, seeds, false, nil)
@@ -182,11 +216,24 @@ func Predict(ctx context.Context, cfg PredictConfig, paths []string) ([]Predicti
 			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Path: it.Sample.Path, Split: "predict", GroundTruth: -1,
 				Score: pr.Score, Scorer: p.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
 			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
+			if cfg.Shard != nil {
+				pixels = append(pixels, results.NewPixelRow(runID, id, size, size, scored[i].Map, nil))
+			}
 		}
 	}
 	var partial error
 	if len(failed) > 0 {
 		partial = &PartialError{Failed: failed}
+	}
+	if cfg.Shard != nil {
+		part := results.Shard{Info: results.ShardInfo{Index: cfg.Shard.Index, Count: cfg.Shard.Count, SplitImages: len(inputs),
+			Threshold: cfg.Threshold, Metrics: cfg.Metrics, Unreadable: failedIDs}, Images: rows, Maps: maps, Pixels: pixels}
+		part.Info.Run = meta(runID, "predict", cfg.Config, p, datasets.Index{}, results.ThresholdInfo{}, start.UTC())
+		part.Info.Run.Timings = map[string]float64{"inference": time.Since(start).Seconds()}
+		if err := (results.Store{Root: cfg.ResultsDir}).WriteShard(part); err != nil {
+			return nil, "", err
+		}
+		return preds, runID, partial
 	}
 	if !cfg.Store || len(rows) == 0 {
 		return preds, "", partial

@@ -25,7 +25,9 @@ type Report struct {
 	Kind      string
 	Shards    int
 	Images    int
-	Table     metrics.Table // empty for predict runs
+	// Unreadable counts a predict run's inputs no shard could decode.
+	Unreadable int
+	Table      metrics.Table // empty for predict runs
 	Threshold results.ThresholdInfo
 	// Ignored are folders that look like partitions but are not finished.
 	Ignored []results.Incomplete
@@ -58,7 +60,11 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 	var rows []results.ImageRow
 	owner := map[int64]string{}
 	inferSum, inferMax := 0.0, 0.0
+	unreadable := map[int64]bool{}
 	for _, p := range parts {
+		for _, id := range p.Info.Unreadable {
+			unreadable[id] = true
+		}
 		im, err := p.Images()
 		if err != nil {
 			return Report{}, err
@@ -98,10 +104,10 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 		inferSum += t
 		inferMax = max(inferMax, t)
 	}
-	if len(images) != first.SplitImages {
+	if len(images)+len(unreadable) != first.SplitImages {
 		var missing []string
 		for id := 0; id < first.SplitImages && len(missing) < 5; id++ {
-			if _, ok := owner[int64(id)]; !ok {
+			if _, ok := owner[int64(id)]; !ok && !unreadable[int64(id)] {
 				missing = append(missing, fmt.Sprint(id))
 			}
 		}
@@ -116,7 +122,7 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 	meta := first.Run
 	meta.CreatedAt = now.UTC()
 	meta.Shards = first.Count
-	rep := Report{RunID: runID, Kind: meta.Kind, Shards: first.Count, Images: len(rows), Ignored: incomplete}
+	rep := Report{RunID: runID, Kind: meta.Kind, Shards: first.Count, Images: len(rows), Unreadable: len(unreadable), Ignored: incomplete}
 	var metricRows []results.MetricRow
 	if meta.Kind == "test" {
 		rep.Table = summary.Table(images, first.Metrics)

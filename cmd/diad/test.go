@@ -90,13 +90,17 @@ func newTestCmd() *cobra.Command {
 func newPredictCmd() *cobra.Command {
 	cfg := evaluate.PredictConfig{Config: evaluate.DefaultConfig()}
 	cfg.Threshold = ""
+	var sf shardFlags
 	cmd := &cobra.Command{
-		Use:   "predict IMAGE...",
+		Use:   "predict IMAGE|FOLDER...",
 		Short: "Score new images with a chosen threshold and write heatmap overlays",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Checkpoint == "" {
 				return fmt.Errorf("--checkpoint is required")
+			}
+			if err := sf.resolve(&cfg.Config); err != nil {
+				return err
 			}
 			preds, runID, err := evaluate.Predict(cmd.Context(), cfg, args)
 			var partial *evaluate.PartialError
@@ -119,7 +123,10 @@ func newPredictCmd() *cobra.Command {
 				}
 				fmt.Fprintln(out)
 			}
-			if runID != "" {
+			switch {
+			case cfg.Shard != nil:
+				fmt.Fprintf(out, "shard %s of run %s written; when every shard has finished: diad merge %s --results %s\n", cfg.Shard, runID, runID, cfg.ResultsDir)
+			case runID != "":
 				fmt.Fprintf(out, "run %s\n", runID)
 			}
 			// Every readable image was scored; the exit status still says
@@ -131,5 +138,6 @@ func newPredictCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Threshold, "threshold", "", "decision threshold (a number, e.g. from a test run)")
 	cmd.Flags().StringVar(&cfg.OverlayDir, "overlays", "", "folder for <name>_heatmap.png overlays")
 	cmd.Flags().BoolVar(&cfg.Store, "store", false, "also write a results run of kind predict")
+	addShardFlags(cmd, &sf)
 	return cmd
 }
