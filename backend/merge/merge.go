@@ -21,14 +21,14 @@ import (
 
 // Report is a merge's outcome.
 type Report struct {
-	RunID     string
-	Kind      string
-	Shards    int
-	Images    int
+	RunID  string
+	Kind   string
+	Shards int
+	Images int
 	// Unreadable counts a predict run's inputs no shard could decode.
 	Unreadable int
 	Table      metrics.Table // empty for predict runs
-	Threshold results.ThresholdInfo
+	Threshold  results.ThresholdInfo
 	// Ignored are folders that look like partitions but are not finished.
 	Ignored []results.Incomplete
 	Seconds float64
