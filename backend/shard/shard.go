@@ -70,6 +70,9 @@ const (
 	EnvSlurmStep  = "SLURM_ARRAY_TASK_STEP"
 	EnvK8sIndex   = "JOB_COMPLETION_INDEX"
 	EnvCount      = "DIAD_SHARD_COUNT"
+	// EnvRunID names the run every shard writes into (set once for a
+	// whole job array or Indexed Job) when --run-id is not given.
+	EnvRunID = "DIAD_RUN_ID"
 )
 
 // FromEnv finds the shard from the engine's environment: a Slurm array task

@@ -13,9 +13,8 @@ import (
 	"github.com/diad-project/diad/results"
 )
 
-// EnvRunID names the run a shard writes into when --run-id is not given
-// (set once for a whole job array or Indexed Job).
-const EnvRunID = "DIAD_RUN_ID"
+// EnvRunID names the run a shard writes into when --run-id is not given.
+const EnvRunID = shard.EnvRunID
 
 // shardFlags are the sharding flags of test and predict.
 type shardFlags struct {
