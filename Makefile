@@ -19,7 +19,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run test lint vet fuzz fuzz-targets httpfuzz bench version info clean distclean
+.PHONY: all setup build web run test lint vet fuzz fuzz-targets httpfuzz slurm-test bench version info clean distclean
 
 all: build
 
@@ -94,6 +94,10 @@ HTTPFUZZ ?= 100000
 ## httpfuzz: send HTTPFUZZ mutated requests to a live server: no unintended 5xx, bounded RSS
 httpfuzz: setup
 	$(TORCHENV) exec go test -run '^TestLiveHTTPFuzz$$' -v -timeout 60m ./backend/server -httpfuzz $(HTTPFUZZ)
+
+## slurm-test: a sharded run on a real single-node Slurm cluster (installs slurm-wlm and munge; root) equals one process
+slurm-test: setup
+	deploy/slurm/selftest.sh
 
 ## bench: run the Go benchmarks (BENCH=regexp, PKG=./...)
 bench: setup

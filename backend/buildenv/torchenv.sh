@@ -309,7 +309,7 @@ exec chroot "\$r" /usr/bin/env -i \
   GOCACHE=$(printf %q "$gocache") GOFLAGS=$(printf %q "${GOFLAGS:-}") GOPROXY=off GOTOOLCHAIN=local \
   $(while IFS= read -r line; do printf '%q ' "$line"; done <<<"$flags") \
   DIAD_CUDA=$(printf %q "${DIAD_CUDA:-0}") DIAD_CACHE=$(printf %q "$cache") \
-  $(for v in $(compgen -e | grep -E '^(DIAD_|GOMAXPROCS|GOGC|GODEBUG|OMP_|OPENBLAS_|MKL_)' || true); do printf '%q ' "$v=${!v}"; done) \
+  $(for v in $(compgen -e | grep -E '^(DIAD_|GOMAXPROCS|GOGC|GODEBUG|OMP_|OPENBLAS_|MKL_|SLURM_|JOB_COMPLETION_INDEX$)' || true); do printf '%q ' "$v=${!v}"; done) \
   bash -c 'cd $(printf %q "$PWD") && $(printf %q "$here/torchenv.sh") _stubs && exec "\$@"' _ "\$@"
 EOF
 }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/features"
-	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/scoring"
@@ -60,11 +59,10 @@ type Config struct {
 	RecordSteps bool               `yaml:"record_steps"`
 	ResultsDir  string             `yaml:"results_dir"`
 	Metrics     metrics.EvalConfig `yaml:"metrics"`
-	// BatchInvariant computes each image alone inside the batch
-	// (layers.SetBatchInvariant), so its map does not depend on which
-	// images shared its batch: slower (0.72x images/s measured on the demo
-	// model), and what makes a sharded run equal a single-process one bit
-	// for bit. Sharded runs always use it.
+	// BatchInvariant reconstructs and scores each image of a batch alone,
+	// so its map does not depend on which images shared its batch: what
+	// makes a sharded run equal a single-process one bit for bit, at the
+	// speed of batch size 1. Sharded runs always use it.
 	BatchInvariant bool `yaml:"batch_invariant"`
 	// Shard, if set, scores only this shard's images (shard.Spec.Owns) and
 	// writes them as a partition of run RunID for `diad merge`.
@@ -169,12 +167,33 @@ type Scored struct {
 func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
-	// The setting is process-wide; the compute lane makes it this batch's.
-	defer layers.SetBatchInvariant(layers.SetBatchInvariant(p.BatchInvariant))
 	b := int(x.MustSize()[0])
 	if len(seeds) != b {
 		return nil, fmt.Errorf("evaluate: %d seeds for a batch of %d", len(seeds), b)
 	}
+	if p.BatchInvariant && b > 1 {
+		// Each image alone: libtorch picks kernels by the batch's shape
+		// and the companions' layout (measured: an image's map differed by
+		// ~1e-6 alone and in a batch of 8, and with different companions
+		// in batches of 2), so only a batch of one gives every image the
+		// same result in any batch and any shard.
+		for i := range b {
+			xi := x.MustNarrow(0, int64(i), 1, false)
+			one, err := p.scoreBatch(ctx, xi, seeds[i:i+1], recordSteps, stepHook)
+			xi.MustDrop()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, one...)
+		}
+		return out, nil
+	}
+	return p.scoreBatch(ctx, x, seeds, recordSteps, stepHook)
+}
+
+// scoreBatch is ScoreBatch on one batch as it is.
+func (p *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+	b := int(x.MustSize()[0])
 	steps := make([][]float64, b)
 	cb := stepHook
 	if recordSteps {

@@ -50,9 +50,7 @@ func NewConv2d(p Path, in, out, k int64, o ConvOpts) *Conv2d {
 
 // Forward applies the convolution.
 func (c *Conv2d) Forward(x *ts.Tensor) *ts.Tensor {
-	return perSample(x, func(x *ts.Tensor) *ts.Tensor {
-		return ts.MustConv2d(x, c.W, opt(c.B), []int64{c.Stride, c.Stride}, []int64{c.Padding, c.Padding}, []int64{1, 1}, 1)
-	})
+	return ts.MustConv2d(x, c.W, opt(c.B), []int64{c.Stride, c.Stride}, []int64{c.Padding, c.Padding}, []int64{1, 1}, 1)
 }
 
 // Linear is y = x W^T + b.
@@ -68,9 +66,7 @@ func NewLinear(p Path, in, out int64, noBias bool) *Linear {
 }
 
 // Forward applies the layer to the last dimension of x.
-func (l *Linear) Forward(x *ts.Tensor) *ts.Tensor {
-	return perSample(x, func(x *ts.Tensor) *ts.Tensor { return ts.MustLinear(x, l.W, opt(l.B)) })
-}
+func (l *Linear) Forward(x *ts.Tensor) *ts.Tensor { return ts.MustLinear(x, l.W, opt(l.B)) }
 
 // GroupNorm normalises channel groups of an NCHW tensor, with affine parameters.
 type GroupNorm struct {
@@ -136,19 +132,7 @@ func MergeHeads(x *ts.Tensor, del bool) *ts.Tensor {
 // Attention is libtorch's fused scaled-dot-product attention on [B, H, N, D]
 // tensors, with the default 1/sqrt(D) scale.
 func Attention(q, k, v *ts.Tensor) *ts.Tensor {
-	if !batchInvariant.Load() {
-		return ts.MustScaledDotProductAttention(q, k, v, None, 0, false, nil)
-	}
-	b := q.MustSize()[0]
-	outs := make([]*ts.Tensor, b)
-	for i := range b {
-		qi, ki, vi := sample(q, i), sample(k, i), sample(v, i)
-		outs[i] = ts.MustScaledDotProductAttention(qi, ki, vi, None, 0, false, nil)
-		qi.MustDrop()
-		ki.MustDrop()
-		vi.MustDrop()
-	}
-	return catFree(outs)
+	return ts.MustScaledDotProductAttention(q, k, v, None, 0, false, nil)
 }
 
 // CrossAttention is ldm's CrossAttention: bias-free q/k/v projections, multi-head
