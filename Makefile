@@ -73,7 +73,7 @@ test: setup lint
 # reports as a failure (golang/go#51484).
 FUZZ_TARGETS = ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
 	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors \
-	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen
+	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen ./backend/shard:FuzzParse ./results:FuzzShardFiles
 FUZZTIME ?= 100000x
 TEST_FUZZTIME ?= 2000x
 
