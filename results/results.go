@@ -186,41 +186,57 @@ func (s Store) Write(run Run) error {
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
 	run.Meta.SchemaVersion = SchemaVersion
-	if err := parquet.WriteFile(filepath.Join(tmp, ImagesFile), run.Images, writeOpts()...); err != nil {
-		return fmt.Errorf("results: write images: %w", err)
-	}
-	if err := parquet.WriteFile(filepath.Join(tmp, MetricsFile), toNullable(run.Metrics), writeOpts()...); err != nil {
-		return fmt.Errorf("results: write metrics: %w", err)
-	}
-	if err := parquet.WriteFile(filepath.Join(tmp, MapsFile), run.Maps, writeOpts()...); err != nil {
-		return fmt.Errorf("results: write maps: %w", err)
-	}
 	run.Meta.Files = map[string]string{}
-	for _, name := range []string{ImagesFile, MetricsFile, MapsFile} {
-		sum, err := fileSum(filepath.Join(tmp, name))
-		if err != nil {
-			return err
-		}
-		run.Meta.Files[name] = sum
+	files := []folderFile{
+		{ImagesFile, func(p string) error { return parquet.WriteFile(p, run.Images, writeOpts()...) }},
+		{MetricsFile, func(p string) error { return parquet.WriteFile(p, toNullable(run.Metrics), writeOpts()...) }},
+		{MapsFile, func(p string) error { return parquet.WriteFile(p, run.Maps, writeOpts()...) }},
 	}
-	meta, err := json.MarshalIndent(run.Meta, "", "  ")
-	if err != nil {
-		return fmt.Errorf("results: run metadata: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, RunFile), meta, 0o644); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	if err := syncDir(tmp); err != nil {
+	if err := fillFolder(tmp, files, run.Meta.Files, RunFile, run.Meta); err != nil {
 		return err
-	}
-	// MkdirTemp makes the folder 0700; runs are shared like any folder.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("results: %w", err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
 	return syncDir(s.Root)
+}
+
+// folderFile is one Parquet file of a run or partition folder.
+type folderFile struct {
+	name  string
+	write func(path string) error
+}
+
+// fillFolder writes files into a new folder, records their SHA-256 in
+// sums, writes doc (which holds sums) as JSON file jsonName last, syncs the
+// folder and opens it to all (MkdirTemp makes it 0700; runs are shared like
+// any folder). The caller renames the folder into place.
+func fillFolder(dir string, files []folderFile, sums map[string]string, jsonName string, doc any) error {
+	for _, f := range files {
+		path := filepath.Join(dir, f.name)
+		if err := f.write(path); err != nil {
+			return fmt.Errorf("results: write %s: %w", f.name, err)
+		}
+		sum, err := fileSum(path)
+		if err != nil {
+			return err
+		}
+		sums[f.name] = sum
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %s: %w", jsonName, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, jsonName), b, 0o644); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return nil
 }
 
 // metricFileRow is MetricRow as stored: undefined values are null.

@@ -138,35 +138,14 @@ func (s Store) WriteShard(sh Shard) error {
 	}
 	defer os.RemoveAll(tmp) // after the swap: the old partition, if any
 	sh.Info.Run.SchemaVersion = SchemaVersion
-	if err := parquet.WriteFile(filepath.Join(tmp, ImagesFile), sh.Images, writeOpts()...); err != nil {
-		return fmt.Errorf("results: write shard images: %w", err)
-	}
-	if err := parquet.WriteFile(filepath.Join(tmp, MapsFile), sh.Maps, writeOpts()...); err != nil {
-		return fmt.Errorf("results: write shard maps: %w", err)
-	}
-	if err := parquet.WriteFile(filepath.Join(tmp, PixelsFile), sh.Pixels, writeOpts()...); err != nil {
-		return fmt.Errorf("results: write shard pixels: %w", err)
-	}
 	sh.Info.Run.Files = map[string]string{}
-	for _, name := range []string{ImagesFile, MapsFile, PixelsFile} {
-		sum, err := fileSum(filepath.Join(tmp, name))
-		if err != nil {
-			return err
-		}
-		sh.Info.Run.Files[name] = sum
+	files := []folderFile{
+		{ImagesFile, func(p string) error { return parquet.WriteFile(p, sh.Images, writeOpts()...) }},
+		{MapsFile, func(p string) error { return parquet.WriteFile(p, sh.Maps, writeOpts()...) }},
+		{PixelsFile, func(p string) error { return parquet.WriteFile(p, sh.Pixels, writeOpts()...) }},
 	}
-	b, err := json.MarshalIndent(sh.Info, "", "  ")
-	if err != nil {
-		return fmt.Errorf("results: shard metadata: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ShardFile), b, 0o644); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	if err := syncDir(tmp); err != nil {
+	if err := fillFolder(tmp, files, sh.Info.Run.Files, ShardFile, sh.Info); err != nil {
 		return err
-	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("results: %w", err)
 	}
 	final := filepath.Join(runDir, spec.DirName())
 	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
@@ -305,10 +284,7 @@ func (s Store) WriteMerged(run Run, keep func(old RunMeta) (ThresholdInfo, bool)
 	dir := s.Dir(id)
 	run.Meta.SchemaVersion = SchemaVersion
 	run.Meta.Files = map[string]string{}
-	files := []struct {
-		name  string
-		write func(path string) error
-	}{
+	files := []folderFile{
 		{ImagesFile, func(p string) error { return parquet.WriteFile(p, run.Images, writeOpts()...) }},
 		{MetricsFile, func(p string) error { return parquet.WriteFile(p, toNullable(run.Metrics), writeOpts()...) }},
 		{MapsFile, func(p string) error { return parquet.WriteFile(p, run.Maps, writeOpts()...) }},

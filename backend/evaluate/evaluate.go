@@ -62,7 +62,8 @@ type Config struct {
 	// BatchInvariant reconstructs and scores each image of a batch alone,
 	// so its map does not depend on which images shared its batch: what
 	// makes a sharded run equal a single-process one bit for bit, at the
-	// speed of batch size 1. Sharded runs always use it.
+	// speed of batch size 1. `diad test` turns it on for shards unless
+	// told not to; a merge requires every shard to agree.
 	BatchInvariant bool `yaml:"batch_invariant"`
 	// Shard, if set, scores only this shard's images (shard.Spec.Owns) and
 	// writes them as a partition of run RunID for `diad merge`.
@@ -310,7 +311,6 @@ func RelPath(root, path string) string {
 func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	start := time.Now()
 	if cfg.Shard != nil {
-		cfg.BatchInvariant = true
 		if !results.ValidRunID(cfg.RunID) {
 			return Report{}, fmt.Errorf("evaluate: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", cfg.RunID)
 		}

@@ -132,7 +132,7 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 		if err := cfg.Shard.Validate(); err != nil {
 			return nil, "", fmt.Errorf("predict: %w", err)
 		}
-		cfg.BatchInvariant, cfg.Store = true, true
+		cfg.Store = true
 		if !results.ValidRunID(runID) {
 			return nil, "", fmt.Errorf("predict: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", runID)
 		}

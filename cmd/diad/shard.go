@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/merge"
@@ -24,15 +25,18 @@ type shardFlags struct {
 	invar  bool
 	noEnv  bool
 	getenv func(string) string
+	flags  *pflag.FlagSet
 }
 
 func addShardFlags(cmd *cobra.Command, f *shardFlags) {
 	fl := cmd.Flags()
+	f.flags = fl
 	fl.StringVar(&f.spec, "shard", "", "score only shard INDEX/COUNT (0-based, e.g. 3/16) into a partition of --run-id;\n"+
 		"default from the engine: Slurm's SLURM_ARRAY_TASK_ID/_MIN/_COUNT, Kubernetes' JOB_COMPLETION_INDEX with --shards or "+shard.EnvCount)
 	fl.IntVar(&f.count, "shards", 0, "shard count for Kubernetes Indexed Jobs (JOB_COMPLETION_INDEX gives only the index)")
 	fl.StringVar(&f.runID, "run-id", "", "run id (the same for every shard; `diad run-id` makes one; default $"+EnvRunID+")")
-	fl.BoolVar(&f.invar, "batch-invariant", false, "compute each image alone inside its batch, so a run equals a sharded one bit for bit (slower; shards always do)")
+	fl.BoolVar(&f.invar, "batch-invariant", false, "compute each image alone inside its batch, so that runs and shards equal each other bit for bit\n"+
+		"(at the speed of batch size 1; on by default for a shard, --batch-invariant=false trades that for speed)")
 	fl.BoolVar(&f.noEnv, "no-shard-env", false, "ignore the engine's shard variables (score everything in this process)")
 }
 
@@ -65,6 +69,9 @@ func (f *shardFlags) resolve(c *evaluate.Config) error {
 	}
 	if f.count > 0 && c.Shard != nil && c.Shard.Count != f.count {
 		return fmt.Errorf("--shards %d disagrees with shard %s", f.count, c.Shard)
+	}
+	if c.Shard != nil && (f.flags == nil || !f.flags.Changed("batch-invariant")) {
+		c.BatchInvariant = true
 	}
 	return nil
 }

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
@@ -40,6 +42,17 @@ func onlyRun(t *testing.T, root string) (results.Store, string) {
 		t.Fatalf("%s: runs %+v, %v", root, runs, err)
 	}
 	return s, runs[0].RunID
+}
+
+// runImages is the image rows of the one run in a results folder.
+func runImages(t *testing.T, root string) []results.ImageRow {
+	t.Helper()
+	s, id := onlyRun(t, root)
+	rows, err := s.Images(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }
 
 // Three shards - one from --shard, one as a Slurm array task, one as a
@@ -109,14 +122,7 @@ func TestShardedTestEqualsOneProcess(t *testing.T) {
 	if defined < len(am)/2 {
 		t.Fatalf("only %d of %d metrics defined: the comparison would prove little", defined, len(am))
 	}
-	ai, err := a.Images(aid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bi, err := b.Images(bid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ai, bi := runImages(t, single), runImages(t, sharded)
 	if len(ai) != len(bi) || len(ai) == 0 {
 		t.Fatalf("%d and %d images", len(ai), len(bi))
 	}
@@ -191,16 +197,8 @@ func TestShardedPredictEqualsOneProcess(t *testing.T) {
 	if out, code := runMain(t, "merge", runID, "--results", sharded); code != 0 {
 		t.Fatalf("merge: exit %d\n%s", code, out)
 	}
-	a, aid := onlyRun(t, single)
+	ai, bi := runImages(t, single), runImages(t, sharded)
 	b, bid := onlyRun(t, sharded)
-	ai, err := a.Images(aid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bi, err := b.Images(bid)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(ai) != len(bi) || len(ai) < 5 {
 		t.Fatalf("%d and %d images", len(ai), len(bi))
 	}
@@ -238,6 +236,35 @@ func TestIsShard(t *testing.T) {
 	for _, c := range cases {
 		if got := isShard(c.args, c.getenv); got != c.want {
 			t.Errorf("isShard(%v) = %v", c.args, got)
+		}
+	}
+}
+
+// A shard computes each image alone unless told otherwise; a single
+// process does not unless asked.
+func TestShardFlagsBatchInvariance(t *testing.T) {
+	cases := []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--shard", "1/2"}, true},
+		{[]string{"--shard", "1/2", "--batch-invariant=false"}, false},
+		{nil, false},
+		{[]string{"--batch-invariant"}, true},
+	}
+	for _, c := range cases {
+		cmd := &cobra.Command{Use: "x"}
+		sf := shardFlags{getenv: func(string) string { return "" }}
+		addShardFlags(cmd, &sf)
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		var cfg evaluate.Config
+		if err := sf.resolve(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.BatchInvariant != c.want {
+			t.Errorf("%v: batch invariant %v, want %v", c.args, cfg.BatchInvariant, c.want)
 		}
 	}
 }
