@@ -12,7 +12,10 @@ var computeMu sync.Mutex
 // LockCompute takes the process's compute lane until the returned function is
 // called. Hold it for one batch or step, not a whole job, so that others get
 // turns (sync.Mutex hands over in arrival order once a waiter starves).
+// Taking it also sizes the thread team to this process's share of the
+// machine's cores (see JoinMachine), on the thread about to compute.
 func LockCompute() (unlock func()) {
 	computeMu.Lock()
+	rebalance()
 	return computeMu.Unlock
 }

@@ -78,12 +78,19 @@ func ParseDevice(s string) (gotch.Device, error) {
 	}
 }
 
-// SetThreads sets libtorch's intra-op thread count (n <= 0 leaves it unchanged).
+// SetThreads sets libtorch's intra-op thread count (n <= 0 leaves it
+// unchanged, and to the machine's share, see JoinMachine). A count set here
+// is kept.
 func SetThreads(n int) {
 	if n > 0 {
-		C.at_set_num_threads(C.int(n))
+		machine.Lock()
+		machine.explicit = true
+		machine.Unlock()
+		setThreads(n)
 	}
 }
+
+func setThreads(n int) { C.at_set_num_threads(C.int(n)) }
 
 // Threads is libtorch's current intra-op thread count.
 func Threads() int { return int(C.at_get_num_threads()) }

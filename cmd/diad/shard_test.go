@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -212,34 +213,6 @@ func TestShardedPredictEqualsOneProcess(t *testing.T) {
 	}
 }
 
-func TestIsShard(t *testing.T) {
-	none := func(string) string { return "" }
-	slurm := func(k string) string {
-		if k == "SLURM_ARRAY_TASK_ID" {
-			return "1"
-		}
-		return ""
-	}
-	cases := []struct {
-		args   []string
-		getenv func(string) string
-		want   bool
-	}{
-		{[]string{"test", "--shard", "1/4"}, none, true},
-		{[]string{"predict", "--shard=1/4", "a.png"}, none, true},
-		{[]string{"test"}, slurm, true},
-		{[]string{"test", "--no-shard-env"}, slurm, false},
-		{[]string{"test"}, none, false},
-		{[]string{"serve"}, slurm, false},
-		{nil, slurm, false},
-	}
-	for _, c := range cases {
-		if got := isShard(c.args, c.getenv); got != c.want {
-			t.Errorf("isShard(%v) = %v", c.args, got)
-		}
-	}
-}
-
 // A shard computes each image alone unless told otherwise; a single
 // process does not unless asked.
 func TestShardFlagsBatchInvariance(t *testing.T) {
@@ -266,5 +239,32 @@ func TestShardFlagsBatchInvariance(t *testing.T) {
 		if cfg.BatchInvariant != c.want {
 			t.Errorf("%v: batch invariant %v, want %v", c.args, cfg.BatchInvariant, c.want)
 		}
+	}
+}
+
+// bench sharing runs its workers alone and side by side for each policy
+// and reports both throughputs.
+func TestBenchSharingReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 8 processes")
+	}
+	out, code := runMain(t, "bench", "sharing", "--seconds", "0.3", "--batch", "1", "--policies", "DIAD_SHARE=off,share")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 6 && (f[1] == "train" || f[1] == "recon") {
+			for _, v := range f[2:] {
+				if x, err := strconv.ParseFloat(v, 64); err != nil || !(x > 0) {
+					t.Fatalf("value %q in %q", v, line)
+				}
+			}
+			rows++
+		}
+	}
+	if rows != 4 {
+		t.Fatalf("%d result rows, want 4:\n%s", rows, out)
 	}
 }

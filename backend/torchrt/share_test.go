@@ -1,0 +1,93 @@
+package torchrt
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Processes register in the share folder while they live; a process's
+// thread team follows the count of live processes; an ended process's
+// file is cleaned up.
+func TestMachineShare(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(ShareDirEnv, dir)
+	t.Setenv(ShareEnv, "")
+	if v, ok := os.LookupEnv("OMP_NUM_THREADS"); ok {
+		os.Unsetenv("OMP_NUM_THREADS")
+		defer os.Setenv("OMP_NUM_THREADS", v)
+	}
+	machine.Lock()
+	prev := machine.threads
+	if machine.self != nil {
+		machine.self.Close()
+	}
+	machine.self, machine.joinErr, machine.explicit, machine.checked, machine.threads = nil, nil, false, time.Time{}, 0
+	machine.Unlock()
+	before := Threads()
+	defer func() {
+		setThreads(before)
+		machine.Lock()
+		machine.threads = prev
+		machine.Unlock()
+	}()
+	defer Pin()()
+	unlock := LockCompute() // joins
+	unlock()
+	if n, err := LiveProcesses(); err != nil || n != 1 {
+		t.Fatalf("alone: %d live, %v", n, err)
+	}
+	if got := Threads(); got != runtime.NumCPU() {
+		t.Fatalf("alone: %d threads, want all %d cores", got, runtime.NumCPU())
+	}
+	// A second process: a file locked through another open file
+	// description (flock locks conflict between descriptions as between
+	// processes; a process's end closes its descriptions).
+	other := filepath.Join(dir, "999999")
+	o, err := os.Create(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(o.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := LiveProcesses(); err != nil || n != 2 {
+		t.Fatalf("beside one other: %d live, %v", n, err)
+	}
+	machine.Lock()
+	machine.checked = time.Time{}
+	machine.Unlock()
+	unlock = LockCompute()
+	unlock()
+	if got, want := Threads(), FairThreads(2); got != want {
+		t.Fatalf("beside one other: %d threads, want %d", got, want)
+	}
+	o.Close() // the other process ends
+	if n, err := LiveProcesses(); err != nil || n != 1 {
+		t.Fatalf("after the other ended: %d live, %v", n, err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Fatalf("the ended process's file is still there: %v", err)
+	}
+	machine.Lock()
+	machine.checked = time.Time{}
+	machine.Unlock()
+	unlock = LockCompute()
+	unlock()
+	if got := Threads(); got != runtime.NumCPU() {
+		t.Fatalf("alone again: %d threads, want %d", got, runtime.NumCPU())
+	}
+	// An explicit count is kept.
+	SetThreads(1)
+	machine.Lock()
+	machine.checked = time.Time{}
+	machine.Unlock()
+	unlock = LockCompute()
+	unlock()
+	if Threads() != 1 {
+		t.Fatalf("explicit 1 thread became %d", Threads())
+	}
+}
