@@ -38,6 +38,8 @@ cleanup() {
   sleep 1
   # whatever still runs with this test's folder on its command line
   pkill -9 -f -- "$work/" 2>/dev/null
+  for _ in $(seq 50); do pgrep -f -- "$work/" >/dev/null || break; sleep 0.2; done
+  pgrep -af -- "$work/" >&2 && say "WARNING: processes of the test still run"
   if [ "${KEEP:-0}" = 1 ]; then say "kept $work and $data"; else rm -rf "$work" "$data"; fi
 }
 trap cleanup EXIT
