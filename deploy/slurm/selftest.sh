@@ -31,15 +31,19 @@ data=$(mktemp -d "$repo/var/slurm-test.XXXXXX")
 pids=()
 cleanup() {
   set +e
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  local daemons=() p f
   for f in "$work"/slurmctld.pid "$work"/slurmd.pid "$work"/munge/munged.pid; do
-    [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    [ -s "$f" ] && daemons+=("$(cat "$f")")
   done
-  sleep 1
-  # whatever still runs with this test's folder on its command line
-  pkill -9 -f -- "$work/" 2>/dev/null
-  for _ in $(seq 50); do pgrep -f -- "$work/" >/dev/null || break; sleep 0.2; done
-  pgrep -af -- "$work/" >&2 && say "WARNING: processes of the test still run"
+  for p in "${pids[@]}" "${daemons[@]}"; do kill "$p" 2>/dev/null; done
+  # Daemons rename themselves, so wait on their pids (10 s, then SIGKILL).
+  for _ in $(seq 50); do
+    alive=0
+    for p in "${daemons[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${daemons[@]}"; do kill -0 "$p" 2>/dev/null && { say "WARNING: daemon $p did not stop; killing it"; kill -9 "$p"; }; done
   if [ "${KEEP:-0}" = 1 ]; then say "kept $work and $data"; else rm -rf "$work" "$data"; fi
 }
 trap cleanup EXIT
