@@ -133,6 +133,12 @@ type Frame struct {
 	// below it (ldm's discretisation starts under the start level).
 	StartT int     `json:"start_t,omitempty"`
 	Score  float64 `json:"score"` // image score of the step's predicted image
+	// Signal is the noise schedule for teaching: sqrt(abar_t), the share
+	// of the clean latent left in z_t, at t = 0, ScheduleStride,
+	// 2*ScheduleStride, ... and the last timestep (the noise share is
+	// sqrt(1 - Signal^2)). Sent with the first step and the final frame.
+	Signal         []float32 `json:"signal,omitempty"`
+	ScheduleStride int       `json:"schedule_stride,omitempty"`
 	// Final only.
 	Threshold float64 `json:"threshold,omitempty"`
 	Anomalous bool    `json:"anomalous,omitempty"`

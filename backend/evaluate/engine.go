@@ -3,6 +3,7 @@ package evaluate
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/sugarme/gotch/ts"
 
@@ -36,6 +37,21 @@ func (e *Engine) Free() { e.p.Free() }
 
 // Path is the checkpoint the engine was loaded from.
 func (e *Engine) Path() string { return e.path }
+
+// SignalCurve is sqrt(abar_t) at t = 0, stride, 2*stride, ... and the
+// last timestep: the model's noise schedule as the explorer draws it.
+func (e *Engine) SignalCurve(stride int) []float32 {
+	abar := e.p.Model.Schedule.AlphasCumprod
+	stride = max(stride, 1)
+	var out []float32
+	for t := 0; t < len(abar); t += stride {
+		out = append(out, float32(math.Sqrt(abar[t])))
+	}
+	if (len(abar)-1)%stride != 0 {
+		out = append(out, float32(math.Sqrt(abar[len(abar)-1])))
+	}
+	return out
+}
 
 // ImageSize is the side of the model's square input.
 func (e *Engine) ImageSize() int { return e.p.Model.Config.ImageSize }

@@ -9,6 +9,7 @@ package quality
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -37,9 +38,21 @@ type Row struct {
 	Removal float64
 }
 
+// DefectRow is one defect type of one category: the pixel AUROC of its
+// images' maps against the category's normal images' maps, and its defect
+// removal (in/out) - where a category falls short, and on what.
+type DefectRow struct {
+	Category, Defect string
+	Images           int
+	PixelAUROC       float64
+	Removal          float64
+}
+
 // Report is a measurement.
 type Report struct {
 	Rows []Row // categories sorted by name, then "mean"
+	// Defects are the defect types, by category then defect.
+	Defects []DefectRow
 	// StepChange is the mean absolute change of the decoded predicted image
 	// between the first and the last DDIM step, in 8-bit levels (0-255).
 	StepChange float64
@@ -62,6 +75,7 @@ func (r Report) Mean() Row { return r.Rows[len(r.Rows)-1] }
 
 type catAcc struct {
 	metrics.Category
+	defects       []string // defect type of each map ("good" for normal images)
 	psnr, ssim    []float64
 	inSum, outSum float64
 	inN, outN     int64
@@ -139,6 +153,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 			c.ImageScores = append(c.ImageScores, float32(scored[i].Score))
 			c.ImageLabels = append(c.ImageLabels, s.Anomalous)
 			c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: scored[i].Map, Mask: it.Mask})
+			c.defects = append(c.defects, s.Defect)
 			if !s.Anomalous {
 				c.psnr = append(c.psnr, psnr(it.Image, scored[i].Recon, hw))
 				c.ssim = append(c.ssim, ssims[i])
@@ -194,6 +209,13 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 		mean.Removal += r.Removal / k
 	}
 	rep.Rows = append(rep.Rows, mean)
+	for _, n := range names {
+		d, err := byDefect(n, byCat[n])
+		if err != nil {
+			return Report{}, err
+		}
+		rep.Defects = append(rep.Defects, d...)
+	}
 	if changeN > 0 {
 		rep.StepChange = 255 * changeSum / float64(changeN)
 	}
@@ -298,12 +320,70 @@ func ssimPerImage(x *ts.Tensor, scored []evaluate.Scored, size int) (out []float
 }
 
 // Format renders the report as a table (metrics in percent).
+// byDefect splits a category's pixel figures by defect type.
+func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
+	var goodScores []float32
+	kinds := map[string][]int{}
+	var order []string
+	for i, d := range c.defects {
+		if !c.ImageLabels[i] {
+			goodScores = append(goodScores, c.Maps[i].Scores...)
+			continue
+		}
+		if kinds[d] == nil {
+			order = append(order, d)
+		}
+		kinds[d] = append(kinds[d], i)
+	}
+	sort.Strings(order)
+	var out []DefectRow
+	for _, d := range order {
+		var scores []float32
+		var labels []bool
+		var in, outSum float64
+		var inN, outN int64
+		for _, i := range kinds[d] {
+			m := c.Maps[i]
+			scores = append(scores, m.Scores...)
+			labels = append(labels, m.Mask...)
+			for j, v := range m.Scores {
+				if m.Mask[j] {
+					in += float64(v)
+					inN++
+				} else {
+					outSum += float64(v)
+					outN++
+				}
+			}
+		}
+		scores = append(scores, goodScores...)
+		labels = append(labels, make([]bool, len(goodScores))...)
+		row := DefectRow{Category: cat, Defect: d, Images: len(kinds[d]), PixelAUROC: math.NaN(), Removal: math.NaN()}
+		if b, err := metrics.BinaryMetrics(scores, labels); err == nil {
+			row.PixelAUROC = b.AUROC
+		} else if !errors.Is(err, metrics.ErrOneClass) {
+			return nil, fmt.Errorf("quality: %s/%s: %w", cat, d, err)
+		}
+		if inN > 0 && outN > 0 && outSum > 0 {
+			row.Removal = (in / float64(inN)) / (outSum / float64(outN))
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
 func Format(r Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "scorer %s, start level %d, %d steps, %d test images\n", r.Scorer, r.StartT, r.Steps, r.Images)
 	fmt.Fprintf(&b, "%-10s %8s %8s %8s %9s %6s %8s\n", "category", "I-AUROC", "P-AUROC", "PRO", "PSNR(dB)", "SSIM", "in/out")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "%-10s %8.1f %8.1f %8.1f %9.2f %6.3f %8.2f\n", row.Category, 100*row.ImageAUROC, 100*row.PixelAUROC, 100*row.PRO, row.PSNR, row.SSIM, row.Removal)
+	}
+	if len(r.Defects) > 0 {
+		fmt.Fprintf(&b, "per defect type (pixel AUROC against the category's normal images; in/out inside the type's masks):\n")
+		for _, d := range r.Defects {
+			fmt.Fprintf(&b, "  %-10s %-12s %3d images  P-AUROC %5.1f  in/out %5.2f\n", d.Category, d.Defect, d.Images, 100*d.PixelAUROC, d.Removal)
+		}
 	}
 	fmt.Fprintf(&b, "predicted image, first to last step: mean |change| %.1f/255\n", r.StepChange)
 	fmt.Fprintf(&b, "SG guidance at the first step (t = %d): changes the noise prediction by %.2g%% RMS\n", r.GuidanceT, 100*r.Guidance)

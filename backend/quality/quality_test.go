@@ -89,11 +89,27 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 			t.Fatalf("%s: PSNR %g, removal %g", r.Category, r.PSNR, r.Removal)
 		}
 	}
+	// One row per defect type of each category (disc: misplaced, missing,
+	// scratch, stain; woven: color, hole, scratch), each with a pixel
+	// AUROC; together the rows cover every anomalous image.
+	if len(rep.Defects) != 7 || rep.Defects[0].Category != "disc" || rep.Defects[0].Defect != "misplaced" {
+		t.Fatalf("defect rows %+v", rep.Defects)
+	}
+	imgs := 0
+	for _, d := range rep.Defects {
+		imgs += d.Images
+		if !(d.PixelAUROC >= 0 && d.PixelAUROC <= 1) {
+			t.Fatalf("%s/%s: P-AUROC %g", d.Category, d.Defect, d.PixelAUROC)
+		}
+	}
+	if imgs != 3+4 {
+		t.Fatalf("defect rows cover %d anomalous images, want 7", imgs)
+	}
 	// A random denoiser moves the predicted image between steps.
 	if !(rep.StepChange > 0) {
 		t.Fatalf("step change %g", rep.StepChange)
 	}
-	if out := Format(rep); !strings.Contains(out, "mean") || !strings.Contains(out, "/255") || !strings.Contains(out, "SG guidance") {
+	if out := Format(rep); !strings.Contains(out, "mean") || !strings.Contains(out, "/255") || !strings.Contains(out, "SG guidance") || !strings.Contains(out, "misplaced") {
 		t.Fatalf("format:\n%s", out)
 	}
 	// At initialisation the SG network's zero convolutions make it change

@@ -339,6 +339,17 @@ func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
 			t.Fatalf("frame %d reports start level %d, want 400", i, f.StartT)
 		}
 	}
+	// The first step and the final frame carry the noise schedule:
+	// sqrt(abar_t) every 10 timesteps, falling from ~1 at t = 0.
+	for _, i := range []int{0, 10} {
+		sig := frames[i].Signal
+		if frames[i].ScheduleStride != 10 || len(sig) != 101 || !(sig[0] > 0.99) || !(sig[100] < sig[50] && sig[50] < sig[0]) {
+			t.Fatalf("frame %d schedule: stride %d, %d values %v...", i, frames[i].ScheduleStride, len(sig), sig[:min(3, len(sig))])
+		}
+	}
+	if len(frames[1].Signal) != 0 {
+		t.Fatalf("step 2 repeats the schedule (%d values)", len(frames[1].Signal))
+	}
 	final, finalBlobs := frames[10], blobs[10]
 	// The CLI's predict on the same image and seed computes the same map.
 	cfg := evaluate.PredictConfig{Config: evaluate.DefaultConfig(), Store: true}

@@ -228,6 +228,10 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 	return h
 }
 
+// scheduleStride is the spacing in t of the noise schedule sent to the
+// explorer (101 values for 1000 timesteps).
+const scheduleStride = 10
+
 // knownProduct reports whether a denoise request may ask for p.
 func knownProduct(p string) bool {
 	switch p {
@@ -255,6 +259,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	size := d.e.ImageSize()
+	signal := d.e.SignalCurve(scheduleStride)
 	want := evaluate.Products{
 		Latents: wants(products, shared.ProductLatent) || wants(products, shared.ProductX0Latent) || wants(products, shared.ProductRawLatents),
 		Image:   wants(products, shared.ProductImage),
@@ -262,6 +267,9 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	}
 	emit := func(f evaluate.StepFrame) error {
 		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T, StartT: sampler.NoiseLevel()}
+		if f.Index == 0 {
+			frame.Signal, frame.ScheduleStride = signal, scheduleStride
+		}
 		var payloads [][]byte
 		var encErr error
 		add := func(b shared.Blob, data []byte) {
@@ -314,7 +322,8 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	if n == 0 {
 		n = sampler.Steps
 	}
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel()}
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel(),
+		Signal: signal, ScheduleStride: scheduleStride}
 	if hasTh {
 		final.Threshold = th
 		final.Anomalous = shared.Predicted(out.Score, th)

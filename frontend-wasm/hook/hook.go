@@ -33,6 +33,12 @@ type Trajectory struct {
 	Played    int
 	// Failed is the server's error when the trajectory could not run.
 	Failed string
+	// The noise schedule panel: how many points of sqrt(abar_t) came, the
+	// step t it highlights (the cursor's) and the signal and noise shares
+	// there (0 before the schedule came).
+	SchedulePoints int
+	HighlightT     int
+	Signal, Noise  float64
 }
 
 // Job is a job as the training monitor shows it.
@@ -76,6 +82,7 @@ type State struct {
 	Confusion   Confusion
 	Scale       string // heatmap colour scale: threshold or minmax
 	Latent      string // latent panels: rgb (projection) or channels
+	Captions    bool   // one-line captions under the explorer's panels
 	Trajectory  Trajectory
 	Jobs        []Job
 	SelectedJob string   // shown in the training monitor

@@ -35,16 +35,20 @@ type Final struct {
 
 // Trajectory is a request's stream of frames.
 type Trajectory struct {
-	Request  shared.DenoiseRequest
-	ID       string // the server's trajectory key
-	Total    int
-	StartT   int     // the noise level of the input (from the frames; 0 = not yet)
-	Steps    []*Step // len Total once the first frame came; nil = not yet
-	Final    *Final
-	Received int
-	Dropped  int // frames the server skipped for this client
-	Started  time.Time
-	Done     time.Time
+	Request shared.DenoiseRequest
+	ID      string // the server's trajectory key
+	Total   int
+	StartT  int // the noise level of the input (from the frames; 0 = not yet)
+	// Signal is sqrt(abar_t) every ScheduleStride timesteps (and the last),
+	// from the first step or the final frame; nil until one came.
+	Signal         []float32
+	ScheduleStride int
+	Steps          []*Step // len Total once the first frame came; nil = not yet
+	Final          *Final
+	Received       int
+	Dropped        int // frames the server skipped for this client
+	Started        time.Time
+	Done           time.Time
 }
 
 // New is an empty trajectory for a request.
@@ -80,6 +84,9 @@ func (t *Trajectory) Add(f shared.Frame, data [][]byte, now time.Time) error {
 	t.Dropped = max(t.Dropped, f.Dropped)
 	if f.StartT > 0 {
 		t.StartT = f.StartT
+	}
+	if len(f.Signal) > 0 && f.ScheduleStride > 0 {
+		t.Signal, t.ScheduleStride = f.Signal, f.ScheduleStride
 	}
 	switch f.Type {
 	case shared.TypeStep:
@@ -191,4 +198,19 @@ func (p *Player) Advance(t *Trajectory, dt time.Duration) {
 	if p.Cursor >= t.Total-1 && t.Final != nil {
 		p.Playing = false
 	}
+}
+
+// SignalAt is sqrt(abar_t), the share of the clean latent in z_t,
+// interpolated from the schedule the server sent (ok false before it came).
+func (t *Trajectory) SignalAt(step int) (signal float64, ok bool) {
+	if len(t.Signal) < 2 || t.ScheduleStride <= 0 || step < 0 {
+		return 0, false
+	}
+	x := float64(step) / float64(t.ScheduleStride)
+	i := int(x)
+	if i >= len(t.Signal)-1 {
+		return float64(t.Signal[len(t.Signal)-1]), true
+	}
+	f := x - float64(i)
+	return float64(t.Signal[i])*(1-f) + float64(t.Signal[i+1])*f, true
 }

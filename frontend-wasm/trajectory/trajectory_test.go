@@ -1,6 +1,7 @@
 package trajectory
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -103,5 +104,32 @@ func TestStartLevelComesFromTheFrames(t *testing.T) {
 	}
 	if tr.StartT != 450 || tr.Steps[0].T == tr.StartT {
 		t.Fatalf("start level %d, first step at t = %d", tr.StartT, tr.Steps[0].T)
+	}
+}
+
+func TestScheduleFromTheFrames(t *testing.T) {
+	now := time.Now()
+	tr := New(shared.DenoiseRequest{}, now)
+	if _, ok := tr.SignalAt(100); ok {
+		t.Fatal("a signal before any schedule came")
+	}
+	f, data := frame(0, 3)
+	f.Signal, f.ScheduleStride = []float32{1, 0.8, 0.5, 0.1}, 100 // t = 0, 100, 200, 300
+	if err := tr.Add(f, data, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		t    int
+		want float64
+	}{{0, 1}, {100, 0.8}, {150, 0.65}, {300, 0.1}, {999, 0.1}} {
+		got, ok := tr.SignalAt(c.t)
+		if !ok || math.Abs(got-c.want) > 1e-6 {
+			t.Errorf("SignalAt(%d) = %v, %v; want %v", c.t, got, ok, c.want)
+		}
+	}
+	// A later frame without the schedule keeps it.
+	g, gdata := frame(1, 3)
+	if err := tr.Add(g, gdata, now); err != nil || len(tr.Signal) != 4 {
+		t.Fatalf("schedule after a plain frame: %v, %v", tr.Signal, err)
 	}
 }

@@ -205,9 +205,11 @@ type App struct {
 	// latentChannels shows each latent channel on its own (signed scale)
 	// instead of the RGB projection.
 	latentChannels bool
-	editing        bool
-	note           []rune
-	runes          []rune
+	// captions shows a line under each explorer panel saying what it is.
+	captions bool
+	editing  bool
+	note     []rune
+	runes    []rune
 }
 
 // baseline is an empty ebiten game: opened with ?baseline=1 it shows what
@@ -656,6 +658,8 @@ func (a *App) keys() {
 		a.scaleMinMax = !a.scaleMinMax
 	case pressed(ebiten.KeyC):
 		a.latentChannels = !a.latentChannels
+	case pressed(ebiten.KeyH):
+		a.captions = !a.captions
 	case pressed(ebiten.KeyEnter) && a.tab == tabGallery:
 		a.openSelected()
 	case pressed(ebiten.KeyEscape):
@@ -774,6 +778,7 @@ func (a *App) stateJSON() string {
 	if a.scaleMinMax {
 		s.Scale = "minmax"
 	}
+	s.Captions = a.captions
 	s.Latent = "rgb"
 	if a.latentChannels {
 		s.Latent = "channels"
@@ -813,6 +818,10 @@ func (a *App) stateJSON() string {
 			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT, Failed: e.failed}
 		if t.Final != nil {
 			s.Trajectory.Score = t.Final.Score
+		}
+		s.Trajectory.SchedulePoints = len(t.Signal)
+		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
+			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
 		}
 	}
 	for _, id := range a.jobOrder {

@@ -397,14 +397,14 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		step = e.player.Cursor
 	}
 	// 1. input
-	in := panel(dst, cols[0], "Input")
+	in := panel(dst, a.caption(dst, cols[0], "the image under test"), "Input")
 	if e.inputTex != nil {
 		a.mark("explorer:input", drawImageFit(dst, e.inputTex, in, ebiten.FilterLinear))
 	} else {
 		placeholder(dst, in, e.waiting())
 	}
 	// 2. reconstruction: the final one, or the step's prediction meanwhile
-	rec := panel(dst, cols[1], "Reconstruction")
+	rec := panel(dst, a.caption(dst, cols[1], "the last step's image: defects should be gone, the rest kept"), "Reconstruction")
 	if t := e.tex["final:reconstruction"]; t != nil {
 		a.mark("explorer:reconstruction", drawImageFit(dst, t, rec, ebiten.FilterLinear))
 	} else if t := e.tex[fmt.Sprintf("step:%d:%s", step, shared.ProductImage)]; t != nil {
@@ -414,7 +414,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		placeholder(dst, rec, "waiting for frames…")
 	}
 	// 3. heatmap overlay: the final map of this trajectory, else the run's
-	hm := panel(dst, cols[2], "Anomaly map")
+	hm := panel(dst, a.caption(dst, cols[2], "where input and reconstruction differ: the verdict"), "Anomaly map")
 	var mapVals []float32
 	mw, mh := e.mapW, e.mapH
 	if e.traj != nil && e.traj.Final != nil {
@@ -449,10 +449,10 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	if step >= 0 && e.traj.Steps != nil && e.traj.Steps[step] != nil {
 		tLabel = fmt.Sprintf(" (t=%d)", e.traj.Steps[step].T)
 	}
-	names := []struct{ key, raw, title string }{
-		{shared.ProductLatent, shared.BlobRawZt, "Latent z_t" + tLabel},
-		{shared.ProductX0Latent, shared.BlobRawX0, "Predicted clean latent"},
-		{shared.ProductImage, "", "Predicted image"},
+	names := []struct{ key, raw, title, caption string }{
+		{shared.ProductLatent, shared.BlobRawZt, "Latent z_t" + tLabel, "the input's latent with noise of level t: what the denoiser sees"},
+		{shared.ProductX0Latent, shared.BlobRawX0, "Predicted clean latent", "the clean latent the denoiser, guided by the SG network, predicts from z_t"},
+		{shared.ProductImage, "", "Predicted image", "that prediction decoded to pixels"},
 	}
 	for i, n := range names {
 		channels := n.raw != "" && a.latentChannels
@@ -460,7 +460,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		if channels {
 			title += " · channels"
 		}
-		p := panel(dst, srow[i], title)
+		p := panel(dst, a.caption(dst, srow[i], n.caption), title)
 		// While a step's picture decodes, the nearest earlier one stays
 		// (a panel that had a picture never goes blank).
 		t, shown := e.nearestTex(step, n.key)
@@ -485,7 +485,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 			a.hit("latent:"+n.key, srow[i], func() { a.latentChannels = !a.latentChannels })
 		}
 	}
-	p := panel(dst, srow[3], "Step anomaly map")
+	p := panel(dst, a.caption(dst, srow[3], "anomaly map of this step's predicted image against the input"), "Step anomaly map")
 	if step >= 0 {
 		k := step
 		v, w, h := e.stepMap(k)
@@ -546,7 +546,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
 // the score-vs-step chart.
 func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	e := a.exp
-	left, chart := r.cutLeft(r.W*0.6, 8)
+	left, chart := r.cutLeft(r.W*0.5, 8)
 	inner := panel(dst, left, "Timeline")
 	t, p := e.traj, e.player
 	bx := inner.X
@@ -566,7 +566,10 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 			p.StepTime = a.stepTime()
 		}
 	})
-	bx += 108
+	// Captions under every panel (h), for teaching.
+	caps := "captions"
+	a.button(dst, rect{bx + 268, by, 86, 28}, "captions", caps, a.captions, func() { a.captions = !a.captions })
+	bx += 198
 	info := "no trajectory"
 	if t != nil && t.Total > 0 {
 		info = fmt.Sprintf("step %d / %d   t = %d   received %d/%d", p.Cursor+1, t.Total, stepT(t, p.Cursor), t.Received, t.Total)
@@ -579,7 +582,7 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	} else if t != nil {
 		info = "waiting for the first frame…"
 	}
-	drawText(dst, clip(info, inner.W-170, sizeSmall), bx+166, by+8, sizeSmall, colDim)
+	drawText(dst, clip(info, inner.X+inner.W-(bx+166), sizeSmall), bx+166, by+8, sizeSmall, colDim)
 	scrub := rect{inner.X, by + 38, inner.W, inner.H - 42}
 	fill(dst, scrub, colBG)
 	a.mark("scrubber", scrub)
@@ -605,7 +608,82 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 			}
 		}
 	}
-	a.drawScoreChart(dst, chart)
+	sched, scores := chart.cutLeft(chart.W*0.5, 8)
+	a.drawSchedule(dst, sched)
+	a.drawScoreChart(dst, scores)
+}
+
+// caption draws a one-line caption under a panel when captions are on and
+// returns the panel's remaining area.
+func (a *App) caption(dst *ebiten.Image, r rect, text string) rect {
+	if !a.captions {
+		return r
+	}
+	p, c := r.cutTop(r.H-16, 2)
+	drawText(dst, clip(text, c.W, sizeSmall), c.X+2, c.Y, sizeSmall, colDim)
+	return p
+}
+
+// scheduleHighlight is the timestep of step i and sqrt(abar) there (ok
+// false before the schedule or the step came).
+func scheduleHighlight(t *trajectory.Trajectory, i int) (ht int, signal float64, ok bool) {
+	if i < 0 || i >= len(t.Steps) || t.Steps[i] == nil {
+		return 0, 0, false
+	}
+	ht = t.Steps[i].T
+	signal, ok = t.SignalAt(ht)
+	return ht, signal, ok
+}
+
+// drawSchedule is the noise schedule: the shares of the clean latent
+// (signal, sqrt(abar_t)) and of the noise (sqrt(1-abar_t)) in z_t over t,
+// the start level, a tick at each step's t and the current step.
+func (a *App) drawSchedule(dst *ebiten.Image, r rect) {
+	inner := panel(dst, a.caption(dst, r, "z_t = signal x clean + noise x random; DDIM walks t down"), "Noise schedule")
+	e := a.exp
+	t := e.traj
+	if t == nil || len(t.Signal) < 2 {
+		placeholder(dst, inner, "–")
+		return
+	}
+	plot := rect{inner.X + 2, inner.Y + 2, inner.W - 4, inner.H - 18}
+	a.mark("schedule", plot)
+	fill(dst, plot, colBG)
+	tMax := float32((len(t.Signal) - 1) * t.ScheduleStride)
+	px := func(ts int) float32 { return plot.X + plot.W*min(float32(ts)/tMax, 1) }
+	py := func(v float64) float32 { return plot.Y + plot.H*(1-float32(v)) }
+	noise := func(s float64) float64 { return math.Sqrt(max(0, 1-s*s)) }
+	for i := 1; i < len(t.Signal); i++ {
+		t0, t1 := (i-1)*t.ScheduleStride, i*t.ScheduleStride
+		s0, s1 := float64(t.Signal[i-1]), float64(t.Signal[i])
+		line(dst, px(t0), py(s0), px(t1), py(s1), 2, colAccent)
+		line(dst, px(t0), py(noise(s0)), px(t1), py(noise(s1)), 2, colAnomaly)
+	}
+	if t.StartT > 0 { // the start level, dashed
+		x := px(t.StartT)
+		for y := plot.Y; y < plot.Y+plot.H; y += 6 {
+			line(dst, x, y, x, min(y+3, plot.Y+plot.H), 1, colText)
+		}
+		drawText(dst, fmt.Sprintf("t0 %d", t.StartT), min(x+3, plot.X+plot.W-40), plot.Y+1, sizeSmall, colText)
+	}
+	for _, st := range t.Steps { // each sampler step's t
+		if st == nil {
+			continue
+		}
+		if s, ok := t.SignalAt(st.T); ok {
+			fill(dst, rect{px(st.T) - 1, py(s) - 3, 3, 6}, colBorder)
+		}
+	}
+	if ht, s, ok := scheduleHighlight(t, e.player.Cursor); ok {
+		x := px(ht)
+		line(dst, x, plot.Y, x, plot.Y+plot.H, 1, colDim)
+		fill(dst, rect{x - 4, py(s) - 4, 8, 8}, colAccent)
+		fill(dst, rect{x - 4, py(noise(s)) - 4, 8, 8}, colAnomaly)
+		info := fmt.Sprintf("t %d: signal %.2f, noise %.2f", ht, s, noise(s))
+		drawText(dst, clip(info, plot.W, sizeSmall), plot.X+2, plot.Y+plot.H+2, sizeSmall, colText)
+	}
+	drawText(dst, "signal", plot.X+4, py(1)+2, sizeSmall, colAccent)
+	drawText(dst, "noise", plot.X+plot.W-textWidth("noise", sizeSmall)-4, py(1)+2, sizeSmall, colAnomaly)
 }
 
 func stepT(t *trajectory.Trajectory, i int) int {
