@@ -44,7 +44,7 @@ run: build web
 # under the race detector (libtorch's OpenMP threads are invisible to it).
 RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stream ./backend/strictjson \
 	./backend/visual ./datasets ./frontend-wasm/api ./frontend-wasm/gallery ./frontend-wasm/trajectory \
-	./frontend-wasm/tuning ./results ./shared ./backend/torchpickle
+	./frontend-wasm/tuning ./results ./shared ./backend/torchpickle ./backend/shard ./backend/summary ./backend/merge
 
 # errcheck, from the Go module proxy at a fixed version: no error may go
 # unchecked or be assigned to _ (-blank)

@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
@@ -94,33 +95,12 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 	s := int64(cfg.ImageSize)
 	x := noise.Normal([]int64{int64(batch), 3, s, s}, d)
 	defer x.MustDrop()
-	m.SetFreeze(model.FreezeNone)
-	opt, err := optim.NewAdamW(m.Store.Trainable(), optim.ReferenceAdamW)
+	step, freeOpt, err := trainStep(m, x, noise)
 	if err != nil {
 		return res, err
 	}
-	defer opt.Free()
-	step := func() error {
-		opt.ZeroGrad()
-		loss, err := m.TrainLoss(x, noise)
-		if err != nil {
-			return err
-		}
-		if err := loss.Backward(); err != nil {
-			return err
-		}
-		loss.MustDrop()
-		opt.Update()
-		return nil
-	}
-	recon := func() error {
-		rec, err := m.Reconstruct(ctx, x, cfg.Sampler, noise, nil)
-		if err != nil {
-			return err
-		}
-		rec.Free()
-		return nil
-	}
+	defer freeOpt()
+	recon := func() error { return reconstructOnce(ctx, m, x, noise) }
 	for _, phase := range []struct {
 		name string
 		run  func() error
@@ -145,4 +125,38 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 		*phase.peak = torchrt.PeakRSSMiB()
 	}
 	return res, nil
+}
+
+// trainStep prepares optimizer steps of all of m's weights on the batch x
+// (forward, backward, AdamW), as the benchmarks time them.
+func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise) (step func() error, free func(), err error) {
+	m.SetFreeze(model.FreezeNone)
+	opt, err := optim.NewAdamW(m.Store.Trainable(), optim.ReferenceAdamW)
+	if err != nil {
+		return nil, nil, err
+	}
+	step = func() error {
+		opt.ZeroGrad()
+		loss, err := m.TrainLoss(x, noise)
+		if err != nil {
+			return err
+		}
+		if err := loss.Backward(); err != nil {
+			return err
+		}
+		loss.MustDrop()
+		opt.Update()
+		return nil
+	}
+	return step, opt.Free, nil
+}
+
+// reconstructOnce runs the model's reference reconstruction of x and frees it.
+func reconstructOnce(ctx context.Context, m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise) error {
+	rec, err := m.Reconstruct(ctx, x, m.Config.Sampler, noise, nil)
+	if err != nil {
+		return err
+	}
+	rec.Free()
+	return nil
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
-	"github.com/diad-project/diad/backend/optim"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -152,34 +151,13 @@ func newSharingWorkerCmd() *cobra.Command {
 			var step func() error
 			switch work {
 			case "train":
-				m.SetFreeze(model.FreezeNone)
-				opt, err := optim.NewAdamW(m.Store.Trainable(), optim.ReferenceAdamW)
-				if err != nil {
+				var free func()
+				if step, free, err = trainStep(m, x, noise); err != nil {
 					return err
 				}
-				defer opt.Free()
-				step = func() error {
-					opt.ZeroGrad()
-					loss, err := m.TrainLoss(x, noise)
-					if err != nil {
-						return err
-					}
-					if err := loss.Backward(); err != nil {
-						return err
-					}
-					loss.MustDrop()
-					opt.Update()
-					return nil
-				}
+				defer free()
 			case "recon":
-				step = func() error {
-					rec, err := m.Reconstruct(cmd.Context(), x, cfg.Sampler, noise, nil)
-					if err != nil {
-						return err
-					}
-					rec.Free()
-					return nil
-				}
+				step = func() error { return reconstructOnce(cmd.Context(), m, x, noise) }
 			default:
 				return fmt.Errorf("--work %q: want train or recon", work)
 			}

@@ -68,7 +68,7 @@ mkdir -p "$work/state" "$work/spool" "$data/jobs"
 export SLURM_CONF="$work/slurm.conf"
 cat > "$SLURM_CONF" <<CONF
 ClusterName=diadtest
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=16817
@@ -92,7 +92,7 @@ SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
-NodeName=$host CPUs=2 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 slurmctld -f "$SLURM_CONF" || die "slurmctld did not start: $(tail -5 "$work/slurmctld.log" 2>/dev/null)"
