@@ -12,7 +12,6 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/diad-project/diad/backend/atomicfile"
-	"github.com/diad-project/diad/shared"
 )
 
 // Label is an analyst's verdict on one image.
@@ -141,13 +140,7 @@ func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 	if err != nil {
 		return err
 	}
-	for i := range rows {
-		rows[i].Threshold = t.Value
-		rows[i].Predicted = 0
-		if shared.Predicted(rows[i].Score, t.Value) {
-			rows[i].Predicted = 1
-		}
-	}
+	ApplyThreshold(rows, t.Value)
 	if err := s.replace(id, ImagesFile, rows); err != nil {
 		return err
 	}

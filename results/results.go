@@ -187,18 +187,33 @@ func (s Store) Write(run Run) error {
 	defer os.RemoveAll(tmp) // no-op after the rename
 	run.Meta.SchemaVersion = SchemaVersion
 	run.Meta.Files = map[string]string{}
-	files := []folderFile{
-		{ImagesFile, func(p string) error { return parquet.WriteFile(p, run.Images, writeOpts()...) }},
-		{MetricsFile, func(p string) error { return parquet.WriteFile(p, toNullable(run.Metrics), writeOpts()...) }},
-		{MapsFile, func(p string) error { return parquet.WriteFile(p, run.Maps, writeOpts()...) }},
-	}
-	if err := fillFolder(tmp, files, run.Meta.Files, RunFile, run.Meta); err != nil {
+	if err := fillFolder(tmp, run.files(), run.Meta.Files, RunFile, run.Meta); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
 	return syncDir(s.Root)
+}
+
+// files are a run's Parquet files as fillFolder and WriteMerged write them.
+func (run Run) files() []folderFile {
+	return []folderFile{
+		{ImagesFile, func(p string) error { return parquet.WriteFile(p, run.Images, writeOpts()...) }},
+		{MetricsFile, func(p string) error { return parquet.WriteFile(p, toNullable(run.Metrics), writeOpts()...) }},
+		{MapsFile, func(p string) error { return parquet.WriteFile(p, run.Maps, writeOpts()...) }},
+	}
+}
+
+// ApplyThreshold sets each row's threshold and predicted label.
+func ApplyThreshold(rows []ImageRow, th float64) {
+	for i := range rows {
+		rows[i].Threshold = th
+		rows[i].Predicted = 0
+		if shared.Predicted(rows[i].Score, th) {
+			rows[i].Predicted = 1
+		}
+	}
 }
 
 // folderFile is one Parquet file of a run or partition folder.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/shard"
-	"github.com/diad-project/diad/shared"
 )
 
 // Files of a shard's partition (a hive-style folder shard=IIII-of-NNNN
@@ -271,24 +270,14 @@ func (s Store) WriteMerged(run Run, keep func(old RunMeta) (ThresholdInfo, bool)
 		if keep != nil {
 			if th, ok := keep(old); ok {
 				run.Meta.Threshold = th
-				for i := range run.Images {
-					run.Images[i].Threshold = th.Value
-					run.Images[i].Predicted = 0
-					if shared.Predicted(run.Images[i].Score, th.Value) {
-						run.Images[i].Predicted = 1
-					}
-				}
+				ApplyThreshold(run.Images, th.Value)
 			}
 		}
 	}
 	dir := s.Dir(id)
 	run.Meta.SchemaVersion = SchemaVersion
 	run.Meta.Files = map[string]string{}
-	files := []folderFile{
-		{ImagesFile, func(p string) error { return parquet.WriteFile(p, run.Images, writeOpts()...) }},
-		{MetricsFile, func(p string) error { return parquet.WriteFile(p, toNullable(run.Metrics), writeOpts()...) }},
-		{MapsFile, func(p string) error { return parquet.WriteFile(p, run.Maps, writeOpts()...) }},
-	}
+	files := run.files()
 	for _, f := range files {
 		tmp := filepath.Join(dir, ".merge-"+f.name)
 		if err := f.write(tmp); err != nil {

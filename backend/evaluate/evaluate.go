@@ -306,20 +306,27 @@ func RelPath(root, path string) string {
 	return filepath.ToSlash(path)
 }
 
+// runID is the run a command writes: cfg.RunID, which a shard must give
+// (every shard of a run writes into it), or a new one.
+func (cfg Config) runID(now time.Time) (string, error) {
+	switch {
+	case cfg.RunID == "" && cfg.Shard != nil:
+		return "", fmt.Errorf("a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`)")
+	case cfg.RunID == "":
+		return results.NewRunID(now), nil
+	case !results.ValidRunID(cfg.RunID):
+		return "", fmt.Errorf("bad run id %q (want the form `diad run-id` prints)", cfg.RunID)
+	}
+	return cfg.RunID, nil
+}
+
 // Test evaluates the test split of cfg.Data and writes a results run, or,
 // with cfg.Shard, the shard's partition of run cfg.RunID.
 func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	start := time.Now()
-	if cfg.Shard != nil {
-		if !results.ValidRunID(cfg.RunID) {
-			return Report{}, fmt.Errorf("evaluate: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", cfg.RunID)
-		}
-	}
-	runID := cfg.RunID
-	if runID == "" {
-		runID = results.NewRunID(start)
-	} else if !results.ValidRunID(runID) {
-		return Report{}, fmt.Errorf("evaluate: bad run id %q (want the form `diad run-id` prints)", runID)
+	runID, err := cfg.runID(start)
+	if err != nil {
+		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
 	split, err := OpenTestSplit(cfg)
 	if err != nil {
@@ -398,7 +405,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
-	summary.ApplyThreshold(rows, th.Value)
+	results.ApplyThreshold(rows, th.Value)
 	run := results.Run{Images: rows, Maps: maps, Metrics: summary.MetricRows(runID, tab)}
 	run.Meta = meta(runID, "test", cfg, p, ix, th, now)
 	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}

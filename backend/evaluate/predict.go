@@ -127,20 +127,15 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 		return nil, "", fmt.Errorf("predict: %w", err)
 	}
 	start := time.Now()
-	runID := cfg.RunID
 	if cfg.Shard != nil {
 		if err := cfg.Shard.Validate(); err != nil {
 			return nil, "", fmt.Errorf("predict: %w", err)
 		}
 		cfg.Store = true
-		if !results.ValidRunID(runID) {
-			return nil, "", fmt.Errorf("predict: a sharded run needs a run id shared by every shard (--run-id, e.g. from `diad run-id`), got %q", runID)
-		}
 	}
-	if runID == "" {
-		runID = results.NewRunID(start)
-	} else if !results.ValidRunID(runID) {
-		return nil, "", fmt.Errorf("predict: bad run id %q (want the form `diad run-id` prints)", runID)
+	runID, err := cfg.runID(start)
+	if err != nil {
+		return nil, "", fmt.Errorf("predict: %w", err)
 	}
 	paths := make([]string, len(inputs))
 	var mine []int // positions of the inputs this process scores

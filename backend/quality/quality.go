@@ -75,10 +75,9 @@ func (r Report) Mean() Row { return r.Rows[len(r.Rows)-1] }
 
 type catAcc struct {
 	metrics.Category
-	defects       []string // defect type of each map ("good" for normal images)
-	psnr, ssim    []float64
-	inSum, outSum float64
-	inN, outN     int64
+	defects    []string // defect type of each map ("good" for normal images)
+	psnr, ssim []float64
+	removal    inOut
 }
 
 // Measure evaluates cfg's checkpoint on the test split of cfg.Data.
@@ -159,15 +158,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 				c.ssim = append(c.ssim, ssims[i])
 				continue
 			}
-			for j, v := range scored[i].Map {
-				if it.Mask[j] {
-					c.inSum += float64(v)
-					c.inN++
-				} else {
-					c.outSum += float64(v)
-					c.outN++
-				}
-			}
+			c.removal.add(scored[i].Map, it.Mask)
 		}
 		rep.Images += len(r.Batch.Items)
 	}
@@ -192,10 +183,8 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	for _, n := range names {
 		c := byCat[n]
 		row := Row{Category: n, ImageAUROC: values[n][metrics.ImageAUROC], PixelAUROC: values[n][metrics.PixelAUROC], PRO: values[n][metrics.AUPRO],
-			PSNR: avg(c.psnr), SSIM: avg(c.ssim), Removal: math.NaN()}
-		if c.inN > 0 && c.outN > 0 && c.outSum > 0 {
-			row.Removal = (c.inSum / float64(c.inN)) / (c.outSum / float64(c.outN))
-		}
+			PSNR: avg(c.psnr), SSIM: avg(c.ssim)}
+		row.Removal = c.removal.ratio()
 		rep.Rows = append(rep.Rows, row)
 	}
 	mean.Category = "mean"
@@ -320,6 +309,33 @@ func ssimPerImage(x *ts.Tensor, scored []evaluate.Scored, size int) (out []float
 }
 
 // Format renders the report as a table (metrics in percent).
+// inOut accumulates anomaly-map values inside and outside defect masks.
+type inOut struct {
+	inSum, outSum float64
+	inN, outN     int64
+}
+
+func (a *inOut) add(m []float32, mask []bool) {
+	for j, v := range m {
+		if mask[j] {
+			a.inSum += float64(v)
+			a.inN++
+		} else {
+			a.outSum += float64(v)
+			a.outN++
+		}
+	}
+}
+
+// ratio is the defect removal: mean inside the masks / mean outside (NaN
+// without both).
+func (a inOut) ratio() float64 {
+	if a.inN == 0 || a.outN == 0 || !(a.outSum > 0) {
+		return math.NaN()
+	}
+	return (a.inSum / float64(a.inN)) / (a.outSum / float64(a.outN))
+}
+
 // byDefect splits a category's pixel figures by defect type.
 func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
 	var goodScores []float32
@@ -340,32 +356,20 @@ func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
 	for _, d := range order {
 		var scores []float32
 		var labels []bool
-		var in, outSum float64
-		var inN, outN int64
+		var io inOut
 		for _, i := range kinds[d] {
 			m := c.Maps[i]
 			scores = append(scores, m.Scores...)
 			labels = append(labels, m.Mask...)
-			for j, v := range m.Scores {
-				if m.Mask[j] {
-					in += float64(v)
-					inN++
-				} else {
-					outSum += float64(v)
-					outN++
-				}
-			}
+			io.add(m.Scores, m.Mask)
 		}
 		scores = append(scores, goodScores...)
 		labels = append(labels, make([]bool, len(goodScores))...)
-		row := DefectRow{Category: cat, Defect: d, Images: len(kinds[d]), PixelAUROC: math.NaN(), Removal: math.NaN()}
+		row := DefectRow{Category: cat, Defect: d, Images: len(kinds[d]), PixelAUROC: math.NaN(), Removal: io.ratio()}
 		if b, err := metrics.BinaryMetrics(scores, labels); err == nil {
 			row.PixelAUROC = b.AUROC
 		} else if !errors.Is(err, metrics.ErrOneClass) {
 			return nil, fmt.Errorf("quality: %s/%s: %w", cat, d, err)
-		}
-		if inN > 0 && outN > 0 && outSum > 0 {
-			row.Removal = (in / float64(inN)) / (outSum / float64(outN))
 		}
 		out = append(out, row)
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/results"
-	"github.com/diad-project/diad/shared"
 )
 
 // Image is one scored test image: its result row, and, for pixel metrics,
@@ -151,15 +150,4 @@ func Spec(th results.ThresholdInfo) string {
 		return strconv.FormatFloat(th.Value, 'g', -1, 64)
 	}
 	return th.Policy
-}
-
-// ApplyThreshold sets each row's threshold and predicted label.
-func ApplyThreshold(rows []results.ImageRow, th float64) {
-	for i := range rows {
-		rows[i].Threshold = th
-		rows[i].Predicted = 0
-		if shared.Predicted(rows[i].Score, th) {
-			rows[i].Predicted = 1
-		}
-	}
 }
