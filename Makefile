@@ -44,7 +44,7 @@ run: build web
 # under the race detector (libtorch's OpenMP threads are invisible to it).
 RACE_PKGS = ./backend/atomicfile ./backend/jobs ./backend/metrics ./backend/stream ./backend/strictjson \
 	./backend/visual ./datasets ./frontend-wasm/api ./frontend-wasm/gallery ./frontend-wasm/trajectory \
-	./frontend-wasm/tuning ./results ./shared ./backend/torchpickle ./backend/shard ./backend/summary ./backend/merge
+	./frontend-wasm/tuning ./results ./shared ./backend/torchpickle ./backend/shard ./backend/summary ./backend/merge ./backend/storyboard
 
 # errcheck, from the Go module proxy at a fixed version: no error may go
 # unchecked or be assigned to _ (-blank)
@@ -73,7 +73,8 @@ test: setup lint
 # reports as a failure (golang/go#51484).
 FUZZ_TARGETS = ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
 	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors \
-	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen ./backend/shard:FuzzParse ./results:FuzzShardFiles
+	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen ./backend/shard:FuzzParse ./results:FuzzShardFiles \
+	./backend/storyboard:FuzzParseOptions ./shared:FuzzParseTrajectoryExport
 FUZZTIME ?= 100000x
 TEST_FUZZTIME ?= 2000x
 

@@ -86,6 +86,28 @@ type DenoiseRequest struct {
 	Eta      *float64 `json:"eta,omitempty"`
 	Seed     uint64   `json:"seed,omitempty"`
 	Products []string `json:"products,omitempty"`
+	// Guidance is what steers the denoiser: GuidanceSG (absent means it,
+	// DiAD) or GuidanceNone, the SG network switched off, to show what it
+	// adds (same image, seed and sampler).
+	Guidance string `json:"guidance,omitempty"`
+}
+
+// Guidance variants of a trajectory.
+const (
+	GuidanceSG   = "sg"   // the Semantic-Guided network steers the UNet (DiAD)
+	GuidanceNone = "none" // the SG network switched off: its controls zeroed
+)
+
+// GuidanceOrDefault is the request's guidance, GuidanceSG when absent; an
+// unknown value is an error naming the known ones.
+func (r DenoiseRequest) GuidanceOrDefault() (string, error) {
+	switch r.Guidance {
+	case "", GuidanceSG:
+		return GuidanceSG, nil
+	case GuidanceNone:
+		return GuidanceNone, nil
+	}
+	return "", fmt.Errorf("field \"guidance\": unknown guidance %q (want %q or %q)", r.Guidance, GuidanceSG, GuidanceNone)
 }
 
 // SamplerOverride is what the request changes of the model's sampler: an
@@ -125,7 +147,10 @@ type Frame struct {
 	Protocol int    `json:"protocol"`
 	// Trajectory identifies the reconstruction the frame belongs to.
 	Trajectory string `json:"trajectory"`
-	Step       int    `json:"step"`  // 0-based; for final = Total
+	// Guidance is the variant the trajectory runs (GuidanceSG or
+	// GuidanceNone), so that a client showing both tells them apart.
+	Guidance string `json:"guidance,omitempty"`
+	Step     int    `json:"step"`  // 0-based; for final = Total
 	Total      int    `json:"total"` // number of steps
 	T          int    `json:"t"`     // diffusion timestep of the step
 	// StartT is the level the input latent was noised to (the sampler's

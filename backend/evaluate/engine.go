@@ -99,12 +99,25 @@ type Outcome struct {
 	Recon []float32 // 3*S*S reconstruction, ImageNet-normalised
 }
 
-// Trajectory reconstructs the image at path with sampler and the image's
-// noise seed, calls emit after every step with what want asks for, and
-// returns the final map and score. The compute lane is held for one step at
-// a time and released before emit, so a long trajectory lets others' steps
-// in and emit may encode at leisure.
-func (e *Engine) Trajectory(ctx context.Context, path string, sampler shared.SamplerConfig, seed uint64, want Products, emit func(StepFrame) error) (out Outcome, err error) {
+// TrajectorySpec is the reconstruction a trajectory shows: an image file,
+// the sampler and the image's noise seed, and whether the SG network steers
+// the denoiser.
+type TrajectorySpec struct {
+	Path    string
+	Sampler shared.SamplerConfig
+	Seed    uint64
+	// Unguided switches the SG network off (model.WithoutGuidance), to show
+	// what it adds.
+	Unguided bool
+}
+
+// Trajectory reconstructs spec's image with its sampler and noise seed,
+// calls emit after every step with what want asks for, and returns the
+// final map and score. The compute lane is held for one step at a time and
+// released before emit, so a long trajectory lets others' steps in and
+// emit may encode at leisure.
+func (e *Engine) Trajectory(ctx context.Context, spec TrajectorySpec, want Products, emit func(StepFrame) error) (out Outcome, err error) {
+	path := spec.Path
 	size := e.ImageSize()
 	it, err := datasets.LoadItem(datasets.Sample{Path: path}, size)
 	if err != nil {
@@ -123,7 +136,11 @@ func (e *Engine) Trajectory(ctx context.Context, path string, sampler shared.Sam
 			}
 			return emit(f) // outside the lane: the caller may encode at leisure
 		}
-		rec, err := m.Reconstruct(ctx, x, sampler, diffusion.NewNoise(seed), hook, model.PerStepLane())
+		opts := []model.ReconstructOption{model.PerStepLane()}
+		if spec.Unguided {
+			opts = append(opts, model.WithoutGuidance())
+		}
+		rec, err := m.Reconstruct(ctx, x, spec.Sampler, diffusion.NewNoise(spec.Seed), hook, opts...)
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,7 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		outA, errA = e.Trajectory(context.Background(), a, sampler, results.ImageSeed(7, 0), Products{Latents: true, Map: true}, func(f StepFrame) error {
+		outA, errA = e.Trajectory(context.Background(), TrajectorySpec{Path: a, Sampler: sampler, Seed: results.ImageSeed(7, 0)}, Products{Latents: true, Map: true}, func(f StepFrame) error {
 			mu.Lock()
 			order = append(order, "a")
 			mu.Unlock()
@@ -87,7 +87,7 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		<-startB
-		outB, errB = e.Trajectory(context.Background(), b, sampler, results.ImageSeed(7, 0), Products{}, func(f StepFrame) error {
+		outB, errB = e.Trajectory(context.Background(), TrajectorySpec{Path: b, Sampler: sampler, Seed: results.ImageSeed(7, 0)}, Products{}, func(f StepFrame) error {
 			mu.Lock()
 			order = append(order, "b")
 			mu.Unlock()
@@ -128,7 +128,7 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 	}
 	// A trajectory holds no tensors once it returns.
 	torchtest.RequireNoLeak(t, "Trajectory", 0, func() {
-		if _, err := e.Trajectory(context.Background(), a, sampler, 1, Products{Latents: true, Image: true, Map: true}, func(StepFrame) error { return nil }); err != nil {
+		if _, err := e.Trajectory(context.Background(), TrajectorySpec{Path: a, Sampler: sampler, Seed: 1}, Products{Latents: true, Image: true, Map: true}, func(StepFrame) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	})

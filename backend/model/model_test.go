@@ -588,3 +588,35 @@ func TestTrainLossRemovingReducesToTrainLoss(t *testing.T) {
 		t.Fatal("one flag for two images accepted")
 	}
 }
+
+// WithoutGuidance denoises as if the SG network's controls were zero: with a
+// steering SG network the result changes, and it equals the guided result of
+// the same model with the SG network's output zeroed.
+func TestReconstructWithoutGuidance(t *testing.T) {
+	m := newTiny(t)
+	randomise(m, PrefixUNet)
+	images, _ := tinyInputs(m, 1, 17)
+	defer images.MustDrop()
+	c := diffusion.SamplerConfig{StartT: 400, Steps: 4}
+	run := func(opts ...ReconstructOption) Reconstruction {
+		rec, err := m.Reconstruct(context.Background(), images, c, diffusion.NewNoise(9), nil, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	zeroSG := run() // fresh SG network: zero convolutions
+	defer zeroSG.Free()
+	torchrt.NoGrad(func() { torchrt.Fill_(m.Store.Get(PrefixSG+"middle_block_out.0.bias").Tensor, 0.5) })
+	guided := run()
+	defer guided.Free()
+	unguided := run(WithoutGuidance())
+	defer unguided.Free()
+	if equalBits(guided.Latent, unguided.Latent) {
+		t.Fatal("switching a steering SG network off changed nothing")
+	}
+	if !equalBits(zeroSG.Latent, unguided.Latent) {
+		t.Fatal("without guidance differs from the same model with zero SG controls")
+	}
+	torchtest.RequireNoLeak(t, "Reconstruct without guidance", 0, func() { run(WithoutGuidance()).Free() })
+}

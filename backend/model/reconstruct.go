@@ -150,7 +150,7 @@ func (r Reconstruction) Free() {
 // ReconstructOption changes how Reconstruct runs.
 type ReconstructOption func(*reconstructOptions)
 
-type reconstructOptions struct{ perStepLane bool }
+type reconstructOptions struct{ perStepLane, unguided bool }
 
 // PerStepLane makes Reconstruct take the process's compute lane
 // (torchrt.LockCompute) itself, separately for the encoding, each denoiser
@@ -159,6 +159,13 @@ type reconstructOptions struct{ perStepLane bool }
 // caller holds the lane for the whole batch, if it wants one.
 func PerStepLane() ReconstructOption {
 	return func(o *reconstructOptions) { o.perStepLane = true }
+}
+
+// WithoutGuidance switches the SG network off: the UNet denoises without
+// its controls (as if they were zero), the same image, noise and sampler
+// otherwise. It shows what the SG network adds; DiAD never runs this way.
+func WithoutGuidance() ReconstructOption {
+	return func(o *reconstructOptions) { o.unguided = true }
 }
 
 // Reconstruct runs DiAD's inference on a batch of ImageNet-normalised images:
@@ -212,6 +219,9 @@ func (m *DiAD) Reconstruct(ctx context.Context, images *ts.Tensor, cfg diffusion
 			tb := make([]int, b)
 			for i := range tb {
 				tb[i] = t
+			}
+			if o.unguided {
+				return m.PredictEpsUnguided(z, tb)
 			}
 			return m.PredictEps(z, tb, images)
 		}

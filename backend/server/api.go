@@ -68,6 +68,7 @@ func (s *Server) routes() {
 	g.GET("/runs/:run/metrics", s.runMetrics)
 	g.GET("/runs/:run/files/:file", s.runFile)
 	g.GET("/runs/:run/export", s.runExport)
+	g.GET("/trajectory", s.trajectoryExport)
 	g.GET("/ws/jobs/:id", s.wsJob)
 	g.GET("/ws/denoise", s.wsDenoise)
 	g.GET("/ws/changes", s.wsChanges)

@@ -20,7 +20,6 @@ import (
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/backend/strictjson"
-	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
@@ -103,8 +102,8 @@ func encodePNG(img image.Image) ([]byte, error) {
 }
 
 // trajectoryKey identifies identical requests, which share one computation.
-func trajectoryKey(model, source string, sampler shared.SamplerConfig, seed uint64, products []string) string {
-	return fmt.Sprintf("%s|%s|%s|%d|%d|%g|%v|%d|%v", model, source, sampler.KindOrDefault(), sampler.StartT, sampler.Steps, sampler.Eta, sampler.Timesteps, seed, products)
+func trajectoryKey(model, source string, sampler shared.SamplerConfig, seed uint64, products []string, guidance string) string {
+	return fmt.Sprintf("%s|%s|%s|%d|%d|%g|%v|%d|%v|%s", model, source, sampler.KindOrDefault(), sampler.StartT, sampler.Steps, sampler.Eta, sampler.Timesteps, seed, products, guidance)
 }
 
 // denoiseSource is the image a denoise request names and, for the image of
@@ -189,12 +188,12 @@ type trajectoryEntry struct {
 
 // trajectory returns the hub of the (shared) computation for r: a running
 // one, a recently finished one (replayed from its history), or a new one.
-func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.SamplerConfig, r shared.DenoiseRequest) *stream.Hub {
+func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.SamplerConfig, r shared.DenoiseRequest, guidance string) *stream.Hub {
 	products := r.Products
 	if len(products) == 0 {
 		products = shared.DefaultProducts
 	}
-	key := trajectoryKey(d.path, src.path, sampler, src.seed, products)
+	key := trajectoryKey(d.path, src.path, sampler, src.seed, products, guidance)
 	s.trajMu.Lock()
 	defer s.trajMu.Unlock()
 	now := time.Now()
@@ -211,7 +210,7 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
 	go func() {
-		err := s.compute(d, src, sampler, products, key, h)
+		err := s.compute(d, evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}, products, key, h)
 		s.trajMu.Lock()
 		defer s.trajMu.Unlock()
 		if err != nil {
@@ -255,7 +254,12 @@ func wants(products []string, p string) bool {
 // and outside the compute lane; the encoding (PNG, float16, quantised maps)
 // happens here. The final map is the one `diad predict` computes for the
 // same image, sampler and seed.
-func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerConfig, products []string, key string, h *stream.Hub) error {
+func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, products []string, key string, h *stream.Hub) error {
+	sampler := spec.Sampler
+	guidance := shared.GuidanceSG
+	if spec.Unguided {
+		guidance = shared.GuidanceNone
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	size := d.e.ImageSize()
@@ -266,7 +270,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 		Map:     wants(products, shared.ProductMap),
 	}
 	emit := func(f evaluate.StepFrame) error {
-		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Step: f.Index, Total: f.Total, T: f.T, StartT: sampler.NoiseLevel()}
+		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Guidance: guidance, Step: f.Index, Total: f.Total, T: f.T, StartT: sampler.NoiseLevel()}
 		if f.Index == 0 {
 			frame.Signal, frame.ScheduleStride = signal, scheduleStride
 		}
@@ -283,17 +287,17 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 		}
 		lc, lh, lw := f.LatentShape[0], f.LatentShape[1], f.LatentShape[2]
 		if wants(products, shared.ProductLatent) {
-			addPNG(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, visual.LatentPreview(f.Zt, lw, lh))
+			addPNG(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, f.LatentPicture())
 		}
 		if wants(products, shared.ProductX0Latent) {
-			addPNG(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, visual.LatentPreview(f.X0, lw, lh))
+			addPNG(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, f.X0Picture())
 		}
 		if wants(products, shared.ProductRawLatents) {
 			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.Zt))
 			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.X0))
 		}
 		if want.Image {
-			addPNG(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, datasets.Denormalize(f.Image, size))
+			addPNG(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, f.ImagePicture(size))
 		}
 		if want.Map {
 			q := results.Quantize("", 0, size, size, f.Map)
@@ -310,7 +314,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 		h.Publish(stream.Message{Binary: true, Data: msg})
 		return nil
 	}
-	out, err := d.e.Trajectory(context.Background(), src.path, sampler, src.seed, want, emit)
+	out, err := d.e.Trajectory(context.Background(), spec, want, emit)
 	if err != nil {
 		return err
 	}
@@ -322,7 +326,7 @@ func (s *Server) compute(d *denoiser, src denoiseSource, sampler shared.SamplerC
 	if n == 0 {
 		n = sampler.Steps
 	}
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel(),
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Guidance: guidance, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel(),
 		Signal: signal, ScheduleStride: scheduleStride}
 	if hasTh {
 		final.Threshold = th
@@ -506,6 +510,10 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 {
 			return fail(fmt.Sprintf("steps must be 0..%d and start_t >= 0", maxTrajectorySteps))
 		}
+		guidance, err := req.GuidanceOrDefault()
+		if err != nil {
+			return fail(err.Error())
+		}
 		d, err := s.currentDenoiser()
 		if err != nil {
 			if err := refuse(err.Error()); err != nil {
@@ -519,7 +527,7 @@ func (s *Server) wsDenoise(c echo.Context) error {
 			// schedule; a run image starts from the run's sampler.
 			var sampler shared.SamplerConfig
 			if sampler, err = d.e.Sampler(src.runSampler, req.SamplerOverride()); err == nil {
-				sub := s.trajectory(d, src, sampler, req).Subscribe()
+				sub := s.trajectory(d, src, sampler, req, guidance).Subscribe()
 				if err := s.pump(ctx, conn, sub); err != nil {
 					return nil
 				}

@@ -691,6 +691,72 @@ func TestBrowserClient(t *testing.T) {
 		p.key("ArrowLeft")
 		p.wait("back to step 1", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == 0 })
 
+		// Comparisons (button and v): the same image, seed and start level
+		// with the SG network off, then with other samplers, side by side
+		// and synced by noise level.
+		a0 := p.state().Trajectory
+		p.click("compare")
+		s = p.wait("the comparison without the SG network", time.Minute, func(s hook.State) bool {
+			c := s.Trajectory.Compare
+			return c.Mode == "no_sg" && c.Complete && s.Pending == 0
+		})
+		c := s.Trajectory.Compare
+		if c.Guidance != shared.GuidanceNone || c.Total != a0.Total || c.T0 != a0.T0 || c.Scores != c.Total || c.Failed != "" {
+			t.Fatalf("SG-off comparison %+v beside %d steps from t0 %d", c, a0.Total, a0.T0)
+		}
+		if c.Cursor != 0 || c.CursorT != a0.HighlightT {
+			t.Errorf("SG-off comparison at step %d (t %d) beside step 1 (t %d)", c.Cursor, c.CursorT, a0.HighlightT)
+		}
+		for _, w := range []string{"compare:a:image", "compare:a:map", "compare:b:image", "compare:b:map"} {
+			if r, ok := s.Widgets[w]; !ok || r[2] < 20 {
+				t.Errorf("comparison panel %s not drawn: %v", w, r)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		p.shot("explorer-compare-sg-off")
+		p.key("ArrowRight")
+		s = p.wait("both at step 2", 10*time.Second, func(s hook.State) bool {
+			return s.Trajectory.Cursor == 1 && s.Trajectory.Compare.Cursor == 1
+		})
+		// DDPM in 50 steps from the same level: the explorer's step 2 shows
+		// the DDPM step nearest its noise level.
+		p.key("v")
+		s = p.wait("the DDPM 50 comparison", 2*time.Minute, func(s hook.State) bool {
+			c := s.Trajectory.Compare
+			return c.Mode == "ddpm50" && c.Complete && s.Pending == 0
+		})
+		c = s.Trajectory.Compare
+		if c.Guidance != shared.GuidanceSG || c.Total != 50 || c.T0 != a0.T0 || c.Scores != 50 {
+			t.Fatalf("DDPM comparison %+v, want 50 steps from t0 %d", c, a0.T0)
+		}
+		if stride := (c.T0 + 1) / 50; c.CursorT < s.Trajectory.HighlightT-stride || c.CursorT > s.Trajectory.HighlightT+stride {
+			t.Errorf("DDPM step at t %d beside t %d: not synced by noise level (its stride %d)", c.CursorT, s.Trajectory.HighlightT, stride)
+		}
+		time.Sleep(200 * time.Millisecond)
+		p.shot("explorer-compare-ddpm50")
+		p.key("v")
+		p.wait("the DPM-Solver++ comparison", time.Minute, func(s hook.State) bool {
+			c := s.Trajectory.Compare
+			return c.Mode == "dpm10" && c.Complete && c.Total == 10 && c.T0 == a0.T0
+		})
+		// DDIM in 10 steps from the same level is the run's own sampler
+		// here: the same trajectory, so the same final score.
+		p.click("compare")
+		s = p.wait("the DDIM 10 comparison", time.Minute, func(s hook.State) bool {
+			c := s.Trajectory.Compare
+			return c.Mode == "ddim10" && c.Complete
+		})
+		if c := s.Trajectory.Compare; a0.Total == 10 && c.Score != a0.Score {
+			t.Errorf("DDIM 10 from t0 %d scored %v, the explorer's own DDIM 10 %v", c.T0, c.Score, a0.Score)
+		}
+		p.key("v")
+		s = p.wait("no comparison", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Compare.Mode == "" })
+		if _, ok := s.Widgets["step:latent"]; !ok {
+			t.Error("the step row did not come back after the comparison")
+		}
+		p.key("ArrowLeft")
+		p.wait("back to step 1", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == 0 })
+
 		// The playback speed cycles through its settings and back.
 		p.click("speed")
 		p.wait("a slower playback", 10*time.Second, func(s hook.State) bool { return s.StepMillis == 400 })

@@ -39,6 +39,26 @@ type Trajectory struct {
 	SchedulePoints int
 	HighlightT     int
 	Signal, Noise  float64
+	// Compare is the second trajectory shown beside this one.
+	Compare Comparison
+}
+
+// Comparison is the explorer's second trajectory: the same image, seed
+// and start level with the SG network off or another sampler.
+type Comparison struct {
+	Mode     string // "" (none), no_sg, ddpm50, dpm10, ddim10
+	Guidance string // the variant its frames say they belong to
+	T0       int    // its start level
+	Total    int
+	Received int
+	Complete bool
+	// Cursor is its step shown beside the explorer's cursor (same noise
+	// level), CursorT that step's t; -1 and 0 before one arrived.
+	Cursor  int
+	CursorT int
+	Score   float64 // final score (0 before the final frame)
+	Scores  int     // per-step scores drawn on the chart
+	Failed  string
 }
 
 // Job is a job as the training monitor shows it.

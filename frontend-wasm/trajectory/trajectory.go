@@ -39,6 +39,9 @@ type Trajectory struct {
 	ID      string // the server's trajectory key
 	Total   int
 	StartT  int // the noise level of the input (from the frames; 0 = not yet)
+	// Guidance is the variant the frames say they belong to
+	// (shared.GuidanceSG or GuidanceNone; "" before the first).
+	Guidance string
 	// Signal is sqrt(abar_t) every ScheduleStride timesteps (and the last),
 	// from the first step or the final frame; nil until one came.
 	Signal         []float32
@@ -84,6 +87,9 @@ func (t *Trajectory) Add(f shared.Frame, data [][]byte, now time.Time) error {
 	t.Dropped = max(t.Dropped, f.Dropped)
 	if f.StartT > 0 {
 		t.StartT = f.StartT
+	}
+	if f.Guidance != "" {
+		t.Guidance = f.Guidance
 	}
 	if len(f.Signal) > 0 && f.ScheduleStride > 0 {
 		t.Signal, t.ScheduleStride = f.Signal, f.ScheduleStride
@@ -213,4 +219,29 @@ func (t *Trajectory) SignalAt(step int) (signal float64, ok bool) {
 	}
 	f := x - float64(i)
 	return float64(t.Signal[i])*(1-f) + float64(t.Signal[i+1])*f, true
+}
+
+// NearestLevel is the arrived step whose noise level is nearest that of
+// timestep tt, or -1 when none arrived: how a second trajectory with other
+// timesteps (another sampler or step count) follows the first one's
+// cursor. Levels compare by sqrt(abar_t) when the schedule came, by t
+// otherwise; a tie goes to the earlier (noisier) step.
+func (t *Trajectory) NearestLevel(tt int) int {
+	level := func(ts int) float64 {
+		if s, ok := t.SignalAt(ts); ok {
+			return s
+		}
+		return -float64(ts)
+	}
+	want := level(tt)
+	best, bestD := -1, math.Inf(1)
+	for i, s := range t.Steps {
+		if s == nil {
+			continue
+		}
+		if d := math.Abs(level(s.T) - want); d < bestD {
+			best, bestD = i, d
+		}
+	}
+	return best
 }

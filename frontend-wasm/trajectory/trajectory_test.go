@@ -133,3 +133,47 @@ func TestScheduleFromTheFrames(t *testing.T) {
 		t.Fatalf("schedule after a plain frame: %v, %v", tr.Signal, err)
 	}
 }
+
+// A 10-step trajectory from t = 400 follows a 4-step one by noise level:
+// each of the 4-step trajectory's timesteps picks the 10-step one's step
+// nearest in sqrt(abar_t) (here a linear schedule, so nearest in t too),
+// and steps not yet arrived are never picked.
+func TestNearestLevelFollowsAnotherSampler(t *testing.T) {
+	now := time.Now()
+	ten := New(shared.DenoiseRequest{}, now)
+	if ten.NearestLevel(300) != -1 {
+		t.Fatal("an empty trajectory picked a step")
+	}
+	for i := 0; i < 10; i++ {
+		f := shared.Frame{Type: shared.TypeStep, Trajectory: "k", Step: i, Total: 10, T: 361 - 40*i}
+		if i == 0 { // signal falls linearly from 1 at t = 0 to 0 at t = 1000
+			f.ScheduleStride = 500
+			f.Signal = []float32{1, 0.5, 0}
+		}
+		if i == 3 {
+			continue // not arrived yet
+		}
+		if err := ten.Add(f, nil, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// t of the 10 steps: 361 321 281 (241 missing) 201 161 121 81 41 1.
+	for tt, want := range map[int]int{305: 1, 250: 2, 999: 0, 0: 9, 100: 7, 145: 5} {
+		if got := ten.NearestLevel(tt); got != want {
+			t.Errorf("t %d: step %d (t %d), want step %d (t %d)", tt, got, ten.Steps[max(got, 0)].T, want, ten.Steps[want].T)
+		}
+	}
+	// Without a schedule, t itself decides.
+	plain := New(shared.DenoiseRequest{}, now)
+	for i := 0; i < 3; i++ {
+		if err := plain.Add(shared.Frame{Type: shared.TypeStep, Trajectory: "p", Step: i, Total: 3, T: 300 - 100*i}, nil, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := plain.NearestLevel(140); got != 2 {
+		t.Fatalf("t 140 without a schedule: step %d, want 2 (t 100)", got)
+	}
+	if got := plain.NearestLevel(150); got != 1 {
+		t.Fatalf("t 150, as near t 200 as t 100: step %d, want the noisier step 1", got)
+	}
+}

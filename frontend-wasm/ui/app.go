@@ -195,6 +195,7 @@ type App struct {
 	server     string
 	reconnects int
 	denoiseReq chan shared.DenoiseRequest
+	compareReq chan shared.DenoiseRequest // nil until the first comparison
 	status     string
 	statusErr  bool
 	statusAt   time.Time
@@ -246,7 +247,7 @@ func Run() error {
 	}
 	storageSet("diad.user", a.user)
 	exposeState(a.stateJSON)
-	go a.denoiseLoop()
+	go a.denoiseLoop(a.explorerChannel())
 	a.pollNow = make(chan struct{}, 1)
 	go a.pollLoop()
 	go a.changesLoop()
@@ -822,6 +823,23 @@ func (a *App) stateJSON() string {
 		s.Trajectory.SchedulePoints = len(t.Signal)
 		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
 			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
+		}
+		if c := e.cmp; c != nil {
+			s.Trajectory.Compare = hook.Comparison{Mode: compareModes[c.mode].name, Cursor: -1, Failed: c.failed}
+			if ct := c.traj; ct != nil {
+				h := &s.Trajectory.Compare
+				h.Guidance, h.T0, h.Total, h.Received, h.Complete = ct.Guidance, ct.StartT, ct.Total, ct.Received, ct.Complete()
+				h.Cursor = e.compareCursor()
+				h.CursorT = stepT(ct, h.Cursor)
+				if ct.Final != nil {
+					h.Score = ct.Final.Score
+				}
+				for _, v := range ct.Scores() {
+					if !math.IsNaN(v) {
+						h.Scores++
+					}
+				}
+			}
 		}
 	}
 	for _, id := range a.jobOrder {

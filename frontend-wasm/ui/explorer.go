@@ -5,6 +5,7 @@ package ui
 import (
 	"fmt"
 	"image"
+	"image/color"
 	"math"
 	"slices"
 	"time"
@@ -61,6 +62,8 @@ type explorer struct {
 	// failed is the server's answer when the trajectory could not run
 	// (no model loaded, a bad image): shown where its pictures would be.
 	failed string
+	// cmp is the second trajectory shown beside this one (nil: none).
+	cmp *comparison
 }
 
 func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
@@ -68,6 +71,9 @@ func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
 		latents: map[string]rawLatent{}, latentMax: map[string]float64{}}
 	if prev != nil {
 		e.t0, e.steps, e.seed = prev.t0, prev.steps, prev.seed
+		if prev.cmp != nil { // the next image is compared the same way
+			e.cmp = &comparison{mode: prev.cmp.mode}
+		}
 	}
 	return e
 }
@@ -83,13 +89,7 @@ func (e *explorer) free() {
 	if e.inputTex != nil {
 		e.inputTex.Deallocate()
 	}
-}
-
-func (e *explorer) setTexture(key string, img *image.RGBA) {
-	if old := e.tex[key]; old != nil {
-		old.Deallocate()
-	}
-	e.tex[key] = ebiten.NewImageFromImage(img)
+	e.cmp.free()
 }
 
 // current reports whether results decoded for traj still belong on screen:
@@ -153,13 +153,19 @@ func (e *explorer) setInput(src *image.RGBA) {
 	e.clearHeat()
 }
 
-// rerun requests the trajectory with the current controls.
-func (e *explorer) rerun(a *App) {
-	id := e.image.ImageID
-	r := shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
+// request is the trajectory the current controls ask for.
+func (e *explorer) request() shared.DenoiseRequest {
 	if e.upload != "" {
-		r = shared.DenoiseRequest{UploadID: e.upload, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
+		return shared.DenoiseRequest{UploadID: e.upload, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
 	}
+	id := e.image.ImageID
+	return shared.DenoiseRequest{RunID: e.run, ImageID: &id, StartT: e.t0, Steps: e.steps, Seed: e.seed, Products: explorerProducts}
+}
+
+// rerun requests the trajectory with the current controls, and the
+// comparison beside it if one is shown.
+func (e *explorer) rerun(a *App) {
+	r := e.request()
 	for k, t := range e.tex {
 		t.Deallocate()
 		delete(e.tex, k)
@@ -172,6 +178,13 @@ func (e *explorer) rerun(a *App) {
 	e.maxCursor, e.played, e.failed = 0, 0, ""
 	a.requestTrajectory(r)
 	a.setStatus(fmt.Sprintf("denoising %s (t0 %s, steps %s, seed %d)…", e.name(), orAuto(e.t0), orAuto(e.steps), e.seed))
+	if e.cmp != nil {
+		// Requested once the first frame says the start level (a
+		// comparison must start where this trajectory starts).
+		mode := e.cmp.mode
+		e.cmp.free()
+		e.cmp = &comparison{mode: mode}
+	}
 }
 
 // stepTimes are the playback speeds the explorer offers (ms per step).
@@ -253,6 +266,8 @@ func (e *explorer) keys(a *App) {
 		p.Seek(t, t.Total-1)
 	case inpututil.IsKeyJustPressed(ebiten.KeyR):
 		e.rerun(a)
+	case inpututil.IsKeyJustPressed(ebiten.KeyV):
+		e.cycleCompare(a)
 	}
 }
 
@@ -380,6 +395,15 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		a.button(dst, rect{x, head.Y + 3, w, 26}, name, label, *on, func() { *on = !*on })
 		x += w + 8
 	}
+	// What to compare this trajectory with (v cycles).
+	if cw := float32(170); x+cw < head.X+head.W {
+		mode := 0
+		if e.cmp != nil {
+			mode = e.cmp.mode
+		}
+		a.button(dst, rect{x, head.Y + 3, cw, 26}, "compare", compareModes[mode].label, mode > 0, func() { e.cycleCompare(a) })
+		x += cw + 8
+	}
 	toggle("scale", 150, [2]string{"colours: threshold", "colours: min-max"}, &a.scaleMinMax)
 	toggle("latentview", 140, [2]string{"latent: RGB", "latent: channels"}, &a.latentChannels)
 
@@ -443,6 +467,11 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	a.drawLegend(dst, legend, mapVals)
 
+	if e.cmp != nil {
+		a.drawCompareRow(dst, stepRow, step)
+		a.drawTimeline(dst, timeline)
+		return
+	}
 	// Step row: z_t, predicted clean latent, predicted image, step map.
 	srow := stepRow.columns(4, 8)
 	tLabel := ""
@@ -693,6 +722,10 @@ func stepT(t *trajectory.Trajectory, i int) int {
 	return 0
 }
 
+// drawScoreChart plots the image score of each step's predicted image
+// against the threshold. While comparing, both trajectories share the
+// chart with noise level on the x axis (t falling to the right), so steps
+// at the same level line up whatever their count.
 func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 	inner := panel(dst, r, "Score per step")
 	e := a.exp
@@ -700,12 +733,34 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 		placeholder(dst, inner, "–")
 		return
 	}
-	scores := e.traj.Scores()
+	type series struct {
+		t      *trajectory.Trajectory
+		scores []float64
+		cursor int
+		col    color.RGBA
+		label  string
+	}
+	all := []series{{t: e.traj, scores: e.traj.Scores(), cursor: e.player.Cursor, col: colAnomaly}}
+	byT := e.cmp != nil && e.cmp.traj != nil && e.cmp.traj.Total > 0
+	if byT {
+		mode := compareModes[e.cmp.mode]
+		all[0].label = mode.first
+		all = append(all, series{t: e.cmp.traj, scores: e.cmp.traj.Scores(), cursor: e.compareCursor(), col: colNormal, label: mode.side})
+	}
 	th := a.threshold()
 	lo, hi := th, th
-	for _, s := range scores {
-		if !math.IsNaN(s) {
-			lo, hi = math.Min(lo, s), math.Max(hi, s)
+	tSpan := 1
+	for _, sr := range all {
+		for _, s := range sr.scores {
+			if !math.IsNaN(s) {
+				lo, hi = math.Min(lo, s), math.Max(hi, s)
+			}
+		}
+		tSpan = max(tSpan, sr.t.StartT)
+		for _, st := range sr.t.Steps {
+			if st != nil {
+				tSpan = max(tSpan, st.T)
+			}
 		}
 	}
 	pad := 0.15 * (hi - lo)
@@ -716,8 +771,11 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 	plot := rect{inner.X + 2, inner.Y + 2, inner.W - 4, inner.H - 4}
 	a.mark("scorechart", plot)
 	fill(dst, plot, colBG)
-	px := func(i int) float32 {
-		return plot.X + plot.W*(float32(i)+0.5)/float32(len(scores))
+	px := func(sr series, i int) float32 {
+		if byT {
+			return plot.X + plot.W*(1-float32(stepT(sr.t, i))/float32(tSpan))
+		}
+		return plot.X + plot.W*(float32(i)+0.5)/float32(len(sr.scores))
 	}
 	py := func(v float64) float32 { return plot.Y + plot.H*(1-float32((v-lo)/(hi-lo))) }
 	ty := py(th)
@@ -725,25 +783,34 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 		line(dst, x, ty, min(x+4, plot.X+plot.W), ty, 1, colDim)
 	}
 	drawText(dst, "threshold "+fmtScore(th), plot.X+plot.W-textWidth("threshold "+fmtScore(th), sizeSmall)-4, ty-14, sizeSmall, colDim)
-	// Axis values: the score range, and the steps at both ends.
+	// Axis values: the score range, and the x axis at both ends.
 	drawText(dst, fmtScore(hi), plot.X+2, plot.Y+1, sizeSmall, colDim)
 	drawText(dst, fmtScore(lo), plot.X+2, plot.Y+plot.H-14, sizeSmall, colDim)
-	last := fmt.Sprintf("step %d", len(scores))
-	drawText(dst, last, plot.X+plot.W-textWidth(last, sizeSmall)-4, plot.Y+plot.H-14, sizeSmall, colDim)
-	prev := -1
-	for i, s := range scores {
-		if math.IsNaN(s) {
-			continue
-		}
-		if prev >= 0 {
-			line(dst, px(prev), py(scores[prev]), px(i), py(s), 2, colAnomaly)
-		}
-		prev = i
+	last := fmt.Sprintf("step %d", len(all[0].scores))
+	if byT {
+		last = "t 0"
+		drawText(dst, fmt.Sprintf("t %d", tSpan), plot.X+textWidth(fmtScore(lo), sizeSmall)+12, plot.Y+plot.H-14, sizeSmall, colDim)
 	}
-	if c := e.player.Cursor; c >= 0 && c < len(scores) {
-		line(dst, px(c), plot.Y, px(c), plot.Y+plot.H, 1, colText)
-		if !math.IsNaN(scores[c]) {
-			fill(dst, rect{px(c) - 3, py(scores[c]) - 3, 6, 6}, colText)
+	drawText(dst, last, plot.X+plot.W-textWidth(last, sizeSmall)-4, plot.Y+plot.H-14, sizeSmall, colDim)
+	for k, sr := range all {
+		prev := -1
+		for i, s := range sr.scores {
+			if math.IsNaN(s) {
+				continue
+			}
+			if prev >= 0 {
+				line(dst, px(sr, prev), py(sr.scores[prev]), px(sr, i), py(s), 2, sr.col)
+			}
+			prev = i
+		}
+		if c := sr.cursor; c >= 0 && c < len(sr.scores) && !math.IsNaN(sr.scores[c]) {
+			if k == 0 {
+				line(dst, px(sr, c), plot.Y, px(sr, c), plot.Y+plot.H, 1, colText)
+			}
+			fill(dst, rect{px(sr, c) - 3, py(sr.scores[c]) - 3, 6, 6}, sr.col)
+		}
+		if sr.label != "" {
+			drawText(dst, sr.label, plot.X+plot.W*0.35+float32(k)*textWidth(all[0].label+"   ", sizeSmall), plot.Y+1, sizeSmall, sr.col)
 		}
 	}
 }

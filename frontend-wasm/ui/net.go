@@ -286,11 +286,46 @@ func (a *App) saveThreshold() {
 	}()
 }
 
+// denoiseChannel is one denoise websocket's purpose: where its requests
+// come from and where its frames and refusals go. The explorer's trajectory
+// has one, a comparison beside it another, so that both stream at once.
+type denoiseChannel struct {
+	reqs chan shared.DenoiseRequest
+	// onFrame stores a frame; onRefused shows why a request could not run.
+	onFrame   func(shared.Frame, [][]byte)
+	onRefused func(msg string)
+	// primary channels report the connection state on the page.
+	primary bool
+}
+
+// explorerChannel carries the explorer's own trajectories.
+func (a *App) explorerChannel() denoiseChannel {
+	return denoiseChannel{reqs: a.denoiseReq, onFrame: a.onFrame, primary: true, onRefused: func(msg string) {
+		if a.exp != nil && a.exp.traj != nil && !a.exp.traj.Complete() {
+			a.exp.failed = msg
+		}
+	}}
+}
+
+// requestComparison asks for a comparison trajectory on a second websocket,
+// opened on first use (a page that never compares keeps one connection).
+func (a *App) requestComparison(r shared.DenoiseRequest) {
+	if a.compareReq == nil {
+		a.compareReq = make(chan shared.DenoiseRequest, 1)
+		go a.denoiseLoop(denoiseChannel{reqs: a.compareReq, onFrame: a.onCompareFrame, onRefused: func(msg string) {
+			if e := a.exp; e != nil && e.cmp != nil && e.cmp.traj != nil && !e.cmp.traj.Complete() {
+				e.cmp.failed = msg
+			}
+		}})
+	}
+	replaceRequest(a.compareReq, r)
+}
+
 // denoiseLoop keeps one denoise websocket open, reconnecting with backoff.
 // A new request while one streams drops the connection and starts over on a
 // fresh one (the server keeps computing; its result stays cached), so frames
 // of an abandoned trajectory never reach the screen.
-func (a *App) denoiseLoop() {
+func (a *App) denoiseLoop(ch denoiseChannel) {
 	backoff := a.cfg.Reconnect
 	var pending *shared.DenoiseRequest // to (re)send once connected
 	// gen numbers connections; frames of an older one are stale. It is
@@ -301,14 +336,16 @@ func (a *App) denoiseLoop() {
 		d, err := a.client.DialDenoise(ctx)
 		if err != nil {
 			cancel()
-			a.post(func() {
-				if a.connected {
-					a.fail(err)
-				}
-				a.connected = false
-			})
+			if ch.primary {
+				a.post(func() {
+					if a.connected {
+						a.fail(err)
+					}
+					a.connected = false
+				})
+			}
 			select {
-			case r := <-a.denoiseReq:
+			case r := <-ch.reqs:
 				pending = &r
 			case <-time.After(backoff.Next()):
 			}
@@ -316,13 +353,15 @@ func (a *App) denoiseLoop() {
 		}
 		backoff.Reset()
 		myGen := gen.Add(1)
-		a.post(func() {
-			if a.server != "" {
-				a.reconnects++
-				a.setStatus("reconnected to " + d.Server)
-			}
-			a.connected, a.server = true, d.Server
-		})
+		if ch.primary {
+			a.post(func() {
+				if a.server != "" {
+					a.reconnects++
+					a.setStatus("reconnected to " + d.Server)
+				}
+				a.connected, a.server = true, d.Server
+			})
+		}
 		done := make(chan struct{}, 1)
 		readErr := make(chan error, 1)
 		go func() {
@@ -332,9 +371,7 @@ func (a *App) denoiseLoop() {
 				if errors.As(err, &se) {
 					a.post(func() {
 						a.fail(se)
-						if a.exp != nil && a.exp.traj != nil && !a.exp.traj.Complete() {
-							a.exp.failed = se.Message
-						}
+						ch.onRefused(se.Message)
 					})
 					select {
 					case done <- struct{}{}:
@@ -349,7 +386,7 @@ func (a *App) denoiseLoop() {
 				}
 				a.post(func() {
 					if myGen == gen.Load() {
-						a.onFrame(f, blobs)
+						ch.onFrame(f, blobs)
 					}
 				})
 				if f.Type == shared.TypeFinal {
@@ -377,7 +414,7 @@ func (a *App) denoiseLoop() {
 	conn:
 		for {
 			select {
-			case r := <-a.denoiseReq:
+			case r := <-ch.reqs:
 				if busy {
 					pending = &r
 					break conn // abandon the running stream
@@ -393,7 +430,12 @@ func (a *App) denoiseLoop() {
 					// Resend what was streaming; the server replays it.
 					pending = &sent
 				}
-				a.post(func() { a.connected = false; a.fail(fmt.Errorf("connection lost (%v); reconnecting", err)) })
+				a.post(func() {
+					if ch.primary {
+						a.connected = false
+					}
+					a.fail(fmt.Errorf("connection lost (%v); reconnecting", err))
+				})
 				time.Sleep(backoff.Next())
 				break conn
 			}
@@ -405,12 +447,16 @@ func (a *App) denoiseLoop() {
 }
 
 // requestTrajectory asks for a new trajectory (replacing one not yet sent).
-func (a *App) requestTrajectory(r shared.DenoiseRequest) {
+func (a *App) requestTrajectory(r shared.DenoiseRequest) { replaceRequest(a.denoiseReq, r) }
+
+// replaceRequest queues r on a channel of capacity one, replacing a request
+// not yet taken. Only the frame loop sends, so the send never blocks.
+func replaceRequest(reqs chan shared.DenoiseRequest, r shared.DenoiseRequest) {
 	select {
-	case <-a.denoiseReq:
+	case <-reqs:
 	default:
 	}
-	a.denoiseReq <- r
+	reqs <- r
 }
 
 // onFrame stores a frame of the explorer's trajectory and starts decoding
@@ -427,6 +473,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 		a.fail(err)
 		return
 	}
+	e.startCompare(a) // a comparison waits for the start level
 	if f.Type == shared.TypeFinal {
 		a.setStatus(fmt.Sprintf("%s: %d steps in %.1fs, score %s", e.name(), e.traj.Total,
 			e.traj.Done.Sub(e.traj.Started).Seconds(), fmtScore(f.Score)))
@@ -491,18 +538,29 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 
 // decodeInto decodes a PNG in the background into the explorer's textures.
 func (a *App) decodeInto(e *explorer, key string, data []byte) {
-	a.decodes++
 	traj := e.traj
+	a.decodeTexture(key, data, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
+		if old := e.tex[key]; old != nil {
+			old.Deallocate()
+		}
+		e.tex[key] = img
+	})
+}
+
+// decodeTexture decodes a PNG in the background and hands it to set as a
+// texture, if current still says it belongs on screen.
+func (a *App) decodeTexture(what string, data []byte, current func() bool, set func(*ebiten.Image)) {
+	a.decodes++
 	go func() {
 		img, err := decodeImage(data, 0)
 		a.post(func() {
 			a.decodes--
 			if err != nil {
-				a.fail(fmt.Errorf("%s: %w", key, err))
+				a.fail(fmt.Errorf("%s: %w", what, err))
 				return
 			}
-			if e.current(a, traj) {
-				e.setTexture(key, img)
+			if current() {
+				set(ebiten.NewImageFromImage(img))
 			}
 		})
 	}()
