@@ -27,9 +27,10 @@ type TrajectoryExport struct {
 	Side       int
 }
 
-// trajectoryQueryKeys are the query parameters a TrajectoryExport uses.
+// trajectoryQueryKeys are the query parameters a TrajectoryExport uses,
+// and the API token a link may carry (read by the server's auth layer).
 var trajectoryQueryKeys = []string{"run_id", "image_id", "upload_id", "sampler", "start_t", "steps", "eta", "seed", "guidance",
-	"format", "panels", "strip_steps", "side"}
+	"format", "panels", "strip_steps", "side", "token"}
 
 // Query is x as URL query parameters (zero fields left out).
 func (x TrajectoryExport) Query() url.Values {

@@ -59,6 +59,17 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 	if err != nil {
 		return apiError(c, http.StatusBadRequest, "%v", err)
 	}
+	// Refused before any work: a picture too large to make.
+	frames := len(opts.Steps)
+	if x.Format == shared.TrajectoryGIF {
+		frames = sampler.Steps
+		if len(sampler.Timesteps) > 0 {
+			frames = len(sampler.Timesteps)
+		}
+	}
+	if err := storyboard.CheckSize(opts, x.Format, frames); err != nil {
+		return apiError(c, http.StatusBadRequest, "%v", err)
+	}
 	spec := evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}
 	tr, err := s.storyboard(c, d, spec)
 	if err != nil {

@@ -188,6 +188,7 @@ func TestLiveHTTPFuzz(t *testing.T) {
 		{method: "POST", path: "/api/v1/jobs/j-1/cancel"},
 		{method: "POST", path: "/api/v1/uploads", contentType: mw.FormDataContentType(), body: form.Bytes()},
 		{method: "GET", path: "/api/v1/ws/denoise"},
+		{method: "GET", path: "/api/v1/trajectory?run_id=" + run + "&image_id=1&steps=2&format=strip&panels=image,map&side=32"},
 		{method: "GET", path: "/api/v1/openapi.json"},
 		{method: "GET", path: "/metrics"},
 		{method: "GET", path: "/"},

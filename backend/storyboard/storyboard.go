@@ -85,6 +85,37 @@ const (
 	overlayAlpha   = 0.65
 	maxPanels      = 4
 	maxStripSteps  = 100
+	// A GIF holds a byte per pixel per frame, a strip four per pixel:
+	// bounds on what one export may allocate.
+	maxGIFPixels   = 48 << 20
+	maxStripPixels = 16 << 20
+)
+
+// CheckSize refuses a picture too large to make: a GIF of frames steps, or
+// a strip of frames rows (0: the default rows), with o's panels.
+func CheckSize(o Options, format string, frames int) error {
+	o = o.withDefaults()
+	if o.Side > maxSide || len(o.Panels) > maxPanels {
+		return fmt.Errorf("storyboard: at most %d panels of at most %d pixels", maxPanels, maxSide)
+	}
+	fw, fh := frameSize(o)
+	limit := maxGIFPixels
+	if format == FormatStrip {
+		limit = maxStripPixels
+		if frames == 0 {
+			frames = stripRows
+		}
+	}
+	if px := frames * fw * (fh + captionH + margin); px > limit {
+		return fmt.Errorf("storyboard: %d frames of %dx%d pixels is too large (at most %d Mpx): choose fewer steps or panels, or a smaller side", frames, fw, fh, limit>>20)
+	}
+	return nil
+}
+
+// Formats CheckSize knows.
+const (
+	FormatGIF   = "gif"
+	FormatStrip = "strip"
 )
 
 func (o Options) withDefaults() Options {
@@ -273,6 +304,9 @@ func GIF(w io.Writer, t Trajectory, o Options) error {
 	if err := t.check(o); err != nil {
 		return err
 	}
+	if err := CheckSize(o, FormatGIF, len(t.Steps)); err != nil {
+		return err
+	}
 	fw, fh := frameSize(o)
 	anim := &gif.GIF{}
 	for i := range t.Steps {
@@ -307,6 +341,9 @@ func Strip(w io.Writer, t Trajectory, o Options) error {
 		if r < 0 || r >= len(t.Steps) {
 			return fmt.Errorf("storyboard: step %d of a %d-step trajectory", r+1, len(t.Steps))
 		}
+	}
+	if err := CheckSize(o, FormatStrip, len(rows)); err != nil {
+		return err
 	}
 	fw, fh := frameSize(o)
 	img, top := t.canvas(fw, fh*len(rows))

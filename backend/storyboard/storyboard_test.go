@@ -186,6 +186,15 @@ func TestParsePanelsAndSteps(t *testing.T) {
 	if err != nil || !slices.Equal(st, []int{0, 4, 9}) {
 		t.Fatalf("steps %v %v", st, err)
 	}
+	if err := CheckSize(Options{Side: 512, Panels: Panels}, FormatGIF, 1000); err == nil {
+		t.Error("a GIF of 1000 frames of four 512-pixel panels accepted")
+	}
+	if err := CheckSize(Options{}, FormatGIF, 50); err != nil {
+		t.Errorf("a default GIF of 50 steps refused: %v", err)
+	}
+	if err := CheckSize(Options{Side: 1024, Panels: Panels}, FormatStrip, 100); err == nil {
+		t.Error("a strip of 100 rows of four 1024-pixel panels accepted")
+	}
 	for _, s := range []string{"0", "-2", "x", "1,,2", strings.Repeat("1,", maxStripSteps+1) + "1"} {
 		if _, err := ParseSteps(s); err == nil {
 			t.Errorf("steps %q accepted", s)

@@ -255,6 +255,16 @@ func (c *Client) ExportURL(run, format string, ids []int64) string {
 	return c.Base + "/api/v1/runs/" + url.PathEscape(run) + "/export?" + q.Encode()
 }
 
+// TrajectoryURL is the link that downloads a trajectory drawn for slides
+// (GET /api/v1/trajectory).
+func (c *Client) TrajectoryURL(x shared.TrajectoryExport) string {
+	q := x.Query()
+	if c.Token != "" {
+		q.Set("token", c.Token)
+	}
+	return c.Base + "/api/v1/trajectory?" + q.Encode()
+}
+
 // wsURL turns an API path into a websocket URL with the token.
 func (c *Client) wsURL(path string) string {
 	u := c.Base + path

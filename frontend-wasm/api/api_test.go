@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -148,5 +149,21 @@ func TestExportURLs(t *testing.T) {
 	}
 	if u := c.ExportURL("r1", ExportCSV, []int64{}); !strings.Contains(u, "image_ids=&") {
 		t.Fatalf("an empty view exports all images: %s", u)
+	}
+	// A trajectory link carries the request and the token, and the server's
+	// parser reads back what was asked.
+	id := int64(4)
+	x := shared.TrajectoryExport{Denoise: shared.DenoiseRequest{RunID: "r1", ImageID: &id, Steps: 20, Guidance: shared.GuidanceNone}, Format: shared.TrajectoryStrip, Panels: "image,map"}
+	u := c.TrajectoryURL(x)
+	if !strings.HasPrefix(u, "http://h:1/api/v1/trajectory?") || !strings.Contains(u, "token=a+b") {
+		t.Fatal(u)
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := shared.ParseTrajectoryExport(parsed.Query())
+	if err != nil || back.Denoise.RunID != "r1" || *back.Denoise.ImageID != 4 || back.Denoise.Steps != 20 || back.Denoise.Guidance != shared.GuidanceNone || back.Format != shared.TrajectoryStrip || back.Panels != "image,map" {
+		t.Fatalf("%s read back as %+v, %v", u, back, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image"
+	"image/gif"
 	"image/png"
 	"io"
 	"log/slog"
@@ -754,6 +755,54 @@ func TestBrowserClient(t *testing.T) {
 		if _, ok := s.Widgets["step:latent"]; !ok {
 			t.Error("the step row did not come back after the comparison")
 		}
+		// For slides: the trajectory as a GIF and as a PNG strip, from
+		// the buttons; the links the page downloads answer with the
+		// pictures (a frame per step; a strip of rows).
+		for _, c := range []struct{ button, mime string }{{"export:gif", "image/gif"}, {"export:strip", "image/png"}} {
+			p.click(c.button)
+			s = p.wait("the "+c.button+" link", 10*time.Second, func(s hook.State) bool {
+				return strings.Contains(s.TrajectoryExport, "format="+strings.TrimPrefix(c.button, "export:"))
+			})
+			resp, err := http.Get(s.TrajectoryExport)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != c.mime {
+				t.Fatalf("%s: %d %s %v", s.TrajectoryExport, resp.StatusCode, resp.Header.Get("Content-Type"), err)
+			}
+			if c.mime == "image/gif" {
+				anim, err := gif.DecodeAll(bytes.NewReader(body))
+				if err != nil || len(anim.Image) != a0.Total {
+					t.Fatalf("exported GIF: %v, %d frames for %d steps", err, len(anim.Image), a0.Total)
+				}
+			} else if _, err := png.Decode(bytes.NewReader(body)); err != nil {
+				t.Fatalf("exported strip: %v", err)
+			}
+			if err := os.WriteFile(filepath.Join(p.dir, "trajectory-export"+map[string]string{"image/gif": ".gif", "image/png": ".png"}[c.mime]), body, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Presenter mode (p): the explorer alone, drawn 1.5 times larger,
+		// for a projector; widgets still report CSS pixels, so clicks land.
+		before := p.state()
+		p.key("p")
+		s = p.wait("presenter mode", 10*time.Second, func(s hook.State) bool { return s.Presenter && s.Tab == "Explorer" })
+		if _, ok := s.Widgets["tab:gallery"]; ok {
+			t.Error("the tabs are shown in presenter mode")
+		}
+		if rb, rb0 := s.Widgets["rerun"], before.Widgets["rerun"]; s.Width != before.Width || !(rb[3] > 1.4*rb0[3]) {
+			t.Errorf("presenter mode: %d px wide (was %d), Run button %v (was %v)", s.Width, before.Width, rb, rb0)
+		}
+		time.Sleep(200 * time.Millisecond)
+		p.shot("explorer-presenter")
+		p.click("captions")
+		p.wait("captions in presenter mode", 10*time.Second, func(s hook.State) bool { return s.Captions })
+		p.click("captions")
+		p.wait("no captions", 10*time.Second, func(s hook.State) bool { return !s.Captions })
+		p.key("Escape")
+		p.wait("presenter mode left", 10*time.Second, func(s hook.State) bool { return !s.Presenter && s.Tab == "Explorer" })
 		p.key("ArrowLeft")
 		p.wait("back to step 1", 10*time.Second, func(s hook.State) bool { return s.Trajectory.Cursor == 0 })
 

@@ -103,11 +103,15 @@ type State struct {
 	Scale       string // heatmap colour scale: threshold or minmax
 	Latent      string // latent panels: rgb (projection) or channels
 	Captions    bool   // one-line captions under the explorer's panels
+	Presenter   bool   // presenter mode: the explorer alone, drawn larger
 	Trajectory  Trajectory
 	Jobs        []Job
 	SelectedJob string   // shown in the training monitor
 	Disabled    []string // widgets shown but not clickable yet (e.g. exports without a run)
 	Exported    int      // rows the last export asked for
+	// TrajectoryExport is the link the last trajectory export (GIF or
+	// strip) downloaded.
+	TrajectoryExport string
 	// LabelsPushed counts images updated from the change feed (labels set
 	// elsewhere); FeedError is why the feed is down ("" when up).
 	LabelsPushed int

@@ -196,11 +196,13 @@ type App struct {
 	reconnects int
 	denoiseReq chan shared.DenoiseRequest
 	compareReq chan shared.DenoiseRequest // nil until the first comparison
-	status     string
-	statusErr  bool
-	statusAt   time.Time
-	errors     []string
-	decodes    int
+	// trajectoryExport is the link of the last trajectory export.
+	trajectoryExport string
+	status           string
+	statusErr        bool
+	statusAt         time.Time
+	errors           []string
+	decodes          int
 
 	scaleMinMax bool
 	// latentChannels shows each latent channel on its own (signed scale)
@@ -208,9 +210,11 @@ type App struct {
 	latentChannels bool
 	// captions shows a line under each explorer panel saying what it is.
 	captions bool
-	editing  bool
-	note     []rune
-	runes    []rune
+	// presenter shows the explorer alone, larger, for a projector (p).
+	presenter bool
+	editing   bool
+	note      []rune
+	runes     []rune
 }
 
 // baseline is an empty ebiten game: opened with ?baseline=1 it shows what
@@ -365,11 +369,22 @@ func (a *App) survive(where string) {
 
 // Layout: the canvas fills the page; the app lays out in CSS pixels (w, h)
 // and renders at device resolution.
+// In presenter mode the layout viewport is presenterZoom times smaller, so
+// everything is drawn that much larger.
 func (a *App) Layout(w, h int) (int, int) {
-	a.w, a.h = w, h
-	uiScale = float32(max(ebiten.Monitor().DeviceScaleFactor(), 1))
-	return int(float32(w) * uiScale), int(float32(h) * uiScale)
+	presentZoom = 1
+	if a.presenter {
+		presentZoom = presenterZoom
+	}
+	dpr := float32(max(ebiten.Monitor().DeviceScaleFactor(), 1))
+	uiScale = dpr * presentZoom
+	a.w, a.h = int(float32(w)/presentZoom), int(float32(h)/presentZoom)
+	return int(float32(w) * dpr), int(float32(h) * dpr)
 }
+
+// presenterZoom is presenter mode's scale: text and panels readable from
+// the back of a room.
+const presenterZoom = 1.5
 
 // Update runs once per tick: inbox, input, queued widget actions, playback.
 func (a *App) Update() error {
@@ -474,15 +489,21 @@ func (a *App) frame(dst *ebiten.Image) {
 		clear(a.disabled)
 	}
 	W, H := float32(a.w), float32(a.h)
-	top, rest := rect{0, 0, W, H}.cutTop(40, 0)
+	rest, tab := rect{0, 0, W, H}, a.tab
+	if a.presenter { // the explorer alone, no tabs
+		tab = tabExplorer
+	} else {
+		var top rect
+		top, rest = rest.cutTop(40, 0)
+		a.drawTopBar(dst, top)
+	}
 	body, bar := rest.cutTop(rest.H-24, 0)
-	a.drawTopBar(dst, top)
 	body = body.inset(10)
 	if dst == nil {
-		views[a.tab].Update(a, body)
+		views[tab].Update(a, body)
 		a.click = false // nothing under it took it
 	} else {
-		views[a.tab].Draw(a, dst, body)
+		views[tab].Draw(a, dst, body)
 	}
 	a.drawStatusBar(dst, bar)
 }
@@ -556,7 +577,7 @@ func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	if a.busy {
 		fps = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
 	}
-	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels"
+	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · v compare · p present"
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
 		right = fps
@@ -663,6 +684,10 @@ func (a *App) keys() {
 		a.captions = !a.captions
 	case pressed(ebiten.KeyEnter) && a.tab == tabGallery:
 		a.openSelected()
+	case pressed(ebiten.KeyP):
+		a.presenter = !a.presenter
+	case pressed(ebiten.KeyEscape) && a.presenter:
+		a.presenter = false
 	case pressed(ebiten.KeyEscape):
 		a.tab = tabGallery
 	case pressed(ebiten.KeyBracketRight):
@@ -772,7 +797,7 @@ func trimFloat(v float64, prec int) string {
 // stateJSON is window.diadState().
 func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
-		Width: a.w, Height: a.h, DPR: float64(uiScale), Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
+		Width: int(float32(a.w) * presentZoom), Height: int(float32(a.h) * presentZoom), DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
 		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy,
 		SelectedJob: a.selJob}
@@ -804,6 +829,7 @@ func (a *App) stateJSON() string {
 	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
 	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
+	s.TrajectoryExport = a.trajectoryExport
 	for name := range a.disabled {
 		s.Disabled = append(s.Disabled, name)
 	}

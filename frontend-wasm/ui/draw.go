@@ -26,6 +26,11 @@ type rect struct{ X, Y, W, H float32 }
 // the test hook stay in CSS pixels. Only the primitives below apply it.
 var uiScale float32 = 1
 
+// presentZoom is how much larger presenter mode draws everything (1
+// otherwise): layout runs in a viewport that much smaller, and uiScale
+// includes it. Widget rectangles are reported to the hook in CSS pixels.
+var presentZoom float32 = 1
+
 func (r rect) contains(x, y int) bool {
 	fx, fy := float32(x), float32(y)
 	return fx >= r.X && fy >= r.Y && fx < r.X+r.W && fy < r.Y+r.H
@@ -59,7 +64,8 @@ func (r rect) image() image.Rectangle {
 }
 
 func (r rect) hook() hook.Rect {
-	return hook.Rect{float64(r.X), float64(r.Y), float64(r.W), float64(r.H)}
+	z := float64(presentZoom)
+	return hook.Rect{float64(r.X) * z, float64(r.Y) * z, float64(r.W) * z, float64(r.H) * z}
 }
 
 // Palette: a dark theme; the outcome colours are the gallery's borders.

@@ -535,6 +535,30 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	a.drawTimeline(dst, timeline)
 }
 
+// exportTrajectory downloads the explorer's trajectory drawn for slides,
+// with every panel; the server computes it from the same request (the same
+// pictures as the stream).
+func (a *App) exportTrajectory(format string) {
+	e := a.exp
+	if e == nil {
+		return
+	}
+	r := e.request()
+	r.Products = nil
+	x := shared.TrajectoryExport{Denoise: r, Format: format, Panels: "input,latent,image,map"}
+	ext := "gif"
+	if format == shared.TrajectoryStrip {
+		ext = "png"
+	}
+	name := fmt.Sprintf("trajectory-%s-%d.%s", e.run, e.image.ImageID, ext)
+	if e.upload != "" {
+		name = "trajectory-dropped." + ext
+	}
+	a.trajectoryExport = a.client.TrajectoryURL(x)
+	download(a.trajectoryExport, name)
+	a.setStatus(fmt.Sprintf("drawing %s's trajectory as %s (%s)…", e.name(), ext, name))
+}
+
 func roundTo(v, step int) int { return (v + step/2) / step * step }
 
 // drawLegend shows the colour scale with its anchor values.
@@ -598,7 +622,15 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	// Captions under every panel (h), for teaching.
 	caps := "captions"
 	a.button(dst, rect{bx + 268, by, 86, 28}, "captions", caps, a.captions, func() { a.captions = !a.captions })
-	bx += 198
+	// For slides: the trajectory as an animated GIF or a PNG strip.
+	if e.traj != nil {
+		a.button(dst, rect{bx + 358, by, 50, 28}, "export:gif", "GIF", false, func() { a.exportTrajectory(shared.TrajectoryGIF) })
+		a.button(dst, rect{bx + 412, by, 56, 28}, "export:strip", "strip", false, func() { a.exportTrajectory(shared.TrajectoryStrip) })
+	} else {
+		a.disabledButton(dst, rect{bx + 358, by, 50, 28}, "export:gif", "GIF")
+		a.disabledButton(dst, rect{bx + 412, by, 56, 28}, "export:strip", "strip")
+	}
+	bx += 310
 	info := "no trajectory"
 	if t != nil && t.Total > 0 {
 		info = fmt.Sprintf("step %d / %d   t = %d   received %d/%d", p.Cursor+1, t.Total, stepT(t, p.Cursor), t.Received, t.Total)
