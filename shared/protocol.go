@@ -151,8 +151,8 @@ type Frame struct {
 	// GuidanceNone), so that a client showing both tells them apart.
 	Guidance string `json:"guidance,omitempty"`
 	Step     int    `json:"step"`  // 0-based; for final = Total
-	Total      int    `json:"total"` // number of steps
-	T          int    `json:"t"`     // diffusion timestep of the step
+	Total    int    `json:"total"` // number of steps
+	T        int    `json:"t"`     // diffusion timestep of the step
 	// StartT is the level the input latent was noised to (the sampler's
 	// noise level): what "noise t0" means everywhere. The first step's T is
 	// below it (ldm's discretisation starts under the start level).

@@ -212,9 +212,12 @@ type App struct {
 	captions bool
 	// presenter shows the explorer alone, larger, for a projector (p).
 	presenter bool
-	editing   bool
-	note      []rune
-	runes     []rune
+	// cssW and cssH are the page's size in CSS pixels (w and h are the
+	// layout's, smaller in presenter mode).
+	cssW, cssH int
+	editing    bool
+	note       []rune
+	runes      []rune
 }
 
 // baseline is an empty ebiten game: opened with ?baseline=1 it shows what
@@ -379,6 +382,7 @@ func (a *App) Layout(w, h int) (int, int) {
 	dpr := float32(max(ebiten.Monitor().DeviceScaleFactor(), 1))
 	uiScale = dpr * presentZoom
 	a.w, a.h = int(float32(w)/presentZoom), int(float32(h)/presentZoom)
+	a.cssW, a.cssH = w, h
 	return int(float32(w) * dpr), int(float32(h) * dpr)
 }
 
@@ -797,7 +801,7 @@ func trimFloat(v float64, prec int) string {
 // stateJSON is window.diadState().
 func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
-		Width: int(float32(a.w) * presentZoom), Height: int(float32(a.h) * presentZoom), DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
+		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
 		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy,
 		SelectedJob: a.selJob}

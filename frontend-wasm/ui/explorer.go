@@ -347,7 +347,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		title = "dropped image " + im.Path + " (not in a run)"
 	}
 	x := head.X
-	tw := min(textWidth(title, sizeBody), head.W*0.45)
+	// The title gives way to the controls (~600 px) in a narrow layout
+	// (presenter mode).
+	tw := min(textWidth(title, sizeBody), head.W*0.45, max(head.W-600, 120))
 	drawText(dst, clip(title, tw, sizeBody), x, head.Y+8, sizeBody, colText)
 	x += tw + 16
 	control := func(name, label, value string, dec, inc func()) {
@@ -623,10 +625,12 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	caps := "captions"
 	a.button(dst, rect{bx + 268, by, 86, 28}, "captions", caps, a.captions, func() { a.captions = !a.captions })
 	// For slides: the trajectory as an animated GIF or a PNG strip.
-	if e.traj != nil {
+	switch {
+	case bx+468 > inner.X+inner.W: // no room (presenter mode)
+	case e.traj != nil:
 		a.button(dst, rect{bx + 358, by, 50, 28}, "export:gif", "GIF", false, func() { a.exportTrajectory(shared.TrajectoryGIF) })
 		a.button(dst, rect{bx + 412, by, 56, 28}, "export:strip", "strip", false, func() { a.exportTrajectory(shared.TrajectoryStrip) })
-	} else {
+	default:
 		a.disabledButton(dst, rect{bx + 358, by, 50, 28}, "export:gif", "GIF")
 		a.disabledButton(dst, rect{bx + 412, by, 56, 28}, "export:strip", "strip")
 	}
