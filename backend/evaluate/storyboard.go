@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"path/filepath"
 
 	"github.com/diad-project/diad/backend/storyboard"
 	"github.com/diad-project/diad/backend/visual"
@@ -26,7 +27,7 @@ func (f StepFrame) ImagePicture(size int) *image.RGBA { return datasets.Denormal
 // Storyboard runs spec's trajectory with every product and keeps what a
 // storyboard draws: the input, and per step z_t, the predicted image and
 // its map. Its Scale is left to the caller (a threshold, or the maps'
-// range); title names the image and the sampler.
+// range); its title names the image file, the sampler and the guidance.
 func (e *Engine) Storyboard(ctx context.Context, spec TrajectorySpec) (storyboard.Trajectory, Outcome, error) {
 	size := e.ImageSize()
 	it, err := datasets.LoadItem(datasets.Sample{Path: spec.Path}, size)
@@ -39,9 +40,9 @@ func (e *Engine) Storyboard(ctx context.Context, spec TrajectorySpec) (storyboar
 		guidance = "SG network off"
 	}
 	s := spec.Sampler
-	tr.Title = fmt.Sprintf("%s from t0 %d in %d steps, seed %d, %s", s.KindOrDefault(), s.NoiseLevel(), max(s.Steps, len(s.Timesteps)), spec.Seed, guidance)
+	tr.Title = fmt.Sprintf("%s: %s from t0 %d in %d steps, %s", filepath.Base(spec.Path), s.KindOrDefault(), s.NoiseLevel(), max(s.Steps, len(s.Timesteps)), guidance)
 	if len(s.Timesteps) > 0 {
-		tr.Title = fmt.Sprintf("%s at t %v, seed %d, %s", s.KindOrDefault(), s.Timesteps, spec.Seed, guidance)
+		tr.Title = fmt.Sprintf("%s: %s at t %v, %s", filepath.Base(spec.Path), s.KindOrDefault(), s.Timesteps, guidance)
 	}
 	out, err := e.Trajectory(ctx, spec, Products{Latents: true, Image: true, Map: true}, func(f StepFrame) error {
 		tr.Steps = append(tr.Steps, storyboard.Step{T: f.T, Latent: f.LatentPicture(), Image: f.ImagePicture(size), Map: f.Map})
