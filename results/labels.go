@@ -1,6 +1,7 @@
 package results
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -84,10 +85,20 @@ func (s Store) rlockRun(id string) (unlock func()) {
 	}
 }
 
+// ErrNoImage is returned for a label of an image the run does not have.
+var ErrNoImage = errors.New("no such image")
+
 // SetLabels applies analyst verdicts to a run's images.parquet: read, modify,
 // write a temporary file, rename. Concurrent calls (goroutines or processes)
-// are serialised, so no edit is lost. It returns the updated rows.
-func (s Store) SetLabels(id string, labels []Label, now time.Time) ([]ImageRow, error) {
+// are serialised, so no edit is lost. Every label that changes a verdict or
+// a note is appended to the run's label history as action (ActionSet,
+// ActionBulk or ActionUndo) first: a failure in between leaves a history
+// entry of an edit that did not land, never an edit without its entry. It
+// returns the updated rows.
+func (s Store) SetLabels(id string, labels []Label, action string, now time.Time) ([]ImageRow, error) {
+	if !ValidAction(action) {
+		return nil, fmt.Errorf("results: label action %q (want %s, %s or %s)", action, ActionSet, ActionBulk, ActionUndo)
+	}
 	for _, l := range labels {
 		if !ValidVerdict(l.Verdict) {
 			return nil, fmt.Errorf("results: verdict %q (want normal, anomalous, unsure or empty)", l.Verdict)
@@ -112,13 +123,22 @@ func (s Store) SetLabels(id string, labels []Label, now time.Time) ([]ImageRow, 
 	// The file keeps milliseconds: answer with what a later read returns.
 	at := now.UTC().Truncate(time.Millisecond)
 	var updated []ImageRow
+	var changes []LabelChange
 	for _, l := range labels {
 		i, ok := byID[l.ImageID]
 		if !ok {
-			return nil, fmt.Errorf("results: run %s has no image %d", id, l.ImageID)
+			return nil, fmt.Errorf("results: run %s has %w %d", id, ErrNoImage, l.ImageID)
 		}
-		rows[i].AnalystLabel, rows[i].AnalystNote, rows[i].AnalystUser, rows[i].AnalystTime = l.Verdict, l.Note, l.User, at
-		updated = append(updated, rows[i])
+		r := &rows[i]
+		if r.AnalystLabel != l.Verdict || r.AnalystNote != l.Note {
+			changes = append(changes, LabelChange{RunID: id, ImageID: l.ImageID, Time: at, User: l.User, Action: action,
+				FromVerdict: r.AnalystLabel, ToVerdict: l.Verdict, FromNote: r.AnalystNote, ToNote: l.Note})
+		}
+		r.AnalystLabel, r.AnalystNote, r.AnalystUser, r.AnalystTime = l.Verdict, l.Note, l.User, at
+		updated = append(updated, *r)
+	}
+	if err := s.appendHistory(id, changes); err != nil {
+		return nil, err
 	}
 	if err := s.replace(id, ImagesFile, rows); err != nil {
 		return nil, err
@@ -166,6 +186,12 @@ func (s Store) replace(id, name string, rows []ImageRow) error {
 	if err != nil {
 		return err
 	}
+	return s.recordSum(id, name)
+}
+
+// recordSum records the SHA-256 of a run's file name in its run.json (the
+// caller holds the run's lock).
+func (s Store) recordSum(id, name string) error {
 	meta, err := s.Meta(id)
 	if err != nil {
 		return err
@@ -173,7 +199,7 @@ func (s Store) replace(id, name string, rows []ImageRow) error {
 	if meta.Files == nil {
 		return nil // a run from before checksums stays without them
 	}
-	sum, err := fileSum(path)
+	sum, err := fileSum(filepath.Join(s.Dir(id), name))
 	if err != nil {
 		return err
 	}

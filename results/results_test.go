@@ -181,7 +181,7 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: int64(i), Verdict: VerdictAnomalous, Note: "seen", User: "ana"}}, time.Now())
+			_, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: int64(i), Verdict: VerdictAnomalous, Note: "seen", User: "ana"}}, ActionSet, time.Now())
 			errs <- err
 		}(i)
 	}
@@ -204,10 +204,10 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if !ok || labels.Len() != 5 || labels.Value(3) != VerdictAnomalous {
 		t.Fatalf("analyst_label column read by arrow: %v", column(t, tbl, "analyst_label"))
 	}
-	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 99, Verdict: VerdictNormal}}, time.Now()); err == nil {
+	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 99, Verdict: VerdictNormal}}, ActionSet, time.Now()); err == nil {
 		t.Fatal("unknown image accepted")
 	}
-	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 1, Verdict: "maybe"}}, time.Now()); err == nil {
+	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 1, Verdict: "maybe"}}, ActionSet, time.Now()); err == nil {
 		t.Fatal("bad verdict accepted")
 	}
 	if err := s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.9, Policy: "manual", SetBy: "ana"}); err != nil {
@@ -249,7 +249,7 @@ func TestRunFilesAreReadableByOthers(t *testing.T) {
 	if err := s.Write(r); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 1, Verdict: "anomalous", User: "ann"}}, time.Now()); err != nil {
+	if _, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 1, Verdict: "anomalous", User: "ann"}}, ActionSet, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	dir := s.Dir(r.Meta.RunID)
@@ -272,7 +272,7 @@ func TestLabelTimesAreWhatTheFileKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 29, 8, 0, 0, 123456789, time.UTC)
-	got, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 2, Verdict: "normal", User: "bo"}}, now)
+	got, err := s.SetLabels(r.Meta.RunID, []Label{{ImageID: 2, Verdict: "normal", User: "bo"}}, ActionSet, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestCorruptRunFilesAreErrors(t *testing.T) {
 		t.Fatalf("checksums recorded: %v", meta.Files)
 	}
 	// Label edits keep the record true.
-	if _, err := s.SetLabels(id, []Label{{ImageID: 1, Verdict: VerdictNormal}}, time.Now()); err != nil {
+	if _, err := s.SetLabels(id, []Label{{ImageID: 1, Verdict: VerdictNormal}}, ActionSet, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Images(id); err != nil {

@@ -300,6 +300,12 @@ func (s Store) WriteMerged(run Run, keep func(old RunMeta) (ThresholdInfo, bool)
 	if err := syncDir(dir); err != nil {
 		return err
 	}
+	// The label history of a run merged before stays, with its checksum.
+	if sum, err := fileSum(filepath.Join(dir, HistoryFile)); err == nil {
+		run.Meta.Files[HistoryFile] = sum
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	return s.writeMeta(run.Meta)
 }
 

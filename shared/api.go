@@ -162,6 +162,43 @@ type LabelRequest struct {
 	User    string `json:"user"`
 }
 
+// Label actions of a BulkLabelRequest and of the label history.
+const (
+	LabelActionSet  = "set"  // one image's label (PUT .../images/{image}/label)
+	LabelActionBulk = "bulk" // one verdict for a selection of images
+	LabelActionUndo = "undo" // labels put back as they were before a bulk action
+)
+
+// BulkLabelRequest sets the labels of many images of a run at once
+// (PUT /api/v1/runs/{run}/labels): one verdict for a range or a filtered
+// view (action bulk), or what a bulk action replaced (action undo).
+type BulkLabelRequest struct {
+	Labels []ImageLabel `json:"labels"`
+	User   string       `json:"user"`
+	Action string       `json:"action"`
+}
+
+// ImageLabel is one image's label in a BulkLabelRequest.
+type ImageLabel struct {
+	ImageID int64  `json:"image_id"`
+	Verdict string `json:"verdict"` // normal, anomalous, unsure, "" clears
+	Note    string `json:"note"`
+}
+
+// LabelChange is one entry of a run's label history
+// (GET /api/v1/runs/{run}/labels/history): who changed which image's
+// label, when, from what to what, by which action.
+type LabelChange struct {
+	ImageID     int64     `json:"image_id"`
+	Time        time.Time `json:"time"`
+	User        string    `json:"user"`
+	Action      string    `json:"action"`
+	FromVerdict string    `json:"from_verdict"`
+	ToVerdict   string    `json:"to_verdict"`
+	FromNote    string    `json:"from_note"`
+	ToNote      string    `json:"to_note"`
+}
+
 // ThresholdRequest sets a run's decision threshold.
 type ThresholdRequest struct {
 	Value  float64 `json:"value"`

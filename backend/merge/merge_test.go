@@ -229,7 +229,7 @@ func TestMergeRefusesWhatIsNotOneRun(t *testing.T) {
 }
 
 // A shard run again replaces its partition only; merging again keeps the
-// analysts' labels and a threshold set by hand.
+// analysts' labels, their history and a threshold set by hand.
 func TestRemergeKeepsAnalystWork(t *testing.T) {
 	store := results.Store{Root: t.TempDir()}
 	runID := "20261129T120000Z-abcdef"
@@ -238,7 +238,7 @@ func TestRemergeKeepsAnalystWork(t *testing.T) {
 	if _, err := merge.Run(store, runID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.SetLabels(runID, []results.Label{{ImageID: 4, Verdict: results.VerdictAnomalous, User: "ana", Note: "seen"}}, time.Now()); err != nil {
+	if _, err := store.SetLabels(runID, []results.Label{{ImageID: 4, Verdict: results.VerdictAnomalous, User: "ana", Note: "seen"}}, results.ActionSet, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	manual := results.ThresholdInfo{Value: 1.25, Policy: "manual"}
@@ -268,6 +268,13 @@ func TestRemergeKeepsAnalystWork(t *testing.T) {
 	}
 	if rows[4].AnalystLabel != results.VerdictAnomalous || rows[4].AnalystUser != "ana" || rows[4].Threshold != 1.25 {
 		t.Fatalf("row 4 after re-merge: %+v", rows[4])
+	}
+	// The label history stays, its checksum recorded.
+	if h, err := store.LabelHistory(runID); err != nil || len(h) != 1 || h[0].ImageID != 4 || h[0].ToVerdict != results.VerdictAnomalous {
+		t.Fatalf("label history after re-merge: %+v, %v", h, err)
+	}
+	if m.Files[results.HistoryFile] == "" {
+		t.Fatal("re-merge dropped the label history's checksum")
 	}
 	entries, err := os.ReadDir(store.Dir(runID))
 	if err != nil {

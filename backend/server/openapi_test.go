@@ -25,6 +25,7 @@ var wireTypes = []any{
 	shared.JobRequest{}, shared.Job{}, shared.JobProgress{}, shared.JobEvent{},
 	shared.RunInfo{}, shared.RunDataset{}, shared.RunFeatures{}, shared.RunThreshold{}, shared.SamplerConfig{},
 	shared.ImagePage{}, shared.ImageInfo{}, shared.LabelRequest{}, shared.ThresholdRequest{}, shared.MetricValue{},
+	shared.BulkLabelRequest{}, shared.ImageLabel{}, shared.LabelChange{},
 }
 
 // successBodies names each JSON route's success answer: status, schema and
@@ -49,6 +50,8 @@ var successBodies = map[string]struct {
 	"get /api/v1/runs/{run}/images":               {"200", "ImagePage", false},
 	"put /api/v1/runs/{run}/images/{image}/label": {"200", "ImageInfo", false},
 	"put /api/v1/runs/{run}/threshold":            {"200", "RunInfo", false},
+	"put /api/v1/runs/{run}/labels":               {"200", "ImageInfo", true},
+	"get /api/v1/runs/{run}/labels/history":       {"200", "LabelChange", true},
 	"get /api/v1/runs/{run}/metrics":              {"200", "MetricValue", true},
 }
 
@@ -58,6 +61,7 @@ var requestBodies = map[string]string{
 	"post /api/v1/jobs":                           "JobRequest",
 	"put /api/v1/runs/{run}/images/{image}/label": "LabelRequest",
 	"put /api/v1/runs/{run}/threshold":            "ThresholdRequest",
+	"put /api/v1/runs/{run}/labels":               "BulkLabelRequest",
 }
 
 const schemaRef = "#/components/schemas/"

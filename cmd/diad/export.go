@@ -31,7 +31,7 @@ func newExportCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&root, "results", "results/runs", "results folder")
-	cmd.Flags().StringVar(&table, "table", "images", "images or metrics")
+	cmd.Flags().StringVar(&table, "table", "images", "images, metrics or history (every change of an analyst label)")
 	cmd.Flags().StringVar(&format, "format", "csv", "csv or json (JSON lines)")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "output file (default stdout)")
 	return cmd
@@ -51,6 +51,12 @@ func export(w io.Writer, store results.Store, runID, table, format string) error
 			return err
 		}
 		return results.ExportMetrics(w, rows, format)
+	case "history":
+		rows, err := store.LabelHistory(runID)
+		if err != nil {
+			return err
+		}
+		return results.ExportHistory(w, rows, format)
 	}
-	return fmt.Errorf("--table %q: want images or metrics", table)
+	return fmt.Errorf("--table %q: want images, metrics or history", table)
 }

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
+)
+
+// labelRun writes a run of n images into the server's results.
+func labelRun(t *testing.T, e *env, n int) string {
+	t.Helper()
+	run := "20260102T000000Z-1abe15"
+	meta := results.RunMeta{RunID: run, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel",
+		Threshold: results.ThresholdInfo{Value: 0.5, Policy: "max-f1"}}
+	meta.Dataset.Root = e.dataset
+	var rows []results.ImageRow
+	var maps []results.MapRow
+	for i := 0; i < n; i++ {
+		rows = append(rows, results.ImageRow{RunID: run, ImageID: int64(i), Category: "woven", Path: filepath.Join(e.dataset, "woven/test/good/000.png"),
+			Split: "test", Score: float64(i) / float64(n), Scorer: "pixel", Threshold: 0.5})
+		maps = append(maps, results.Quantize(run, int64(i), 4, 4, make([]float32, 16)))
+	}
+	if err := (results.Store{Root: e.srv.cfg.ResultsDir}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// Bulk labels set one verdict for many images and undo puts back what they
+// replaced; the history says who changed what, when and from what, through
+// the REST API and the export; bad requests change nothing.
+func TestBulkLabelsUndoAndHistory(t *testing.T) {
+	e := startEnv(t, nil)
+	run := labelRun(t, e, 6)
+	put := func(req any) (*http.Response, []byte) {
+		return e.do(t, "PUT", "/api/v1/runs/"+run+"/labels", req, "Content-Type", "application/json")
+	}
+	// One image reviewed first, alone.
+	if r, body := e.do(t, "PUT", "/api/v1/runs/"+run+"/images/2/label", shared.LabelRequest{Verdict: "unsure", Note: "edge", User: "ana"}, "Content-Type", "application/json"); r.StatusCode != 200 {
+		t.Fatalf("label: %d %s", r.StatusCode, body)
+	}
+	bulk := shared.BulkLabelRequest{User: "bo", Action: shared.LabelActionBulk}
+	for i := int64(1); i <= 4; i++ {
+		bulk.Labels = append(bulk.Labels, shared.ImageLabel{ImageID: i, Verdict: "normal"})
+	}
+	r, body := put(bulk)
+	var got []shared.ImageInfo
+	if r.StatusCode != 200 || json.Unmarshal(body, &got) != nil || len(got) != 4 {
+		t.Fatalf("bulk: %d %s", r.StatusCode, body)
+	}
+	var page shared.ImagePage
+	e.call(t, "GET", "/api/v1/runs/"+run+"/images?verdict=normal&limit=100", nil, &page)
+	if page.Total != 4 || page.Images[0].AnalystUser != "bo" {
+		t.Fatalf("after bulk: %d normal images, %+v", page.Total, page.Images)
+	}
+	// Undo: image 2 back to unsure with its note, the rest unlabelled.
+	undo := shared.BulkLabelRequest{User: "bo", Action: shared.LabelActionUndo, Labels: []shared.ImageLabel{{ImageID: 1}, {ImageID: 2, Verdict: "unsure", Note: "edge"}, {ImageID: 3}, {ImageID: 4}}}
+	if r, body := put(undo); r.StatusCode != 200 {
+		t.Fatalf("undo: %d %s", r.StatusCode, body)
+	}
+	e.call(t, "GET", "/api/v1/runs/"+run+"/images?verdict=normal&limit=100", nil, &page)
+	if page.Total != 0 {
+		t.Fatalf("after undo: %d normal images", page.Total)
+	}
+	e.call(t, "GET", "/api/v1/runs/"+run+"/images?verdict=unsure&limit=100", nil, &page)
+	if page.Total != 1 || page.Images[0].ImageID != 2 || page.Images[0].AnalystNote != "edge" {
+		t.Fatalf("after undo: unsure images %+v", page.Images)
+	}
+	var hist []shared.LabelChange
+	e.call(t, "GET", "/api/v1/runs/"+run+"/labels/history", nil, &hist)
+	count := map[string]int{}
+	for _, h := range hist {
+		count[h.Action]++
+	}
+	if len(hist) != 9 || count["set"] != 1 || count["bulk"] != 4 || count["undo"] != 4 {
+		t.Fatalf("history: %d entries %v", len(hist), count)
+	}
+	if h := hist[2]; h.ImageID != 2 || h.User != "bo" || h.FromVerdict != "unsure" || h.FromNote != "edge" || h.ToVerdict != "normal" || h.Time.IsZero() {
+		t.Fatalf("image 2's bulk entry: %+v", h)
+	}
+	// Exported with the results.
+	r, body = e.do(t, "GET", "/api/v1/runs/"+run+"/export?table=history&format=csv", nil)
+	recs, err := csv.NewReader(strings.NewReader(string(body))).ReadAll()
+	if r.StatusCode != 200 || err != nil || len(recs) != 10 || recs[0][4] != "action" {
+		t.Fatalf("history export: %d %v %d records", r.StatusCode, err, len(recs))
+	}
+	// Refused, and nothing changes: an unknown image (404), a bad verdict,
+	// an image twice, no labels, an unknown action (400).
+	for want, req := range map[int]shared.BulkLabelRequest{
+		404: {Action: "bulk", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}, {ImageID: 99, Verdict: "normal"}}},
+	} {
+		if r, body := put(req); r.StatusCode != want {
+			t.Errorf("%+v: %d %s, want %d", req, r.StatusCode, body, want)
+		}
+	}
+	for i, req := range []shared.BulkLabelRequest{
+		{Action: "bulk", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "maybe"}}},
+		{Action: "bulk", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}, {ImageID: 0, Verdict: "anomalous"}}},
+		{Action: "bulk"},
+		{Action: "redo", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}}},
+		{Action: "set", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}}},
+	} {
+		if r, body := put(req); r.StatusCode != 400 {
+			t.Errorf("request %d %+v: %d %s, want 400", i, req, r.StatusCode, body)
+		}
+	}
+	if r, body := put(`{"labels":[{"image_id":0,"verdict":"normal"}],"action":"bulk","extra":1}`); r.StatusCode != 400 || !strings.Contains(string(body), "extra") {
+		t.Errorf("unknown field: %d %s", r.StatusCode, body)
+	}
+	var again []shared.LabelChange
+	e.call(t, "GET", "/api/v1/runs/"+run+"/labels/history", nil, &again)
+	if len(again) != len(hist) {
+		t.Fatalf("refused requests changed the history: %d entries, were %d", len(again), len(hist))
+	}
+	if r, _ := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/labels/history", "nope"), nil); r.StatusCode != 404 {
+		t.Fatalf("history of an unknown run: %d", r.StatusCode)
+	}
+}
+
+// call sends a request and decodes a 200 answer's JSON into out.
+func (e *env) call(t *testing.T, method, path string, body, out any) {
+	t.Helper()
+	r, b := e.do(t, method, path, body)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, path, r.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s %s: %v in %s", method, path, err, b)
+	}
+}
