@@ -177,6 +177,8 @@ func TestLiveHTTPFuzz(t *testing.T) {
 		{method: "GET", path: "/api/v1/runs/" + run + "/files/images.parquet"},
 		{method: "GET", path: "/api/v1/runs/" + run + "/export?format=csv"},
 		{method: "PUT", path: "/api/v1/runs/" + run + "/images/0/label", contentType: "application/json", body: js(shared.LabelRequest{Verdict: "anomalous", Note: "dent", User: "qa"})},
+		{method: "PUT", path: "/api/v1/runs/" + run + "/labels", contentType: "application/json", body: js(shared.BulkLabelRequest{Action: "bulk", User: "qa", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}, {ImageID: 1, Verdict: "anomalous", Note: "dent"}}})},
+		{method: "GET", path: "/api/v1/runs/" + run + "/labels/history"},
 		{method: "PUT", path: "/api/v1/runs/" + run + "/threshold", contentType: "application/json", body: []byte(`{"policy":"max-f1"}`)},
 		{method: "POST", path: "/api/v1/datasets", contentType: "application/json", body: []byte(`{"name":"mine","path":"synth"}`)},
 		{method: "GET", path: "/api/v1/datasets"},

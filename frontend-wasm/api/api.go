@@ -205,6 +205,13 @@ func (c *Client) SetLabel(ctx context.Context, run string, image int64, req shar
 	return info, c.do(ctx, http.MethodPut, fmt.Sprintf("/api/v1/runs/%s/images/%d/label", url.PathEscape(run), image), req, &info)
 }
 
+// SetLabels saves the labels of many images at once (a bulk verdict, or an
+// undo of one); it returns the updated images.
+func (c *Client) SetLabels(ctx context.Context, run string, req shared.BulkLabelRequest) ([]shared.ImageInfo, error) {
+	var infos []shared.ImageInfo
+	return infos, c.do(ctx, http.MethodPut, "/api/v1/runs/"+url.PathEscape(run)+"/labels", req, &infos)
+}
+
 // SetThreshold saves a run's decision threshold.
 func (c *Client) SetThreshold(ctx context.Context, run string, req shared.ThresholdRequest) (shared.RunInfo, error) {
 	var r shared.RunInfo

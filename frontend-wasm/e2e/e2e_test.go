@@ -262,6 +262,18 @@ func (p *page) key(k string) {
 	p.do("key "+k, call(input.DispatchKeyEvent, down), chromedp.Sleep(hold), call(input.DispatchKeyEvent, up), chromedp.Sleep(hold))
 }
 
+// withShift holds Shift down while f presses keys or clicks.
+func (p *page) withShift(f func()) {
+	p.t.Helper()
+	ev := input.DispatchKeyEventParams{Key: "Shift", Code: "ShiftLeft", WindowsVirtualKeyCode: 16, Modifiers: 8}
+	down, up := ev, ev
+	down.Type, up.Type = input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp
+	up.Modifiers = 0
+	p.do("shift down", call(input.DispatchKeyEvent, down), chromedp.Sleep(hold))
+	defer p.do("shift up", call(input.DispatchKeyEvent, up), chromedp.Sleep(hold))
+	f()
+}
+
 // call makes a DevTools command an action.
 func call[P, R any](c cdp.Command[P, R], params P) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
@@ -572,6 +584,101 @@ func TestBrowserClient(t *testing.T) {
 		}
 		if s.Selected != selected {
 			t.Fatalf("selection %d, could not return to %d", s.Selected, selected)
+		}
+	})
+
+	t.Run("bulk review", func(t *testing.T) {
+		p.t = t
+		start := p.state().Selected // want.Images[1], reviewed above
+		if start != want.Images[1].ImageID {
+			t.Fatalf("selected %d, want %d", start, want.Images[1].ImageID)
+		}
+		labels := func() map[int64]shared.ImageInfo {
+			var page shared.ImagePage
+			e.call(t, "GET", "/api/v1/runs/"+runID+"/images?limit=1000", nil, &page)
+			out := map[int64]shared.ImageInfo{}
+			for _, im := range page.Images {
+				out[im.ImageID] = im
+			}
+			return out
+		}
+		history := func() []shared.LabelChange {
+			var h []shared.LabelChange
+			e.call(t, "GET", "/api/v1/runs/"+runID+"/labels/history", nil, &h)
+			return h
+		}
+		before, h0 := labels(), len(history())
+		// Shift+j twice: a range of three in the gallery's order.
+		p.withShift(func() { p.key("j"); p.key("j") })
+		p.wait("a range of three", 10*time.Second, func(s hook.State) bool { return s.Range == 3 })
+		time.Sleep(200 * time.Millisecond)
+		p.shot("gallery-range")
+		p.key("n")
+		p.wait("three verdicts saved at once", 20*time.Second, func(s hook.State) bool { return s.BulkSaved == 3 && s.Undo != "" })
+		after := labels()
+		for _, im := range want.Images[1:4] {
+			got := after[im.ImageID]
+			if got.AnalystLabel != "normal" || got.AnalystUser != "e2e" || got.AnalystNote != before[im.ImageID].AnalystNote {
+				t.Errorf("image %d after the bulk verdict: %q by %q, note %q", im.ImageID, got.AnalystLabel, got.AnalystUser, got.AnalystNote)
+			}
+		}
+		h := history()
+		if len(h) != h0+3 || h[h0].Action != shared.LabelActionBulk || h[h0].ImageID != start || h[h0].FromVerdict != "anomalous" || h[h0].ToVerdict != "normal" {
+			t.Fatalf("history after the bulk verdict: %+v", h[h0:])
+		}
+		// z puts back what it replaced.
+		p.key("z")
+		p.wait("the undo", 20*time.Second, func(s hook.State) bool { return s.Undo == "" && s.Verdict == before[s.Selected].AnalystLabel })
+		undone := labels()
+		for id, im := range before {
+			if undone[id].AnalystLabel != im.AnalystLabel || undone[id].AnalystNote != im.AnalystNote {
+				t.Errorf("image %d after undo: %q %q, before %q %q", id, undone[id].AnalystLabel, undone[id].AnalystNote, im.AnalystLabel, im.AnalystNote)
+			}
+		}
+		if h = history(); len(h) != h0+6 || h[h0+3].Action != shared.LabelActionUndo {
+			t.Fatalf("history after undo: %+v", h[h0:])
+		}
+		// One verdict for the filtered view, then the undo button.
+		cat := want.Images[0].Category
+		p.click("filter:category:" + cat)
+		s := p.wait("one category", 10*time.Second, func(s hook.State) bool { return s.Visible < s.Images })
+		p.click("view:unsure")
+		p.wait("the view's verdicts", 20*time.Second, func(s hook.State) bool { return s.BulkSaved == s.Visible && s.Undo != "" })
+		var page shared.ImagePage
+		e.call(t, "GET", "/api/v1/runs/"+runID+"/images?verdict=unsure&category="+cat+"&limit=1000", nil, &page)
+		if page.Total != s.Visible {
+			t.Fatalf("%d images of %s unsure on the server, the view shows %d", page.Total, cat, s.Visible)
+		}
+		p.click("undo")
+		p.wait("the view's undo", 20*time.Second, func(s hook.State) bool { return s.Undo == "" })
+		for id, im := range labels() {
+			if im.AnalystLabel != before[id].AnalystLabel {
+				t.Errorf("image %d after the second undo: %q, before %q", id, im.AnalystLabel, before[id].AnalystLabel)
+			}
+		}
+		// The history goes out with the results.
+		r, err := http.Get(e.base + "/api/v1/runs/" + runID + "/export?table=history&format=csv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil || bytes.Count(body, []byte("\n")) != len(history())+1 {
+			t.Fatalf("history export: %v, %d lines for %d changes", err, bytes.Count(body, []byte("\n")), len(history()))
+		}
+		// Back to the start: all categories, the reviewed image alone.
+		p.click("filter:category:*")
+		s = p.wait("all categories", 10*time.Second, func(s hook.State) bool { return s.Visible == s.Images })
+		// To the top with k, where the reviewed image (the second) is on
+		// screen, then a plain click on it.
+		for i := 0; i < s.Images && s.Selected != want.Images[0].ImageID; i++ {
+			p.key("k")
+			s = p.state()
+		}
+		p.click(fmt.Sprintf("thumb:%d", start))
+		s = p.wait("the reviewed image selected alone", 10*time.Second, func(s hook.State) bool { return s.Selected == start })
+		if s.Selected != start || s.Range != 1 {
+			t.Fatalf("selection %d (range %d), could not return to %d", s.Selected, s.Range, start)
 		}
 	})
 

@@ -84,11 +84,14 @@ type View struct {
 
 	visible  []int // indices into Images
 	selected int64 // image id; -1 none
+	// anchor is the image a range selection started from (-1: none): the
+	// range is the visible images from it to the selected one.
+	anchor int64
 }
 
 // NewView shows images at a threshold, most anomalous first.
 func NewView(images []shared.ImageInfo, threshold float64) *View {
-	v := &View{Images: images, Filter: AllImages, Threshold: threshold, selected: -1}
+	v := &View{Images: images, Filter: AllImages, Threshold: threshold, selected: -1, anchor: -1}
 	v.Refresh()
 	return v
 }
@@ -182,6 +185,74 @@ func (v *View) Move(delta int) {
 	p := max(v.Position(), 0) + delta
 	p = min(max(p, 0), len(v.visible)-1)
 	v.selected = v.Images[v.visible[p]].ImageID
+}
+
+// SelectRange selects image id and makes a range from the image selected
+// before it (or the range's first image, when one is already started) to
+// id: the images between them in the visible order. False when id is not
+// visible.
+func (v *View) SelectRange(id int64) bool {
+	anchor := v.anchor
+	if anchor < 0 {
+		anchor = v.selected
+	}
+	if !v.Select(id) {
+		return false
+	}
+	v.anchor = anchor
+	return true
+}
+
+// ClearRange keeps only the selected image selected.
+func (v *View) ClearRange() { v.anchor = -1 }
+
+// Range is the selected images in visible order: the range from its first
+// image to the selected one, or the selected image alone (none when
+// nothing is selected). A range whose first image was filtered away is the
+// selected image alone.
+func (v *View) Range() []shared.ImageInfo {
+	lo, hi := v.RangeSpan()
+	if lo < 0 {
+		return nil
+	}
+	out := make([]shared.ImageInfo, 0, hi-lo+1)
+	for _, i := range v.visible[lo : hi+1] {
+		out = append(out, v.Images[i])
+	}
+	return out
+}
+
+// RangeSpan is the range's first and last place in Visible (both the
+// selected image's place without a range; -1, -1 with nothing selected).
+func (v *View) RangeSpan() (lo, hi int) {
+	p := v.Position()
+	if p < 0 {
+		return -1, -1
+	}
+	q := p
+	if v.anchor >= 0 {
+		for k, i := range v.visible {
+			if v.Images[i].ImageID == v.anchor {
+				q = k
+			}
+		}
+	}
+	return min(p, q), max(p, q)
+}
+
+// ReplaceAll swaps in updated rows (after labels were saved) and refreshes
+// once.
+func (v *View) ReplaceAll(infos []shared.ImageInfo) {
+	at := make(map[int64]int, len(v.Images))
+	for i, im := range v.Images {
+		at[im.ImageID] = i
+	}
+	for _, info := range infos {
+		if i, ok := at[info.ImageID]; ok {
+			v.Images[i] = info
+		}
+	}
+	v.Refresh()
 }
 
 // Replace swaps in an updated row (after a label was saved) and refreshes.

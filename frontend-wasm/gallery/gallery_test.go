@@ -165,3 +165,89 @@ func TestScoreRange(t *testing.T) {
 		t.Fatalf("empty histogram %v", h)
 	}
 }
+
+func rangeIDs(v *View) []int64 {
+	var out []int64
+	for _, im := range v.Range() {
+		out = append(out, im.ImageID)
+	}
+	return out
+}
+
+// A range runs from where it started to the selected image in the shown
+// order, either way; a plain selection or a filter that hides its start
+// leaves the selected image alone.
+func TestRangeSelection(t *testing.T) {
+	v := NewView(images(), 0.5) // shown: 1 2 4 3 0
+	v.Select(2)
+	if !eq(rangeIDs(v), []int64{2}) {
+		t.Fatalf("one image: %v", rangeIDs(v))
+	}
+	v.SelectRange(3)
+	if got := rangeIDs(v); !eq(got, []int64{2, 4, 3}) {
+		t.Fatalf("range 2..3: %v", got)
+	}
+	if lo, hi := v.RangeSpan(); lo != 1 || hi != 3 {
+		t.Fatalf("span %d..%d", lo, hi)
+	}
+	v.SelectRange(1) // the start stays at 2
+	if got := rangeIDs(v); !eq(got, []int64{1, 2}) {
+		t.Fatalf("range back to 1: %v", got)
+	}
+	v.ClearRange()
+	if got := rangeIDs(v); !eq(got, []int64{1}) {
+		t.Fatalf("cleared: %v", got)
+	}
+	v.Select(2)
+	v.SelectRange(0)
+	v.Filter.Category = "disc" // hides 2, the start
+	v.Refresh()
+	if got := rangeIDs(v); !eq(got, []int64{0}) {
+		t.Fatalf("start filtered away: %v", got)
+	}
+	if v.SelectRange(4) { // not shown
+		t.Fatal("a hidden image joined the range")
+	}
+	// Saved labels come back in one refresh.
+	v.ReplaceAll([]shared.ImageInfo{{ImageID: 0, Category: "disc", Score: 0.2, AnalystLabel: "normal"}, {ImageID: 1, Category: "disc", GroundTruth: 1, Score: 0.9, AnalystLabel: "normal"}})
+	if v.Reviewed() != 3 {
+		t.Fatalf("%d reviewed after two labels saved (one before)", v.Reviewed())
+	}
+}
+
+// A bulk verdict keeps notes; undo puts back each image's own label, newest
+// action first, and forgets beyond MaxUndo.
+func TestBulkVerdictAndUndo(t *testing.T) {
+	before := []shared.ImageInfo{{ImageID: 3, AnalystLabel: "anomalous", AnalystNote: "dent"}, {ImageID: 4}}
+	r := BulkVerdict(before, "normal", "ana")
+	if r.Action != shared.LabelActionBulk || r.User != "ana" || len(r.Labels) != 2 || r.Labels[0] != (shared.ImageLabel{ImageID: 3, Verdict: "normal", Note: "dent"}) {
+		t.Fatalf("bulk request %+v", r)
+	}
+	var u Undo
+	if _, _, ok := u.Pop("ana"); ok {
+		t.Fatal("undo with nothing done")
+	}
+	u.Push("2 images -> normal", before)
+	u.Push("1 image -> unsure", []shared.ImageInfo{{ImageID: 4, AnalystLabel: "normal"}})
+	req, e, ok := u.Pop("bo")
+	if !ok || e.What != "1 image -> unsure" || req.Action != shared.LabelActionUndo || req.User != "bo" || req.Labels[0] != (shared.ImageLabel{ImageID: 4, Verdict: "normal"}) {
+		t.Fatalf("first undo %+v %+v", req, e)
+	}
+	req, _, _ = u.Pop("bo")
+	if len(req.Labels) != 2 || req.Labels[0] != (shared.ImageLabel{ImageID: 3, Verdict: "anomalous", Note: "dent"}) || req.Labels[1] != (shared.ImageLabel{ImageID: 4}) {
+		t.Fatalf("second undo %+v", req)
+	}
+	for i := 0; i < MaxUndo+5; i++ {
+		u.Push("x", before)
+	}
+	n := 0
+	for {
+		if _, _, ok := u.Pop("bo"); !ok {
+			break
+		}
+		n++
+	}
+	if n != MaxUndo {
+		t.Fatalf("%d undos kept, want %d", n, MaxUndo)
+	}
+}

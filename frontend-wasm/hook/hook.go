@@ -94,6 +94,12 @@ type State struct {
 	Columns     int
 	Selected    int64
 	Verdict     string // analyst verdict of the selected image
+	// Range is how many images the selection holds (shift+click, shift+j/k):
+	// verdict keys apply to all of them. BulkSaved counts the images the
+	// last bulk verdict or undo saved; Undo says what z would put back.
+	Range       int
+	BulkSaved   int
+	Undo        string
 	Note        string
 	Editing     bool // typing a note
 	Threshold   float64

@@ -198,11 +198,15 @@ type App struct {
 	compareReq chan shared.DenoiseRequest // nil until the first comparison
 	// trajectoryExport is the link of the last trajectory export.
 	trajectoryExport string
-	status           string
-	statusErr        bool
-	statusAt         time.Time
-	errors           []string
-	decodes          int
+	// undo holds what bulk verdicts replaced (z puts it back); bulkSaved
+	// counts the images the last bulk request or undo saved.
+	undo      gallery.Undo
+	bulkSaved int
+	status    string
+	statusErr bool
+	statusAt  time.Time
+	errors    []string
+	decodes   int
 
 	scaleMinMax bool
 	// latentChannels shows each latent channel on its own (signed scale)
@@ -581,7 +585,7 @@ func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	if a.busy {
 		fps = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
 	}
-	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · v compare · p present"
+	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · shift+j/k range · z undo · v compare · p present"
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
 		right = fps
@@ -667,9 +671,11 @@ func (a *App) keys() {
 	}
 	switch {
 	case pressed(ebiten.KeyJ):
-		a.move(1)
+		a.move(1, ebiten.IsKeyPressed(ebiten.KeyShift))
 	case pressed(ebiten.KeyK):
-		a.move(-1)
+		a.move(-1, ebiten.IsKeyPressed(ebiten.KeyShift))
+	case pressed(ebiten.KeyZ):
+		a.undoBulk()
 	case pressed(ebiten.KeyA):
 		a.setVerdict("anomalous")
 	case pressed(ebiten.KeyN):
@@ -699,11 +705,22 @@ func (a *App) keys() {
 	}
 }
 
-func (a *App) move(d int) {
+// move selects the image d places on; extend (shift) grows the range
+// instead of starting over.
+func (a *App) move(d int, extend bool) {
 	if a.view == nil {
 		return
 	}
-	a.view.Move(d)
+	if extend {
+		if p := a.view.Position(); p >= 0 {
+			vis := a.view.Visible()
+			q := min(max(p+d, 0), len(vis)-1)
+			a.view.SelectRange(a.view.Images[vis[q]].ImageID)
+		}
+	} else {
+		a.view.ClearRange()
+		a.view.Move(d)
+	}
 	a.scrollToSelected = true
 	if a.tab == tabExplorer {
 		a.openSelected()
@@ -825,6 +842,7 @@ func (a *App) stateJSON() string {
 		s.ScoreFilter.Min, s.ScoreFilter.Max = a.view.ScoreRange()
 		if im, ok := a.view.Selected(); ok {
 			s.Selected, s.Verdict = im.ImageID, im.AnalystLabel
+			s.Range = len(a.view.Range())
 			if !a.editing {
 				s.Note = im.AnalystNote
 			}
@@ -834,6 +852,10 @@ func (a *App) stateJSON() string {
 	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
 	s.TrajectoryExport = a.trajectoryExport
+	s.BulkSaved = a.bulkSaved
+	if e, ok := a.undo.Last(); ok {
+		s.Undo = e.What
+	}
 	for name := range a.disabled {
 		s.Disabled = append(s.Disabled, name)
 	}

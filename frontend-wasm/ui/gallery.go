@@ -271,6 +271,7 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 		return
 	}
 	sel := v.Position()
+	lo, hi := v.RangeSpan()
 	first := int(a.galleryScroll/cellH) * cols
 	var sub *ebiten.Image
 	if dst != nil {
@@ -285,14 +286,19 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 		i := vis[p]
 		im := v.Images[i]
 		cell := rect{r.X + float32(col)*cellW + 4, y + 4, cellW - 8, cellH - 8}
-		a.drawThumb(sub, cell, im, v.Outcome(i), p == sel)
+		a.drawThumb(sub, cell, im, v.Outcome(i), p == sel, hi > lo && p >= lo && p <= hi)
 		id := im.ImageID
 		if cell.Y >= r.Y && cell.Y+cell.H <= r.Y+r.H+cellH {
 			a.hit(fmt.Sprintf("thumb:%d", id), cell, func() {
-				if sel >= 0 && v.Images[vis[sel]].ImageID == id {
+				if ebiten.IsKeyPressed(ebiten.KeyShift) { // a range, for bulk verdicts
+					v.SelectRange(id)
+					return
+				}
+				if sel >= 0 && v.Images[vis[sel]].ImageID == id && hi == lo {
 					a.openSelected() // a second click opens it
 					return
 				}
+				v.ClearRange()
 				v.Select(id)
 			})
 		}
@@ -305,7 +311,7 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	}
 }
 
-func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gallery.Outcome, selected bool) {
+func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gallery.Outcome, selected, inRange bool) {
 	imgArea, caption := cell.cutTop(cell.H-captionH, 0)
 	fill(dst, imgArea, colRaised)
 	if t := a.thumb(im); t != nil {
@@ -314,6 +320,10 @@ func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gal
 		drawTextIn(dst, "…", imgArea, sizeSmall, colDim)
 	}
 	stroke(dst, imgArea, 3, outcomeColor[o])
+	if inRange { // part of the selected range
+		fill(dst, rect{cell.X, cell.Y + cell.H - 3, cell.W, 3}, colAccent)
+		stroke(dst, imgArea.inset(-3), 2, colAccent)
+	}
 	if selected {
 		stroke(dst, imgArea.inset(-3), 2, colText)
 	}
@@ -333,6 +343,10 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	im, ok := a.view.Selected()
 	if !ok {
 		placeholder(dst, in, "no image selected")
+		return
+	}
+	if rng := a.view.Range(); len(rng) > 1 {
+		a.drawBulkReview(dst, in, rng)
 		return
 	}
 	o := gallery.Classify(im.GroundTruth, im.Score, a.view.Threshold)
@@ -403,4 +417,55 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	y += 18
 	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note (t)", a.editing, a.startNote)
 	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore (Enter)", false, a.openSelected)
+	y += 30
+	if y+52 <= in.Y+in.H {
+		a.drawViewVerdicts(dst, rect{textArea.X, y, textArea.W, 52})
+	}
+}
+
+// verdictButtons are the verdicts a button row offers, in order.
+var verdictButtons = []struct{ name, label, v string }{{"anomalous", "anomalous", "anomalous"}, {"normal", "normal", "normal"}, {"unsure", "unsure", "unsure"}, {"clear", "clear", ""}}
+
+// drawBulkReview is the review panel for a range of images: their verdicts
+// so far, buttons (and keys) that set one verdict for all, and undo.
+func (a *App) drawBulkReview(dst *ebiten.Image, in rect, rng []shared.ImageInfo) {
+	y := in.Y
+	drawBold(dst, fmt.Sprintf("%d images selected", len(rng)), in.X, y, sizeTitle, colText)
+	y += 24
+	counts := map[string]int{}
+	for _, im := range rng {
+		counts[im.AnalystLabel]++
+	}
+	drawText(dst, clip(fmt.Sprintf("anomalous %d · normal %d · unsure %d · not reviewed %d", counts["anomalous"], counts["normal"], counts["unsure"], counts[""]), in.W, sizeBody), in.X, y, sizeBody, colText)
+	y += 20
+	drawText(dst, clip("shift+click or shift+j/k grows the range; a click alone ends it", in.W, sizeSmall), in.X, y, sizeSmall, colDim)
+	y += 22
+	bw := (in.W - 12) / 4
+	for i, b := range verdictButtons {
+		b := b
+		a.button(dst, rect{in.X + float32(i)*(bw+4), y, bw, 24}, "verdict:"+b.name, b.label, false, func() { a.setVerdict(b.v) })
+	}
+	y += 28
+	drawText(dst, "keys: a  n  u  x set all of them", in.X, y, sizeSmall, colDim)
+	y += 22
+	if y+52 <= in.Y+in.H {
+		a.drawViewVerdicts(dst, rect{in.X, y, in.W, 52})
+	}
+}
+
+// drawViewVerdicts offers one verdict for every image the filters show,
+// and undo of the last bulk verdict.
+func (a *App) drawViewVerdicts(dst *ebiten.Image, r rect) {
+	n := len(a.view.Visible())
+	drawText(dst, clip(fmt.Sprintf("all %d images of this view:", n), r.W*0.6, sizeSmall), r.X, r.Y+4, sizeSmall, colDim)
+	if _, ok := a.undo.Last(); ok {
+		a.button(dst, rect{r.X + r.W*0.6, r.Y, r.W * 0.4, 22}, "undo", "undo (z)", false, a.undoBulk)
+	} else {
+		a.disabledButton(dst, rect{r.X + r.W*0.6, r.Y, r.W * 0.4, 22}, "undo", "undo (z)")
+	}
+	bw := (r.W - 12) / 4
+	for i, b := range verdictButtons {
+		b := b
+		a.button(dst, rect{r.X + float32(i)*(bw+4), r.Y + 24, bw, 22}, "view:"+b.name, b.label, false, func() { a.viewVerdict(b.v) })
+	}
 }
