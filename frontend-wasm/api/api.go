@@ -134,14 +134,29 @@ func (c *Client) Images(ctx context.Context, run string) ([]shared.ImageInfo, er
 	return c.images(ctx, run, "")
 }
 
-// ImagesByID fetches some of a run's images (those a change named).
+// ImagesByID fetches some of a run's images (those a change named), in
+// requests of at most idsPerRequest ids (a bulk verdict can name 100,000:
+// one URL would be megabytes).
 func (c *Client) ImagesByID(ctx context.Context, run string, ids []int64) ([]shared.ImageInfo, error) {
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		parts[i] = strconv.FormatInt(id, 10)
+	var out []shared.ImageInfo
+	for len(ids) > 0 {
+		n := min(len(ids), idsPerRequest)
+		parts := make([]string, n)
+		for i, id := range ids[:n] {
+			parts[i] = strconv.FormatInt(id, 10)
+		}
+		page, err := c.images(ctx, run, "&image_ids="+url.QueryEscape(strings.Join(parts, ",")))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		ids = ids[n:]
 	}
-	return c.images(ctx, run, "&image_ids="+url.QueryEscape(strings.Join(parts, ",")))
+	return out, nil
 }
+
+// idsPerRequest bounds the image ids of one listing request (~3 kB of URL).
+const idsPerRequest = 400
 
 func (c *Client) images(ctx context.Context, run, filter string) ([]shared.ImageInfo, error) {
 	var all []shared.ImageInfo
@@ -203,6 +218,12 @@ func (c *Client) Map(ctx context.Context, run string, image int64) (MapPNG, erro
 func (c *Client) SetLabel(ctx context.Context, run string, image int64, req shared.LabelRequest) (shared.ImageInfo, error) {
 	var info shared.ImageInfo
 	return info, c.do(ctx, http.MethodPut, fmt.Sprintf("/api/v1/runs/%s/images/%d/label", url.PathEscape(run), image), req, &info)
+}
+
+// Metrics fetches a run's metrics table (every category and the mean).
+func (c *Client) Metrics(ctx context.Context, run string) ([]shared.MetricValue, error) {
+	var rows []shared.MetricValue
+	return rows, c.do(ctx, http.MethodGet, "/api/v1/runs/"+url.PathEscape(run)+"/metrics", nil, &rows)
 }
 
 // SetLabels saves the labels of many images at once (a bulk verdict, or an

@@ -167,3 +167,42 @@ func TestExportURLs(t *testing.T) {
 		t.Fatalf("%s read back as %+v, %v", u, back, err)
 	}
 }
+
+// Images named by a large bulk change are fetched in requests of bounded
+// URL length, every id once.
+func TestImagesByIDSplitsLongLists(t *testing.T) {
+	seen := map[int64]int{}
+	var longest int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		longest = max(longest, len(r.URL.RequestURI()))
+		page := shared.ImagePage{Images: []shared.ImageInfo{}}
+		for _, f := range strings.Split(r.URL.Query().Get("image_ids"), ",") {
+			id, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				w.WriteHeader(400)
+				return
+			}
+			seen[id]++
+			page.Images = append(page.Images, shared.ImageInfo{ImageID: id})
+		}
+		page.Total = len(page.Images)
+		json.NewEncoder(w).Encode(page)
+	}))
+	defer srv.Close()
+	ids := make([]int64, 10_000)
+	for i := range ids {
+		ids[i] = int64(100_000 + i)
+	}
+	got, err := New(srv.URL, "").ImagesByID(context.Background(), "r", ids)
+	if err != nil || len(got) != len(ids) || len(seen) != len(ids) {
+		t.Fatalf("%d images, %d distinct ids asked, %v", len(got), len(seen), err)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("image %d asked %d times", id, n)
+		}
+	}
+	if longest > 8<<10 {
+		t.Fatalf("a request of %d bytes", longest)
+	}
+}

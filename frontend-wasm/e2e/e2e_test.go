@@ -36,6 +36,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/server"
 	"github.com/diad-project/diad/backend/torchrt"
@@ -247,6 +248,8 @@ func (p *page) key(k string) {
 		ev.Code, ev.WindowsVirtualKeyCode, text = "Space", 32, " "
 	case k == "Escape":
 		ev.Code, ev.WindowsVirtualKeyCode = "Escape", 27
+	case k == "]":
+		ev.Code, ev.WindowsVirtualKeyCode, text = "BracketRight", 221, "]"
 	case k == "ArrowLeft" || k == "ArrowRight":
 		ev.Code, ev.WindowsVirtualKeyCode = k, map[string]int64{"ArrowLeft": 37, "ArrowRight": 39}[k]
 	case len(k) == 1 && k[0] >= 'a' && k[0] <= 'z':
@@ -1052,6 +1055,29 @@ func TestBrowserClient(t *testing.T) {
 			t.Fatalf("saved threshold %+v, client %v", run.Threshold, s.Threshold)
 		}
 		p.shot("threshold-max-f1")
+		// The curves' areas are those of the run's scores (REST), computed
+		// independently here; the metrics table holds the run's metrics.
+		var images shared.ImagePage
+		e.call(t, "GET", "/api/v1/runs/"+runID+"/images?limit=1000", nil, &images)
+		scores, labels := make([]float32, len(images.Images)), make([]bool, len(images.Images))
+		for i, im := range images.Images {
+			scores[i], labels[i] = float32(im.Score), im.GroundTruth == 1
+		}
+		b, err := metrics.BinaryMetrics(scores, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(s.AUROC-b.AUROC) > 1e-12 || math.Abs(s.AP-b.AP) > 1e-12 {
+			t.Errorf("charts show AUC %v, AP %v; the run's scores give %v, %v", s.AUROC, s.AP, b.AUROC, b.AP)
+		}
+		var table []shared.MetricValue
+		e.call(t, "GET", "/api/v1/runs/"+runID+"/metrics", nil, &table)
+		if len(table) == 0 || s.Metrics != len(table) {
+			t.Errorf("the metrics table shows %d values, the run has %d", s.Metrics, len(table))
+		}
+		if r, ok := s.Widgets["metrics"]; !ok || r[2] < 100 {
+			t.Errorf("no metrics table drawn: %v", r)
+		}
 	})
 
 	var trainJob string
@@ -1159,6 +1185,101 @@ func TestBrowserClient(t *testing.T) {
 			return false
 		})
 		np.close()
+	})
+
+	t.Run("10000 images", func(t *testing.T) {
+		// A run of 10,000 images (synthetic scores; each image one of the
+		// dataset's test files, fetched as its own thumbnail) in a new page:
+		// how long it takes to show, the frame rate while the gallery
+		// scrolls through it against the empty-game baseline, and whether
+		// the page's memory stays bounded.
+		const n = 10_000
+		big := "29991231T235959Z-10c000"
+		var files []string
+		filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
+			if err == nil && strings.Contains(path, string(filepath.Separator)+"test"+string(filepath.Separator)) && strings.HasSuffix(path, ".png") {
+				files = append(files, path)
+			}
+			return nil
+		})
+		if len(files) == 0 {
+			t.Fatal("no test images")
+		}
+		meta := results.RunMeta{RunID: big, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel", Threshold: results.ThresholdInfo{Value: 0.5, Policy: "manual"}}
+		meta.Dataset.Root = filepath.Join(e.root, "synth")
+		rows := make([]results.ImageRow, n)
+		maps := make([]results.MapRow, n)
+		for i := range rows {
+			score := float64((i*7919)%n) / n // a permutation of [0, 1)
+			rows[i] = results.ImageRow{RunID: big, ImageID: int64(i), Category: []string{"woven", "disc"}[i%2], Path: files[i%len(files)], Split: "test",
+				GroundTruth: int32(i % 3 % 2), Score: score, Scorer: "pixel", Threshold: 0.5}
+			if score >= 0.5 {
+				rows[i].Predicted = 1
+			}
+			maps[i] = results.Quantize(big, int64(i), 4, 4, make([]float32, 16))
+		}
+		if err := (results.Store{Root: filepath.Join(e.dataDir, "results")}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
+			t.Fatal(err)
+		}
+		opened := time.Now()
+		bp := openBrowser(t, e.base+"/?user=e2e", 1280, 800, 1)
+		defer bp.close()
+		s := bp.wait("the new page", time.Minute, func(s hook.State) bool { return s.Ready && s.Runs >= 2 && s.Run != "" })
+		for i := 0; i < s.Runs && s.Run != big; i++ { // ] shows the next run
+			bp.key("]")
+			s = bp.state()
+		}
+		bp.wait("the 10,000-image run", 2*time.Minute, func(s hook.State) bool { return s.Ready && s.Run == big && s.Images == n && s.Visible == n })
+		loaded := time.Since(opened)
+		bp.wait("the first screen of thumbnails", time.Minute, func(s hook.State) bool { return s.Pending == 0 && s.Thumbs > 0 })
+		first := bp.state()
+		grid := first.Widgets["grid"]
+		x, y := grid.Center()
+		// Scroll down through the run for 8 s, a wheel notch every 50 ms,
+		// sampling the frame rate.
+		var fps []float64
+		f0, t0 := first.Frames, time.Now()
+		for time.Since(t0) < 8*time.Second {
+			// DevTools wants deltaX, and cdproto leaves a zero out: a
+			// horizontal nudge far below a pixel.
+			bp.do("wheel", call(input.DispatchMouseEvent, input.DispatchMouseEventParams{Type: input.DispatchMouseEventTypeMouseWheel, X: x, Y: y, DeltaX: 1e-6, DeltaY: 240}))
+			time.Sleep(50 * time.Millisecond)
+			if st := bp.state(); st.FPS > 0 {
+				fps = append(fps, st.FPS)
+			}
+		}
+		scrolled := bp.state()
+		redraws := float64(scrolled.Frames-f0) / time.Since(t0).Seconds()
+		bp.wait("the thumbnails in flight", time.Minute, func(s hook.State) bool { return s.ThumbsLoading == 0 && s.Pending == 0 })
+		time.Sleep(time.Second)
+		after := bp.state()
+		bp.shot("gallery-10000")
+		sum := summarize(fps)
+		msg := fmt.Sprintf("gallery of %d images (1280x800, headless Chromium, SwiftShader, 2 CPUs shared with the server)\n"+
+			"shown %.1f s after the page opened (switching to it with ])\n"+
+			"scrolling 8 s, a wheel notch every 50 ms: %s -> %.2f of the %.1f frames/s baseline (full redraws %.1f/s)\n"+
+			"scrolled %.0f px\n"+
+			"memory: Go heap %.1f MB on the first screen, %.1f MB after scrolling; Go runtime %.1f -> %.1f MB; thumbnail textures %d -> %d (cache %d)\n",
+			n, loaded.Seconds(), sum, sum.mean/baselineFPS, baselineFPS, redraws,
+			scrolled.GalleryScroll, first.GoHeapMB, after.GoHeapMB, first.GoSysMB, after.GoSysMB, first.Thumbs, after.Thumbs, after.ThumbCache)
+		t.Log(msg)
+		if err := os.WriteFile(filepath.Join(bp.dir, "gallery-10000.txt"), []byte(msg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if redraws < 1 {
+			t.Fatalf("the gallery stopped drawing while it scrolled: %.2f redraws/s", redraws)
+		}
+		if scrolled.GalleryScroll <= first.GalleryScroll {
+			t.Fatalf("the wheel did not scroll the gallery (%v px)", scrolled.GalleryScroll)
+		}
+		// Bounded: thumbnails for what was on screen, the oldest evicted,
+		// and a heap that does not grow with the images scrolled past.
+		if after.Thumbs > after.ThumbCache {
+			t.Errorf("%d thumbnail textures kept, the cache holds %d", after.Thumbs, after.ThumbCache)
+		}
+		if after.GoHeapMB > 2*first.GoHeapMB+64 {
+			t.Errorf("Go heap grew from %.1f to %.1f MB while scrolling", first.GoHeapMB, after.GoHeapMB)
+		}
 	})
 }
 

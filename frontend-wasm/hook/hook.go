@@ -97,15 +97,20 @@ type State struct {
 	// Range is how many images the selection holds (shift+click, shift+j/k):
 	// verdict keys apply to all of them. BulkSaved counts the images the
 	// last bulk verdict or undo saved; Undo says what z would put back.
-	Range       int
-	BulkSaved   int
-	Undo        string
-	Note        string
-	Editing     bool // typing a note
-	Threshold   float64
-	Policy      string
-	Saved       string // threshold policy saved with the run
-	Confusion   Confusion
+	Range     int
+	BulkSaved int
+	Undo      string
+	Note      string
+	Editing   bool // typing a note
+	Threshold float64
+	Policy    string
+	Saved     string // threshold policy saved with the run
+	Confusion Confusion
+	// AUROC and AP are the threshold view's curve areas over all images
+	// pooled (0 when undefined); Metrics counts the run metrics values the
+	// view's table was given.
+	AUROC, AP   float64
+	Metrics     int
 	Scale       string // heatmap colour scale: threshold or minmax
 	Latent      string // latent panels: rgb (projection) or channels
 	Captions    bool   // one-line captions under the explorer's panels
@@ -130,5 +135,11 @@ type State struct {
 	FPS          float64 // ebiten.ActualFPS
 	Frames       int64   // frames drawn
 	Pending      int     // image decodes in flight
-	Widgets      map[string]Rect
+	// Thumbs is how many thumbnail textures the gallery keeps, ThumbsLoading
+	// how many it is fetching; GoHeapMB and GoSysMB are the client's Go heap
+	// in use and all memory its runtime holds (the WebAssembly memory), in MB.
+	Thumbs, ThumbsLoading, ThumbCache int     // ThumbCache: the most it keeps
+	GalleryScroll                     float64 // how far the gallery is scrolled, px
+	GoHeapMB, GoSysMB                 float64
+	Widgets                           map[string]Rect
 }

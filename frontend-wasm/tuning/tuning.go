@@ -33,6 +33,10 @@ type Model struct {
 	Lo, Hi    float64 // score axis range shown (covers every score)
 	Threshold float64
 	Policy    string
+	// AUROC and AP summarise the ROC and PR curves over all the run's
+	// images pooled (NaN with one class only): the areas the charts show,
+	// not the per-category mean of the run's metrics table.
+	AUROC, AP float64
 }
 
 // ErrNoScores is returned for a run without images.
@@ -60,6 +64,10 @@ func New(images []shared.ImageInfo, threshold float64, policy string) (*Model, e
 		return nil, fmt.Errorf("tuning: %w", err)
 	}
 	m.curve = c
+	m.AUROC, m.AP = math.NaN(), math.NaN()
+	if b, err := metrics.BinaryMetrics(scores, labels); err == nil {
+		m.AUROC, m.AP = b.AUROC, b.AP
+	}
 	// A margin so the extreme scores are not on the edge, and the
 	// threshold always on the axis.
 	m.Lo, m.Hi = math.Min(m.Lo, threshold), math.Max(m.Hi, threshold)

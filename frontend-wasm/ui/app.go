@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ type Config struct {
 	StepTime      time.Duration // playback speed of a trajectory
 	ThumbSide     int           // thumbnail decode size
 	MaxDecodes    int           // image decodes in flight
+	ThumbCache    int           // thumbnail textures kept (the oldest go first)
 	Reconnect     api.Backoff
 	HistogramBins int
 	CurvePoints   int
@@ -44,7 +46,7 @@ type Config struct {
 
 // DefaultConfig is what the page runs with.
 func DefaultConfig() Config {
-	return Config{PollEvery: 15 * time.Second, StepTime: 180 * time.Millisecond, ThumbSide: 160, MaxDecodes: 6,
+	return Config{PollEvery: 15 * time.Second, StepTime: 180 * time.Millisecond, ThumbSide: 160, MaxDecodes: 6, ThumbCache: 600,
 		Reconnect: api.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}, HistogramBins: 40, CurvePoints: 256, DefaultRate: 0.05}
 }
 
@@ -175,13 +177,15 @@ type App struct {
 	scrollToSelected bool
 
 	// Server data.
-	runs   []shared.RunInfo
-	runID  string
-	run    shared.RunInfo
-	view   *gallery.View
-	tune   *tuning.Model
-	rate   float64
-	thumbs *textureCache
+	runs  []shared.RunInfo
+	runID string
+	run   shared.RunInfo
+	// metrics is the run's metrics table (nil: none, e.g. a predict run).
+	metrics []shared.MetricValue
+	view    *gallery.View
+	tune    *tuning.Model
+	rate    float64
+	thumbs  *textureCache
 
 	exp *explorer
 
@@ -247,7 +251,7 @@ func Run() error {
 	}
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
-		rate: cfg.DefaultRate, thumbs: newTextureCache(600), jobs: map[string]*jobView{},
+		rate: cfg.DefaultRate, thumbs: newTextureCache(cfg.ThumbCache), jobs: map[string]*jobView{},
 		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{}}
 	a.user = pageParam("user")
 	if a.user == "" {
@@ -852,7 +856,13 @@ func (a *App) stateJSON() string {
 	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
 	s.TrajectoryExport = a.trajectoryExport
+	s.Thumbs, s.ThumbsLoading, s.ThumbCache = len(a.thumbs.tex), len(a.thumbs.loading), a.thumbs.limit
+	s.GalleryScroll = float64(a.galleryScroll)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.GoHeapMB, s.GoSysMB = float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20)
 	s.BulkSaved = a.bulkSaved
+	s.Metrics = len(a.metrics)
 	if e, ok := a.undo.Last(); ok {
 		s.Undo = e.What
 	}
@@ -864,6 +874,7 @@ func (a *App) stateJSON() string {
 		k := a.tune.Confusion()
 		s.Threshold, s.Policy = a.tune.Threshold, a.tune.Policy
 		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
+		s.AUROC, s.AP = nanToZero(a.tune.AUROC), nanToZero(a.tune.AP)
 	}
 	if e := a.exp; e != nil && e.traj != nil {
 		t := e.traj

@@ -113,9 +113,7 @@ func (a *App) onChange(c shared.Change) {
 				if err != nil || run != a.runID || a.view == nil {
 					return // the slow poll of a reload will show it
 				}
-				for _, im := range infos {
-					a.view.Replace(im)
-				}
+				a.view.ReplaceAll(infos) // one refresh, however many
 				a.labelsPushed += len(infos)
 			})
 		}()
@@ -148,6 +146,9 @@ func (a *App) selectRun(id string) {
 		if err == nil {
 			images, err = a.client.Images(a.ctx, id)
 		}
+		// The metrics table is extra: a run without one (predict) still
+		// shows its images.
+		table, merr := a.client.Metrics(a.ctx, id)
 		a.post(func() {
 			if id != a.runID {
 				return
@@ -157,7 +158,10 @@ func (a *App) selectRun(id string) {
 				a.runID = ""
 				return
 			}
-			a.run = run
+			a.run, a.metrics = run, table
+			if merr != nil {
+				a.metrics = nil
+			}
 			a.view = gallery.NewView(images, run.Threshold.Value)
 			if m, err := tuning.New(images, run.Threshold.Value, run.Threshold.Policy); err == nil {
 				a.tune = m

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"sort"
 
 	"github.com/hajimehoshi/ebiten/v2"
 
@@ -26,11 +27,12 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	left, right := r.cutLeft(r.W*0.62, 10)
 	histR, curves := left.cutTop(left.H*0.5, 10)
 	a.drawHistogram(dst, histR)
-	cc := curves.columns(2, 10)
+	cc := curves.columns(3, 10)
 	roc, rocAt := m.ROC(a.cfg.CurvePoints)
-	a.drawCurve(dst, cc[0], "ROC", "FPR", "TPR", roc, rocAt, true)
+	a.drawCurve(dst, cc[0], "ROC", "AUC "+ratio(m.AUROC), "FPR", "TPR", roc, rocAt, true)
 	pr, prAt := m.PR(a.cfg.CurvePoints)
-	a.drawCurve(dst, cc[1], "Precision-recall", "recall", "precision", pr, prAt, false)
+	a.drawCurve(dst, cc[1], "Precision-recall", "AP "+ratio(m.AP), "recall", "precision", pr, prAt, false)
+	a.drawMetricsTable(dst, cc[2])
 
 	in := panel(dst, right, "Operating point")
 	k := m.Confusion()
@@ -147,13 +149,31 @@ func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
 	drawText(dst, "anomalous", plot.X+plot.W-85, plot.Y+3, sizeSmall, colText)
 }
 
-func (a *App) drawCurve(dst *ebiten.Image, r rect, title, xl, yl string, pts []metrics.Point, at metrics.Point, diagonal bool) {
-	in := panel(dst, r, title)
-	side := min(in.W-20, in.H-20)
-	plot := rect{in.X + 16, in.Y, side, side}
+// ratio shows a value in [0, 1] with three decimals ("–" when undefined).
+func ratio(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", v)
+}
+
+// drawCurve plots a curve in the unit square with ticks at 0, 0.5 and 1,
+// the operating point marked and area (e.g. "AUC 0.912") in the title.
+func (a *App) drawCurve(dst *ebiten.Image, r rect, title, area, xl, yl string, pts []metrics.Point, at metrics.Point, diagonal bool) {
+	in := panel(dst, r, title+" · "+area)
+	side := min(in.W-34, in.H-34)
+	plot := rect{in.X + 28, in.Y, side, side}
 	a.mark("curve:"+title, plot)
 	fill(dst, plot, colBG)
 	stroke(dst, plot, 1, colBorder)
+	for _, t := range []float32{0, 0.5, 1} { // ticks and their values
+		label := trimFloat(float64(t), 1)
+		x, y := plot.X+plot.W*t, plot.Y+plot.H*(1-t)
+		line(dst, x, plot.Y+plot.H, x, plot.Y+plot.H+4, 1, colDim)
+		line(dst, plot.X-4, y, plot.X, y, 1, colDim)
+		drawText(dst, label, x-textWidth(label, sizeSmall)/2, plot.Y+plot.H+5, sizeSmall, colDim)
+		drawText(dst, label, plot.X-6-textWidth(label, sizeSmall), y-7, sizeSmall, colDim)
+	}
 	px := func(p metrics.Point) (float32, float32) {
 		return plot.X + plot.W*float32(p.X), plot.Y + plot.H*(1-float32(p.Y))
 	}
@@ -179,8 +199,64 @@ func (a *App) drawCurve(dst *ebiten.Image, r rect, title, xl, yl string, pts []m
 		fill(dst, rect{x - 5, y - 5, 10, 10}, colText)
 		stroke(dst, rect{x - 7, y - 7, 14, 14}, 2, colAnomaly)
 	}
-	drawText(dst, xl, plot.X+plot.W-textWidth(xl, sizeSmall), plot.Y+plot.H+2, sizeSmall, colDim)
-	drawText(dst, yl, in.X, plot.Y, sizeSmall, colDim)
+	drawText(dst, xl, plot.X+plot.W*0.75-textWidth(xl, sizeSmall)/2, plot.Y+plot.H+5, sizeSmall, colDim)
+	drawText(dst, yl, plot.X+4, plot.Y+2, sizeSmall, colDim)
+}
+
+// tableMetrics are the metrics table's columns.
+var tableMetrics = []string{metrics.ImageAUROC, metrics.ImageAP, metrics.PixelAUROC, metrics.AUPRO}
+
+// drawMetricsTable shows the run's metrics per category and their mean, as
+// `diad test` computed and stored them.
+func (a *App) drawMetricsTable(dst *ebiten.Image, r rect) {
+	in := panel(dst, r, "Run metrics (%)")
+	a.mark("metrics", in)
+	if len(a.metrics) == 0 {
+		placeholder(dst, in, "no metrics table (a predict run, or none stored)")
+		return
+	}
+	values := map[string]map[string]*float64{}
+	var cats []string
+	for _, v := range a.metrics {
+		if values[v.Category] == nil {
+			values[v.Category] = map[string]*float64{}
+			if v.Category != "mean" {
+				cats = append(cats, v.Category)
+			}
+		}
+		values[v.Category][v.Metric] = v.Value
+	}
+	sort.Strings(cats)
+	if values["mean"] != nil {
+		cats = append(cats, "mean")
+	}
+	catW := in.W * 0.28
+	colW := (in.W - catW) / float32(len(tableMetrics))
+	y := in.Y
+	for k, name := range tableMetrics {
+		drawText(dst, clip(name, colW-2, sizeSmall), in.X+catW+float32(k)*colW, y, sizeSmall, colDim)
+	}
+	y += 18
+	for _, c := range cats {
+		if y+16 > in.Y+in.H {
+			drawText(dst, "…", in.X, y, sizeSmall, colDim)
+			break
+		}
+		draw := drawText
+		if c == "mean" {
+			line(dst, in.X, y-2, in.X+in.W, y-2, 1, colBorder)
+			draw = drawBold
+		}
+		draw(dst, clip(c, catW-4, sizeSmall), in.X, y, sizeSmall, colText)
+		for k, name := range tableMetrics {
+			cell := "–"
+			if v := values[c][name]; v != nil && !math.IsNaN(*v) {
+				cell = trimFloat(100**v, 1)
+			}
+			draw(dst, cell, in.X+catW+float32(k)*colW, y, sizeSmall, colText)
+		}
+		y += 17
+	}
 }
 
 // Dragging: the threshold on the histogram, the cursor on the scrubber, a
