@@ -206,6 +206,9 @@ type App struct {
 	// counts the images the last bulk request or undo saved.
 	undo      gallery.Undo
 	bulkSaved int
+	// lastScroll is when the gallery last scrolled (zero once settled):
+	// thumbnails are fetched only for where it comes to rest.
+	lastScroll time.Time
 	status    string
 	statusErr bool
 	statusAt  time.Time
@@ -394,6 +397,12 @@ func (a *App) Layout(w, h int) (int, int) {
 	return int(float32(w) * dpr), int(float32(h) * dpr)
 }
 
+// scrollSettle is how long the gallery must rest before the thumbnails on
+// screen are fetched: a fling through thousands of images fetches and
+// decodes none of those it passes (each would cost the single WebAssembly
+// thread a decode while frames are due).
+const scrollSettle = 120 * time.Millisecond
+
 // presenterZoom is presenter mode's scale: text and panels readable from
 // the back of a room.
 const presenterZoom = 1.5
@@ -436,6 +445,10 @@ func (a *App) Update() error {
 	}
 	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
 		a.galleryScroll -= float32(wy) * 40
+		a.lastScroll = time.Now()
+		changed = true
+	} else if !a.lastScroll.IsZero() && time.Since(a.lastScroll) >= scrollSettle {
+		a.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
 		changed = true
 	}
 	a.keys()
@@ -468,7 +481,7 @@ func (a *App) Update() error {
 	a.dirty = a.dirty || changed || len(actions) > 0
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
-	a.busy = a.dirty || a.dragging != "" || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.busy = a.dirty || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
 	a.idleWait(a.busy)
 	return nil
 }

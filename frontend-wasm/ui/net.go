@@ -179,7 +179,7 @@ func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 	if t, ok := a.thumbs.tex[im.ImageID]; ok {
 		return t
 	}
-	if a.painting || a.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes {
+	if a.painting || a.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes || !a.lastScroll.IsZero() {
 		return nil
 	}
 	a.thumbs.loading[im.ImageID] = true
