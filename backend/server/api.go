@@ -63,6 +63,7 @@ func (s *Server) routes() {
 	g.GET("/runs/:run/images", s.queryImages)
 	g.GET("/runs/:run/images/:image/source", s.imageSource)
 	g.GET("/runs/:run/images/:image/map", s.imageMap)
+	g.GET("/runs/:run/images/:image/mask", s.imageMask)
 	g.PUT("/runs/:run/images/:image/label", s.setLabel)
 	g.PUT("/runs/:run/labels", s.setLabels)
 	g.GET("/runs/:run/labels/history", s.labelHistory)

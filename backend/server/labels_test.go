@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -133,5 +135,47 @@ func (e *env) call(t *testing.T, method, path string, body, out any) {
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		t.Fatalf("%s %s: %v in %s", method, path, err, b)
+	}
+}
+
+// An anomalous image's ground-truth mask comes from the run's dataset; a
+// normal image has none (404).
+func TestImageMaskFromTheRunsDataset(t *testing.T) {
+	e := startEnv(t, nil)
+	run := "20260103T000000Z-3a5c00"
+	meta := results.RunMeta{RunID: run, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel", Threshold: results.ThresholdInfo{Value: 0.5}}
+	meta.Dataset.Root = e.dataset
+	rows := []results.ImageRow{
+		{RunID: run, ImageID: 0, Category: "woven", Path: filepath.Join(e.dataset, "woven", "test", "good", "000.png"), Split: "test"},
+		{RunID: run, ImageID: 1, Category: "disc", Path: filepath.Join(e.dataset, "disc", "test", "missing", "000.png"), Split: "test", GroundTruth: 1},
+	}
+	maps := []results.MapRow{results.Quantize(run, 0, 4, 4, make([]float32, 16)), results.Quantize(run, 1, 4, 4, make([]float32, 16))}
+	if err := (results.Store{Root: e.srv.cfg.ResultsDir}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
+		t.Fatal(err)
+	}
+	r, body := e.do(t, "GET", "/api/v1/runs/"+run+"/images/1/mask", nil)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("mask of the anomalous image: %d %s", r.StatusCode, body)
+	}
+	img, err := png.Decode(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	white := 0
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			if g, _, _, _ := img.At(x, y).RGBA(); g > 0x8000 {
+				white++
+			}
+		}
+	}
+	if white == 0 || white == b.Dx()*b.Dy() {
+		t.Fatalf("mask with %d of %d pixels set", white, b.Dx()*b.Dy())
+	}
+	for path, want := range map[string]int{"/api/v1/runs/" + run + "/images/0/mask": 404, "/api/v1/runs/" + run + "/images/7/mask": 404, "/api/v1/runs/20260103T000000Z-000000/images/1/mask": 404} {
+		if r, body := e.do(t, "GET", path, nil); r.StatusCode != want {
+			t.Errorf("%s: %d %s, want %d", path, r.StatusCode, body, want)
+		}
 	}
 }

@@ -136,6 +136,8 @@ type Server struct {
 	trajMu       sync.Mutex
 	trajectories map[string]*trajectoryEntry
 	trajCount    atomic.Int64
+	// masks maps a run id to its images' ground-truth mask files (runMasks).
+	masks sync.Map
 	// readToken: reads need the token too (Config.ReadToken resolved).
 	readToken bool
 	// changes tells open pages what changed (/ws/changes): a hub that never

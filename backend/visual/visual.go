@@ -175,3 +175,25 @@ func LatentChannels(latent []float32, c, h, w int, limit float64) *image.RGBA {
 	}
 	return img
 }
+
+// MaskOutline draws the outline of a ground-truth mask (w*h, row-major,
+// img's size) onto img in colour c: the mask pixels with a neighbour
+// outside the mask or on the border, so the defect region stays visible
+// inside the line.
+func MaskOutline(img *image.RGBA, mask []bool, c color.RGBA) {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	if len(mask) != w*h {
+		return
+	}
+	in := func(x, y int) bool { return x >= 0 && y >= 0 && x < w && y < h && mask[y*w+x] }
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			if !mask[y*w+x] || (in(x-1, y) && in(x+1, y) && in(x, y-1) && in(x, y+1)) {
+				continue
+			}
+			i := 4 * (y*w + x)
+			img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = c.R, c.G, c.B, 255
+		}
+	}
+}

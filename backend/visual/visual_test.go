@@ -1,6 +1,7 @@
 package visual
 
 import (
+	"image"
 	"image/color"
 	"testing"
 )
@@ -72,5 +73,39 @@ func TestAbsQuantileIgnoresOutliers(t *testing.T) {
 	}
 	if AbsQuantile(nil, 0.99) != 0 {
 		t.Fatal("empty input")
+	}
+}
+
+// A 4x4 block in a 6x6 mask: its 12 border pixels are drawn, its 4 inner
+// pixels and everything outside it are left alone.
+func TestMaskOutlineDrawsTheBorderOnly(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 6, 6))
+	mask := make([]bool, 36)
+	for y := 1; y <= 4; y++ {
+		for x := 1; x <= 4; x++ {
+			mask[y*6+x] = true
+		}
+	}
+	cyan := color.RGBA{0, 229, 255, 255}
+	MaskOutline(img, mask, cyan)
+	n := 0
+	for y := 0; y < 6; y++ {
+		for x := 0; x < 6; x++ {
+			drawn := img.RGBAAt(x, y) == cyan
+			border := mask[y*6+x] && (x == 1 || x == 4 || y == 1 || y == 4)
+			if drawn != border {
+				t.Fatalf("pixel %d,%d drawn %v, on the border %v", x, y, drawn, border)
+			}
+			if drawn {
+				n++
+			}
+		}
+	}
+	if n != 12 {
+		t.Fatalf("%d outline pixels, want 12", n)
+	}
+	MaskOutline(img, mask[:5], color.RGBA{255, 0, 0, 255}) // wrong size: nothing
+	if img.RGBAAt(0, 0) != (color.RGBA{}) {
+		t.Fatal("a mask of the wrong size drew")
 	}
 }

@@ -214,6 +214,16 @@ func (c *Client) Map(ctx context.Context, run string, image int64) (MapPNG, erro
 	return MapPNG{PNG: b, Offset: float32(off), Scale: float32(scale)}, nil
 }
 
+// Mask fetches an image's ground-truth mask file; found is false when the
+// image has none (the server answers 404).
+func (c *Client) Mask(ctx context.Context, run string, image int64) (data []byte, found bool, err error) {
+	b, _, err := c.bytes(ctx, fmt.Sprintf("/api/v1/runs/%s/images/%d/mask", url.PathEscape(run), image))
+	if IsStatus(err, http.StatusNotFound) {
+		return nil, false, nil
+	}
+	return b, err == nil, err
+}
+
 // SetLabel writes an analyst verdict and returns the updated row.
 func (c *Client) SetLabel(ctx context.Context, run string, image int64, req shared.LabelRequest) (shared.ImageInfo, error) {
 	var info shared.ImageInfo

@@ -685,6 +685,63 @@ func TestBrowserClient(t *testing.T) {
 		}
 	})
 
+	t.Run("overlays", func(t *testing.T) {
+		p.t = t
+		plain := p.shot("gallery-plain")
+		grid := p.state().Widgets["grid"]
+		// o: the stored maps over the thumbnails, coloured at the threshold.
+		p.key("o")
+		s := p.wait("heatmap overlays", time.Minute, func(s hook.State) bool {
+			return s.Overlay == "heatmap" && s.Overlays > 0 && s.Pending == 0
+		})
+		time.Sleep(200 * time.Millisecond)
+		heat := p.shot("gallery-heatmap")
+		if d := meanDiff(plain, heat, grid); d < 5 {
+			t.Errorf("the heatmap overlays look like the plain thumbnails (mean difference %.2f)", d)
+		}
+		// o again: the ground-truth masks' outlines (the anomalous images
+		// on screen have masks; the normal ones none).
+		p.key("o")
+		s = p.wait("mask outlines", time.Minute, func(s hook.State) bool {
+			return s.Overlay == "mask" && s.OverlayMasks > 0 && s.Pending == 0
+		})
+		time.Sleep(200 * time.Millisecond)
+		masks := p.shot("gallery-masks")
+		cyan := 0
+		for y := int(grid[1]); y < int(grid[1]+grid[3]); y++ {
+			for x := int(grid[0]); x < int(grid[0]+grid[2]); x++ {
+				if r, g, b, _ := masks.At(x, y).RGBA(); r>>8 < 40 && g>>8 > 190 && b>>8 > 220 {
+					cyan++
+				}
+			}
+		}
+		if cyan < 20 {
+			t.Errorf("%d outline pixels in the grid with %d masks", cyan, s.OverlayMasks)
+		}
+		var anomalous, normal int64 = -1, -1
+		for _, im := range want.Images {
+			if im.GroundTruth == 1 && anomalous < 0 {
+				anomalous = im.ImageID
+			}
+			if im.GroundTruth == 0 && normal < 0 {
+				normal = im.ImageID
+			}
+		}
+		for id, status := range map[int64]int{anomalous: 200, normal: 404} {
+			r, err := http.Get(fmt.Sprintf("%s/api/v1/runs/%s/images/%d/mask", e.base, runID, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			if r.StatusCode != status {
+				t.Errorf("mask of image %d: %d, want %d", id, r.StatusCode, status)
+			}
+		}
+		p.key("o")
+		p.key("o")
+		p.wait("no overlays", 10*time.Second, func(s hook.State) bool { return s.Overlay == "off" })
+	})
+
 	t.Run("explorer", func(t *testing.T) {
 		p.t = t
 		p.key("Enter")

@@ -140,6 +140,12 @@ type State struct {
 	// in use and all memory its runtime holds (the WebAssembly memory), in MB.
 	Thumbs, ThumbsLoading, ThumbCache int     // ThumbCache: the most it keeps
 	GalleryScroll                     float64 // how far the gallery is scrolled, px
-	GoHeapMB, GoSysMB                 float64
-	Widgets                           map[string]Rect
+	// Overlay is the gallery's overlay (off, heatmap, mask, both), Overlays
+	// the overlay pictures drawn, OverlayMasks the images whose
+	// ground-truth mask came.
+	Overlay           string
+	Overlays          int
+	OverlayMasks      int
+	GoHeapMB, GoSysMB float64
+	Widgets           map[string]Rect
 }

@@ -206,14 +206,18 @@ type App struct {
 	// counts the images the last bulk request or undo saved.
 	undo      gallery.Undo
 	bulkSaved int
+	// overlay is the gallery's overlay mode (overlayOff...), overlays
+	// what it is drawn from.
+	overlay  int
+	overlays *overlayCache
 	// lastScroll is when the gallery last scrolled (zero once settled):
 	// thumbnails are fetched only for where it comes to rest.
 	lastScroll time.Time
-	status    string
-	statusErr bool
-	statusAt  time.Time
-	errors    []string
-	decodes   int
+	status     string
+	statusErr  bool
+	statusAt   time.Time
+	errors     []string
+	decodes    int
 
 	scaleMinMax bool
 	// latentChannels shows each latent channel on its own (signed scale)
@@ -254,7 +258,7 @@ func Run() error {
 	}
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
-		rate: cfg.DefaultRate, thumbs: newTextureCache(cfg.ThumbCache), jobs: map[string]*jobView{},
+		rate: cfg.DefaultRate, thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache), jobs: map[string]*jobView{},
 		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{}}
 	a.user = pageParam("user")
 	if a.user == "" {
@@ -602,7 +606,7 @@ func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
 	if a.busy {
 		fps = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
 	}
-	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · shift+j/k range · z undo · v compare · p present"
+	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · shift+j/k range · z undo · o overlay · v compare · p present"
 	rw := textWidth(right, sizeSmall)
 	if rw > r.W*0.55 {
 		right = fps
@@ -693,6 +697,8 @@ func (a *App) keys() {
 		a.move(-1, ebiten.IsKeyPressed(ebiten.KeyShift))
 	case pressed(ebiten.KeyZ):
 		a.undoBulk()
+	case pressed(ebiten.KeyO):
+		a.overlay = (a.overlay + 1) % len(overlayNames)
 	case pressed(ebiten.KeyA):
 		a.setVerdict("anomalous")
 	case pressed(ebiten.KeyN):
@@ -871,6 +877,7 @@ func (a *App) stateJSON() string {
 	s.TrajectoryExport = a.trajectoryExport
 	s.Thumbs, s.ThumbsLoading, s.ThumbCache = len(a.thumbs.tex), len(a.thumbs.loading), a.thumbs.limit
 	s.GalleryScroll = float64(a.galleryScroll)
+	s.Overlay, s.Overlays, s.OverlayMasks = overlayNames[a.overlay], len(a.overlays.tex), a.overlays.masks
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.GoHeapMB, s.GoSysMB = float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20)

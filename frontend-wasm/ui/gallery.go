@@ -5,6 +5,7 @@ package ui
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -134,6 +135,15 @@ func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 		labels = append(labels, fmt.Sprintf("%s %d", o, counts[o]))
 	}
 	y = a.chipRow(dst, in.X, y, in.W, "outcome at threshold", names, labels, v.Filter.Outcome, func(s string) { v.Filter.Outcome = s; refresh() })
+	modes := make([]string, len(overlayNames))
+	for i := range modes {
+		modes[i] = fmt.Sprint(i)
+	}
+	y = a.chipRow(dst, in.X, y, in.W, "overlay (o)", modes, overlayNames, fmt.Sprint(a.overlay), func(s string) {
+		if n, err := strconv.Atoi(s); err == nil {
+			a.overlay = n
+		}
+	})
 	y = a.scoreRangeRow(dst, in.X, y, in.W)
 	orders := []gallery.Order{gallery.ScoreDesc, gallery.ScoreAsc, gallery.ByID}
 	var on, ol []string
@@ -311,10 +321,19 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	}
 }
 
+// thumbOrOverlay is an image's picture with the chosen overlay, or the plain
+// thumbnail while the overlay loads (or with overlays off).
+func (a *App) thumbOrOverlay(im shared.ImageInfo) *ebiten.Image {
+	if t := a.overlayThumb(im); t != nil {
+		return t
+	}
+	return a.thumb(im)
+}
+
 func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gallery.Outcome, selected, inRange bool) {
 	imgArea, caption := cell.cutTop(cell.H-captionH, 0)
 	fill(dst, imgArea, colRaised)
-	if t := a.thumb(im); t != nil {
+	if t := a.thumbOrOverlay(im); t != nil {
 		drawImageFit(dst, t, imgArea.inset(3), ebiten.FilterLinear)
 	} else {
 		drawTextIn(dst, "…", imgArea, sizeSmall, colDim)
@@ -358,8 +377,8 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 		picture, textArea = in.cutTop(min(in.W*0.7, in.H*0.4), 10)
 	}
 	fill(dst, picture, colRaised)
-	if t := a.thumb(im); t != nil {
-		drawImageFit(dst, t, picture, ebiten.FilterLinear)
+	if t := a.thumbOrOverlay(im); t != nil {
+		a.mark("review:picture", drawImageFit(dst, t, picture, ebiten.FilterLinear))
 	}
 	stroke(dst, fitRect(picture.W, picture.W, picture), 3, outcomeColor[o])
 	gt := "normal"

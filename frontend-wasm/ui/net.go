@@ -138,6 +138,7 @@ func (a *App) selectRun(id string) {
 	a.runID, a.view, a.tune, a.exp = id, nil, nil, nil
 	a.undo.Drop() // undo belongs to the run it was done on
 	a.thumbs.reset()
+	a.overlays.reset()
 	a.galleryScroll = 0
 	a.setStatus("loading run " + id)
 	go func() {
