@@ -42,18 +42,9 @@ func formatTime(t time.Time) string {
 func ExportImages(w io.Writer, rows []ImageRow, format string) error {
 	switch format {
 	case FormatParquet:
-		if err := parquet.Write(w, rows, writeOpts()...); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		return nil
+		return exportParquet(w, rows)
 	case FormatJSON:
-		enc := json.NewEncoder(w)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return fmt.Errorf("export: %w", err)
-			}
-		}
-		return nil
+		return exportJSONLines(w, rows)
 	case FormatCSV:
 		cw := csv.NewWriter(w)
 		cw.Write(imageColumns)
@@ -98,4 +89,24 @@ func ExportMetrics(w io.Writer, rows []MetricRow, format string) error {
 		return cw.Error()
 	}
 	return fmt.Errorf("export: unknown format %q (want csv or json)", format)
+}
+
+// exportParquet writes rows as one Parquet file with the run files' schema
+// version.
+func exportParquet[T any](w io.Writer, rows []T) error {
+	if err := parquet.Write(w, rows, writeOpts()...); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}
+
+// exportJSONLines writes rows as JSON, one per line.
+func exportJSONLines[T any](w io.Writer, rows []T) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package results
 
 import (
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,18 +94,9 @@ var historyColumns = []string{"run_id", "image_id", "time", "user", "action", "f
 func ExportHistory(w io.Writer, rows []LabelChange, format string) error {
 	switch format {
 	case FormatParquet:
-		if err := parquet.Write(w, rows, writeOpts()...); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		return nil
+		return exportParquet(w, rows)
 	case FormatJSON:
-		enc := json.NewEncoder(w)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return fmt.Errorf("export: %w", err)
-			}
-		}
-		return nil
+		return exportJSONLines(w, rows)
 	case FormatCSV:
 		cw := csv.NewWriter(w)
 		if err := cw.Write(historyColumns); err != nil {

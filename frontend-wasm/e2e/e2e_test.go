@@ -1175,6 +1175,11 @@ func TestBrowserClient(t *testing.T) {
 		if _, sat := colourful(p.shot("training-log"), s.Widgets["losschart:denoiser"]); sat < 0.001 {
 			t.Errorf("the log-scale chart has no curve (%.4f coloured)", sat)
 		}
+		// The finished test job links to its run.
+		p.click("job:" + testJob.ID)
+		p.wait("the test job's detail", 10*time.Second, func(s hook.State) bool { return s.SelectedJob == testJob.ID })
+		p.click("job:open-run")
+		p.wait("its run in the gallery", 10*time.Second, func(s hook.State) bool { return s.Tab == "Gallery" && s.Run == runID })
 	})
 
 	t.Run("layout adapts", func(t *testing.T) {

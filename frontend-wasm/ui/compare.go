@@ -162,19 +162,10 @@ func (a *App) onCompareFrame(f shared.Frame, blobs [][]byte) {
 
 // stepMap is the comparison's dequantized map of step i (nil: none).
 func (c *comparison) stepMap(i int) ([]float32, int, int) {
-	if c == nil || c.traj == nil || i < 0 || i >= len(c.traj.Steps) || c.traj.Steps[i] == nil {
+	if c == nil {
 		return nil, 0, 0
 	}
-	b, ok := c.traj.Steps[i].Blobs[shared.ProductMap]
-	if !ok {
-		return nil, 0, 0
-	}
-	v, ok := c.maps[i]
-	if !ok {
-		v = shared.Dequantize(b.Blob, b.Data)
-		c.maps[i] = v
-	}
-	return v, b.Width, b.Height
+	return stepMapOf(c.traj, c.maps, i)
 }
 
 // nearestTex is the comparison's picture of step i or the nearest earlier

@@ -309,22 +309,22 @@ func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, o
 	return t
 }
 
-func (e *explorer) stepMap(i int) ([]float32, int, int) {
-	if i < 0 || i >= len(e.traj.Steps) || e.traj.Steps[i] == nil {
+func (e *explorer) stepMap(i int) ([]float32, int, int) { return stepMapOf(e.traj, e.maps, i) }
+
+// stepMapOf is step i's anomaly map of t, dequantized once into cache (nil
+// when the step or its map has not arrived).
+func stepMapOf(t *trajectory.Trajectory, cache map[int][]float32, i int) ([]float32, int, int) {
+	if t == nil || i < 0 || i >= len(t.Steps) || t.Steps[i] == nil {
 		return nil, 0, 0
 	}
-	st := e.traj.Steps[i]
-	if st == nil {
-		return nil, 0, 0
-	}
-	b, ok := st.Blobs[shared.ProductMap]
+	b, ok := t.Steps[i].Blobs[shared.ProductMap]
 	if !ok {
 		return nil, 0, 0
 	}
-	v, ok := e.maps[i]
+	v, ok := cache[i]
 	if !ok {
 		v = shared.Dequantize(b.Blob, b.Data)
-		e.maps[i] = v
+		cache[i] = v
 	}
 	return v, b.Width, b.Height
 }
@@ -518,12 +518,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	p := panel(dst, a.caption(dst, srow[3], "anomaly map of this step's predicted image against the input"), "Step anomaly map")
 	if step >= 0 {
-		k := step
-		v, w, h := e.stepMap(k)
-		for v == nil && k > 0 { // the nearest earlier map meanwhile
-			k--
-			v, w, h = e.stepMap(k)
-		}
+		v, w, h, k := nearestMap(e.stepMap, step) // the nearest earlier map meanwhile
 		if v != nil {
 			t := a.heatTexture(e, fmt.Sprintf("step%d", k), v, w, h, false)
 			a.mark("step:map", drawImageFit(dst, t, p, ebiten.FilterLinear))

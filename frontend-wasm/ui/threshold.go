@@ -203,8 +203,12 @@ func (a *App) drawCurve(dst *ebiten.Image, r rect, title, area, xl, yl string, p
 	drawText(dst, yl, plot.X+4, plot.Y+2, sizeSmall, colDim)
 }
 
-// tableMetrics are the metrics table's columns.
-var tableMetrics = []string{metrics.ImageAUROC, metrics.ImageAP, metrics.PixelAUROC, metrics.AUPRO}
+// tableMetrics are the metrics table's columns; tableHeaders their short
+// names (the panel is narrow; the caption spells them out).
+var (
+	tableMetrics = []string{metrics.ImageAUROC, metrics.ImageAP, metrics.PixelAUROC, metrics.AUPRO}
+	tableHeaders = map[string]string{metrics.ImageAUROC: "I-AUC", metrics.ImageAP: "I-AP", metrics.PixelAUROC: "P-AUC", metrics.AUPRO: "PRO"}
+)
 
 // drawMetricsTable shows the run's metrics per category and their mean, as
 // `diad test` computed and stored them.
@@ -234,7 +238,7 @@ func (a *App) drawMetricsTable(dst *ebiten.Image, r rect) {
 	colW := (in.W - catW) / float32(len(tableMetrics))
 	y := in.Y
 	for k, name := range tableMetrics {
-		drawText(dst, clip(name, colW-2, sizeSmall), in.X+catW+float32(k)*colW, y, sizeSmall, colDim)
+		drawText(dst, clip(tableHeaders[name], colW-2, sizeSmall), in.X+catW+float32(k)*colW, y, sizeSmall, colDim)
 	}
 	y += 18
 	for _, c := range cats {
@@ -256,6 +260,10 @@ func (a *App) drawMetricsTable(dst *ebiten.Image, r rect) {
 			draw(dst, cell, in.X+catW+float32(k)*colW, y, sizeSmall, colText)
 		}
 		y += 17
+	}
+	if y+30 <= in.Y+in.H {
+		drawText(dst, clip("AUC: area under the ROC curve, image (I-)", in.W, sizeSmall), in.X, y+6, sizeSmall, colDim)
+		drawText(dst, clip("and pixel level (P-); PRO: per-region overlap", in.W, sizeSmall), in.X, y+20, sizeSmall, colDim)
 	}
 }
 

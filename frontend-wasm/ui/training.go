@@ -79,8 +79,15 @@ func (a *App) drawTraining(dst *ebiten.Image, r rect) {
 	}
 	drawText(dst, clip(head, din.W, sizeBody), din.X, din.Y, sizeBody, colText)
 	progressBar(dst, rect{din.X, din.Y + 22, din.W, 10}, j.job, rgba(jobColor(j.job.State)))
-	if j.job.Error != "" {
+	switch {
+	case j.job.Error != "":
 		drawText(dst, clip("error: "+j.job.Error, din.W, sizeBody), din.X, din.Y+40, sizeBody, colError)
+	case j.job.RunID != "" && j.job.State == shared.JobSucceeded: // a finished test or predict job
+		run := j.job.RunID
+		a.button(dst, rect{din.X, din.Y + 38, min(din.W, 300), 20}, "job:open-run", "open its run "+run, false, func() {
+			a.selectRun(run)
+			a.tab = tabGallery
+		})
 	}
 	chart, msgs := rect{din.X, din.Y + 60, din.W, din.H - 60}.cutTop((din.H-60)*0.6, 10)
 	a.drawLossChart(dst, chart, j)
