@@ -79,13 +79,17 @@ func (s *Server) routes() {
 
 // bind decodes a JSON body strictly (unknown fields are errors), within the
 // body limit.
-func (s *Server) bind(c echo.Context, v any) error {
-	body := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
+func (s *Server) bind(c echo.Context, v any) error { return s.bindLimit(c, v, s.cfg.MaxBodyBytes) }
+
+// bindLimit is bind with a body limit of its own (bulk labels are larger
+// than any other request).
+func (s *Server) bindLimit(c echo.Context, v any, limit int64) error {
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
 	data, err := io.ReadAll(body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBodyBytes))
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", limit))
 		}
 		return echo.NewHTTPError(http.StatusBadRequest, "read body: "+err.Error())
 	}
@@ -641,9 +645,13 @@ func (s *Server) setLabel(c echo.Context) error {
 	return c.JSON(http.StatusOK, toInfo(rows[0]))
 }
 
-// maxBulkLabels bounds one bulk label request (a run of 100,000 images can
-// be relabelled in a few requests).
-const maxBulkLabels = 100_000
+// maxBulkLabels bounds one bulk label request, and maxBulkBody its body
+// (100,000 labels with short notes; the general body limit would stop at
+// about 20,000).
+const (
+	maxBulkLabels = 100_000
+	maxBulkBody   = 32 << 20
+)
 
 // setLabels sets the labels of many images of a run at once (PUT
 // /runs/{run}/labels): one verdict for a selection (action bulk), or the
@@ -655,7 +663,7 @@ func (s *Server) setLabels(c echo.Context) error {
 		return err
 	}
 	var req shared.BulkLabelRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindLimit(c, &req, max(s.cfg.MaxBodyBytes, maxBulkBody)); err != nil {
 		return err
 	}
 	if req.Action != results.ActionBulk && req.Action != results.ActionUndo {

@@ -179,3 +179,32 @@ func TestImageMaskFromTheRunsDataset(t *testing.T) {
 		}
 	}
 }
+
+// A bulk verdict for a view of 30,000 images (a body over the general
+// 1 MiB limit) is accepted whole.
+func TestBulkLabelsOverTheGeneralBodyLimit(t *testing.T) {
+	e := startEnv(t, nil)
+	const n = 30_000
+	run := labelRun(t, e, n)
+	req := shared.BulkLabelRequest{User: "bo", Action: shared.LabelActionBulk, Labels: make([]shared.ImageLabel, n)}
+	for i := range req.Labels {
+		req.Labels[i] = shared.ImageLabel{ImageID: int64(i), Verdict: "normal", Note: "batch 7"}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) <= 1<<20 {
+		t.Fatalf("test is vacuous: a body of %d bytes", len(body))
+	}
+	r, out := e.do(t, "PUT", "/api/v1/runs/"+run+"/labels", body, "Content-Type", "application/json")
+	var got []shared.ImageInfo
+	if r.StatusCode != 200 || json.Unmarshal(out, &got) != nil || len(got) != n {
+		t.Fatalf("bulk of %d: %d %.200s", n, r.StatusCode, out)
+	}
+	var page shared.ImagePage
+	e.call(t, "GET", "/api/v1/runs/"+run+"/images?verdict=normal&limit=1", nil, &page)
+	if page.Total != n {
+		t.Fatalf("%d normal images after the bulk verdict, want %d", page.Total, n)
+	}
+}
