@@ -696,7 +696,7 @@ func TestBrowserClient(t *testing.T) {
 		})
 		time.Sleep(200 * time.Millisecond)
 		heat := p.shot("gallery-heatmap")
-		if d := meanDiff(plain, heat, grid); d < 5 {
+		if d := meanDiff(plain, heat, grid); d < 2 {
 			t.Errorf("the heatmap overlays look like the plain thumbnails (mean difference %.2f)", d)
 		}
 		// o again: the ground-truth masks' outlines (the anomalous images
