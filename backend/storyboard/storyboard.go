@@ -245,7 +245,7 @@ func (t Trajectory) drawRow(dst *image.RGBA, y, i int, o Options) {
 	s := t.Steps[i]
 	for k, p := range o.Panels {
 		r := panelRect(o, k, y)
-		label(dst, r.Min.X, y+12, panelTitles[p])
+		label(dst, r.Min.X, y+12, fit(panelTitles[p], o.Side))
 		if pic := t.panel(s, p); pic != nil {
 			// Nearest neighbour keeps the latent's cells and the map's
 			// pixels visible when enlarged.
@@ -275,6 +275,17 @@ func (t Trajectory) panel(s Step, p string) image.Image {
 		return visual.Overlay(base, s.Map, t.Scale, overlayAlpha)
 	}
 	return nil
+}
+
+// glyphW is basicfont.Face7x13's advance.
+const glyphW = 7
+
+// fit shortens s to the characters that fit in width pixels.
+func fit(s string, width int) string {
+	if n := width / glyphW; len(s) > n {
+		return s[:max(n, 0)]
+	}
+	return s
 }
 
 func label(dst *image.RGBA, x, y int, s string) {

@@ -230,3 +230,15 @@ func FuzzParseOptions(f *testing.F) {
 		}
 	})
 }
+
+func TestTitlesFitTheirPanels(t *testing.T) {
+	if got := fit("predicted image", 96); got != "predicted ima" || len(got)*glyphW > 96 {
+		t.Fatalf("fit to 96 px: %q", got)
+	}
+	if got := fit("z_t", 96); got != "z_t" {
+		t.Fatalf("a short title changed: %q", got)
+	}
+	if got := fit("input", 3); got != "" {
+		t.Fatalf("fit to 3 px: %q", got)
+	}
+}
