@@ -158,3 +158,44 @@ func TestExportHistory(t *testing.T) {
 		t.Fatal("format xml accepted")
 	}
 }
+
+// Relocate moves paths under a new root and keeps labels; a path outside
+// the recorded root changes nothing.
+func TestRelocateKeepsLabels(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t) // paths /x/a.png ...
+	run.Meta.Dataset.Root = "/x"
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	id := run.Meta.RunID
+	if _, err := s.SetLabels(id, []Label{{ImageID: 2, Verdict: VerdictNormal, User: "ana"}}, ActionSet, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Relocate(id, "/data/demo"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Images(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[0].Path != "/data/demo/a.png" || rows[2].AnalystLabel != VerdictNormal {
+		t.Fatalf("after relocate: %+v", rows[:3])
+	}
+	if m, err := s.Meta(id); err != nil || m.Dataset.Root != "/data/demo" {
+		t.Fatalf("meta root %q, %v", m.Dataset.Root, err)
+	}
+	// The meta now says /data/demo; a run whose rows lie elsewhere is refused.
+	other := sampleRun(t)
+	other.Meta.RunID = "20260101T000000Z-0a0b0c"
+	other.Meta.Dataset.Root = "/y"
+	if err := s.Write(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Relocate(other.Meta.RunID, "/z"); err == nil {
+		t.Fatal("paths outside the dataset root moved")
+	}
+	if rows, _ := s.Images(other.Meta.RunID); rows[0].Path != "/x/a.png" {
+		t.Fatalf("a refused relocation changed %s", rows[0].Path)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -204,5 +205,44 @@ func (s Store) recordSum(id, name string) error {
 		return err
 	}
 	meta.Files[name] = sum
+	return s.writeMeta(meta)
+}
+
+// Relocate moves a run's image paths from its dataset root to root (the
+// same files in another place, e.g. a dataset generated again from its
+// seed), keeping every label; run.json records the new root. Paths outside
+// the old root are an error and change nothing.
+func (s Store) Relocate(id, root string) error {
+	if err := s.checkRun(id); err != nil {
+		return err
+	}
+	unlock, err := s.lockRun(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	meta, err := s.Meta(id)
+	if err != nil {
+		return err
+	}
+	rows, err := readRows[ImageRow](s, id, ImagesFile)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		rel, err := filepath.Rel(meta.Dataset.Root, rows[i].Path)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("results: run %s: image %s is outside its dataset %s", id, rows[i].Path, meta.Dataset.Root)
+		}
+		rows[i].Path = filepath.Join(root, rel)
+	}
+	if err := s.replace(id, ImagesFile, rows); err != nil {
+		return err
+	}
+	meta, err = s.Meta(id) // replace recorded the new checksum
+	if err != nil {
+		return err
+	}
+	meta.Dataset.Root = root
 	return s.writeMeta(meta)
 }

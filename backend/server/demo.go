@@ -143,8 +143,16 @@ func (s *Server) installDemoRun(modelPath, root string) (bool, error) {
 		return false, nil
 	}
 	meta := runs[0]
-	if _, err := s.store.Meta(meta.RunID); err == nil {
-		return false, nil // installed by an earlier start
+	if old, err := s.store.Meta(meta.RunID); err == nil {
+		// Installed by an earlier start - with another data folder, its
+		// paths point there: move them to this server's copy.
+		if old.Dataset.Root != root {
+			if err := s.store.Relocate(meta.RunID, root); err != nil {
+				return false, err
+			}
+			s.log.Info("demo: the demo run's images moved to this data folder", "run", meta.RunID, "root", root)
+		}
+		return false, nil
 	}
 	images, err := src.Images(meta.RunID)
 	if err != nil {

@@ -208,3 +208,38 @@ func TestBulkLabelsOverTheGeneralBodyLimit(t *testing.T) {
 		t.Fatalf("%d normal images after the bulk verdict, want %d", page.Total, n)
 	}
 }
+
+// A demo run installed by a server with another data folder is moved to
+// this server's copy of the demo dataset on start, labels kept.
+func TestDemoRunFollowsTheDataFolder(t *testing.T) {
+	dir := demoModelDir(t, true)
+	demo := filepath.Join(dir, "model.safetensors")
+	resultsDir := t.TempDir()
+	const run = "20260101T000000Z-abcdef"
+	first := startEnv(t, func(c *Config) { c.Demo = true; c.DataDir = t.TempDir(); c.DemoModel = demo; c.ResultsDir = resultsDir })
+	cancelQuickTraining(t, first)
+	if r, body := first.do(t, "PUT", "/api/v1/runs/"+run+"/images/1/label", shared.LabelRequest{Verdict: "unsure", User: "ana"}, "Content-Type", "application/json"); r.StatusCode != 200 {
+		t.Fatalf("label: %d %s", r.StatusCode, body)
+	}
+	first.stop()
+	dataDir := t.TempDir()
+	second := startEnv(t, func(c *Config) { c.Demo = true; c.DataDir = dataDir; c.DemoModel = demo; c.ResultsDir = resultsDir })
+	cancelQuickTraining(t, second)
+	var page shared.ImagePage
+	second.call(t, "GET", "/api/v1/runs/"+run+"/images", nil, &page)
+	want := filepath.Join(dataDir, demoData, demoSynthDir)
+	if len(page.Images) != 2 {
+		t.Fatalf("%d images", len(page.Images))
+	}
+	for _, im := range page.Images {
+		if !strings.HasPrefix(im.Path, want) {
+			t.Fatalf("image path %s is not in this server's demo dataset %s", im.Path, want)
+		}
+		if im.ImageID == 1 && (im.AnalystLabel != "unsure" || im.AnalystUser != "ana") {
+			t.Fatalf("the label was lost: %+v", im)
+		}
+	}
+	if r, _ := second.do(t, "GET", "/api/v1/runs/"+run+"/images/0/source", nil); r.StatusCode != 200 {
+		t.Fatalf("the moved run's image: %d", r.StatusCode)
+	}
+}
