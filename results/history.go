@@ -10,9 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/parquet-go/parquet-go"
-
-	"github.com/diad-project/diad/backend/atomicfile"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -73,18 +70,7 @@ func (s Store) appendHistory(id string, changes []LabelChange) error {
 	if err != nil {
 		return fmt.Errorf("results: label history of run %s: %w", id, err)
 	}
-	path := filepath.Join(s.Dir(id), HistoryFile)
-	err = atomicfile.Write(path, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[LabelChange](w, writeOpts()...)
-		if _, err := pw.Write(append(old, changes...)); err != nil {
-			return err
-		}
-		return pw.Close()
-	})
-	if err != nil {
-		return err
-	}
-	return s.recordSum(id, HistoryFile)
+	return replaceRows(s, id, HistoryFile, append(old, changes...))
 }
 
 // historyColumns are the CSV export's columns of the label history.

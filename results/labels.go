@@ -105,18 +105,11 @@ func (s Store) SetLabels(id string, labels []Label, action string, now time.Time
 			return nil, fmt.Errorf("results: verdict %q (want normal, anomalous, unsure or empty)", l.Verdict)
 		}
 	}
-	if err := s.checkRun(id); err != nil {
-		return nil, err
-	}
-	unlock, err := s.lockRun(id)
+	rows, unlock, err := s.lockedImages(id)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	rows, err := readRows[ImageRow](s, id, ImagesFile)
-	if err != nil {
-		return nil, err
-	}
 	byID := map[int64]int{}
 	for i, r := range rows {
 		byID[r.ImageID] = i
@@ -141,7 +134,7 @@ func (s Store) SetLabels(id string, labels []Label, action string, now time.Time
 	if err := s.appendHistory(id, changes); err != nil {
 		return nil, err
 	}
-	if err := s.replace(id, ImagesFile, rows); err != nil {
+	if err := replaceRows(s, id, ImagesFile, rows); err != nil {
 		return nil, err
 	}
 	return updated, nil
@@ -149,36 +142,52 @@ func (s Store) SetLabels(id string, labels []Label, action string, now time.Time
 
 // SetThreshold re-labels every image of a run with a new decision threshold.
 func (s Store) SetThreshold(id string, t ThresholdInfo) error {
-	if err := s.checkRun(id); err != nil {
-		return err
-	}
-	unlock, err := s.lockRun(id)
+	rows, unlock, err := s.lockedImages(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	ApplyThreshold(rows, t.Value)
+	if err := replaceRows(s, id, ImagesFile, rows); err != nil {
+		return err
+	}
+	return s.updateMeta(id, func(m *RunMeta) { m.Threshold = t })
+}
+
+// lockedImages takes a run's write lock and reads its image rows; the
+// caller edits them, writes them back (replaceRows) and unlocks.
+func (s Store) lockedImages(id string) ([]ImageRow, func(), error) {
+	if err := s.checkRun(id); err != nil {
+		return nil, nil, err
+	}
+	unlock, err := s.lockRun(id)
+	if err != nil {
+		return nil, nil, err
+	}
 	rows, err := readRows[ImageRow](s, id, ImagesFile)
 	if err != nil {
-		return err
+		unlock()
+		return nil, nil, err
 	}
-	ApplyThreshold(rows, t.Value)
-	if err := s.replace(id, ImagesFile, rows); err != nil {
-		return err
-	}
+	return rows, unlock, nil
+}
+
+// updateMeta changes a run's run.json (the caller holds the run's lock).
+func (s Store) updateMeta(id string, change func(*RunMeta)) error {
 	meta, err := s.Meta(id)
 	if err != nil {
 		return err
 	}
-	meta.Threshold = t
+	change(&meta)
 	return s.writeMeta(meta)
 }
 
-// replace rewrites one of a run's files and records its new checksum (the
-// caller holds the run's lock).
-func (s Store) replace(id, name string, rows []ImageRow) error {
+// replaceRows rewrites one of a run's Parquet files and records its new
+// checksum (the caller holds the run's lock).
+func replaceRows[T any](s Store, id, name string, rows []T) error {
 	path := filepath.Join(s.Dir(id), name)
 	err := atomicfile.Write(path, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[ImageRow](w, writeOpts()...)
+		pw := parquet.NewGenericWriter[T](w, writeOpts()...)
 		if _, err := pw.Write(rows); err != nil {
 			return err
 		}
@@ -213,19 +222,12 @@ func (s Store) recordSum(id, name string) error {
 // seed), keeping every label; run.json records the new root. Paths outside
 // the old root are an error and change nothing.
 func (s Store) Relocate(id, root string) error {
-	if err := s.checkRun(id); err != nil {
-		return err
-	}
-	unlock, err := s.lockRun(id)
+	rows, unlock, err := s.lockedImages(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	meta, err := s.Meta(id)
-	if err != nil {
-		return err
-	}
-	rows, err := readRows[ImageRow](s, id, ImagesFile)
 	if err != nil {
 		return err
 	}
@@ -236,13 +238,8 @@ func (s Store) Relocate(id, root string) error {
 		}
 		rows[i].Path = filepath.Join(root, rel)
 	}
-	if err := s.replace(id, ImagesFile, rows); err != nil {
+	if err := replaceRows(s, id, ImagesFile, rows); err != nil {
 		return err
 	}
-	meta, err = s.Meta(id) // replace recorded the new checksum
-	if err != nil {
-		return err
-	}
-	meta.Dataset.Root = root
-	return s.writeMeta(meta)
+	return s.updateMeta(id, func(m *RunMeta) { m.Dataset.Root = root })
 }

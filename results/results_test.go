@@ -192,11 +192,18 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, _ := s.Images(run.Meta.RunID)
+	rows, err := s.Images(run.Meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range rows {
 		if r.AnalystLabel != VerdictAnomalous || r.AnalystUser != "ana" || r.AnalystTime.IsZero() {
 			t.Fatalf("label lost: %+v", r)
 		}
+	}
+	// Each editor's change is in the history too.
+	if h, err := s.LabelHistory(run.Meta.RunID); err != nil || len(h) != 5 {
+		t.Fatalf("%d history entries for 5 edits: %v", len(h), err)
 	}
 	// The independent reader sees the labels too.
 	tbl := readArrow(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))

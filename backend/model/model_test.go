@@ -595,8 +595,9 @@ func TestTrainLossRemovingReducesToTrainLoss(t *testing.T) {
 func TestReconstructWithoutGuidance(t *testing.T) {
 	m := newTiny(t)
 	randomise(m, PrefixUNet)
-	images, _ := tinyInputs(m, 1, 17)
+	images, zt := tinyInputs(m, 1, 17)
 	defer images.MustDrop()
+	zt.MustDrop() // only the images are used
 	c := diffusion.SamplerConfig{StartT: 400, Steps: 4}
 	run := func(opts ...ReconstructOption) Reconstruction {
 		rec, err := m.Reconstruct(context.Background(), images, c, diffusion.NewNoise(9), nil, opts...)

@@ -131,19 +131,12 @@ func mutateJSONValue(rng *rand.Rand, body []byte, tok string) []byte {
 func TestLiveHTTPFuzz(t *testing.T) {
 	e := startEnv(t, nil)
 	run := "20260101T000000Z-f00f00"
-	meta := results.RunMeta{RunID: run, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel",
-		Threshold: results.ThresholdInfo{Value: 0.25, Policy: "max-f1"}}
-	meta.Dataset.Root = e.dataset
 	var rows []results.ImageRow
-	var maps []results.MapRow
 	for i, rel := range []string{"woven/test/good/000.png", "disc/test/missing/000.png"} {
-		rows = append(rows, results.ImageRow{RunID: run, ImageID: int64(i), Category: strings.Split(rel, "/")[0], Path: filepath.Join(e.dataset, rel),
-			Split: "test", GroundTruth: int32(i), Score: 0.1 + 0.3*float64(i), Scorer: "pixel", Threshold: 0.25, Predicted: int32(i)})
-		maps = append(maps, results.Quantize(run, int64(i), 4, 4, make([]float32, 16)))
+		rows = append(rows, results.ImageRow{ImageID: int64(i), Category: strings.Split(rel, "/")[0], Path: filepath.Join(e.dataset, rel),
+			GroundTruth: int32(i), Score: 0.1 + 0.3*float64(i), Predicted: int32(i)})
 	}
-	if err := (results.Store{Root: e.srv.cfg.ResultsDir}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
-		t.Fatal(err)
-	}
+	writeRun(t, e, run, 0.25, rows)
 
 	js := func(v any) []byte {
 		b, err := json.Marshal(v)

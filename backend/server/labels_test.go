@@ -15,23 +15,32 @@ import (
 	"github.com/diad-project/diad/shared"
 )
 
-// labelRun writes a run of n images into the server's results.
-func labelRun(t *testing.T, e *env, n int) string {
+// writeRun writes a test run of rows (on the env's dataset, scored by the
+// pixel scorer, blank 4x4 maps) into the server's results.
+func writeRun(t *testing.T, e *env, run string, threshold float64, rows []results.ImageRow) {
 	t.Helper()
-	run := "20260102T000000Z-1abe15"
 	meta := results.RunMeta{RunID: run, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel",
-		Threshold: results.ThresholdInfo{Value: 0.5, Policy: "max-f1"}}
+		Threshold: results.ThresholdInfo{Value: threshold, Policy: "max-f1"}}
 	meta.Dataset.Root = e.dataset
-	var rows []results.ImageRow
-	var maps []results.MapRow
-	for i := 0; i < n; i++ {
-		rows = append(rows, results.ImageRow{RunID: run, ImageID: int64(i), Category: "woven", Path: filepath.Join(e.dataset, "woven/test/good/000.png"),
-			Split: "test", Score: float64(i) / float64(n), Scorer: "pixel", Threshold: 0.5})
-		maps = append(maps, results.Quantize(run, int64(i), 4, 4, make([]float32, 16)))
+	maps := make([]results.MapRow, len(rows))
+	for i := range rows {
+		rows[i].RunID, rows[i].Split, rows[i].Scorer, rows[i].Threshold = run, "test", "pixel", threshold
+		maps[i] = results.Quantize(run, rows[i].ImageID, 4, 4, make([]float32, 16))
 	}
 	if err := (results.Store{Root: e.srv.cfg.ResultsDir}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// labelRun writes a run of n images into the server's results.
+func labelRun(t *testing.T, e *env, n int) string {
+	t.Helper()
+	run := "20260102T000000Z-1abe15"
+	rows := make([]results.ImageRow, n)
+	for i := range rows {
+		rows[i] = results.ImageRow{ImageID: int64(i), Category: "woven", Path: filepath.Join(e.dataset, "woven/test/good/000.png"), Score: float64(i) / float64(n)}
+	}
+	writeRun(t, e, run, 0.5, rows)
 	return run
 }
 
@@ -143,16 +152,10 @@ func (e *env) call(t *testing.T, method, path string, body, out any) {
 func TestImageMaskFromTheRunsDataset(t *testing.T) {
 	e := startEnv(t, nil)
 	run := "20260103T000000Z-3a5c00"
-	meta := results.RunMeta{RunID: run, Kind: "test", Preset: "tiny", Checkpoint: e.model, Scorer: "pixel", Threshold: results.ThresholdInfo{Value: 0.5}}
-	meta.Dataset.Root = e.dataset
-	rows := []results.ImageRow{
-		{RunID: run, ImageID: 0, Category: "woven", Path: filepath.Join(e.dataset, "woven", "test", "good", "000.png"), Split: "test"},
-		{RunID: run, ImageID: 1, Category: "disc", Path: filepath.Join(e.dataset, "disc", "test", "missing", "000.png"), Split: "test", GroundTruth: 1},
-	}
-	maps := []results.MapRow{results.Quantize(run, 0, 4, 4, make([]float32, 16)), results.Quantize(run, 1, 4, 4, make([]float32, 16))}
-	if err := (results.Store{Root: e.srv.cfg.ResultsDir}).Write(results.Run{Meta: meta, Images: rows, Maps: maps}); err != nil {
-		t.Fatal(err)
-	}
+	writeRun(t, e, run, 0.5, []results.ImageRow{
+		{ImageID: 0, Category: "woven", Path: filepath.Join(e.dataset, "woven", "test", "good", "000.png")},
+		{ImageID: 1, Category: "disc", Path: filepath.Join(e.dataset, "disc", "test", "missing", "000.png"), GroundTruth: 1},
+	})
 	r, body := e.do(t, "GET", "/api/v1/runs/"+run+"/images/1/mask", nil)
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("mask of the anomalous image: %d %s", r.StatusCode, body)

@@ -187,15 +187,13 @@ func spread(total, n int) []int {
 	return out
 }
 
+// check refuses a trajectory it cannot draw (sizes: CheckSize).
 func (t Trajectory) check(o Options) error {
 	if len(t.Steps) == 0 {
 		return errors.New("storyboard: a trajectory without steps")
 	}
 	if t.Size <= 0 || t.Input == nil {
 		return errors.New("storyboard: no input image")
-	}
-	if o.Side > maxSide || len(o.Panels) > maxPanels {
-		return fmt.Errorf("storyboard: at most %d panels of at most %d pixels", maxPanels, maxSide)
 	}
 	for _, p := range o.Panels {
 		if !slices.Contains(Panels, p) {

@@ -233,8 +233,8 @@ func TestBulkVerdictAndUndo(t *testing.T) {
 	if !ok || e.What != "1 image -> unsure" || req.Action != shared.LabelActionUndo || req.User != "bo" || req.Labels[0] != (shared.ImageLabel{ImageID: 4, Verdict: "normal"}) {
 		t.Fatalf("first undo %+v %+v", req, e)
 	}
-	req, _, _ = u.Pop("bo")
-	if len(req.Labels) != 2 || req.Labels[0] != (shared.ImageLabel{ImageID: 3, Verdict: "anomalous", Note: "dent"}) || req.Labels[1] != (shared.ImageLabel{ImageID: 4}) {
+	req, e, ok = u.Pop("bo")
+	if !ok || e.What != "2 images -> normal" || len(req.Labels) != 2 || req.Labels[0] != (shared.ImageLabel{ImageID: 3, Verdict: "anomalous", Note: "dent"}) || req.Labels[1] != (shared.ImageLabel{ImageID: 4}) {
 		t.Fatalf("second undo %+v", req)
 	}
 	for i := 0; i < MaxUndo+5; i++ {

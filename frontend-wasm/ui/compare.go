@@ -193,8 +193,9 @@ func (a *App) drawCompareRow(dst *ebiten.Image, r rect, step int) {
 		tA = fmt.Sprintf(" · t=%d", e.traj.Steps[step].T)
 	}
 	p := panel(dst, a.caption(dst, cols[0], "this step's predicted image"), "Predicted image ("+mode.first+")"+tA)
-	if t, _ := e.nearestTex(step, shared.ProductImage); t != nil {
+	if t, shown := e.nearestTex(step, shared.ProductImage); t != nil {
 		a.mark("compare:a:image", drawImageFit(dst, t, p, ebiten.FilterLinear))
+		decoding(dst, p, shown, step)
 	} else {
 		placeholder(dst, p, e.waiting())
 	}
@@ -217,8 +218,9 @@ func (a *App) drawCompareRow(dst *ebiten.Image, r rect, step int) {
 		waiting = "no result: " + c.failed
 	}
 	p = panel(dst, a.caption(dst, cols[2], "the same image, seed and start level, with "+mode.what), "Predicted image ("+mode.side+")"+tB)
-	if t, _ := c.nearestTex(cs); t != nil {
+	if t, shown := c.nearestTex(cs); t != nil {
 		a.mark("compare:b:image", drawImageFit(dst, t, p, ebiten.FilterLinear))
+		decoding(dst, p, shown, cs)
 	} else {
 		placeholder(dst, p, waiting)
 	}
@@ -229,6 +231,14 @@ func (a *App) drawCompareRow(dst *ebiten.Image, r rect, step int) {
 		drawText(dst, fmt.Sprintf("step %d/%d · score %s", k+1, c.traj.Total, fmtScore(c.traj.Steps[k].Score)), p.X+4, p.Y+p.H-16, sizeSmall, colText)
 	} else {
 		placeholder(dst, p, "–")
+	}
+}
+
+// decoding says, under a panel that shows an earlier step's picture while
+// the wanted one decodes, which step is on screen.
+func decoding(dst *ebiten.Image, p rect, shown, want int) {
+	if shown != want {
+		drawText(dst, fmt.Sprintf("step %d (step %d decoding)", shown+1, want+1), p.X+4, p.Y+p.H-16, sizeSmall, colDim)
 	}
 }
 

@@ -506,8 +506,8 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		}
 		if t != nil {
 			a.mark("step:"+n.key, drawImageFit(dst, t, p, ebiten.FilterNearest))
-			if shown != step && !channels {
-				drawText(dst, fmt.Sprintf("step %d (step %d decoding)", shown+1, step+1), p.X+4, p.Y+p.H-16, sizeSmall, colDim)
+			if !channels {
+				decoding(dst, p, shown, step)
 			}
 		} else {
 			placeholder(dst, p, "–")
