@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -140,14 +142,29 @@ func (s Store) SetLabels(id string, labels []Label, action string, now time.Time
 	return updated, nil
 }
 
-// SetThreshold re-labels every image of a run with a new decision threshold.
+// ErrNoCategory is returned for a threshold of a category the run does not have.
+var ErrNoCategory = errors.New("no such category")
+
+// SetThreshold re-labels every image of a run with a new decision
+// threshold (its category's, for a category t names).
 func (s Store) SetThreshold(id string, t ThresholdInfo) error {
 	rows, unlock, err := s.lockedImages(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	ApplyThreshold(rows, t.Value)
+	if len(t.PerCategory) > 0 {
+		have := map[string]bool{}
+		for _, r := range rows {
+			have[r.Category] = true
+		}
+		for _, c := range slices.Sorted(maps.Keys(t.PerCategory)) {
+			if !have[c] {
+				return fmt.Errorf("results: run %s has %w %q", id, ErrNoCategory, c)
+			}
+		}
+	}
+	ApplyThreshold(rows, t)
 	if err := replaceRows(s, id, ImagesFile, rows); err != nil {
 		return err
 	}

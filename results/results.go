@@ -205,12 +205,14 @@ func (run Run) files() []folderFile {
 	}
 }
 
-// ApplyThreshold sets each row's threshold and predicted label.
-func ApplyThreshold(rows []ImageRow, th float64) {
+// ApplyThreshold sets each row's threshold (its category's, where th has
+// one) and predicted label.
+func ApplyThreshold(rows []ImageRow, th ThresholdInfo) {
 	for i := range rows {
-		rows[i].Threshold = th
+		v := th.For(rows[i].Category)
+		rows[i].Threshold = v
 		rows[i].Predicted = 0
-		if shared.Predicted(rows[i].Score, th) {
+		if shared.Predicted(rows[i].Score, v) {
 			rows[i].Predicted = 1
 		}
 	}

@@ -229,6 +229,28 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.Value != 0.9 {
 		t.Fatalf("meta threshold %+v", m.Threshold)
 	}
+	// Category b judged by its own threshold, a by the run's.
+	per := ThresholdInfo{Value: 0.9, PerCategory: map[string]float64{"b": 0.01}, Policy: "manual", SetBy: "ana"}
+	if err := s.SetThreshold(run.Meta.RunID, per); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = s.Images(run.Meta.RunID)
+	for _, r := range rows {
+		want := map[string]float64{"a": 0.9, "b": 0.01}[r.Category]
+		if r.Threshold != want || (r.Predicted == 1) != (r.Score >= want) {
+			t.Fatalf("per-category threshold: %+v, want threshold %v", r, want)
+		}
+	}
+	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 || len(m.Threshold.PerCategory) != 1 {
+		t.Fatalf("meta per-category threshold %+v", m.Threshold)
+	}
+	err = s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.5, PerCategory: map[string]float64{"b": 0.2, "zz": 1}, Policy: "manual"})
+	if !errors.Is(err, ErrNoCategory) || !strings.Contains(err.Error(), `"zz"`) {
+		t.Fatalf("unknown category: %v", err)
+	}
+	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 {
+		t.Fatalf("a refused threshold changed the run: %+v", m.Threshold)
+	}
 }
 
 func TestExportCSV(t *testing.T) {

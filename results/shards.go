@@ -270,7 +270,7 @@ func (s Store) WriteMerged(run Run, keep func(old RunMeta) (ThresholdInfo, bool)
 		if keep != nil {
 			if th, ok := keep(old); ok {
 				run.Meta.Threshold = th
-				ApplyThreshold(run.Images, th.Value)
+				ApplyThreshold(run.Images, th)
 			}
 		}
 	}

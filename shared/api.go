@@ -1,7 +1,9 @@
 package shared
 
 import (
+	"fmt"
 	"math"
+	"sort"
 	"time"
 )
 
@@ -199,18 +201,53 @@ type LabelChange struct {
 	ToNote      string    `json:"to_note"`
 }
 
-// ThresholdRequest sets a run's decision threshold.
+// ThresholdRequest sets a run's decision threshold: Value for every image,
+// or, where PerCategory names the image's category, that category's value.
 type ThresholdRequest struct {
-	Value  float64 `json:"value"`
-	Policy string  `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
-	User   string  `json:"user"`
+	Value       float64            `json:"value"`
+	PerCategory map[string]float64 `json:"per_category,omitempty"`
+	Policy      string             `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
+	User        string             `json:"user"`
 }
 
-// RunThreshold is a run's decision threshold and how it was chosen.
+// RunThreshold is a run's decision threshold and how it was chosen. A
+// multi-class run mixes categories whose scores lie in different ranges, so
+// a category may have its own threshold (PerCategory); the others use Value.
 type RunThreshold struct {
-	Value  float64 `json:"value"`
-	Policy string  `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
-	SetBy  string  `json:"set_by,omitempty"`
+	Value       float64            `json:"value"`
+	PerCategory map[string]float64 `json:"per_category,omitempty"`
+	Policy      string             `json:"policy"` // manual, max-f1, fpr<=x, fnr<=x
+	SetBy       string             `json:"set_by,omitempty"`
+}
+
+// String is the threshold as the CLI prints it: "0.5 (max-f1)", followed
+// by each category's own value, in name order.
+func (t RunThreshold) String() string {
+	s := fmt.Sprintf("%.6g (%s)", t.Value, t.Policy)
+	if len(t.PerCategory) == 0 {
+		return s
+	}
+	cats := make([]string, 0, len(t.PerCategory))
+	for c := range t.PerCategory {
+		cats = append(cats, c)
+	}
+	sort.Strings(cats)
+	for i, c := range cats {
+		sep := ", "
+		if i == 0 {
+			sep = "; per category: "
+		}
+		s += fmt.Sprintf("%s%s %.6g", sep, c, t.PerCategory[c])
+	}
+	return s
+}
+
+// For is the threshold an image of the category is judged by.
+func (t RunThreshold) For(category string) float64 {
+	if v, ok := t.PerCategory[category]; ok {
+		return v
+	}
+	return t.Value
 }
 
 // RunInfo is a results run's record: its run.json on disk (the results

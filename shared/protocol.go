@@ -278,6 +278,9 @@ const (
 	ChangeLabels = "labels" // analyst labels of a run's images changed
 	ChangeJobs   = "jobs"   // a job was queued, started, ended or cancelled
 	ChangeRuns   = "runs"   // a run was written (a test or predict job ended)
+	// ChangeThreshold: a run's decision threshold was saved (its images'
+	// verdicts changed with it).
+	ChangeThreshold = "threshold"
 )
 
 // Change tells every open page that something it may show changed, so that

@@ -405,7 +405,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
-	results.ApplyThreshold(rows, th.Value)
+	results.ApplyThreshold(rows, th)
 	run := results.Run{Images: rows, Maps: maps, Metrics: summary.MetricRows(runID, tab)}
 	run.Meta = meta(runID, "test", cfg, p, ix, th, now)
 	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}

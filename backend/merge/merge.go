@@ -132,7 +132,7 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("merge: %w", err)
 	}
-	results.ApplyThreshold(rows, th.Value)
+	results.ApplyThreshold(rows, th)
 	meta.Threshold = th
 	rep.Seconds = time.Since(start).Seconds()
 	meta.Timings = map[string]float64{"inference_sum": inferSum, "inference_slowest_shard": inferMax, "merge": rep.Seconds,

@@ -259,7 +259,7 @@ func TestRemergeKeepsAnalystWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := store.Meta(runID)
-	if err != nil || m.Threshold != manual {
+	if err != nil || m.Threshold.Value != manual.Value || m.Threshold.Policy != manual.Policy || m.Threshold.SetBy != manual.SetBy {
 		t.Fatalf("threshold after re-merge %+v, %v", m.Threshold, err)
 	}
 	rows, err := store.Images(runID)

@@ -66,13 +66,19 @@ func ratio(a, b int) float64 {
 }
 
 func (c *Curve) confusion(th float64, tp, fp int) Confusion {
-	k := Confusion{Threshold: th, TP: tp, FP: fp, FN: c.P - tp, TN: c.N - fp}
-	k.Precision = ratio(tp, tp+fp)
-	k.Recall = ratio(tp, c.P)
-	k.F1 = ratio(2*tp, tp+fp+c.P)
-	k.FPR = ratio(fp, c.N)
-	k.FNR = ratio(c.P-tp, c.P)
-	k.Accuracy = ratio(tp+c.N-fp, c.P+c.N)
+	return RatesOf(Confusion{Threshold: th, TP: tp, FP: fp, FN: c.P - tp, TN: c.N - fp})
+}
+
+// RatesOf fills in the rates of a confusion matrix from its counts (e.g.
+// of one summed over categories judged by different thresholds).
+func RatesOf(k Confusion) Confusion {
+	p, n := k.TP+k.FN, k.FP+k.TN
+	k.Precision = ratio(k.TP, k.TP+k.FP)
+	k.Recall = ratio(k.TP, p)
+	k.F1 = ratio(2*k.TP, k.TP+k.FP+p)
+	k.FPR = ratio(k.FP, n)
+	k.FNR = ratio(k.FN, p)
+	k.Accuracy = ratio(k.TP+k.TN, p+n)
 	return k
 }
 

@@ -730,6 +730,10 @@ func toChange(r results.LabelChange) shared.LabelChange {
 		FromVerdict: r.FromVerdict, ToVerdict: r.ToVerdict, FromNote: r.FromNote, ToNote: r.ToNote}
 }
 
+// maxThresholdCategories bounds a threshold request's categories (a
+// dataset has tens; the limit keeps a hostile body from costing much).
+const maxThresholdCategories = 10000
+
 func (s *Server) setThreshold(c echo.Context) error {
 	id, err := s.runParam(c)
 	if err != nil {
@@ -742,16 +746,29 @@ func (s *Server) setThreshold(c echo.Context) error {
 	if math.IsNaN(req.Value) || math.IsInf(req.Value, 0) {
 		return apiError(c, http.StatusBadRequest, "threshold must be a finite number")
 	}
+	if len(req.PerCategory) > maxThresholdCategories {
+		return apiError(c, http.StatusBadRequest, "%d category thresholds, at most %d", len(req.PerCategory), maxThresholdCategories)
+	}
+	for cat, v := range req.PerCategory {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return apiError(c, http.StatusBadRequest, "threshold of category %q must be a finite number", cat)
+		}
+	}
 	if req.Policy == "" {
 		req.Policy = "manual"
 	}
-	if err := s.store.SetThreshold(id, results.ThresholdInfo{Value: req.Value, Policy: req.Policy, SetBy: req.User}); err != nil {
+	th := results.ThresholdInfo{Value: req.Value, PerCategory: req.PerCategory, Policy: req.Policy, SetBy: req.User}
+	if err := s.store.SetThreshold(id, th); err != nil {
+		if errors.Is(err, results.ErrNoCategory) {
+			return apiError(c, http.StatusBadRequest, "%v", err)
+		}
 		return err
 	}
 	m, err := s.store.Meta(id)
 	if err != nil {
 		return err
 	}
+	s.publishChange(shared.Change{Kind: shared.ChangeThreshold, RunID: id, User: req.User})
 	return c.JSON(http.StatusOK, m)
 }
 

@@ -71,7 +71,7 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 		return apiError(c, http.StatusBadRequest, "%v", err)
 	}
 	spec := evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}
-	tr, err := s.storyboard(c, d, spec)
+	tr, err := s.storyboard(c, d, spec, src.category)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return apiError(c, http.StatusNotFound, "%v", err)
@@ -98,8 +98,8 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 }
 
 // storyboard computes spec's trajectory on d and colours its maps at the
-// served threshold.
-func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.TrajectorySpec) (storyboard.Trajectory, error) {
+// served threshold (the category's, where it has its own).
+func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.TrajectorySpec, category string) (storyboard.Trajectory, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	tr, _, err := d.e.Storyboard(c.Request().Context(), spec)
@@ -112,7 +112,7 @@ func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.Trajector
 	}
 	tr.Scale = tr.MapRange()
 	if hasTh {
-		tr.Scale = visual.ThresholdScale(th)
+		tr.Scale = visual.ThresholdScale(th.For(category))
 	}
 	return tr, nil
 }

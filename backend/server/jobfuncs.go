@@ -267,7 +267,8 @@ func (s *Server) jobFuncs() map[string]jobs.Func {
 				if !ok {
 					return jobs.Output{}, fmt.Errorf("predict needs config.threshold (no test run of this model with scorer %s yet)", id)
 				}
-				cfg.Threshold = strconv.FormatFloat(th, 'g', -1, 64)
+				// Predicted images have no category: the run's pooled value.
+				cfg.Threshold = strconv.FormatFloat(th.Value, 'g', -1, 64)
 			}
 			_, runID, err := evaluate.Predict(ctx, evaluate.PredictConfig{Config: cfg, Store: true}, paths)
 			return jobs.Output{RunID: runID}, err

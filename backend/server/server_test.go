@@ -693,30 +693,40 @@ func submit(t *testing.T, e *env, req shared.JobRequest) shared.Job {
 	return j
 }
 
-func TestTestJobResultsQueryAndLabels(t *testing.T) {
-	e := startEnv(t, nil)
-	// An open page hears every change: collect what /ws/changes says.
+// followChanges opens the change feed as a page does and delivers what it
+// says until the test ends (the channel closes when the feed does).
+func followChanges(t *testing.T, e *env) <-chan shared.Change {
+	t.Helper()
 	changes := make(chan shared.Change, 64)
-	cctx, ccancel := context.WithCancel(context.Background())
-	defer ccancel()
-	cconn, _, err := websocket.Dial(cctx, strings.Replace(e.base, "http://", "ws://", 1)+"/api/v1/ws/changes", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, _, err := websocket.Dial(ctx, strings.Replace(e.base, "http://", "ws://", 1)+"/api/v1/ws/changes", nil)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer cconn.CloseNow()
+	t.Cleanup(func() { cancel(); conn.CloseNow() })
 	go func() {
+		defer close(changes)
 		for {
-			_, msg, err := cconn.Read(cctx)
+			_, msg, err := conn.Read(ctx)
 			if err != nil {
-				close(changes)
 				return
 			}
 			var c shared.Change
-			if json.Unmarshal(msg, &c) == nil {
-				changes <- c
+			if err := json.Unmarshal(msg, &c); err != nil {
+				t.Errorf("change feed sent %q: %v", msg, err)
+				return
 			}
+			changes <- c
 		}
 	}()
+	return changes
+}
+
+func TestTestJobResultsQueryAndLabels(t *testing.T) {
+	e := startEnv(t, nil)
+	// An open page hears every change: collect what /ws/changes says.
+	changes := followChanges(t, e)
 	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
 	// Follow the job on its websocket.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

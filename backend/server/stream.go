@@ -115,6 +115,9 @@ type denoiseSource struct {
 	runSampler *shared.SamplerConfig
 	seed       uint64
 	fromRun    bool
+	// category is the run image's (its threshold may be its own); "" for
+	// an upload.
+	category string
 }
 
 // resolveSource finds the image a denoise request names.
@@ -144,7 +147,7 @@ func (s *Server) resolveSource(r shared.DenoiseRequest, model string) (denoiseSo
 			if err != nil {
 				return denoiseSource{}, err
 			}
-			src := denoiseSource{path: path, seed: results.ImageSeed(r.Seed, 0), fromRun: true}
+			src := denoiseSource{path: path, seed: results.ImageSeed(r.Seed, 0), fromRun: true, category: row.Category}
 			if meta.Sampler != nil && sameFile(meta.Checkpoint, model) {
 				// Replay the run: its sampler under the request's
 				// changes, and the image's own noise unless the
@@ -210,7 +213,7 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
 	go func() {
-		err := s.compute(d, evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}, products, key, h)
+		err := s.compute(d, evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}, src.category, products, key, h)
 		s.trajMu.Lock()
 		defer s.trajMu.Unlock()
 		if err != nil {
@@ -254,7 +257,7 @@ func wants(products []string, p string) bool {
 // and outside the compute lane; the encoding (PNG, float16, quantised maps)
 // happens here. The final map is the one `diad predict` computes for the
 // same image, sampler and seed.
-func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, products []string, key string, h *stream.Hub) error {
+func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category string, products []string, key string, h *stream.Hub) error {
 	sampler := spec.Sampler
 	guidance := shared.GuidanceSG
 	if spec.Unguided {
@@ -329,8 +332,8 @@ func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, products []s
 	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Guidance: guidance, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel(),
 		Signal: signal, ScheduleStride: scheduleStride}
 	if hasTh {
-		final.Threshold = th
-		final.Anomalous = shared.Predicted(out.Score, th)
+		final.Threshold = th.For(category)
+		final.Anomalous = shared.Predicted(out.Score, final.Threshold)
 	}
 	q := results.Quantize("", 0, size, size, out.Map)
 	final.Blobs = []shared.Blob{

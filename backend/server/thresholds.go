@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/results"
 )
 
 // Thresholds are data: they live in the runs on disk (run.json, changed by
@@ -61,18 +62,19 @@ func (d *digests) of(path string) (string, error) {
 }
 
 // thresholdFor returns the threshold of the newest test run of the model
-// file at path whose scorer identity is identity.
-func (s *Server) thresholdFor(path, identity string) (float64, bool, error) {
+// file at path whose scorer identity is identity (with the per-category
+// values it may have).
+func (s *Server) thresholdFor(path, identity string) (results.ThresholdInfo, bool, error) {
 	sum, err := s.digests.of(path)
 	if err != nil {
-		return 0, false, err
+		return results.ThresholdInfo{}, false, err
 	}
 	runs, err := s.store.Runs()
 	if err != nil {
-		return 0, false, err
+		return results.ThresholdInfo{}, false, err
 	}
 	var best time.Time
-	var th float64
+	var th results.ThresholdInfo
 	found := false
 	for _, r := range runs {
 		if r.Kind != "test" || r.CheckpointSHA != sum {
@@ -82,7 +84,7 @@ func (s *Server) thresholdFor(path, identity string) (float64, bool, error) {
 			continue
 		}
 		if !found || r.CreatedAt.After(best) {
-			best, th, found = r.CreatedAt, r.Threshold.Value, true
+			best, th, found = r.CreatedAt, r.Threshold, true
 		}
 	}
 	return th, found, nil

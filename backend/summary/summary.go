@@ -7,6 +7,7 @@
 package summary
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -75,42 +76,87 @@ func MetricRows(runID string, t metrics.Table) []results.MetricRow {
 	return out
 }
 
+// PerCategorySuffix, after a labelled policy ("max-f1/category"), chooses
+// a threshold for each category by that policy on the category's own images
+// (a multi-class run mixes categories whose scores lie in different
+// ranges); the run's Value is still the policy's choice over all images.
+const PerCategorySuffix = "/category"
+
 // CheckThreshold validates a threshold spec without any scores, so that a
 // job can be refused at submit rather than after its inference.
 func CheckThreshold(spec string) error {
+	_, _, err := parseThreshold(spec)
+	return err
+}
+
+// parseThreshold splits a spec into its policy (max-f1, fpr<=x, fnr<=x or
+// a number) and whether it applies per category.
+func parseThreshold(spec string) (policy string, perCategory bool, err error) {
+	policy, perCategory = strings.CutSuffix(spec, PerCategorySuffix)
 	switch {
-	case spec == "" || spec == "max-f1":
-		return nil
-	case strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<="):
-		v, err := strconv.ParseFloat(spec[5:], 64)
+	case policy == "" || policy == "max-f1":
+		return policy, perCategory, nil
+	case strings.HasPrefix(policy, "fpr<=") || strings.HasPrefix(policy, "fnr<="):
+		v, err := strconv.ParseFloat(policy[5:], 64)
 		if err != nil || !(v >= 0 && v <= 1) {
-			return fmt.Errorf("threshold %q: want a rate in [0, 1] after %s", spec, spec[:5])
+			return "", false, fmt.Errorf("threshold %q: want a rate in [0, 1] after %s", spec, policy[:5])
 		}
-		return nil
+		return policy, perCategory, nil
 	}
-	v, err := strconv.ParseFloat(spec, 64)
+	v, err := strconv.ParseFloat(policy, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number", spec)
+		return "", false, fmt.Errorf("threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number, optionally followed by %s", spec, PerCategorySuffix)
 	}
-	return nil
+	if perCategory {
+		return "", false, fmt.Errorf("threshold %q: a number is the same for every category; %s follows max-f1, fpr<=x or fnr<=x", spec, PerCategorySuffix)
+	}
+	return policy, false, nil
 }
 
 // ChooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
 // (most detections with at most that false positive rate), "fnr<=x" (fewest
 // false alarms with at most that miss rate), all on the rows' labels, or a
-// number.
+// number. With PerCategorySuffix each category also gets the policy's
+// choice on its own rows (a category with one class only: the pooled one).
 func ChooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInfo, error) {
-	if err := CheckThreshold(spec); err != nil {
+	policy, perCategory, err := parseThreshold(spec)
+	if err != nil {
 		return results.ThresholdInfo{}, err
 	}
-	labelled := spec == "" || spec == "max-f1" || strings.HasPrefix(spec, "fpr<=") || strings.HasPrefix(spec, "fnr<=")
-	if !labelled {
-		v, err := strconv.ParseFloat(spec, 64)
-		if err != nil {
-			return results.ThresholdInfo{}, fmt.Errorf("threshold %q: %w", spec, err)
-		}
+	if policy == "" {
+		policy = "max-f1"
+	}
+	if v, err := strconv.ParseFloat(policy, 64); err == nil {
 		return results.ThresholdInfo{Value: v, Policy: "manual"}, nil
 	}
+	th, err := choose(policy, rows)
+	if err != nil {
+		return results.ThresholdInfo{}, err
+	}
+	info := results.ThresholdInfo{Value: th, Policy: policy}
+	if !perCategory {
+		return info, nil
+	}
+	byCat := map[string][]results.ImageRow{}
+	for _, r := range rows {
+		byCat[r.Category] = append(byCat[r.Category], r)
+	}
+	info.PerCategory = make(map[string]float64, len(byCat))
+	for cat, rs := range byCat {
+		v, err := choose(policy, rs)
+		switch {
+		case errors.Is(err, metrics.ErrOneClass):
+			v = th // e.g. no anomalous test image: the pooled choice
+		case err != nil:
+			return results.ThresholdInfo{}, fmt.Errorf("category %s: %w", cat, err)
+		}
+		info.PerCategory[cat] = v
+	}
+	return info, nil
+}
+
+// choose applies a labelled policy to rows' scores and ground truth.
+func choose(policy string, rows []results.ImageRow) (float64, error) {
 	scores := make([]float32, len(rows))
 	labels := make([]bool, len(rows))
 	for i, r := range rows {
@@ -118,36 +164,25 @@ func ChooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInf
 	}
 	c, err := metrics.NewCurve(scores, labels)
 	if err != nil {
-		return results.ThresholdInfo{}, err
+		return 0, err
 	}
 	var k metrics.Confusion
-	policy := spec
 	switch {
-	case strings.HasPrefix(spec, "fpr<="), strings.HasPrefix(spec, "fnr<="):
-		target, perr := strconv.ParseFloat(spec[5:], 64)
+	case strings.HasPrefix(policy, "fpr<="), strings.HasPrefix(policy, "fnr<="):
+		target, perr := strconv.ParseFloat(policy[5:], 64)
 		if perr != nil {
-			return results.ThresholdInfo{}, fmt.Errorf("threshold %q: %w", spec, perr)
+			return 0, fmt.Errorf("threshold %q: %w", policy, perr)
 		}
-		if spec[:3] == "fpr" {
+		if policy[:3] == "fpr" {
 			k, err = c.AtMaxFPR(target)
 		} else {
 			k, err = c.AtMaxFNR(target)
 		}
 	default:
-		policy = "max-f1"
 		k, err = c.AtMaxF1()
 	}
 	if err != nil {
-		return results.ThresholdInfo{}, fmt.Errorf("threshold %s: %w", policy, err)
+		return 0, fmt.Errorf("threshold %s: %w", policy, err)
 	}
-	return results.ThresholdInfo{Value: k.Threshold, Policy: policy}, nil
-}
-
-// Spec is the threshold spec that gives th again: its policy, or the
-// number of a manual threshold.
-func Spec(th results.ThresholdInfo) string {
-	if th.Policy == "manual" {
-		return strconv.FormatFloat(th.Value, 'g', -1, 64)
-	}
-	return th.Policy
+	return k.Threshold, nil
 }

@@ -98,8 +98,8 @@ func newMergeCmd() *cobra.Command {
 			if len(rep.Table.Rows) > 0 {
 				fmt.Fprint(out, evaluate.FormatTable(rep.Table))
 			}
-			fmt.Fprintf(out, "run %s: %d images from %d shards, threshold %.6g (%s), merged in %.2f s\n",
-				rep.RunID, rep.Images, rep.Shards, rep.Threshold.Value, rep.Threshold.Policy, rep.Seconds)
+			fmt.Fprintf(out, "run %s: %d images from %d shards, threshold %s, merged in %.2f s\n",
+				rep.RunID, rep.Images, rep.Shards, rep.Threshold, rep.Seconds)
 			return nil
 		},
 	}

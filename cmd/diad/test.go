@@ -70,7 +70,7 @@ func newTestCmd() *cobra.Command {
 				return nil
 			}
 			fmt.Fprint(out, evaluate.FormatTable(rep.Table))
-			fmt.Fprintf(out, "run %s: %d images, %.2f images/s, threshold %.6g (%s)\n", rep.RunID, rep.Images, rep.ImagesPerSec, rep.Threshold.Value, rep.Threshold.Policy)
+			fmt.Fprintf(out, "run %s: %d images, %.2f images/s, threshold %s\n", rep.RunID, rep.Images, rep.ImagesPerSec, rep.Threshold)
 			fmt.Fprintf(out, "scorer: %s\n", rep.Scorer)
 			if !rep.Pretrained && strings.Contains(rep.Scorer, scoring.KindResNet) {
 				fmt.Fprintln(out, "note: the feature extractor has random weights (--features-weights not given); scores are not comparable to the paper's")
@@ -80,7 +80,7 @@ func newTestCmd() *cobra.Command {
 	}
 	addEvalFlags(cmd, &cfg)
 	addDataFlags(cmd, &cfg.Data)
-	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1, fpr<=x, fnr<=x (on the test labels) or a number")
+	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1, fpr<=x, fnr<=x (on the test labels) or a number; max-f1/category (or fpr<=x/category, ...) also gives each category its own by that policy")
 	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every DDIM step's predicted image")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
 	addShardFlags(cmd, &sf)

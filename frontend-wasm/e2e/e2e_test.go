@@ -18,6 +18,7 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -1135,6 +1136,71 @@ func TestBrowserClient(t *testing.T) {
 		if r, ok := s.Widgets["metrics"]; !ok || r[2] < 100 {
 			t.Errorf("no metrics table drawn: %v", r)
 		}
+
+		// A threshold per category: max F1 on each category's own images
+		// (computed here from the REST scores), one category moved by hand,
+		// saved with the run and applied to its images.
+		p.click("threshold:per-category")
+		s = p.wait("per-category thresholds", 10*time.Second, func(s hook.State) bool { return s.PerCategory && len(s.CategoryThresholds) == 2 })
+		byCat := map[string][]shared.ImageInfo{}
+		for _, im := range images.Images {
+			byCat[im.Category] = append(byCat[im.Category], im)
+		}
+		for cat, ims := range byCat {
+			sc, lb := make([]float32, len(ims)), make([]bool, len(ims))
+			for i, im := range ims {
+				sc[i], lb[i] = float32(im.Score), im.GroundTruth == 1
+			}
+			c, err := metrics.NewCurve(sc, lb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := c.AtMaxF1()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.CategoryThresholds[cat]; got != k.Threshold {
+				t.Errorf("%s: per-category max F1 threshold %v, its images give %v", cat, got, k.Threshold)
+			}
+		}
+		if _, ok := s.Widgets["threshold-line"]; ok {
+			t.Error("the pooled view offers one line to drag while each category has its own")
+		}
+		p.shot("threshold-per-category-all")
+		p.click("scope:disc")
+		s = p.wait("disc's scores", 10*time.Second, func(s hook.State) bool { return s.Scope == "disc" && s.Widgets["threshold-line"] != hook.Rect{} })
+		wovenTh := s.CategoryThresholds["woven"]
+		line = s.Widgets["threshold-line"]
+		h = s.Widgets["histogram"]
+		lx, ly = line.Center()
+		p.drag(lx, ly, h[0]+1, ly) // flags every disc image
+		s = p.wait("disc's threshold moved alone", 10*time.Second, func(s hook.State) bool {
+			return s.Policy == "manual" && s.Confusion.TP+s.Confusion.FP == len(byCat["disc"])
+		})
+		if s.CategoryThresholds["woven"] != wovenTh {
+			t.Fatalf("dragging disc's threshold moved woven's: %v -> %v", wovenTh, s.CategoryThresholds["woven"])
+		}
+		p.shot("threshold-per-category")
+		p.click("save-threshold")
+		p.wait("per-category thresholds saved", 10*time.Second, func(s hook.State) bool { return s.SavedPerCategory == 2 })
+		e.call(t, "GET", "/api/v1/runs/"+runID, nil, &run)
+		if !maps.Equal(run.Threshold.PerCategory, s.CategoryThresholds) {
+			t.Fatalf("saved per-category thresholds %v, the page's %v", run.Threshold.PerCategory, s.CategoryThresholds)
+		}
+		e.call(t, "GET", "/api/v1/runs/"+runID+"/images?limit=1000", nil, &images)
+		for _, im := range images.Images {
+			if th := s.CategoryThresholds[im.Category]; im.Threshold != th || (im.Predicted == 1) != (im.Score >= th) {
+				t.Fatalf("image %d (%s): threshold %v predicted %d, its category's threshold %v", im.ImageID, im.Category, im.Threshold, im.Predicted, th)
+			}
+		}
+		// Back to one threshold (max F1) for the tests that follow.
+		p.click("scope:")
+		p.click("threshold:one")
+		p.click("preset:max-f1")
+		p.click("save-threshold")
+		p.wait("one threshold saved again", 10*time.Second, func(s hook.State) bool {
+			return !s.PerCategory && s.SavedPerCategory == 0 && s.Saved == "max-f1"
+		})
 	})
 
 	var trainJob string

@@ -77,10 +77,11 @@ func (o Order) String() string { return [...]string{"score ↓", "score ↑", "i
 // View is the gallery state: all images, the filter, order, threshold, and
 // the selected image (kept by id across refilters).
 type View struct {
-	Images    []shared.ImageInfo
-	Filter    Filter
-	Order     Order
-	Threshold float64
+	Images []shared.ImageInfo
+	Filter Filter
+	Order  Order
+	// Threshold judges each image (its category's where it has one).
+	Threshold shared.RunThreshold
 
 	visible  []int // indices into Images
 	selected int64 // image id; -1 none
@@ -90,7 +91,7 @@ type View struct {
 }
 
 // NewView shows images at a threshold, most anomalous first.
-func NewView(images []shared.ImageInfo, threshold float64) *View {
+func NewView(images []shared.ImageInfo, threshold shared.RunThreshold) *View {
 	v := &View{Images: images, Filter: AllImages, Threshold: threshold, selected: -1, anchor: -1}
 	v.Refresh()
 	return v
@@ -99,7 +100,7 @@ func NewView(images []shared.ImageInfo, threshold float64) *View {
 // Outcome of image i of Images at the view's threshold.
 func (v *View) Outcome(i int) Outcome {
 	im := v.Images[i]
-	return Classify(im.GroundTruth, im.Score, v.Threshold)
+	return Classify(im.GroundTruth, im.Score, v.Threshold.For(im.Category))
 }
 
 func (v *View) keep(i int) bool {

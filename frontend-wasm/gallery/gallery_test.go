@@ -51,7 +51,7 @@ func TestClassifyAtThreshold(t *testing.T) {
 }
 
 func TestFilterSortAndCounts(t *testing.T) {
-	v := NewView(images(), 0.5)
+	v := NewView(images(), shared.RunThreshold{Value: 0.5})
 	if want := []int64{1, 2, 4, 3, 0}; !eq(ids(v), want) {
 		t.Fatalf("score order %v, want %v", ids(v), want)
 	}
@@ -75,7 +75,7 @@ func TestFilterSortAndCounts(t *testing.T) {
 	v.Filter = AllImages
 	v.Filter.GT = "1"
 	v.Order = ByID
-	v.Threshold = 0.95
+	v.Threshold.Value = 0.95
 	v.Refresh()
 	if want := []int64{1, 3, 4}; !eq(ids(v), want) || v.Counts()[FN] != 3 {
 		t.Fatalf("anomalous by id: %v, counts %v", ids(v), v.Counts())
@@ -83,7 +83,7 @@ func TestFilterSortAndCounts(t *testing.T) {
 }
 
 func TestSelectionFollowsImageAcrossRefilter(t *testing.T) {
-	v := NewView(images(), 0.5)
+	v := NewView(images(), shared.RunThreshold{Value: 0.5})
 	if im, ok := v.Selected(); !ok || im.ImageID != 1 {
 		t.Fatalf("initial selection %v %v", im.ImageID, ok)
 	}
@@ -121,7 +121,7 @@ func TestSelectionFollowsImageAcrossRefilter(t *testing.T) {
 }
 
 func TestScoreRange(t *testing.T) {
-	v := NewView(images(), 0.5)
+	v := NewView(images(), shared.RunThreshold{Value: 0.5})
 	if lo, hi := v.ScoreSpan(); lo != 0.2 || hi != 0.9 {
 		t.Fatalf("span %v..%v", lo, hi)
 	}
@@ -161,7 +161,7 @@ func TestScoreRange(t *testing.T) {
 		// span 0.2..1.5, bin width 0.325: {0.2,0.4} {0.6,0.7} {0.9} {1.5}
 		t.Fatalf("histogram %v", h)
 	}
-	if h := NewView(nil, 0.5).ScoreHistogram(3); h[0]+h[1]+h[2] != 0 {
+	if h := NewView(nil, shared.RunThreshold{Value: 0.5}).ScoreHistogram(3); h[0]+h[1]+h[2] != 0 {
 		t.Fatalf("empty histogram %v", h)
 	}
 }
@@ -178,7 +178,7 @@ func rangeIDs(v *View) []int64 {
 // order, either way; a plain selection or a filter that hides its start
 // leaves the selected image alone.
 func TestRangeSelection(t *testing.T) {
-	v := NewView(images(), 0.5) // shown: 1 2 4 3 0
+	v := NewView(images(), shared.RunThreshold{Value: 0.5}) // shown: 1 2 4 3 0
 	v.Select(2)
 	if !eq(rangeIDs(v), []int64{2}) {
 		t.Fatalf("one image: %v", rangeIDs(v))
@@ -249,5 +249,30 @@ func TestBulkVerdictAndUndo(t *testing.T) {
 	}
 	if n != MaxUndo {
 		t.Fatalf("%d undos kept, want %d", n, MaxUndo)
+	}
+}
+
+func TestEachCategoryIsJudgedByItsOwnThreshold(t *testing.T) {
+	v := NewView(images(), shared.RunThreshold{Value: 0.5})
+	if c := v.Counts(); c[FP] != 1 || c[FN] != 1 {
+		t.Fatalf("one threshold 0.5: %v", c)
+	}
+	// woven scores higher: its own threshold 0.35 catches image 3 and
+	// still flags normal image 2; 0.8 for woven would miss both anomalies.
+	v.Threshold.PerCategory = map[string]float64{"woven": 0.35}
+	v.Refresh()
+	if o := v.Outcome(3); o != TP {
+		t.Errorf("woven 0.4 at woven's 0.35: %v, want TP", o)
+	}
+	if o := v.Outcome(1); o != TP {
+		t.Errorf("disc 0.9 at the run's 0.5: %v, want TP", o)
+	}
+	v.Threshold.PerCategory["disc"] = 0.95
+	v.Refresh()
+	if o := v.Outcome(1); o != FN {
+		t.Errorf("disc 0.9 at disc's 0.95: %v, want FN", o)
+	}
+	if c := v.Counts(); c[FN] != 1 || c[TP] != 2 || c[FP] != 1 || c[TN] != 1 {
+		t.Errorf("per-category counts %v", c)
 	}
 }

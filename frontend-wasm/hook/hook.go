@@ -102,10 +102,17 @@ type State struct {
 	Undo      string
 	Note      string
 	Editing   bool // typing a note
-	Threshold float64
-	Policy    string
-	Saved     string // threshold policy saved with the run
-	Confusion Confusion
+	// Threshold and Policy are the threshold view's shown threshold (the
+	// pooled one, or Scope's); with PerCategory each category is judged by
+	// its own (CategoryThresholds), Scope "" is every category.
+	Threshold          float64
+	Policy             string
+	PerCategory        bool
+	Scope              string
+	CategoryThresholds map[string]float64
+	Saved              string // threshold policy saved with the run
+	SavedPerCategory   int    // how many categories the saved threshold names
+	Confusion          Confusion
 	// AUROC and AP are the threshold view's curve areas over all images
 	// pooled (0 when undefined); Metrics counts the run metrics values the
 	// view's table was given.

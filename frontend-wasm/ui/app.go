@@ -100,7 +100,8 @@ func (thresholdView) Update(a *App, body rect) {
 			d = 0.005
 		}
 		if d != 0 {
-			a.tune.Drag(a.tune.Fraction(a.tune.Threshold) + d)
+			m := a.tune.Shown()
+			a.tune.Drag(m.Fraction(m.Threshold) + d)
 			a.thresholdChanged()
 		}
 	}
@@ -183,7 +184,7 @@ type App struct {
 	// metrics is the run's metrics table (nil: none, e.g. a predict run).
 	metrics []shared.MetricValue
 	view    *gallery.View
-	tune    *tuning.Model
+	tune    *tuning.Tuner
 	rate    float64
 	thumbs  *textureCache
 
@@ -843,7 +844,7 @@ func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
 		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
-		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy,
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
 		SelectedJob: a.selJob}
 	if a.scaleMinMax {
 		s.Scale = "minmax"
@@ -892,9 +893,12 @@ func (a *App) stateJSON() string {
 	sort.Strings(s.Disabled)
 	if a.tune != nil {
 		k := a.tune.Confusion()
-		s.Threshold, s.Policy = a.tune.Threshold, a.tune.Policy
+		m := a.tune.Shown()
+		s.Threshold, s.Policy = m.Threshold, m.Policy
+		s.PerCategory, s.Scope = a.tune.PerCategory, a.tune.Scope
+		s.CategoryThresholds = a.tune.Threshold().PerCategory
 		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
-		s.AUROC, s.AP = nanToZero(a.tune.AUROC), nanToZero(a.tune.AP)
+		s.AUROC, s.AP = nanToZero(m.AUROC), nanToZero(m.AP)
 	}
 	if e := a.exp; e != nil && e.traj != nil {
 		t := e.traj

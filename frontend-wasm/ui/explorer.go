@@ -271,25 +271,26 @@ func (e *explorer) keys(a *App) {
 	}
 }
 
-// threshold is the one the colours are anchored to: the tuner's.
-func (a *App) threshold() float64 {
+// threshold is the one the colours of a category's maps are anchored to:
+// the tuner's (the category's own, where it has one).
+func (a *App) threshold(category string) float64 {
 	if a.tune != nil {
-		return a.tune.Threshold
+		return a.tune.Threshold().For(category)
 	}
-	return a.run.Threshold.Value
+	return a.run.Threshold.For(category)
 }
 
-func (a *App) scaleFor(values []float32) visual.Scale {
+func (a *App) scaleFor(values []float32, category string) visual.Scale {
 	if a.scaleMinMax {
 		return visual.MinMaxScale(values)
 	}
-	return visual.ThresholdScale(a.threshold())
+	return visual.ThresholdScale(a.threshold(category))
 }
 
 // heatTexture colours a map (over the input when it fits), cached per
 // scale so that a threshold change recolours every view.
 func (a *App) heatTexture(e *explorer, key string, values []float32, w, h int, overlay bool) *ebiten.Image {
-	s := a.scaleFor(values)
+	s := a.scaleFor(values, e.image.Category)
 	// The input may arrive after the first map: it is part of the key.
 	k := fmt.Sprintf("%s|%v|%v|%g|%g", key, overlay, e.input != nil, s.Lo, s.Hi)
 	if t, ok := e.heat[k]; ok || a.painting {
@@ -460,14 +461,14 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		if e.traj != nil && e.traj.Final != nil {
 			score = e.traj.Final.Score
 		}
-		if shared.Predicted(score, a.threshold()) {
+		if shared.Predicted(score, a.threshold(e.image.Category)) {
 			verdict = "ANOMALOUS"
 		}
 		drawText(dst, fmt.Sprintf("score %s · %s", fmtScore(score), verdict), hm.X+4, hm.Y+hm.H-16, sizeSmall, colText)
 	} else {
 		placeholder(dst, hm, e.waiting())
 	}
-	a.drawLegend(dst, legend, mapVals)
+	a.drawLegend(dst, legend, mapVals, e.image.Category)
 
 	if e.cmp != nil {
 		a.drawCompareRow(dst, stepRow, step)
@@ -558,8 +559,8 @@ func (a *App) exportTrajectory(format string) {
 
 func roundTo(v, step int) int { return (v + step/2) / step * step }
 
-// drawLegend shows the colour scale with its anchor values.
-func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
+// drawLegend shows the colour scale of a category's map with its anchor values.
+func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32, category string) {
 	inner := panel(dst, r, "")
 	bar := rect{inner.X + 4, inner.Y + 18, 14, inner.H - 40}
 	n := int(bar.H)
@@ -569,7 +570,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
 	}
 	stroke(dst, bar, 1, colBorder)
 	a.mark("legend", bar)
-	s := a.scaleFor(values)
+	s := a.scaleFor(values, category)
 	label := func(frac float32, s string, bold bool) {
 		y := bar.Y + bar.H*(1-frac) - 6
 		if bold {
@@ -585,7 +586,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32) {
 	} else {
 		drawText(dst, "calibrated", inner.X, inner.Y, sizeSmall, colDim)
 		label(1, fmtScore(s.Hi), false)
-		label(0.5, "th "+fmtScore(a.threshold()), true)
+		label(0.5, "th "+fmtScore(a.threshold(category)), true)
 		line(dst, bar.X-2, bar.Y+bar.H/2, bar.X+bar.W+2, bar.Y+bar.H/2, 1.5, colText)
 		label(0, "0", false)
 	}
@@ -778,7 +779,7 @@ func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 		all[0].label = mode.first
 		all = append(all, series{t: e.cmp.traj, scores: e.cmp.traj.Scores(), cursor: e.compareCursor(), col: colNormal, label: mode.side})
 	}
-	th := a.threshold()
+	th := a.threshold(e.image.Category)
 	lo, hi := th, th
 	tSpan := 1
 	for _, sr := range all {

@@ -4,7 +4,9 @@ package ui
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -160,7 +162,7 @@ func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 	})
 	drawText(dst, fmt.Sprintf("%d of %d shown", len(v.Visible()), len(v.Images)), in.X, y, sizeSmall, colDim)
 	drawText(dst, fmt.Sprintf("%d reviewed", v.Reviewed()), in.X, y+16, sizeSmall, colDim)
-	drawText(dst, "threshold "+fmtScore(v.Threshold), in.X, y+32, sizeSmall, colDim)
+	drawText(dst, "threshold "+thresholdLabel(v.Threshold, v.Filter.Category), in.X, y+32, sizeSmall, colDim)
 }
 
 // Score-range control geometry.
@@ -203,8 +205,15 @@ func (a *App) scoreRangeRow(dst *ebiten.Image, x, y, w float32) float32 {
 		}
 		fill(dst, rect{bar.X + float32(i)*bw + 1, bar.Y + bar.H - 2 - h, max(bw-2, 1), h}, c)
 	}
-	if v.Threshold >= spanLo && v.Threshold <= spanHi {
-		fill(dst, rect{at(v.Threshold) - 1, bar.Y, 2, bar.H}, colAnomaly)
+	// The threshold tick: the filtered category's, or each category's.
+	ticks := []float64{v.Threshold.For(v.Filter.Category)}
+	if len(v.Threshold.PerCategory) > 0 && v.Filter.Category == gallery.Any {
+		ticks = slices.Collect(maps.Values(v.Threshold.PerCategory))
+	}
+	for _, th := range ticks {
+		if th >= spanLo && th <= spanHi {
+			fill(dst, rect{at(th) - 1, bar.Y, 2, bar.H}, colAnomaly)
+		}
 	}
 	for _, s := range []float64{lo, hi} {
 		hx := min(max(at(s)-scoreHandleW/2, bar.X), bar.X+bar.W-scoreHandleW)
@@ -368,7 +377,8 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 		a.drawBulkReview(dst, in, rng)
 		return
 	}
-	o := gallery.Classify(im.GroundTruth, im.Score, a.view.Threshold)
+	th := a.view.Threshold.For(im.Category)
+	o := gallery.Classify(im.GroundTruth, im.Score, th)
 	var picture rect
 	var textArea rect
 	if r.W > r.H { // below the grid: picture left, text right
@@ -393,7 +403,7 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	drawBold(dst, fmt.Sprintf("#%d  %s", im.ImageID, im.Category), textArea.X, y, sizeTitle, colText)
 	y += 22
 	put("ground truth: " + gt)
-	put(fmt.Sprintf("score %s vs threshold %s", fmtScore(im.Score), fmtScore(a.view.Threshold)))
+	put(fmt.Sprintf("score %s vs threshold %s", fmtScore(im.Score), fmtScore(th)))
 	drawText(dst, "→ "+o.String(), textArea.X, y, sizeBody, outcomeColor[o])
 	y += 22
 	verdict := im.AnalystLabel
@@ -487,4 +497,13 @@ func (a *App) drawViewVerdicts(dst *ebiten.Image, r rect) {
 		b := b
 		a.button(dst, rect{r.X + float32(i)*(bw+4), r.Y + 24, bw, 22}, "view:"+b.name, b.label, false, func() { a.viewVerdict(b.v) })
 	}
+}
+
+// thresholdLabel says which threshold judges a view's images: one value,
+// the category's, or "per category".
+func thresholdLabel(th shared.RunThreshold, category string) string {
+	if len(th.PerCategory) == 0 || category != gallery.Any {
+		return fmtScore(th.For(category))
+	}
+	return fmt.Sprintf("per category (%d)", len(th.PerCategory))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"io/fs"
+	"maps"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -102,6 +103,10 @@ func (a *App) onChange(c shared.Change) {
 		case a.pollNow <- struct{}{}:
 		default:
 		}
+	case shared.ChangeThreshold:
+		if c.RunID == a.runID {
+			a.reloadThreshold(c.RunID)
+		}
 	case shared.ChangeLabels:
 		if c.RunID != a.runID || a.view == nil || len(c.ImageIDs) == 0 {
 			return
@@ -163,8 +168,8 @@ func (a *App) selectRun(id string) {
 			if merr != nil {
 				a.metrics = nil
 			}
-			a.view = gallery.NewView(images, run.Threshold.Value)
-			if m, err := tuning.New(images, run.Threshold.Value, run.Threshold.Policy); err == nil {
+			a.view = gallery.NewView(images, run.Threshold)
+			if m, err := tuning.NewTuner(images, run.Threshold); err == nil {
 				a.tune = m
 			} else {
 				a.fail(err)
@@ -343,10 +348,43 @@ func (a *App) saveLabel(im shared.ImageInfo, req shared.LabelRequest) {
 	}()
 }
 
+// reloadThreshold shows a threshold saved (by this page or another) with
+// the open run: the "saved" line always, and the tuner and gallery too
+// unless this page holds a threshold of its own not yet saved.
+func (a *App) reloadThreshold(run string) {
+	go func() {
+		info, err := a.client.Run(a.ctx, run)
+		a.post(func() {
+			if err != nil || run != a.runID || a.tune == nil || a.view == nil {
+				return // the next selection of the run shows it
+			}
+			unsaved := !sameThreshold(a.tune.Threshold(), a.run.Threshold)
+			a.run = info
+			if unsaved || sameThreshold(a.tune.Threshold(), info.Threshold) {
+				return
+			}
+			tu, err := tuning.NewTuner(a.view.Images, info.Threshold)
+			if err != nil {
+				a.fail(err)
+				return
+			}
+			tu.Scope = a.tune.Scope
+			a.tune = tu
+			a.thresholdChanged()
+			a.setStatus(fmt.Sprintf("threshold of run %s set to %s (%s) by %s", run, thresholdLabel(info.Threshold, gallery.Any), info.Threshold.Policy, info.Threshold.SetBy))
+		})
+	}()
+}
+
+// sameThreshold compares what two thresholds decide (not who set them).
+func sameThreshold(x, y shared.RunThreshold) bool {
+	return x.Value == y.Value && x.Policy == y.Policy && maps.Equal(x.PerCategory, y.PerCategory)
+}
+
 // thresholdChanged spreads a new threshold from the tuner to the gallery.
 func (a *App) thresholdChanged() {
 	if a.view != nil && a.tune != nil {
-		a.view.Threshold = a.tune.Threshold
+		a.view.Threshold = a.tune.Threshold()
 		a.view.Refresh()
 	}
 }
@@ -355,7 +393,8 @@ func (a *App) saveThreshold() {
 	if a.tune == nil {
 		return
 	}
-	run, req := a.runID, shared.ThresholdRequest{Value: a.tune.Threshold, Policy: a.tune.Policy, User: a.user}
+	th := a.tune.Threshold()
+	run, req := a.runID, shared.ThresholdRequest{Value: th.Value, PerCategory: th.PerCategory, Policy: th.Policy, User: a.user}
 	go func() {
 		info, err := a.client.SetThreshold(a.ctx, run, req)
 		a.post(func() {
@@ -366,7 +405,11 @@ func (a *App) saveThreshold() {
 			if run == a.runID {
 				a.run = info
 			}
-			a.setStatus(fmt.Sprintf("threshold %s (%s) saved with run %s", fmtScore(req.Value), req.Policy, run))
+			what := fmtScore(req.Value)
+			if len(req.PerCategory) > 0 {
+				what = fmt.Sprintf("per category (%d)", len(req.PerCategory))
+			}
+			a.setStatus(fmt.Sprintf("threshold %s (%s) saved with run %s", what, req.Policy, run))
 		})
 	}()
 }

@@ -103,7 +103,7 @@ func (a *App) overlayThumb(im shared.ImageInfo) *ebiten.Image {
 		a.fetchOverlay(im)
 		return nil
 	}
-	s := a.scaleFor(src.vals)
+	s := a.scaleFor(src.vals, im.Category)
 	key := fmt.Sprintf("%d|%d|%g|%g", im.ImageID, a.overlay, s.Lo, s.Hi)
 	if t, ok := c.tex[key]; ok || a.painting {
 		return t

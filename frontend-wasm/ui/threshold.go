@@ -23,21 +23,31 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 		placeholder(dst, r, "no run with scored images yet")
 		return
 	}
-	m := a.tune
+	tu := a.tune
+	m := tu.Shown()
 	left, right := r.cutLeft(r.W*0.62, 10)
 	histR, curves := left.cutTop(left.H*0.5, 10)
 	a.drawHistogram(dst, histR)
 	cc := curves.columns(3, 10)
-	roc, rocAt := m.ROC(a.cfg.CurvePoints)
-	a.drawCurve(dst, cc[0], "ROC", "AUC "+ratio(m.AUROC), "FPR", "TPR", roc, rocAt, true)
-	pr, prAt := m.PR(a.cfg.CurvePoints)
+	rocAt, prAt := tu.OperatingPoints()
+	scope := "all images"
+	if tu.Scope != tuning.AllCategories {
+		scope = tu.Scope
+	}
+	roc, _ := m.ROC(a.cfg.CurvePoints)
+	pr, _ := m.PR(a.cfg.CurvePoints)
+	a.drawCurve(dst, cc[0], "ROC", scope+" · AUC "+ratio(m.AUROC), "FPR", "TPR", roc, rocAt, true)
 	a.drawCurve(dst, cc[1], "Precision-recall", "AP "+ratio(m.AP), "recall", "precision", pr, prAt, false)
 	a.drawMetricsTable(dst, cc[2])
 
 	in := panel(dst, right, "Operating point")
-	k := m.Confusion()
-	y := in.Y
-	drawBold(dst, "threshold "+fmtScore(m.Threshold), in.X, y, sizeTitle, colText)
+	k := tu.Confusion()
+	y := a.drawScopeRow(dst, in)
+	if tu.Draggable() {
+		drawBold(dst, "threshold "+fmtScore(m.Threshold), in.X, y, sizeTitle, colText)
+	} else {
+		drawBold(dst, "each category its own", in.X, y, sizeTitle, colText)
+	}
 	drawText(dst, "policy "+m.Policy, in.X+in.W*0.6, y+2, sizeBody, colDim)
 	y += 28
 	// Confusion matrix: rows = ground truth, columns = prediction.
@@ -84,7 +94,7 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	bw := (in.W - 8) / 3
 	apply := func(preset string) func() {
 		return func() {
-			if err := m.Apply(preset, a.rate); err != nil {
+			if err := tu.Apply(preset, a.rate); err != nil {
 				a.fail(err)
 				return
 			}
@@ -101,12 +111,58 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	y += 36
 	a.button(dst, rect{in.X, y, in.W, 30}, "save-threshold", "Save threshold with the run", false, a.saveThreshold)
 	y += 38
-	saved := fmt.Sprintf("saved: %s (%s)", fmtScore(a.run.Threshold.Value), a.run.Threshold.Policy)
+	saved := fmt.Sprintf("saved: %s (%s)", thresholdLabel(a.run.Threshold, gallery.Any), a.run.Threshold.Policy)
 	if a.run.Threshold.SetBy != "" {
 		saved += " by " + a.run.Threshold.SetBy
 	}
 	drawText(dst, clip(saved, in.W, sizeSmall), in.X, y, sizeSmall, colDim)
-	drawText(dst, "drag the line or use ←/→", in.X, y+16, sizeSmall, colDim)
+	hint := "drag the line or use ←/→"
+	if !tu.Draggable() {
+		hint = "pick a category to move its threshold"
+	}
+	drawText(dst, hint, in.X, y+16, sizeSmall, colDim)
+}
+
+// drawScopeRow draws the per-category switch and, with it on, a chip per
+// category choosing which one the charts show and the line moves; it
+// returns the y below them.
+func (a *App) drawScopeRow(dst *ebiten.Image, in rect) float32 {
+	tu := a.tune
+	y := in.Y
+	if len(tu.Categories) < 2 {
+		return y
+	}
+	half := (in.W - 4) / 2
+	switchTo := func(on bool) func() {
+		return func() {
+			if err := tu.SetPerCategory(on); err != nil {
+				a.fail(err)
+				return
+			}
+			a.thresholdChanged()
+		}
+	}
+	a.button(dst, rect{in.X, y, half, 24}, "threshold:one", "one threshold", !tu.PerCategory, switchTo(false))
+	a.button(dst, rect{in.X + half + 4, y, half, 24}, "threshold:per-category", "per category", tu.PerCategory, switchTo(true))
+	y += 30
+	x := in.X
+	chip := func(name, label string) {
+		w := min(textWidth(label, sizeSmall)+16, in.W)
+		if x+w > in.X+in.W {
+			x, y = in.X, y+26
+		}
+		a.button(dst, rect{x, y, w, 22}, "scope:"+name, label, tu.Scope == name, func() {
+			if err := tu.SetScope(name); err != nil {
+				a.fail(err)
+			}
+		})
+		x += w + 4
+	}
+	chip(tuning.AllCategories, "all")
+	for _, c := range tu.Categories {
+		chip(c, c)
+	}
+	return y + 32
 }
 
 func pct(v float64) string {
@@ -117,9 +173,14 @@ func pct(v float64) string {
 }
 
 func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
-	m := a.tune
+	tu := a.tune
+	m := tu.Shown()
 	nn, na := m.Counts()
-	in := panel(dst, r, fmt.Sprintf("Scores: %d normal, %d anomalous", nn, na))
+	title := fmt.Sprintf("Scores: %d normal, %d anomalous", nn, na)
+	if tu.Scope != tuning.AllCategories {
+		title = fmt.Sprintf("Scores of %s: %d normal, %d anomalous", tu.Scope, nn, na)
+	}
+	in := panel(dst, r, title)
 	plot := rect{in.X, in.Y + 4, in.W, in.H - 22}
 	a.mark("histogram", plot)
 	fill(dst, plot, colBG)
@@ -136,10 +197,22 @@ func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
 		fill(dst, rect{x + 1, plot.Y + plot.H - hN, bw/2 - 1, hN}, colNormal)
 		fill(dst, rect{x + bw/2, plot.Y + plot.H - hA, bw/2 - 1, hA}, colAnomaly)
 	}
-	tx := plot.X + plot.W*float32(m.Fraction(m.Threshold))
-	line(dst, tx, plot.Y, tx, plot.Y+plot.H, 2, colText)
-	fill(dst, rect{tx - 5, plot.Y, 10, 10}, colText)
-	a.mark("threshold-line", rect{tx - 6, plot.Y, 12, plot.H})
+	if tu.Draggable() {
+		tx := plot.X + plot.W*float32(m.Fraction(m.Threshold))
+		line(dst, tx, plot.Y, tx, plot.Y+plot.H, 2, colText)
+		fill(dst, rect{tx - 5, plot.Y, 10, 10}, colText)
+		a.mark("threshold-line", rect{tx - 6, plot.Y, 12, plot.H})
+	} else { // every category's threshold, thin and labelled
+		for i, c := range tu.Categories {
+			f := m.Fraction(tu.ByCategory[c].Threshold)
+			if f < 0 || f > 1 {
+				continue
+			}
+			tx := plot.X + plot.W*float32(f)
+			line(dst, tx, plot.Y+12, tx, plot.Y+plot.H, 1, colText)
+			drawText(dst, c, tx+2, plot.Y+12+float32(i%4)*14, sizeSmall, colDim)
+		}
+	}
 	drawText(dst, fmtScore(m.Lo), plot.X, plot.Y+plot.H+3, sizeSmall, colDim)
 	hi := fmtScore(m.Hi)
 	drawText(dst, hi, plot.X+plot.W-textWidth(hi, sizeSmall), plot.Y+plot.H+3, sizeSmall, colDim)
@@ -292,7 +365,7 @@ func (a *App) drag() {
 	frac := float64((float32(a.mx) - r.X) / r.W)
 	switch a.dragging {
 	case "histogram":
-		if a.tune != nil {
+		if a.tune != nil && a.tune.Draggable() {
 			a.tune.Drag(frac)
 			a.thresholdChanged()
 		}
