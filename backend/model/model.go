@@ -12,6 +12,7 @@ import (
 	"github.com/diad-project/diad/backend/autoencoder"
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/recompute"
 	"github.com/diad-project/diad/backend/unet"
 )
 
@@ -25,6 +26,12 @@ type DiAD struct {
 	Schedule *diffusion.Schedule
 	// Context is the constant cross-attention context [1, ContextLen, ContextDim].
 	Context *ts.Tensor
+
+	// recompute: the denoiser's training losses run the UNet's and the SG
+	// network's blocks on a tape (activation recomputation); tape is the
+	// one the last loss recorded, until Backward.
+	recompute bool
+	tape      *recompute.Tape
 }
 
 // build creates all parameters in store.
@@ -96,7 +103,11 @@ func Spec(c Config) (*layers.Store, error) {
 }
 
 // Free releases every tensor of the model.
-func (m *DiAD) Free() { m.Store.Free() }
+func (m *DiAD) Free() {
+	m.tape.Free()
+	m.tape = nil
+	m.Store.Free()
+}
 
 // Device is where the model lives.
 func (m *DiAD) Device() gotch.Device { return m.Store.Device() }
@@ -142,6 +153,49 @@ func ParseFreeze(s string) (Freeze, error) {
 
 // SetFreeze applies a training split to the parameters' requires_grad.
 func (m *DiAD) SetFreeze(f Freeze) { m.Store.SetTrainable(f.Trainable) }
+
+// SetRecompute switches activation recomputation ("gradient checkpointing",
+// latent diffusion's use_checkpoint) on or off for the denoiser's training
+// losses: the UNet's and the SG network's blocks keep only their inputs and
+// outputs in the forward pass and are recomputed, one at a time, in
+// Backward. The gradients are those of an ordinary backward; peak memory
+// falls, time rises by about one forward pass. Losses must then be
+// back-propagated with Backward.
+func (m *DiAD) SetRecompute(on bool) { m.recompute = on }
+
+// Backward back-propagates a loss made by this model's training losses (or
+// a scalar computed from one, e.g. divided for gradient accumulation), with
+// the recomputed blocks when SetRecompute is on.
+func (m *DiAD) Backward(loss *ts.Tensor) error {
+	tp := m.tape
+	m.tape = nil
+	if tp == nil {
+		return torchrt.Backward(loss, false)
+	}
+	defer tp.Free()
+	if err := torchrt.Backward(loss, true); err != nil {
+		return err
+	}
+	return tp.Backward()
+}
+
+// startTape begins the recording of a training loss's blocks, when
+// recomputation is on and gradients are recorded; the returned function
+// ends it.
+func (m *DiAD) startTape() (end func()) {
+	if !m.recompute || !torchrt.GradEnabled() {
+		return func() {}
+	}
+	m.tape.Free() // a loss that was never back-propagated
+	tp := recompute.New()
+	m.UNet.SetTape(tp)
+	m.SG.SetTape(tp)
+	return func() {
+		m.UNet.SetTape(nil)
+		m.SG.SetTape(nil)
+		m.tape = tp
+	}
+}
 
 // context expands the constant context to the batch.
 func (m *DiAD) context(batch int64) *ts.Tensor {

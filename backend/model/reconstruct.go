@@ -108,6 +108,7 @@ func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight 
 		return nil, err
 	}
 	defer zt.MustDrop()
+	defer m.startTape()()
 	pred := m.predict(zt, t, cond)
 	defer pred.MustDrop()
 	back := eps

@@ -43,6 +43,11 @@ type Config struct {
 	Optim     optim.AdamWConfig `yaml:"optim"`
 	// Freeze is the denoiser's split: reference, or none (from scratch).
 	Freeze string `yaml:"freeze"`
+	// GradientCheckpointing recomputes the UNet's and the SG network's
+	// block activations in the backward pass instead of keeping them
+	// (latent diffusion's use_checkpoint): the same gradients in less
+	// memory, for about one more forward pass per step.
+	GradientCheckpointing bool `yaml:"gradient_checkpointing"`
 
 	// Budgets: training stops at the first one reached (0 = no limit).
 	MaxSteps    int           `yaml:"max_steps"`

@@ -241,6 +241,7 @@ func (t *trainer) setup() error {
 			t.st.Stage = StageAutoencoder
 		}
 	}
+	t.m.SetRecompute(cfg.GradientCheckpointing)
 	lc := datasets.LoaderConfig{Size: mcfg.ImageSize, BatchSize: cfg.BatchSize, Shuffle: true, DropLast: len(trainSamples) >= cfg.BatchSize, Workers: cfg.Data.Workers, Seed: cfg.Seed}
 	if t.train, err = datasets.NewLoader(trainSamples, lc); err != nil {
 		return fmt.Errorf("train: %w", err)
@@ -479,7 +480,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 					return "", err
 				}
 				scaled := loss.MustDivScalar(ts.FloatScalar(float64(t.cfg.GradAccum)), false)
-				if err := scaled.Backward(); err != nil {
+				if err := t.m.Backward(scaled); err != nil {
 					unlock()
 					cancel()
 					return "", fmt.Errorf("backward: %w", err)

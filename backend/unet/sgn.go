@@ -8,6 +8,7 @@ import (
 	"github.com/diad-project/diad/backend/torchrt"
 
 	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/recompute"
 )
 
 // SGConfig is what the Semantic-Guided network adds to the UNet architecture.
@@ -62,6 +63,26 @@ type SemanticGuided struct {
 	// sff[i][j] maps source output sources[i] onto target output targets[j].
 	sff              [][]*layers.Conv2d
 	sources, targets []int
+	tape             *recompute.Tape // non-nil: blocks recomputed in backward
+}
+
+// SetTape makes Forward run its blocks (and the hint block) on tp, as
+// UNet.SetTape.
+func (s *SemanticGuided) SetTape(tp *recompute.Tape) { s.tape = tp }
+
+// hintForward is the hint block: convolutions at the image's resolution
+// (the largest activations of the network) down to the latent grid.
+func (s *SemanticGuided) hintForward(image *ts.Tensor) *ts.Tensor {
+	hint := image.MustShallowClone()
+	for i, cv := range s.hint {
+		next := cv.Forward(hint)
+		hint.MustDrop()
+		if i < len(s.hint)-1 {
+			next = next.MustSilu(true)
+		}
+		hint = next
+	}
+	return hint
 }
 
 // NewSemanticGuided creates the SG network's parameters under p (the reference
@@ -136,19 +157,11 @@ func seq(from, to int) []int {
 func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor {
 	emb := s.enc.time.forwardSiLU(t, s.cfg.ModelChannels)
 	defer emb.MustDrop()
-	hint := image.MustShallowClone()
-	for i, cv := range s.hint {
-		next := cv.Forward(hint)
-		hint.MustDrop()
-		if i < len(s.hint)-1 {
-			next = next.MustSilu(true)
-		}
-		hint = next
-	}
+	hint := s.tape.Run(func(in []*ts.Tensor) *ts.Tensor { return s.hintForward(in[0]) }, image)
 	outs := make([]*ts.Tensor, 0, len(s.enc.input)+1)
 	h := zt.MustShallowClone()
 	for i, b := range s.enc.input {
-		next := b.forward(h, emb, context)
+		next := b.run(s.tape, h, emb, context)
 		h.MustDrop()
 		if i == 0 {
 			next = next.MustAdd(hint, true)
@@ -176,7 +189,7 @@ func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor 
 		outs[dst].MustDrop()
 		outs[dst] = fused[j]
 	}
-	mid := s.enc.forwardMiddle(h, emb, context)
+	mid := s.enc.forwardMiddle(s.tape, h, emb, context)
 	h.MustDrop()
 	outs = append(outs, s.midOut.Forward(mid))
 	mid.MustDrop()

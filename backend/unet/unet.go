@@ -14,6 +14,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/recompute"
 )
 
 // Config is the UNet architecture (models/diad.yaml of the reference for the paper).
@@ -219,10 +220,16 @@ func newEncoder(p layers.Path, c Config) *encoder {
 	return e
 }
 
-func (e *encoder) forwardMiddle(h, embSiLU, context *ts.Tensor) *ts.Tensor {
+// run applies a block, on the tape when activations are recomputed in
+// backward (tp nil: an ordinary call).
+func (b *block) run(tp *recompute.Tape, x, embSiLU, context *ts.Tensor) *ts.Tensor {
+	return tp.Run(func(in []*ts.Tensor) *ts.Tensor { return b.forward(in[0], in[1], in[2]) }, x, embSiLU, context)
+}
+
+func (e *encoder) forwardMiddle(tp *recompute.Tape, h, embSiLU, context *ts.Tensor) *ts.Tensor {
 	cur := h.MustShallowClone()
 	for _, b := range e.middle {
-		next := b.forward(cur, embSiLU, context)
+		next := b.run(tp, cur, embSiLU, context)
 		cur.MustDrop()
 		cur = next
 	}
@@ -237,7 +244,12 @@ type UNet struct {
 	output  []*block
 	outNorm *layers.GroupNorm
 	outConv *layers.Conv2d
+	tape    *recompute.Tape // non-nil: blocks recomputed in backward
 }
+
+// SetTape makes Forward run its blocks on tp (activation recomputation for
+// training; nil: off). The caller runs tp.Backward after the loss's.
+func (u *UNet) SetTape(tp *recompute.Tape) { u.tape = tp }
 
 // NewUNet creates the UNet's parameters under p.
 func NewUNet(p layers.Path, c Config) (*UNet, error) {
@@ -289,10 +301,10 @@ func (u *UNet) Forward(zt, t, context *ts.Tensor, control []*ts.Tensor) *ts.Tens
 	hs := make([]*ts.Tensor, 0, len(u.enc.input))
 	cur := zt
 	for _, b := range u.enc.input {
-		cur = b.forward(cur, emb, context)
+		cur = b.run(u.tape, cur, emb, context)
 		hs = append(hs, cur)
 	}
-	h := u.enc.forwardMiddle(cur, emb, context)
+	h := u.enc.forwardMiddle(u.tape, cur, emb, context)
 	if control != nil {
 		h = h.MustAdd(control[len(control)-1], true)
 	}
@@ -306,7 +318,7 @@ func (u *UNet) Forward(zt, t, context *ts.Tensor, control []*ts.Tensor) *ts.Tens
 		cat := ts.MustCat([]*ts.Tensor{h, skip}, 1)
 		h.MustDrop()
 		skip.MustDrop()
-		h = b.forward(cat, emb, context)
+		h = b.run(u.tape, cat, emb, context)
 		cat.MustDrop()
 	}
 	n := u.outNorm.ForwardSiLU(h)

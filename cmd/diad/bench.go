@@ -141,7 +141,7 @@ func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise) (step func()
 		if err != nil {
 			return err
 		}
-		if err := loss.Backward(); err != nil {
+		if err := m.Backward(loss); err != nil {
 			return err
 		}
 		loss.MustDrop()

@@ -25,6 +25,7 @@ func newTrainCmd() *cobra.Command {
 			scorer                                        string
 			duration                                      time.Duration
 			seed                                          uint64
+			checkpointing                                 bool
 		}
 	)
 	cmd := &cobra.Command{
@@ -72,6 +73,7 @@ func newTrainCmd() *cobra.Command {
 			set("ae-lr", func() { cfg.AutoencoderOptim.LR = f.aeLR })
 			set("scorer", func() { cfg.Scorer = f.scorer })
 			set("threads", func() { cfg.Threads = f.threads })
+			set("gradient-checkpointing", func() { cfg.GradientCheckpointing = f.checkpointing })
 			set("seed", func() { cfg.Seed = f.seed })
 			set("layout", func() { cfg.Data.Layout = f.layout })
 			set("categories", func() { cfg.Data.Categories = f.categories })
@@ -126,6 +128,7 @@ func newTrainCmd() *cobra.Command {
 	fl.Float64Var(&f.aeLR, "ae-lr", 0, "autoencoder learning rate")
 	fl.StringVar(&f.scorer, "scorer", "", "scorer to calibrate for use without ImageNet weights (e.g. ae+ssim)")
 	fl.IntVar(&f.threads, "threads", 0, "libtorch threads")
+	fl.BoolVar(&f.checkpointing, "gradient-checkpointing", false, "recompute the UNet's and SG network's activations in backward: same gradients, less memory, ~1 more forward pass per step")
 	fl.Uint64Var(&f.seed, "seed", 0, "seed")
 	return cmd
 }
