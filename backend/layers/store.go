@@ -137,6 +137,17 @@ func (s *Store) SetTrainable(trainable func(name string) bool) {
 	}
 }
 
+// RequiresGrad reports whether a parameter whose name starts with prefix
+// requires gradients (is trained).
+func (s *Store) RequiresGrad(prefix string) bool {
+	for _, p := range s.params {
+		if p.Tensor != nil && !p.Buffer && strings.HasPrefix(p.Name, prefix) && p.Tensor.MustRequiresGrad() {
+			return true
+		}
+	}
+	return false
+}
+
 // Trainable lists the parameters that currently require gradients, in creation order.
 func (s *Store) Trainable() []*Param {
 	var out []*Param

@@ -49,15 +49,23 @@ type segment struct {
 // New starts a tape.
 func New() *Tape { return &Tape{} }
 
-// Run computes fn(in). On a tape, no activation inside fn is kept: the
-// output is a leaf that requires grad, and fn runs again in Backward. The
-// caller owns the returned tensor; nil inputs are allowed.
-func (tp *Tape) Run(fn Block, in ...*ts.Tensor) *ts.Tensor {
+// Run computes fn(in); trained says whether any of fn's own parameters
+// requires gradients. On a tape, no activation inside fn is kept: if a
+// gradient can flow (a trained parameter, or an input that requires grad)
+// the output is a leaf that requires grad and fn runs again in Backward;
+// otherwise - a frozen block on inputs without gradients, where an
+// ordinary forward records nothing either - the output is a plain tensor
+// and nothing is kept. The caller owns the returned tensor; nil inputs are
+// allowed.
+func (tp *Tape) Run(fn Block, trained bool, in ...*ts.Tensor) *ts.Tensor {
 	if tp == nil {
 		return fn(in)
 	}
 	var y *ts.Tensor
 	torchrt.NoGrad(func() { y = fn(in) })
+	if !trained && !anyRequiresGrad(in) {
+		return y
+	}
 	torchrt.SetRequiresGrad_(y, true)
 	kept := make([]*ts.Tensor, len(in))
 	for i, x := range in {
@@ -67,6 +75,15 @@ func (tp *Tape) Run(fn Block, in ...*ts.Tensor) *ts.Tensor {
 	}
 	tp.segs = append(tp.segs, segment{fn: fn, in: kept, out: y.MustShallowClone()})
 	return y
+}
+
+func anyRequiresGrad(in []*ts.Tensor) bool {
+	for _, x := range in {
+		if x != nil && x.MustRequiresGrad() {
+			return true
+		}
+	}
+	return false
 }
 
 // Blocks is how many blocks the tape holds.
@@ -99,6 +116,11 @@ func (tp *Tape) Backward() (err error) {
 		if err := tp.segs[i].backward(); err != nil {
 			return fmt.Errorf("recompute: block %d of %d: %w", i+1, len(tp.segs), err)
 		}
+		// Its gradient has passed on: its inputs (and the part of the
+		// graph they hold) and its output's gradient can go now, not at
+		// the end - otherwise every output's gradient is alive at once.
+		tp.segs[i].free()
+		tp.segs = tp.segs[:i]
 	}
 	return nil
 }
@@ -130,12 +152,16 @@ func (tp *Tape) Free() {
 		return
 	}
 	for _, s := range tp.segs {
-		for _, x := range s.in {
-			if x != nil {
-				x.MustDrop()
-			}
-		}
-		s.out.MustDrop()
+		s.free()
 	}
 	tp.segs = nil
+}
+
+func (s segment) free() {
+	for _, x := range s.in {
+		if x != nil {
+			x.MustDrop()
+		}
+	}
+	s.out.MustDrop()
 }

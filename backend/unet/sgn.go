@@ -64,6 +64,7 @@ type SemanticGuided struct {
 	sff              [][]*layers.Conv2d
 	sources, targets []int
 	tape             *recompute.Tape // non-nil: blocks recomputed in backward
+	hintParams       trainable
 }
 
 // SetTape makes Forward run its blocks (and the hint block) on tp, as
@@ -102,6 +103,7 @@ func NewSemanticGuided(p layers.Path, c Config, sg SGConfig) (*SemanticGuided, e
 	// Hint block: conv pairs per stage, SiLU between, zero-initialised last conv.
 	// Sequential indices 0,2,4,...,14 (odd ones are SiLU).
 	hp := p.Sub("input_hint_block")
+	s.hintParams = trainableAt(hp)
 	hc := sg.HintChannels
 	type conv struct {
 		in, out, stride int64
@@ -157,7 +159,7 @@ func seq(from, to int) []int {
 func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor {
 	emb := s.enc.time.forwardSiLU(t, s.cfg.ModelChannels)
 	defer emb.MustDrop()
-	hint := s.tape.Run(func(in []*ts.Tensor) *ts.Tensor { return s.hintForward(in[0]) }, image)
+	hint := s.tape.Run(func(in []*ts.Tensor) *ts.Tensor { return s.hintForward(in[0]) }, s.hintParams.now(), image)
 	outs := make([]*ts.Tensor, 0, len(s.enc.input)+1)
 	h := zt.MustShallowClone()
 	for i, b := range s.enc.input {

@@ -125,7 +125,21 @@ type block struct {
 	res      *ResBlock
 	attn     *layers.SpatialTransformer
 	upsample *layers.Conv2d // after nearest x2
+	// params is where the block's parameters live (whether any is
+	// trained decides whether recomputation keeps anything for it).
+	params trainable
 }
+
+// trainable names a part of a network's parameters: those under prefix.
+type trainable struct {
+	store  *layers.Store
+	prefix string
+}
+
+func trainableAt(p layers.Path) trainable { return trainable{store: p.Store(), prefix: p.Name("")} }
+
+// now reports whether any of the parameters is trained at present.
+func (t trainable) now() bool { return t.store != nil && t.store.RequiresGrad(t.prefix) }
 
 func (b *block) forward(x, embSiLU, context *ts.Tensor) *ts.Tensor {
 	h := x
@@ -190,14 +204,14 @@ type encoder struct {
 func newEncoder(p layers.Path, c Config) *encoder {
 	e := &encoder{time: newTimeEmbed(p.Sub("time_embed"), c)}
 	in := p.Sub("input_blocks")
-	e.input = append(e.input, &block{conv: layers.NewConv2d(in.Sub("0").Sub("0"), c.InChannels, c.ModelChannels, 3, layers.ConvOpts{Padding: 1})})
+	e.input = append(e.input, &block{conv: layers.NewConv2d(in.Sub("0").Sub("0"), c.InChannels, c.ModelChannels, 3, layers.ConvOpts{Padding: 1}), params: trainableAt(in.Sub("0"))})
 	ch := c.ModelChannels
 	e.chans = []int64{ch}
 	for level, mult := range c.ChannelMult {
 		for r := 0; r < c.NumResBlocks; r++ {
 			bp := in.Subf("%d", len(e.input))
 			out := mult * c.ModelChannels
-			b := &block{res: newResBlock(bp.Sub("0"), c, ch, out)}
+			b := &block{res: newResBlock(bp.Sub("0"), c, ch, out), params: trainableAt(bp)}
 			ch = out
 			if c.attentionAt(level) {
 				b.attn = layers.NewSpatialTransformer(bp.Sub("1"), ch, c.transformer())
@@ -207,15 +221,15 @@ func newEncoder(p layers.Path, c Config) *encoder {
 		}
 		if level != len(c.ChannelMult)-1 {
 			bp := in.Subf("%d", len(e.input))
-			e.input = append(e.input, &block{conv: layers.NewConv2d(bp.Sub("0").Sub("op"), ch, ch, 3, layers.ConvOpts{Stride: 2, Padding: 1})})
+			e.input = append(e.input, &block{conv: layers.NewConv2d(bp.Sub("0").Sub("op"), ch, ch, 3, layers.ConvOpts{Stride: 2, Padding: 1}), params: trainableAt(bp)})
 			e.chans = append(e.chans, ch)
 		}
 	}
 	mp := p.Sub("middle_block")
 	e.middle = []*block{
-		{res: newResBlock(mp.Sub("0"), c, ch, ch)},
-		{attn: layers.NewSpatialTransformer(mp.Sub("1"), ch, c.transformer())},
-		{res: newResBlock(mp.Sub("2"), c, ch, ch)},
+		{res: newResBlock(mp.Sub("0"), c, ch, ch), params: trainableAt(mp.Sub("0"))},
+		{attn: layers.NewSpatialTransformer(mp.Sub("1"), ch, c.transformer()), params: trainableAt(mp.Sub("1"))},
+		{res: newResBlock(mp.Sub("2"), c, ch, ch), params: trainableAt(mp.Sub("2"))},
 	}
 	return e
 }
@@ -223,7 +237,7 @@ func newEncoder(p layers.Path, c Config) *encoder {
 // run applies a block, on the tape when activations are recomputed in
 // backward (tp nil: an ordinary call).
 func (b *block) run(tp *recompute.Tape, x, embSiLU, context *ts.Tensor) *ts.Tensor {
-	return tp.Run(func(in []*ts.Tensor) *ts.Tensor { return b.forward(in[0], in[1], in[2]) }, x, embSiLU, context)
+	return tp.Run(func(in []*ts.Tensor) *ts.Tensor { return b.forward(in[0], in[1], in[2]) }, b.params.now(), x, embSiLU, context)
 }
 
 func (e *encoder) forwardMiddle(tp *recompute.Tape, h, embSiLU, context *ts.Tensor) *ts.Tensor {
@@ -266,7 +280,7 @@ func NewUNet(p layers.Path, c Config) (*UNet, error) {
 			skip := chans[len(chans)-1]
 			chans = chans[:len(chans)-1]
 			out := c.ChannelMult[level] * c.ModelChannels
-			b := &block{res: newResBlock(bp.Sub("0"), c, ch+skip, out)}
+			b := &block{res: newResBlock(bp.Sub("0"), c, ch+skip, out), params: trainableAt(bp)}
 			ch = out
 			next := 1
 			if c.attentionAt(level) {

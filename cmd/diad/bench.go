@@ -73,7 +73,7 @@ func newBenchCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(newQualityCmd(), newSharingCmd(), newSharingWorkerCmd())
+	cmd.AddCommand(newQualityCmd(), newSharingCmd(), newSharingWorkerCmd(), newRecomputeBenchCmd())
 	cmd.Flags().StringSliceVar(&presets, "presets", []string{"tiny", "small", "demo"}, "presets to measure")
 	cmd.Flags().IntVar(&batch, "batch", 4, "images per batch")
 	cmd.Flags().IntVar(&iters, "iters", 5, "timed iterations")
@@ -95,7 +95,7 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 	s := int64(cfg.ImageSize)
 	x := noise.Normal([]int64{int64(batch), 3, s, s}, d)
 	defer x.MustDrop()
-	step, freeOpt, err := trainStep(m, x, noise)
+	step, freeOpt, err := trainStep(m, x, noise, model.FreezeNone)
 	if err != nil {
 		return res, err
 	}
@@ -127,10 +127,10 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 	return res, nil
 }
 
-// trainStep prepares optimizer steps of all of m's weights on the batch x
-// (forward, backward, AdamW), as the benchmarks time them.
-func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise) (step func() error, free func(), err error) {
-	m.SetFreeze(model.FreezeNone)
+// trainStep prepares optimizer steps of m's weights trained under freeze on
+// the batch x (forward, backward, AdamW), as the benchmarks time them.
+func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise, freeze model.Freeze) (step func() error, free func(), err error) {
+	m.SetFreeze(freeze)
 	opt, err := optim.NewAdamW(m.Store.Trainable(), optim.ReferenceAdamW)
 	if err != nil {
 		return nil, nil, err
@@ -149,6 +149,27 @@ func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise) (step func()
 		return nil
 	}
 	return step, opt.Free, nil
+}
+
+// gradientStep is trainStep without the optimizer: forward and backward of
+// m's weights trained under freeze, the gradients zeroed first.
+func gradientStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise, freeze model.Freeze) func() error {
+	m.SetFreeze(freeze)
+	return func() error {
+		for _, p := range m.Store.Trainable() {
+			g := p.Tensor.MustGrad(false)
+			if g.MustDefined() {
+				torchrt.Zero_(g)
+			}
+			g.MustDrop()
+		}
+		loss, err := m.TrainLoss(x, noise)
+		if err != nil {
+			return err
+		}
+		defer loss.MustDrop()
+		return m.Backward(loss)
+	}
 }
 
 // reconstructOnce runs the model's reference reconstruction of x and frees it.

@@ -152,7 +152,7 @@ func newSharingWorkerCmd() *cobra.Command {
 			switch work {
 			case "train":
 				var free func()
-				if step, free, err = trainStep(m, x, noise); err != nil {
+				if step, free, err = trainStep(m, x, noise, model.FreezeNone); err != nil {
 					return err
 				}
 				defer free()
