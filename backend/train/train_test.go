@@ -413,3 +413,36 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 		t.Fatalf("recalibration without held-out images: %v", err)
 	}
 }
+
+// gradient_checkpointing changes the memory a step needs, not what it
+// learns: from the same seed the denoiser's losses step for step match
+// those of an ordinary run (its gradients equal to float rounding).
+func TestGradientCheckpointingTrainsTheSame(t *testing.T) {
+	data := synthData(t)
+	losses := func(recompute bool) map[string]float64 {
+		c := smallConfig(t, data)
+		c.OutDir = t.TempDir()
+		c.AutoencoderSteps, c.MaxSteps, c.ValEvery, c.CheckpointEvery = 0, 4, 0, 0
+		c.GradientCheckpointing = recompute
+		if _, err := Run(context.Background(), c, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return stepLosses(t, c.OutDir)
+	}
+	plain, again := losses(false), losses(true)
+	if len(plain) != 4 || len(again) != len(plain) {
+		t.Fatalf("%d and %d logged steps", len(plain), len(again))
+	}
+	for step, want := range plain {
+		if got := again[step]; math.Abs(got-want) > 1e-4*math.Abs(want) {
+			t.Errorf("%s: loss %v with gradient checkpointing, %v without", step, got, want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "t.yaml")
+	if err := os.WriteFile(path, []byte("base: demo\ngradient_checkpointing: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(path); err != nil || !c.GradientCheckpointing {
+		t.Fatalf("gradient_checkpointing from YAML: %+v %v", c.GradientCheckpointing, err)
+	}
+}
