@@ -55,7 +55,10 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 	if err != nil {
 		return apiError(c, statusFor(err), "%v", err)
 	}
-	sampler, err := d.e.Sampler(src.runSampler, x.Denoise.SamplerOverride())
+	sampler, err := d.sampler(src.runSampler, x.Denoise.SamplerOverride())
+	if errors.Is(err, errModelReplaced) {
+		return apiError(c, http.StatusConflict, "%v", err)
+	}
 	if err != nil {
 		return apiError(c, http.StatusBadRequest, "%v", err)
 	}
@@ -73,8 +76,11 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 	spec := evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}
 	tr, err := s.storyboard(c, d, spec, src.category)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			return apiError(c, http.StatusNotFound, "%v", err)
+		case errors.Is(err, errModelReplaced):
+			return apiError(c, http.StatusConflict, "%v", err)
 		}
 		return err
 	}
@@ -102,6 +108,9 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.TrajectorySpec, category string) (storyboard.Trajectory, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
+	if d.freed {
+		return storyboard.Trajectory{}, errModelReplaced
+	}
 	tr, _, err := d.e.Storyboard(c.Request().Context(), spec)
 	if err != nil {
 		return tr, err

@@ -189,7 +189,9 @@ func TestLiveHTTPFuzz(t *testing.T) {
 		{method: "GET", path: "/"},
 	}
 
-	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	// Connections idle for less than the server keeps them: a PUT sent on
+	// one the server is closing fails and is not retried.
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: serverIdleTimeout / 4}}
 	var (
 		sent      atomic.Int64
 		mu        sync.Mutex

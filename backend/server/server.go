@@ -340,6 +340,10 @@ func (s *Server) Start() (addr string, stop func() error, err error) {
 	}
 }
 
+// serverIdleTimeout is how long a kept-alive connection may wait for its
+// next request.
+const serverIdleTimeout = 2 * time.Minute
+
 // Run listens on cfg.Addr until ctx is cancelled, then shuts down gracefully:
 // stop accepting, cancel the running job (queued jobs stay queued for the next
 // start), close streams. ready, if not nil, receives the bound address.
@@ -348,7 +352,12 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", s.cfg.Addr, err), s.runner.Close(context.Background()))
 	}
-	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second}
+	// IdleTimeout is set apart from ReadTimeout (which it would default to):
+	// a client that keeps connections open for reuse must stop reusing one
+	// before the server closes it, or its next request on it - a PUT is not
+	// retried - meets a closed connection. Clients' idle limits are shorter
+	// (browsers' and Go's: 90 s or less).
+	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: serverIdleTimeout}
 	srv.RegisterOnShutdown(s.wsCancel)
 	s.log.Info("diad server listening", "addr", "http://"+ln.Addr().String())
 	if ready != nil {
@@ -371,9 +380,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	}
 	s.mu.Lock()
 	if s.denoiser != nil {
-		s.denoiser.mu.Lock() // wait for running trajectories
-		s.denoiser.e.Free()
-		s.denoiser.mu.Unlock()
+		s.denoiser.free() // after the running trajectories
 		s.denoiser = nil
 	}
 	s.mu.Unlock()

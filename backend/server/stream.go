@@ -30,8 +30,34 @@ type denoiser struct {
 	path string
 	e    *evaluate.Engine
 	// Trajectories hold a read lock; replacing the model takes the write
-	// lock, so that the engine is freed only when none runs on it.
-	mu sync.RWMutex
+	// lock, so that the engine is freed only when none runs on it. A
+	// request that got this denoiser before the replacement and takes the
+	// read lock after it finds freed set, and must not touch e.
+	mu    sync.RWMutex
+	freed bool
+}
+
+// errModelReplaced is returned to a request whose model was replaced (a
+// newer one loaded) between its arrival and its computation.
+var errModelReplaced = errors.New("the model was replaced while this request waited; send it again")
+
+// free waits for the computations running on the engine, then frees it.
+func (d *denoiser) free() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.freed = true
+	d.e.Free()
+}
+
+// sampler merges a request's sampler changes with the model's (and a run
+// image's) sampler, on an engine that is not freed meanwhile.
+func (d *denoiser) sampler(run *shared.SamplerConfig, o shared.SamplerOverride) (shared.SamplerConfig, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.freed {
+		return shared.SamplerConfig{}, errModelReplaced
+	}
+	return d.e.Sampler(run, o)
 }
 
 func (s *Server) loadedModel() string {
@@ -56,9 +82,7 @@ func (s *Server) useModel(path string) error {
 	s.denoiser = &denoiser{path: path, e: e}
 	s.mu.Unlock()
 	if old != nil {
-		old.mu.Lock() // wait for its trajectories to end
-		old.e.Free()
-		old.mu.Unlock()
+		old.free()
 	}
 	return nil
 }
@@ -265,6 +289,9 @@ func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category str
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
+	if d.freed {
+		return errModelReplaced
+	}
 	size := d.e.ImageSize()
 	signal := d.e.SignalCurve(scheduleStride)
 	want := evaluate.Products{
@@ -529,7 +556,7 @@ func (s *Server) wsDenoise(c echo.Context) error {
 			// One merge rule and one validation, against the model's own
 			// schedule; a run image starts from the run's sampler.
 			var sampler shared.SamplerConfig
-			if sampler, err = d.e.Sampler(src.runSampler, req.SamplerOverride()); err == nil {
+			if sampler, err = d.sampler(src.runSampler, req.SamplerOverride()); err == nil {
 				sub := s.trajectory(d, src, sampler, req, guidance).Subscribe()
 				if err := s.pump(ctx, conn, sub); err != nil {
 					return nil

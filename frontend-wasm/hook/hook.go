@@ -33,6 +33,8 @@ type Trajectory struct {
 	Played    int
 	// Failed is the server's error when the trajectory could not run.
 	Failed string
+	// StepMS is how long playback shows a step (the speed control).
+	StepMS int
 	// The noise schedule panel: how many points of sqrt(abar_t) came, the
 	// step t it highlights (the cursor's) and the signal and noise shares
 	// there (0 before the schedule came).

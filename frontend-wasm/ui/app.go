@@ -463,8 +463,7 @@ func (a *App) Update() error {
 		go a.uploadDropped(fsys)
 	}
 	if a.exp != nil && a.exp.traj != nil {
-		changed = changed || a.exp.player.Playing
-		a.exp.advance(dt)
+		changed = a.exp.advance(dt) || changed
 	}
 	// The layout pass, when anything may have changed: the view's keys and
 	// layout place the widgets and take the click; what was clicked runs
@@ -908,6 +907,7 @@ func (a *App) stateJSON() string {
 			s.Trajectory.Score = t.Final.Score
 		}
 		s.Trajectory.SchedulePoints = len(t.Signal)
+		s.Trajectory.StepMS = int(a.stepTime() / time.Millisecond)
 		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
 			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
 		}

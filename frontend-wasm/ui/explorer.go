@@ -239,13 +239,17 @@ func (e *explorer) clearHeat() {
 	}
 }
 
-func (e *explorer) advance(dt time.Duration) {
+// advance moves the player on by dt and reports whether what the explorer
+// shows changed (the step, or playing stopped): a step is shown for
+// StepTime, so most frames of a playback have nothing new to draw.
+func (e *explorer) advance(dt time.Duration) bool {
 	before, playing := e.player.Cursor, e.player.Playing
 	e.player.Advance(e.traj, dt)
 	if playing && e.player.Cursor > before {
 		e.played += e.player.Cursor - before
 	}
 	e.maxCursor = max(e.maxCursor, e.player.Cursor)
+	return e.player.Cursor != before || e.player.Playing != playing
 }
 
 func (e *explorer) keys(a *App) {
