@@ -357,7 +357,10 @@ func (s *Server) Run(ctx context.Context, ready chan<- string) error {
 	// before the server closes it, or its next request on it - a PUT is not
 	// retried - meets a closed connection. Clients' idle limits are shorter
 	// (browsers' and Go's: 90 s or less).
-	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: serverIdleTimeout}
+	srv := &http.Server{Handler: s.echo, ReadTimeout: s.cfg.ReadTimeout, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: serverIdleTimeout,
+		// net/http's own complaints (a connection it gave up on, a bad
+		// request line) go to the server's log, not the process's stderr.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	srv.RegisterOnShutdown(s.wsCancel)
 	s.log.Info("diad server listening", "addr", "http://"+ln.Addr().String())
 	if ready != nil {
