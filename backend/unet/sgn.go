@@ -63,13 +63,17 @@ type SemanticGuided struct {
 	// sff[i][j] maps source output sources[i] onto target output targets[j].
 	sff              [][]*layers.Conv2d
 	sources, targets []int
-	tape             *recompute.Tape // non-nil: blocks recomputed in backward
+	hooks            hooks
 	hintParams       trainable
 }
 
 // SetTape makes Forward run its blocks (and the hint block) on tp, as
 // UNet.SetTape.
-func (s *SemanticGuided) SetTape(tp *recompute.Tape) { s.tape = tp }
+func (s *SemanticGuided) SetTape(tp *recompute.Tape) { s.hooks.tape = tp }
+
+// SetBlockTimer makes Forward report each block's (and the hint block's)
+// time to t (nil: off).
+func (s *SemanticGuided) SetBlockTimer(t BlockTimer) { s.hooks.timer = t }
 
 // hintForward is the hint block: convolutions at the image's resolution
 // (the largest activations of the network) down to the latent grid.
@@ -159,11 +163,11 @@ func seq(from, to int) []int {
 func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor {
 	emb := s.enc.time.forwardSiLU(t, s.cfg.ModelChannels)
 	defer emb.MustDrop()
-	hint := s.tape.Run(func(in []*ts.Tensor) *ts.Tensor { return s.hintForward(in[0]) }, s.hintParams.now(), image)
+	hint := s.hooks.run(s.hintParams, func(in []*ts.Tensor) *ts.Tensor { return s.hintForward(in[0]) }, image)
 	outs := make([]*ts.Tensor, 0, len(s.enc.input)+1)
 	h := zt.MustShallowClone()
 	for i, b := range s.enc.input {
-		next := b.run(s.tape, h, emb, context)
+		next := b.run(s.hooks, h, emb, context)
 		h.MustDrop()
 		if i == 0 {
 			next = next.MustAdd(hint, true)
@@ -191,7 +195,7 @@ func (s *SemanticGuided) Forward(zt, t, context, image *ts.Tensor) []*ts.Tensor 
 		outs[dst].MustDrop()
 		outs[dst] = fused[j]
 	}
-	mid := s.enc.forwardMiddle(s.tape, h, emb, context)
+	mid := s.enc.forwardMiddle(s.hooks, h, emb, context)
 	h.MustDrop()
 	outs = append(outs, s.midOut.Forward(mid))
 	mid.MustDrop()

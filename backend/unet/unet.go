@@ -10,6 +10,7 @@ package unet
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/sugarme/gotch/ts"
 
@@ -234,16 +235,41 @@ func newEncoder(p layers.Path, c Config) *encoder {
 	return e
 }
 
-// run applies a block, on the tape when activations are recomputed in
-// backward (tp nil: an ordinary call).
-func (b *block) run(tp *recompute.Tape, x, embSiLU, context *ts.Tensor) *ts.Tensor {
-	return tp.Run(func(in []*ts.Tensor) *ts.Tensor { return b.forward(in[0], in[1], in[2]) }, b.params.now(), x, embSiLU, context)
+// BlockTimer receives how long each block of a forward pass took, named by
+// its parameters' prefix (e.g. "model.diffusion_model.input_blocks.3."):
+// a per-block time profile. On the CPU libtorch runs each operation before
+// returning, so the wall time is the block's; on CUDA it is only the launch.
+type BlockTimer func(block string, d time.Duration)
+
+// hooks are what a network runs its blocks under, both optional: the
+// recompute tape and the block timer.
+type hooks struct {
+	tape  *recompute.Tape
+	timer BlockTimer
 }
 
-func (e *encoder) forwardMiddle(tp *recompute.Tape, h, embSiLU, context *ts.Tensor) *ts.Tensor {
-	cur := h.MustShallowClone()
+// run applies one of the network's parts (a block; fn for other parts) under
+// h: on the tape when activations are recomputed in backward (no tape: an
+// ordinary call), timed when a timer is set.
+func (h hooks) run(params trainable, fn recompute.Block, in ...*ts.Tensor) *ts.Tensor {
+	if h.timer == nil {
+		return h.tape.Run(fn, params.now(), in...)
+	}
+	start := time.Now()
+	out := h.tape.Run(fn, params.now(), in...)
+	h.timer(params.prefix, time.Since(start))
+	return out
+}
+
+// run applies a block under h.
+func (b *block) run(h hooks, x, embSiLU, context *ts.Tensor) *ts.Tensor {
+	return h.run(b.params, func(in []*ts.Tensor) *ts.Tensor { return b.forward(in[0], in[1], in[2]) }, x, embSiLU, context)
+}
+
+func (e *encoder) forwardMiddle(h hooks, x, embSiLU, context *ts.Tensor) *ts.Tensor {
+	cur := x.MustShallowClone()
 	for _, b := range e.middle {
-		next := b.run(tp, cur, embSiLU, context)
+		next := b.run(h, cur, embSiLU, context)
 		cur.MustDrop()
 		cur = next
 	}
@@ -258,12 +284,15 @@ type UNet struct {
 	output  []*block
 	outNorm *layers.GroupNorm
 	outConv *layers.Conv2d
-	tape    *recompute.Tape // non-nil: blocks recomputed in backward
+	hooks   hooks
 }
 
 // SetTape makes Forward run its blocks on tp (activation recomputation for
 // training; nil: off). The caller runs tp.Backward after the loss's.
-func (u *UNet) SetTape(tp *recompute.Tape) { u.tape = tp }
+func (u *UNet) SetTape(tp *recompute.Tape) { u.hooks.tape = tp }
+
+// SetBlockTimer makes Forward report each block's time to t (nil: off).
+func (u *UNet) SetBlockTimer(t BlockTimer) { u.hooks.timer = t }
 
 // NewUNet creates the UNet's parameters under p.
 func NewUNet(p layers.Path, c Config) (*UNet, error) {
@@ -315,10 +344,10 @@ func (u *UNet) Forward(zt, t, context *ts.Tensor, control []*ts.Tensor) *ts.Tens
 	hs := make([]*ts.Tensor, 0, len(u.enc.input))
 	cur := zt
 	for _, b := range u.enc.input {
-		cur = b.run(u.tape, cur, emb, context)
+		cur = b.run(u.hooks, cur, emb, context)
 		hs = append(hs, cur)
 	}
-	h := u.enc.forwardMiddle(u.tape, cur, emb, context)
+	h := u.enc.forwardMiddle(u.hooks, cur, emb, context)
 	if control != nil {
 		h = h.MustAdd(control[len(control)-1], true)
 	}
@@ -332,7 +361,7 @@ func (u *UNet) Forward(zt, t, context *ts.Tensor, control []*ts.Tensor) *ts.Tens
 		cat := ts.MustCat([]*ts.Tensor{h, skip}, 1)
 		h.MustDrop()
 		skip.MustDrop()
-		h = b.run(u.tape, cat, emb, context)
+		h = b.run(u.hooks, cat, emb, context)
 		cat.MustDrop()
 	}
 	n := u.outNorm.ForwardSiLU(h)

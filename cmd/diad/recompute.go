@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -147,25 +146,23 @@ func secondsOf(s recomputeSample) float64 { return s.seconds }
 func peakOf(s recomputeSample) float64    { return s.peakMiB }
 func baseOf(s recomputeSample) float64    { return s.baseMiB }
 
-func median(v []recomputeSample, of func(recomputeSample) float64) float64 {
+func values(v []recomputeSample, of func(recomputeSample) float64) []float64 {
 	x := make([]float64, len(v))
 	for i, s := range v {
 		x[i] = of(s)
 	}
-	slices.Sort(x)
-	if len(x) == 0 {
+	return x
+}
+
+func median(v []recomputeSample, of func(recomputeSample) float64) float64 {
+	if len(v) == 0 {
 		return 0
 	}
-	if len(x)%2 == 1 {
-		return x[len(x)/2]
-	}
-	return (x[len(x)/2-1] + x[len(x)/2]) / 2
+	med, _, _ := medianOf(values(v, of))
+	return med
 }
 
 func spreadOf(v []recomputeSample, of func(recomputeSample) float64, format string) string {
-	lo, hi := of(v[0]), of(v[0])
-	for _, s := range v {
-		lo, hi = min(lo, of(s)), max(hi, of(s))
-	}
-	return fmt.Sprintf(format+" ["+format+", "+format+"]", median(v, of), lo, hi)
+	med, lo, hi := medianOf(values(v, of))
+	return fmt.Sprintf(format+" ["+format+", "+format+"]", med, lo, hi)
 }
