@@ -127,6 +127,16 @@ func bench(ctx context.Context, cfg model.Config, d gotch.Device, batch, iters i
 	return res, nil
 }
 
+// randomModel builds a preset with random weights on dev: what the
+// benchmarks measure (their speed and memory do not depend on the values).
+func randomModel(preset string, dev gotch.Device) (*model.DiAD, error) {
+	cfg, err := model.Preset(preset)
+	if err != nil {
+		return nil, err
+	}
+	return model.New(cfg, dev)
+}
+
 // trainStep prepares optimizer steps of m's weights trained under freeze on
 // the batch x (forward, backward, AdamW), as the benchmarks time them.
 func trainStep(m *model.DiAD, x *ts.Tensor, noise *diffusion.Noise, freeze model.Freeze) (step func() error, free func(), err error) {

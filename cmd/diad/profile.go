@@ -32,15 +32,12 @@ func newProfileBenchCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			defer torchrt.Pin()()
 			torchrt.SetThreads(threads)
-			cfg, err := model.Preset(preset)
-			if err != nil {
-				return err
-			}
-			m, err := model.New(cfg, gotch.CPU)
+			m, err := randomModel(preset, gotch.CPU)
 			if err != nil {
 				return err
 			}
 			defer m.Free()
+			cfg := m.Config
 			noise := diffusion.NewNoise(1)
 			// pass returns a function running one guided pass at batch b.
 			pass := func(b int) (run func(), free func()) {

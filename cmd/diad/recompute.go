@@ -49,19 +49,16 @@ func newRecomputeBenchCmd() *cobra.Command {
 			}
 			defer torchrt.Pin()()
 			torchrt.SetThreads(threads)
-			cfg, err := model.Preset(preset)
-			if err != nil {
-				return err
-			}
 			f, err := model.ParseFreeze(freeze)
 			if err != nil {
 				return err
 			}
-			m, err := model.New(cfg, dev)
+			m, err := randomModel(preset, dev)
 			if err != nil {
 				return err
 			}
 			defer m.Free()
+			cfg := m.Config
 			noise := diffusion.NewNoise(1)
 			s := int64(cfg.ImageSize)
 			x := noise.Normal([]int64{int64(batch), 3, s, s}, dev)

@@ -135,15 +135,12 @@ func newSharingWorkerCmd() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			defer torchrt.Pin()()
-			cfg, err := model.Preset(preset)
-			if err != nil {
-				return err
-			}
-			m, err := model.New(cfg, gotch.CPU)
+			m, err := randomModel(preset, gotch.CPU)
 			if err != nil {
 				return err
 			}
 			defer m.Free()
+			cfg := m.Config
 			noise := diffusion.NewNoise(1)
 			s := int64(cfg.ImageSize)
 			x := noise.Normal([]int64{int64(batch), 3, s, s}, gotch.CPU)
