@@ -85,32 +85,40 @@ const PerCategorySuffix = "/category"
 // CheckThreshold validates a threshold spec without any scores, so that a
 // job can be refused at submit rather than after its inference.
 func CheckThreshold(spec string) error {
-	_, _, err := parseThreshold(spec)
+	_, err := parseThreshold(spec)
 	return err
 }
 
-// parseThreshold splits a spec into its policy (max-f1, fpr<=x, fnr<=x or
-// a number) and whether it applies per category.
-func parseThreshold(spec string) (policy string, perCategory bool, err error) {
-	policy, perCategory = strings.CutSuffix(spec, PerCategorySuffix)
+// thresholdSpec is a parsed spec: a labelled policy (max-f1, fpr<=x,
+// fnr<=x, with its rate) or a manual value, and whether each category gets
+// its own.
+type thresholdSpec struct {
+	policy      string // "max-f1", "fpr<=0.05", ...; "" for a manual value
+	rate        float64
+	value       float64
+	perCategory bool
+}
+
+func parseThreshold(spec string) (thresholdSpec, error) {
+	p, perCategory := strings.CutSuffix(spec, PerCategorySuffix)
 	switch {
-	case policy == "" || policy == "max-f1":
-		return policy, perCategory, nil
-	case strings.HasPrefix(policy, "fpr<=") || strings.HasPrefix(policy, "fnr<="):
-		v, err := strconv.ParseFloat(policy[5:], 64)
+	case p == "" || p == "max-f1":
+		return thresholdSpec{policy: "max-f1", perCategory: perCategory}, nil
+	case strings.HasPrefix(p, "fpr<=") || strings.HasPrefix(p, "fnr<="):
+		v, err := strconv.ParseFloat(p[5:], 64)
 		if err != nil || !(v >= 0 && v <= 1) {
-			return "", false, fmt.Errorf("threshold %q: want a rate in [0, 1] after %s", spec, policy[:5])
+			return thresholdSpec{}, fmt.Errorf("threshold %q: want a rate in [0, 1] after %s", spec, p[:5])
 		}
-		return policy, perCategory, nil
+		return thresholdSpec{policy: p, rate: v, perCategory: perCategory}, nil
 	}
-	v, err := strconv.ParseFloat(policy, 64)
+	v, err := strconv.ParseFloat(p, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return "", false, fmt.Errorf("threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number, optionally followed by %s", spec, PerCategorySuffix)
+		return thresholdSpec{}, fmt.Errorf("threshold %q: want max-f1, fpr<=x, fnr<=x or a finite number, optionally followed by %s", spec, PerCategorySuffix)
 	}
 	if perCategory {
-		return "", false, fmt.Errorf("threshold %q: a number is the same for every category; %s follows max-f1, fpr<=x or fnr<=x", spec, PerCategorySuffix)
+		return thresholdSpec{}, fmt.Errorf("threshold %q: a number is the same for every category; %s follows max-f1, fpr<=x or fnr<=x", spec, PerCategorySuffix)
 	}
-	return policy, false, nil
+	return thresholdSpec{value: v}, nil
 }
 
 // ChooseThreshold turns a threshold spec into a value: "max-f1", "fpr<=x"
@@ -119,22 +127,19 @@ func parseThreshold(spec string) (policy string, perCategory bool, err error) {
 // number. With PerCategorySuffix each category also gets the policy's
 // choice on its own rows (a category with one class only: the pooled one).
 func ChooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInfo, error) {
-	policy, perCategory, err := parseThreshold(spec)
+	ps, err := parseThreshold(spec)
 	if err != nil {
 		return results.ThresholdInfo{}, err
 	}
-	if policy == "" {
-		policy = "max-f1"
+	if ps.policy == "" {
+		return results.ThresholdInfo{Value: ps.value, Policy: "manual"}, nil
 	}
-	if v, err := strconv.ParseFloat(policy, 64); err == nil {
-		return results.ThresholdInfo{Value: v, Policy: "manual"}, nil
-	}
-	th, err := choose(policy, rows)
+	th, err := ps.choose(rows)
 	if err != nil {
 		return results.ThresholdInfo{}, err
 	}
-	info := results.ThresholdInfo{Value: th, Policy: policy}
-	if !perCategory {
+	info := results.ThresholdInfo{Value: th, Policy: ps.policy}
+	if !ps.perCategory {
 		return info, nil
 	}
 	byCat := map[string][]results.ImageRow{}
@@ -143,7 +148,7 @@ func ChooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInf
 	}
 	info.PerCategory = make(map[string]float64, len(byCat))
 	for cat, rs := range byCat {
-		v, err := choose(policy, rs)
+		v, err := ps.choose(rs)
 		switch {
 		case errors.Is(err, metrics.ErrOneClass):
 			v = th // e.g. no anomalous test image: the pooled choice
@@ -155,8 +160,8 @@ func ChooseThreshold(spec string, rows []results.ImageRow) (results.ThresholdInf
 	return info, nil
 }
 
-// choose applies a labelled policy to rows' scores and ground truth.
-func choose(policy string, rows []results.ImageRow) (float64, error) {
+// choose applies the labelled policy to rows' scores and ground truth.
+func (ps thresholdSpec) choose(rows []results.ImageRow) (float64, error) {
 	scores := make([]float32, len(rows))
 	labels := make([]bool, len(rows))
 	for i, r := range rows {
@@ -168,21 +173,15 @@ func choose(policy string, rows []results.ImageRow) (float64, error) {
 	}
 	var k metrics.Confusion
 	switch {
-	case strings.HasPrefix(policy, "fpr<="), strings.HasPrefix(policy, "fnr<="):
-		target, perr := strconv.ParseFloat(policy[5:], 64)
-		if perr != nil {
-			return 0, fmt.Errorf("threshold %q: %w", policy, perr)
-		}
-		if policy[:3] == "fpr" {
-			k, err = c.AtMaxFPR(target)
-		} else {
-			k, err = c.AtMaxFNR(target)
-		}
+	case strings.HasPrefix(ps.policy, "fpr<="):
+		k, err = c.AtMaxFPR(ps.rate)
+	case strings.HasPrefix(ps.policy, "fnr<="):
+		k, err = c.AtMaxFNR(ps.rate)
 	default:
 		k, err = c.AtMaxF1()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("threshold %s: %w", policy, err)
+		return 0, fmt.Errorf("threshold %s: %w", ps.policy, err)
 	}
 	return k.Threshold, nil
 }

@@ -252,12 +252,16 @@ type hooks struct {
 // h: on the tape when activations are recomputed in backward (no tape: an
 // ordinary call), timed when a timer is set.
 func (h hooks) run(params trainable, fn recompute.Block, in ...*ts.Tensor) *ts.Tensor {
-	if h.timer == nil {
-		return h.tape.Run(fn, params.now(), in...)
-	}
 	start := time.Now()
-	out := h.tape.Run(fn, params.now(), in...)
-	h.timer(params.prefix, time.Since(start))
+	var out *ts.Tensor
+	if h.tape == nil {
+		out = fn(in) // inference and ordinary training: no look at the parameters
+	} else {
+		out = h.tape.Run(fn, params.now(), in...)
+	}
+	if h.timer != nil {
+		h.timer(params.prefix, time.Since(start))
+	}
 	return out
 }
 

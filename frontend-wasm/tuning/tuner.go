@@ -201,9 +201,17 @@ func (t *Tuner) Confusion() metrics.Confusion {
 	return metrics.RatesOf(k)
 }
 
-// OperatingPoints are the ROC and PR points of Confusion.
-func (t *Tuner) OperatingPoints() (roc, pr metrics.Point) {
+// ROC is the shown images' ROC curve (at most n points) with the operating
+// point of Confusion: with per-category thresholds the pooled point need
+// not lie on the pooled curve.
+func (t *Tuner) ROC(n int) (curve []metrics.Point, at metrics.Point) {
 	k := t.Confusion()
-	return metrics.Point{X: k.FPR, Y: 1 - k.FNR, Threshold: k.Threshold},
-		metrics.Point{X: k.Recall, Y: k.Precision, Threshold: k.Threshold}
+	return t.Shown().curve.ROC(n), metrics.Point{X: k.FPR, Y: 1 - k.FNR, Threshold: k.Threshold}
+}
+
+// PR is the shown images' precision-recall curve with the operating point
+// of Confusion.
+func (t *Tuner) PR(n int) (curve []metrics.Point, at metrics.Point) {
+	k := t.Confusion()
+	return t.Shown().curve.PR(n), metrics.Point{X: k.Recall, Y: k.Precision, Threshold: k.Threshold}
 }

@@ -126,8 +126,9 @@ func TestTunerRestoresASavedPerCategoryThreshold(t *testing.T) {
 	if k := tu.Confusion(); k.FP != 0 || k.TP != 6 {
 		t.Fatalf("FPR <= 0 per category: %+v", k)
 	}
-	roc, pr := tu.OperatingPoints()
-	if roc.X != 0 || roc.Y != 1 || pr.X != 1 || pr.Y != 1 {
-		t.Fatalf("operating points %+v %+v", roc, pr)
+	rocCurve, roc := tu.ROC(50)
+	prCurve, pr := tu.PR(50)
+	if roc.X != 0 || roc.Y != 1 || pr.X != 1 || pr.Y != 1 || len(rocCurve) < 2 || len(prCurve) < 2 {
+		t.Fatalf("operating points %+v %+v (curves of %d and %d points)", roc, pr, len(rocCurve), len(prCurve))
 	}
 }

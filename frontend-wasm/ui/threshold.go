@@ -29,13 +29,12 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	histR, curves := left.cutTop(left.H*0.5, 10)
 	a.drawHistogram(dst, histR)
 	cc := curves.columns(3, 10)
-	rocAt, prAt := tu.OperatingPoints()
 	scope := "all images"
 	if tu.Scope != tuning.AllCategories {
 		scope = tu.Scope
 	}
-	roc, _ := m.ROC(a.cfg.CurvePoints)
-	pr, _ := m.PR(a.cfg.CurvePoints)
+	roc, rocAt := tu.ROC(a.cfg.CurvePoints)
+	pr, prAt := tu.PR(a.cfg.CurvePoints)
 	a.drawCurve(dst, cc[0], "ROC", scope+" · AUC "+ratio(m.AUROC), "FPR", "TPR", roc, rocAt, true)
 	a.drawCurve(dst, cc[1], "Precision-recall", "AP "+ratio(m.AP), "recall", "precision", pr, prAt, false)
 	a.drawMetricsTable(dst, cc[2])
