@@ -29,7 +29,7 @@ mirror=${DIAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Packages of the build root. Adding one here makes the next setup install it
 # into an existing root (the marker records the list).
 root_packages=(libtorch-dev g++ gcc libc6-dev ca-certificates libopenblas0-pthread
-  git make procps chromium fonts-dejavu-core python3-torch python3-torchvision)
+  git make procps chromium fonts-dejavu-core python3-torch python3-torchvision python3-yaml)
 # gotch's libtch/lib.go hard-codes these CUDA libraries in its link line.
 cuda_libs=(cuda cudart cublas cudnn caffe2_nvrtc nvrtc-builtins nvrtc nvToolsExt c10_cuda torch_cuda)
 

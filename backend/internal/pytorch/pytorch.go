@@ -16,12 +16,7 @@ import (
 // the test when PyTorch is unavailable outside the build root.
 func Run(t testing.TB, script string, args ...string) []byte {
 	t.Helper()
-	if err := exec.Command("python3", "-c", "import torch").Run(); err != nil {
-		if os.Getenv("DIAD_TORCH_MODE") == "root" {
-			t.Fatalf("python3 with torch is missing from the build root: %v", err)
-		}
-		t.Skipf("python3 with torch not available: %v", err)
-	}
+	Require(t)
 	cmd := exec.Command("python3", append([]string{"-c", script}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -29,4 +24,16 @@ func Run(t testing.TB, script string, args ...string) []byte {
 		t.Fatalf("python3: %v\n%s", err, errb.String())
 	}
 	return out.Bytes()
+}
+
+// Require skips the test when python3 with torch (and PyYAML) is
+// unavailable outside the build root, and fails it inside, where it must be.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := exec.Command("python3", "-c", "import torch, yaml").Run(); err != nil {
+		if os.Getenv("DIAD_TORCH_MODE") == "root" {
+			t.Fatalf("python3 with torch and yaml is missing from the build root: %v", err)
+		}
+		t.Skipf("python3 with torch not available: %v", err)
+	}
 }

@@ -1,0 +1,217 @@
+// Package torchref runs DiAD's networks in PyTorch eager beside diad: a
+// Python worker (diad_torch.py, embedded) builds the same modules with the
+// same parameter names from a diad checkpoint, and answers one request at a
+// time (denoise, encode, decode, reconstruct, train step), timing only the
+// computation and reporting its peak memory. Side by side with diad's own
+// calls on the same weights and inputs, it gives diad's speed against
+// PyTorch's (`diad bench torch`) and checks that both compute the same
+// thing (the outputs' relative difference).
+//
+// The worker needs python3 with torch, numpy and PyYAML (Debian's
+// python3-torch, in diad's build root).
+package torchref
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+)
+
+//go:embed diad_torch.py
+var script string
+
+// Attention kernels the worker can use: torch's fused
+// scaled_dot_product_attention (what diad calls) or the separate
+// einsum-softmax-einsum of the reference's modules without xformers.
+const (
+	AttentionSDPA   = "sdpa"
+	AttentionEinsum = "einsum"
+)
+
+// Options start a worker.
+type Options struct {
+	// Threads is torch's intra-op thread count (0: torch's default).
+	Threads int
+	// Attention is AttentionSDPA (empty) or AttentionEinsum.
+	Attention string
+	// Python is the interpreter (empty: python3 on PATH).
+	Python string
+}
+
+// Ops the worker answers.
+const (
+	OpDenoise     = "denoise"     // inputs z, t, image; output eps (the guided noise prediction)
+	OpEncode      = "encode"      // inputs image, post; output latent (a scaled posterior sample)
+	OpDecode      = "decode"      // input latent; output image
+	OpReconstruct = "reconstruct" // inputs image, post, noise; outputs image, latent
+	OpTrain       = "train"       // inputs image, post, t, eps; output loss (one AdamW step)
+)
+
+// Request is one call. Inputs is a safetensors file of the op's input
+// tensors (read once, then kept by the worker); Output, when set, receives
+// the result.
+type Request struct {
+	Op     string `json:"op"`
+	Inputs string `json:"inputs"`
+	Output string `json:"output,omitempty"`
+	// Start and Timesteps are a reconstruction's noise level and DDIM
+	// steps (descending).
+	Start     int    `json:"start,omitempty"`
+	Timesteps []int  `json:"timesteps,omitempty"`
+	AdamW     *AdamW `json:"adamw,omitempty"` // train: the optimizer's setting (used at the first step)
+}
+
+// AdamW is torch.optim.AdamW's setting.
+type AdamW struct {
+	LR          float64 `json:"lr"`
+	Beta1       float64 `json:"beta1"`
+	Beta2       float64 `json:"beta2"`
+	Eps         float64 `json:"eps"`
+	WeightDecay float64 `json:"weight_decay"`
+}
+
+// Reply is the worker's answer.
+type Reply struct {
+	Seconds float64 `json:"seconds"`
+	// RSSBeforeMiB is the process's resident memory before the call;
+	// PeakRSSMiB its peak during the call (the counter is reset first).
+	RSSBeforeMiB float64 `json:"rss_before_mib"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// Worker is a running Python process holding one model.
+type Worker struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr *tailBuffer
+	mu     sync.Mutex
+	// Threads and Torch are what the worker reported at start.
+	Threads int
+	Torch   string
+}
+
+// Start launches a worker on a diad checkpoint (safetensors with the model
+// config in its metadata) and waits until the model is loaded.
+func Start(ctx context.Context, checkpoint string, o Options) (*Worker, error) {
+	python := o.Python
+	if python == "" {
+		python = "python3"
+	}
+	attn := o.Attention
+	if attn == "" {
+		attn = AttentionSDPA
+	}
+	if attn != AttentionSDPA && attn != AttentionEinsum {
+		return nil, fmt.Errorf("torchref: attention %q: want %s or %s", attn, AttentionSDPA, AttentionEinsum)
+	}
+	cmd := exec.CommandContext(ctx, python, "-c", script, checkpoint, fmt.Sprint(o.Threads), attn)
+	// The worker is not one of diad's processes sharing the cores: both
+	// sides get the thread count asked for, and they never run at once.
+	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("torchref: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("torchref: %w", err)
+	}
+	tail := &tailBuffer{max: 8 << 10}
+	cmd.Stderr = tail
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("torchref: start %s: %w", python, err)
+	}
+	w := &Worker{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: tail}
+	var ready struct {
+		Ready   bool   `json:"ready"`
+		Threads int    `json:"threads"`
+		Torch   string `json:"torch"`
+	}
+	if err := w.readLine(&ready); err != nil || !ready.Ready {
+		w.Close()
+		if err == nil {
+			err = errors.New("no ready line")
+		}
+		return nil, fmt.Errorf("torchref: load %s in PyTorch: %w", checkpoint, err)
+	}
+	w.Threads, w.Torch = ready.Threads, ready.Torch
+	return w, nil
+}
+
+// readLine decodes the worker's next stdout line into v; if the worker
+// ended, the error carries the end of its stderr.
+func (w *Worker) readLine(v any) error {
+	line, err := w.out.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("worker ended: %w; stderr: %s", err, strings.TrimSpace(w.stderr.String()))
+	}
+	if err := json.Unmarshal(line, v); err != nil {
+		return fmt.Errorf("worker answered %q: %w", strings.TrimSpace(string(line)), err)
+	}
+	return nil
+}
+
+// Run sends one request and waits for its reply.
+func (w *Worker) Run(r Request) (Reply, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return Reply{}, err
+	}
+	if _, err := w.stdin.Write(append(b, '\n')); err != nil {
+		return Reply{}, fmt.Errorf("torchref: %s: send: %w; stderr: %s", r.Op, err, strings.TrimSpace(w.stderr.String()))
+	}
+	var rep Reply
+	if err := w.readLine(&rep); err != nil {
+		return Reply{}, fmt.Errorf("torchref: %s: %w", r.Op, err)
+	}
+	if rep.Error != "" {
+		return rep, fmt.Errorf("torchref: %s in PyTorch: %s", r.Op, rep.Error)
+	}
+	return rep, nil
+}
+
+// Close ends the worker.
+func (w *Worker) Close() error {
+	w.stdin.Close()
+	err := w.cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() != 0 {
+		return fmt.Errorf("torchref: worker: %w; stderr: %s", err, strings.TrimSpace(w.stderr.String()))
+	}
+	return nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
