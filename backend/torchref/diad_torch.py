@@ -337,9 +337,10 @@ class SemanticGuided(nn.Module):
             acc = outs[dst]
             for i, src in enumerate(self.sources):
                 d = getattr(self, f"down{i + 1}{j + 1}")(outs[src])
-                # InstanceNorm2d without affine parameters, as group norm with a
-                # group per channel (F.instance_norm refuses 1x1 maps).
-                acc = acc + F.silu(F.group_norm(d, d.shape[1], eps=self.in_eps))
+                # InstanceNorm2d without affine parameters, written out:
+                # torch's refuses the 1x1 maps of the tiny preset.
+                var, mean = torch.var_mean(d, dim=(2, 3), correction=0, keepdim=True)
+                acc = acc + F.silu((d - mean) * torch.rsqrt(var + self.in_eps))
             fused.append(F.silu(acc))
         for j, dst in enumerate(self.targets):
             outs[dst] = fused[j]
@@ -500,7 +501,7 @@ class DiAD(nn.Module):
         u = cfg["unet"]
         self.register_buffer("cond_stage_context", torch.zeros(1, u["context_len"], u["context_dim"]))
         s = cfg["schedule"]
-        betas = torch.linspace(math.sqrt(s["beta_start"]), math.sqrt(s["beta_end"]), s["timesteps"], dtype=torch.float64) ** 2
+        betas = torch.linspace(math.sqrt(s["beta_start"]), math.sqrt(s["beta_end"]), s["timesteps"], dtype=torch.float64, device="cpu") ** 2
         self.abar = torch.cumprod(1 - betas, dim=0).tolist()
         self.v_prediction = s.get("prediction") == "v"
 
@@ -580,8 +581,13 @@ class Worker:
         weights, meta = read_safetensors(checkpoint)
         if "diad.config" not in meta:
             raise ValueError(f"{checkpoint}: not a diad checkpoint (no diad.config metadata)")
-        self.model = DiAD(yaml.load(meta["diad.config"], Loader=ConfigLoader))
-        self.model.load_state_dict(weights, strict=True)
+        # Built without storage, then given the file's tensors: the paper
+        # model is 5 GB, and neither a random initialisation nor a second
+        # copy is needed.
+        with torch.device("meta"):
+            self.model = DiAD(yaml.load(meta["diad.config"], Loader=ConfigLoader))
+        self.model.load_state_dict(weights, strict=True, assign=True)
+        del weights
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -115,9 +115,14 @@ func Start(ctx context.Context, checkpoint string, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("torchref: attention %q: want %s or %s", attn, AttentionSDPA, AttentionEinsum)
 	}
 	cmd := exec.CommandContext(ctx, python, "-c", script, checkpoint, fmt.Sprint(o.Threads), attn)
-	// The worker is not one of diad's processes sharing the cores: both
-	// sides get the thread count asked for, and they never run at once.
+	// Both sides get the thread count asked for, and they never run at
+	// once. BLAS runs single-threaded on both, as diad sets it
+	// (torchrt.SetBLASThreads): with OpenBLAS's default thread per core
+	// beside torch's own threads, the worker ran 7-14x slower on 2 cores.
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
+		cmd.Env = append(cmd.Env, "OPENBLAS_NUM_THREADS=1")
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("torchref: %w", err)

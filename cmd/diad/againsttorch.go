@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/torchref"
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+func newTorchBenchCmd() *cobra.Command {
+	var preset, trainPreset, attention, work string
+	var batches []int
+	var trainBatch, rounds, threads int
+	var ops []string
+	cmd := &cobra.Command{
+		Use:   "torch",
+		Short: "Time diad against PyTorch eager on the same weights and inputs, side by side",
+		Long: "torch builds --preset with random weights (every layer, zero-initialised ones too), saves it,\n" +
+			"and starts a PyTorch worker (the build root's python3-torch, the same libtorch) that builds\n" +
+			"the same networks from that file. Then, per computation, it alternates one call in diad and\n" +
+			"one in PyTorch (after a warm-up call each) for --rounds rounds, with the same thread count\n" +
+			"and inputs, and prints the median time and its spread, the peak memory the call needed\n" +
+			"(peak resident memory above that before the call), the ratio diad/PyTorch, and the largest\n" +
+			"difference between the two sides' outputs relative to their scale. Computations: the guided\n" +
+			"denoiser pass (SG network + UNet) per --batches, the autoencoder's encode and decode and the\n" +
+			"reference reconstruction (encode, noise to t = 999, 10 DDIM steps, decode) at batch 1, and an\n" +
+			"optimizer step (forward, backward, AdamW) of --train-preset with the reference freezing.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			defer torchrt.Pin()()
+			if threads <= 0 {
+				threads = torchrt.Threads()
+			}
+			torchrt.SetThreads(threads)
+			if work == "" {
+				dir, err := os.MkdirTemp("", "diad-bench-torch-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				work = dir
+			} else if err := os.MkdirAll(work, 0o755); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "preset\tcomputation\tbatch\tdiad s [min, max]\tPyTorch s [min, max]\tdiad/PyTorch\tdiad MiB\tPyTorch MiB\tmax rel. diff\t\n")
+			row := func(preset string, r torchref.Result) {
+				d, p := torchref.Seconds(r.Diad), torchref.Seconds(r.Torch)
+				dl, dh := minMax(d)
+				pl, ph := minMax(p)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f [%.3f, %.3f]\t%.3f [%.3f, %.3f]\t%.2f\t%.0f\t%.0f\t%.1e\t\n", preset, r.Name, r.Batch,
+					torchref.Median(d), dl, dh, torchref.Median(p), pl, ph, r.Ratio(),
+					torchref.Median(torchref.ExtraMiB(r.Diad)), torchref.Median(torchref.ExtraMiB(r.Torch)), r.RelDiff)
+			}
+			// side builds a preset, starts its worker and runs each case.
+			side := func(name string, run func(m *model.DiAD, w *torchref.Worker) error) error {
+				m, err := randomModel(name, gotch.CPU)
+				if err != nil {
+					return err
+				}
+				defer m.Free()
+				if err := torchref.FillZeroInit(m); err != nil {
+					return err
+				}
+				path := filepath.Join(work, name+".safetensors")
+				if err := m.Save(path, nil); err != nil {
+					return err
+				}
+				defer os.Remove(path)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: loading the model in PyTorch\n", name)
+				w, err := torchref.Start(cmd.Context(), path, torchref.Options{Threads: threads, Attention: attention})
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				if w.Threads != torchrt.Threads() {
+					return fmt.Errorf("PyTorch runs %d threads, diad %d", w.Threads, torchrt.Threads())
+				}
+				return run(m, w)
+			}
+			compare := func(name string, w *torchref.Worker, c torchref.Case) error {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s batch %d: %d rounds\n", name, c.Name, c.Batch, rounds)
+				r, err := torchref.Compare(w, c, rounds, work)
+				if err != nil {
+					return err
+				}
+				row(name, r)
+				return nil
+			}
+			fmt.Fprintf(out, "diad against PyTorch eager (%s attention), %d threads, median of %d alternating rounds\n", attention, threads, rounds)
+			if len(ops) > 0 {
+				err := side(preset, func(m *model.DiAD, w *torchref.Worker) error {
+					fmt.Fprintf(out, "PyTorch %s\n", w.Torch)
+					for _, b := range batches {
+						// The denoiser pass at every batch size; the rest at batch 1.
+						want := []string{}
+						for _, op := range ops {
+							if op == torchref.OpDenoise || b == batches[0] {
+								want = append(want, op)
+							}
+						}
+						cases, free, err := torchref.InferenceCases(cmd.Context(), m, want, b, work, 1)
+						if err != nil {
+							return err
+						}
+						for _, c := range cases {
+							if err := compare(preset, w, c); err != nil {
+								free()
+								return err
+							}
+						}
+						free()
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			if trainPreset != "" {
+				err := side(trainPreset, func(m *model.DiAD, w *torchref.Worker) error {
+					m.SetFreeze(model.FreezeReference)
+					c, free, err := torchref.TrainCase(m, trainBatch, work, 1, optim.ReferenceAdamW)
+					if err != nil {
+						return err
+					}
+					defer free()
+					return compare(trainPreset, w, c)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&preset, "preset", "paper", "model preset of the inference computations")
+	fl.IntSliceVar(&batches, "batches", []int{1, 4}, "batch sizes of the denoiser pass (the other computations run at the first)")
+	fl.StringSliceVar(&ops, "ops", torchref.Ops, "inference computations (empty: none)")
+	fl.StringVar(&trainPreset, "train-preset", "small", "model preset of the optimizer step (empty: none)")
+	fl.IntVar(&trainBatch, "train-batch", 4, "batch size of the optimizer step")
+	fl.IntVar(&rounds, "rounds", 3, "alternating rounds per computation (after a warm-up call each)")
+	fl.IntVar(&threads, "threads", 0, "intra-op threads on both sides (0: libtorch's default)")
+	fl.StringVar(&attention, "attention", torchref.AttentionSDPA, "PyTorch's attention: sdpa (fused, what diad calls) or einsum (the reference's modules without xformers)")
+	fl.StringVar(&work, "work", "", "folder for the model file and the inputs (default: a temporary folder, removed after)")
+	return cmd
+}
+
+func minMax(v []float64) (lo, hi float64) {
+	_, lo, hi = medianOf(v)
+	return lo, hi
+}
