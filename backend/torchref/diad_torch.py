@@ -36,6 +36,10 @@ import yaml
 # diad calls) or "einsum" (softmax(q k^T / sqrt(d)) v in separate ops, as the
 # reference's modules compute it without xformers).
 ATTENTION = "sdpa"
+# Variants of the computation, to measure candidate speed-ups on the same
+# libtorch: "channels_last" (NHWC weights and activations), "bf16" (CPU
+# autocast to bfloat16).
+VARIANTS = set()
 
 
 def attention(q, k, v):
@@ -589,6 +593,8 @@ class Worker:
         self.model.load_state_dict(weights, strict=True, assign=True)
         del weights
         self.model.eval()
+        if "channels_last" in VARIANTS:
+            self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.inputs = {}
@@ -596,7 +602,10 @@ class Worker:
 
     def load_inputs(self, path):
         if path not in self.inputs:
-            self.inputs[path] = read_safetensors(path)[0]
+            x = read_safetensors(path)[0]
+            if "channels_last" in VARIANTS:
+                x = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in x.items()}
+            self.inputs[path] = x
         return self.inputs[path]
 
     def train_step(self, x, req):
@@ -616,12 +625,36 @@ class Worker:
         self.opt.step()
         return {"loss": loss.detach().reshape(1)}
 
+    def count_flops(self, req):
+        """The floating-point operations of one call of req's op, as torch's
+        FlopCounterMode counts them (convolutions, matrix products and
+        attention, each multiply-add two)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.run(dict(req, op=req["of"], output=""))
+        return {"flops": counter.get_total_flops()}
+
     def run(self, req):
+        if req["op"] == "flops":
+            return self.count_flops(req)
         x = self.load_inputs(req["inputs"])
-        op, m = req["op"], self.model
+        op = req["op"]
         reset_peak()
         before = proc_status("VmRSS:")
         start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in VARIANTS):
+            out = self.compute(op, x, req)
+        out = {k: v.float() for k, v in out.items()}
+        seconds = time.perf_counter() - start
+        reply = {"seconds": seconds, "rss_before_mib": before, "peak_rss_mib": proc_status("VmHWM:")}
+        if req.get("output"):
+            write_safetensors(req["output"], out)
+        return reply
+
+    def compute(self, op, x, req):
+        m = self.model
         if op == "train":
             out = self.train_step(x, req)
         else:
@@ -637,18 +670,17 @@ class Worker:
                     out = {"image": img, "latent": lat}
                 else:
                     raise ValueError(f"unknown op {op!r}")
-        seconds = time.perf_counter() - start
-        reply = {"seconds": seconds, "rss_before_mib": before, "peak_rss_mib": proc_status("VmHWM:")}
-        if req.get("output"):
-            write_safetensors(req["output"], out)
-        return reply
+        return out
 
 
 def main():
-    global ATTENTION
+    global ATTENTION, VARIANTS
     checkpoint, threads, ATTENTION = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if ATTENTION not in ("sdpa", "einsum"):
         raise SystemExit(f"attention {ATTENTION!r}: want sdpa or einsum")
+    VARIANTS = set(v for v in sys.argv[4].split(",") if v)
+    if VARIANTS - {"channels_last", "bf16"}:
+        raise SystemExit(f"variants {sorted(VARIANTS)}: want channels_last, bf16")
     if threads > 0:
         torch.set_num_threads(threads)
     w = Worker(checkpoint)

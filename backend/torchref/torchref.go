@@ -42,9 +42,18 @@ type Options struct {
 	Threads int
 	// Attention is AttentionSDPA (empty) or AttentionEinsum.
 	Attention string
+	// Variants change PyTorch's side, to measure a candidate speed-up on
+	// the same libtorch: VariantChannelsLast, VariantBF16.
+	Variants []string
 	// Python is the interpreter (empty: python3 on PATH).
 	Python string
 }
+
+// Variants of the worker's computation.
+const (
+	VariantChannelsLast = "channels_last" // NHWC weights and activations
+	VariantBF16         = "bf16"          // CPU autocast to bfloat16
+)
 
 // Ops the worker answers.
 const (
@@ -53,6 +62,10 @@ const (
 	OpDecode      = "decode"      // input latent; output image
 	OpReconstruct = "reconstruct" // inputs image, post, noise; outputs image, latent
 	OpTrain       = "train"       // inputs image, post, t, eps; output loss (one AdamW step)
+	// OpFlops counts the floating-point operations of one call of the op
+	// Request.Of (torch's FlopCounterMode: convolutions, matrix products,
+	// attention; a multiply-add is two). It answers Reply.Flops.
+	OpFlops = "flops"
 )
 
 // Request is one call. Inputs is a safetensors file of the op's input
@@ -67,6 +80,7 @@ type Request struct {
 	Start     int    `json:"start,omitempty"`
 	Timesteps []int  `json:"timesteps,omitempty"`
 	AdamW     *AdamW `json:"adamw,omitempty"` // train: the optimizer's setting (used at the first step)
+	Of        string `json:"of,omitempty"`    // flops: the op to count
 }
 
 // AdamW is torch.optim.AdamW's setting.
@@ -85,6 +99,7 @@ type Reply struct {
 	// PeakRSSMiB its peak during the call (the counter is reset first).
 	RSSBeforeMiB float64 `json:"rss_before_mib"`
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	Flops        float64 `json:"flops,omitempty"`
 	Error        string  `json:"error,omitempty"`
 }
 
@@ -114,7 +129,12 @@ func Start(ctx context.Context, checkpoint string, o Options) (*Worker, error) {
 	if attn != AttentionSDPA && attn != AttentionEinsum {
 		return nil, fmt.Errorf("torchref: attention %q: want %s or %s", attn, AttentionSDPA, AttentionEinsum)
 	}
-	cmd := exec.CommandContext(ctx, python, "-c", script, checkpoint, fmt.Sprint(o.Threads), attn)
+	for _, v := range o.Variants {
+		if v != VariantChannelsLast && v != VariantBF16 {
+			return nil, fmt.Errorf("torchref: variant %q: want %s or %s", v, VariantChannelsLast, VariantBF16)
+		}
+	}
+	cmd := exec.CommandContext(ctx, python, "-c", script, checkpoint, fmt.Sprint(o.Threads), attn, strings.Join(o.Variants, ","))
 	// Both sides get the thread count asked for, and they never run at
 	// once. BLAS runs single-threaded on both, as diad sets it
 	// (torchrt.SetBLASThreads): with OpenBLAS's default thread per core
@@ -185,6 +205,21 @@ func (w *Worker) Run(r Request) (Reply, error) {
 		return rep, fmt.Errorf("torchref: %s in PyTorch: %s", r.Op, rep.Error)
 	}
 	return rep, nil
+}
+
+// Flops counts the floating-point operations of one call of c's
+// computation in PyTorch (OpFlops).
+func (w *Worker) Flops(c Case) (float64, error) {
+	r := c.Request
+	r.Op, r.Of, r.Output = OpFlops, c.Request.Op, ""
+	rep, err := w.Run(r)
+	if err != nil {
+		return 0, err
+	}
+	if !(rep.Flops > 0) {
+		return 0, fmt.Errorf("torchref: PyTorch counted %g operations in %s", rep.Flops, c.Name)
+	}
+	return rep.Flops, nil
 }
 
 // Close ends the worker.

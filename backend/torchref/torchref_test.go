@@ -87,6 +87,42 @@ func TestDiadAndPyTorchComputeTheSame(t *testing.T) {
 	}
 }
 
+// The variants measured as candidate speed-ups compute the same, and the
+// FLOP count grows with the batch as it must (twice the images, twice the
+// operations).
+func TestVariantsAndFlops(t *testing.T) {
+	m, _, dir := tinyWorker(t, "tiny")
+	path := filepath.Join(dir, "model.safetensors")
+	w, err := Start(context.Background(), path, Options{Threads: 1, Variants: []string{VariantChannelsLast}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var flops []float64
+	for _, b := range []int{1, 2} {
+		cases, free, err := InferenceCases(context.Background(), m, []string{OpDenoise}, b, dir, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer free()
+		r, err := Compare(w, cases[0], 1, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.RelDiff > 1e-4 {
+			t.Errorf("channels-last PyTorch differs from diad by %.3g", r.RelDiff)
+		}
+		n, err := w.Flops(cases[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		flops = append(flops, n)
+	}
+	if flops[1] != 2*flops[0] {
+		t.Fatalf("FLOPs at batch 1 and 2: %g, %g", flops[0], flops[1])
+	}
+}
+
 func TestTrainStepsAgreeWithPyTorch(t *testing.T) {
 	m, w, dir := tinyWorker(t, "tiny")
 	m.SetFreeze(model.FreezeReference)
@@ -119,6 +155,9 @@ func TestWorkerErrors(t *testing.T) {
 	}
 	if _, err := Start(context.Background(), bad, Options{Attention: "flash"}); err == nil || !strings.Contains(err.Error(), "flash") {
 		t.Fatalf("an unknown attention: %v", err)
+	}
+	if _, err := Start(context.Background(), bad, Options{Variants: []string{"fp8"}}); err == nil || !strings.Contains(err.Error(), "fp8") {
+		t.Fatalf("an unknown variant: %v", err)
 	}
 	_, w, _ := tinyWorker(t, "tiny")
 	if _, err := w.Run(Request{Op: "sharpen", Inputs: bad}); err == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,8 @@ func newTorchBenchCmd() *cobra.Command {
 	var preset, trainPreset, attention, work string
 	var batches []int
 	var trainBatch, rounds, threads int
+	var flops bool
+	var variants []string
 	var ops []string
 	cmd := &cobra.Command{
 		Use:   "torch",
@@ -77,7 +80,7 @@ func newTorchBenchCmd() *cobra.Command {
 				}
 				defer os.Remove(path)
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s: loading the model in PyTorch\n", name)
-				w, err := torchref.Start(cmd.Context(), path, torchref.Options{Threads: threads, Attention: attention})
+				w, err := torchref.Start(cmd.Context(), path, torchref.Options{Threads: threads, Attention: attention, Variants: variants})
 				if err != nil {
 					return err
 				}
@@ -87,6 +90,8 @@ func newTorchBenchCmd() *cobra.Command {
 				}
 				return run(m, w)
 			}
+			// The denoiser pass's arithmetic rate, against the cores' peak.
+			var rates []string
 			compare := func(name string, w *torchref.Worker, c torchref.Case) error {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s batch %d: %d rounds\n", name, c.Name, c.Batch, rounds)
 				r, err := torchref.Compare(w, c, rounds, work)
@@ -94,9 +99,22 @@ func newTorchBenchCmd() *cobra.Command {
 					return err
 				}
 				row(name, r)
+				if c.Name == torchref.OpDenoise && flops {
+					n, err := w.Flops(c)
+					if err != nil {
+						return err
+					}
+					peak, _, err := cpuPeak(threads)
+					if err != nil {
+						return err
+					}
+					d, p := n/1e9/torchref.Median(torchref.Seconds(r.Diad)), n/1e9/torchref.Median(torchref.Seconds(r.Torch))
+					rates = append(rates, fmt.Sprintf("%s denoise batch %d: %.1f GFLOP per pass; diad %.1f GFLOP/s (%.0f%% of peak), PyTorch %.1f GFLOP/s (%.0f%%)",
+						name, c.Batch, n/1e9, d, 100*d/peak, p, 100*p/peak))
+				}
 				return nil
 			}
-			fmt.Fprintf(out, "diad against PyTorch eager (%s attention), %d threads, median of %d alternating rounds\n", attention, threads, rounds)
+			fmt.Fprintf(out, "diad against PyTorch eager (%s attention%s), %d threads, median of %d alternating rounds\n", attention, variantNote(variants), threads, rounds)
 			if len(ops) > 0 {
 				err := side(preset, func(m *model.DiAD, w *torchref.Worker) error {
 					fmt.Fprintf(out, "PyTorch %s\n", w.Torch)
@@ -140,7 +158,20 @@ func newTorchBenchCmd() *cobra.Command {
 					return err
 				}
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(rates) > 0 {
+				peak, how, err := cpuPeak(threads)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "\nFLOPs counted by torch's FlopCounterMode; estimated peak %.1f GFLOP/s = %s\n", peak, how)
+				for _, r := range rates {
+					fmt.Fprintln(out, r)
+				}
+			}
+			return nil
 		},
 	}
 	fl := cmd.Flags()
@@ -152,6 +183,8 @@ func newTorchBenchCmd() *cobra.Command {
 	fl.IntVar(&rounds, "rounds", 3, "alternating rounds per computation (after a warm-up call each)")
 	fl.IntVar(&threads, "threads", 0, "intra-op threads on both sides (0: libtorch's default)")
 	fl.StringVar(&attention, "attention", torchref.AttentionSDPA, "PyTorch's attention: sdpa (fused, what diad calls) or einsum (the reference's modules without xformers)")
+	fl.StringSliceVar(&variants, "torch-variants", nil, "change PyTorch's side to measure a candidate speed-up: channels_last, bf16 (autocast)")
+	fl.BoolVar(&flops, "flops", true, "count the denoiser pass's FLOPs (one more PyTorch pass) and report GFLOP/s against the cores' estimated peak")
 	fl.StringVar(&work, "work", "", "folder for the model file and the inputs (default: a temporary folder, removed after)")
 	return cmd
 }
@@ -159,4 +192,11 @@ func newTorchBenchCmd() *cobra.Command {
 func minMax(v []float64) (lo, hi float64) {
 	_, lo, hi = medianOf(v)
 	return lo, hi
+}
+
+func variantNote(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(v, ", ")
 }
