@@ -87,3 +87,23 @@ func BenchmarkReconstruct(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPredictEps: one guided denoiser pass (SG network + UNet) at
+// batch 1, the explorer's per-step cost; at these sizes the per-operation
+// overhead of the Go side shows (`diad bench torch` puts it beside PyTorch).
+func BenchmarkPredictEps(b *testing.B) {
+	for _, preset := range []string{"tiny", "demo"} {
+		b.Run(preset, func(b *testing.B) {
+			defer torchrt.Pin()()
+			m := benchModel(b, preset)
+			images, zt := tinyInputs(m, 1, 1)
+			defer images.MustDrop()
+			defer zt.MustDrop()
+			t := []int{m.Schedule.T() - 1}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				torchrt.NoGrad(func() { m.PredictEps(zt, t, images).MustDrop() })
+			}
+		})
+	}
+}

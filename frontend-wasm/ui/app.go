@@ -128,8 +128,12 @@ type App struct {
 	user   string
 	ctx    context.Context
 
-	inboxMu sync.Mutex
-	inbox   []func()
+	inboxMu    sync.Mutex
+	inbox      []func()
+	quietInbox []func() // postQuiet's
+	// quietNews: quiet posts ran since the last layout pass (lastLayout).
+	quietNews  bool
+	lastLayout time.Time
 	// wake ends an idle wait (see idleWait): new data, or input the
 	// browser saw; awakeUntil keeps frames coming shortly after input.
 	wake       chan struct{}
@@ -298,6 +302,21 @@ func (a *App) post(fn func()) {
 	a.nudge()
 }
 
+// postQuiet is post for news that need not be drawn at once (a streamed
+// frame of a step not on screen): fn runs at the next tick as post's do,
+// but the page is repainted for it at most every quietRepaint, unless fn
+// marks the page dirty itself. Nine frames a second each repainting the
+// whole explorer left the page too little time for anything else.
+func (a *App) postQuiet(fn func()) {
+	a.inboxMu.Lock()
+	a.quietInbox = append(a.quietInbox, fn)
+	a.inboxMu.Unlock()
+	a.nudge()
+}
+
+// quietRepaint bounds how long quiet news waits for a repaint.
+const quietRepaint = 250 * time.Millisecond
+
 // stagesOf names the loss chart's series, in order.
 func stagesOf(pts []point) []string {
 	stages, _ := lossSeries(pts) // the points by stage are not needed here
@@ -345,7 +364,7 @@ func (a *App) idleWait(busy bool) {
 		return
 	}
 	a.inboxMu.Lock()
-	pending := len(a.inbox) > 0
+	pending := len(a.inbox) > 0 || len(a.quietInbox) > 0
 	a.inboxMu.Unlock()
 	if pending {
 		return
@@ -416,14 +435,21 @@ const presenterZoom = 1.5
 func (a *App) Update() error {
 	defer a.survive("update")
 	a.inboxMu.Lock()
-	inbox := a.inbox
-	a.inbox = nil
+	inbox, quiet := a.inbox, a.quietInbox
+	a.inbox, a.quietInbox = nil, nil
 	a.inboxMu.Unlock()
 	for _, fn := range inbox {
 		fn()
 	}
+	for _, fn := range quiet {
+		fn()
+	}
 	changed := len(inbox) > 0
 	now := time.Now()
+	a.quietNews = a.quietNews || len(quiet) > 0
+	if a.quietNews && now.Sub(a.lastLayout) >= quietRepaint {
+		changed = true
+	}
 	dt := now.Sub(a.lastTick)
 	if a.lastTick.IsZero() || dt > time.Second {
 		dt = 0
@@ -464,6 +490,7 @@ func (a *App) Update() error {
 	}
 	if a.exp != nil && a.exp.traj != nil {
 		changed = a.exp.advance(dt) || changed
+		a.decodeShown(a.exp)
 	}
 	// The layout pass, when anything may have changed: the view's keys and
 	// layout place the widgets and take the click; what was clicked runs
@@ -472,6 +499,7 @@ func (a *App) Update() error {
 	var actions []func()
 	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
 	if changed || a.dirty || a.click || resized {
+		a.lastLayout, a.quietNews = now, false
 		a.frame(nil)
 		actions = a.actions
 		a.actions = nil
@@ -485,7 +513,7 @@ func (a *App) Update() error {
 	a.dirty = a.dirty || changed || len(actions) > 0
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
-	a.busy = a.dirty || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.busy = a.dirty || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
 	a.idleWait(a.busy)
 	return nil
 }

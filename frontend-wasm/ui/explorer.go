@@ -53,6 +53,9 @@ type explorer struct {
 	traj      *trajectory.Trajectory
 	player    *trajectory.Player
 	tex       map[string]*ebiten.Image
+	// decoding holds the tex keys whose PNG is being decoded (or failed
+	// to decode: not tried again).
+	decoding  map[string]bool
 	maps      map[int][]float32 // dequantized step maps
 	heat      map[string]*ebiten.Image
 	latents   map[string]rawLatent // "step:<i>:zt" / ":x0"
@@ -67,7 +70,7 @@ type explorer struct {
 }
 
 func newExplorer(a *App, im shared.ImageInfo, prev *explorer) *explorer {
-	e := &explorer{image: im, run: a.runID, tex: map[string]*ebiten.Image{}, maps: map[int][]float32{}, heat: map[string]*ebiten.Image{},
+	e := &explorer{image: im, run: a.runID, tex: map[string]*ebiten.Image{}, decoding: map[string]bool{}, maps: map[int][]float32{}, heat: map[string]*ebiten.Image{},
 		latents: map[string]rawLatent{}, latentMax: map[string]float64{}}
 	if prev != nil {
 		e.t0, e.steps, e.seed = prev.t0, prev.steps, prev.seed
@@ -237,6 +240,53 @@ func (e *explorer) clearHeat() {
 		t.Deallocate()
 		delete(e.heat, k)
 	}
+}
+
+// stepPictures are a step's PNG pictures. They are decoded when their step
+// is shown (and, while the page is idle, the others one by one), not as
+// frames arrive: decoding runs on the page's one thread, and while frames
+// stream every decode of a step nobody looks at is a frame not drawn.
+var stepPictures = []string{shared.ProductLatent, shared.ProductX0Latent, shared.ProductImage}
+
+// decodeShown starts decoding the shown step's pictures, and when nothing
+// plays or decodes, those of one more step - after the shown one first,
+// then before - so that scrubbing finds them ready.
+func (a *App) decodeShown(e *explorer) {
+	if e.traj == nil || e.player == nil || e.traj.Steps == nil {
+		return
+	}
+	n := len(e.traj.Steps)
+	cur := min(max(e.player.Cursor, 0), n-1)
+	a.decodeStep(e, cur)
+	if e.player.Playing || a.decodes > 0 {
+		return
+	}
+	for k := 1; k < n; k++ {
+		if (cur+k < n && a.decodeStep(e, cur+k)) || (cur-k >= 0 && a.decodeStep(e, cur-k)) {
+			return
+		}
+	}
+}
+
+// decodeStep starts decoding the pictures of step that arrived and are
+// neither decoded nor decoding; it reports whether it started any.
+func (a *App) decodeStep(e *explorer, step int) bool {
+	s := e.traj.Steps[step]
+	if s == nil {
+		return false
+	}
+	started := false
+	for _, name := range stepPictures {
+		key := fmt.Sprintf("step:%d:%s", step, name)
+		b, ok := s.Blobs[name]
+		if !ok || e.tex[key] != nil || e.decoding[key] {
+			continue
+		}
+		e.decoding[key] = true
+		a.decodeInto(e, key, b.Data)
+		started = true
+	}
+	return started
 }
 
 // advance moves the player on by dt and reports whether what the explorer

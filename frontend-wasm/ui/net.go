@@ -512,11 +512,16 @@ func (a *App) denoiseLoop(ch denoiseChannel) {
 					readErr <- err
 					return
 				}
-				a.post(func() {
+				deliver := func() {
 					if myGen == gen.Load() {
 						ch.onFrame(f, blobs)
 					}
-				})
+				}
+				if ch.primary {
+					a.postQuiet(deliver) // onFrame repaints what it changes on screen
+				} else {
+					a.post(deliver)
+				}
 				if f.Type == shared.TypeFinal {
 					select {
 					case done <- struct{}{}:
@@ -597,9 +602,16 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 	if e.traj.ID != "" && f.Trajectory != e.traj.ID {
 		return // an older request's frames
 	}
+	first := e.traj.Steps == nil
 	if err := e.traj.Add(f, blobs, time.Now()); err != nil {
 		a.fail(err)
 		return
+	}
+	// A frame of a step not on screen changes only the timeline's count,
+	// repainted with the next quiet repaint; the first frame (the layout
+	// of the steps), the shown step's and the final one repaint now.
+	if first || f.Type == shared.TypeFinal || e.player == nil || f.Step == e.player.Cursor {
+		a.dirty = true
 	}
 	e.startCompare(a) // a comparison waits for the start level
 	if f.Type == shared.TypeFinal {
@@ -628,11 +640,9 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 			})
 		}()
 	}
-	for _, name := range []string{shared.ProductLatent, shared.ProductX0Latent, shared.ProductImage} {
-		if b, ok := e.traj.Steps[f.Step].Blobs[name]; ok {
-			a.decodeInto(e, fmt.Sprintf("step:%d:%s", f.Step, name), b.Data)
-		}
-	}
+	// The step's pictures are decoded when shown (decodeShown). Its raw
+	// latents are decoded now: each widens the range the channel view
+	// draws every step at.
 	for _, raw := range []string{shared.BlobRawZt, shared.BlobRawX0} {
 		if b, ok := e.traj.Steps[f.Step].Blobs[raw]; ok {
 			a.latentInto(e, f.Step, raw, b)
@@ -672,6 +682,7 @@ func (a *App) decodeInto(e *explorer, key string, data []byte) {
 			old.Deallocate()
 		}
 		e.tex[key] = img
+		delete(e.decoding, key)
 	})
 }
 
