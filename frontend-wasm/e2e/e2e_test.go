@@ -753,6 +753,9 @@ func TestBrowserClient(t *testing.T) {
 		if s.Trajectory.Received != total || total < 2 || s.Trajectory.Cursor != total-1 {
 			t.Fatalf("trajectory %+v", s.Trajectory)
 		}
+		// Pictures are decoded for the step shown, the others while the
+		// page is idle: all of them soon, so that scrubbing finds them.
+		p.wait("every step's pictures decoded", 30*time.Second, func(s hook.State) bool { return s.Trajectory.Pictured == total })
 		time.Sleep(200 * time.Millisecond)
 		img := p.shot("explorer")
 		s = p.state()

@@ -35,6 +35,9 @@ type Trajectory struct {
 	Failed string
 	// StepMS is how long playback shows a step (the speed control).
 	StepMS int
+	// Pictured counts the steps whose pictures are decoded (shown steps at
+	// once, the others while the page is idle).
+	Pictured int
 	// The noise schedule panel: how many points of sqrt(abar_t) came, the
 	// step t it highlights (the cursor's) and the signal and noise shares
 	// there (0 before the schedule came).

@@ -935,6 +935,7 @@ func (a *App) stateJSON() string {
 			s.Trajectory.Score = t.Final.Score
 		}
 		s.Trajectory.SchedulePoints = len(t.Signal)
+		s.Trajectory.Pictured = e.pictured()
 		s.Trajectory.StepMS = int(a.stepTime() / time.Millisecond)
 		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
 			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))

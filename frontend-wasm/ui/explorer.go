@@ -268,6 +268,24 @@ func (a *App) decodeShown(e *explorer) {
 	}
 }
 
+// pictured counts the steps whose pictures are all decoded.
+func (e *explorer) pictured() int {
+	n := 0
+	for step := range e.traj.Steps {
+		all := true
+		for _, name := range stepPictures {
+			if e.tex[fmt.Sprintf("step:%d:%s", step, name)] == nil {
+				all = false
+				break
+			}
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
 // decodeStep starts decoding the pictures of step that arrived and are
 // neither decoded nor decoding; it reports whether it started any.
 func (a *App) decodeStep(e *explorer, step int) bool {
