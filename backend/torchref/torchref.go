@@ -163,11 +163,12 @@ func Start(ctx context.Context, checkpoint string, o Options) (*Worker, error) {
 		Torch   string `json:"torch"`
 	}
 	if err := w.readLine(&ready); err != nil || !ready.Ready {
-		w.Close()
 		if err == nil {
 			err = errors.New("no ready line")
 		}
-		return nil, fmt.Errorf("torchref: load %s in PyTorch: %w", checkpoint, err)
+		// The worker's own exit status says no more than its stderr,
+		// which err already carries.
+		return nil, errors.Join(fmt.Errorf("torchref: load %s in PyTorch: %w", checkpoint, err), w.Close())
 	}
 	w.Threads, w.Torch = ready.Threads, ready.Torch
 	return w, nil
@@ -224,11 +225,19 @@ func (w *Worker) Flops(c Case) (float64, error) {
 
 // Close ends the worker.
 func (w *Worker) Close() error {
-	w.stdin.Close()
+	// Closing stdin ends the worker's request loop; a worker that already
+	// ended makes it fail, and Wait then says how it ended.
+	closeErr := w.stdin.Close()
 	err := w.cmd.Wait()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() != 0 {
 		return fmt.Errorf("torchref: worker: %w; stderr: %s", err, strings.TrimSpace(w.stderr.String()))
+	}
+	if err != nil {
+		return fmt.Errorf("torchref: worker: %w", err)
+	}
+	if closeErr != nil && !errors.Is(closeErr, os.ErrClosed) {
+		return fmt.Errorf("torchref: worker: %w", closeErr)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func newTorchBenchCmd() *cobra.Command {
 					torchref.Median(torchref.ExtraMiB(r.Diad)), torchref.Median(torchref.ExtraMiB(r.Torch)), r.RelDiff)
 			}
 			// side builds a preset, starts its worker and runs each case.
-			side := func(name string, run func(m *model.DiAD, w *torchref.Worker) error) error {
+			side := func(name string, run func(m *model.DiAD, w *torchref.Worker) error) (err error) {
 				m, err := randomModel(name, gotch.CPU)
 				if err != nil {
 					return err
@@ -84,7 +85,7 @@ func newTorchBenchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				defer w.Close()
+				defer func() { err = errors.Join(err, w.Close()) }()
 				if w.Threads != torchrt.Threads() {
 					return fmt.Errorf("PyTorch runs %d threads, diad %d", w.Threads, torchrt.Threads())
 				}
