@@ -91,8 +91,11 @@ func newTorchBenchCmd() *cobra.Command {
 				}
 				return run(m, w)
 			}
-			// The denoiser pass's arithmetic rate, against the cores' peak.
+			// The arithmetic rate of the denoiser pass and the autoencoder,
+			// against the cores' peak (a reconstruction is 10 passes, an
+			// encode and a decode).
 			var rates []string
+			counted := map[string]bool{torchref.OpDenoise: true, torchref.OpEncode: true, torchref.OpDecode: true}
 			compare := func(name string, w *torchref.Worker, c torchref.Case) error {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s batch %d: %d rounds\n", name, c.Name, c.Batch, rounds)
 				r, err := torchref.Compare(w, c, rounds, work)
@@ -100,7 +103,7 @@ func newTorchBenchCmd() *cobra.Command {
 					return err
 				}
 				row(name, r)
-				if c.Name == torchref.OpDenoise && flops {
+				if counted[c.Name] && flops {
 					n, err := w.Flops(c)
 					if err != nil {
 						return err
@@ -110,8 +113,8 @@ func newTorchBenchCmd() *cobra.Command {
 						return err
 					}
 					d, p := n/1e9/torchref.Median(torchref.Seconds(r.Diad)), n/1e9/torchref.Median(torchref.Seconds(r.Torch))
-					rates = append(rates, fmt.Sprintf("%s denoise batch %d: %.1f GFLOP per pass; diad %.1f GFLOP/s (%.0f%% of peak), PyTorch %.1f GFLOP/s (%.0f%%)",
-						name, c.Batch, n/1e9, d, 100*d/peak, p, 100*p/peak))
+					rates = append(rates, fmt.Sprintf("%s %s batch %d: %.1f GFLOP per call; diad %.1f GFLOP/s (%.0f%% of peak), PyTorch %.1f GFLOP/s (%.0f%%); at the peak %.2f s",
+						name, c.Name, c.Batch, n/1e9, d, 100*d/peak, p, 100*p/peak, n/1e9/peak))
 				}
 				return nil
 			}
@@ -185,7 +188,7 @@ func newTorchBenchCmd() *cobra.Command {
 	fl.IntVar(&threads, "threads", 0, "intra-op threads on both sides (0: libtorch's default)")
 	fl.StringVar(&attention, "attention", torchref.AttentionSDPA, "PyTorch's attention: sdpa (fused, what diad calls) or einsum (the reference's modules without xformers)")
 	fl.StringSliceVar(&variants, "torch-variants", nil, "change PyTorch's side to measure a candidate speed-up: channels_last, bf16 (autocast)")
-	fl.BoolVar(&flops, "flops", true, "count the denoiser pass's FLOPs (one more PyTorch pass) and report GFLOP/s against the cores' estimated peak")
+	fl.BoolVar(&flops, "flops", true, "count the FLOPs of the denoiser pass, encode and decode (one more PyTorch call each) and report GFLOP/s against the cores' estimated peak")
 	fl.StringVar(&work, "work", "", "folder for the model file and the inputs (default: a temporary folder, removed after)")
 	return cmd
 }
