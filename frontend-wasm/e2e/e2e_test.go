@@ -1029,12 +1029,20 @@ func TestBrowserClient(t *testing.T) {
 		})
 		replayRedraws := float64(r1.Frames-r0.Frames) / time.Since(r0w).Seconds()
 		replay := summarize(fpsSamples)
+		streamWork := workPerSecond(s0.WorkMS, s1.WorkMS, t1w.Sub(t0w))
+		replayWork := workPerSecond(r0.WorkMS, r1.WorkMS, time.Since(r0w))
+		if streamWork == "" || replayWork == "" {
+			t.Errorf("the page accounted no work: %v / %v", s1.WorkMS, r1.WorkMS)
+		}
 		msg := fmt.Sprintf("frame rate (ebiten ActualFPS sampled every 0.1 s; 1280x800 viewport; headless Chromium, SwiftShader software WebGL, 2 CPUs shared with the server)\n"+
 			"baseline, empty ebiten game:                         %.1f frames/s\n"+
 			"explorer playing while %d step frames streamed in %.1fs: %s -> %.2f of baseline (full redraws %.1f/s)\n"+
-			"explorer replaying the trajectory, server idle:     %s -> %.2f of baseline (full redraws %.1f/s; a step is shown %v)\n",
+			"explorer replaying the trajectory, server idle:     %s -> %.2f of baseline (full redraws %.1f/s; a step is shown %v)\n"+
+			"page's work while streaming, ms per second: %s\n"+
+			"page's work while replaying, ms per second: %s\n",
 			baselineFPS, s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), streaming, streaming.mean/baselineFPS, redraws,
-			replay, replay.mean/baselineFPS, replayRedraws, time.Duration(r1.Trajectory.StepMS)*time.Millisecond)
+			replay, replay.mean/baselineFPS, replayRedraws, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
+			streamWork, replayWork)
 		t.Log(msg)
 		os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644)
 		if redraws < 1 {
@@ -1433,6 +1441,16 @@ func meanDiff(a, b image.Image, r hook.Rect) float64 {
 		return 0
 	}
 	return sum / float64(n)
+}
+
+// workPerSecond is the page's work between two states, per kind, in ms
+// per second of the window ("" when none was accounted).
+func workPerSecond(before, after map[string]float64, window time.Duration) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, (after[k]-before[k])/window.Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 type fpsSummary struct{ mean, min, median float64 }

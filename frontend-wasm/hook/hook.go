@@ -147,6 +147,13 @@ type State struct {
 	FPS          float64 // ebiten.ActualFPS
 	Frames       int64   // frames drawn
 	Pending      int     // image decodes in flight
+	// WorkMS is the page's Go time so far per kind of work, in ms:
+	// "update" (the frame loop's Update, streamed frames included), "draw"
+	// (issuing the drawing, not the browser's rendering of it), "frames"
+	// (storing streamed frames), "latents" (decoding raw latents). PNG
+	// pictures are decoded by the browser (createImageBitmap), off this
+	// thread, and are not counted.
+	WorkMS map[string]float64 `json:",omitempty"`
 	// Thumbs is how many thumbnail textures the gallery keeps, ThumbsLoading
 	// how many it is fetching; GoHeapMB and GoSysMB are the client's Go heap
 	// in use and all memory its runtime holds (the WebAssembly memory), in MB.

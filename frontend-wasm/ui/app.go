@@ -128,6 +128,11 @@ type App struct {
 	user   string
 	ctx    context.Context
 
+	// work is the page's Go time per kind of work (hook.State.WorkMS), for
+	// the browser test's account of where a frame rate goes; goroutines'
+	// work is added when they post their result.
+	work map[string]time.Duration
+
 	inboxMu    sync.Mutex
 	inbox      []func()
 	quietInbox []func() // postQuiet's
@@ -249,7 +254,10 @@ func (b *baseline) Update() error              { return nil }
 func (b *baseline) Draw(s *ebiten.Image)       { s.Fill(colBG); b.frames++ }
 func (b *baseline) Layout(w, h int) (int, int) { return w, h }
 func (b *baseline) state() string {
-	s, _ := json.Marshal(hook.State{Ready: b.frames > 0, Tab: "baseline", FPS: ebiten.ActualFPS(), Frames: b.frames})
+	s, err := json.Marshal(hook.State{Ready: b.frames > 0, Tab: "baseline", FPS: ebiten.ActualFPS(), Frames: b.frames})
+	if err != nil { // a State always encodes; say so if it ever does not
+		return fmt.Sprintf(`{"errors":[%q]}`, err.Error())
+	}
 	return string(s)
 }
 
@@ -434,6 +442,7 @@ const presenterZoom = 1.5
 // Update runs once per tick: inbox, input, queued widget actions, playback.
 func (a *App) Update() error {
 	defer a.survive("update")
+	updateStart := time.Now()
 	a.inboxMu.Lock()
 	inbox, quiet := a.inbox, a.quietInbox
 	a.inbox, a.quietInbox = nil, nil
@@ -513,6 +522,7 @@ func (a *App) Update() error {
 	a.dirty = a.dirty || changed || len(actions) > 0
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
+	a.addWork("update", time.Since(updateStart))
 	a.busy = a.dirty || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
 	a.idleWait(a.busy)
 	return nil
@@ -533,6 +543,7 @@ func (a *App) Draw(screen *ebiten.Image) {
 	a.painting = true
 	defer func() { a.painting = false }()
 	defer a.survive("draw")
+	defer func(start time.Time) { a.addWork("draw", time.Since(start)) }(time.Now())
 	screen.Fill(colBG)
 	a.frame(screen)
 	a.frames++
@@ -871,7 +882,7 @@ func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
 		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
-		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
 		SelectedJob: a.selJob}
 	if a.scaleMinMax {
 		s.Scale = "minmax"
@@ -975,4 +986,20 @@ func nanToZero(v float64) float64 {
 		return 0
 	}
 	return v
+}
+
+// addWork counts d of the page's time as kind's (frame loop only).
+func (a *App) addWork(kind string, d time.Duration) {
+	if a.work == nil {
+		a.work = map[string]time.Duration{}
+	}
+	a.work[kind] += d
+}
+
+func (a *App) workMS() map[string]float64 {
+	out := make(map[string]float64, len(a.work))
+	for k, d := range a.work {
+		out[k] = float64(d) / float64(time.Millisecond)
+	}
+	return out
 }

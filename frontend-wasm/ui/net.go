@@ -595,6 +595,7 @@ func replaceRequest(reqs chan shared.DenoiseRequest, r shared.DenoiseRequest) {
 // onFrame stores a frame of the explorer's trajectory and starts decoding
 // its pictures.
 func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
+	defer func(start time.Time) { a.addWork("frames", time.Since(start)) }(time.Now())
 	e := a.exp
 	if e == nil || e.traj == nil {
 		return
@@ -656,12 +657,15 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 	a.decodes++
 	traj := e.traj
 	go func() {
+		start := time.Now()
 		values, err := shared.DecodeF16(b.Blob, b.Data)
 		if err == nil && len(b.Shape) != 3 {
 			err = fmt.Errorf("latent of shape %v, want [c, h, w]", b.Shape)
 		}
 		spread := visual.AbsQuantile(values, visual.LatentQuantile)
+		took := time.Since(start)
 		a.post(func() {
+			a.addWork("latents", took)
 			a.decodes--
 			if err != nil {
 				a.fail(fmt.Errorf("step %d %s: %w", step, name, err))
