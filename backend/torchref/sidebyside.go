@@ -51,18 +51,16 @@ type Result struct {
 }
 
 // Ratio is diad's median time over PyTorch's.
-func (r Result) Ratio() float64 { return Median(seconds(r.Diad)) / Median(seconds(r.Torch)) }
+func (r Result) Ratio() float64 { return Median(Seconds(r.Diad)) / Median(Seconds(r.Torch)) }
 
-func seconds(s []Sample) []float64 {
+// Seconds are the samples' times.
+func Seconds(s []Sample) []float64 {
 	out := make([]float64, len(s))
 	for i, x := range s {
 		out[i] = x.Seconds
 	}
 	return out
 }
-
-// Seconds are the samples' times.
-func Seconds(s []Sample) []float64 { return seconds(s) }
 
 // ExtraMiB are the samples' memory figures.
 func ExtraMiB(s []Sample) []float64 {
@@ -175,7 +173,7 @@ func relDiff(ours map[string]*ts.Tensor, path string) (float64, error) {
 	return worst, nil
 }
 
-// Inputs are the tensors of one case, saved for the worker.
+// inputs are the tensors of one case, saved for the worker.
 type inputs map[string]*ts.Tensor
 
 func (in inputs) save(dir, name string) (string, error) {
