@@ -71,15 +71,23 @@ func ExtraMiB(s []Sample) []float64 {
 	return out
 }
 
-// Median of v (not empty).
-func Median(v []float64) float64 {
+// Spread returns the median, the minimum and the maximum of v (not
+// empty): how the benchmarks report repeated timings.
+func Spread(v []float64) (med, lo, hi float64) {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	n := len(s)
+	med = s[n/2]
 	if n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
+		med = (s[n/2-1] + s[n/2]) / 2
 	}
-	return s[n/2]
+	return med, s[0], s[n-1]
+}
+
+// Median of v (not empty); the spread's ends are not needed here.
+func Median(v []float64) float64 {
+	med, _, _ := Spread(v)
+	return med
 }
 
 // Compare runs c: a warm-up call on each side, then rounds of one call on

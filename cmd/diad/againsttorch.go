@@ -59,10 +59,10 @@ func newTorchBenchCmd() *cobra.Command {
 			fmt.Fprintf(tw, "preset\tcomputation\tbatch\tdiad s [min, max]\tPyTorch s [min, max]\tdiad/PyTorch\tdiad MiB\tPyTorch MiB\tmax rel. diff\t\n")
 			row := func(preset string, r torchref.Result) {
 				d, p := torchref.Seconds(r.Diad), torchref.Seconds(r.Torch)
-				dl, dh := minMax(d)
-				pl, ph := minMax(p)
+				dm, dl, dh := torchref.Spread(d)
+				pm, pl, ph := torchref.Spread(p)
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f [%.3f, %.3f]\t%.3f [%.3f, %.3f]\t%.2f\t%.0f\t%.0f\t%.1e\t\n", preset, r.Name, r.Batch,
-					torchref.Median(d), dl, dh, torchref.Median(p), pl, ph, r.Ratio(),
+					dm, dl, dh, pm, pl, ph, r.Ratio(),
 					torchref.Median(torchref.ExtraMiB(r.Diad)), torchref.Median(torchref.ExtraMiB(r.Torch)), r.RelDiff)
 			}
 			// side builds a preset, starts its worker and runs each case.
@@ -191,11 +191,6 @@ func newTorchBenchCmd() *cobra.Command {
 	fl.BoolVar(&flops, "flops", true, "count the FLOPs of the denoiser pass, encode and decode (one more PyTorch call each) and report GFLOP/s against the cores' estimated peak")
 	fl.StringVar(&work, "work", "", "folder for the model file and the inputs (default: a temporary folder, removed after)")
 	return cmd
-}
-
-func minMax(v []float64) (lo, hi float64) {
-	_, lo, hi = medianOf(v)
-	return lo, hi
 }
 
 func variantNote(v []string) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/torchref"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -75,7 +76,7 @@ func newProfileBenchCmd() *cobra.Command {
 				run, free := pass(b)
 				sec := timed(run)
 				free()
-				med, lo, hi := medianOf(sec)
+				med, lo, hi := torchref.Spread(sec)
 				ips := float64(b) / med
 				if perImage1 == 0 {
 					perImage1 = ips
@@ -149,15 +150,3 @@ func shortBlock(prefix string) string {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// medianOf returns the median, minimum and maximum of v (not empty).
-func medianOf(v []float64) (med, lo, hi float64) {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	n := len(s)
-	med = s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return med, s[0], s[n-1]
-}

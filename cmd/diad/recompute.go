@@ -9,6 +9,7 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/torchref"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -155,11 +156,10 @@ func median(v []recomputeSample, of func(recomputeSample) float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
-	med, _, _ := medianOf(values(v, of))
-	return med
+	return torchref.Median(values(v, of))
 }
 
 func spreadOf(v []recomputeSample, of func(recomputeSample) float64, format string) string {
-	med, lo, hi := medianOf(values(v, of))
+	med, lo, hi := torchref.Spread(values(v, of))
 	return fmt.Sprintf(format+" ["+format+", "+format+"]", med, lo, hi)
 }

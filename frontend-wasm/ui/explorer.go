@@ -55,13 +55,16 @@ type explorer struct {
 	tex       map[string]*ebiten.Image
 	// decoding holds the tex keys whose PNG is being decoded (or failed
 	// to decode: not tried again).
-	decoding  map[string]bool
-	maps      map[int][]float32 // dequantized step maps
-	heat      map[string]*ebiten.Image
-	latents   map[string]rawLatent // "step:<i>:zt" / ":x0"
-	latentMax map[string]float64   // largest step spread (LatentQuantile of |v|) so far, per blob name
-	maxCursor int
-	played    int
+	decoding map[string]bool
+	// prefetched: the idle scan found every arrived step's pictures
+	// decoded or decoding; a new frame clears it.
+	prefetched bool
+	maps       map[int][]float32 // dequantized step maps
+	heat       map[string]*ebiten.Image
+	latents    map[string]rawLatent // "step:<i>:zt" / ":x0"
+	latentMax  map[string]float64   // largest step spread (LatentQuantile of |v|) so far, per blob name
+	maxCursor  int
+	played     int
 	// failed is the server's answer when the trajectory could not run
 	// (no model loaded, a bad image): shown where its pictures would be.
 	failed string
@@ -177,6 +180,7 @@ func (e *explorer) rerun(a *App) {
 	e.latents, e.latentMax = map[string]rawLatent{}, map[string]float64{}
 	e.clearHeat()
 	e.traj = trajectory.New(r, time.Now())
+	e.prefetched = false
 	e.player = trajectory.NewPlayer(a.stepTime())
 	e.maxCursor, e.played, e.failed = 0, 0, ""
 	a.requestTrajectory(r)
@@ -258,7 +262,7 @@ func (a *App) decodeShown(e *explorer) {
 	n := len(e.traj.Steps)
 	cur := min(max(e.player.Cursor, 0), n-1)
 	a.decodeStep(e, cur)
-	if e.player.Playing || a.decodes > 0 {
+	if e.player.Playing || a.decodes > 0 || e.prefetched {
 		return
 	}
 	for k := 1; k < n; k++ {
@@ -266,6 +270,7 @@ func (a *App) decodeShown(e *explorer) {
 			return
 		}
 	}
+	e.prefetched = true // nothing left: no scan each tick until a frame comes
 }
 
 // pictured counts the steps whose pictures are all decoded.

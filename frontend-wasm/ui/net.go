@@ -604,6 +604,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 		return // an older request's frames
 	}
 	first := e.traj.Steps == nil
+	e.prefetched = false // a step may have come to decode
 	if err := e.traj.Add(f, blobs, time.Now()); err != nil {
 		a.fail(err)
 		return
