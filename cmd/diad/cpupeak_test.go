@@ -43,3 +43,16 @@ func TestPeakFromCPUInfo(t *testing.T) {
 		}
 	}
 }
+
+// The measured reference rate is a real matmul: positive, finite, and of
+// the order a CPU reaches (not a division by a zero time).
+func TestMatmulRate(t *testing.T) {
+	gflops, err := matmulRate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(gflops > 0.1 && gflops < 1e5) {
+		t.Fatalf("matmul rate %v GFLOP/s", gflops)
+	}
+	t.Logf("%dx%d float32 matmul: %.1f GFLOP/s", matmulSide, matmulSide, gflops)
+}

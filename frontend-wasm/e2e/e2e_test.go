@@ -337,6 +337,24 @@ func (p *page) drag(x0, y0, x1, y1 float64) {
 	p.do("drag", acts...)
 }
 
+// partialMatchesFull checks the page's partial repaints: the screen as
+// partial repaints left it (screenshot name-partial) against the same state
+// painted whole (name-full), after a mouse move to (x, y) - a spot with no
+// hover effect - makes the client repaint everything. r is the part to
+// compare (the status bar's frame rate differs between any two frames).
+func (p *page) partialMatchesFull(name string, x, y float64, r hook.Rect) {
+	p.t.Helper()
+	before := p.state()
+	partial := p.shot(name + "-partial")
+	p.do("mouse move", mouse(input.DispatchMouseEventTypeMouseMoved, x, y, false))
+	p.wait("a whole repaint", 10*time.Second, func(s hook.State) bool { return s.Frames > before.Frames })
+	time.Sleep(200 * time.Millisecond) // the repaint reaches the screen
+	full := p.shot(name + "-full")
+	if d := meanDiff(partial, full, r); d > 0.5 {
+		p.t.Errorf("%s: the partially repainted screen differs from the same state painted whole by %.2f/255 on average in %v (screenshots %s-partial.png, %s-full.png)", name, d, r, name, name)
+	}
+}
+
 // shot saves a screenshot as an artifact and returns it decoded.
 func (p *page) shot(name string) image.Image {
 	p.t.Helper()
@@ -1006,6 +1024,7 @@ func TestBrowserClient(t *testing.T) {
 		})
 		s1, t1w := s, time.Now()
 		redraws := float64(s1.Frames-s0.Frames) / t1w.Sub(t0w).Seconds()
+		partials := float64(s1.Partials-s0.Partials) / t1w.Sub(t0w).Seconds()
 		if s.Trajectory.T0 <= t0 || s.Trajectory.Total != total+30 {
 			t.Fatalf("re-run with t0+ and 30 more steps: T0 %d (was %d), %d steps (was %d)", s.Trajectory.T0, t0, s.Trajectory.Total, total)
 		}
@@ -1028,7 +1047,17 @@ func TestBrowserClient(t *testing.T) {
 			return !s.Trajectory.Playing && s.Trajectory.Cursor == s.Trajectory.Total-1
 		})
 		replayRedraws := float64(r1.Frames-r0.Frames) / time.Since(r0w).Seconds()
+		replayPartials := float64(r1.Partials-r0.Partials) / time.Since(r0w).Seconds()
 		replay := summarize(fpsSamples)
+		// The replay moved the step with partial repaints only (the
+		// reconstruction, the step row, the timeline): the screen they
+		// left must be the one a whole repaint draws.
+		if r1.Partials <= r0.Partials {
+			t.Errorf("the replay repainted no region alone (%d partial, %d whole repaints)", r1.Partials-r0.Partials, r1.Frames-r0.Frames)
+		}
+		in := s.Widgets["explorer:input"]
+		ix, iy := in.Center()
+		p.partialMatchesFull("explorer-replayed", ix, iy, hook.Rect{0, 0, 1280, 800 - 26})
 		streamWork := workPerSecond(s0.WorkMS, s1.WorkMS, t1w.Sub(t0w))
 		replayWork := workPerSecond(r0.WorkMS, r1.WorkMS, time.Since(r0w))
 		if streamWork == "" || replayWork == "" {
@@ -1036,17 +1065,17 @@ func TestBrowserClient(t *testing.T) {
 		}
 		msg := fmt.Sprintf("frame rate (ebiten ActualFPS sampled every 0.1 s; 1280x800 viewport; headless Chromium, SwiftShader software WebGL, 2 CPUs shared with the server)\n"+
 			"baseline, empty ebiten game:                         %.1f frames/s\n"+
-			"explorer playing while %d step frames streamed in %.1fs: %s -> %.2f of baseline (full redraws %.1f/s)\n"+
-			"explorer replaying the trajectory, server idle:     %s -> %.2f of baseline (full redraws %.1f/s; a step is shown %v)\n"+
+			"explorer playing while %d step frames streamed in %.1fs: %s -> %.2f of baseline (full redraws %.1f/s, partial %.1f/s)\n"+
+			"explorer replaying the trajectory, server idle:     %s -> %.2f of baseline (full redraws %.1f/s, partial %.1f/s; a step is shown %v)\n"+
 			"page's work while streaming, ms per second: %s\n"+
 			"page's work while replaying, ms per second: %s\n",
-			baselineFPS, s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), streaming, streaming.mean/baselineFPS, redraws,
-			replay, replay.mean/baselineFPS, replayRedraws, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
+			baselineFPS, s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), streaming, streaming.mean/baselineFPS, redraws, partials,
+			replay, replay.mean/baselineFPS, replayRedraws, replayPartials, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
 			streamWork, replayWork)
 		t.Log(msg)
 		os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644)
-		if redraws < 1 {
-			t.Fatalf("the page stopped drawing while frames streamed: %.2f redraws/s", redraws)
+		if redraws+partials < 1 {
+			t.Fatalf("the page stopped drawing while frames streamed: %.2f redraws/s, %.2f partial", redraws, partials)
 		}
 		p.shot("explorer-rerun")
 	})
@@ -1392,6 +1421,8 @@ func TestBrowserClient(t *testing.T) {
 		}
 		scrolled := bp.state()
 		redraws := float64(scrolled.Frames-f0) / time.Since(t0).Seconds()
+		partials := float64(scrolled.Partials-first.Partials) / time.Since(t0).Seconds()
+		scrollWork := workPerSecond(first.WorkMS, scrolled.WorkMS, time.Since(t0))
 		bp.wait("the thumbnails in flight", time.Minute, func(s hook.State) bool { return s.ThumbsLoading == 0 && s.Pending == 0 })
 		time.Sleep(time.Second)
 		after := bp.state()
@@ -1399,18 +1430,32 @@ func TestBrowserClient(t *testing.T) {
 		sum := summarize(fps)
 		msg := fmt.Sprintf("gallery of %d images (1280x800, headless Chromium, SwiftShader, 2 CPUs shared with the server)\n"+
 			"shown %.1f s after the page opened (switching to it with ])\n"+
-			"scrolling 8 s, a wheel notch every 50 ms: %s -> %.2f of the %.1f frames/s baseline (full redraws %.1f/s)\n"+
+			"scrolling 8 s, a wheel notch every 50 ms: %s -> %.2f of the %.1f frames/s baseline (full redraws %.1f/s, partial %.1f/s)\n"+
+			"page Go work while scrolling, ms per s: %s\n"+
 			"scrolled %.0f px\n"+
 			"memory: Go heap %.1f MB on the first screen, %.1f MB after scrolling; Go runtime %.1f -> %.1f MB; thumbnail textures %d -> %d (cache %d)\n",
-			n, loaded.Seconds(), sum, sum.mean/baselineFPS, baselineFPS, redraws,
+			n, loaded.Seconds(), sum, sum.mean/baselineFPS, baselineFPS, redraws, partials, scrollWork,
 			scrolled.GalleryScroll, first.GoHeapMB, after.GoHeapMB, first.GoSysMB, after.GoSysMB, first.Thumbs, after.Thumbs, after.ThumbCache)
 		t.Log(msg)
 		if err := os.WriteFile(filepath.Join(bp.dir, "gallery-10000.txt"), []byte(msg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if redraws < 1 {
-			t.Fatalf("the gallery stopped drawing while it scrolled: %.2f redraws/s", redraws)
+		if redraws+partials < 1 {
+			t.Fatalf("the gallery stopped drawing while it scrolled: %.2f redraws/s, %.2f partial", redraws, partials)
 		}
+		if partials == 0 {
+			t.Errorf("scrolling repainted the whole page every time (%.1f/s), never the grid alone", redraws)
+		}
+		// Three notches on, to rows whose thumbnails are not loaded: the
+		// scroll and the arriving thumbnails repaint the grid alone, and
+		// the grid they leave must be the one a whole repaint draws.
+		for _, dy := range []float64{240, 240, 240} {
+			bp.do("wheel", call(input.DispatchMouseEvent, input.DispatchMouseEventParams{Type: input.DispatchMouseEventTypeMouseWheel, X: x, Y: y, DeltaX: 1e-6, DeltaY: dy}))
+			time.Sleep(100 * time.Millisecond)
+		}
+		bp.wait("the scroll to settle", 10*time.Second, func(s hook.State) bool { return s.Pending == 0 && s.ThumbsLoading == 0 })
+		time.Sleep(time.Second)
+		bp.partialMatchesFull("gallery-scrolled", x+1, y+1, grid)
 		if scrolled.GalleryScroll <= first.GalleryScroll {
 			t.Fatalf("the wheel did not scroll the gallery (%v px)", scrolled.GalleryScroll)
 		}

@@ -145,8 +145,11 @@ type State struct {
 	Status       string  // status line
 	Errors       []string
 	FPS          float64 // ebiten.ActualFPS
-	Frames       int64   // frames drawn
-	Pending      int     // image decodes in flight
+	Frames       int64   // frames drawn whole
+	// Partials counts frames that repainted only the regions that changed
+	// (the scrolled grid, the explorer's playing panels; the status bar).
+	Partials int64
+	Pending  int // image decodes in flight
 	// WorkMS is the page's Go time so far per kind of work, in ms:
 	// "update" (the frame loop's Update, streamed frames included), "draw"
 	// (issuing the drawing, not the browser's rendering of it), "frames"

@@ -133,9 +133,10 @@ type App struct {
 	// work is added when they post their result.
 	work map[string]time.Duration
 
-	inboxMu    sync.Mutex
-	inbox      []func()
-	quietInbox []func() // postQuiet's
+	inboxMu     sync.Mutex
+	inbox       []func()
+	quietInbox  []func()     // postQuiet's
+	regionInbox []regionPost // postRegion's
 	// quietNews: quiet posts ran since the last layout pass (lastLayout).
 	quietNews  bool
 	lastLayout time.Time
@@ -166,9 +167,16 @@ type App struct {
 	frames   int64
 
 	// Redraw only on change: an idle page costs the browser little, and a
-	// busy one (frames streaming) spends its time on what changed.
+	// busy one (frames streaming) spends its time on what changed. dirty
+	// asks for the whole page; repaint names the only regions that changed
+	// (a scrolled grid, the explorer's playing panels), which Draw repaints
+	// alone when nothing else did; regions are their rectangles, placed by
+	// the last layout pass.
 	dirty      bool
-	painting   bool // inside Draw: views only paint
+	repaint    map[string]bool
+	regions    map[string][]rect
+	partials   int64 // partial repaints drawn (the state hook's)
+	painting   bool  // inside Draw: views only paint
 	lastDraw   time.Time
 	drawnW     int
 	drawnH     int
@@ -272,7 +280,8 @@ func Run() error {
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
 		rate: cfg.DefaultRate, thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache), jobs: map[string]*jobView{},
-		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{}}
+		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{},
+		repaint: map[string]bool{}, regions: map[string][]rect{}}
 	a.user = pageParam("user")
 	if a.user == "" {
 		a.user = storageGet("diad.user")
@@ -308,6 +317,39 @@ func (a *App) post(fn func()) {
 	a.inbox = append(a.inbox, fn)
 	a.inboxMu.Unlock()
 	a.nudge()
+}
+
+// regionPost is a change that only a named region of the page shows.
+type regionPost struct {
+	region string
+	fn     func()
+}
+
+// postRegion is post for a change that only region shows (a decoded step
+// picture: regionLive): the page repaints that region alone, unless fn or
+// another change in the same tick marks the page dirty.
+func (a *App) postRegion(region string, fn func()) {
+	a.inboxMu.Lock()
+	a.regionInbox = append(a.regionInbox, regionPost{region, fn})
+	a.inboxMu.Unlock()
+	a.nudge()
+}
+
+// The regions Draw can repaint alone: the gallery's grid (scrolling), the
+// explorer's panels that follow the playing step (the reconstruction in
+// progress, the step row, the timeline). The status bar, whose frame rate
+// changes while anything moves, is repainted with any region.
+const (
+	regionGrid   = "grid"
+	regionLive   = "explorer:live"
+	regionStatus = "status"
+)
+
+// region records the rectangles of a region (layout pass only).
+func (a *App) region(name string, rs ...rect) {
+	if !a.painting {
+		a.regions[name] = append(a.regions[name], rs...)
+	}
 }
 
 // postQuiet is post for news that need not be drawn at once (a streamed
@@ -372,7 +414,7 @@ func (a *App) idleWait(busy bool) {
 		return
 	}
 	a.inboxMu.Lock()
-	pending := len(a.inbox) > 0 || len(a.quietInbox) > 0
+	pending := len(a.inbox) > 0 || len(a.quietInbox) > 0 || len(a.regionInbox) > 0
 	a.inboxMu.Unlock()
 	if pending {
 		return
@@ -444,11 +486,18 @@ func (a *App) Update() error {
 	defer a.survive("update")
 	updateStart := time.Now()
 	a.inboxMu.Lock()
-	inbox, quiet := a.inbox, a.quietInbox
-	a.inbox, a.quietInbox = nil, nil
+	inbox, quiet, regional := a.inbox, a.quietInbox, a.regionInbox
+	a.inbox, a.quietInbox, a.regionInbox = nil, nil, nil
 	a.inboxMu.Unlock()
 	for _, fn := range inbox {
 		fn()
+	}
+	// changed: the whole page may differ; regions: only these did (what a
+	// region post, quiet news, the wheel or playback changed).
+	regions := map[string]bool{}
+	for _, p := range regional {
+		p.fn()
+		regions[p.region] = true
 	}
 	for _, fn := range quiet {
 		fn()
@@ -457,7 +506,9 @@ func (a *App) Update() error {
 	now := time.Now()
 	a.quietNews = a.quietNews || len(quiet) > 0
 	if a.quietNews && now.Sub(a.lastLayout) >= quietRepaint {
-		changed = true
+		// Quiet news (frames of steps not on screen) show in the
+		// explorer's timeline only.
+		regions[regionLive] = true
 	}
 	dt := now.Sub(a.lastTick)
 	if a.lastTick.IsZero() || dt > time.Second {
@@ -486,10 +537,10 @@ func (a *App) Update() error {
 	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
 		a.galleryScroll -= float32(wy) * 40
 		a.lastScroll = time.Now()
-		changed = true
+		regions[regionGrid] = true
 	} else if !a.lastScroll.IsZero() && time.Since(a.lastScroll) >= scrollSettle {
 		a.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
-		changed = true
+		regions[regionGrid] = true
 	}
 	a.keys()
 	if fsys := ebiten.DroppedFiles(); fsys != nil {
@@ -498,7 +549,9 @@ func (a *App) Update() error {
 		go a.uploadDropped(fsys)
 	}
 	if a.exp != nil && a.exp.traj != nil {
-		changed = a.exp.advance(dt) || changed
+		if a.exp.advance(dt) {
+			regions[regionLive] = true
+		}
 		a.decodeShown(a.exp)
 	}
 	// The layout pass, when anything may have changed: the view's keys and
@@ -507,7 +560,7 @@ func (a *App) Update() error {
 	// the state hook reports, the page as it now is.
 	var actions []func()
 	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
-	if changed || a.dirty || a.click || resized {
+	if changed || a.dirty || a.click || resized || len(regions) > 0 || len(a.repaint) > 0 {
 		a.lastLayout, a.quietNews = now, false
 		a.frame(nil)
 		actions = a.actions
@@ -520,10 +573,13 @@ func (a *App) Update() error {
 		}
 	}
 	a.dirty = a.dirty || changed || len(actions) > 0
+	for name := range regions {
+		a.repaint[name] = true
+	}
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
 	a.addWork("update", time.Since(updateStart))
-	a.busy = a.dirty || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.busy = a.dirty || len(a.repaint) > 0 || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
 	a.idleWait(a.busy)
 	return nil
 }
@@ -535,18 +591,44 @@ func (a *App) Draw(screen *ebiten.Image) {
 	// the caret blinks or the status message dims now.
 	next := a.nextTimed()
 	due := !next.IsZero() && !time.Now().Before(next)
-	if !a.dirty && !due && a.w == a.drawnW && a.h == a.drawnH && uiScale == a.drawnScale {
+	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
+	if !a.dirty && len(a.repaint) == 0 && !due && !resized {
 		return
 	}
+	full := a.dirty || due || resized
+	var clips []rect
+	if !full {
+		for name := range a.repaint {
+			clips = append(clips, a.regions[name]...)
+		}
+		clips = append(clips, a.regions[regionStatus]...)
+	}
+	clear(a.repaint)
 	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h
 	a.drawnScale = uiScale
 	a.painting = true
 	defer func() { a.painting = false }()
 	defer a.survive("draw")
 	defer func(start time.Time) { a.addWork("draw", time.Since(start)) }(time.Now())
-	screen.Fill(colBG)
-	a.frame(screen)
-	a.frames++
+	if full {
+		screen.Fill(colBG)
+		a.frame(screen)
+		a.frames++
+		return
+	}
+	// Only regions changed: the page is painted again into each of them
+	// alone (ebiten keeps the screen between frames, and clips drawing to
+	// a sub-image), so the browser fills only their pixels. A region not
+	// on this page (the explorer's, while the gallery shows) paints nothing.
+	for _, r := range clips {
+		if r.W <= 0 || r.H <= 0 {
+			continue
+		}
+		sub := screen.SubImage(r.image()).(*ebiten.Image)
+		sub.Fill(colBG)
+		a.frame(sub)
+	}
+	a.partials++
 }
 
 // frame lays out the whole page: on a nil dst it is Update's layout pass
@@ -555,6 +637,7 @@ func (a *App) frame(dst *ebiten.Image) {
 	if dst == nil {
 		clear(a.widgets)
 		clear(a.disabled)
+		clear(a.regions)
 	}
 	W, H := float32(a.w), float32(a.h)
 	rest, tab := rect{0, 0, W, H}, a.tab
@@ -573,6 +656,7 @@ func (a *App) frame(dst *ebiten.Image) {
 	} else {
 		views[tab].Draw(a, dst, body)
 	}
+	a.region(regionStatus, bar)
 	a.drawStatusBar(dst, bar)
 }
 
@@ -882,7 +966,7 @@ func (a *App) stateJSON() string {
 	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
 		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
-		FPS: ebiten.ActualFPS(), Frames: a.frames, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Partials: a.partials, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
 		SelectedJob: a.selJob}
 	if a.scaleMinMax {
 		s.Scale = "minmax"

@@ -150,13 +150,13 @@ func (a *App) onCompareFrame(f shared.Frame, blobs [][]byte) {
 	}
 	if f.Type == shared.TypeFinal {
 		if b, ok := c.traj.Final.Blobs[shared.BlobReconstruction]; ok {
-			a.decodeTexture("comparison reconstruction", b.Data, current, set("final:reconstruction"))
+			a.decodeTexture("comparison reconstruction", b.Data, regionLive, current, set("final:reconstruction"))
 		}
 		return
 	}
 	if b, ok := c.traj.Steps[f.Step].Blobs[shared.ProductImage]; ok {
 		key := fmt.Sprintf("step:%d:%s", f.Step, shared.ProductImage)
-		a.decodeTexture(key, b.Data, current, set(key))
+		a.decodeTexture(key, b.Data, regionLive, current, set(key))
 	}
 }
 

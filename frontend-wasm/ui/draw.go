@@ -140,10 +140,29 @@ func drawBold(dst *ebiten.Image, s string, x, y float32, size float64, c color.C
 }
 
 // The primitives below draw nothing on a nil dst: the layout pass in Update
-// runs the same view code as Draw, to place widgets, without painting.
+// runs the same view code as Draw, to place widgets, without painting. Nor
+// do they draw what falls outside dst: a partial repaint runs the page's
+// drawing code for each changed region, on a sub-image of the screen, and
+// what it would clip away costs no text layout or draw command.
+
+// misses reports whether the CSS-pixel box x, y, w, h lies wholly outside
+// dst (nil: everything misses).
+func misses(dst *ebiten.Image, x, y, w, h float32) bool {
+	if dst == nil {
+		return true
+	}
+	b, s := dst.Bounds(), uiScale
+	return (x+w)*s < float32(b.Min.X) || x*s > float32(b.Max.X) || (y+h)*s < float32(b.Min.Y) || y*s > float32(b.Max.Y)
+}
 
 func drawFace(dst *ebiten.Image, s string, x, y float32, size float64, bold bool, c color.Color) {
-	if dst == nil {
+	// A line of text is at most size*1.5 tall; its width is measured only
+	// when its line crosses dst and it starts left of it.
+	h := float32(size) * 1.5
+	if misses(dst, x, y, float32(1<<20), h) {
+		return
+	}
+	if x*uiScale < float32(dst.Bounds().Min.X) && misses(dst, x, y, textWidth(s, size), h) {
 		return
 	}
 	op := &text.DrawOptions{}
@@ -177,7 +196,7 @@ func clip(s string, w float32, size float64) string {
 }
 
 func fill(dst *ebiten.Image, r rect, c color.Color) {
-	if dst == nil {
+	if misses(dst, r.X, r.Y, r.W, r.H) {
 		return
 	}
 	s := uiScale
@@ -185,7 +204,7 @@ func fill(dst *ebiten.Image, r rect, c color.Color) {
 }
 
 func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
-	if dst == nil {
+	if misses(dst, r.X, r.Y, r.W, r.H) {
 		return
 	}
 	s := uiScale
@@ -197,7 +216,7 @@ func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
 // plain draws alternate, which costs a full-screen pass each time (measured:
 // the explorer drew at a tenth of an empty game's frame rate with it).
 func line(dst *ebiten.Image, x0, y0, x1, y1, w float32, c color.Color) {
-	if dst == nil {
+	if misses(dst, min(x0, x1)-w, min(y0, y1)-w, abs32(x1-x0)+2*w, abs32(y1-y0)+2*w) {
 		return
 	}
 	s := uiScale
@@ -228,10 +247,17 @@ func drawImageFit(dst, img *ebiten.Image, r rect, filter ebiten.Filter) rect {
 	op := &ebiten.DrawImageOptions{Filter: filter}
 	op.GeoM.Scale(float64(s*uiScale), float64(s*uiScale))
 	op.GeoM.Translate(float64(out.X*uiScale), float64(out.Y*uiScale))
-	if dst != nil {
+	if !misses(dst, out.X, out.Y, out.W, out.H) {
 		dst.DrawImage(img, op)
 	}
 	return out
+}
+
+func abs32(v float32) float32 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // fitRect is where drawImageFit would put a w x h image in r.

@@ -500,6 +500,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	if e.traj != nil && e.player != nil {
 		step = e.player.Cursor
 	}
+	// What follows the playing step: the reconstruction in progress, the
+	// step (or comparison) row, the timeline and its chart.
+	a.region(regionLive, cols[1], stepRow, timeline)
 	// 1. input
 	in := panel(dst, a.caption(dst, cols[0], "the image under test"), "Input")
 	if e.inputTex != nil {

@@ -264,6 +264,7 @@ func (a *App) dragScore(frac float64) {
 func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	v := a.view
 	a.mark("grid", r)
+	a.region(regionGrid, r)
 	cols := max(1, int(r.W/thumbCell))
 	cellW := r.W / float32(cols)
 	cellH := float32(thumbCell + captionH)

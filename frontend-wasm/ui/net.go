@@ -197,7 +197,9 @@ func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 		if err == nil {
 			img, err = decodeImage(data, side)
 		}
-		a.post(func() {
+		// A thumbnail shows in the grid, and in the review panel when its
+		// image is the selected one (then the page repaints whole).
+		a.postRegion(regionGrid, func() {
 			a.decodes--
 			if run != a.runID {
 				return
@@ -208,6 +210,9 @@ func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 				return
 			}
 			a.thumbs.put(id, img)
+			if sel, ok := a.selected(); ok && sel.ImageID == id {
+				a.dirty = true
+			}
 		})
 	}()
 	return nil
@@ -612,8 +617,10 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 	// A frame of a step not on screen changes only the timeline's count,
 	// repainted with the next quiet repaint; the first frame (the layout
 	// of the steps), the shown step's and the final one repaint now.
-	if first || f.Type == shared.TypeFinal || e.player == nil || f.Step == e.player.Cursor {
+	if first || f.Type == shared.TypeFinal || e.player == nil {
 		a.dirty = true
+	} else if f.Step == e.player.Cursor {
+		a.repaint[regionLive] = true
 	}
 	e.startCompare(a) // a comparison waits for the start level
 	if f.Type == shared.TypeFinal {
@@ -665,7 +672,7 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 		}
 		spread := visual.AbsQuantile(values, visual.LatentQuantile)
 		took := time.Since(start)
-		a.post(func() {
+		a.postRegion(regionLive, func() {
 			a.addWork("latents", took)
 			a.decodes--
 			if err != nil {
@@ -682,7 +689,7 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 // decodeInto decodes a PNG in the background into the explorer's textures.
 func (a *App) decodeInto(e *explorer, key string, data []byte) {
 	traj := e.traj
-	a.decodeTexture(key, data, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
+	a.decodeTexture(key, data, regionLive, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
 		if old := e.tex[key]; old != nil {
 			old.Deallocate()
 		}
@@ -692,12 +699,13 @@ func (a *App) decodeInto(e *explorer, key string, data []byte) {
 }
 
 // decodeTexture decodes a PNG in the background and hands it to set as a
-// texture, if current still says it belongs on screen.
-func (a *App) decodeTexture(what string, data []byte, current func() bool, set func(*ebiten.Image)) {
+// texture, if current still says it belongs on screen; the page repaints
+// region for it (and the status bar, which a failure's message goes to).
+func (a *App) decodeTexture(what string, data []byte, region string, current func() bool, set func(*ebiten.Image)) {
 	a.decodes++
 	go func() {
 		img, err := decodeImage(data, 0)
-		a.post(func() {
+		a.postRegion(region, func() {
 			a.decodes--
 			if err != nil {
 				a.fail(fmt.Errorf("%s: %w", what, err))
