@@ -15,7 +15,10 @@ static int diad_openblas_set_threads(int n) {
 */
 import "C"
 
-import "os"
+import (
+	"os"
+	"strconv"
+)
 
 // SetBLASThreads sets OpenBLAS's thread count when libtorch's BLAS is
 // OpenBLAS, and reports whether it is.
@@ -30,4 +33,14 @@ func init() {
 	if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
 		SetBLASThreads(1)
 	}
+}
+
+// ResetBLASThreads sets OpenBLAS back to diad's choice after a
+// SetBLASThreads: the user's OPENBLAS_NUM_THREADS, else one thread.
+func ResetBLASThreads() {
+	n, err := strconv.Atoi(os.Getenv("OPENBLAS_NUM_THREADS"))
+	if err != nil || n < 1 {
+		n = 1
+	}
+	SetBLASThreads(n)
 }

@@ -110,8 +110,12 @@ const matmulSide = 2048
 // matmulSide squares on this process's threads (the best of five, after one
 // warm-up): what the machine's best-tuned kernel reaches, a check on the
 // estimated peak (virtual machines report the base clock, and cores boost
-// above it).
+// above it). BLAS runs on one thread inside diad (torchrt), so for this
+// product it gets all of diad's threads.
 func matmulRate() (gflops float64, err error) {
+	if torchrt.SetBLASThreads(torchrt.Threads()) {
+		defer torchrt.ResetBLASThreads()
+	}
 	err = torchrt.Do(func() error {
 		a := ts.MustRandn([]int64{matmulSide, matmulSide}, gotch.Float, gotch.CPU)
 		defer a.MustDrop()

@@ -1453,6 +1453,9 @@ func TestBrowserClient(t *testing.T) {
 			bp.do("wheel", call(input.DispatchMouseEvent, input.DispatchMouseEventParams{Type: input.DispatchMouseEventTypeMouseWheel, X: x, Y: y, DeltaX: 1e-6, DeltaY: dy}))
 			time.Sleep(100 * time.Millisecond)
 		}
+		// The gallery fetches thumbnails once it has rested 120 ms: wait
+		// past that before waiting for the fetches to end.
+		time.Sleep(500 * time.Millisecond)
 		bp.wait("the scroll to settle", 10*time.Second, func(s hook.State) bool { return s.Pending == 0 && s.ThumbsLoading == 0 })
 		time.Sleep(time.Second)
 		bp.partialMatchesFull("gallery-scrolled", x+1, y+1, grid)
