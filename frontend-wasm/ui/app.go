@@ -337,12 +337,17 @@ func (a *App) postRegion(region string, fn func()) {
 
 // The regions Draw can repaint alone: the gallery's grid (scrolling), the
 // explorer's panels that follow the playing step (the reconstruction in
-// progress, the step row, the timeline). The status bar, whose frame rate
-// changes while anything moves, is repainted with any region.
+// progress, the step row, the timeline), its timeline alone (a frame of a
+// step not on screen), its latent panels while they show raw channels (a
+// decoded raw latent; in the picture view those change nothing on screen).
+// The status bar, whose frame rate changes while anything moves, is
+// repainted with any region.
 const (
-	regionGrid   = "grid"
-	regionLive   = "explorer:live"
-	regionStatus = "status"
+	regionGrid     = "grid"
+	regionLive     = "explorer:live"
+	regionTimeline = "explorer:timeline"
+	regionLatents  = "explorer:latents"
+	regionStatus   = "status"
 )
 
 // region records the rectangles of a region (layout pass only).
@@ -350,6 +355,26 @@ func (a *App) region(name string, rs ...rect) {
 	if !a.painting {
 		a.regions[name] = append(a.regions[name], rs...)
 	}
+}
+
+// outermost drops the rectangles that lie within another of rs (regions
+// nest: the explorer's live panels hold its timeline), so that nothing is
+// painted twice - text drawn over itself would come out bolder.
+func outermost(rs []rect) []rect {
+	var out []rect
+	for i, r := range rs {
+		inside := false
+		for j, o := range rs {
+			if i != j && o.X <= r.X && o.Y <= r.Y && r.X+r.W <= o.X+o.W && r.Y+r.H <= o.Y+o.H && (r != o || j < i) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // postQuiet is post for news that need not be drawn at once (a streamed
@@ -508,7 +533,7 @@ func (a *App) Update() error {
 	if a.quietNews && now.Sub(a.lastLayout) >= quietRepaint {
 		// Quiet news (frames of steps not on screen) show in the
 		// explorer's timeline only.
-		regions[regionLive] = true
+		regions[regionTimeline] = true
 	}
 	dt := now.Sub(a.lastTick)
 	if a.lastTick.IsZero() || dt > time.Second {
@@ -601,7 +626,7 @@ func (a *App) Draw(screen *ebiten.Image) {
 		for name := range a.repaint {
 			clips = append(clips, a.regions[name]...)
 		}
-		clips = append(clips, a.regions[regionStatus]...)
+		clips = outermost(append(clips, a.regions[regionStatus]...))
 	}
 	clear(a.repaint)
 	a.dirty, a.lastDraw, a.drawnW, a.drawnH = false, time.Now(), a.w, a.h

@@ -503,6 +503,7 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	// What follows the playing step: the reconstruction in progress, the
 	// step (or comparison) row, the timeline and its chart.
 	a.region(regionLive, cols[1], stepRow, timeline)
+	a.region(regionTimeline, timeline)
 	// 1. input
 	in := panel(dst, a.caption(dst, cols[0], "the image under test"), "Input")
 	if e.inputTex != nil {
@@ -557,6 +558,9 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	}
 	// Step row: z_t, predicted clean latent, predicted image, step map.
 	srow := stepRow.columns(4, 8)
+	if a.latentChannels {
+		a.region(regionLatents, srow[0], srow[1])
+	}
 	tLabel := ""
 	if step >= 0 && e.traj.Steps != nil && e.traj.Steps[step] != nil {
 		tLabel = fmt.Sprintf(" (t=%d)", e.traj.Steps[step].T)

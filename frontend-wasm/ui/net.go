@@ -672,7 +672,7 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 		}
 		spread := visual.AbsQuantile(values, visual.LatentQuantile)
 		took := time.Since(start)
-		a.postRegion(regionLive, func() {
+		a.postRegion(regionLatents, func() {
 			a.addWork("latents", took)
 			a.decodes--
 			if err != nil {
