@@ -196,7 +196,7 @@ func newTorchBenchCmd() *cobra.Command {
 	fl.IntVar(&threads, "threads", 0, "intra-op threads on both sides (0: libtorch's default)")
 	fl.StringVar(&attention, "attention", torchref.AttentionSDPA, "PyTorch's attention: sdpa (fused, what diad calls) or einsum (the reference's modules without xformers)")
 	fl.StringSliceVar(&variants, "torch-variants", nil, "change PyTorch's side to measure a candidate speed-up: channels_last, bf16 (autocast)")
-	fl.BoolVar(&flops, "flops", true, "count the FLOPs of the denoiser pass, encode and decode (one more PyTorch call each) and report GFLOP/s against the cores' estimated peak")
+	fl.BoolVar(&flops, "flops", true, "count the FLOPs of the denoiser pass, encode and decode (one more PyTorch call each) and report GFLOP/s against the cores' estimated peak and the rate a large matmul reaches on them")
 	fl.StringVar(&work, "work", "", "folder for the model file and the inputs (default: a temporary folder, removed after)")
 	return cmd
 }
