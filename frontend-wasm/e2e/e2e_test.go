@@ -924,6 +924,12 @@ func TestBrowserClient(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 		p.shot("explorer-compare-ddpm50")
+		// The comparison's pictures arrived as partial repaints of the
+		// explorer's live panels: what they left must be what a whole
+		// repaint draws.
+		cmpInput := s.Widgets["explorer:input"]
+		cmpX, cmpY := cmpInput.Center()
+		p.partialMatchesFull("explorer-compare", cmpX, cmpY, hook.Rect{0, 0, 1280, 800 - 26})
 		p.key("v")
 		p.wait("the DPM-Solver++ comparison", time.Minute, func(s hook.State) bool {
 			c := s.Trajectory.Compare
