@@ -339,8 +339,9 @@ func (a *App) postRegion(region string, fn func()) {
 // explorer's panels that follow the playing step (the reconstruction in
 // progress, the step row, the timeline), its timeline alone (a frame of a
 // step not on screen), its latent panels while they show raw channels (a
-// decoded raw latent; in the picture view those change nothing on screen).
-// The status bar, whose frame rate changes while anything moves, is
+// decoded raw latent; in the picture view those change nothing on screen),
+// and the panels of each kind of step picture (pictureRegion: a decoded
+// picture). The status bar, whose frame rate changes while anything moves, is
 // repainted with any region.
 const (
 	regionGrid     = "grid"

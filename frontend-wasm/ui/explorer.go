@@ -246,6 +246,10 @@ func (e *explorer) clearHeat() {
 	}
 }
 
+// pictureRegion is the region of the panels that show a step picture of
+// the given name: a decoded picture repaints only those.
+func pictureRegion(name string) string { return "explorer:picture:" + name }
+
 // stepPictures are a step's PNG pictures. They are decoded when their step
 // is shown (and, while the page is idle, the others one by one), not as
 // frames arrive: decoding runs on the page's one thread, and while frames
@@ -504,6 +508,11 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 	// step (or comparison) row, the timeline and its chart.
 	a.region(regionLive, cols[1], stepRow, timeline)
 	a.region(regionTimeline, timeline)
+	if e.cmp != nil { // the comparison row shows this trajectory's pictures too
+		for _, name := range stepPictures {
+			a.region(pictureRegion(name), cols[1], stepRow)
+		}
+	}
 	// 1. input
 	in := panel(dst, a.caption(dst, cols[0], "the image under test"), "Input")
 	if e.inputTex != nil {
@@ -575,6 +584,10 @@ func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
 		title := n.title
 		if channels {
 			title += " · channels"
+		}
+		a.region(pictureRegion(n.key), srow[i])
+		if n.key == shared.ProductImage { // also the reconstruction in progress
+			a.region(pictureRegion(n.key), cols[1])
 		}
 		p := panel(dst, a.caption(dst, srow[i], n.caption), title)
 		// While a step's picture decodes, the nearest earlier one stays

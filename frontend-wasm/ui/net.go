@@ -689,7 +689,13 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 // decodeInto decodes a PNG in the background into the explorer's textures.
 func (a *App) decodeInto(e *explorer, key string, data []byte) {
 	traj := e.traj
-	a.decodeTexture(key, data, regionLive, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
+	// A step's picture shows in its panels alone; the final reconstruction
+	// in the live panels.
+	region := regionLive
+	if _, name, ok := strings.Cut(strings.TrimPrefix(key, "step:"), ":"); ok && strings.HasPrefix(key, "step:") {
+		region = pictureRegion(name)
+	}
+	a.decodeTexture(key, data, region, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
 		if old := e.tex[key]; old != nil {
 			old.Deallocate()
 		}
