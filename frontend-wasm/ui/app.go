@@ -325,9 +325,9 @@ type regionPost struct {
 	fn     func()
 }
 
-// postRegion is post for a change that only region shows (a decoded step
-// picture: regionLive): the page repaints that region alone, unless fn or
-// another change in the same tick marks the page dirty.
+// postRegion is post for a change that only region shows (a thumbnail:
+// regionGrid): the page repaints that region alone, unless fn or another
+// change in the same tick marks the page dirty.
 func (a *App) postRegion(region string, fn func()) {
 	a.inboxMu.Lock()
 	a.regionInbox = append(a.regionInbox, regionPost{region, fn})
