@@ -518,12 +518,11 @@ func (a *App) Update() error {
 	for _, fn := range inbox {
 		fn()
 	}
-	// changed: the whole page may differ; regions: only these did (what a
-	// region post, quiet news, the wheel or playback changed).
-	regions := map[string]bool{}
+	// changed: the whole page may differ; a.repaint: only these regions did
+	// (what a region post, quiet news, the wheel or playback changed).
 	for _, p := range regional {
 		p.fn()
-		regions[p.region] = true
+		a.repaint[p.region] = true
 	}
 	for _, fn := range quiet {
 		fn()
@@ -534,7 +533,7 @@ func (a *App) Update() error {
 	if a.quietNews && now.Sub(a.lastLayout) >= quietRepaint {
 		// Quiet news (frames of steps not on screen) show in the
 		// explorer's timeline only.
-		regions[regionTimeline] = true
+		a.repaint[regionTimeline] = true
 	}
 	dt := now.Sub(a.lastTick)
 	if a.lastTick.IsZero() || dt > time.Second {
@@ -563,10 +562,10 @@ func (a *App) Update() error {
 	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
 		a.galleryScroll -= float32(wy) * 40
 		a.lastScroll = time.Now()
-		regions[regionGrid] = true
+		a.repaint[regionGrid] = true
 	} else if !a.lastScroll.IsZero() && time.Since(a.lastScroll) >= scrollSettle {
 		a.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
-		regions[regionGrid] = true
+		a.repaint[regionGrid] = true
 	}
 	a.keys()
 	if fsys := ebiten.DroppedFiles(); fsys != nil {
@@ -576,7 +575,7 @@ func (a *App) Update() error {
 	}
 	if a.exp != nil && a.exp.traj != nil {
 		if a.exp.advance(dt) {
-			regions[regionLive] = true
+			a.repaint[regionLive] = true
 		}
 		a.decodeShown(a.exp)
 	}
@@ -586,7 +585,7 @@ func (a *App) Update() error {
 	// the state hook reports, the page as it now is.
 	var actions []func()
 	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
-	if changed || a.dirty || a.click || resized || len(regions) > 0 || len(a.repaint) > 0 {
+	if changed || a.dirty || a.click || resized || len(a.repaint) > 0 {
 		a.lastLayout, a.quietNews = now, false
 		a.frame(nil)
 		actions = a.actions
@@ -599,9 +598,6 @@ func (a *App) Update() error {
 		}
 	}
 	a.dirty = a.dirty || changed || len(actions) > 0
-	for name := range regions {
-		a.repaint[name] = true
-	}
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
 	a.addWork("update", time.Since(updateStart))

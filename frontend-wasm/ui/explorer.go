@@ -310,7 +310,7 @@ func (a *App) decodeStep(e *explorer, step int) bool {
 			continue
 		}
 		e.decoding[key] = true
-		a.decodeInto(e, key, b.Data)
+		a.decodeInto(e, key, pictureRegion(name), b.Data) // shown in its panels alone
 		started = true
 	}
 	return started

@@ -627,7 +627,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 		a.setStatus(fmt.Sprintf("%s: %d steps in %.1fs, score %s", e.name(), e.traj.Total,
 			e.traj.Done.Sub(e.traj.Started).Seconds(), fmtScore(f.Score)))
 		if b, ok := e.traj.Final.Blobs[shared.BlobReconstruction]; ok {
-			a.decodeInto(e, "final:reconstruction", b.Data)
+			a.decodeInto(e, "final:reconstruction", regionLive, b.Data)
 		}
 		return
 	}
@@ -686,15 +686,10 @@ func (a *App) latentInto(e *explorer, step int, name string, b trajectory.Blob) 
 	}()
 }
 
-// decodeInto decodes a PNG in the background into the explorer's textures.
-func (a *App) decodeInto(e *explorer, key string, data []byte) {
+// decodeInto decodes a PNG in the background into the explorer's textures;
+// region is what shows it.
+func (a *App) decodeInto(e *explorer, key, region string, data []byte) {
 	traj := e.traj
-	// A step's picture shows in its panels alone; the final reconstruction
-	// in the live panels.
-	region := regionLive
-	if _, name, ok := strings.Cut(strings.TrimPrefix(key, "step:"), ":"); ok && strings.HasPrefix(key, "step:") {
-		region = pictureRegion(name)
-	}
 	a.decodeTexture(key, data, region, func() bool { return e.current(a, traj) }, func(img *ebiten.Image) {
 		if old := e.tex[key]; old != nil {
 			old.Deallocate()
