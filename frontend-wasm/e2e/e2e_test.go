@@ -36,6 +36,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/sugarme/gotch"
+	"nhooyr.io/websocket"
 
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
@@ -453,11 +454,14 @@ func TestBrowserClient(t *testing.T) {
 	base := openBrowser(t, e.base+"/?baseline=1", 1280, 800, 1)
 	base.wait("the baseline page", time.Minute, func(s hook.State) bool { return s.Ready && s.Frames > 30 })
 	time.Sleep(2 * time.Second)
-	bs0, bt0 := base.state(), time.Now()
+	bs0, bc0, bt0 := base.state(), browserCPUSeconds(t), time.Now()
 	time.Sleep(3 * time.Second)
 	bs1 := base.state()
 	baselineFPS := float64(bs1.Frames-bs0.Frames) / time.Since(bt0).Seconds()
-	t.Logf("baseline: empty ebiten game draws %.1f frames/s (ActualFPS %.1f)", baselineFPS, bs1.FPS)
+	// How much of the 2 cores the empty game itself keeps busy: near 2, any
+	// work beside it (the server's) takes frames from it.
+	baselineCores := (browserCPUSeconds(t) - bc0) / time.Since(bt0).Seconds()
+	t.Logf("baseline: empty ebiten game draws %.1f frames/s (ActualFPS %.1f), the browser using %.2f cores", baselineFPS, bs1.FPS, baselineCores)
 	base.close()
 
 	p := openBrowser(t, e.base+"/?user=e2e", 1280, 800, 1)
@@ -1069,13 +1073,26 @@ func TestBrowserClient(t *testing.T) {
 		if streamWork == "" || replayWork == "" {
 			t.Errorf("the page accounted no work: %v / %v", s1.WorkMS, r1.WorkMS)
 		}
+		// The streaming goal compares with the baseline on an idle
+		// machine, as the issue measured it; the same empty game while
+		// the server computes a trajectory like the re-run (another
+		// seed: computed, not replayed from the cache) shows how much of
+		// the gap is the server's computation on the shared cores.
+		shown := s.Trajectory.Image
+		loadFPS, loadFrames, loadTook := baselineUnderLoad(t, e.base, shared.DenoiseRequest{RunID: s.Run, ImageID: &shown,
+			StartT: s.Trajectory.T0, Steps: s.Trajectory.Total, Seed: 0xD1AD, Products: append(slices.Clone(shared.DefaultProducts), shared.ProductRawLatents)})
+		if loadFrames != s.Trajectory.Total {
+			t.Errorf("the load's trajectory sent %d step frames, want %d", loadFrames, s.Trajectory.Total)
+		}
 		msg := fmt.Sprintf("frame rate (ebiten ActualFPS sampled every 0.1 s; 1280x800 viewport; headless Chromium, SwiftShader software WebGL, 2 CPUs shared with the server)\n"+
-			"baseline, empty ebiten game:                         %.1f frames/s\n"+
-			"explorer playing while %d step frames streamed in %.1fs: %s -> %.2f of baseline (full redraws %.1f/s, partial %.1f/s)\n"+
+			"baseline, empty ebiten game:                         %.1f frames/s, the browser using %.2f cores\n"+
+			"baseline while the server streams a like trajectory (%d frames in %.1fs) to a test client: %.1f frames/s (%.2f of the idle baseline)\n"+
+			"explorer playing while %d step frames streamed in %.1fs: %s -> %.2f of baseline, %.2f of the baseline under that load (full redraws %.1f/s, partial %.1f/s)\n"+
 			"explorer replaying the trajectory, server idle:     %s -> %.2f of baseline (full redraws %.1f/s, partial %.1f/s; a step is shown %v)\n"+
 			"page's work while streaming, ms per second: %s\n"+
 			"page's work while replaying, ms per second: %s\n",
-			baselineFPS, s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), streaming, streaming.mean/baselineFPS, redraws, partials,
+			baselineFPS, baselineCores, loadFrames, loadTook.Seconds(), loadFPS, loadFPS/baselineFPS,
+			s1.Trajectory.Received-s0.Trajectory.Received, t1w.Sub(t0w).Seconds(), streaming, streaming.mean/baselineFPS, streaming.mean/loadFPS, redraws, partials,
 			replay, replay.mean/baselineFPS, replayRedraws, replayPartials, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
 			streamWork, replayWork)
 		t.Log(msg)
@@ -1582,4 +1599,56 @@ func browserCPUSeconds(t *testing.T) float64 {
 		ticks += u + sy
 	}
 	return ticks / 100 // USER_HZ
+}
+
+// baselineUnderLoad is the empty-game baseline measured while the server
+// computes and streams the trajectory req to a websocket client of this
+// test - the load the explorer's streaming runs under, without the page's
+// own work. It returns the frames per second counted over the stream.
+func baselineUnderLoad(t *testing.T, base string, req shared.DenoiseRequest) (fps float64, frames int, took time.Duration) {
+	t.Helper()
+	bp := openBrowser(t, base+"/?baseline=1", 1280, 800, 1)
+	defer bp.close()
+	bp.wait("the baseline page", time.Minute, func(s hook.State) bool { return s.Ready && s.Frames > 30 })
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, strings.Replace(base, "http://", "ws://", 1)+"/api/v1/ws/denoise", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(32 << 20)
+	if _, hello, err := conn.Read(ctx); err != nil || !bytes.Contains(hello, []byte(`"hello"`)) {
+		t.Fatalf("hello: %s %v", hello, err)
+	}
+	req.Type = shared.TypeDenoise
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0, t0 := bp.state(), time.Now()
+	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, msg, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("the load's trajectory: %v", err)
+		}
+		if typ == websocket.MessageText {
+			t.Fatalf("the load's trajectory: the server said %s", msg)
+		}
+		f, _, err := shared.DecodeFrame(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == shared.TypeFinal {
+			break
+		}
+		frames++
+	}
+	took = time.Since(t0)
+	s1 := bp.state()
+	return float64(s1.Frames-s0.Frames) / took.Seconds(), frames, took
 }
