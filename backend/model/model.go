@@ -212,6 +212,12 @@ func (m *DiAD) PredictEps(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
 // predict is the guided denoiser's raw output, in the parameterisation of
 // m.Schedule.Prediction (what the training loss compares).
 func (m *DiAD) predict(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
+	return m.predictScaled(zt, t, image, nil)
+}
+
+// predictScaled is predict with the SG network's controls multiplied by
+// scale (broadcast over them, e.g. [B, 1, 1, 1]; nil: 1).
+func (m *DiAD) predictScaled(zt *ts.Tensor, t []int, image, scale *ts.Tensor) *ts.Tensor {
 	defer torchrt.Pin()()
 	b := zt.MustSize()[0]
 	tt := diffusion.TimestepTensor(t, zt.MustDevice())
@@ -219,6 +225,11 @@ func (m *DiAD) predict(zt *ts.Tensor, t []int, image *ts.Tensor) *ts.Tensor {
 	ctx := m.context(b)
 	defer ctx.MustDrop()
 	control := m.SG.Forward(zt, tt, ctx, image)
+	if scale != nil {
+		for i, c := range control {
+			control[i] = c.MustMul(scale, true)
+		}
+	}
 	out := m.UNet.Forward(zt, tt, ctx, control)
 	for _, c := range control {
 		c.MustDrop()

@@ -621,3 +621,72 @@ func TestReconstructWithoutGuidance(t *testing.T) {
 	}
 	torchtest.RequireNoLeak(t, "Reconstruct without guidance", 0, func() { run(WithoutGuidance()).Free() })
 }
+
+// TrainLossDropping trains the images it marks without the SG network: no
+// flag set is TrainLoss itself; all set, the loss no longer depends on the
+// SG network, so none of its parameters gets a gradient - while without the
+// flags its zero convolutions do.
+func TestTrainLossDroppingZeroesGuidance(t *testing.T) {
+	defer torchrt.Pin()()
+	m := newTiny(t)
+	randomise(m, PrefixUNet) // a UNet whose output depends on its input and controls
+	randomise(m, PrefixSG)   // controls that are not zero, so that dropping them shows
+	images, _ := tinyInputs(m, 2, 9)
+	defer images.MustDrop()
+	sgGradient := func(unguided []bool) (loss float64, gradNorm float64) {
+		t.Helper()
+		for _, p := range m.Store.Params() {
+			if g := p.Tensor.MustGrad(false); g.MustDefined() {
+				g.MustZero_()
+				g.MustDrop()
+			} else {
+				g.MustDrop()
+			}
+		}
+		l, err := m.TrainLossDropping(images, unguided, diffusion.NewNoise(7))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.MustDrop()
+		l.MustBackward()
+		for _, p := range m.Store.Params() {
+			if !strings.HasPrefix(p.Name, PrefixSG) || p.Buffer {
+				continue
+			}
+			g := p.Tensor.MustGrad(false)
+			if g.MustDefined() {
+				n := g.MustAbs(false)
+				gradNorm += n.MustSum(gotch.Double, true).Float64Values()[0]
+				n.MustDrop()
+			}
+			g.MustDrop()
+		}
+		return l.Float64Values()[0], gradNorm
+	}
+	plainLoss, err := m.TrainLoss(images, diffusion.NewNoise(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := plainLoss.Float64Values()[0]
+	plainLoss.MustDrop()
+	guided, guidedGrad := sgGradient([]bool{false, false})
+	if math.Abs(guided-plain) > 1e-6*plain {
+		t.Fatalf("no image dropped: loss %v, TrainLoss %v", guided, plain)
+	}
+	if guidedGrad == 0 {
+		t.Fatal("guided: the SG network got no gradient")
+	}
+	dropped, droppedGrad := sgGradient([]bool{true, true})
+	if dropped == guided {
+		t.Fatal("dropping the guidance did not change the loss")
+	}
+	if droppedGrad != 0 {
+		t.Fatalf("all images unguided: the SG network got a gradient (sum |g| %g)", droppedGrad)
+	}
+	if _, half := sgGradient([]bool{true, false}); half == 0 {
+		t.Fatal("one image guided: the SG network got no gradient")
+	}
+	if _, err := m.TrainLossDropping(images, []bool{true}, diffusion.NewNoise(7)); err == nil {
+		t.Fatal("one flag for two images accepted")
+	}
+}

@@ -37,16 +37,28 @@ func (m *DiAD) EncodeLatent(images *ts.Tensor, noise *diffusion.Noise) *ts.Tenso
 // and return the mean squared error between the guided denoiser's output and
 // its target (eps, or v for a v-prediction schedule). The caller backpropagates and frees the loss.
 func (m *DiAD) TrainLoss(images *ts.Tensor, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
-	return m.trainLoss(images, images, noise, nil)
+	return m.trainLoss(images, images, noise, nil, nil)
+}
+
+// TrainLossDropping is TrainLoss with the SG network's controls zeroed for
+// the images whose unguided[i] is true: the UNet then learns to rebuild
+// those from z_t alone - a picture of normal images of its own, as
+// classifier-free guidance trains one - which it otherwise never needs
+// beside the SG network.
+func (m *DiAD) TrainLossDropping(images *ts.Tensor, unguided []bool, noise *diffusion.Noise) (loss *ts.Tensor, err error) {
+	if b := images.MustSize()[0]; int64(len(unguided)) != b {
+		return nil, fmt.Errorf("model: %d guidance flags for a batch of %d", len(unguided), b)
+	}
+	return m.trainLoss(images, images, noise, nil, unguided)
 }
 
 // TrainLossWeighted is TrainLoss with each image's squared error multiplied
 // by weight(t) of its timestep before the mean (nil: all 1, the reference).
 func (m *DiAD) TrainLossWeighted(images *ts.Tensor, noise *diffusion.Noise, weight func(t int) float64) (loss *ts.Tensor, err error) {
 	if weight == nil {
-		return m.trainLoss(images, images, noise, nil)
+		return m.trainLoss(images, images, noise, nil, nil)
 	}
-	return m.trainLoss(images, images, noise, func(_, t int) float64 { return weight(t) })
+	return m.trainLoss(images, images, noise, func(_, t int) float64 { return weight(t) }, nil)
 }
 
 // TrainLossRemoving is the training objective for removing defects: the SG
@@ -66,15 +78,16 @@ func (m *DiAD) TrainLossRemoving(cond, clean *ts.Tensor, removing []bool, noise 
 			return 1 - m.Schedule.AlphasCumprod[t]
 		}
 		return 1
-	})
+	}, nil)
 }
 
 // trainLoss is the one denoiser objective: the SG network sees cond, z_t is
 // noised from cond's latent, the target leads back to clean's latent (when
 // cond is clean, the same tensor, the target is the reference's: eps or v
 // of the drawn noise). weight(i, t), when not nil, scales image i's squared
-// error before the mean.
-func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight func(i, t int) float64) (loss *ts.Tensor, err error) {
+// error before the mean; unguided, when not nil, zeroes the SG network's
+// controls of the images it marks.
+func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight func(i, t int) float64, unguided []bool) (loss *ts.Tensor, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.Recover(&err, "train loss")
 	for _, x := range []*ts.Tensor{cond, clean} {
@@ -109,7 +122,18 @@ func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight 
 	}
 	defer zt.MustDrop()
 	defer m.startTape()()
-	pred := m.predict(zt, t, cond)
+	var keep *ts.Tensor
+	if unguided != nil {
+		k := make([]float32, b)
+		for i, u := range unguided {
+			if !u {
+				k[i] = 1
+			}
+		}
+		keep = ts.MustOfSlice(k).MustView([]int64{int64(b), 1, 1, 1}, true).MustTo(m.Device(), true)
+		defer keep.MustDrop()
+	}
+	pred := m.predictScaled(zt, t, cond, keep)
 	defer pred.MustDrop()
 	back := eps
 	if !same {

@@ -101,6 +101,11 @@ type Config struct {
 	// to remove what the SG network sees but normal images never have
 	// (model.TrainLossRemoving). 0 is the reference: normal images only.
 	RemoveFraction float64 `yaml:"remove_fraction"`
+	// GuidanceDropout, when > 0, is the share of denoiser-stage images
+	// trained with the SG network's controls zeroed
+	// (model.TrainLossDropping), so that the UNet learns normal images of
+	// its own. 0 is the reference: always guided.
+	GuidanceDropout float64 `yaml:"guidance_dropout"`
 	// StartTCandidates, when set, are the sampler start levels tried after
 	// training on held-out training images with synthetic defects; the best
 	// becomes the model's default. Never the test set.
@@ -230,6 +235,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: loss_weight_cap must be 0 (off) or >= 1, got %g", c.LossWeightCap)
 	case c.AutoencoderSSIMWeight < 0:
 		return fmt.Errorf("train: autoencoder_ssim_weight must be >= 0")
+	case c.RemoveFraction < 0 || c.RemoveFraction >= 1:
+		return fmt.Errorf("train: remove_fraction must be in [0, 1), got %g", c.RemoveFraction)
+	case c.GuidanceDropout < 0 || c.GuidanceDropout >= 1:
+		return fmt.Errorf("train: guidance_dropout must be in [0, 1), got %g", c.GuidanceDropout)
+	case c.RemoveFraction > 0 && c.GuidanceDropout > 0:
+		return fmt.Errorf("train: remove_fraction and guidance_dropout cannot be combined")
 	}
 	for _, t := range c.StartTCandidates {
 		if t < 1 || t > 999 {

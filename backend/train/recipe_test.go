@@ -82,9 +82,28 @@ func TestDemoConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c.Scorer = "ae+bogus"
-	if c.Validate() == nil {
-		t.Fatal("an unknown scorer term was accepted")
+	for _, ok := range []func(*Config){
+		func(c *Config) { c.GuidanceDropout = 0.3 },
+		func(c *Config) { c.RemoveFraction = 0.5 },
+	} {
+		good := c
+		ok(&good)
+		if err := good.Validate(); err != nil {
+			t.Errorf("guidance_dropout %g, remove_fraction %g: %v", good.GuidanceDropout, good.RemoveFraction, err)
+		}
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.GuidanceDropout = -0.1 },
+		func(c *Config) { c.GuidanceDropout = 1 },
+		func(c *Config) { c.RemoveFraction = 1.5 },
+		func(c *Config) { c.GuidanceDropout, c.RemoveFraction = 0.2, 0.2 },
+		func(c *Config) { c.Scorer = "ae+bogus" },
+	} {
+		b := c
+		bad(&b)
+		if b.Validate() == nil {
+			t.Errorf("accepted: guidance_dropout %g, remove_fraction %g, scorer %q", b.GuidanceDropout, b.RemoveFraction, b.Scorer)
+		}
 	}
 }
 

@@ -354,6 +354,17 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 	if t.cfg.RemoveFraction > 0 {
 		return t.removingLoss(images, noise)
 	}
+	if p := t.cfg.GuidanceDropout; p > 0 {
+		unguided := make([]bool, images.MustSize()[0])
+		for i := range unguided {
+			unguided[i] = float64(noise.Uint64()>>11)/(1<<53) < p
+		}
+		loss, err := t.m.TrainLossDropping(images, unguided, noise)
+		if err != nil {
+			return nil, fmt.Errorf("denoiser loss: %w", err)
+		}
+		return loss, nil
+	}
 	if c := t.cfg.LossWeightCap; c > 0 {
 		ac := t.m.Schedule.AlphasCumprod
 		return t.m.TrainLossWeighted(images, noise, func(ti int) float64 {
