@@ -58,6 +58,7 @@ $(ERRCHECK):
 lint: setup $(ERRCHECK)
 	$(TORCHENV) exec $(ERRCHECK) -blank -exclude backend/buildenv/errcheck-exclude.txt -ignoretests \
 		./backend/... ./cmd/... ./results/... ./shared/... ./datasets/...
+	$(TORCHENV) exec $(ERRCHECK) -blank ./frontend-wasm/e2e/...
 
 ## test: vet, errcheck, the whole test suite (real libtorch), then the race detector over RACE_PKGS
 test: setup lint

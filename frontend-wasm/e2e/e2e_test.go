@@ -79,7 +79,11 @@ func startServer(t *testing.T, cfg server.Config) (string, func()) {
 	if err != nil {
 		t.Fatalf("server did not start: %v", err)
 	}
-	return addr, func() { stop() }
+	return addr, func() {
+		if err := stop(); err != nil {
+			t.Errorf("server stop: %v", err)
+		}
+	}
 }
 
 func newEnv(t *testing.T, webDir string) *env {
@@ -124,16 +128,27 @@ func (e *env) call(t *testing.T, method, path string, body, out any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, e.base+path, rd)
+	req, err := http.NewRequest(method, e.base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if cerr := resp.Body.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
 	}
@@ -195,8 +210,8 @@ func (p *page) state() hook.State {
 	defer cancel()
 	js, err := chromedp.Run(ctx, chromedp.Evaluate[string](`typeof diadState === "function" ? diadState() : "{}"`))
 	if err != nil {
-		logs, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.diadLog || []).join("\n")`))
-		p.t.Fatalf("read client state: %v\nclient console:\n%s", err, logs)
+		logs, lerr := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.diadLog || []).join("\n")`))
+		p.t.Fatalf("read client state: %v\nclient console (%v):\n%s", err, lerr, logs)
 	}
 	var s hook.State
 	if err := json.Unmarshal([]byte(js), &s); err != nil {
@@ -688,7 +703,9 @@ func TestBrowserClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		body, err := io.ReadAll(r.Body)
-		r.Body.Close()
+		if cerr := r.Body.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil || bytes.Count(body, []byte("\n")) != len(history())+1 {
 			t.Fatalf("history export: %v, %d lines for %d changes", err, bytes.Count(body, []byte("\n")), len(history()))
 		}
@@ -755,7 +772,9 @@ func TestBrowserClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Body.Close()
+			if err := r.Body.Close(); err != nil {
+				t.Fatal(err)
+			}
 			if r.StatusCode != status {
 				t.Errorf("mask of image %d: %d, want %d", id, r.StatusCode, status)
 			}
@@ -967,7 +986,9 @@ func TestBrowserClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			if cerr := resp.Body.Close(); err == nil {
+				err = cerr
+			}
 			if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != c.mime {
 				t.Fatalf("%s: %d %s %v", s.TrajectoryExport, resp.StatusCode, resp.Header.Get("Content-Type"), err)
 			}
@@ -1096,7 +1117,9 @@ func TestBrowserClient(t *testing.T) {
 			replay, replay.mean/baselineFPS, replayRedraws, replayPartials, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
 			streamWork, replayWork)
 		t.Log(msg)
-		os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644)
+		if err := os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if redraws+partials < 1 {
 			t.Fatalf("the page stopped drawing while frames streamed: %.2f redraws/s, %.2f partial", redraws, partials)
 		}
@@ -1108,12 +1131,17 @@ func TestBrowserClient(t *testing.T) {
 		// A test image of the dataset, dropped on the page like a file
 		// from the desktop: uploaded, then denoised in the explorer.
 		var file string
-		filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
-			if err == nil && file == "" && strings.Contains(path, "test") && !strings.Contains(path, "good") && strings.HasSuffix(path, ".png") {
+		if err := filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if file == "" && strings.Contains(path, "test") && !strings.Contains(path, "good") && strings.HasSuffix(path, ".png") {
 				file = path
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if file == "" {
 			t.Fatal("no defect image in the dataset")
 		}
@@ -1126,8 +1154,10 @@ func TestBrowserClient(t *testing.T) {
 		s := p.wait("the dropped image to be uploaded and denoised", 2*time.Minute, func(s hook.State) bool {
 			return s.Tab == "Explorer" && s.Trajectory.Upload != "" && s.Trajectory.Complete && s.Pending == 0
 		})
-		var uploads []os.DirEntry
-		uploads, _ = os.ReadDir(filepath.Join(e.dataDir, "uploads"))
+		uploads, err := os.ReadDir(filepath.Join(e.dataDir, "uploads"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if s.Trajectory.Image != -1 || len(uploads) != 1 || !strings.HasPrefix(uploads[0].Name(), s.Trajectory.Upload) {
 			t.Fatalf("dropped image: trajectory %+v, uploads %v", s.Trajectory, uploads)
 		}
@@ -1390,12 +1420,17 @@ func TestBrowserClient(t *testing.T) {
 		const n = 10_000
 		big := "29991231T235959Z-10c000"
 		var files []string
-		filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
-			if err == nil && strings.Contains(path, string(filepath.Separator)+"test"+string(filepath.Separator)) && strings.HasSuffix(path, ".png") {
+		if err := filepath.WalkDir(filepath.Join(e.root, "synth"), func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if strings.Contains(path, string(filepath.Separator)+"test"+string(filepath.Separator)) && strings.HasSuffix(path, ".png") {
 				files = append(files, path)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if len(files) == 0 {
 			t.Fatal("no test images")
 		}
@@ -1548,7 +1583,10 @@ func waitFile(t *testing.T, dir, ext string) []byte {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir(dir)
+		entries, err := os.ReadDir(dir) // the download folder exists from the start
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, e := range entries {
 			if strings.HasSuffix(e.Name(), ext) {
 				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -1617,7 +1655,11 @@ func baselineUnderLoad(t *testing.T, base string, req shared.DenoiseRequest) (fp
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.CloseNow()
+	defer func() {
+		if err := conn.CloseNow(); err != nil {
+			t.Logf("closing the load's websocket: %v", err)
+		}
+	}()
 	conn.SetReadLimit(32 << 20)
 	if _, hello, err := conn.Read(ctx); err != nil || !bytes.Contains(hello, []byte(`"hello"`)) {
 		t.Fatalf("hello: %s %v", hello, err)

@@ -203,6 +203,23 @@ func fill(dst *ebiten.Image, r rect, c color.Color) {
 	vector.DrawFilledRect(dst, r.X*s, r.Y*s, r.W*s, r.H*s, c, false)
 }
 
+// fillAround fills outer except inner, which lies within it: the frame a
+// picture drawn at inner leaves. A fill under the picture would only be
+// painted over, and every pixel painted is CPU work in a software-rendered
+// browser (the gallery repaints its grid on every scroll).
+func fillAround(dst *ebiten.Image, outer, inner rect, c color.Color) {
+	for _, r := range []rect{
+		{outer.X, outer.Y, outer.W, inner.Y - outer.Y},                               // above
+		{outer.X, inner.Y + inner.H, outer.W, outer.Y + outer.H - inner.Y - inner.H}, // below
+		{outer.X, inner.Y, inner.X - outer.X, inner.H},                               // left
+		{inner.X + inner.W, inner.Y, outer.X + outer.W - inner.X - inner.W, inner.H}, // right
+	} {
+		if r.W > 0 && r.H > 0 {
+			fill(dst, r, c)
+		}
+	}
+}
+
 func stroke(dst *ebiten.Image, r rect, w float32, c color.Color) {
 	if misses(dst, r.X, r.Y, r.W, r.H) {
 		return

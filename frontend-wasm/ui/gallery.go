@@ -342,10 +342,11 @@ func (a *App) thumbOrOverlay(im shared.ImageInfo) *ebiten.Image {
 
 func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gallery.Outcome, selected, inRange bool) {
 	imgArea, caption := cell.cutTop(cell.H-captionH, 0)
-	fill(dst, imgArea, colRaised)
 	if t := a.thumbOrOverlay(im); t != nil {
-		drawImageFit(dst, t, imgArea.inset(3), ebiten.FilterLinear)
+		shown := drawImageFit(dst, t, imgArea.inset(3), ebiten.FilterLinear)
+		fillAround(dst, imgArea, shown, colRaised)
 	} else {
+		fill(dst, imgArea, colRaised)
 		drawTextIn(dst, "…", imgArea, sizeSmall, colDim)
 	}
 	stroke(dst, imgArea, 3, outcomeColor[o])
