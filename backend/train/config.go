@@ -152,7 +152,9 @@ func CPUConfig() Config {
 // two cores (measured; see backend/model/demo/README.md): the autoencoder with L1 + SSIM
 // and unit-variance latents, then the denoiser with warm-up, cosine decay and
 // an EMA of its weights; then the start level and the scorer are chosen on
-// held-out training images with synthetic defects.
+// held-out training images with synthetic defects. demoMaxDuration bounds
+// the training on a slower machine (the calibration after it takes about
+// three minutes more).
 func DemoConfig() Config {
 	c := CPUConfig()
 	c.Preset = "demo"
@@ -166,11 +168,15 @@ func DemoConfig() Config {
 	c.LRSchedule = Schedule{Kind: "cosine", WarmupSteps: 100, MinFactor: 0.05}
 	c.EMADecay = 0.995
 	c.ValFraction, c.ValEvery, c.CheckpointEvery = 0.1, 500, 250
-	c.MaxSteps = 1800
+	c.MaxSteps, c.MaxDuration = 3600, demoMaxDuration
 	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700, 800}
 	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
 	return c
 }
+
+// demoMaxDuration is the demo recipe's training budget: 60 minutes on two
+// cores, less the held-out calibration that follows the training.
+const demoMaxDuration = 56 * time.Minute
 
 // Presets by name.
 var Presets = map[string]func() Config{"reference": ReferenceConfig, "cpu": CPUConfig, "demo": DemoConfig}
