@@ -355,11 +355,7 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 		return t.removingLoss(images, noise)
 	}
 	if p := t.cfg.GuidanceDropout; p > 0 {
-		unguided := make([]bool, images.MustSize()[0])
-		for i := range unguided {
-			unguided[i] = float64(noise.Uint64()>>11)/(1<<53) < p
-		}
-		loss, err := t.m.TrainLossDropping(images, unguided, noise)
+		loss, err := t.m.TrainLossDropping(images, drawShare(noise, int(images.MustSize()[0]), p), noise)
 		if err != nil {
 			return nil, fmt.Errorf("denoiser loss: %w", err)
 		}
@@ -372,6 +368,16 @@ func (t *trainer) loss(images *ts.Tensor, noise *diffusion.Noise) (*ts.Tensor, e
 		})
 	}
 	return t.m.TrainLoss(images, noise)
+}
+
+// drawShare marks each of n images with probability share, from the
+// training noise (so a resumed run draws the same marks).
+func drawShare(noise *diffusion.Noise, n int, share float64) []bool {
+	marked := make([]bool, n)
+	for i := range marked {
+		marked[i] = float64(noise.Uint64()>>11)/(1<<53) < share
+	}
+	return marked
 }
 
 // removingLoss gives RemoveFraction of the batch a synthetic defect for the
@@ -387,10 +393,9 @@ func (t *trainer) removingLoss(images *ts.Tensor, noise *diffusion.Noise) (loss 
 			clean[i] = flat[i*hw3 : (i+1)*hw3]
 		}
 		bad, _ := calibrate.Corrupt(clean, size, noise.Uint64()) // the masks are not needed here
-		removing := make([]bool, b)
+		removing := drawShare(noise, b, t.cfg.RemoveFraction)
 		cond := make([]float32, 0, len(flat))
 		for i := range clean {
-			removing[i] = float64(noise.Uint64()>>11)/(1<<53) < t.cfg.RemoveFraction
 			if removing[i] {
 				cond = append(cond, bad[i]...)
 			} else {

@@ -36,13 +36,13 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/sugarme/gotch"
-	"nhooyr.io/websocket"
 
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/server"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/frontend-wasm/api"
 	"github.com/diad-project/diad/frontend-wasm/hook"
 	"github.com/diad-project/diad/frontend-wasm/web"
 	"github.com/diad-project/diad/results"
@@ -1651,39 +1651,19 @@ func baselineUnderLoad(t *testing.T, base string, req shared.DenoiseRequest) (fp
 	time.Sleep(time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, strings.Replace(base, "http://", "ws://", 1)+"/api/v1/ws/denoise", nil)
+	d, err := api.New(base, "").DialDenoise(ctx) // the client the page uses, natively
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := conn.CloseNow(); err != nil {
-			t.Logf("closing the load's websocket: %v", err)
-		}
-	}()
-	conn.SetReadLimit(32 << 20)
-	if _, hello, err := conn.Read(ctx); err != nil || !bytes.Contains(hello, []byte(`"hello"`)) {
-		t.Fatalf("hello: %s %v", hello, err)
-	}
-	req.Type = shared.TypeDenoise
-	b, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer d.Close()
 	s0, t0 := bp.state(), time.Now()
-	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := d.Request(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		typ, msg, err := conn.Read(ctx)
+		f, _, err := d.Next(ctx)
 		if err != nil {
 			t.Fatalf("the load's trajectory: %v", err)
-		}
-		if typ == websocket.MessageText {
-			t.Fatalf("the load's trajectory: the server said %s", msg)
-		}
-		f, _, err := shared.DecodeFrame(msg)
-		if err != nil {
-			t.Fatal(err)
 		}
 		if f.Type == shared.TypeFinal {
 			break
