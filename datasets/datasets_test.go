@@ -15,6 +15,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/diad-project/diad/backend/filetest"
 )
 
 func writeImage(t *testing.T, path string, img image.Image) {
@@ -136,8 +138,10 @@ func TestVisAMVTec3DAndFolderLayouts(t *testing.T) {
 		"candle,train,normal,candle/Data/Images/Normal/0001.JPG,\n" +
 		"candle,test,normal,candle/Data/Images/Normal/0002.JPG,\n" +
 		"candle,test,anomaly,candle/Data/Images/Anomaly/0003.JPG,candle/Data/Masks/Anomaly/0003.png\n"
-	os.MkdirAll(filepath.Join(visa, "split_csv"), 0o755)
-	os.WriteFile(filepath.Join(visa, "split_csv", "1cls.csv"), []byte(csv), 0o644)
+	if err := os.MkdirAll(filepath.Join(visa, "split_csv"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	filetest.Write(t, filepath.Join(visa, "split_csv", "1cls.csv"), []byte(csv))
 	ix, err := Open("auto", visa, Options{})
 	if err != nil || ix.Layout != "visa" || len(ix.Samples) != 3 {
 		t.Fatalf("visa: %v %+v", err, ix)
@@ -149,7 +153,7 @@ func TestVisAMVTec3DAndFolderLayouts(t *testing.T) {
 	if _, err := LoadItem(an, 8); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(visa, "split_csv", "1cls.csv"), []byte("object,split,image\ncandle,train,x.JPG\n"), 0o644)
+	filetest.Write(t, filepath.Join(visa, "split_csv", "1cls.csv"), []byte("object,split,image\ncandle,train,x.JPG\n"))
 	if _, err := Open("visa", visa, Options{}); err == nil || !strings.Contains(err.Error(), "label") {
 		t.Fatalf("bad csv: %v", err)
 	}
@@ -223,14 +227,14 @@ func TestImageFormatsAndBadFiles(t *testing.T) {
 		}
 	}
 	// Corrupt, truncated and non-image files are errors naming the file.
-	good, _ := os.ReadFile(filepath.Join(dir, "rgba.png"))
-	os.WriteFile(filepath.Join(dir, "trunc.png"), good[:len(good)/2], 0o644)
-	os.WriteFile(filepath.Join(dir, "text.png"), []byte("hello"), 0o644)
+	good := filetest.Read(t, filepath.Join(dir, "rgba.png"))
+	filetest.Write(t, filepath.Join(dir, "trunc.png"), good[:len(good)/2])
+	filetest.Write(t, filepath.Join(dir, "text.png"), []byte("hello"))
 	bad := append([]byte(nil), good...)
 	for i := 40; i < len(bad)-12; i++ {
 		bad[i] ^= 0x5a
 	}
-	os.WriteFile(filepath.Join(dir, "corrupt.png"), bad, 0o644)
+	filetest.Write(t, filepath.Join(dir, "corrupt.png"), bad)
 	for _, name := range []string{"trunc.png", "text.png", "corrupt.png", "absent.png"} {
 		p := filepath.Join(dir, name)
 		if _, err := DecodeFile(p); err == nil {
@@ -319,7 +323,7 @@ func TestLoaderPrefetchOrderAndResume(t *testing.T) {
 		t.Fatal("resuming at batch 2 does not continue the epoch")
 	}
 	// A corrupt file ends the epoch with an error naming it.
-	os.WriteFile(train[4].Path, []byte("broken"), 0o644)
+	filetest.Write(t, train[4].Path, []byte("broken"))
 	var gotErr error
 	for r := range l.Epoch(context.Background(), 0, 0) {
 		if r.Err != nil {
@@ -352,8 +356,8 @@ func TestSynthesizeIsDeterministic(t *testing.T) {
 	}
 	anomalous := 0
 	for _, s := range ia.Samples {
-		x, _ := os.ReadFile(s.Path)
-		y, _ := os.ReadFile(strings.Replace(s.Path, a, b, 1))
+		x := filetest.Read(t, s.Path)
+		y := filetest.Read(t, strings.Replace(s.Path, a, b, 1))
 		if string(x) != string(y) {
 			t.Fatalf("%s differs between runs", s.Path)
 		}

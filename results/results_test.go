@@ -25,6 +25,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/diad-project/diad/backend/atomicfile"
+	"github.com/diad-project/diad/backend/filetest"
 )
 
 func sampleRun(t *testing.T) Run {
@@ -53,6 +54,29 @@ func sampleRun(t *testing.T) Run {
 
 // readArrow opens a Parquet file with Apache Arrow's reader (an implementation
 // independent of the writer's) and returns its table.
+// images and meta fail the test on an error, and images on no rows: a check
+// over what failed to load would pass on nothing.
+func images(t *testing.T, s Store, id string) []ImageRow {
+	t.Helper()
+	rows, err := s.Images(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) == 0 {
+		t.Fatalf("run %s has no image rows", id)
+	}
+	return rows
+}
+
+func meta(t *testing.T, s Store, id string) RunMeta {
+	t.Helper()
+	m, err := s.Meta(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func readArrow(t *testing.T, path string) arrow.Table {
 	t.Helper()
 	f, err := os.Open(path)
@@ -137,7 +161,7 @@ func TestRunFilesOpenInArrow(t *testing.T) {
 		t.Fatalf("metrics read back: %+v %v", ms, err)
 	}
 	// Writing a second run leaves the first untouched; the id cannot be reused.
-	before, _ := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	before := filetest.Read(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
 	run2 := sampleRun(t)
 	run2.Meta.RunID = NewRunID(time.Now())
 	for i := range run2.Images {
@@ -146,7 +170,7 @@ func TestRunFilesOpenInArrow(t *testing.T) {
 	if err := s.Write(run2); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
+	after := filetest.Read(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
 	if !bytes.Equal(before, after) {
 		t.Fatal("writing a new run changed an old one")
 	}
@@ -158,7 +182,10 @@ func TestRunFilesOpenInArrow(t *testing.T) {
 		t.Fatalf("runs %v %v", runs, err)
 	}
 	// No temporary folders are left.
-	entries, _ := os.ReadDir(s.Root)
+	entries, err := os.ReadDir(s.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".tmp") {
 			t.Fatalf("left %s behind", e.Name())
@@ -220,13 +247,13 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if err := s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.9, Policy: "manual", SetBy: "ana"}); err != nil {
 		t.Fatal(err)
 	}
-	rows, _ = s.Images(run.Meta.RunID)
+	rows = images(t, s, run.Meta.RunID)
 	for _, r := range rows {
 		if r.Threshold != 0.9 || (r.Predicted == 1) != (r.Score >= 0.9) || r.AnalystLabel != VerdictAnomalous {
 			t.Fatalf("after threshold change: %+v", r)
 		}
 	}
-	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.Value != 0.9 {
+	if m := meta(t, s, run.Meta.RunID); m.Threshold.Value != 0.9 {
 		t.Fatalf("meta threshold %+v", m.Threshold)
 	}
 	// Category b judged by its own threshold, a by the run's.
@@ -234,21 +261,21 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if err := s.SetThreshold(run.Meta.RunID, per); err != nil {
 		t.Fatal(err)
 	}
-	rows, _ = s.Images(run.Meta.RunID)
+	rows = images(t, s, run.Meta.RunID)
 	for _, r := range rows {
 		want := map[string]float64{"a": 0.9, "b": 0.01}[r.Category]
 		if r.Threshold != want || (r.Predicted == 1) != (r.Score >= want) {
 			t.Fatalf("per-category threshold: %+v, want threshold %v", r, want)
 		}
 	}
-	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 || len(m.Threshold.PerCategory) != 1 {
+	if m := meta(t, s, run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 || len(m.Threshold.PerCategory) != 1 {
 		t.Fatalf("meta per-category threshold %+v", m.Threshold)
 	}
 	err = s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.5, PerCategory: map[string]float64{"b": 0.2, "zz": 1}, Policy: "manual"})
 	if !errors.Is(err, ErrNoCategory) || !strings.Contains(err.Error(), `"zz"`) {
 		t.Fatalf("unknown category: %v", err)
 	}
-	if m, _ := s.Meta(run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 {
+	if m := meta(t, s, run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 {
 		t.Fatalf("a refused threshold changed the run: %+v", m.Threshold)
 	}
 }

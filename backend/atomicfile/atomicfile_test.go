@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/diad-project/diad/backend/filetest"
 )
 
 func TestWriteReplacesOrLeavesAlone(t *testing.T) {
@@ -15,19 +17,30 @@ func TestWriteReplacesOrLeavesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A failing writer leaves the old content and no temporary file.
-	if err := Write(p, func(w io.Writer) error { w.Write([]byte("half")); return errors.New("boom") }); err == nil {
-		t.Fatal("error not reported")
+	boom := errors.New("boom")
+	err := Write(p, func(w io.Writer) error {
+		if _, err := w.Write([]byte("half")); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("writer's error reported as %v", err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "one" {
+	if b := filetest.Read(t, p); string(b) != "one" {
 		t.Fatalf("content %q after a failed write", b)
 	}
-	if entries, _ := os.ReadDir(filepath.Dir(p)); len(entries) != 1 {
+	entries, err := os.ReadDir(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
 		t.Fatalf("%d files left", len(entries))
 	}
 	if err := WriteBytes(p, []byte("two")); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "two" {
+	if b := filetest.Read(t, p); string(b) != "two" {
 		t.Fatalf("content %q", b)
 	}
 }

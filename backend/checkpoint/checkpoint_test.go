@@ -69,7 +69,10 @@ func TestSafetensorsRoundTripIsExact(t *testing.T) {
 		t.Fatal("missing tensor loaded")
 	}
 	// No temporary files are left behind.
-	files, _ := os.ReadDir(filepath.Dir(path))
+	files, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(files) != 1 {
 		t.Fatalf("directory holds %d files", len(files))
 	}
@@ -98,7 +101,9 @@ func TestSafetensorsHalfPrecisionIsConverted(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "h.safetensors")
-	os.WriteFile(path, b, 0o644)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +131,9 @@ func TestCorruptFilesAreRejected(t *testing.T) {
 		"junk.pth":          []byte("definitely not a pickle"),
 	} {
 		p := filepath.Join(dir, name)
-		os.WriteFile(p, content, 0o644)
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if r, err := Open(p); err == nil {
 			r.Close()
 			t.Errorf("%s opened", name)

@@ -44,8 +44,27 @@ func TestScheduleMatchesClosedForm(t *testing.T) {
 	}
 }
 
+// refSchedule is the reference schedule; a test cannot go on without it.
+func refSchedule(t *testing.T) *Schedule {
+	t.Helper()
+	s, err := NewSchedule(ReferenceSchedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func stepTimesteps(t *testing.T, c SamplerConfig, s *Schedule) []int {
+	t.Helper()
+	steps, err := c.StepTimesteps(s.T())
+	if err != nil {
+		t.Fatalf("%+v: %v", c, err)
+	}
+	return steps
+}
+
 func TestDDIMTimesteps(t *testing.T) {
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	got, err := ReferenceSampler.StepTimesteps(s.T())
 	if err != nil {
 		t.Fatal(err)
@@ -53,11 +72,11 @@ func TestDDIMTimesteps(t *testing.T) {
 	if want := []int{901, 801, 701, 601, 501, 401, 301, 201, 101, 1}; !slices.Equal(got, want) {
 		t.Fatalf("timesteps %v, want %v", got, want)
 	}
-	got, _ = SamplerConfig{StartT: 499, Steps: 5}.StepTimesteps(s.T())
+	got = stepTimesteps(t, SamplerConfig{StartT: 499, Steps: 5}, s)
 	if want := []int{401, 301, 201, 101, 1}; !slices.Equal(got, want) {
 		t.Fatalf("start 499: %v, want %v", got, want)
 	}
-	got, _ = SamplerConfig{Timesteps: []int{700, 300, 0}}.StepTimesteps(s.T())
+	got = stepTimesteps(t, SamplerConfig{Timesteps: []int{700, 300, 0}}, s)
 	if !slices.Equal(got, []int{700, 300, 0}) {
 		t.Fatalf("explicit: %v", got)
 	}
@@ -72,7 +91,7 @@ func values(t *ts.Tensor) []float64 { return t.Float64Values() }
 
 func TestAddNoiseClosedForm(t *testing.T) {
 	defer torchrt.Pin()()
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	n := NewNoise(1)
 	z0 := n.Normal([]int64{2, 4, 3, 3}, gotch.CPU)
 	defer z0.MustDrop()
@@ -101,7 +120,7 @@ func TestAddNoiseClosedForm(t *testing.T) {
 
 func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	defer torchrt.Pin()()
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	den := linearDenoiser
 	start, zs := startLatent()
 	defer zs.MustDrop()
@@ -115,7 +134,7 @@ func TestDDIMUpdateMatchesFormula(t *testing.T) {
 	}
 	defer out.MustDrop()
 	// The same recurrence in float64.
-	steps, _ := ReferenceSampler.StepTimesteps(s.T())
+	steps := stepTimesteps(t, ReferenceSampler, s)
 	x := slices.Clone(start)
 	for i, tt := range steps {
 		a := s.AlphasCumprod[tt]
@@ -192,7 +211,7 @@ func sample(t *testing.T, s *Schedule, c SamplerConfig, z *ts.Tensor, den Denois
 // when x0 does not change), and end at sqrt(abar_0) x0 + sqrt(1-abar_0) eps.
 func TestSamplersAgreeWithAnOracle(t *testing.T) {
 	defer torchrt.Pin()()
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	x0 := ts.MustOfSlice([]float32{0.5, -1, 2, 0.25}).MustView([]int64{1, 1, 2, 2}, true)
 	defer x0.MustDrop()
 	e0 := ts.MustOfSlice([]float32{1, 0.3, -0.7, -1.5}).MustView([]int64{1, 1, 2, 2}, true)
@@ -233,7 +252,7 @@ func TestSamplersAgreeWithAnOracle(t *testing.T) {
 // x0 changes from step to step (so the second-order term matters).
 func TestDPMSolverMatchesRecurrence(t *testing.T) {
 	defer torchrt.Pin()()
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	den := linearDenoiser
 	start, zs := startLatent()
 	defer zs.MustDrop()
@@ -243,7 +262,7 @@ func TestDPMSolverMatchesRecurrence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.MustDrop()
-	steps, _ := c.StepTimesteps(s.T())
+	steps := stepTimesteps(t, c, s)
 	lam := func(a float64) float64 { return math.Log(math.Sqrt(a) / math.Sqrt(1-a)) }
 	x := slices.Clone(start)
 	var prevX0 []float64
@@ -283,7 +302,7 @@ func TestDPMSolverMatchesRecurrence(t *testing.T) {
 // another.
 func TestStochasticSamplers(t *testing.T) {
 	defer torchrt.Pin()()
-	s, _ := NewSchedule(ReferenceSchedule)
+	s := refSchedule(t)
 	den := linearDenoiser
 	zs := ts.MustOfSlice([]float32{0.3, -1.2, 2.0, 0.0, 0.7, -0.1}).MustView([]int64{1, 1, 2, 3}, true)
 	defer zs.MustDrop()

@@ -83,6 +83,8 @@ func TestEndToEndOnSyntheticData(t *testing.T) {
 		if pr.NumRows() != want {
 			t.Fatalf("%s: arrow reads %d rows, want %d", name, pr.NumRows(), want)
 		}
-		pr.Close()
+		if err := pr.Close(); err != nil {
+			t.Fatalf("close %s: %v", name, err)
+		}
 	}
 }

@@ -59,12 +59,18 @@ for arch in sys.argv[2:]:
 				t.Fatal(err)
 			}
 			defer ref.Close()
-			x, _ := ref.Load("x", gotch.CPU)
+			x, err := ref.Load("x", gotch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer x.MustDrop()
 			var got []*ts.Tensor
 			torchtest.RequireNoLeak(t, "Forward", 4, func() { got = e.Forward(x) })
 			for i, f := range got {
-				want, _ := ref.Load("layer"+string(rune('1'+i)), gotch.CPU)
+				want, err := ref.Load("layer"+string(rune('1'+i)), gotch.CPU)
+				if err != nil {
+					t.Fatal(err)
+				}
 				if s := f.MustSize(); s[1] != Architectures[arch].Channels(i+1) {
 					t.Fatalf("layer%d has %d channels", i+1, s[1])
 				}
@@ -132,7 +138,10 @@ func TestRandomInitAndErrors(t *testing.T) {
 		}
 	}
 	// Weights of another architecture are refused by name.
-	spec, _ := Spec("resnet18")
+	spec, err := Spec("resnet18")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tensors := map[string]*ts.Tensor{}
 	for _, p := range spec.Params() {
 		shape := p.Shape
@@ -155,10 +164,16 @@ func TestRandomInitAndErrors(t *testing.T) {
 
 func TestRandomInitIsReproducible(t *testing.T) {
 	defer torchrt.Pin()()
-	a, _ := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	a, err := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer a.Free()
 	torchrt.ManualSeed(999) // whatever the global generator did before
-	b, _ := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	b, err := New(Config{Arch: "resnet18", Layers: []int{1}}, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer b.Free()
 	if maxDiff(a.Store().Get("conv1.weight").Tensor, b.Store().Get("conv1.weight").Tensor) != 0 {
 		t.Fatal("two random extractors differ")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/stream"
 	"github.com/diad-project/diad/shared"
 )
@@ -29,9 +30,61 @@ func waitState(t *testing.T, r *Runner, id, state string) shared.Job {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	j, _ := r.Get(id)
+	j := get(t, r, id)
 	t.Fatalf("job %s is %s, want %s", id, j.State, state)
 	return j
+}
+
+// The helpers below fail the test when a step it builds on fails, so that it
+// never goes on with a zero value.
+func get(t *testing.T, r *Runner, id string) shared.Job {
+	t.Helper()
+	j, err := r.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func submit(t *testing.T, r *Runner, kind string, params map[string]any) shared.Job {
+	t.Helper()
+	j, err := r.Submit(kind, params)
+	if err != nil {
+		t.Fatalf("submit %s: %v", kind, err)
+	}
+	return j
+}
+
+func cancel(t *testing.T, r *Runner, id string) {
+	t.Helper()
+	if _, err := r.Cancel(id); err != nil {
+		t.Fatalf("cancel %s: %v", id, err)
+	}
+}
+
+func open(t *testing.T, dir string, funcs map[string]Func) *Runner {
+	t.Helper()
+	r, err := Open(dir, funcs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// closeAtEnd closes r when the test ends and fails it if closing fails.
+func closeAtEnd(t *testing.T, r *Runner) {
+	t.Cleanup(func() {
+		if err := r.Close(context.Background()); err != nil {
+			t.Errorf("close runner: %v", err)
+		}
+	})
+}
+
+func closeNow(t *testing.T, r *Runner) {
+	t.Helper()
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatalf("close runner: %v", err)
+	}
 }
 
 func TestRunCancelFailAndEvents(t *testing.T) {
@@ -56,13 +109,13 @@ func TestRunCancelFailAndEvents(t *testing.T) {
 		},
 		"panic": func(context.Context, shared.Job, func(shared.JobEvent)) (Output, error) { panic("oops") },
 	}
-	r, err := Open(t.TempDir(), funcs, nil)
+	r := open(t, t.TempDir(), funcs)
+	closeAtEnd(t, r)
+	j := submit(t, r, "ok", map[string]any{"a": 1})
+	sub, err := r.Subscribe(j.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close(context.Background())
-	j, _ := r.Submit("ok", map[string]any{"a": 1})
-	sub, _ := r.Subscribe(j.ID)
 	done := waitState(t, r, j.ID, shared.JobSucceeded)
 	if done.RunID != "r1" || done.Progress.Step != 3 {
 		t.Fatalf("job %+v", done)
@@ -74,27 +127,29 @@ func TestRunCancelFailAndEvents(t *testing.T) {
 			break
 		}
 		var ev shared.JobEvent
-		json.Unmarshal(m.Data, &ev)
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %q: %v", m.Data, err)
+		}
 		kinds = append(kinds, ev.Kind+":"+ev.State)
 	}
 	if len(kinds) != 5 || kinds[4] != "state:"+shared.JobSucceeded {
 		t.Fatalf("events %v", kinds)
 	}
-	b, _ := r.Submit("block", nil)
-	q, _ := r.Submit("ok", nil) // queued behind the blocking job
+	b := submit(t, r, "block", nil)
+	q := submit(t, r, "ok", nil) // queued behind the blocking job
 	waitState(t, r, b.ID, shared.JobRunning)
-	if j, _ := r.Get(q.ID); j.State != shared.JobQueued {
+	if j := get(t, r, q.ID); j.State != shared.JobQueued {
 		t.Fatalf("second job %s while the first runs", j.State)
 	}
-	r.Cancel(q.ID)
-	r.Cancel(b.ID)
+	cancel(t, r, q.ID)
+	cancel(t, r, b.ID)
 	waitState(t, r, b.ID, shared.JobCancelled)
 	waitState(t, r, q.ID, shared.JobCancelled)
-	f, _ := r.Submit("fail", nil)
+	f := submit(t, r, "fail", nil)
 	if j := waitState(t, r, f.ID, shared.JobFailed); j.Error != "boom" {
 		t.Fatalf("failed job %+v", j)
 	}
-	p, _ := r.Submit("panic", nil)
+	p := submit(t, r, "panic", nil)
 	waitState(t, r, p.ID, shared.JobFailed)
 	if _, err := r.Submit("nope", nil); err == nil {
 		t.Fatal("unknown kind accepted")
@@ -113,31 +168,28 @@ func TestRestartReportsTruthfully(t *testing.T) {
 		<-ctx.Done()
 		return Output{}, ctx.Err()
 	}}
-	r, _ := Open(dir, funcs, nil)
-	running, _ := r.Submit("block", nil)
+	r := open(t, dir, funcs)
+	running := submit(t, r, "block", nil)
 	<-started
-	queued, _ := r.Submit("block", nil)
+	queued := submit(t, r, "block", nil)
 	// Simulate a crash: the records on disk say running and queued; the
 	// process dies without Close (we only stop its worker to free the test).
-	raw, _ := os.ReadFile(filepath.Join(dir, running.ID+".json"))
-	rawQ, _ := os.ReadFile(filepath.Join(dir, queued.ID+".json"))
-	r.Close(context.Background())
-	os.WriteFile(filepath.Join(dir, running.ID+".json"), raw, 0o644)
-	os.WriteFile(filepath.Join(dir, queued.ID+".json"), rawQ, 0o644)
+	raw := filetest.Read(t, filepath.Join(dir, running.ID+".json"))
+	rawQ := filetest.Read(t, filepath.Join(dir, queued.ID+".json"))
+	closeNow(t, r)
+	filetest.Write(t, filepath.Join(dir, running.ID+".json"), raw)
+	filetest.Write(t, filepath.Join(dir, queued.ID+".json"), rawQ)
 
-	r2, err := Open(dir, funcs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Close(context.Background())
-	j, _ := r2.Get(running.ID)
+	r2 := open(t, dir, funcs)
+	closeAtEnd(t, r2)
+	j := get(t, r2, running.ID)
 	if j.State != shared.JobFailed || j.Error == "" {
 		t.Fatalf("interrupted job after restart: %+v", j)
 	}
 	<-started // the queued job runs after the restart
 	waitState(t, r2, queued.ID, shared.JobRunning)
 	// Corrupt records are refused with the file named.
-	os.WriteFile(filepath.Join(dir, "j-20260101T000000-deadbeef.json"), []byte("{"), 0o644)
+	filetest.Write(t, filepath.Join(dir, "j-20260101T000000-deadbeef.json"), []byte("{"))
 	if _, err := Open(dir, funcs, nil); err == nil {
 		t.Fatal("corrupt record accepted")
 	}
@@ -183,26 +235,30 @@ func TestRestartReplaysEvents(t *testing.T) {
 			return Output{}, ctx.Err()
 		},
 	}
-	r, _ := Open(dir, funcs, nil)
-	done, _ := r.Submit("steps", nil)
+	r := open(t, dir, funcs)
+	done := submit(t, r, "steps", nil)
 	waitState(t, r, done.ID, shared.JobSucceeded)
 	live := events(t, r, done.ID)
-	crashed, _ := r.Submit("crash", nil)
+	crashed := submit(t, r, "crash", nil)
 	<-started
-	raw, _ := os.ReadFile(filepath.Join(dir, crashed.ID+".json"))
-	r.Close(context.Background())
+	raw := filetest.Read(t, filepath.Join(dir, crashed.ID+".json"))
+	closeNow(t, r)
 	// The crash: the record still says running, and the log ends in a line
 	// cut short.
-	os.WriteFile(filepath.Join(dir, crashed.ID+".json"), raw, 0o644)
-	f, _ := os.OpenFile(filepath.Join(dir, crashed.ID+".events.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString(`{"type":"job","kind":"step","st`)
-	f.Close()
-
-	r2, err := Open(dir, funcs, nil)
+	filetest.Write(t, filepath.Join(dir, crashed.ID+".json"), raw)
+	f, err := os.OpenFile(filepath.Join(dir, crashed.ID+".events.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r2.Close(context.Background())
+	if _, err := f.WriteString(`{"type":"job","kind":"step","st`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := open(t, dir, funcs)
+	closeAtEnd(t, r2)
 	want := []string{"state:running:0", "step:running:1", "step:running:2", "step:running:3", "step:running:4", "step:running:5", "state:succeeded:5"}
 	if got := events(t, r2, done.ID); fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(live) != fmt.Sprint(want) {
 		t.Fatalf("finished job's events after restart %v, live %v, want %v", got, live, want)
@@ -213,7 +269,7 @@ func TestRestartReplaysEvents(t *testing.T) {
 	if got := events(t, r2, crashed.ID); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("interrupted job's events after restart %v, want %v", got, want)
 	}
-	if j, _ := r2.Get(crashed.ID); j.Progress.Step != 2 {
+	if j := get(t, r2, crashed.ID); j.Progress.Step != 2 {
 		t.Fatalf("interrupted job's progress after restart: step %d, want 2", j.Progress.Step)
 	}
 }
@@ -295,7 +351,7 @@ func TestNonFiniteProgressIsRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r2.Close(context.Background())
+	closeAtEnd(t, r2)
 	got, err := r2.Get(j.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -313,11 +369,8 @@ func TestOnChangeHearsEveryState(t *testing.T) {
 		<-release
 		return Output{RunID: "r1"}, nil
 	}}
-	r, err := Open(t.TempDir(), funcs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(context.Background())
+	r := open(t, t.TempDir(), funcs)
+	closeAtEnd(t, r)
 	heard := make(chan shared.Job, 16)
 	r.OnChange(func(j shared.Job) { heard <- j })
 	first, err := r.Submit("wait", nil)

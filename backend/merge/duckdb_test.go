@@ -2,6 +2,7 @@ package merge_test
 
 import (
 	"database/sql"
+	"io"
 	"math"
 	"path/filepath"
 	"testing"
@@ -31,7 +32,7 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	closeAtEnd(t, db)
 	glob := filepath.Join(store.Dir(runID), "shard=*", results.ImagesFile)
 	src := "read_parquet('" + glob + "', hive_partitioning = true)"
 
@@ -69,7 +70,7 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	closeAtEnd(t, q)
 	i := 0
 	for q.Next() {
 		var id int64
@@ -101,7 +102,7 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ar.Close()
+	closeAtEnd(t, ar)
 	cats := 0
 	for ar.Next() {
 		var cat string
@@ -122,4 +123,13 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	if rep.Images != 90 {
 		t.Fatalf("merge report %+v", rep)
 	}
+}
+
+// closeAtEnd closes c when the test ends and fails the test if closing fails.
+func closeAtEnd(t *testing.T, c io.Closer) {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 }

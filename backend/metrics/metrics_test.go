@@ -371,7 +371,10 @@ func TestPROHandComputed(t *testing.T) {
 	if err != nil || !near(got, 1) {
 		t.Fatalf("PRO = %v, %v; want 1", got, err)
 	}
-	c, _ := ComputePROCurve([]Map{m}, PROConfig{Thresholds: 2, MaxFPR: 0.5})
+	c, err := ComputePROCurve([]Map{m}, PROConfig{Thresholds: 2, MaxFPR: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !slices.Equal(c.FPR, []float64{1.0 / 3, 0}) || !slices.Equal(c.PRO, []float64{1, 1}) {
 		t.Fatalf("curve %+v", c)
 	}
@@ -410,7 +413,10 @@ func TestPixelMetricsEqualsConcatenation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := BinaryMetrics(scores, labels)
+	b, err := BinaryMetrics(scores, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if a != b {
 		t.Fatalf("pixel %+v vs flat %+v", a, b)
 	}
@@ -513,7 +519,10 @@ func TestThresholdSelection(t *testing.T) {
 		if tp != k.TP || fp != k.FP || k.TP+k.FN != c.P || k.FP+k.TN != c.N {
 			t.Fatalf("confusion %+v, direct count tp %d fp %d", k, tp, fp)
 		}
-		f, _ := c.AtMaxFNR(target)
+		f, err := c.AtMaxFNR(target)
+		if err != nil {
+			t.Fatalf("AtMaxFNR(%v): %v", target, err)
+		}
 		if f.FNR > target {
 			t.Fatalf("AtMaxFNR(%v) has FNR %v", target, f.FNR)
 		}
@@ -525,8 +534,14 @@ func TestThresholdSelection(t *testing.T) {
 			}
 		}
 	}
-	best, _ := c.AtMaxF1()
-	b, _ := BinaryMetrics(scores, labels)
+	best, err := c.AtMaxF1()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := BinaryMetrics(scores, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !near(best.F1, b.F1Max) {
 		t.Fatalf("AtMaxF1 F1 %v, F1max %v", best.F1, b.F1Max)
 	}

@@ -49,7 +49,10 @@ func TestAdamWMatchesPyTorch(t *testing.T) {
 	}
 	got := w.Float64Values()
 
-	in, _ := json.Marshal(map[string]any{"init": init, "grads": grads, "cfg": cfg})
+	in, err := json.Marshal(map[string]any{"init": init, "grads": grads, "cfg": cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	script := `
 import json, sys, torch
 d = json.loads(sys.argv[1]); c = d["cfg"]
@@ -78,10 +81,16 @@ func TestAdamWStateRoundTrip(t *testing.T) {
 	store := layers.NewStore(gotch.CPU)
 	defer store.Free()
 	store.Root().Param("w", []int64{3}, layers.Ones)
-	a, _ := NewAdamW(store.Trainable(), ReferenceAdamW)
+	a, err := NewAdamW(store.Trainable(), ReferenceAdamW)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer a.Free()
 	torchrt.Fill_(a.State()["w.exp_avg"], 0.25)
-	b, _ := NewAdamW(store.Trainable(), ReferenceAdamW)
+	b, err := NewAdamW(store.Trainable(), ReferenceAdamW)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer b.Free()
 	if err := b.LoadState(a.State(), 7); err != nil {
 		t.Fatal(err)

@@ -33,7 +33,10 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 	duration := func(j shared.Job) float64 { return j.Finished.Sub(*j.Started).Seconds() }
 
 	alone := waitJob(t, e, submit(t, e, job).ID, shared.JobSucceeded)
-	img, _ := os.ReadFile(filepath.Join(e.dataset, "woven", "test", "hole", "000.png"))
+	img, err := os.ReadFile(filepath.Join(e.dataset, "woven", "test", "hole", "000.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	u := upload(t, e, img)
 	// RSS is read with the allocators' free caches handed back, so the
 	// check sees memory the load keeps, not what glibc and Go hold on to
@@ -50,7 +53,11 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	stalledCtx, stopStalled := context.WithCancel(ctx)
-	go denoise(t, stalledCtx, e.base, shared.DenoiseRequest{UploadID: u.ID, Seed: 1}, false)
+	stalled := make(chan error, 1) // a client that asks and never reads
+	go func() {
+		_, _, err := denoise(t, stalledCtx, e.base, shared.DenoiseRequest{UploadID: u.ID, Seed: 1}, false)
+		stalled <- err
+	}()
 	var wg sync.WaitGroup
 	complete := make([]bool, 50)
 	errs := make([]error, 50)
@@ -69,6 +76,9 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 	torchrt.TrimHeap()
 	rss1 := torchrt.RSSMiB()
 	stopStalled()
+	if err := <-stalled; err != nil {
+		t.Fatalf("the stalled client never asked: %v", err)
+	}
 	for i, ok := range complete {
 		if !ok {
 			t.Fatalf("client %d did not get a complete trajectory: %v", i, errs[i])

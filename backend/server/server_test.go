@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -142,7 +141,13 @@ func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
 	}
 	e.base = "http://" + addr
 	var once sync.Once
-	e.stop = func() { once.Do(func() { stop() }) }
+	e.stop = func() {
+		once.Do(func() {
+			if err := stop(); err != nil {
+				t.Errorf("stop server: %v", err)
+			}
+		})
+	}
 	t.Cleanup(e.stop)
 	return e
 }
@@ -174,12 +179,35 @@ func (e *env) do(t *testing.T, method, path string, body any, header ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
+	if cerr := resp.Body.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return resp, out
+}
+
+// decode fails the test when body is not the JSON of v: a test must never
+// go on with the zero value of a response it failed to read.
+func decode(t *testing.T, body []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+}
+
+// kill stops a child process hard (as a crash would) and reaps it; Wait's
+// error is the expected "signal: killed".
+func kill(t *testing.T, child *exec.Cmd) {
+	t.Helper()
+	if err := child.Process.Kill(); err != nil {
+		t.Fatalf("kill child: %v", err)
+	}
+	if err := child.Wait(); err == nil {
+		t.Fatal("killed child exited cleanly")
+	}
 }
 
 func (e *env) alive(t *testing.T) {
@@ -251,7 +279,10 @@ func denoise(t *testing.T, ctx context.Context, base string, req shared.DenoiseR
 		return nil, nil, fmt.Errorf("hello: %s %v", hello, err)
 	}
 	req.Type = shared.TypeDenoise
-	b, _ := json.Marshal(req)
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
 		return nil, nil, err
 	}
@@ -355,7 +386,10 @@ func TestDenoiseTrajectoryMatchesPredict(t *testing.T) {
 	cfg := evaluate.PredictConfig{Config: evaluate.DefaultConfig(), Store: true}
 	cfg.Checkpoint, cfg.Features, cfg.Device, cfg.Seed, cfg.Threshold = e.model, e.srv.cfg.Features, "cpu", 3, "0.5"
 	cfg.ResultsDir = filepath.Join(t.TempDir(), "results")
-	uploadPath, _ := e.srv.uploadPath(u.ID)
+	uploadPath, err := e.srv.uploadPath(u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	preds, runID, err := evaluate.Predict(context.Background(), cfg, []string{uploadPath})
 	if err != nil {
 		t.Fatal(err)
@@ -533,7 +567,9 @@ func ptr[T any](v T) *T { return &v }
 func TestBadInputGetsTheRightStatus(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.MaxUploadBytes = 64 << 10; c.MaxUploadPixels = 512 * 512 })
 	outside := t.TempDir()
-	os.Symlink(outside, filepath.Join(e.dataRoot, "escape"))
+	if err := os.Symlink(outside, filepath.Join(e.dataRoot, "escape")); err != nil {
+		t.Fatal(err)
+	}
 	defer os.Remove(filepath.Join(e.dataRoot, "escape"))
 	ihdr := []byte("IHDR\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00") // 100000 x 100000
 	bomb := append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0d"), ihdr...)
@@ -668,7 +704,9 @@ func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
 	for time.Now().Before(deadline) {
 		_, body := e.do(t, "GET", "/api/v1/jobs/"+id, nil)
 		var j shared.Job
-		json.Unmarshal(body, &j)
+		if err := json.Unmarshal(body, &j); err != nil {
+			t.Fatalf("job %s: %v", body, err)
+		}
 		for _, s := range states {
 			if j.State == s {
 				return j
@@ -742,7 +780,9 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		if err != nil {
 			break
 		}
-		json.Unmarshal(msg, &last)
+		if err := json.Unmarshal(msg, &last); err != nil {
+			t.Fatalf("job event %s: %v", msg, err)
+		}
 		events++
 	}
 	if last.State != shared.JobSucceeded || events < 3 {
@@ -754,7 +794,7 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	}
 	_, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?category=disc&sort=-score&limit=3&offset=1", nil)
 	var page shared.ImagePage
-	json.Unmarshal(body, &page)
+	decode(t, body, &page)
 	if page.Total != 4+2*4 || len(page.Images) != 3 || page.Images[0].Score < page.Images[1].Score || page.Images[0].Category != "disc" {
 		t.Fatalf("page %+v", page)
 	}
@@ -785,7 +825,7 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		t.Fatalf("bad verdict: %d", r.StatusCode)
 	}
 	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?verdict=anomalous", nil)
-	json.Unmarshal(body, &page)
+	decode(t, body, &page)
 	if page.Total != 1 || page.Images[0].AnalystNote != "dent" || page.Images[0].AnalystTime == nil {
 		t.Fatalf("labelled page %+v", page)
 	}
@@ -861,7 +901,7 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		t.Fatalf("threshold: %d %s", r.StatusCode, body)
 	}
 	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?predicted=0", nil)
-	json.Unmarshal(body, &page)
+	decode(t, body, &page)
 	if page.Total != 0 {
 		t.Fatalf("after threshold 0.01, %d images predicted normal", page.Total)
 	}
@@ -878,12 +918,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		var cfg Config
 		if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
 		s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		if err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
 		// The bound address (the config asks for port 0) goes to a file.
@@ -895,7 +935,7 @@ func TestMain(m *testing.M) {
 			}
 		}()
 		if err := s.Run(context.Background(), ready); err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(4)
 		}
 		os.Exit(0)
@@ -928,12 +968,14 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 		if addr, err := os.ReadFile(addrFile); err == nil && len(addr) > 0 {
 			e = &env{base: "http://" + string(addr)}
 			if resp, err := http.Get(e.base + "/healthz"); err == nil {
-				resp.Body.Close()
+				if err := resp.Body.Close(); err != nil {
+					t.Fatal(err)
+				}
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			child.Process.Kill()
+			kill(t, child)
 			t.Fatal("child server did not start")
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -947,14 +989,13 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			child.Process.Kill()
+			kill(t, child)
 			t.Fatal("no checkpoint")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // mid-way through later steps
-	child.Process.Signal(syscall.SIGKILL)
-	child.Wait()
+	kill(t, child)
 
 	// Restart on the same data: the job is reported as interrupted, not lost
 	// and not "running"; the checkpoint it left is whole.
@@ -986,7 +1027,7 @@ func TestDemoStartsTraining(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.Demo = true; c.DataDir = t.TempDir() })
 	_, body := e.do(t, "GET", "/api/v1/datasets", nil)
 	var ds []shared.Dataset
-	json.Unmarshal(body, &ds)
+	decode(t, body, &ds)
 	if len(ds) != 1 || ds[0].Name != "synth" || len(ds[0].Categories) != 6 {
 		t.Fatalf("datasets %s", body)
 	}
@@ -1274,7 +1315,10 @@ func TestUploadResourceLimits(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			resp.Body.Close()
+			if err := resp.Body.Close(); err != nil {
+				t.Error(err)
+				return
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			codes[resp.StatusCode]++

@@ -20,20 +20,31 @@ import (
 func TestServesTheBrowserClient(t *testing.T) {
 	dir := t.TempDir()
 	wasm := bytes.Repeat([]byte("\x00asm client "), 1000)
-	os.WriteFile(filepath.Join(dir, web.WasmFile), wasm, 0o644)
-	os.WriteFile(filepath.Join(dir, web.ExecFile), []byte("// go loader"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, web.WasmFile), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, web.ExecFile), []byte("// go loader"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e := startEnv(t, func(c *Config) { c.WebDir = dir })
 	r, body := e.do(t, "GET", "/", nil)
 	if r.StatusCode != 200 || !bytes.Equal(body, web.Index) {
 		t.Fatalf("index: %d %.80s", r.StatusCode, body)
 	}
-	req, _ := http.NewRequest("GET", e.base+"/"+web.WasmFile, nil)
+	req, err := http.NewRequest("GET", e.base+"/"+web.WasmFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Accept-Encoding", "gzip")
 	resp, err := http.DefaultTransport.RoundTrip(req) // no transparent decompression
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if err := resp.Body.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	if resp.Header.Get("Content-Type") != "application/wasm" || resp.Header.Get("Content-Encoding") != "gzip" {
 		t.Fatalf("wasm headers %v", resp.Header)
 	}
@@ -41,7 +52,10 @@ func TestServesTheBrowserClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := io.ReadAll(zr)
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(got, wasm) {
 		t.Fatal("wasm body differs")
 	}

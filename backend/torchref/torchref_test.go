@@ -97,7 +97,11 @@ func TestVariantsAndFlops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	var flops []float64
 	for _, b := range []int{1, 2} {
 		cases, free, err := InferenceCases(context.Background(), m, []string{OpDenoise}, b, dir, 5)

@@ -16,9 +16,9 @@ func TestMachineShare(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(ShareDirEnv, dir)
 	t.Setenv(ShareEnv, "")
-	if v, ok := os.LookupEnv("OMP_NUM_THREADS"); ok {
-		os.Unsetenv("OMP_NUM_THREADS")
-		defer os.Setenv("OMP_NUM_THREADS", v)
+	t.Setenv("OMP_NUM_THREADS", "") // restored when the test ends
+	if err := os.Unsetenv("OMP_NUM_THREADS"); err != nil {
+		t.Fatal(err)
 	}
 	machine.Lock()
 	prev := machine.threads

@@ -34,23 +34,26 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
 		var cfg Config
 		if err := json.Unmarshal(b, &cfg); err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
 		killAt := os.Getenv(killEnv)
 		opts := Options{Resume: true, afterCheckpoint: func(stage string, step int) {
 			if fmt.Sprintf("%s/%d", stage, step) == killAt {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				if err := syscall.Kill(os.Getpid(), syscall.SIGKILL); err != nil {
+					fmt.Fprintln(os.Stderr, "kill:", err)
+					os.Exit(5)
+				}
 				select {} // never returns: the signal ends the process
 			}
 		}}
 		if _, err := Run(context.Background(), cfg, opts); err != nil {
-			os.Stderr.WriteString(err.Error())
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(4)
 		}
 		os.Exit(0)
@@ -292,16 +295,22 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 		}
 	}
 	path := filepath.Join(t.TempDir(), "t.yaml")
-	os.WriteFile(path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"), 0o644)
+	if err := os.WriteFile(path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := Load(path); err != nil || got.MaxSteps != 3 || got.Preset != "small" || got.BatchSize != 8 {
 		t.Fatalf("load: %+v %v", got, err)
 	}
 	// A misspelt key is an error, not the preset's value.
-	os.WriteFile(path, []byte("base: cpu\nmax_step: 3\n"), 0o644)
+	if err := os.WriteFile(path, []byte("base: cpu\nmax_step: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "max_step") {
 		t.Fatalf("misspelt key: %v", err)
 	}
-	os.WriteFile(path, []byte("base: gpu\n"), 0o644)
+	if err := os.WriteFile(path, []byte("base: gpu\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "cpu, demo, reference") {
 		t.Fatalf("unknown base: %v", err)
 	}

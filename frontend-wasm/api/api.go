@@ -51,7 +51,7 @@ func IsStatus(err error, status int) bool {
 }
 
 // do sends a request and decodes a JSON answer into out (when not nil).
-func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, body, out any) (err error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -64,7 +64,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp, &err)
 	if out == nil {
 		return nil
 	}
@@ -91,7 +91,6 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
 		var e shared.APIError
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if err != nil {
@@ -103,9 +102,20 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 				e.Error = http.StatusText(resp.StatusCode)
 			}
 		}
+		if err := resp.Body.Close(); err != nil {
+			return nil, fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, err)
+		}
 		return nil, &Error{Status: resp.StatusCode, Message: e.Error}
 	}
 	return resp, nil
+}
+
+// closeBody closes an answer's body once it is read, into *err when nothing
+// else failed first (the first error says more).
+func closeBody(resp *http.Response, err *error) {
+	if cerr := resp.Body.Close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("close answer: %w", cerr)
+	}
 }
 
 // Status is the server's model and notices.
@@ -173,13 +183,13 @@ func (c *Client) images(ctx context.Context, run, filter string) ([]shared.Image
 	}
 }
 
-func (c *Client) bytes(ctx context.Context, path string) ([]byte, http.Header, error) {
+func (c *Client) bytes(ctx context.Context, path string) (b []byte, h http.Header, err error) {
 	resp, err := c.send(ctx, http.MethodGet, path, nil, "")
 	if err != nil {
 		return nil, nil, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	defer closeBody(resp, &err)
+	b, err = io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("GET %s: %w", path, err)
 	}
@@ -250,12 +260,12 @@ func (c *Client) SetThreshold(ctx context.Context, run string, req shared.Thresh
 }
 
 // Upload sends an image file (PNG or JPEG) for ad-hoc denoising.
-func (c *Client) Upload(ctx context.Context, data []byte) (shared.Upload, error) {
+func (c *Client) Upload(ctx context.Context, data []byte) (_ shared.Upload, err error) {
 	resp, err := c.send(ctx, http.MethodPost, "/api/v1/uploads", bytes.NewReader(data), "application/octet-stream")
 	if err != nil {
 		return shared.Upload{}, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp, &err)
 	var u shared.Upload
 	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
 		return shared.Upload{}, fmt.Errorf("POST /api/v1/uploads: decode answer: %w", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"nhooyr.io/websocket"
+	"nhooyr.io/websocket/wsjson"
 
 	"github.com/diad-project/diad/shared"
 )
@@ -21,7 +22,7 @@ func TestErrorsCarryTheServerMessage(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/v1/runs/x" {
 			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(shared.APIError{Error: "no run x"})
+			writeJSON(t, w, shared.APIError{Error: "no run x"})
 			return
 		}
 		http.Error(w, "plain failure", http.StatusBadGateway)
@@ -43,8 +44,14 @@ func TestImagesPagesThroughEveryRow(t *testing.T) {
 	var calls int
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls++
-		off, _ := strconv.Atoi(r.URL.Query().Get("offset"))
-		lim, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		off, err := strconv.Atoi(r.URL.Query().Get("offset"))
+		if err != nil {
+			t.Errorf("offset: %v", err)
+		}
+		lim, err := strconv.Atoi(r.URL.Query().Get("limit"))
+		if err != nil {
+			t.Errorf("limit: %v", err)
+		}
 		if r.Header.Get("Authorization") != "Bearer tok" {
 			w.WriteHeader(401)
 			return
@@ -53,7 +60,7 @@ func TestImagesPagesThroughEveryRow(t *testing.T) {
 		for i := off; i < min(off+lim, total); i++ {
 			page.Images = append(page.Images, shared.ImageInfo{ImageID: int64(i)})
 		}
-		json.NewEncoder(w).Encode(page)
+		writeJSON(t, w, page)
 	}))
 	defer srv.Close()
 	imgs, err := New(srv.URL, "tok").Images(context.Background(), "r")
@@ -77,19 +84,33 @@ func TestDenoiseStreamAndErrors(t *testing.T) {
 		}
 		defer conn.CloseNow()
 		ctx := r.Context()
-		b, _ := json.Marshal(shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "test"})
-		conn.Write(ctx, websocket.MessageText, b)
-		_, msg, err := conn.Read(ctx)
-		if err != nil {
+		// The fake server's own failures fail the test (t.Error: this is
+		// the handler's goroutine).
+		if err := wsjson.Write(ctx, conn, shared.Hello{Type: shared.TypeHello, Protocol: shared.ProtocolVersion, Server: "test"}); err != nil {
+			t.Error(err)
 			return
 		}
 		var req shared.DenoiseRequest
-		json.Unmarshal(msg, &req)
-		f, _ := shared.EncodeFrame(shared.Frame{Type: shared.TypeStep, Trajectory: "k", Total: req.Steps, Blobs: []shared.Blob{{Name: "image", Format: "png"}}}, [][]byte{{1, 2, 3}})
-		conn.Write(ctx, websocket.MessageBinary, f)
-		b, _ = json.Marshal(shared.ErrorMessage{Type: shared.TypeError, Message: "model exploded"})
-		conn.Write(ctx, websocket.MessageText, b)
-		conn.Close(websocket.StatusNormalClosure, "")
+		if err := wsjson.Read(ctx, conn, &req); err != nil {
+			t.Error(err)
+			return
+		}
+		f, err := shared.EncodeFrame(shared.Frame{Type: shared.TypeStep, Trajectory: "k", Total: req.Steps, Blobs: []shared.Blob{{Name: "image", Format: "png"}}}, [][]byte{{1, 2, 3}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := conn.Write(ctx, websocket.MessageBinary, f); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := wsjson.Write(ctx, conn, shared.ErrorMessage{Type: shared.TypeError, Message: "model exploded"}); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := conn.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Error(err)
+		}
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -186,7 +207,7 @@ func TestImagesByIDSplitsLongLists(t *testing.T) {
 			page.Images = append(page.Images, shared.ImageInfo{ImageID: id})
 		}
 		page.Total = len(page.Images)
-		json.NewEncoder(w).Encode(page)
+		writeJSON(t, w, page)
 	}))
 	defer srv.Close()
 	ids := make([]int64, 10_000)
@@ -204,5 +225,13 @@ func TestImagesByIDSplitsLongLists(t *testing.T) {
 	}
 	if longest > 8<<10 {
 		t.Fatalf("a request of %d bytes", longest)
+	}
+}
+
+// writeJSON answers v as JSON; a fake server that fails to answer fails the
+// test.
+func writeJSON(t *testing.T, w http.ResponseWriter, v any) {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		t.Error(err)
 	}
 }

@@ -54,9 +54,9 @@ func TestPlayerFollowsThenPlaysToTheEnd(t *testing.T) {
 	tr := New(shared.DenoiseRequest{}, time.Now())
 	p := NewPlayer(100 * time.Millisecond)
 	f, d := frame(0, 4)
-	tr.Add(f, d, time.Now())
+	add(t, tr, f, d)
 	f, d = frame(1, 4)
-	tr.Add(f, d, time.Now())
+	add(t, tr, f, d)
 	p.Advance(tr, 16*time.Millisecond)
 	if p.Cursor != 1 {
 		t.Fatalf("following: cursor %d", p.Cursor)
@@ -69,9 +69,9 @@ func TestPlayerFollowsThenPlaysToTheEnd(t *testing.T) {
 	}
 	for s := 2; s < 4; s++ {
 		f, d := frame(s, 4)
-		tr.Add(f, d, time.Now())
+		add(t, tr, f, d)
 	}
-	tr.Add(shared.Frame{Type: shared.TypeFinal, Trajectory: "k", Total: 4}, nil, time.Now())
+	add(t, tr, shared.Frame{Type: shared.TypeFinal, Trajectory: "k", Total: 4}, nil)
 	for i := 0; i < 10 && p.Playing; i++ {
 		p.Advance(tr, 100*time.Millisecond)
 	}
@@ -175,5 +175,13 @@ func TestNearestLevelFollowsAnotherSampler(t *testing.T) {
 	}
 	if got := plain.NearestLevel(150); got != 1 {
 		t.Fatalf("t 150, as near t 200 as t 100: step %d, want the noisier step 1", got)
+	}
+}
+
+// add adds a frame the test means to be accepted.
+func add(t *testing.T, tr *Trajectory, f shared.Frame, data [][]byte) {
+	t.Helper()
+	if err := tr.Add(f, data, time.Now()); err != nil {
+		t.Fatalf("frame %+v: %v", f, err)
 	}
 }

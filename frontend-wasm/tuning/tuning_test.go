@@ -44,7 +44,7 @@ func TestConfusionFollowsTheThreshold(t *testing.T) {
 }
 
 func TestPresets(t *testing.T) {
-	m, _ := New(run(), 0.5, Manual)
+	m := newModel(t, run(), 0.5, Manual)
 	if err := m.Apply(MaxF1, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestPresets(t *testing.T) {
 	// Every normal above every anomaly: FPR<=0 must flag nothing, with a
 	// finite threshold.
 	inv := []shared.ImageInfo{{Score: 0.9}, {Score: 0.1, GroundTruth: 1}}
-	m2, _ := New(inv, 0.5, Manual)
+	m2 := newModel(t, inv, 0.5, Manual)
 	if err := m2.Apply("fpr", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestPresets(t *testing.T) {
 }
 
 func TestHistogramCoversEveryImage(t *testing.T) {
-	m, _ := New(run(), 2, Manual) // threshold outside the scores widens the axis
+	m := newModel(t, run(), 2, Manual) // threshold outside the scores widens the axis
 	if m.Fraction(2) > 1 || m.Fraction(0.1) < 0 {
 		t.Fatalf("axis %v..%v does not cover threshold and scores", m.Lo, m.Hi)
 	}
@@ -118,4 +118,13 @@ func TestAreasUnderTheCurves(t *testing.T) {
 	if !math.IsNaN(one.AUROC) || !math.IsNaN(one.AP) {
 		t.Fatalf("normal images only: AUROC %v, AP %v", one.AUROC, one.AP)
 	}
+}
+
+func newModel(t *testing.T, images []shared.ImageInfo, threshold float64, policy string) *Model {
+	t.Helper()
+	m, err := New(images, threshold, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
