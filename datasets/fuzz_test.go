@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/diad-project/diad/backend/filetest"
 )
 
 func seedImages(f *testing.F) {
@@ -95,9 +97,7 @@ func TestVisAPathsStayInTheRoot(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(root, "split_csv"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(root, "split_csv", "1cls.csv"), []byte("object,split,label,image,mask\n"+rows), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, filepath.Join(root, "split_csv", "1cls.csv"), []byte("object,split,label,image,mask\n"+rows))
 		if _, err := Open("visa", root, Options{}); err == nil || !strings.Contains(err.Error(), "leaves the dataset folder") {
 			t.Errorf("%s: %v, want a refusal", name, err)
 		}

@@ -376,16 +376,11 @@ func TestCorruptRunFilesAreErrors(t *testing.T) {
 	}
 	for _, name := range []string{ImagesFile, MetricsFile} {
 		path := filepath.Join(s.Dir(id), name)
-		orig, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		orig := filetest.Read(t, path)
 		flip := func(i int) {
 			b := bytes.Clone(orig)
 			b[i] ^= 0xff
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Write(t, path, b)
 		}
 		// With checksums: a damaged byte anywhere is corruption.
 		for _, i := range []int{0, len(orig) / 2, len(orig) - 1} {
@@ -395,9 +390,7 @@ func TestCorruptRunFilesAreErrors(t *testing.T) {
 			}
 		}
 		if raceDetector {
-			if err := os.WriteFile(path, orig, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Write(t, path, orig)
 			continue // see race_on_test.go
 		}
 		// Without: every position, no panic.
@@ -420,9 +413,7 @@ func TestCorruptRunFilesAreErrors(t *testing.T) {
 			t.Fatalf("%s: no corruption of %d bytes was noticed", name, len(orig))
 		}
 		t.Logf("%s: %d of %d single-byte corruptions gave an error, none panicked", name, errs, len(orig))
-		if err := os.WriteFile(path, orig, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, path, orig)
 		m.Files = meta.Files
 		if err := s.writeMeta(m); err != nil {
 			t.Fatal(err)
@@ -498,15 +489,12 @@ func TestClaimedFooterLengthIsCheckedFirst(t *testing.T) {
 	if err := s.Write(run); err != nil {
 		t.Fatal(err)
 	}
-	valid, err := os.ReadFile(filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	valid := filetest.Read(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
 	bad := append([]byte(nil), valid...)
 	binary.LittleEndian.PutUint32(bad[len(bad)-8:], 0xfffffff0)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, err = decodeRowsFrom[ImageRow](ImagesFile, bytes.NewReader(bad), int64(len(bad)))
+	_, err := decodeRowsFrom[ImageRow](ImagesFile, bytes.NewReader(bad), int64(len(bad)))
 	runtime.ReadMemStats(&after)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ImagesFile) {
 		t.Fatalf("want ErrCorrupt naming %s, got %v", ImagesFile, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/internal/pytorch"
 	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/torchrt"
@@ -101,9 +102,7 @@ func TestSafetensorsHalfPrecisionIsConverted(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "h.safetensors")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, b)
 	r, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -131,9 +130,7 @@ func TestCorruptFilesAreRejected(t *testing.T) {
 		"junk.pth":          []byte("definitely not a pickle"),
 	} {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, content, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, p, content)
 		if r, err := Open(p); err == nil {
 			r.Close()
 			t.Errorf("%s opened", name)

@@ -8,6 +8,7 @@ import (
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -44,9 +45,7 @@ func FuzzOpenSafetensors(f *testing.F) {
 	f.Add([]byte("short"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "x.safetensors")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, path, data)
 		r, err := Open(path)
 		if err != nil {
 			return
@@ -79,9 +78,7 @@ func FuzzOpenPickle(f *testing.F) {
 	f.Add([]byte("PK\x03\x04"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "x.pth")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, path, data)
 		var r Reader
 		if err := torchrt.Do(func() (err error) {
 			r, err = Open(path)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/internal/torchtest"
 	"github.com/diad-project/diad/results"
 	"github.com/diad-project/diad/shared"
@@ -160,9 +161,7 @@ func TestPredictContinuesPastABadImage(t *testing.T) {
 	}
 	writeTestPNG(t, a, 30)
 	writeTestPNG(t, b, 200)
-	if err := os.WriteFile(bad, []byte("not a PNG"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, bad, []byte("not a PNG"))
 	cfg := PredictConfig{Config: DefaultConfig(), OverlayDir: filepath.Join(dir, "overlays"), Store: true}
 	cfg.Checkpoint, cfg.Device, cfg.Scorer, cfg.Threshold = ckpt, "cpu", "pixel", "0.5"
 	cfg.ResultsDir = filepath.Join(dir, "results")

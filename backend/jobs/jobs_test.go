@@ -278,9 +278,7 @@ func TestReplayReadsOnlyTheLogsTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j.events.jsonl")
 	line := `{"type":"job","kind":"step","pad":"` + strings.Repeat("x", 1000) + `"}` + "\n"
 	n := eventTailBytes/len(line) + 100
-	if err := os.WriteFile(path, []byte(strings.Repeat(line, n)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, []byte(strings.Repeat(line, n)))
 	hub := stream.NewHub(1, n, nil)
 	if _, err := replayEvents(path, hub); err != nil {
 		t.Fatal(err)

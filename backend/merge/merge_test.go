@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/merge"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/shard"
@@ -198,14 +199,9 @@ func TestMergeRefusesWhatIsNotOneRun(t *testing.T) {
 		{"corrupt partition", func(t *testing.T, s results.Store) {
 			writeShards(t, s, runID, images, 2, nil)
 			p := filepath.Join(s.ShardDir(runID, "shard=0001-of-0002"), results.PixelsFile)
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := filetest.Read(t, p)
 			b[len(b)/2] ^= 0xff
-			if err := os.WriteFile(p, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Write(t, p, b)
 		}, "corrupt"},
 		{"no partitions", func(t *testing.T, s results.Store) {
 			if err := os.MkdirAll(s.Dir(runID), 0o755); err != nil {

@@ -3,11 +3,11 @@ package model
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/results"
 )
 
@@ -24,10 +24,7 @@ func TestCommittedDemoModelAndRunAgree(t *testing.T) {
 	if cfg.Preset != "demo" || cfg.Schedule.Prediction != diffusion.PredictV || cfg.Scorer.Kind == "" {
 		t.Fatalf("committed demo model: preset %q, prediction %q, scorer %q", cfg.Preset, cfg.Schedule.Prediction, cfg.Scorer.Kind)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := filetest.Read(t, path)
 	if len(b) > 25<<20 {
 		t.Fatalf("the demo model takes %d bytes, over the 25 MB budget", len(b))
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/shared"
@@ -33,10 +34,7 @@ func TestLoadFiftyStreamsDuringAJob(t *testing.T) {
 	duration := func(j shared.Job) float64 { return j.Finished.Sub(*j.Started).Seconds() }
 
 	alone := waitJob(t, e, submit(t, e, job).ID, shared.JobSucceeded)
-	img, err := os.ReadFile(filepath.Join(e.dataset, "woven", "test", "hole", "000.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := filetest.Read(t, filepath.Join(e.dataset, "woven", "test", "hole", "000.png"))
 	u := upload(t, e, img)
 	// RSS is read with the allocators' free caches handed back, so the
 	// check sees memory the load keeps, not what glibc and Go hold on to

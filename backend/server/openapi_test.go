@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -257,10 +257,7 @@ func wireDocument(doc map[string]any) (map[string]any, error) {
 // JSON, property by property, and every JSON route names its bodies (run
 // with -update-openapi after changing a shared type).
 func TestOpenAPIAgreesWithShared(t *testing.T) {
-	committed, err := os.ReadFile("openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	committed := filetest.Read(t, "openapi.json")
 	var doc map[string]any
 	if err := json.Unmarshal(committed, &doc); err != nil {
 		t.Fatal(err)
@@ -269,7 +266,7 @@ func TestOpenAPIAgreesWithShared(t *testing.T) {
 	if err := json.Unmarshal(committed, &want); err != nil {
 		t.Fatal(err)
 	}
-	want, err = wireDocument(want)
+	want, err := wireDocument(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,9 +276,7 @@ func TestOpenAPIAgreesWithShared(t *testing.T) {
 	}
 	wantJSON = append(wantJSON, '\n')
 	if *updateOpenAPI {
-		if err := os.WriteFile("openapi.json", wantJSON, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, "openapi.json", wantJSON)
 		return
 	}
 	if bytes.Equal(committed, wantJSON) {

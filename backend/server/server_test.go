@@ -34,6 +34,7 @@ import (
 	"github.com/diad-project/diad/backend/badmodel"
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
@@ -122,13 +123,8 @@ func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
 		if err := os.MkdirAll(filepath.Dir(e.model), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile(modelFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(e.model, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		b := filetest.Read(t, modelFile)
+		filetest.Write(t, e.model, b)
 	}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(logOut, nil)))
 	if err != nil {
@@ -245,9 +241,7 @@ func TestStatusAndOpenAPICoverEveryRoute(t *testing.T) {
 	var spec struct {
 		Paths map[string]map[string]any `json:"paths"`
 	}
-	if err := json.Unmarshal(body, &spec); err != nil {
-		t.Fatal(err)
-	}
+	decode(t, body, &spec)
 	param := regexp.MustCompile(`:([a-z]+)`)
 	for _, rt := range e.srv.echo.Routes() {
 		if strings.HasPrefix(rt.Path, "/api/v1") || rt.Path == "/healthz" || rt.Path == "/metrics" {
@@ -326,10 +320,7 @@ func upload(t *testing.T, e *env, data []byte) shared.Upload {
 // it) and streams its whole trajectory for req.
 func denoiseDatasetImage(t *testing.T, e *env, rel string, req shared.DenoiseRequest) (shared.Upload, []shared.Frame, [][][]byte) {
 	t.Helper()
-	img, err := os.ReadFile(filepath.Join(e.dataset, rel))
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := filetest.Read(t, filepath.Join(e.dataset, rel))
 	u := upload(t, e, img)
 	req.UploadID = u.ID
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -498,14 +489,10 @@ func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(broken), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(broken, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{not json"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, broken, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{not json"))
 	_, body := e.do(t, "GET", "/api/v1/models", nil)
 	var models []shared.Model
-	if err := json.Unmarshal(body, &models); err != nil {
-		t.Fatal(err)
-	}
+	decode(t, body, &models)
 	listed := false
 	for _, m := range models {
 		if m.Path == broken {
@@ -515,10 +502,7 @@ func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
 	if !listed {
 		t.Fatalf("the corrupt model is not listed with an error: %s", body)
 	}
-	img, err := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := filetest.Read(t, filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
 	up := upload(t, e, img)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -541,9 +525,7 @@ func TestLibtorchFailuresFailTheRequestNotTheServer(t *testing.T) {
 	for job.State != shared.JobFailed && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		_, body = e.do(t, "GET", "/api/v1/jobs/"+job.ID, nil)
-		if err := json.Unmarshal(body, &job); err != nil {
-			t.Fatal(err)
-		}
+		decode(t, body, &job)
 		if job.State == shared.JobSucceeded {
 			t.Fatal("the giant model's job succeeded")
 		}
@@ -704,9 +686,7 @@ func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
 	for time.Now().Before(deadline) {
 		_, body := e.do(t, "GET", "/api/v1/jobs/"+id, nil)
 		var j shared.Job
-		if err := json.Unmarshal(body, &j); err != nil {
-			t.Fatalf("job %s: %v", body, err)
-		}
+		decode(t, body, &j)
 		for _, s := range states {
 			if j.State == s {
 				return j
@@ -780,9 +760,7 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		if err != nil {
 			break
 		}
-		if err := json.Unmarshal(msg, &last); err != nil {
-			t.Fatalf("job event %s: %v", msg, err)
-		}
+		decode(t, msg, &last)
 		events++
 	}
 	if last.State != shared.JobSucceeded || events < 3 {
@@ -1013,9 +991,7 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 	// never offered as a model.
 	_, body := e2.do(t, "GET", "/api/v1/models", nil)
 	var models []shared.Model
-	if err := json.Unmarshal(body, &models); err != nil {
-		t.Fatalf("models %s: %v", body, err)
-	}
+	decode(t, body, &models)
 	for _, m := range models {
 		if strings.Contains(filepath.Base(m.Path), ".tmp") {
 			t.Fatalf("a temporary file is listed as a model: %s", m.Path)
@@ -1076,9 +1052,7 @@ func TestDemoServesTheDemoModelAndItsRunAtOnce(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.Demo = true; c.DataDir = dataDir; c.DemoModel = demo })
 	_, body := e.do(t, "GET", "/api/v1/status", nil)
 	var st Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		t.Fatal(err)
-	}
+	decode(t, body, &st)
 	if st.Model != demo || len(st.Notices) != 0 {
 		t.Fatalf("status %s: want the demo model loaded and no notice", body)
 	}
@@ -1110,9 +1084,7 @@ func TestDemoServesTheDemoModelAndItsRunAtOnce(t *testing.T) {
 
 func TestDemoFallsBackToTheQuickTrainingWithANotice(t *testing.T) {
 	garbage := filepath.Join(t.TempDir(), "model.safetensors")
-	if err := os.WriteFile(garbage, []byte("not a checkpoint"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, garbage, []byte("not a checkpoint"))
 	_, tiny := fixtures(t)
 	for _, c := range []struct{ name, path, notice string }{
 		{"missing", filepath.Join(t.TempDir(), "absent.safetensors"), "absent.safetensors"},
@@ -1123,9 +1095,7 @@ func TestDemoFallsBackToTheQuickTrainingWithANotice(t *testing.T) {
 			e := startEnv(t, func(cfg *Config) { cfg.Demo = true; cfg.DataDir = t.TempDir(); cfg.DemoModel = c.path })
 			_, body := e.do(t, "GET", "/api/v1/status", nil)
 			var st Status
-			if err := json.Unmarshal(body, &st); err != nil {
-				t.Fatal(err)
-			}
+			decode(t, body, &st)
 			if len(st.Notices) != 1 || !strings.Contains(st.Notices[0], c.notice) || st.Model != "" {
 				t.Fatalf("status %s: want one notice naming %q and no model yet", body, c.notice)
 			}
@@ -1162,9 +1132,7 @@ func TestRegisteredDatasetsSurviveARestart(t *testing.T) {
 	e2 := startEnv(t, func(c *Config) { c.DataDir = dataDir })
 	_, body := e2.do(t, "GET", "/api/v1/datasets", nil)
 	var ds []shared.Dataset
-	if err := json.Unmarshal(body, &ds); err != nil {
-		t.Fatal(err)
-	}
+	decode(t, body, &ds)
 	found := false
 	for _, d := range ds {
 		if d.Name == "kept" && d.Root == e.dataset && d.Test > 0 {
@@ -1187,10 +1155,7 @@ func TestThresholdsAreFoundInTheRunsAfterARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := os.ReadFile(filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := filetest.Read(t, filepath.Join(e.dataset, "disc", "test", "missing", "000.png"))
 	up := upload(t, e, img)
 	e.stop()
 
@@ -1200,9 +1165,7 @@ func TestThresholdsAreFoundInTheRunsAfterARestart(t *testing.T) {
 	var failed shared.Job
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		_, body := e2.do(t, "GET", "/api/v1/jobs/"+j.ID, nil)
-		if err := json.Unmarshal(body, &failed); err != nil {
-			t.Fatal(err)
-		}
+		decode(t, body, &failed)
 		if failed.State == shared.JobFailed || failed.State == shared.JobSucceeded {
 			break
 		}
@@ -1386,9 +1349,7 @@ func TestUploadsExpire(t *testing.T) {
 	now := time.Now()
 	write := func(name string, size int, age time.Duration) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, p, make([]byte, size))
 		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
 			t.Fatal(err)
 		}
@@ -1526,14 +1487,10 @@ func TestModelsListedUnderAnyDataDirName(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(model), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(model, []byte("not a checkpoint"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, model, []byte("not a checkpoint"))
 	_, body := e.do(t, "GET", "/api/v1/models", nil)
 	var models []shared.Model
-	if err := json.Unmarshal(body, &models); err != nil {
-		t.Fatalf("models %s: %v", body, err)
-	}
+	decode(t, body, &models)
 	for _, m := range models {
 		if m.Path == model {
 			return

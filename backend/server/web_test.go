@@ -14,18 +14,15 @@ import (
 
 	"nhooyr.io/websocket"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/frontend-wasm/web"
 )
 
 func TestServesTheBrowserClient(t *testing.T) {
 	dir := t.TempDir()
 	wasm := bytes.Repeat([]byte("\x00asm client "), 1000)
-	if err := os.WriteFile(filepath.Join(dir, web.WasmFile), wasm, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, web.ExecFile), []byte("// go loader"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, filepath.Join(dir, web.WasmFile), wasm)
+	filetest.Write(t, filepath.Join(dir, web.ExecFile), []byte("// go loader"))
 	e := startEnv(t, func(c *Config) { c.WebDir = dir })
 	r, body := e.do(t, "GET", "/", nil)
 	if r.StatusCode != 200 || !bytes.Equal(body, web.Index) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/internal/pytorch"
 )
 
@@ -162,10 +163,7 @@ func TestReadsWhatTorchSaves(t *testing.T) {
 // Lengths and sizes a file claims are checked against the bytes it has
 // before anything is allocated for them.
 func TestClaimsAreCheckedBeforeAllocating(t *testing.T) {
-	seed, err := os.ReadFile(filepath.Join("testdata", "seeds", "legacy.pth"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	seed := filetest.Read(t, filepath.Join("testdata", "seeds", "legacy.pth"))
 	// The first storage's element count, after the five pickles.
 	f, err := Open(filepath.Join("testdata", "seeds", "legacy.pth"))
 	if err != nil {
@@ -189,9 +187,7 @@ func TestClaimsAreCheckedBeforeAllocating(t *testing.T) {
 	cases["tar"] = append([]byte("plain/data.pkl"), make([]byte, 1024)...)
 	for name, data := range cases {
 		path := filepath.Join(t.TempDir(), "x.pth")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, path, data)
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		f, err := Open(path)
@@ -230,9 +226,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte("\x80\x02}q\x00."))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "x.pth")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, path, data)
 		file, err := Open(path)
 		if err != nil {
 			return

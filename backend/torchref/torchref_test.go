@@ -2,13 +2,13 @@ package torchref
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/internal/pytorch"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/optim"
@@ -151,9 +151,7 @@ func TestWorkerErrors(t *testing.T) {
 	pytorch.Require(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "x.safetensors")
-	if err := os.WriteFile(bad, []byte("not a checkpoint"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, bad, []byte("not a checkpoint"))
 	if _, err := Start(context.Background(), bad, Options{}); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("a broken checkpoint: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/diad-project/diad/backend/checkpoint"
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
@@ -88,10 +89,7 @@ func synthData(t *testing.T) string {
 // yields no losses, or a line that does not parse, fails the test.
 func stepLosses(t *testing.T, dir string) map[string]float64 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, LogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := filetest.Read(t, filepath.Join(dir, LogFile))
 	out := map[string]float64{}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		var e struct {
@@ -192,9 +190,7 @@ func TestKillAndResumeIsExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Write(t, cfgPath, raw)
 			child := exec.Command(os.Args[0], "-test.run=^$")
 			child.Env = append(os.Environ(), childEnv+"="+cfgPath, killEnv+"="+killAt)
 			var stderr strings.Builder
@@ -274,10 +270,7 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	}
 	// A folder holding a run (here the cancelled one's checkpoint) is
 	// refused without --resume or --force, and left as it was.
-	before, err := os.ReadFile(filepath.Join(c.OutDir, CheckpointFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := filetest.Read(t, filepath.Join(c.OutDir, CheckpointFile))
 	if _, err := Run(context.Background(), c, Options{}); err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("a second run over the first: %v", err)
 	}
@@ -295,22 +288,16 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 		}
 	}
 	path := filepath.Join(t.TempDir(), "t.yaml")
-	if err := os.WriteFile(path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"))
 	if got, err := Load(path); err != nil || got.MaxSteps != 3 || got.Preset != "small" || got.BatchSize != 8 {
 		t.Fatalf("load: %+v %v", got, err)
 	}
 	// A misspelt key is an error, not the preset's value.
-	if err := os.WriteFile(path, []byte("base: cpu\nmax_step: 3\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, []byte("base: cpu\nmax_step: 3\n"))
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "max_step") {
 		t.Fatalf("misspelt key: %v", err)
 	}
-	if err := os.WriteFile(path, []byte("base: gpu\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, []byte("base: gpu\n"))
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "cpu, demo, reference") {
 		t.Fatalf("unknown base: %v", err)
 	}
@@ -448,9 +435,7 @@ func TestGradientCheckpointingTrainsTheSame(t *testing.T) {
 		}
 	}
 	path := filepath.Join(t.TempDir(), "t.yaml")
-	if err := os.WriteFile(path, []byte("base: demo\ngradient_checkpointing: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, path, []byte("base: demo\ngradient_checkpointing: true\n"))
 	if c, err := Load(path); err != nil || !c.GradientCheckpointing {
 		t.Fatalf("gradient_checkpointing from YAML: %+v %v", c.GradientCheckpointing, err)
 	}

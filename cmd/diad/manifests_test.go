@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/shard"
 	"github.com/diad-project/diad/results"
 )
@@ -41,10 +41,7 @@ func manifests(t *testing.T) (jobs map[string]*batchv1.Job, claims map[string]*c
 	}
 	jobs, claims = map[string]*batchv1.Job{}, map[string]*corev1.PersistentVolumeClaim{}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := filetest.Read(t, f)
 		for i, doc := range bytes.Split(b, []byte("\n---\n")) {
 			var head struct{ APIVersion, Kind string }
 			name := filepath.Base(f) + "#" + strconv.Itoa(i)

@@ -14,6 +14,7 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/diad-project/diad/backend/evaluate"
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
@@ -179,9 +180,7 @@ func TestShardedPredictEqualsOneProcess(t *testing.T) {
 	}
 	dir, data, ckpt := shardFixture(t)
 	folder := filepath.Join(data, "woven", "test")
-	if err := os.WriteFile(filepath.Join(folder, "good", "broken.png"), []byte("not a png"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Write(t, filepath.Join(folder, "good", "broken.png"), []byte("not a png"))
 	common := []string{"predict", "--checkpoint", ckpt, "--scorer", "pixel", "--device", "cpu", "--threads", "1", "--threshold", "0.5", folder}
 	single := filepath.Join(dir, "single")
 	if out, code := runMain(t, append(common, "--store", "--batch-invariant", "--results", single)...); code != 1 || !strings.Contains(out, "broken.png") {

@@ -37,6 +37,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/server"
@@ -99,13 +100,8 @@ func newEnv(t *testing.T, webDir string) *env {
 	// show real reconstructions; by default the weights are random, which
 	// exercises the same code.
 	if ckpt := os.Getenv("DIAD_E2E_CHECKPOINT"); ckpt != "" {
-		b, err := os.ReadFile(ckpt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(e.model, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		b := filetest.Read(t, ckpt)
+		filetest.Write(t, e.model, b)
 	} else {
 		randomModel(t, e.model)
 	}
@@ -1000,9 +996,7 @@ func TestBrowserClient(t *testing.T) {
 			} else if _, err := png.Decode(bytes.NewReader(body)); err != nil {
 				t.Fatalf("exported strip: %v", err)
 			}
-			if err := os.WriteFile(filepath.Join(p.dir, "trajectory-export"+map[string]string{"image/gif": ".gif", "image/png": ".png"}[c.mime]), body, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Write(t, filepath.Join(p.dir, "trajectory-export"+map[string]string{"image/gif": ".gif", "image/png": ".png"}[c.mime]), body)
 		}
 		// Presenter mode (p): the explorer alone, drawn 1.5 times larger,
 		// for a projector; widgets still report CSS pixels, so clicks land.
@@ -1117,9 +1111,7 @@ func TestBrowserClient(t *testing.T) {
 			replay, replay.mean/baselineFPS, replayRedraws, replayPartials, time.Duration(r1.Trajectory.StepMS)*time.Millisecond,
 			streamWork, replayWork)
 		t.Log(msg)
-		if err := os.WriteFile(filepath.Join(p.dir, "fps.txt"), []byte(msg), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, filepath.Join(p.dir, "fps.txt"), []byte(msg))
 		if redraws+partials < 1 {
 			t.Fatalf("the page stopped drawing while frames streamed: %.2f redraws/s, %.2f partial", redraws, partials)
 		}
@@ -1495,9 +1487,7 @@ func TestBrowserClient(t *testing.T) {
 			n, loaded.Seconds(), sum, sum.mean/baselineFPS, baselineFPS, redraws, partials, scrollWork,
 			scrolled.GalleryScroll, first.GoHeapMB, after.GoHeapMB, first.GoSysMB, after.GoSysMB, first.Thumbs, after.Thumbs, after.ThumbCache)
 		t.Log(msg)
-		if err := os.WriteFile(filepath.Join(bp.dir, "gallery-10000.txt"), []byte(msg), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		filetest.Write(t, filepath.Join(bp.dir, "gallery-10000.txt"), []byte(msg))
 		if redraws+partials < 1 {
 			t.Fatalf("the gallery stopped drawing while it scrolled: %.2f redraws/s, %.2f partial", redraws, partials)
 		}
