@@ -30,6 +30,21 @@ mirror=${DIAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # into an existing root (the marker records the list).
 root_packages=(libtorch-dev g++ gcc libc6-dev ca-certificates libopenblas0-pthread
   git make procps chromium fonts-dejavu-core python3-torch python3-torchvision python3-yaml)
+# oneDNN, which libtorch's CPU convolutions call: Debian 13's libdnnl3.6
+# 3.7.2 computes wrong input gradients for convolutions with few output
+# channels on AMD Zen 5 (family 26): NaN, or values off by 0.2-0.4, at 1 or 2
+# threads, so every training step of diad is NaN there. Debian's next suite
+# ships 3.12.1 under the same soname and package name (needing only libc6 and
+# libstdc++6 that Debian 13 has), which computes right on Zen 5 and on the Zen 4
+# and AVX2 machines 3.7.2 was right on. Only this one package comes from that
+# suite (the suite is pinned at priority 1: never chosen unless named).
+# diad's numerical self-check still guards every process (diad doctor).
+onednn_suite=forky
+onednn_package=libdnnl3.6
+onednn_min=3.12
+# Debian 13's own oneDNN is kept aside, unpacked under this folder of the root,
+# for the test that loads it on purpose and shows the self-check's fallback.
+onednn_aside=/opt/diad/onednn-trixie
 # gotch's libtch/lib.go hard-codes these CUDA libraries in its link line.
 cuda_libs=(cuda cudart cublas cudnn caffe2_nvrtc nvrtc-builtins nvrtc nvToolsExt c10_cuda torch_cuda)
 
@@ -126,6 +141,7 @@ setup_system_libtorch() { # returns 1 when the host has no usable system libtorc
 
 marker="$root/.diad-root-ready"
 packages_id() { printf '%s\n' "${root_packages[@]}" | sort | tr '\n' ' '; }
+onednn_marker="$root/.diad-onednn"
 
 # mounted_under DIR: true if the host's mount table has anything under DIR.
 mounted_under() { awk -v d="$1" '$2==d || index($2, d"/")==1 {found=1} END{exit !found}' /proc/self/mounts; }
@@ -146,6 +162,44 @@ root_apt_install() {
     chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
       bash -c "apt-get update -q && apt-get install -y -q --no-install-recommends $* && apt-get clean"
   ' _ "$root" "${root_packages[@]}" >&2
+}
+
+# root_onednn installs oneDNN from $onednn_suite (see onednn_suite above) and
+# unpacks Debian 13's own library under $onednn_aside. A failure here is a
+# warning, not an error: the self-check then decides per process whether
+# oneDNN can be used.
+root_onednn() {
+  unshare -m --propagation private -- bash -c '
+    set -e
+    r=$1 suite=$2 pkg=$3 aside=$4 mirror=$5
+    mount -t proc proc "$r/proc"
+    mount --rbind /dev "$r/dev"
+    cat >"$r/etc/apt/sources.list.d/diad-$suite.sources" <<SRC
+Types: deb
+URIs: $mirror
+Suites: $suite
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Check-Valid-Until: no
+SRC
+    cat >"$r/etc/apt/preferences.d/diad-$suite" <<PIN
+Package: *
+Pin: release n=$suite
+Pin-Priority: 1
+PIN
+    in_root() { chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive bash -c "$1"; }
+    in_root "apt-get update -q"
+    if [ ! -f "$r$aside/.done" ]; then
+      in_root "set -e; rm -rf $aside; mkdir -p $aside; cd $aside; apt-get download -q $pkg/trixie; dpkg-deb -x ${pkg}_*.deb .; rm -f ${pkg}_*.deb; touch .done" ||
+        echo "torchenv: warning: could not keep Debian 13'"'"'s oneDNN aside (the fallback test will skip)" >&2
+    fi
+    in_root "apt-get install -y -q --no-install-recommends $pkg/$suite && apt-get clean"
+  ' _ "$root" "$onednn_suite" "$onednn_package" "$onednn_aside" "$mirror" >&2
+}
+
+# root_onednn_version prints the upstream version of the root's oneDNN package.
+root_onednn_version() {
+  chroot "$root" dpkg-query -W -f='${Version}' "$onednn_package" 2>/dev/null | sed 's/^[0-9]*://; s/[+~-].*//'
 }
 
 create_root() {
@@ -188,6 +242,19 @@ setup_root() {
     fi
     packages_id >"$marker"
     root_healthy || die "the build root at $root is unusable after repair (g++ or torch headers missing)"
+  fi
+  if [ "$(cat "$onednn_marker" 2>/dev/null)" != "$onednn_package/$onednn_suite" ]; then
+    say "installing $onednn_package from Debian $onednn_suite into the build root (see onednn_suite in $0)"
+    if root_onednn; then
+      echo "$onednn_package/$onednn_suite" >"$onednn_marker"
+    else
+      say "warning: could not install $onednn_package from $onednn_suite; Debian 13's oneDNN stays (next setup tries again)"
+    fi
+  fi
+  local dnnl
+  dnnl=$(root_onednn_version)
+  if [ -z "$dnnl" ] || ! version_at_least "$dnnl" "$onednn_min"; then
+    say "warning: the build root's oneDNN is ${dnnl:-missing}, older than $onednn_min, which computes wrong convolution gradients on some CPUs; diad's self-check switches oneDNN off where it does (see 'diad doctor')"
   fi
   local v
   v=$(version_from_header "$root/usr/include") || die "no torch/version.h in the build root"
