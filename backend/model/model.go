@@ -11,6 +11,7 @@ import (
 
 	"github.com/diad-project/diad/backend/autoencoder"
 	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/recompute"
 	"github.com/diad-project/diad/backend/unet"
@@ -70,6 +71,11 @@ func subPrefix(p layers.Path, prefix string) layers.Path {
 // network's encoder starts as a copy of the UNet's (the reference's
 // initialisation from SD), and the reference freezing split is applied.
 func New(c Config, device gotch.Device) (*DiAD, error) {
+	// Nothing trains or scores on kernels that compute wrong on this CPU
+	// (the check runs once per process; it may switch oneDNN off).
+	if _, err := kernelcheck.Ensure(); err != nil {
+		return nil, fmt.Errorf("build model: %w", err)
+	}
 	store := layers.NewStore(device)
 	var m *DiAD
 	err := torchrt.Do(func() error {

@@ -19,3 +19,9 @@ func LockCompute() (unlock func()) {
 	rebalance()
 	return computeMu.Unlock
 }
+
+// FitThreads sizes this OS thread's team to the process's share of the
+// machine's cores, as LockCompute does, without taking the lane: for work
+// that runs before any model exists (the kernel self-check), which must
+// compute at the thread count the model will.
+func FitThreads() { rebalance() }

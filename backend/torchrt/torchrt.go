@@ -138,6 +138,16 @@ func NoGrad(f func()) {
 	f()
 }
 
+// WithGrad runs f with gradient recording on on this thread, restoring the
+// previous mode afterwards (for work that needs a backward pass whatever its
+// caller's mode, such as the kernel self-check).
+func WithGrad(f func()) {
+	defer Pin()()
+	prev := setGradEnabled(true)
+	defer setGradEnabled(prev)
+	f()
+}
+
 // GradEnabled reports this thread's grad mode (pin the goroutine to rely on it).
 func GradEnabled() bool {
 	prev := setGradEnabled(true)

@@ -253,7 +253,8 @@ func (t *trainer) setup() error {
 		}
 	}
 	t.log.Info("start", "resume", resuming, "train_images", len(trainSamples), "val_images", len(valSamples),
-		"categories", ix.Categories, "preset", mcfg.Preset, "device", torchrt.DeviceName(dev), "stage", t.st.Stage, "step", t.st.Step)
+		"categories", ix.Categories, "preset", mcfg.Preset, "device", torchrt.DeviceName(dev), "stage", t.st.Stage, "step", t.st.Step,
+		"onednn", torchrt.OneDNNVersion(), "onednn_on", torchrt.OneDNNEnabled())
 	return t.beginStage(resuming)
 }
 

@@ -440,3 +440,64 @@ func TestGradientCheckpointingTrainsTheSame(t *testing.T) {
 		t.Fatalf("gradient_checkpointing from YAML: %+v %v", c.GradientCheckpointing, err)
 	}
 }
+
+// debian13OneDNN is Debian 13's oneDNN 3.7.2, which the build root keeps
+// aside (backend/buildenv/torchenv.sh): on AMD Zen 5 it computes wrong
+// convolution input gradients, so training with it was NaN from step 1.
+const debian13OneDNN = "/opt/diad/onednn-trixie/usr/lib/x86_64-linux-gnu"
+
+// Training in a process that loads that library: on a CPU where it computes
+// wrong, the self-check switches oneDNN off with one warning and the run
+// trains without NaN; on a CPU where it computes right, nothing changes.
+func TestTrainsRightWithDebian13OneDNN(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(debian13OneDNN, "libdnnl.so.3.6")); err != nil {
+		t.Skipf("Debian 13's oneDNN is not kept aside here (only the build root keeps it): %v", err)
+	}
+	c := smallConfig(t, synthData(t))
+	c.AutoencoderSteps, c.MaxSteps = 2, 4
+	c.OutDir = filepath.Join(t.TempDir(), "run")
+	if err := os.MkdirAll(c.OutDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(c.OutDir, "cfg.json")
+	filetest.Write(t, cfgPath, raw)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"="+cfgPath, "LD_LIBRARY_PATH="+debian13OneDNN)
+	var stderr strings.Builder
+	child.Stderr = &stderr
+	if err := child.Run(); err != nil {
+		t.Fatalf("training with Debian 13's oneDNN: %v\n%s", err, stderr.String())
+	}
+	var start struct {
+		OneDNN   string `json:"onednn"`
+		OneDNNOn bool   `json:"onednn_on"`
+	}
+	for _, line := range strings.Split(string(filetest.Read(t, filepath.Join(c.OutDir, LogFile))), "\n") {
+		if strings.Contains(line, `"msg":"start"`) {
+			if err := json.Unmarshal([]byte(line), &start); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !strings.HasPrefix(start.OneDNN, "3.7.") {
+		t.Fatalf("the child ran on oneDNN %q, not Debian 13's 3.7", start.OneDNN)
+	}
+	warnings := strings.Count(stderr.String(), "oneDNN is switched off")
+	if (start.OneDNNOn && warnings != 0) || (!start.OneDNNOn && warnings != 1) {
+		t.Fatalf("oneDNN on %v after the check, with %d warnings:\n%s", start.OneDNNOn, warnings, stderr.String())
+	}
+	losses := stepLosses(t, c.OutDir)
+	for k, v := range losses {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			t.Fatalf("loss at %s is %v", k, v)
+		}
+	}
+	if len(losses) != 6 {
+		t.Fatalf("%d logged steps, want 6", len(losses))
+	}
+	t.Logf("oneDNN %s kept on: %v; %d finite losses", start.OneDNN, start.OneDNNOn, len(losses))
+}

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/diad-project/diad/backend/cpuinfo"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -39,49 +37,14 @@ const amdZen4Family = 25
 // not a measurement: turbo clocks, one-pipe AVX-512 parts and shared cores
 // change it.
 func peakFromCPUInfo(r io.Reader, n int) (gflops float64, how string, err error) {
-	var mhz float64
-	var model, vendor string
-	family := -1
-	flags := map[string]bool{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
-		switch key {
-		case "cpu MHz":
-			if mhz == 0 {
-				if mhz, err = strconv.ParseFloat(val, 64); err != nil {
-					return 0, "", fmt.Errorf("cpu peak: cpu MHz %q: %w", val, err)
-				}
-			}
-		case "model name":
-			if model == "" {
-				model = val
-			}
-		case "vendor_id":
-			if vendor == "" {
-				vendor = val
-			}
-		case "cpu family":
-			if family < 0 {
-				if family, err = strconv.Atoi(val); err != nil {
-					return 0, "", fmt.Errorf("cpu peak: cpu family %q: %w", val, err)
-				}
-			}
-		case "flags":
-			if len(flags) == 0 {
-				for _, fl := range strings.Fields(val) {
-					flags[fl] = true
-				}
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
+	cpu, err := cpuinfo.Parse(r)
+	if err != nil {
 		return 0, "", fmt.Errorf("cpu peak: %w", err)
+	}
+	mhz, model, vendor, family := cpu.MHz, cpu.ModelName, cpu.Vendor, cpu.Family
+	flags := map[string]bool{}
+	for _, f := range cpu.Flags {
+		flags[f] = true
 	}
 	if mhz <= 0 {
 		return 0, "", fmt.Errorf("cpu peak: /proc/cpuinfo gives no clock")

@@ -1,0 +1,144 @@
+package kernelcheck
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+// The process computes right after the check, with oneDNN or without it.
+func TestEnsureLeavesKernelsThatComputeRight(t *testing.T) {
+	o, err := Ensure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.First.Results) != len(cases) {
+		t.Fatalf("%d results for %d cases", len(o.First.Results), len(cases))
+	}
+	final := o.First
+	if o.Fallback != nil {
+		final = *o.Fallback
+		t.Logf("oneDNN failed here and was switched off: %v", o.First.Failed())
+	}
+	for _, r := range final.Results {
+		if !r.OK() {
+			t.Errorf("%s", r)
+		}
+		t.Logf("%s", r)
+	}
+	// A second call reports the same outcome without running again.
+	o2, err := Ensure()
+	if err != nil || o2.First.Elapsed != o.First.Elapsed {
+		t.Fatalf("second Ensure ran again or failed: %v", err)
+	}
+	t.Logf("check took %v at %d threads (oneDNN %v)", o.First.Elapsed, o.First.Threads, o.First.OneDNN)
+}
+
+// restoreOneDNN puts oneDNN back on after a test that switches it off.
+func restoreOneDNN(t *testing.T) {
+	on := torchrt.OneDNNEnabled()
+	t.Cleanup(func() { torchrt.SetOneDNNEnabled(on) })
+}
+
+// A kernel that returns NaN while oneDNN is on (as oneDNN 3.7.2 does on Zen
+// 5): the check names it, switches oneDNN off with one warning, and the
+// same cases then compute right.
+func TestWrongOneDNNKernelFallsBack(t *testing.T) {
+	if !torchrt.OneDNNAvailable() {
+		t.Skip("this libtorch has no oneDNN")
+	}
+	restoreOneDNN(t)
+	torchrt.SetOneDNNEnabled(true)
+	broken := func(op string, oneDNN bool, got []float32) {
+		if oneDNN && op == "conv2d 64->4 3x3" {
+			got[len(got)/2] = float32(math.NaN())
+		}
+	}
+	var warnings []string
+	warn := func(msg string, args ...any) { warnings = append(warnings, fmt.Sprint(append([]any{msg}, args...)...)) }
+	o := decide(broken, warn)
+	if o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if o.First.OK() || o.Fallback == nil || !o.Fallback.OK() || !o.OneDNNOff() {
+		t.Fatalf("first run ok %v, fallback %+v", o.First.OK(), o.Fallback)
+	}
+	if o.Fallback.OneDNN || torchrt.OneDNNEnabled() {
+		t.Fatal("the fallback ran with oneDNN on")
+	}
+	failed := o.First.Failed()
+	if len(failed) != 1 || failed[0].Op != "conv2d 64->4 3x3" || failed[0].NonFinite == 0 {
+		t.Fatalf("failed cases %v, want the 64->4 convolution with a NaN", failed)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "conv2d 64->4 3x3") || !strings.Contains(warnings[0], "oneDNN") {
+		t.Fatalf("warnings %q, want one naming the convolution and oneDNN", warnings)
+	}
+}
+
+// A value slightly wrong (not NaN) is caught too: a wrong score must not
+// pass silently.
+func TestSlightlyWrongValueIsCaught(t *testing.T) {
+	restoreOneDNN(t)
+	off := func(op string, oneDNN bool, got []float32) {
+		if op == "linear 64->96" {
+			got[7] += 1e-3
+		}
+	}
+	o := decide(off, func(string, ...any) {})
+	if o.Err == nil || !strings.Contains(o.Err.Error(), "linear 64->96") {
+		t.Fatalf("a matrix product off by 0.001 on one value: error %v", o.Err)
+	}
+	if torchrt.OneDNNAvailable() && o.Fallback == nil {
+		t.Fatal("the check did not try without oneDNN first")
+	}
+}
+
+func TestCompareBounds(t *testing.T) {
+	o := output{got: []float32{1, 2, 3}, want: []float64{1, 2, 3}, bound: []float64{0.1, 0.1, 0}}
+	if w, bad := compare(o); w != 0 || bad != 0 {
+		t.Fatalf("exact values: worst %v, %d non-finite", w, bad)
+	}
+	o.got = []float32{1.09, 2, 3}
+	if w, _ := compare(o); w > 1 || w < 0.8 {
+		t.Fatalf("an error within its bound scores %v", w)
+	}
+	o.got = []float32{1.2, 2, 3}
+	if w, _ := compare(o); w <= 1 {
+		t.Fatalf("an error over its bound scores %v", w)
+	}
+	o.got = []float32{1, float32(math.Inf(1)), float32(math.NaN())}
+	if w, bad := compare(o); !math.IsInf(w, 1) || bad != 2 {
+		t.Fatalf("NaN and Inf: worst %v, %d non-finite", w, bad)
+	}
+	o.got = []float32{1, 2, 3.0000002}
+	if w, _ := compare(o); w <= 1 {
+		t.Fatalf("a value off where the bound is zero scores %v", w)
+	}
+}
+
+// The reference itself: a 1x1 convolution is a matrix product computed by
+// hand, and the bound grows with the number of terms.
+func TestConvReference(t *testing.T) {
+	c := convShape{N: 1, C: 2, H: 1, W: 1, O: 1, K: 1, Stride: 1}
+	y, gx, gw, gb := convRef(c, []float64{3, -4}, []float64{0.5, 2}, []float64{1}, []float64{2})
+	if y.val[0] != 1+1.5-8 || y.abs[0] != 1+1.5+8 || y.terms[0] != 3 {
+		t.Fatalf("y %+v", y)
+	}
+	if gx.val[0] != 1 || gx.val[1] != 4 || gw.val[0] != 6 || gw.val[1] != -8 || gb.val[0] != 2 {
+		t.Fatalf("gradients %v %v %v", gx.val, gw.val, gb.val)
+	}
+	if b := y.bound()[0]; b <= 0 || b > 1e-5 {
+		t.Fatalf("bound %v", b)
+	}
+	// Padding: a 3x3 kernel on a 2x2 image sees 4 taps at each output.
+	c = convShape{N: 1, C: 1, H: 2, W: 2, O: 1, K: 3, Stride: 1, Pad: 1}
+	y, _, _, _ = convRef(c, []float64{1, 2, 3, 4}, []float64{1, 1, 1, 1, 1, 1, 1, 1, 1}, []float64{0}, make([]float64, 4))
+	for i, v := range y.val {
+		if v != 10 || y.terms[i] != 5 {
+			t.Fatalf("padded output %d: %v with %d terms", i, v, y.terms[i])
+		}
+	}
+}
