@@ -28,6 +28,9 @@ func waitState(t *testing.T, r *Runner, id, state string) shared.Job {
 		if j.State == state {
 			return j
 		}
+		if j.State == shared.JobFailed || j.State == shared.JobCancelled || j.State == shared.JobSucceeded {
+			t.Fatalf("job %s ended %s, want %s: %s", id, j.State, state, j.Error)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	j := get(t, r, id)

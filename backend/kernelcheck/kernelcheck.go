@@ -181,15 +181,38 @@ type Outcome struct {
 	First    Report  // with the kernels libtorch chose
 	Fallback *Report // the same cases after switching oneDNN off, when First failed with it on
 	Disabled bool    // oneDNN was off before the check (DIAD_ONEDNN=off)
+	Forced   bool    // oneDNN failed the check and was kept on (DIAD_ONEDNN=on)
 	Err      error   // not nil when the process cannot compute right
 }
 
 // OneDNNOff reports whether oneDNN is off for this process.
 func (o Outcome) OneDNNOff() bool { return o.Disabled || o.Fallback != nil }
 
-// Env is the variable that switches oneDNN off by hand ("off"), for machines
-// where a user prefers to skip it.
+// Env chooses what the check may do with oneDNN: "auto" (the default)
+// switches it off where it computes wrong; "off" switches it off before the
+// check; "on" keeps it on even where the check fails, with a warning that
+// results may be wrong (to measure its speed, or to get past a check that
+// is itself wrong on some CPU).
 const Env = "DIAD_ONEDNN"
+
+// Env's values.
+const (
+	OneDNNAuto = "auto"
+	OneDNNOff  = "off"
+	OneDNNOn   = "on"
+)
+
+// mode reads Env.
+func mode() (string, error) {
+	switch v := strings.ToLower(strings.TrimSpace(os.Getenv(Env))); v {
+	case "", OneDNNAuto:
+		return OneDNNAuto, nil
+	case OneDNNOff, OneDNNOn:
+		return v, nil
+	default:
+		return "", fmt.Errorf("%s=%q: want auto, on or off", Env, v)
+	}
+}
 
 var (
 	once    sync.Once
@@ -202,17 +225,22 @@ var (
 // scores (model.New does).
 func Ensure() (Outcome, error) {
 	once.Do(func() {
-		if strings.EqualFold(os.Getenv(Env), "off") {
+		m, err := mode()
+		if err != nil {
+			outcome.Err = err
+			return
+		}
+		if m == OneDNNOff {
 			torchrt.SetOneDNNEnabled(false)
 		}
-		outcome = decide(nil, slog.Warn)
+		outcome = decide(nil, slog.Warn, m == OneDNNOn)
 	})
 	return outcome, outcome.Err
 }
 
 // decide runs the check and, when it fails with oneDNN on, switches oneDNN
-// off and runs it again.
-func decide(tp tamper, warn func(msg string, args ...any)) Outcome {
+// off and runs it again (unless keepOneDNN: then it only warns).
+func decide(tp tamper, warn func(msg string, args ...any), keepOneDNN bool) Outcome {
 	o := Outcome{Disabled: torchrt.OneDNNAvailable() && !torchrt.OneDNNEnabled()}
 	o.First = run(tp)
 	if o.First.OK() {
@@ -221,6 +249,12 @@ func decide(tp tamper, warn func(msg string, args ...any)) Outcome {
 	failed := o.First.Failed()
 	if !o.First.OneDNN {
 		o.Err = brokenError(failed, false)
+		return o
+	}
+	if keepOneDNN {
+		o.Forced = true
+		warn("libtorch's oneDNN computes wrong on this CPU and is kept on ("+Env+"=on): results may be wrong",
+			"op", failed[0].String(), "wrong_ops", len(failed), "library", OneDNNLibrary())
 		return o
 	}
 	torchrt.SetOneDNNEnabled(false)

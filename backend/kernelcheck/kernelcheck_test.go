@@ -59,7 +59,7 @@ func TestWrongOneDNNKernelFallsBack(t *testing.T) {
 	}
 	var warnings []string
 	warn := func(msg string, args ...any) { warnings = append(warnings, fmt.Sprint(append([]any{msg}, args...)...)) }
-	o := decide(broken, warn)
+	o := decide(broken, warn, false)
 	if o.Err != nil {
 		t.Fatal(o.Err)
 	}
@@ -87,7 +87,7 @@ func TestSlightlyWrongValueIsCaught(t *testing.T) {
 			got[7] += 1e-3
 		}
 	}
-	o := decide(off, func(string, ...any) {})
+	o := decide(off, func(string, ...any) {}, false)
 	if o.Err == nil || !strings.Contains(o.Err.Error(), "linear 64->96") {
 		t.Fatalf("a matrix product off by 0.001 on one value: error %v", o.Err)
 	}
@@ -140,5 +140,38 @@ func TestConvReference(t *testing.T) {
 		if v != 10 || y.terms[i] != 5 {
 			t.Fatalf("padded output %d: %v with %d terms", i, v, y.terms[i])
 		}
+	}
+}
+
+// DIAD_ONEDNN=on keeps a failing oneDNN on, with a warning, and runs no
+// fallback.
+func TestKeptOnWhenAsked(t *testing.T) {
+	if !torchrt.OneDNNAvailable() {
+		t.Skip("this libtorch has no oneDNN")
+	}
+	restoreOneDNN(t)
+	torchrt.SetOneDNNEnabled(true)
+	broken := func(op string, oneDNN bool, got []float32) {
+		if oneDNN && op == "conv2d 32->4 3x3" {
+			got[0] += 1
+		}
+	}
+	var warnings int
+	o := decide(broken, func(string, ...any) { warnings++ }, true)
+	if o.Err != nil || !o.Forced || o.Fallback != nil || !torchrt.OneDNNEnabled() || warnings != 1 {
+		t.Fatalf("outcome %+v, oneDNN on %v, %d warnings", o, torchrt.OneDNNEnabled(), warnings)
+	}
+}
+
+func TestMode(t *testing.T) {
+	for v, want := range map[string]string{"": OneDNNAuto, "auto": OneDNNAuto, " OFF": OneDNNOff, "on": OneDNNOn} {
+		t.Setenv(Env, v)
+		if got, err := mode(); err != nil || got != want {
+			t.Errorf("%s=%q: %q %v, want %q", Env, v, got, err, want)
+		}
+	}
+	t.Setenv(Env, "sometimes")
+	if _, err := mode(); err == nil || !strings.Contains(err.Error(), "want auto, on or off") {
+		t.Fatalf("a bad value: %v", err)
 	}
 }

@@ -692,8 +692,10 @@ func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
 				return j
 			}
 		}
-		if j.State == shared.JobFailed {
-			t.Fatalf("job failed: %s", j.Error)
+		// A job that ended in another state can no longer reach one of
+		// states: fail now, with its error.
+		if j.State == shared.JobFailed || j.State == shared.JobCancelled || j.State == shared.JobSucceeded {
+			t.Fatalf("job %s %s (waiting for %v): %s", id, j.State, states, j.Error)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -965,6 +967,13 @@ func TestKillDuringJobThenRestart(t *testing.T) {
 	for deadline := time.Now().Add(2 * time.Minute); ; {
 		if _, err := os.Stat(ckpt); err == nil {
 			break
+		}
+		var now shared.Job
+		_, body := e.do(t, "GET", "/api/v1/jobs/"+j.ID, nil)
+		decode(t, body, &now)
+		if now.State != shared.JobRunning && now.State != shared.JobQueued {
+			kill(t, child)
+			t.Fatalf("the train job ended %s before its first checkpoint: %s", now.State, now.Error)
 		}
 		if time.Now().After(deadline) {
 			kill(t, child)

@@ -124,6 +124,10 @@ type trainer struct {
 	lastVal  float64
 }
 
+// StopMaxDuration is Summary.Stopped when the time budget (max_duration)
+// ended the run.
+const StopMaxDuration = "max_duration"
+
 // Run trains according to cfg. It returns when a budget is reached, ctx is
 // cancelled (after saving a checkpoint), or an error occurs.
 func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error) {
@@ -558,6 +562,14 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				}
 				if reason := t.overBudget(ctx); reason != "" {
 					cancel()
+					// A time budget that ends the denoiser stage ends the run
+					// as its step budget would: validated, averaged, calibrated
+					// and saved as a model. A cancellation (or a budget spent
+					// before the denoiser trained at all) leaves a checkpoint
+					// to resume.
+					if reason == StopMaxDuration && t.st.Stage == StageDenoiser {
+						return t.finishStage(ctx, reason)
+					}
 					if err := t.saveCheckpoint(); err != nil {
 						return "", err
 					}
@@ -604,7 +616,7 @@ func (t *trainer) overBudget(ctx context.Context) string {
 		return "cancelled"
 	}
 	if t.cfg.MaxDuration > 0 && time.Since(t.start) >= t.cfg.MaxDuration {
-		return "max_duration"
+		return StopMaxDuration
 	}
 	return ""
 }

@@ -239,14 +239,40 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	data := synthData(t)
 	c := smallConfig(t, data)
 	c.OutDir = t.TempDir()
-	c.AutoencoderSteps, c.MaxSteps, c.MaxDuration = 0, 0, time.Nanosecond
-	sum, err := Run(context.Background(), c, Options{})
-	if err != nil || sum.Stopped != "max_duration" || sum.Steps != 1 {
+	// A time budget that ends the denoiser stage before max_steps is a
+	// normal end: validated, averaged, calibrated and saved as a model.
+	c.AutoencoderSteps, c.MaxSteps, c.MaxDuration = 0, 1000, time.Nanosecond
+	c.StartTCandidates = []int{100, 300}
+	var calibrations int
+	sum, err := Run(context.Background(), c, Options{OnEvent: func(e Event) {
+		if e.Kind == "calibration" {
+			calibrations++
+		}
+	}})
+	if err != nil || sum.Stopped != StopMaxDuration || sum.Steps != 1 || sum.Model != filepath.Join(c.OutDir, ModelFile) {
 		t.Fatalf("time budget: %+v %v", sum, err)
 	}
 	if _, err := os.Stat(filepath.Join(c.OutDir, CheckpointFile)); err != nil {
 		t.Fatal("no checkpoint after a budget stop")
 	}
+	budgeted, err := model.ReadConfig(sum.Model)
+	if err != nil {
+		t.Fatalf("no model after a budget stop: %v", err)
+	}
+	if st := budgeted.Sampler.StartT; calibrations != 2 || (st != 100 && st != 300) {
+		t.Fatalf("a budget stop calibrated %d candidates, start level %d", calibrations, st)
+	}
+	if st, err := readState(filepath.Join(c.OutDir, CheckpointFile)); err != nil || st.Stage != StageDone {
+		t.Fatalf("state after a budget stop: %+v %v", st, err)
+	}
+	// A budget spent in the autoencoder stage leaves a checkpoint to
+	// resume, and no model.
+	c.OutDir, c.AutoencoderSteps, c.StartTCandidates = t.TempDir(), 5, nil
+	sum, err = Run(context.Background(), c, Options{})
+	if err != nil || sum.Stopped != StopMaxDuration || sum.Model != "" || fileExists(filepath.Join(c.OutDir, ModelFile)) {
+		t.Fatalf("a budget spent on the autoencoder: %+v %v", sum, err)
+	}
+	c.AutoencoderSteps = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	c.OutDir, c.MaxDuration, c.MaxSteps = t.TempDir(), 0, 5

@@ -73,7 +73,7 @@ func newBenchCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(newQualityCmd(), newSharingCmd(), newSharingWorkerCmd(), newRecomputeBenchCmd(), newProfileBenchCmd(), newTorchBenchCmd())
+	cmd.AddCommand(newQualityCmd(), newSharingCmd(), newSharingWorkerCmd(), newRecomputeBenchCmd(), newProfileBenchCmd(), newTorchBenchCmd(), newKernelsBenchCmd(), newKernelsWorkerCmd())
 	cmd.Flags().StringSliceVar(&presets, "presets", []string{"tiny", "small", "demo"}, "presets to measure")
 	cmd.Flags().IntVar(&batch, "batch", 4, "images per batch")
 	cmd.Flags().IntVar(&iters, "iters", 5, "timed iterations")

@@ -34,6 +34,7 @@ type doctorReport struct {
 	Check      kernelcheck.Report  `json:"check"`
 	Fallback   *kernelcheck.Report `json:"fallback,omitempty"`
 	CheckError string              `json:"check_error,omitempty"`
+	Forced     bool                `json:"onednn_forced_on,omitempty"`
 	OK         bool                `json:"ok"`
 }
 
@@ -103,7 +104,7 @@ func diagnose() doctorReport {
 		}
 	}
 	o, err := kernelcheck.Ensure()
-	r.Check, r.Fallback = o.First, o.Fallback
+	r.Check, r.Fallback, r.Forced = o.First, o.Fallback, o.Forced
 	r.OneDNNOn = torchrt.OneDNNEnabled()
 	r.Threads = torchrt.Threads()
 	if err != nil {
@@ -171,6 +172,8 @@ func printDoctor(w io.Writer, r doctorReport, verbose bool) {
 	switch {
 	case r.CheckError != "":
 		line("verdict", "FAIL: %s", r.CheckError)
+	case r.Forced:
+		line("verdict", "FAIL: oneDNN computes wrong on this CPU and is kept on (%s=on): results may be wrong", kernelcheck.Env)
 	case r.Fallback != nil:
 		line("verdict", "FAIL: oneDNN computes wrong on this CPU; diad switches it off in every process (correct, slower). Fix: oneDNN >= 3.12 ('make setup' installs it into the build root)")
 	case !r.OK:

@@ -235,6 +235,25 @@ func (p *page) wait(what string, timeout time.Duration, ok func(hook.State) bool
 	}
 }
 
+// whileJobLives is a wait condition on job id as the client shows it: ok
+// decides once the job is listed, and a job that ended failed or cancelled
+// fails the test at once with its error (instead of waiting out the time
+// limit for a job that can no longer succeed).
+func (p *page) whileJobLives(id string, ok func(hook.State, hook.Job) bool) func(hook.State) bool {
+	return func(s hook.State) bool {
+		for _, x := range s.Jobs {
+			if x.ID != id {
+				continue
+			}
+			if x.State == shared.JobFailed || x.State == shared.JobCancelled {
+				p.t.Fatalf("job %s (%s) %s: %s", id, x.Kind, x.State, x.Error)
+			}
+			return ok(s, x)
+		}
+		return false
+	}
+}
+
 // do runs browser actions with a time limit (a hung browser fails the
 // test instead of stalling it).
 func (p *page) do(what string, acts ...chromedp.Action[chromedp.Void]) {
@@ -1297,16 +1316,11 @@ func TestBrowserClient(t *testing.T) {
 		p.key("4")
 		j := e.job(t, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},
 			"autoencoder_steps": 2, "max_steps": 4, "batch_size": 2, "val_every": 2, "checkpoint_every": 4}})
-		s := p.wait("the train job to run to the end live", 3*time.Minute, func(s hook.State) bool {
-			for _, x := range s.Jobs {
-				if x.ID == j.ID {
-					// Events may be dropped for a slow page (bounded queues), the
-					// final state never is.
-					return x.State == shared.JobSucceeded && x.LossPoints >= 2
-				}
-			}
-			return false
-		})
+		s := p.wait("the train job to run to the end live", 3*time.Minute, p.whileJobLives(j.ID, func(s hook.State, x hook.Job) bool {
+			// Events may be dropped for a slow page (bounded queues), the
+			// final state never is.
+			return x.State == shared.JobSucceeded && x.LossPoints >= 2
+		}))
 		trainJob = j.ID
 		if s.Tab != "Training" || s.SelectedJob != j.ID {
 			t.Fatalf("tab %s showing job %s, want the new train job %s", s.Tab, s.SelectedJob, j.ID)
@@ -1392,14 +1406,9 @@ func TestBrowserClient(t *testing.T) {
 		np := openBrowser(t, e.base+"/?user=e2e", 1280, 800, 1)
 		np.wait("a new page", time.Minute, func(s hook.State) bool { return s.Ready && s.Connected })
 		np.key("4")
-		np.wait("the train job's loss curve after the restart", 30*time.Second, func(s hook.State) bool {
-			for _, x := range s.Jobs {
-				if x.ID == trainJob {
-					return s.SelectedJob == trainJob && x.State == shared.JobSucceeded && x.LossPoints >= 2
-				}
-			}
-			return false
-		})
+		np.wait("the train job's loss curve after the restart", 30*time.Second, np.whileJobLives(trainJob, func(s hook.State, x hook.Job) bool {
+			return s.SelectedJob == trainJob && x.State == shared.JobSucceeded && x.LossPoints >= 2
+		}))
 		np.close()
 	})
 

@@ -69,6 +69,7 @@ type Comparison struct {
 // Job is a job as the training monitor shows it.
 type Job struct {
 	ID, Kind, State string
+	Error           string // why a failed job failed
 	Step, Total     int
 	LossPoints      int // step events with a loss received over the websocket
 	Events          int

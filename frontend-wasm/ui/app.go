@@ -1077,7 +1077,7 @@ func (a *App) stateJSON() string {
 	}
 	for _, id := range a.jobOrder {
 		j := a.jobs[id]
-		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
+		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Error: j.job.Error, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
 			LossPoints: len(j.loss), Events: j.events, Series: stagesOf(j.loss)})
 	}
 	b, err := json.Marshal(s)
