@@ -134,6 +134,13 @@ setup_system_libtorch() { # returns 1 when the host has no usable system libtorc
   fi
   local lib=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
   check_layout /usr/include "$lib"
+  # The host's packages are the user's: an old oneDNN is reported, not
+  # replaced (the self-check switches it off where it computes wrong).
+  local dnnl
+  dnnl=$(dpkg-query -W -f='${Status} ${Version}\n' "$onednn_package" 2>/dev/null | awk '$3=="installed"{print $4}' | sed 's/^[0-9]*://; s/[+~-].*//')
+  if [ -n "$dnnl" ] && ! version_at_least "$dnnl" "$onednn_min"; then
+    say "warning: the system's oneDNN is $dnnl, older than $onednn_min, which computes wrong convolution gradients on some CPUs (AMD Zen 5); diad's self-check switches it off where it does - see 'diad doctor'. Installing $onednn_package >= $onednn_min (Debian forky) fixes it."
+  fi
   write_env system /usr/include "$lib" "$(version_from_header /usr/include || echo "$v")"
 }
 

@@ -27,6 +27,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -287,10 +288,18 @@ func brokenError(failed []Result, afterFallback bool) error {
 	return fmt.Errorf("%s", b.String())
 }
 
+// buildOneDNN finds oneDNN's version in libtorch's build report.
+var buildOneDNN = regexp.MustCompile(`MKL-DNN v(\d+\.\d+(?:\.\d+)?)`)
+
 // OneDNNLibrary names the oneDNN library this process loaded: version and file.
 func OneDNNLibrary() string {
 	v := torchrt.OneDNNVersion()
 	if v == "" {
+		// A libtorch with oneDNN linked in statically (pytorch.org's)
+		// exports no dnnl_version; its build report names the version.
+		if m := buildOneDNN.FindStringSubmatch(torchrt.BuildConfig()); m != nil {
+			return "oneDNN " + m[1] + " (built into libtorch)"
+		}
 		return "oneDNN (not loaded)"
 	}
 	if p := torchrt.LoadedLibrary("libdnnl"); p != "" {

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/internal/torchtest"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -173,5 +176,35 @@ func TestMode(t *testing.T) {
 	t.Setenv(Env, "sometimes")
 	if _, err := mode(); err == nil || !strings.Contains(err.Error(), "want auto, on or off") {
 		t.Fatalf("a bad value: %v", err)
+	}
+}
+
+// BenchmarkRun is the check's cost: what every process that trains or
+// scores pays once.
+func BenchmarkRun(b *testing.B) {
+	for b.Loop() {
+		if rep := Run(); !rep.OK() && !rep.OneDNN {
+			b.Fatalf("%v", rep.Failed())
+		}
+	}
+}
+
+// The check frees every tensor it makes (it runs in every process, before
+// the model): no handle is left alive, and repeating it does not grow RSS
+// beyond gotch's per-operation allowance.
+func TestCheckFreesItsTensors(t *testing.T) {
+	torchtest.RequireNoLeak(t, "the kernel check", 0, func() { Run() })
+	Run()
+	torchtest.Settle()
+	before := torchtest.RSSMiB()
+	const rounds = 20
+	ops := ts.TensorCount
+	for range rounds {
+		Run()
+	}
+	torchtest.Settle()
+	allowance := float64(ts.TensorCount-ops) * torchtest.GotchBytesLeakedPerOp / (1 << 20)
+	if grew := torchtest.RSSMiB() - before; grew > allowance+4 {
+		t.Fatalf("%d checks grew RSS by %.1f MiB (gotch's per-operation allowance %.1f MiB)", rounds, grew, allowance)
 	}
 }

@@ -14,6 +14,10 @@
 //     drives libtorch's thread team, because two teams on the same cores spin
 //     against each other.
 //   - blas.go: OpenBLAS's own thread count, which libtorch does not set.
+//   - kernels.go and kernels.cpp: oneDNN's process-wide switch
+//     (torch.backends.mkldnn.enabled), and what the loaded oneDNN, OpenBLAS
+//     and libtorch report of themselves, for the kernel self-check and
+//     diad doctor.
 //   - inplace.go: in-place updates (optimizer and EMA steps, initialisation)
 //     through libtorch directly, without the Go wrappers' per-call leak.
 //   - batch.go and values.go: moving data between Go slices and tensors.
