@@ -108,17 +108,7 @@ func convCase(op string, c convShape) kernelCase {
 		g := tc.param(gv, []int64{int64(c.N), int64(c.O), int64(oh), int64(ow)}, false)
 		s, p := int64(c.Stride), int64(c.Pad)
 		y := tc.keep(ts.MustConv2d(x, w, b, []int64{s, s}, []int64{p, p}, []int64{1, 1}, 1))
-		got := torchrt.Float32s(y)
-		if err := tc.backward(y, g); err != nil {
-			return nil, err
-		}
-		ry, rgx, rgw, rgb := convRef(c, xv, wv, bv, gv)
-		return []output{
-			{"output", got, ry.val, ry.bound()},
-			{"input gradient", grad(x), rgx.val, rgx.bound()},
-			{"weight gradient", grad(w), rgw.val, rgw.bound()},
-			{"bias gradient", grad(b), rgb.val, rgb.bound()},
-		}, nil
+		return tc.affineOutputs(c, y, g, [3]*ts.Tensor{x, w, b}, [4][]float64{xv, wv, bv, gv})
 	}}
 }
 
@@ -194,18 +184,26 @@ func linearCase(op string, rows, in, out int) kernelCase {
 		b := tc.param(bv, []int64{int64(out)}, true)
 		g := tc.param(gv, []int64{int64(rows), int64(out)}, false)
 		y := tc.keep(ts.MustLinear(x, w, b))
-		got := torchrt.Float32s(y)
-		if err := tc.backward(y, g); err != nil {
-			return nil, err
-		}
-		ry, rgx, rgw, rgb := convRef(c, xv, wv, bv, gv)
-		return []output{
-			{"output", got, ry.val, ry.bound()},
-			{"input gradient", grad(x), rgx.val, rgx.bound()},
-			{"weight gradient", grad(w), rgw.val, rgw.bound()},
-			{"bias gradient", grad(b), rgb.val, rgb.bound()},
-		}, nil
+		return tc.affineOutputs(c, y, g, [3]*ts.Tensor{x, w, b}, [4][]float64{xv, wv, bv, gv})
 	}}
+}
+
+// affineOutputs compares an affine op's output y = f(x, w) + b (a
+// convolution or a matrix product, c its shape as a convolution) and, for
+// the output gradient g, the gradients of x, w and b with the reference.
+// vals are the values of x, w, b and g.
+func (tc *tensors) affineOutputs(c convShape, y, g *ts.Tensor, xwb [3]*ts.Tensor, vals [4][]float64) ([]output, error) {
+	got := torchrt.Float32s(y)
+	if err := tc.backward(y, g); err != nil {
+		return nil, err
+	}
+	ry, rgx, rgw, rgb := convRef(c, vals[0], vals[1], vals[2], vals[3])
+	return []output{
+		{"output", got, ry.val, ry.bound()},
+		{"input gradient", grad(xwb[0]), rgx.val, rgx.bound()},
+		{"weight gradient", grad(xwb[1]), rgw.val, rgw.bound()},
+		{"bias gradient", grad(xwb[2]), rgb.val, rgb.bound()},
+	}, nil
 }
 
 func scaled(mag []float64, tol float64) []float64 {

@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"image/gif"
 	"image/png"
+	"math"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -82,7 +83,7 @@ func TestDenoiseWithoutGuidanceShowsWhatTheSGNetworkAdds(t *testing.T) {
 	}
 	// The same request again replays the same variant.
 	_, again, _ := denoiseDatasetImage(t, e, src, req)
-	if again[4].Score != plain[4].Score || !slices.ContainsFunc(again, func(f shared.Frame) bool { return f.Guidance == shared.GuidanceNone }) {
+	if !sameScore(again[4].Score, plain[4].Score) || !slices.ContainsFunc(again, func(f shared.Frame) bool { return f.Guidance == shared.GuidanceNone }) {
 		t.Fatalf("unguided again: score %v, first %v", again[4].Score, plain[4].Score)
 	}
 	// An unknown variant is refused, naming the known ones.
@@ -161,4 +162,15 @@ func TestTrajectoryExportDrawsTheStreamedSteps(t *testing.T) {
 		}
 	}
 	e.alive(t)
+}
+
+// sameScore is what "the same score" promises for two computations of one
+// request (the second here is a new upload, so it is computed again, not
+// replayed): bitwise equal at the same thread count on one machine, and
+// within float32 rounding otherwise. The server's thread team follows the
+// machine's share of the cores (torchrt), and libtorch's reductions
+// (oneDNN 3.12's among them) may sum in another order at another count:
+// 1.2e-7 apart on a score of 0.47 was seen on a Zen 5 machine.
+func sameScore(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-6*math.Max(1, math.Abs(b))
 }
