@@ -6,7 +6,7 @@
 #   torchenv.sh exec CMD...    run CMD with the libtorch environment
 #   torchenv.sh info           print what was chosen
 #
-# Choice, in this order (see README "Setup options"):
+# Choice, in this order (see docs/deploy.md, "How the build finds libtorch"):
 #   1. LIBTORCH=/path          a user-supplied libtorch (lib/, include/), CPU or CUDA
 #   2. system libtorch-dev     >= 2.1 (Debian 13+, Ubuntu), installed through apt if
 #                              the host's archive offers a compatible version

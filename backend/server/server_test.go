@@ -1510,7 +1510,7 @@ func TestModelsListedUnderAnyDataDirName(t *testing.T) {
 
 // TestUploadPeakRSSIsBounded: sixteen uploads at once, each decoding to
 // 61 MiB (4000x4000 RGBA, ~250 KB as PNG), raise the server's peak RSS by
-// at most the bound the README states: UploadDecodes x 2 x the decoded size
+// at most the bound docs/api.md states: UploadDecodes x 2 x the decoded size
 // (the decoder's image and its working rows), plus 64 MiB.
 func TestUploadPeakRSSIsBounded(t *testing.T) {
 	e := startEnv(t, nil)

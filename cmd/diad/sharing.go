@@ -41,7 +41,7 @@ func newSharingCmd() *cobra.Command {
 		Long: "sharing runs a training process (optimizer steps of --preset) and an inference process\n" +
 			"(reconstructions) for --seconds each alone, then both at once, for each OMP_WAIT_POLICY given,\n" +
 			"and prints images/s and the ratio to alone. Alone is measured with the same policy and with\n" +
-			"the first policy (the baseline). The goal of issue #14: together, each keeps >= 0.4 of alone.",
+			"the first policy (the baseline). The goal: together, each keeps >= 0.4 of its speed alone.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
