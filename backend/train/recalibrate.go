@@ -77,5 +77,5 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	if err := t.m.Save(out, map[string]string{"diad.recalibrated_from": modelPath}); err != nil {
 		return Summary{}, err
 	}
-	return Summary{Seconds: time.Since(t.start).Seconds(), Model: out, Stopped: "recalibrated"}, nil
+	return Summary{Seconds: time.Since(t.start).Seconds(), Model: out, Stopped: StopRecalibrated}, nil
 }

@@ -86,13 +86,13 @@ type Options struct {
 
 // Summary is the outcome of a run.
 type Summary struct {
-	Steps        int     `json:"steps"`
-	Loss         float64 `json:"loss"`
-	ValLoss      float64 `json:"val_loss"`
-	ImagesPerSec float64 `json:"images_per_sec"`
-	Seconds      float64 `json:"seconds"`
-	Model        string  `json:"model"`
-	Stopped      string  `json:"stopped"` // why training ended
+	Steps        int        `json:"steps"`
+	Loss         float64    `json:"loss"`
+	ValLoss      float64    `json:"val_loss"`
+	ImagesPerSec float64    `json:"images_per_sec"`
+	Seconds      float64    `json:"seconds"`
+	Model        string     `json:"model"`
+	Stopped      StopReason `json:"stopped"` // why training ended
 }
 
 // state is everything besides tensors that a resumed run needs.
@@ -124,9 +124,18 @@ type trainer struct {
 	lastVal  float64
 }
 
-// StopMaxDuration is Summary.Stopped when the time budget (max_duration)
-// ended the run.
-const StopMaxDuration = "max_duration"
+// StopReason says why a run ended (Summary.Stopped).
+type StopReason string
+
+// Why a run ended.
+const (
+	StopMaxSteps     StopReason = "max_steps"    // the step budget: a finished model
+	StopMaxEpochs    StopReason = "max_epochs"   // the epoch budget: a finished model
+	StopMaxDuration  StopReason = "max_duration" // the time budget: a finished model once the denoiser trained, else a checkpoint
+	StopCancelled    StopReason = "cancelled"    // the context ended: a checkpoint to resume
+	StopDone         StopReason = "done"         // resumed a run that had already finished
+	StopRecalibrated StopReason = "recalibrated" // Recalibrate: the same weights, a new calibration
+)
 
 // Run trains according to cfg. It returns when a budget is reached, ctx is
 // cancelled (after saving a checkpoint), or an error occurs.
@@ -155,7 +164,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (sum Summary, err error)
 		}
 	}()
 	t := &trainer{cfg: cfg, opts: opts, log: slog.New(slog.NewJSONHandler(logf, nil)), start: time.Now(), lastVal: math.NaN()}
-	var stopped string
+	var stopped StopReason
 	err = torchrt.Do(func() error {
 		if err := t.setup(); err != nil {
 			return err
@@ -473,7 +482,7 @@ func toTensor(b datasets.Batch, size int, dev gotch.Device) *ts.Tensor {
 }
 
 // loop runs stages until done or a budget is reached.
-func (t *trainer) loop(ctx context.Context) (string, error) {
+func (t *trainer) loop(ctx context.Context) (StopReason, error) {
 	size := t.m.Config.ImageSize
 	window := time.Now()
 	windowImages := 0
@@ -483,7 +492,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 		stageDone := false
 		for !stageDone {
 			if t.cfg.MaxEpochs > 0 && t.st.Stage == StageDenoiser && t.st.Epoch >= t.cfg.MaxEpochs {
-				return t.finishStage(ctx, "max_epochs")
+				return t.finishStage(ctx, StopMaxEpochs)
 			}
 			ectx, cancel := context.WithCancel(ctx)
 			for r := range t.train.Epoch(ectx, t.st.Epoch, t.st.Batch) {
@@ -581,7 +590,7 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 				if err := t.saveCheckpoint(); err != nil {
 					return "", err
 				}
-				return "cancelled", nil
+				return StopCancelled, nil
 			}
 			if !stageDone {
 				t.st.Epoch++
@@ -606,14 +615,14 @@ func (t *trainer) loop(ctx context.Context) (string, error) {
 			}
 			continue
 		}
-		return t.finishStage(ctx, "max_steps")
+		return t.finishStage(ctx, StopMaxSteps)
 	}
-	return "done", nil
+	return StopDone, nil
 }
 
-func (t *trainer) overBudget(ctx context.Context) string {
+func (t *trainer) overBudget(ctx context.Context) StopReason {
 	if ctx.Err() != nil {
-		return "cancelled"
+		return StopCancelled
 	}
 	if t.cfg.MaxDuration > 0 && time.Since(t.start) >= t.cfg.MaxDuration {
 		return StopMaxDuration
@@ -622,7 +631,7 @@ func (t *trainer) overBudget(ctx context.Context) string {
 }
 
 // finishStage ends the denoiser stage: validate, write the final model.
-func (t *trainer) finishStage(ctx context.Context, reason string) (string, error) {
+func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReason, error) {
 	if err := t.validate(); err != nil {
 		return "", err
 	}
@@ -654,7 +663,7 @@ func (t *trainer) finishStage(ctx context.Context, reason string) (string, error
 	if err := t.saveCheckpoint(); err != nil {
 		return "", err
 	}
-	t.emit(Event{Kind: shared.EventDone, Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: reason})
+	t.emit(Event{Kind: shared.EventDone, Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: string(reason)})
 	return reason, nil
 }
 
