@@ -30,7 +30,7 @@ const ProtocolVersion = 1
 const (
 	TypeHello    = "hello"   // server -> client on connect
 	TypeDenoise  = "denoise" // client -> server: start a trajectory
-	TypeStep     = "step"    // server -> client: one DDIM step (binary)
+	TypeStep     = "step"    // server -> client: one sampler step (binary)
 	TypeFinal    = "final"   // server -> client: reconstruction, map, verdict (binary)
 	TypeError    = "error"   // server -> client
 	TypeJobEvent = "job"     // server -> client on /ws/jobs/{id}

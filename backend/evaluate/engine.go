@@ -19,21 +19,21 @@ import (
 // no tensor package. It does not change after Load; its methods may run from
 // several goroutines (they take the compute lane per step).
 type Engine struct {
-	p    *Detector
+	det  *Detector
 	path string
 }
 
 // Load opens cfg's checkpoint and scorer (see Open).
 func Load(cfg Config) (*Engine, error) {
-	p, err := Open(cfg)
+	det, err := Open(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{p: p, path: cfg.Checkpoint}, nil
+	return &Engine{det: det, path: cfg.Checkpoint}, nil
 }
 
 // Free releases the model. No call may be running.
-func (e *Engine) Free() { e.p.Free() }
+func (e *Engine) Free() { e.det.Free() }
 
 // Path is the checkpoint the engine was loaded from.
 func (e *Engine) Path() string { return e.path }
@@ -41,7 +41,7 @@ func (e *Engine) Path() string { return e.path }
 // SignalCurve is sqrt(abar_t) at t = 0, stride, 2*stride, ... and the
 // last timestep: the model's noise schedule as the explorer draws it.
 func (e *Engine) SignalCurve(stride int) []float32 {
-	abar := e.p.Model.Schedule.AlphasCumprod
+	abar := e.det.Model.Schedule.AlphasCumprod
 	stride = max(stride, 1)
 	var out []float32
 	for t := 0; t < len(abar); t += stride {
@@ -54,20 +54,20 @@ func (e *Engine) SignalCurve(stride int) []float32 {
 }
 
 // ImageSize is the side of the model's square input.
-func (e *Engine) ImageSize() int { return e.p.Model.Config.ImageSize }
+func (e *Engine) ImageSize() int { return e.det.Model.Config.ImageSize }
 
 // Scorer names the anomaly map's terms.
-func (e *Engine) Scorer() string { return e.p.Scorer.Kind() }
+func (e *Engine) Scorer() string { return e.det.Scorer.Kind() }
 
 // Sampler is base (nil: the engine's default) changed by o, validated
 // against the model's schedule.
 func (e *Engine) Sampler(base *shared.SamplerConfig, o shared.SamplerOverride) (shared.SamplerConfig, error) {
-	c := e.p.Sampler
+	c := e.det.Sampler
 	if base != nil {
 		c = *base
 	}
 	c = c.With(o)
-	if err := c.Validate(e.p.Model.Schedule.T()); err != nil {
+	if err := c.Validate(e.det.Model.Schedule.T()); err != nil {
 		return shared.SamplerConfig{}, err
 	}
 	return c, nil
@@ -124,7 +124,7 @@ func (e *Engine) Trajectory(ctx context.Context, spec TrajectorySpec, want Produ
 		return Outcome{}, err
 	}
 	err = torchrt.Do(func() error {
-		m, sc := e.p.Model, e.p.Scorer
+		m, sc := e.det.Model, e.det.Scorer
 		x := torchrt.ImageBatch(it.Image, 1, size, m.Device())
 		defer x.MustDrop()
 		hook := func(st diffusion.Step) error {
@@ -172,13 +172,13 @@ func (e *Engine) stepProducts(x *ts.Tensor, st diffusion.Step, want Products, f 
 		return nil
 	}
 	var dec *ts.Tensor
-	torchrt.NoGrad(func() { dec = e.p.Model.AE.Decode(st.X0) })
+	torchrt.NoGrad(func() { dec = e.det.Model.AE.Decode(st.X0) })
 	defer dec.MustDrop()
 	if want.Image {
 		f.Image = torchrt.Float32s(dec)
 	}
 	if want.Map {
-		res, err := e.p.Scorer.Score(x, dec, false)
+		res, err := e.det.Scorer.Score(x, dec, false)
 		if err != nil {
 			return err
 		}

@@ -60,7 +60,7 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sampler.Steps != 12 || sampler.StartT != e.p.Sampler.StartT {
+	if sampler.Steps != 12 || sampler.StartT != e.det.Sampler.StartT {
 		t.Fatalf("sampler %+v", sampler)
 	}
 	var mu sync.Mutex

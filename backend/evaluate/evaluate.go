@@ -55,7 +55,7 @@ type Config struct {
 	// Threshold is "max-f1", "fpr<=x" or "fnr<=x" (chosen on the evaluated
 	// set's labels), or a number.
 	Threshold string `yaml:"threshold"`
-	// RecordSteps scores every DDIM step's predicted image too (slower).
+	// RecordSteps scores every sampler step's predicted image too (slower).
 	RecordSteps bool               `yaml:"record_steps"`
 	ResultsDir  string             `yaml:"results_dir"`
 	Metrics     metrics.EvalConfig `yaml:"metrics"`
@@ -133,25 +133,25 @@ func Open(cfg Config) (*Detector, error) {
 		m.Free()
 		return nil, err
 	}
-	p := &Detector{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed, BatchInvariant: cfg.BatchInvariant}
-	if err := p.Sampler.Validate(m.Schedule.T()); err != nil {
-		p.Free()
+	det := &Detector{Model: m, Ext: ext, Scorer: sc, Sampler: m.Config.Sampler.With(cfg.Sampler), Seed: cfg.Seed, BatchInvariant: cfg.BatchInvariant}
+	if err := det.Sampler.Validate(m.Schedule.T()); err != nil {
+		det.Free()
 		return nil, fmt.Errorf("evaluate: sampler of %s with the requested changes: %w", cfg.Checkpoint, err)
 	}
-	return p, nil
+	return det, nil
 }
 
 // Free releases the model and extractor.
-func (p *Detector) Free() {
-	p.Model.Free()
-	if p.Ext != nil {
-		p.Ext.Free()
+func (d *Detector) Free() {
+	d.Model.Free()
+	if d.Ext != nil {
+		d.Ext.Free()
 	}
 }
 
 // Pretrained reports whether the scorer's ImageNet features had real weights
 // (false for scorers that use none).
-func (p *Detector) Pretrained() bool { return p.Ext != nil && p.Ext.Pretrained() }
+func (d *Detector) Pretrained() bool { return d.Ext != nil && d.Ext.Pretrained() }
 
 // Scored is one image's outcome.
 type Scored struct {
@@ -165,14 +165,14 @@ type Scored struct {
 // holding the process's compute lane (torchrt.LockCompute) meanwhile. Each
 // image's noise comes from its own seed (results.ImageSeed), so an image
 // gives the same result in any batch. stepHook, if not nil, sees every step.
-func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+func (d *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
 	b := int(x.MustSize()[0])
 	if len(seeds) != b {
 		return nil, fmt.Errorf("evaluate: %d seeds for a batch of %d", len(seeds), b)
 	}
-	if p.BatchInvariant && b > 1 {
+	if d.BatchInvariant && b > 1 {
 		// Each image alone: libtorch picks kernels by the batch's shape
 		// and the companions' layout (measured: an image's map differed by
 		// ~1e-6 alone and in a batch of 8, and with different companions
@@ -180,7 +180,7 @@ func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 		// same result in any batch and any shard.
 		for i := range b {
 			xi := x.MustNarrow(0, int64(i), 1, false)
-			one, err := p.scoreBatch(ctx, xi, seeds[i:i+1], recordSteps, stepHook)
+			one, err := d.scoreBatch(ctx, xi, seeds[i:i+1], recordSteps, stepHook)
 			xi.MustDrop()
 			if err != nil {
 				return nil, err
@@ -189,11 +189,11 @@ func (p *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 		}
 		return out, nil
 	}
-	return p.scoreBatch(ctx, x, seeds, recordSteps, stepHook)
+	return d.scoreBatch(ctx, x, seeds, recordSteps, stepHook)
 }
 
 // scoreBatch is ScoreBatch on one batch as it is.
-func (p *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	b := int(x.MustSize()[0])
 	steps := make([][]float64, b)
 	cb := stepHook
@@ -205,8 +205,8 @@ func (p *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 				}
 			}
 			var dec *ts.Tensor
-			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(s.X0) })
-			r, err := p.Scorer.Score(x, dec, false)
+			torchrt.NoGrad(func() { dec = d.Model.AE.Decode(s.X0) })
+			r, err := d.Scorer.Score(x, dec, false)
 			dec.MustDrop()
 			if err != nil {
 				return err
@@ -218,12 +218,12 @@ func (p *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 			return nil
 		}
 	}
-	rec, err := p.Model.Reconstruct(ctx, x, p.Sampler, diffusion.NewBatchNoise(seeds), cb)
+	rec, err := d.Model.Reconstruct(ctx, x, d.Sampler, diffusion.NewBatchNoise(seeds), cb)
 	if err != nil {
 		return nil, err
 	}
 	defer rec.Free()
-	r, err := p.Scorer.Score(x, rec.Image, false)
+	r, err := d.Scorer.Score(x, rec.Image, false)
 	if err != nil {
 		return nil, err
 	}
@@ -251,9 +251,9 @@ type TestSplit struct {
 	// whatever shard scores them (an image's noise seed derives from it).
 	IDs []int64
 	// Total is the number of images in the whole split.
-	Total  int
-	Loader *datasets.Loader
-	P      *Detector
+	Total    int
+	Loader   *datasets.Loader
+	Detector *Detector
 }
 
 // OpenTestSplit opens the test split of cfg.Data and the model.
@@ -282,19 +282,19 @@ func OpenTestSplit(cfg Config) (TestSplit, error) {
 			}
 		}
 	}
-	p, err := Open(cfg)
+	det, err := Open(cfg)
 	if err != nil {
 		return TestSplit{}, err
 	}
 	var loader *datasets.Loader
 	if len(samples) > 0 {
-		loader, err = datasets.NewLoader(samples, datasets.LoaderConfig{Size: p.Model.Config.ImageSize, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
+		loader, err = datasets.NewLoader(samples, datasets.LoaderConfig{Size: det.Model.Config.ImageSize, BatchSize: max(cfg.BatchSize, 1), Workers: cfg.Data.Workers})
 		if err != nil {
-			p.Free()
+			det.Free()
 			return TestSplit{}, err
 		}
 	}
-	return TestSplit{Index: ix, Samples: samples, IDs: ids, Total: len(all), Loader: loader, P: p}, nil
+	return TestSplit{Index: ix, Samples: samples, IDs: ids, Total: len(all), Loader: loader, Detector: det}, nil
 }
 
 // RelPath is path relative to root with / separators (the path itself when
@@ -332,9 +332,9 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	p, ix := split.P, split.Index
-	defer p.Free()
-	size := p.Model.Config.ImageSize
+	det, ix := split.Detector, split.Index
+	defer det.Free()
+	size := det.Model.Config.ImageSize
 	now := start.UTC()
 	idOf := make(map[string]int64, len(split.Samples))
 	for i, s := range split.Samples {
@@ -347,12 +347,12 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 			if r.Err != nil {
 				return Report{}, r.Err
 			}
-			x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
+			x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, det.Model.Device())
 			seeds := make([]uint64, len(r.Batch.Items))
 			for i, it := range r.Batch.Items {
 				seeds[i] = results.ImageSeed(cfg.Seed, idOf[it.Sample.Path])
 			}
-			scored, err := p.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
+			scored, err := det.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
 			x.MustDrop()
 			if err != nil {
 				return Report{}, err
@@ -365,7 +365,7 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 					gt, mask = 1, it.Mask
 				}
 				row := results.ImageRow{RunID: runID, ImageID: idOf[s.Path], Category: s.Category, Path: s.Path, Split: s.Split,
-					GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: p.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now}
+					GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: det.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now}
 				images = append(images, summary.Image{Row: row, Width: size, Height: size, Map: scored[i].Map, Mask: mask})
 			}
 			done += len(r.Batch.Items)
@@ -392,13 +392,13 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 		for _, im := range images {
 			part.Pixels = append(part.Pixels, results.NewPixelRow(runID, im.Row.ImageID, im.Width, im.Height, im.Map, im.Mask))
 		}
-		part.Info.Run = meta(runID, "test", cfg, p, ix, results.ThresholdInfo{}, now)
+		part.Info.Run = meta(runID, "test", cfg, det, ix, results.ThresholdInfo{}, now)
 		part.Info.Run.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
 		if err := store.WriteShard(part); err != nil {
 			return Report{}, err
 		}
-		return Report{RunID: runID, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(),
-			Scorer: p.Scorer.Kind(), Shard: cfg.Shard, Partition: store.ShardDir(runID, cfg.Shard.DirName())}, nil
+		return Report{RunID: runID, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: det.Pretrained(),
+			Scorer: det.Scorer.Kind(), Shard: cfg.Shard, Partition: store.ShardDir(runID, cfg.Shard.DirName())}, nil
 	}
 	tab := summary.Table(images, cfg.Metrics)
 	th, err := summary.ChooseThreshold(cfg.Threshold, rows)
@@ -407,12 +407,12 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	}
 	results.ApplyThreshold(rows, th)
 	run := results.Run{Images: rows, Maps: maps, Metrics: summary.MetricRows(runID, tab)}
-	run.Meta = meta(runID, "test", cfg, p, ix, th, now)
+	run.Meta = meta(runID, "test", cfg, det, ix, th, now)
 	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
 	if err := store.Write(run); err != nil {
 		return Report{}, err
 	}
-	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: p.Pretrained(), Scorer: p.Scorer.Kind()}, nil
+	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: det.Pretrained(), Scorer: det.Scorer.Kind()}, nil
 }
 
 // CheckThreshold validates a threshold spec without any scores, so that a
@@ -438,16 +438,16 @@ func CheckSampler(checkpoint string, o diffusion.SamplerOverride) error {
 	return nil
 }
 
-func meta(runID, kind string, cfg Config, p *Detector, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
-	m := results.RunMeta{RunID: runID, Kind: kind, CreatedAt: now, Preset: p.Model.Config.Preset, Checkpoint: cfg.Checkpoint,
-		CheckpointSHA: fileSHA256(cfg.Checkpoint), Seed: cfg.Seed, Threshold: th, Device: torchrt.DeviceName(p.Model.Device()), Config: cfg}
+func meta(runID, kind string, cfg Config, det *Detector, ix datasets.Index, th results.ThresholdInfo, now time.Time) results.RunMeta {
+	m := results.RunMeta{RunID: runID, Kind: kind, CreatedAt: now, Preset: det.Model.Config.Preset, Checkpoint: cfg.Checkpoint,
+		CheckpointSHA: fileSHA256(cfg.Checkpoint), Seed: cfg.Seed, Threshold: th, Device: torchrt.DeviceName(det.Model.Device()), Config: cfg}
 	m.Dataset.Root, m.Dataset.Layout, m.Dataset.Categories = ix.Root, ix.Layout, ix.Categories
 	v := version.Read()
 	m.Versions = map[string]string{"diad": v.Diad, "revision": v.Revision, "gotch": v.Gotch, "libtorch": torchrt.LibtorchVersion(), "go": v.Go}
-	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, p.Pretrained(), cfg.Features.Weights
-	m.Scorer = p.Scorer.Kind()
-	m.BatchInvariant = p.BatchInvariant
-	sampler := p.Sampler.With(shared.SamplerOverride{}) // a copy
+	m.Features.Arch, m.Features.Pretrained, m.Features.Weights = cfg.Features.Arch, det.Pretrained(), cfg.Features.Weights
+	m.Scorer = det.Scorer.Kind()
+	m.BatchInvariant = det.BatchInvariant
+	sampler := det.Sampler.With(shared.SamplerOverride{}) // a copy
 	m.Sampler = &sampler
 	return m
 }

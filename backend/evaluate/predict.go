@@ -145,12 +145,12 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 			mine = append(mine, i)
 		}
 	}
-	p, err := Open(cfg.Config)
+	det, err := Open(cfg.Config)
 	if err != nil {
 		return nil, "", err
 	}
-	defer p.Free()
-	size := p.Model.Config.ImageSize
+	defer det.Free()
+	size := det.Model.Config.ImageSize
 	bs := max(cfg.BatchSize, 1)
 	var preds []Prediction
 	var failed []Prediction
@@ -180,14 +180,14 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 		if len(items) == 0 {
 			continue
 		}
-		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, p.Model.Device())
+		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, det.Model.Device())
 		seeds := make([]uint64, len(items))
 		for k := range seeds {
 			// The image's position among all inputs, so its noise does
 			// not depend on which others could be read, or on the shard.
 			seeds[k] = results.ImageSeed(cfg.Seed, int64(index[k]))
 		}
-		scored, err := p.ScoreBatch(ctx, x, seeds, false, nil)
+		scored, err := det.ScoreBatch(ctx, x, seeds, false, nil)
 		x.MustDrop()
 		if err != nil {
 			return nil, "", err
@@ -209,7 +209,7 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 				pred = 1
 			}
 			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Path: it.Sample.Path, Split: "predict", GroundTruth: -1,
-				Score: pr.Score, Scorer: p.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
+				Score: pr.Score, Scorer: det.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
 			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
 			if cfg.Shard != nil {
 				pixels = append(pixels, results.NewPixelRow(runID, id, size, size, scored[i].Map, nil))
@@ -223,7 +223,7 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 	if cfg.Shard != nil {
 		part := results.Shard{Info: results.ShardInfo{Index: cfg.Shard.Index, Count: cfg.Shard.Count, SplitImages: len(inputs),
 			Threshold: cfg.Threshold, Metrics: cfg.Metrics, Unreadable: failedIDs}, Images: rows, Maps: maps, Pixels: pixels}
-		part.Info.Run = meta(runID, "predict", cfg.Config, p, datasets.Index{}, results.ThresholdInfo{}, start.UTC())
+		part.Info.Run = meta(runID, "predict", cfg.Config, det, datasets.Index{}, results.ThresholdInfo{}, start.UTC())
 		part.Info.Run.Timings = map[string]float64{"inference": time.Since(start).Seconds()}
 		if err := (results.Store{Root: cfg.ResultsDir}).WriteShard(part); err != nil {
 			return nil, "", err
@@ -234,7 +234,7 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 		return preds, "", partial
 	}
 	run := results.Run{Images: rows, Maps: maps}
-	run.Meta = meta(runID, "predict", cfg.Config, p, datasets.Index{}, th, start.UTC())
+	run.Meta = meta(runID, "predict", cfg.Config, det, datasets.Index{}, th, start.UTC())
 	run.Meta.Timings = map[string]float64{"total": time.Since(start).Seconds()}
 	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
 		return nil, "", err

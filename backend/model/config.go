@@ -1,7 +1,7 @@
 // Package model assembles DiAD: the KL-f8 autoencoder, the SD UNet denoiser and
 // the Semantic-Guided network, with the reference's parameter names, presets
 // (paper, small, tiny), the freezing split, the training objective and the
-// reconstruction pipeline (encode, noise, DDIM with SG guidance, decode).
+// reconstruction pipeline (encode, noise, sample with SG guidance, decode).
 package model
 
 import (

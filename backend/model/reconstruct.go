@@ -162,7 +162,7 @@ func (m *DiAD) trainLoss(cond, clean *ts.Tensor, noise *diffusion.Noise, weight 
 type Reconstruction struct {
 	// Image is the decoded reconstruction, ImageNet-normalised [B, 3, H, W].
 	Image *ts.Tensor
-	// Latent is the final DDIM latent [B, 4, h, w].
+	// Latent is the sampler's final latent [B, 4, h, w].
 	Latent *ts.Tensor
 }
 

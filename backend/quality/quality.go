@@ -54,7 +54,7 @@ type Report struct {
 	// Defects are the defect types, by category then defect.
 	Defects []DefectRow
 	// StepChange is the mean absolute change of the decoded predicted image
-	// between the first and the last DDIM step, in 8-bit levels (0-255).
+	// between the first and the last sampler step, in 8-bit levels (0-255).
 	StepChange float64
 	// Guidance is how much the SG network changes the denoiser's noise
 	// prediction at the first step: RMS(eps - eps without SG) / RMS(eps),
@@ -86,7 +86,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	p, loader := split.P, split.Loader
+	p, loader := split.Detector, split.Loader
 	defer p.Free()
 	size := p.Model.Config.ImageSize
 	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}

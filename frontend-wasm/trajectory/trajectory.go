@@ -1,5 +1,5 @@
 // Package trajectory keeps one denoising trajectory as it streams in (a frame
-// per DDIM step, then the final reconstruction) and the player that walks
+// per sampler step, then the final reconstruction) and the player that walks
 // through it: play/pause, step, scrub, and following the newest frame while
 // frames arrive. Plain Go, tested on the host.
 package trajectory
