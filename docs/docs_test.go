@@ -21,10 +21,14 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
+// stretch is the word for a stretch of work, spelt in parts so that this
+// file does not itself contain what it forbids.
+const stretch = "ses" + "sion"
+
 // history matches words about how the project was built: stretches of work
 // and issue numbers belong in git's history and the issue tracker, not in
 // what users and the next engineer read.
-var history = regexp.MustCompile(`\b[Ss]essions? \d+|\b[Ii]ssues? #?\d+|#\d+'s\b|\bfirst sessions\b|\bthis session\b`)
+var history = regexp.MustCompile(`\b[Ss]` + stretch[1:] + `s? \d+|\b[Ii]ssues? #?\d+|#\d+'s\b|\bfirst ` + stretch + `s\b|\bthis ` + stretch + `\b`)
 
 // textFile reports whether a tracked file is text the project writes
 // (documents, code, scripts, configs), not data.
@@ -46,7 +50,7 @@ func TestNoBuildHistoryInTrackedText(t *testing.T) {
 	}
 	checked := 0
 	for _, path := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if !textFile(path) || path == "docs/docs_test.go" {
+		if !textFile(path) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(root, path))
@@ -66,12 +70,12 @@ func TestNoBuildHistoryInTrackedText(t *testing.T) {
 }
 
 func TestHistoryPattern(t *testing.T) {
-	for _, s := range []string{"since session 13", "Sessions 12", "issue #11's targets", "#14's goal", "in the first sessions"} {
+	for _, s := range []string{"since " + stretch + " 13", "S" + stretch[1:] + "s 12", "iss" + "ue #" + "11's targets", "#" + "14's goal", "in the first " + stretch + "s"} {
 		if !history.MatchString(s) {
 			t.Errorf("%q is not caught", s)
 		}
 	}
-	for _, s := range []string{"fmt.Sprint(x)", "a websocket session", "see issue tracker", "step 13"} {
+	for _, s := range []string{"fmt.Sprint(x)", "a websocket " + stretch, "see issue tracker", "step 13"} {
 		if history.MatchString(s) {
 			t.Errorf("%q is caught", s)
 		}

@@ -123,7 +123,10 @@ func convTransposeCase(op string, n, in, out, size, k, stride, pad int) kernelCa
 		w := tc.param(wv, []int64{int64(in), int64(out), int64(k), int64(k)}, false)
 		s, p := int64(stride), int64(pad)
 		y := tc.keep(ts.MustConvTranspose2d(x, w, layers.None, []int64{s, s}, []int64{p, p}, []int64{0, 0}, 1, []int64{1, 1}))
-		_, ref, _, _ := convRef(c, make([]float64, c.inputLen()), wv, make([]float64, c.O), xv)
+		// The transposed convolution of x is the input gradient of the
+		// convolution for output gradient x; that convolution's own input
+		// and bias do not enter it (zeros).
+		ref := convRef(c, make([]float64, c.inputLen()), wv, make([]float64, c.O), xv).gx
 		return []output{{"output", torchrt.Float32s(y), ref.val, ref.bound()}}, nil
 	}}
 }
@@ -197,12 +200,12 @@ func (tc *tensors) affineOutputs(c convShape, y, g *ts.Tensor, xwb [3]*ts.Tensor
 	if err := tc.backward(y, g); err != nil {
 		return nil, err
 	}
-	ry, rgx, rgw, rgb := convRef(c, vals[0], vals[1], vals[2], vals[3])
+	ref := convRef(c, vals[0], vals[1], vals[2], vals[3])
 	return []output{
-		{"output", got, ry.val, ry.bound()},
-		{"input gradient", grad(xwb[0]), rgx.val, rgx.bound()},
-		{"weight gradient", grad(xwb[1]), rgw.val, rgw.bound()},
-		{"bias gradient", grad(xwb[2]), rgb.val, rgb.bound()},
+		{"output", got, ref.y.val, ref.y.bound()},
+		{"input gradient", grad(xwb[0]), ref.gx.val, ref.gx.bound()},
+		{"weight gradient", grad(xwb[1]), ref.gw.val, ref.gw.bound()},
+		{"bias gradient", grad(xwb[2]), ref.gb.val, ref.gb.bound()},
 	}, nil
 }
 

@@ -126,7 +126,8 @@ func TestCompareBounds(t *testing.T) {
 // hand, and the bound grows with the number of terms.
 func TestConvReference(t *testing.T) {
 	c := convShape{N: 1, C: 2, H: 1, W: 1, O: 1, K: 1, Stride: 1}
-	y, gx, gw, gb := convRef(c, []float64{3, -4}, []float64{0.5, 2}, []float64{1}, []float64{2})
+	r := convRef(c, []float64{3, -4}, []float64{0.5, 2}, []float64{1}, []float64{2})
+	y, gx, gw, gb := r.y, r.gx, r.gw, r.gb
 	if y.val[0] != 1+1.5-8 || y.abs[0] != 1+1.5+8 || y.terms[0] != 3 {
 		t.Fatalf("y %+v", y)
 	}
@@ -138,7 +139,7 @@ func TestConvReference(t *testing.T) {
 	}
 	// Padding: a 3x3 kernel on a 2x2 image sees 4 taps at each output.
 	c = convShape{N: 1, C: 1, H: 2, W: 2, O: 1, K: 3, Stride: 1, Pad: 1}
-	y, _, _, _ = convRef(c, []float64{1, 2, 3, 4}, []float64{1, 1, 1, 1, 1, 1, 1, 1, 1}, []float64{0}, make([]float64, 4))
+	y = convRef(c, []float64{1, 2, 3, 4}, []float64{1, 1, 1, 1, 1, 1, 1, 1, 1}, []float64{0}, make([]float64, 4)).y
 	for i, v := range y.val {
 		if v != 10 || y.terms[i] != 5 {
 			t.Fatalf("padded output %d: %v with %d terms", i, v, y.terms[i])

@@ -60,13 +60,15 @@ func (c convShape) outputLen() int {
 	return c.N * c.O * oh * ow
 }
 
-// convRef computes a convolution's output y = conv(x, w) + b and, for the
-// output gradient g, the gradients of its input, weight and bias: one pass
-// over every (output element, kernel tap) pair, which is every term of all
-// four sums.
-func convRef(c convShape, x, w, b, g []float64) (y, gx, gw, gb *sums) {
+// convSums are a convolution's output y = conv(x, w) + b and, for an output
+// gradient g, the gradients of its input, weight and bias.
+type convSums struct{ y, gx, gw, gb *sums }
+
+// convRef computes all four in one pass over every (output element, kernel
+// tap) pair, which is every term of all four sums.
+func convRef(c convShape, x, w, b, g []float64) convSums {
 	oh, ow := c.out()
-	y, gx, gw, gb = newSums(c.outputLen()), newSums(c.inputLen()), newSums(c.weightLen()), newSums(c.O)
+	y, gx, gw, gb := newSums(c.outputLen()), newSums(c.inputLen()), newSums(c.weightLen()), newSums(c.O)
 	for n := 0; n < c.N; n++ {
 		for o := 0; o < c.O; o++ {
 			for i := 0; i < oh; i++ {
@@ -98,7 +100,7 @@ func convRef(c convShape, x, w, b, g []float64) (y, gx, gw, gb *sums) {
 			}
 		}
 	}
-	return y, gx, gw, gb
+	return convSums{y, gx, gw, gb}
 }
 
 // normTolerance bounds the relative error of results that pass through a

@@ -18,6 +18,7 @@ import (
 
 	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/filetest"
+	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
@@ -467,10 +468,9 @@ func TestGradientCheckpointingTrainsTheSame(t *testing.T) {
 	}
 }
 
-// debian13OneDNN is Debian 13's oneDNN 3.7.2, which the build root keeps
-// aside (backend/buildenv/torchenv.sh): on AMD Zen 5 it computes wrong
-// convolution input gradients, so training with it was NaN from step 1.
-const debian13OneDNN = "/opt/diad/onednn-trixie/usr/lib/x86_64-linux-gnu"
+// debian13OneDNN computes wrong convolution input gradients on AMD Zen 5,
+// so training with it was NaN from step 1.
+const debian13OneDNN = kernelcheck.Debian13OneDNN
 
 // Training in a process that loads that library: on a CPU where it computes
 // wrong, the self-check switches oneDNN off with one warning and the run

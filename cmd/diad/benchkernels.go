@@ -111,7 +111,7 @@ func newKernelsBenchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&preset, "preset", "demo", "model preset")
 	cmd.Flags().IntVar(&batch, "batch", 4, "images per batch")
 	cmd.Flags().IntVar(&iters, "iters", 3, "timed iterations")
-	cmd.Flags().StringSliceVar(&libs, "onednn-lib", nil, "folders holding another libdnnl.so.3.6 to measure (e.g. /opt/diad/onednn-trixie/usr/lib/x86_64-linux-gnu in the build root)")
+	cmd.Flags().StringSliceVar(&libs, "onednn-lib", nil, "folders holding another libdnnl.so.3.6 to measure (e.g. "+kernelcheck.Debian13OneDNN+" in the build root)")
 	return cmd
 }
 
@@ -157,4 +157,3 @@ func newKernelsWorkerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&iters, "iters", 3, "timed iterations")
 	return cmd
 }
-

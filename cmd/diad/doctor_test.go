@@ -52,7 +52,7 @@ func TestDoctorDescribesTheMachine(t *testing.T) {
 // With Debian 13's oneDNN loaded, on a CPU where it computes wrong, the
 // doctor says so, names the fallback and exits non-zero.
 func TestDoctorFailsOnAWrongOneDNN(t *testing.T) {
-	const lib = "/opt/diad/onednn-trixie/usr/lib/x86_64-linux-gnu"
+	const lib = kernelcheck.Debian13OneDNN
 	if _, err := os.Stat(filepath.Join(lib, "libdnnl.so.3.6")); err != nil {
 		t.Skipf("Debian 13's oneDNN is not kept aside here: %v", err)
 	}
