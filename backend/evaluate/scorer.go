@@ -90,6 +90,11 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 			terms = append(terms, scoring.PixelTerm{})
 		case scoring.KindSSIM:
 			terms = append(terms, scoring.SSIMTerm{})
+		case scoring.KindSeg:
+			if m.Head == nil {
+				return nil, nil, fmt.Errorf("evaluate: scorer %q needs the model's anomaly head, and this %s model has none (train one: diad train --base demo)", kind, m.Config.Preset)
+			}
+			terms = append(terms, scoring.MapTerm{Label: n, F: m.Head.Map})
 		}
 		scale := 1.0
 		if v, ok := m.Config.Scorer.Scales[n]; ok && v > 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/diad-project/diad/backend/autoencoder"
 	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/backend/unet"
 )
 
@@ -40,6 +41,8 @@ type Config struct {
 	// Scorer is the anomaly map the model was calibrated for, used when no
 	// ImageNet feature weights are given (empty: the paper's ResNet map).
 	Scorer ScorerConfig `yaml:"scorer,omitempty"`
+	// Head is the learnt anomaly map's network (seghead; empty: none).
+	Head seghead.Config `yaml:"head,omitempty"`
 }
 
 // ScorerConfig names a scorer (scoring.ParseKind) and the scale of each of its
@@ -77,6 +80,12 @@ func (c Config) Validate() error {
 	}
 	if c.SG.ImageChannels != c.Autoencoder.InChannels {
 		return fmt.Errorf("model: SG hint takes %d channels, images have %d", c.SG.ImageChannels, c.Autoencoder.InChannels)
+	}
+	if err := c.Head.Validate(); err != nil {
+		return err
+	}
+	if c.Head.Enabled() && c.ImageSize%c.Head.Multiple() != 0 {
+		return fmt.Errorf("model: image size %d is not a multiple of %d, which the anomaly head needs", c.ImageSize, c.Head.Multiple())
 	}
 	return nil
 }

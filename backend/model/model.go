@@ -14,6 +14,7 @@ import (
 	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/recompute"
+	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/backend/unet"
 )
 
@@ -24,6 +25,8 @@ type DiAD struct {
 	AE       *autoencoder.AutoencoderKL
 	UNet     *unet.UNet
 	SG       *unet.SemanticGuided
+	// Head is the learnt anomaly map (nil unless Config.Head asks for one).
+	Head *seghead.Net
 	Schedule *diffusion.Schedule
 	// Context is the constant cross-attention context [1, ContextLen, ContextDim].
 	Context *ts.Tensor
@@ -56,7 +59,33 @@ func build(c Config, store *layers.Store) (*DiAD, error) {
 		return nil, err
 	}
 	m.Context = root.Buffer(ContextName, []int64{1, c.UNet.ContextLen, c.UNet.ContextDim}, layers.Zeros)
+	if c.Head.Enabled() {
+		if m.Head, err = seghead.New(subPrefix(root, seghead.Prefix), c.Head); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// AddHead gives a model without an anomaly head a freshly initialised one
+// (a model trained before heads existed, or without one).
+func (m *DiAD) AddHead(c seghead.Config) error {
+	if m.Head != nil {
+		return fmt.Errorf("model: already has an anomaly head")
+	}
+	cfg := m.Config
+	cfg.Head = c
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return torchrt.Do(func() error {
+		h, err := seghead.New(subPrefix(m.Store.Root(), seghead.Prefix), c)
+		if err != nil {
+			return err
+		}
+		m.Head, m.Config = h, cfg
+		return nil
+	})
 }
 
 // subPrefix descends a dotted prefix such as "model.diffusion_model.".
@@ -130,6 +159,8 @@ const (
 	FreezeNone Freeze = "none"
 	// FreezeAutoencoderOnly trains only the autoencoder (stage-1 fine-tuning).
 	FreezeAutoencoderOnly Freeze = "autoencoder"
+	// FreezeHeadOnly trains only the anomaly head (after the denoiser).
+	FreezeHeadOnly Freeze = "head"
 )
 
 // Trainable reports whether parameter name trains under f.
@@ -137,6 +168,8 @@ func (f Freeze) Trainable(name string) bool {
 	switch f {
 	case FreezeAutoencoderOnly:
 		return strings.HasPrefix(name, PrefixAutoencoder)
+	case FreezeHeadOnly:
+		return strings.HasPrefix(name, seghead.Prefix)
 	case FreezeNone:
 		return strings.HasPrefix(name, PrefixUNet) || strings.HasPrefix(name, PrefixSG)
 	default:
@@ -151,10 +184,10 @@ func (f Freeze) Trainable(name string) bool {
 // ParseFreeze validates a freeze name.
 func ParseFreeze(s string) (Freeze, error) {
 	switch f := Freeze(s); f {
-	case FreezeReference, FreezeNone, FreezeAutoencoderOnly:
+	case FreezeReference, FreezeNone, FreezeAutoencoderOnly, FreezeHeadOnly:
 		return f, nil
 	}
-	return "", fmt.Errorf("model: unknown freeze %q (want reference, none or autoencoder)", s)
+	return "", fmt.Errorf("model: unknown freeze %q (want reference, none, autoencoder or head)", s)
 }
 
 // SetFreeze applies a training split to the parameters' requires_grad.

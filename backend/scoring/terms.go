@@ -66,6 +66,18 @@ func ToUnit(x *ts.Tensor) *ts.Tensor {
 	return out
 }
 
+// MapTerm is a term computed by a function, such as a learnt head.
+type MapTerm struct {
+	Label string
+	F     func(images, recons *ts.Tensor) *ts.Tensor
+}
+
+// Name identifies the term.
+func (m MapTerm) Name() string { return m.Label }
+
+// Map calls the function.
+func (m MapTerm) Map(images, recons *ts.Tensor) *ts.Tensor { return m.F(images, recons) }
+
 // PixelTerm is the mean absolute RGB difference over channels, in [0, 1] units.
 type PixelTerm struct{}
 
@@ -172,6 +184,9 @@ const (
 	// KindPixel and KindSSIM compare the images themselves.
 	KindPixel = "pixel"
 	KindSSIM  = "ssim"
+	// KindSeg is the model's learnt anomaly head (package seghead): the map
+	// for models without ImageNet weights that have one.
+	KindSeg = "seg"
 )
 
 // ParseKind splits a scorer kind such as "ae+pixel" into its sorted, unique
@@ -182,9 +197,9 @@ func ParseKind(kind string) ([]string, error) {
 	for _, part := range strings.Split(kind, "+") {
 		part = strings.TrimSpace(part)
 		switch part {
-		case KindResNet, KindAE, KindPixel, KindSSIM:
+		case KindResNet, KindAE, KindPixel, KindSSIM, KindSeg:
 		default:
-			return nil, fmt.Errorf("scoring: unknown term %q in scorer %q (want %s, %s, %s, %s joined by +)", part, kind, KindResNet, KindAE, KindPixel, KindSSIM)
+			return nil, fmt.Errorf("scoring: unknown term %q in scorer %q (want %s, %s, %s, %s, %s joined by +)", part, kind, KindResNet, KindAE, KindPixel, KindSSIM, KindSeg)
 		}
 		if !seen[part] {
 			seen[part] = true

@@ -23,6 +23,7 @@ import (
 
 	"github.com/diad-project/diad/backend/optim"
 	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/datasets"
 )
 
@@ -116,6 +117,11 @@ type Config struct {
 	// ScorerCandidates, when set, are the scorers calibration chooses among
 	// (with the start level, on the same held-out images); Scorer is ignored.
 	ScorerCandidates []string `yaml:"scorer_candidates"`
+	// Head, when it has channels, gives the model an anomaly head (package
+	// seghead) that HeadTraining trains after the calibration; the model's
+	// scorer is then the head's map ("seg").
+	Head         seghead.Config      `yaml:"head"`
+	HeadTraining seghead.TrainConfig `yaml:"head_training"`
 }
 
 // ReferenceConfig is the paper's training (models/diad.yaml, the training
@@ -171,6 +177,7 @@ func DemoConfig() Config {
 	c.MaxSteps, c.MaxDuration = 3600, demoMaxDuration
 	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700, 800}
 	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
+	c.Head, c.HeadTraining = seghead.DemoConfig, seghead.DemoTraining
 	return c
 }
 
@@ -260,6 +267,18 @@ func (c Config) Validate() error {
 		if _, err := scoring.ParseKind(k); err != nil {
 			return fmt.Errorf("train: %w", err)
 		}
+		if headKinds(k) {
+			return fmt.Errorf("train: scorer %q: the anomaly head's map is not calibrated; it becomes the scorer when head_training trains it", k)
+		}
+	}
+	if err := c.Head.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if c.HeadTraining.Steps < 0 {
+		return fmt.Errorf("train: head_training.steps must be >= 0")
+	}
+	if c.HeadTraining.Steps > 0 && !c.Head.Enabled() {
+		return fmt.Errorf("train: head_training has steps but head has no channels")
 	}
 	return c.LRSchedule.Validate()
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/diad-project/diad/datasets"
 )
 
-// Recalibrate runs only the calibration step of cfg on a trained model: it
+// Recalibrate runs only the steps after the denoiser of cfg on a trained
+// model - the calibration and, when cfg has head_training, the anomaly head
+// (added if the model has none): it
 // opens modelPath, chooses the start level and scorer on cfg's held-out
 // training images (the same split, from cfg's seed and val_fraction, that
 // training held out) and writes the model with the new choice to
@@ -24,8 +26,8 @@ func Recalibrate(ctx context.Context, cfg Config, modelPath string, opts Options
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
 	}
-	if len(cfg.StartTCandidates) == 0 && cfg.Scorer == "" && len(cfg.ScorerCandidates) == 0 {
-		return Summary{}, fmt.Errorf("train: recalibrate: the config chooses nothing (no start_t_candidates, scorer or scorer_candidates)")
+	if len(cfg.StartTCandidates) == 0 && cfg.Scorer == "" && len(cfg.ScorerCandidates) == 0 && cfg.HeadTraining.Steps == 0 {
+		return Summary{}, fmt.Errorf("train: recalibrate: the config chooses nothing (no start_t_candidates, scorer, scorer_candidates or head_training)")
 	}
 	if cfg.ValFraction <= 0 {
 		return Summary{}, fmt.Errorf("train: recalibrate: val_fraction is 0, so there are no held-out images")
@@ -59,7 +61,7 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	if err != nil {
 		return Summary{}, err
 	}
-	_, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
+	trainSamples, valSamples := holdOut(ix.Select(datasets.Train), cfg.ValFraction, cfg.Seed)
 	if t.m, _, err = model.Open(modelPath, dev); err != nil {
 		return Summary{}, err
 	}
@@ -72,6 +74,18 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	t.log.Info("recalibrate", "model", modelPath, "val_images", len(valSamples))
 	if err := t.calibrate(ctx); err != nil {
 		return Summary{}, err
+	}
+	if cfg.HeadTraining.Steps > 0 && cfg.Head.Enabled() {
+		// A model without a head gets one; a model with one trains it again.
+		if t.m.Head == nil {
+			torchrt.ManualSeed(int64(cfg.Seed))
+			if err := t.m.AddHead(cfg.Head); err != nil {
+				return Summary{}, err
+			}
+		}
+		if err := t.trainHead(ctx, trainSamples); err != nil {
+			return Summary{}, err
+		}
 	}
 	out := filepath.Join(cfg.OutDir, ModelFile)
 	if err := t.m.Save(out, map[string]string{"diad.recalibrated_from": modelPath}); err != nil {

@@ -32,7 +32,10 @@ import (
 const (
 	StageAutoencoder = "autoencoder"
 	StageDenoiser    = "denoiser"
-	StageDone        = "done"
+	// StageHead trains the anomaly head after the denoiser (not resumable:
+	// it is minutes, and an interrupted one restarts from the denoiser's end).
+	StageHead = "head"
+	StageDone = "done"
 )
 
 // Files in OutDir.
@@ -116,6 +119,9 @@ type trainer struct {
 	noise    *diffusion.Noise
 	train    *datasets.Loader
 	val      *datasets.Loader
+	// trainSamples are the training images (without the held-out ones),
+	// which the anomaly head learns on.
+	trainSamples []datasets.Sample
 	st       state
 	opt      *optim.AdamW
 	ema      *ema // denoiser stage with EMADecay > 0
@@ -229,6 +235,9 @@ func (t *trainer) setup() error {
 		if mcfg, err = t.modelConfig(); err != nil {
 			return err
 		}
+		if cfg.Head.Enabled() {
+			mcfg.Head = cfg.Head
+		}
 		torchrt.ManualSeed(int64(cfg.Seed))
 		if t.m, err = model.New(mcfg, dev); err != nil {
 			return err
@@ -255,6 +264,7 @@ func (t *trainer) setup() error {
 		}
 	}
 	t.m.SetRecompute(cfg.GradientCheckpointing)
+	t.trainSamples = trainSamples
 	lc := datasets.LoaderConfig{Size: mcfg.ImageSize, BatchSize: cfg.BatchSize, Shuffle: true, DropLast: len(trainSamples) >= cfg.BatchSize, Workers: cfg.Data.Workers, Seed: cfg.Seed}
 	if t.train, err = datasets.NewLoader(trainSamples, lc); err != nil {
 		return fmt.Errorf("train: %w", err)
@@ -641,6 +651,9 @@ func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReaso
 		t.ema.swap()
 	}
 	if err := t.calibrate(ctx); err != nil {
+		return "", err
+	}
+	if err := t.trainHead(ctx, t.trainSamples); err != nil {
 		return "", err
 	}
 	t.st.Stage = StageDone

@@ -20,6 +20,9 @@ import (
 	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
 )
@@ -526,4 +529,113 @@ func TestTrainsRightWithDebian13OneDNN(t *testing.T) {
 		t.Fatalf("%d logged steps, want 6", len(losses))
 	}
 	t.Logf("oneDNN %s kept on: %v; %d finite losses", start.OneDNN, start.OneDNNOn, len(losses))
+}
+
+// The anomaly head trains after the calibration and becomes the model's
+// scorer; recalibrating a model that has none gives it one and changes no
+// other weight.
+func TestAnomalyHead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	data := synthData(t)
+	head := seghead.Config{Channels: []int64{8, 16}, NormGroups: 4}
+	headTraining := seghead.TrainConfig{Steps: 12, BatchSize: 4, Crop: 32, DefectShare: 0.5,
+		Optim: optim.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}}
+
+	c := smallConfig(t, data)
+	c.OutDir = t.TempDir()
+	c.StartTCandidates = []int{200}
+	c.Scorer = "pixel"
+	c.Head, c.HeadTraining = head, headTraining
+	sum, err := Run(context.Background(), c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := model.ReadConfig(sum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Scorer.Kind != scoring.KindSeg || cfg.Scorer.Scales["pixel"] <= 0 || len(cfg.Head.Channels) != 2 {
+		t.Fatalf("scorer %+v head %+v: want the head's map, the pixel scale kept", cfg.Scorer, cfg.Head)
+	}
+	headSteps := 0
+	for _, line := range strings.Split(string(filetest.Read(t, filepath.Join(c.OutDir, LogFile))), "\n") {
+		if strings.Contains(line, `"stage":"head"`) && strings.Contains(line, `"msg":"step"`) {
+			headSteps++
+		}
+	}
+	if headSteps == 0 {
+		t.Fatal("the log has no head steps")
+	}
+	m, _, err := model.Open(sum.Model, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Head == nil {
+		t.Fatal("the saved model opens without its head")
+	}
+	m.Free()
+
+	// A model trained without a head gets one from Recalibrate.
+	plain := smallConfig(t, data)
+	plain.OutDir = t.TempDir()
+	plain.Scorer = "pixel"
+	psum, err := Run(context.Background(), plain, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := plain
+	re.OutDir = t.TempDir()
+	re.Head, re.HeadTraining = head, headTraining
+	rsum, err := Recalibrate(context.Background(), re, psum.Model, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := checkpoint.Open(psum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := checkpoint.Open(rsum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	heads := 0
+	for _, e := range b.Entries() {
+		if strings.HasPrefix(e.Name, seghead.Prefix) {
+			heads++
+		}
+	}
+	if heads == 0 || len(b.Entries()) != len(a.Entries())+heads {
+		t.Fatalf("recalibrated model has %d tensors (%d of the head), the original %d", len(b.Entries()), heads, len(a.Entries()))
+	}
+	for _, e := range a.Entries() {
+		x, err := a.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := b.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same := x.MustEqual(y, false)
+		x.MustDrop()
+		y.MustDrop()
+		if !same {
+			t.Fatalf("training the head changed %s", e.Name)
+		}
+	}
+
+	bad := c
+	bad.ScorerCandidates = []string{"seg"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "anomaly head") {
+		t.Errorf("scorer candidate seg: %v", err)
+	}
+	bad = c
+	bad.Head = seghead.Config{}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "no channels") {
+		t.Errorf("head training without a head: %v", err)
+	}
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/diad-project/diad/datasets"
+	"github.com/diad-project/diad/datasets/debpkg"
 )
 
 // addDataFlags binds a dataset source's flags.
@@ -50,4 +53,55 @@ func newSynthCmd() *cobra.Command {
 	f.IntVar(&cfg.PerDefect, "per-defect", cfg.PerDefect, "test images per defect type")
 	f.StringSliceVar(&cfg.Categories, "categories", nil, "categories (default all)")
 	return cmd
+}
+
+func newPhotosCmd() *cobra.Command {
+	cfg := datasets.DefaultPhotoSet
+	var out, cache, mirror string
+	cmd := &cobra.Command{
+		Use:   "photos",
+		Short: "Build the photo set: real photographs from a Debian package, with painted defects and exact masks",
+		Long: "photos downloads " + datasets.PhotoPackage.Name + " " + datasets.PhotoPackage.Version + " from a Debian mirror (checked against its SHA-256;\n" +
+			"only the photographs and the licence file are kept, under --cache) and writes an MVTec-AD layout set:\n" +
+			"categories " + strings.Join(datasets.PhotoCategories(), ", ") + " (surfaces are crops of one photograph,\n" +
+			"parts are the whole photograph slightly shifted), good images, and defects painted on the photographs\n" +
+			"(surfaces: " + strings.Join(datasets.PhotoTextureDefects, ", ") + "; parts: " + strings.Join(datasets.PhotoObjectDefects, ", ") + ")\n" +
+			"with exact masks. " + datasets.PhotoSourcesFile + " in the set names each photograph's package, path and licence.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("--out is required")
+			}
+			pkg := filepath.Join(cache, datasets.PhotoPackage.Name)
+			url := strings.TrimSuffix(mirror, "/") + "/" + datasets.PhotoPackage.Filename
+			if err := debpkg.Fetch(cmd.Context(), url, datasets.PhotoPackage.SHA256, datasets.PhotoPackageFiles(), pkg); err != nil {
+				return err
+			}
+			ix, err := datasets.BuildPhotoSet(out, pkg, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d images in %d categories to %s (train %d, test %d); sources and licences in %s\n",
+				len(ix.Samples), len(ix.Categories), out, len(ix.Select(datasets.Train)), len(ix.Select(datasets.Test)), filepath.Join(out, datasets.PhotoSourcesFile))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "output folder")
+	f.StringVar(&cache, "cache", ".cache/photos", "where the package's photographs are kept between runs")
+	f.StringVar(&mirror, "mirror", envOr("DIAD_DEBIAN_MIRROR", "http://deb.debian.org/debian"), "Debian mirror (or $DIAD_DEBIAN_MIRROR)")
+	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed (same seed, same files)")
+	f.IntVar(&cfg.Size, "size", cfg.Size, "image side in pixels")
+	f.IntVar(&cfg.Train, "train", cfg.Train, "good training images per category")
+	f.IntVar(&cfg.TestGood, "test-good", cfg.TestGood, "good test images per category")
+	f.IntVar(&cfg.PerDefect, "per-defect", cfg.PerDefect, "test images per defect type")
+	f.StringSliceVar(&cfg.Categories, "categories", nil, "categories (default all)")
+	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

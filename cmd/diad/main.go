@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newServeCmd(), newInspectCmd(), newSynthCmd(), newTrainCmd(), newTestCmd(), newPredictCmd(), newExportCmd(), newBenchCmd(), newConvertCmd(), newMergeCmd(), newRunIDCmd(), newTrajectoryCmd(), newDoctorCmd())
+	root.AddCommand(newVersionCmd(), newServeCmd(), newInspectCmd(), newSynthCmd(), newPhotosCmd(), newTrainCmd(), newTestCmd(), newPredictCmd(), newExportCmd(), newBenchCmd(), newConvertCmd(), newMergeCmd(), newRunIDCmd(), newTrajectoryCmd(), newDoctorCmd())
 	return root
 }
 
