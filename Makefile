@@ -89,7 +89,7 @@ test: setup test-doctor lint
 FUZZ_TARGETS = ./backend/cpuinfo:FuzzParse ./shared:FuzzDecodeFrame ./backend/strictjson:FuzzUnmarshal ./datasets:FuzzDecodeBytes \
 	./datasets:FuzzVisASplitCSV ./results:FuzzImagesParquet ./backend/checkpoint:FuzzOpenSafetensors \
 	./backend/checkpoint:FuzzOpenPickle ./backend/torchpickle:FuzzOpen ./backend/shard:FuzzParse ./results:FuzzShardFiles \
-	./backend/storyboard:FuzzParseOptions ./shared:FuzzParseTrajectoryExport
+	./backend/storyboard:FuzzParseOptions ./shared:FuzzParseTrajectoryExport ./datasets/debpkg:FuzzExtract
 FUZZTIME ?= 100000x
 TEST_FUZZTIME ?= 2000x
 

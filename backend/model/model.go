@@ -20,13 +20,13 @@ import (
 
 // DiAD is a built model: its parameters (one store, reference names) and parts.
 type DiAD struct {
-	Config   Config
-	Store    *layers.Store
-	AE       *autoencoder.AutoencoderKL
-	UNet     *unet.UNet
-	SG       *unet.SemanticGuided
+	Config Config
+	Store  *layers.Store
+	AE     *autoencoder.AutoencoderKL
+	UNet   *unet.UNet
+	SG     *unet.SemanticGuided
 	// Head is the learnt anomaly map (nil unless Config.Head asks for one).
-	Head *seghead.Net
+	Head     *seghead.Net
 	Schedule *diffusion.Schedule
 	// Context is the constant cross-attention context [1, ContextLen, ContextDim].
 	Context *ts.Tensor

@@ -122,6 +122,10 @@ type Config struct {
 	// scorer is then the head's map ("seg").
 	Head         seghead.Config      `yaml:"head"`
 	HeadTraining seghead.TrainConfig `yaml:"head_training"`
+	// HeadScorerCandidates, when set, are the scorers with the head's map
+	// ("seg", alone or with other terms) chosen among after the head trained,
+	// on the same held-out images and at the calibrated start level.
+	HeadScorerCandidates []string `yaml:"head_scorer_candidates"`
 }
 
 // ReferenceConfig is the paper's training (models/diad.yaml, the training
@@ -178,12 +182,19 @@ func DemoConfig() Config {
 	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700, 800}
 	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
 	c.Head, c.HeadTraining = seghead.DemoConfig, seghead.DemoTraining
+	c.HeadScorerCandidates = []string{"seg", "pixel+seg", "seg+ssim"}
 	return c
 }
 
-// demoMaxDuration is the demo recipe's training budget: 60 minutes on two
-// cores, less the held-out calibration that follows the training.
-const demoMaxDuration = 56 * time.Minute
+// DemoAfterDenoiser is what the demo recipe keeps of its hour on two cores
+// for the steps after the denoiser: the calibration (about 4 minutes), the
+// anomaly head (reconstructing the training images, then at most
+// seghead.DemoTraining.MaxDuration) and the head's scorer choice.
+const DemoAfterDenoiser = 15 * time.Minute
+
+// demoMaxDuration is the demo recipe's budget for the autoencoder and the
+// denoiser: the hour less DemoAfterDenoiser.
+const demoMaxDuration = 60*time.Minute - DemoAfterDenoiser
 
 // Presets by name.
 var Presets = map[string]func() Config{"reference": ReferenceConfig, "cpu": CPUConfig, "demo": DemoConfig}
@@ -279,6 +290,14 @@ func (c Config) Validate() error {
 	}
 	if c.HeadTraining.Steps > 0 && !c.Head.Enabled() {
 		return fmt.Errorf("train: head_training has steps but head has no channels")
+	}
+	for _, k := range c.HeadScorerCandidates {
+		if _, err := scoring.ParseKind(k); err != nil {
+			return fmt.Errorf("train: head_scorer_candidates: %w", err)
+		}
+		if !headKinds(k) {
+			return fmt.Errorf("train: head_scorer_candidates: %q does not use the head's map (seg)", k)
+		}
 	}
 	return c.LRSchedule.Validate()
 }

@@ -38,11 +38,13 @@ func (t *trainer) trainHead(ctx context.Context, samples []datasets.Sample) erro
 	hc.Seed = t.cfg.Seed
 	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("anomaly head: %d steps of %d crops of %d px", hc.Steps, hc.BatchSize, hc.Crop)})
 	last := 0.0
+	began := time.Now()
 	steps, err := seghead.Train(ctx, t.m.Head, t.m.Store.Trainable(), pairs, size, t.m.Device(), hc, func(s seghead.Step) {
 		last = s.Loss
+		rate := float64(s.Step*hc.BatchSize) / time.Since(began).Seconds()
+		t.emit(Event{Kind: shared.EventStep, Stage: StageHead, Step: s.Step, TotalSteps: hc.Steps, Loss: s.Loss, ImagesPerSec: rate})
 		if s.Step%50 == 0 || s.Step == hc.Steps {
-			t.log.Info("step", "stage", StageHead, "step", s.Step, "loss", s.Loss)
-			t.emit(Event{Kind: shared.EventStep, Step: s.Step, Loss: s.Loss, Message: string(StageHead)})
+			t.log.Info("step", "stage", StageHead, "step", s.Step, "loss", s.Loss, "images_per_sec", rate)
 		}
 	})
 	if err != nil {
@@ -55,6 +57,9 @@ func (t *trainer) trainHead(ctx context.Context, samples []datasets.Sample) erro
 	t.m.Config.Scorer = model.ScorerConfig{Kind: scoring.KindSeg, Scales: scales}
 	t.log.Info("anomaly head", "steps", steps, "loss", last, "pairs", len(pairs),
 		"reconstruct_seconds", recon.Seconds(), "seconds", time.Since(start).Seconds())
+	if len(t.cfg.HeadScorerCandidates) > 0 && t.val != nil {
+		return t.calibrateWith(ctx, []int{t.m.Config.Sampler.StartT}, "", t.cfg.HeadScorerCandidates)
+	}
 	return nil
 }
 

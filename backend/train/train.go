@@ -112,22 +112,22 @@ type state struct {
 }
 
 type trainer struct {
-	cfg      Config
-	opts     Options
-	log      *slog.Logger
-	m        *model.DiAD
-	noise    *diffusion.Noise
-	train    *datasets.Loader
-	val      *datasets.Loader
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	m     *model.DiAD
+	noise *diffusion.Noise
+	train *datasets.Loader
+	val   *datasets.Loader
 	// trainSamples are the training images (without the held-out ones),
 	// which the anomaly head learns on.
 	trainSamples []datasets.Sample
-	st       state
-	opt      *optim.AdamW
-	ema      *ema // denoiser stage with EMADecay > 0
-	start    time.Time
-	lastLoss float64
-	lastVal  float64
+	st           state
+	opt          *optim.AdamW
+	ema          *ema // denoiser stage with EMADecay > 0
+	start        time.Time
+	lastLoss     float64
+	lastVal      float64
 }
 
 // StopReason says why a run ended (Summary.Stopped).
@@ -983,8 +983,13 @@ func (t *trainer) scaleLatents(ctx context.Context) error {
 // held-out images (see package calibrate) and writes them into the model's
 // config, which the saved model carries.
 func (t *trainer) calibrate(ctx context.Context) error {
-	choosesScorer := t.cfg.Scorer != "" || len(t.cfg.ScorerCandidates) > 0
-	if t.val == nil || (!choosesScorer && len(t.cfg.StartTCandidates) == 0) {
+	return t.calibrateWith(ctx, t.cfg.StartTCandidates, t.cfg.Scorer, t.cfg.ScorerCandidates)
+}
+
+// calibrateWith is calibrate with the given candidates.
+func (t *trainer) calibrateWith(ctx context.Context, startTs []int, scorer string, scorerCandidates []string) error {
+	choosesScorer := scorer != "" || len(scorerCandidates) > 0
+	if t.val == nil || (!choosesScorer && len(startTs) == 0) {
 		return nil
 	}
 	var images []calibrate.Image
@@ -999,13 +1004,13 @@ func (t *trainer) calibrate(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	kind := t.cfg.Scorer
+	kind := scorer
 	if kind == "" {
 		kind = scoring.KindAE
 	}
-	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", t.cfg.StartTCandidates, len(images))})
-	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: t.cfg.StartTCandidates, Scorer: kind,
-		ScorerCandidates: t.cfg.ScorerCandidates, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
+	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", startTs, len(images))})
+	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: startTs, Scorer: kind,
+		ScorerCandidates: scorerCandidates, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
@@ -1013,7 +1018,7 @@ func (t *trainer) calibrate(ctx context.Context) error {
 		t.log.Info("calibration", "start_t", tr.StartT, "scorer", tr.Scorer, "image_auroc", tr.ImageAUROC, "pixel_auroc", tr.PixelAUROC, "scales", tr.Scales)
 		t.emit(Event{Kind: shared.EventCalibration, Message: fmt.Sprintf("start level %d, scorer %s: held-out image AUROC %.3f, pixel AUROC %.3f", tr.StartT, tr.Scorer, tr.ImageAUROC, tr.PixelAUROC)})
 	}
-	if len(t.cfg.StartTCandidates) > 0 {
+	if len(startTs) > 0 {
 		t.m.Config.Sampler.StartT = res.StartT
 		t.m.Config.Sampler.Timesteps = nil
 	}

@@ -36,7 +36,12 @@ func newQualityCmd() *cobra.Command {
 				tc.Data = cfg.Data
 				tc.OutDir = trainOut
 				tc.Seed = seed
-				tc.MaxDuration = budget
+				// The budget is the whole run's: the steps after the
+				// denoiser keep their share of it.
+				tc.MaxDuration = budget - train.DemoAfterDenoiser
+				if tc.MaxDuration <= 0 {
+					return fmt.Errorf("quality: --budget %v leaves no time to train (the steps after the denoiser take up to %v)", budget, train.DemoAfterDenoiser)
+				}
 				bar := &trainBar{w: cmd.ErrOrStderr()}
 				sum, err := train.Run(cmd.Context(), tc, train.Options{OnEvent: bar.event})
 				bar.finish()
