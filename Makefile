@@ -19,7 +19,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run doctor test-doctor test lint vet fuzz fuzz-targets httpfuzz slurm-test bench version info clean distclean
+.PHONY: all setup build web run doctor photos photos-quality test-doctor test lint vet fuzz fuzz-targets httpfuzz slurm-test bench version info clean distclean
 
 all: build
 
@@ -39,6 +39,14 @@ web:
 ## run: build the server and the client, start the server on $(ADDR)
 run: build web
 	$(TORCHENV) exec bin/diad serve --addr $(ADDR) --data-dir $(DATA) --results $(RESULTS) --demo --demo-model $(DEMO_MODEL)
+
+## photos: build the photo set in var/photos (photographs from a pinned Debian package, painted defects, exact masks)
+photos: build
+	$(TORCHENV) exec bin/diad photos --out var/photos
+
+## photos-quality: train the demo recipe from scratch on the photo set (one hour on 2 cores) and measure it
+photos-quality: photos
+	$(TORCHENV) exec bin/diad bench quality --train var/photos-run --data var/photos
 
 ## doctor: describe this machine (CPU, libtorch, oneDNN, BLAS, threads) and check its kernels compute right
 doctor: build

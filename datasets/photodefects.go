@@ -13,137 +13,183 @@ import (
 // maskAlpha is the paint opacity from which a pixel counts as defective.
 const maskAlpha = 0.2
 
+// photoPainter paints one defect around (cx, cy) and records its mask.
+type photoPainter struct {
+	c      *canvas
+	r      *rand.Rand
+	mask   []bool
+	cx, cy float64
+	px     float64 // one pixel at 256 px, in this image's pixels
+}
+
+// blend mixes f's colour into pixel (x, y) with opacity a.
+func (p *photoPainter) blend(x, y int, a float64, f func(v [3]float64) [3]float64) {
+	n := p.c.n
+	if x < 0 || y < 0 || x >= n || y >= n || a <= 0 {
+		return
+	}
+	a = math.Min(a, 1)
+	i := 3 * (y*n + x)
+	old := [3]float64{p.c.pix[i], p.c.pix[i+1], p.c.pix[i+2]}
+	nv := f(old)
+	for k := 0; k < 3; k++ {
+		p.c.pix[i+k] = old[k]*(1-a) + nv[k]*a
+	}
+	if a >= maskAlpha {
+		p.mask[y*n+x] = true
+	}
+}
+
+// side is a fraction of the image side in pixels.
+func (p *photoPainter) side(f float64) float64 { return f * float64(p.c.n) }
+
+// surfaceDefects paint on any picture; the parts' own two are paintPartDefect.
+var surfaceDefects = map[string]func(p *photoPainter){
+	"scratch":       (*photoPainter).scratch,
+	"crack":         (*photoPainter).crack,
+	"hole":          (*photoPainter).hole,
+	"stain":         (*photoPainter).stain,
+	"contamination": (*photoPainter).contamination,
+	"color":         (*photoPainter).color,
+}
+
 // paintPhotoDefect paints one defect of the named kind into c and returns its mask.
 func paintPhotoDefect(c *canvas, defect string, object bool, r *rand.Rand) []bool {
-	n := c.n
-	px := float64(n) / 256 // one pixel at 256 px
 	lo, span := 0.15, 0.7
 	if object {
 		lo, span = 0.22, 0.56
 	}
-	cx, cy := (lo+span*r.Float64())*float64(n), (lo+span*r.Float64())*float64(n)
-	mask := make([]bool, n*n)
-	blend := func(x, y int, a float64, f func(v [3]float64) [3]float64) {
-		if x < 0 || y < 0 || x >= n || y >= n || a <= 0 {
-			return
-		}
-		a = math.Min(a, 1)
-		i := 3 * (y*n + x)
-		old := [3]float64{c.pix[i], c.pix[i+1], c.pix[i+2]}
-		nv := f(old)
-		for k := 0; k < 3; k++ {
-			c.pix[i+k] = old[k]*(1-a) + nv[k]*a
-		}
-		if a >= maskAlpha {
-			mask[y*n+x] = true
-		}
-	}
-	switch defect {
-	case "scratch":
-		// a thin, slightly curved line, lighter or darker than the surface
-		length := (0.18 + 0.25*r.Float64()) * float64(n)
-		ang := r.Float64() * math.Pi
-		bend := (r.Float64() - 0.5) * 0.5
-		width := (1 + 1.5*r.Float64()) * px
-		shift := 0.3 + 0.25*r.Float64()
-		if r.IntN(3) == 0 {
-			shift = -shift
-		}
-		pts := curve(cx, cy, ang, bend, length, n)
-		strokeLine(pts, width, func(x, y int, a float64) {
-			blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] + shift, v[1] + shift, v[2] + shift} })
-		})
-	case "crack":
-		// a dark random walk with a branch
-		width := (1 + r.Float64()) * px
-		walk := func(x, y, ang float64, steps int) []point {
-			pts := []point{{x, y}}
-			for k := 0; k < steps; k++ {
-				ang += (r.Float64() - 0.5) * 0.9
-				x += 2 * px * math.Cos(ang)
-				y += 2 * px * math.Sin(ang)
-				pts = append(pts, point{x, y})
-			}
-			return pts
-		}
-		ang := r.Float64() * 2 * math.Pi
-		steps := int((0.15 + 0.2*r.Float64()) * 256 / 2)
-		trunk := walk(cx, cy, ang, steps)
-		b := trunk[len(trunk)/2]
-		branch := walk(b.x, b.y, ang+(r.Float64()-0.5)*2, steps/3)
-		dark := func(x, y int, a float64) {
-			blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] * 0.2, v[1] * 0.2, v[2] * 0.2} })
-		}
-		strokeLine(trunk, width, dark)
-		strokeLine(branch, width*0.8, dark)
-	case "hole":
-		// a dark irregular opening with a lighter torn rim
-		rad := (0.03 + 0.04*r.Float64()) * float64(n)
-		shape := newBlob(r)
-		forBlob(n, cx, cy, rad*1.25, shape, func(x, y int, d float64) {
-			switch {
-			case d <= 0.8:
-				depth := 0.03 + 0.05*d
-				blend(x, y, 1, func([3]float64) [3]float64 { return [3]float64{depth, depth, depth * 1.1} })
-			case d <= 1:
-				blend(x, y, 0.6, func(v [3]float64) [3]float64 { return [3]float64{v[0] + 0.25, v[1] + 0.22, v[2] + 0.2} })
-			}
-		})
-	case "stain":
-		// a soft irregular tint: rust, oil, water, paint
-		tints := [][3]float64{{0.45, 0.22, 0.08}, {0.1, 0.09, 0.07}, {0.75, 0.7, 0.35}, {0.2, 0.35, 0.15}}
-		tint := tints[r.IntN(len(tints))]
-		rad := (0.05 + 0.07*r.Float64()) * float64(n)
-		strength := 0.55 + 0.3*r.Float64()
-		shape := newBlob(r)
-		forBlob(n, cx, cy, rad, shape, func(x, y int, d float64) {
-			a := strength * smooth(1, 0.55, d)
-			blend(x, y, a, func(v [3]float64) [3]float64 {
-				l := (v[0] + v[1] + v[2]) / 3
-				return [3]float64{tint[0] * (0.6 + l), tint[1] * (0.6 + l), tint[2] * (0.6 + l)}
-			})
-		})
-	case "contamination":
-		// foreign matter: a few specks and a fibre in a colour the surface lacks
-		col := [3]float64{r.Float64(), r.Float64(), r.Float64()}
-		if r.IntN(2) == 0 {
-			col = [3]float64{0.95, 0.93, 0.85}
-		}
-		paintCol := func(x, y int, a float64) {
-			blend(x, y, a, func([3]float64) [3]float64 { return col })
-		}
-		for k, m := 0, 3+r.IntN(5); k < m; k++ {
-			sx := cx + (r.Float64()-0.5)*0.12*float64(n)
-			sy := cy + (r.Float64()-0.5)*0.12*float64(n)
-			rad := (1.5 + 2.5*r.Float64()) * px
-			forBlob(n, sx, sy, rad, newBlob(r), func(x, y int, d float64) { paintCol(x, y, smooth(1, 0.7, d)) })
-		}
-		fibre := curve(cx, cy, r.Float64()*math.Pi, (r.Float64()-0.5)*2, (0.06+0.08*r.Float64())*float64(n), n)
-		strokeLine(fibre, 1.2*px, paintCol)
-	case "color":
-		// a region whose colour turned: hue rotated, or bleached
-		rad := (0.06 + 0.07*r.Float64()) * float64(n)
-		shape := newBlob(r)
-		bleach := r.IntN(3) == 0
-		before := append([]float64(nil), c.pix...)
-		forBlob(n, cx, cy, rad, shape, func(x, y int, d float64) {
-			i := 3 * (y*n + x)
-			a := smooth(1, 0.7, d)
-			v := [3]float64{c.pix[i], c.pix[i+1], c.pix[i+2]}
-			nv := [3]float64{v[2] * 1.15, v[0] * 0.85, v[1]}
-			if bleach {
-				l := (v[0] + v[1] + v[2]) / 3
-				nv = [3]float64{l*0.5 + 0.45, l*0.5 + 0.42, l*0.5 + 0.38}
-			}
-			for k := 0; k < 3; k++ {
-				c.pix[i+k] = v[k]*(1-a) + nv[k]*a
-			}
-		})
-		markChanged(c, before, mask, 0.06)
-	case "missing", "misplaced":
+	n := c.n
+	p := &photoPainter{c: c, r: r, mask: make([]bool, n*n), px: float64(n) / 256}
+	p.cx, p.cy = p.side(lo+span*r.Float64()), p.side(lo+span*r.Float64())
+	if defect == "missing" || defect == "misplaced" {
+		// (the parts' painter draws its own places; the two draws above
+		// stay, so that a seed gives the same set as it always did)
 		return paintPartDefect(c, defect, lo, span, r)
 	}
-	return mask
+	if paint, ok := surfaceDefects[defect]; ok {
+		paint(p)
+	}
+	return p.mask
+}
+
+// scratch is a thin, slightly curved line, lighter or darker than the surface.
+func (p *photoPainter) scratch() {
+	r := p.r
+	length := p.side(0.18 + 0.25*r.Float64())
+	ang := r.Float64() * math.Pi
+	bend := (r.Float64() - 0.5) * 0.5
+	width := (1 + 1.5*r.Float64()) * p.px
+	shift := 0.3 + 0.25*r.Float64()
+	if r.IntN(3) == 0 {
+		shift = -shift
+	}
+	strokeLine(curve(p.cx, p.cy, ang, bend, length, p.c.n), width, func(x, y int, a float64) {
+		p.blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] + shift, v[1] + shift, v[2] + shift} })
+	})
+}
+
+// crack is a dark random walk with a branch.
+func (p *photoPainter) crack() {
+	r := p.r
+	width := (1 + r.Float64()) * p.px
+	walk := func(x, y, ang float64, steps int) []point {
+		pts := []point{{x, y}}
+		for k := 0; k < steps; k++ {
+			ang += (r.Float64() - 0.5) * 0.9
+			x += 2 * p.px * math.Cos(ang)
+			y += 2 * p.px * math.Sin(ang)
+			pts = append(pts, point{x, y})
+		}
+		return pts
+	}
+	ang := r.Float64() * 2 * math.Pi
+	steps := int((0.15 + 0.2*r.Float64()) * 256 / 2)
+	trunk := walk(p.cx, p.cy, ang, steps)
+	b := trunk[len(trunk)/2]
+	branch := walk(b.x, b.y, ang+(r.Float64()-0.5)*2, steps/3)
+	dark := func(x, y int, a float64) {
+		p.blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] * 0.2, v[1] * 0.2, v[2] * 0.2} })
+	}
+	strokeLine(trunk, width, dark)
+	strokeLine(branch, width*0.8, dark)
+}
+
+// hole is a dark irregular opening with a lighter torn rim.
+func (p *photoPainter) hole() {
+	rad := p.side(0.03 + 0.04*p.r.Float64())
+	forBlob(p.c.n, p.cx, p.cy, rad*1.25, newBlob(p.r), func(x, y int, d float64) {
+		switch {
+		case d <= 0.8:
+			depth := 0.03 + 0.05*d
+			p.blend(x, y, 1, func([3]float64) [3]float64 { return [3]float64{depth, depth, depth * 1.1} })
+		case d <= 1:
+			p.blend(x, y, 0.6, func(v [3]float64) [3]float64 { return [3]float64{v[0] + 0.25, v[1] + 0.22, v[2] + 0.2} })
+		}
+	})
+}
+
+// stainTints are rust, oil, water and paint.
+var stainTints = [][3]float64{{0.45, 0.22, 0.08}, {0.1, 0.09, 0.07}, {0.75, 0.7, 0.35}, {0.2, 0.35, 0.15}}
+
+// stain is a soft irregular tint.
+func (p *photoPainter) stain() {
+	r := p.r
+	tint := stainTints[r.IntN(len(stainTints))]
+	rad := p.side(0.05 + 0.07*r.Float64())
+	strength := 0.55 + 0.3*r.Float64()
+	forBlob(p.c.n, p.cx, p.cy, rad, newBlob(r), func(x, y int, d float64) {
+		p.blend(x, y, strength*smooth(1, 0.55, d), func(v [3]float64) [3]float64 {
+			l := (v[0] + v[1] + v[2]) / 3
+			return [3]float64{tint[0] * (0.6 + l), tint[1] * (0.6 + l), tint[2] * (0.6 + l)}
+		})
+	})
+}
+
+// contamination is foreign matter: a few specks and a fibre in a colour the
+// surface lacks.
+func (p *photoPainter) contamination() {
+	r := p.r
+	col := [3]float64{r.Float64(), r.Float64(), r.Float64()}
+	if r.IntN(2) == 0 {
+		col = [3]float64{0.95, 0.93, 0.85}
+	}
+	paint := func(x, y int, a float64) {
+		p.blend(x, y, a, func([3]float64) [3]float64 { return col })
+	}
+	for k, m := 0, 3+r.IntN(5); k < m; k++ {
+		sx := p.cx + p.side((r.Float64()-0.5)*0.12)
+		sy := p.cy + p.side((r.Float64()-0.5)*0.12)
+		rad := (1.5 + 2.5*r.Float64()) * p.px
+		forBlob(p.c.n, sx, sy, rad, newBlob(r), func(x, y int, d float64) { paint(x, y, smooth(1, 0.7, d)) })
+	}
+	fibre := curve(p.cx, p.cy, r.Float64()*math.Pi, (r.Float64()-0.5)*2, p.side(0.06+0.08*r.Float64()), p.c.n)
+	strokeLine(fibre, 1.2*p.px, paint)
+}
+
+// color is a region whose colour turned: hue rotated, or bleached. Its mask
+// is where the colour changed visibly (a grey pixel keeps its colour under
+// a rotation of the channels).
+func (p *photoPainter) color() {
+	c, r, n := p.c, p.r, p.c.n
+	rad := p.side(0.06 + 0.07*r.Float64())
+	shape := newBlob(r)
+	bleach := r.IntN(3) == 0
+	before := append([]float64(nil), c.pix...)
+	forBlob(n, p.cx, p.cy, rad, shape, func(x, y int, d float64) {
+		i := 3 * (y*n + x)
+		a := smooth(1, 0.7, d)
+		v := [3]float64{c.pix[i], c.pix[i+1], c.pix[i+2]}
+		nv := [3]float64{v[2] * 1.15, v[0] * 0.85, v[1]}
+		if bleach {
+			l := (v[0] + v[1] + v[2]) / 3
+			nv = [3]float64{l*0.5 + 0.45, l*0.5 + 0.42, l*0.5 + 0.38}
+		}
+		for k := 0; k < 3; k++ {
+			c.pix[i+k] = v[k]*(1-a) + nv[k]*a
+		}
+	})
+	markChanged(c, before, p.mask, 0.06)
 }
 
 // partChange is the least mean colour change (per channel) inside a missing

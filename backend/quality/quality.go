@@ -38,12 +38,14 @@ type Row struct {
 	Removal float64
 }
 
-// DefectRow is one defect type of one category: the pixel AUROC of its
-// images' maps against the category's normal images' maps, and its defect
-// removal (in/out) - where a category falls short, and on what.
+// DefectRow is one defect type of one category: the image AUROC of its
+// images' scores and the pixel AUROC of their maps, each against the
+// category's normal images, and its defect removal (in/out) - where a
+// category falls short, and on what.
 type DefectRow struct {
 	Category, Defect string
 	Images           int
+	ImageAUROC       float64
 	PixelAUROC       float64
 	Removal          float64
 }
@@ -338,12 +340,13 @@ func (a inOut) ratio() float64 {
 
 // byDefect splits a category's pixel figures by defect type.
 func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
-	var goodScores []float32
+	var goodScores, goodImage []float32
 	kinds := map[string][]int{}
 	var order []string
 	for i, d := range c.defects {
 		if !c.ImageLabels[i] {
 			goodScores = append(goodScores, c.Maps[i].Scores...)
+			goodImage = append(goodImage, c.ImageScores[i])
 			continue
 		}
 		if kinds[d] == nil {
@@ -365,9 +368,20 @@ func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
 		}
 		scores = append(scores, goodScores...)
 		labels = append(labels, make([]bool, len(goodScores))...)
-		row := DefectRow{Category: cat, Defect: d, Images: len(kinds[d]), PixelAUROC: math.NaN(), Removal: io.ratio()}
+		row := DefectRow{Category: cat, Defect: d, Images: len(kinds[d]), ImageAUROC: math.NaN(), PixelAUROC: math.NaN(), Removal: io.ratio()}
 		if b, err := metrics.BinaryMetrics(scores, labels); err == nil {
 			row.PixelAUROC = b.AUROC
+		} else if !errors.Is(err, metrics.ErrOneClass) {
+			return nil, fmt.Errorf("quality: %s/%s: %w", cat, d, err)
+		}
+		imgScores := append([]float32(nil), goodImage...)
+		imgLabels := make([]bool, len(goodImage))
+		for _, i := range kinds[d] {
+			imgScores = append(imgScores, c.ImageScores[i])
+			imgLabels = append(imgLabels, true)
+		}
+		if b, err := metrics.BinaryMetrics(imgScores, imgLabels); err == nil {
+			row.ImageAUROC = b.AUROC
 		} else if !errors.Is(err, metrics.ErrOneClass) {
 			return nil, fmt.Errorf("quality: %s/%s: %w", cat, d, err)
 		}
@@ -384,9 +398,9 @@ func Format(r Report) string {
 		fmt.Fprintf(&b, "%-10s %8.1f %8.1f %8.1f %9.2f %6.3f %8.2f\n", row.Category, 100*row.ImageAUROC, 100*row.PixelAUROC, 100*row.PRO, row.PSNR, row.SSIM, row.Removal)
 	}
 	if len(r.Defects) > 0 {
-		fmt.Fprintf(&b, "per defect type (pixel AUROC against the category's normal images; in/out inside the type's masks):\n")
+		fmt.Fprintf(&b, "per defect type (image and pixel AUROC against the category's normal images; in/out inside the type's masks):\n")
 		for _, d := range r.Defects {
-			fmt.Fprintf(&b, "  %-10s %-12s %3d images  P-AUROC %5.1f  in/out %5.2f\n", d.Category, d.Defect, d.Images, 100*d.PixelAUROC, d.Removal)
+			fmt.Fprintf(&b, "  %-10s %-13s %3d images  I-AUROC %5.1f  P-AUROC %5.1f  in/out %5.2f\n", d.Category, d.Defect, d.Images, 100*d.ImageAUROC, 100*d.PixelAUROC, d.Removal)
 		}
 	}
 	fmt.Fprintf(&b, "predicted image, first to last step: mean |change| %.1f/255\n", r.StepChange)

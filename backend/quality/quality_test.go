@@ -98,8 +98,8 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 	imgs := 0
 	for _, d := range rep.Defects {
 		imgs += d.Images
-		if !(d.PixelAUROC >= 0 && d.PixelAUROC <= 1) {
-			t.Fatalf("%s/%s: P-AUROC %g", d.Category, d.Defect, d.PixelAUROC)
+		if !(d.PixelAUROC >= 0 && d.PixelAUROC <= 1) || !(d.ImageAUROC >= 0 && d.ImageAUROC <= 1) {
+			t.Fatalf("%s/%s: I-AUROC %g, P-AUROC %g", d.Category, d.Defect, d.ImageAUROC, d.PixelAUROC)
 		}
 	}
 	if imgs != 3+4 {
