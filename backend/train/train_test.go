@@ -328,7 +328,7 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 		t.Fatalf("misspelt key: %v", err)
 	}
 	filetest.Write(t, path, []byte("base: gpu\n"))
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "cpu, demo, reference") {
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "cpu, demo, demo-head, reference") {
 		t.Fatalf("unknown base: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 func newQualityCmd() *cobra.Command {
 	cfg := evaluate.DefaultConfig()
 	cfg.Features.Arch = "resnet18"
-	var trainOut string
+	var trainOut, trainBase string
 	var budget time.Duration
 	var seed uint64
 	cmd := &cobra.Command{
@@ -32,15 +33,19 @@ func newQualityCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
 			if trainOut != "" {
-				tc := train.DemoConfig()
+				mk, ok := train.Presets[trainBase]
+				if !ok {
+					return fmt.Errorf("quality: unknown --train-base %q (want one of %s)", trainBase, strings.Join(train.PresetNames(), ", "))
+				}
+				tc := mk()
 				tc.Data = cfg.Data
 				tc.OutDir = trainOut
 				tc.Seed = seed
 				// The budget is the whole run's: the steps after the
 				// denoiser keep their share of it.
-				tc.MaxDuration = budget - train.DemoAfterDenoiser
+				tc.MaxDuration = budget - tc.AfterDenoiser()
 				if tc.MaxDuration <= 0 {
-					return fmt.Errorf("quality: --budget %v leaves no time to train (the steps after the denoiser take up to %v)", budget, train.DemoAfterDenoiser)
+					return fmt.Errorf("quality: --budget %v leaves no time to train (the steps after the denoiser take up to %v)", budget, tc.AfterDenoiser())
 				}
 				bar := &trainBar{w: cmd.ErrOrStderr()}
 				sum, err := train.Run(cmd.Context(), tc, train.Options{OnEvent: bar.event})
@@ -72,5 +77,6 @@ func newQualityCmd() *cobra.Command {
 	f.StringVar(&trainOut, "train", "", "train the demo recipe from scratch into this folder first")
 	f.DurationVar(&budget, "budget", 60*time.Minute, "time budget of --train")
 	f.Uint64Var(&seed, "train-seed", 1, "training seed of --train")
+	f.StringVar(&trainBase, "train-base", "demo", "recipe of --train: demo, or demo-head (with the anomaly head)")
 	return cmd
 }

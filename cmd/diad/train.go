@@ -32,10 +32,11 @@ func newTrainCmd() *cobra.Command {
 		Use:   "train",
 		Short: "Train a DiAD model (stage 1 autoencoder, stage 2 denoiser)",
 		Long: "train fine-tunes the autoencoder (if --ae-steps > 0) and trains the SG network and UNet.\n" +
-			"Settings come from --config (YAML over a base: cpu, demo or reference) and flags, which win.\n" +
+			"Settings come from --config (YAML over a base: cpu, demo, demo-head or reference) and flags, which win.\n" +
 			"It writes checkpoint.safetensors (resumable), best.safetensors, model.safetensors and\n" +
 			"train.log.jsonl into --out; --resume continues an interrupted run exactly.\n" +
-			"--recalibrate MODEL skips training and only repeats the calibration (start level, scorer).",
+			"--recalibrate MODEL trains no denoiser: it repeats the calibration (start level, scorer) and, with\n" +
+			"--base demo-head, trains the anomaly head (adding one to a model without).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfg train.Config
@@ -106,7 +107,7 @@ func newTrainCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&configPath, "config", "", "training config (YAML)")
-	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (tiny model from scratch in minutes), demo (the demo model, under an hour on 2 cores) or reference (the paper's)")
+	fl.StringVar(&base, "base", "cpu", "base settings without --config: cpu (tiny model from scratch in minutes), demo (the demo model, under an hour on 2 cores), demo-head (the same with the anomaly head) or reference (the paper's)")
 	fl.BoolVar(&resume, "resume", false, "continue from <out>/checkpoint.safetensors if present")
 	fl.BoolVar(&force, "force", false, "replace a training run already in --out (without it, or --resume, such a folder is refused)")
 	fl.BoolVar(&quiet, "quiet", false, "no progress bar")
