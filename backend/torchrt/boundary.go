@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"regexp"
-	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
+
+	"github.com/sugarme/gotch"
 )
 
 // Error is a libtorch (or gotch) failure caught at the boundary, Do.
@@ -21,43 +20,14 @@ type Error struct {
 
 func (e *Error) Error() string { return "libtorch: " + e.Message }
 
-// Why a log trap: gotch v0.9.1's Must* operations (and MustSize, MustOfSlice,
-// Copy_ ...) end in log.Fatal(err), which exits the process before any
-// recover() runs, so one bad checkpoint or an out-of-memory would end a
-// server with every user's work. Rewriting thousands of tensor calls in
-// their error-returning form would bury the model code; instead the standard
-// logger's output is wrapped: a message written from inside log.Fatal*
-// becomes a panic carrying *Error, which unwinds through gotch (log.Output
-// releases its lock in a defer) to the nearest Do. Every other log line is
-// written as before.
+// Why a boundary: gotch's Must* operations (and MustSize, MustOfSlice,
+// Copy_ ...) fail by panicking with *gotch.FatalError - in the patched gotch
+// under third_party/gotch; upstream calls log.Fatal, which exits the process
+// - so that one bad checkpoint or an out-of-memory fails a request, not a
+// server with every user's work. Do recovers the panic into *Error.
 
-var (
-	trapOnce sync.Once
-	trapOut  io.Writer = os.Stderr
-)
-
-// installTrap wraps the standard logger's output once per process.
-func installTrap() {
-	trapOnce.Do(func() {
-		log.SetOutput(fatalTrap{})
-	})
-}
-
-func init() { installTrap() }
-
-type fatalTrap struct{}
-
-func (fatalTrap) Write(p []byte) (int, error) {
-	if inFatal() {
-		// The error carries libtorch's message alone; the full text (C++
-		// frames, gotch's Go stack) is logged only on request.
-		if os.Getenv(TraceEnv) != "" {
-			fmt.Fprintf(trapOut, "diad: libtorch error (recovered): %s", p)
-		}
-		panic(&Error{Message: cleanMessage(string(p))})
-	}
-	return trapOut.Write(p)
-}
+// logOut receives the stacks of recovered panics that are not libtorch's.
+var logOut io.Writer = os.Stderr
 
 // TraceEnv, when set, logs libtorch errors' C++ frames and Go stacks.
 const TraceEnv = "DIAD_TORCH_TRACE"
@@ -74,23 +44,6 @@ func cleanMessage(s string) string {
 		}
 	}
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// inFatal reports whether the caller's stack goes through log.Fatal,
-// log.Fatalf, log.Fatalln or a *log.Logger's Fatal methods.
-func inFatal() bool {
-	pcs := make([]uintptr, 16)
-	n := runtime.Callers(3, pcs)
-	frames := runtime.CallersFrames(pcs[:n])
-	for {
-		f, more := frames.Next()
-		if strings.HasPrefix(f.Function, "log.") && strings.Contains(f.Function, "Fatal") {
-			return true
-		}
-		if !more {
-			return false
-		}
-	}
 }
 
 // Do runs f on a pinned OS thread (libtorch's grad mode and thread-locals
@@ -110,11 +63,22 @@ func Do(f func() error) (err error) {
 
 func asError(r any) error {
 	var te *Error
-	if e, ok := r.(error); ok && errors.As(e, &te) {
-		return te
+	var fe *gotch.FatalError
+	if e, ok := r.(error); ok {
+		switch {
+		case errors.As(e, &te):
+			return te
+		case errors.As(e, &fe):
+			// The error carries libtorch's message alone; the full text
+			// (C++ frames, gotch's Go stack) is logged only on request.
+			if os.Getenv(TraceEnv) != "" {
+				fmt.Fprintf(logOut, "diad: libtorch error (recovered): %s\n", fe.Error())
+			}
+			return &Error{Message: cleanMessage(fe.Error())}
+		}
 	}
 	// The stack goes to the log, not into the error a client may see.
-	fmt.Fprintf(trapOut, "diad: recovered panic: %v\n%s", r, debug.Stack())
+	fmt.Fprintf(logOut, "diad: recovered panic: %v\n%s", r, debug.Stack())
 	if e, ok := r.(error); ok {
 		return fmt.Errorf("internal error: %w", e)
 	}

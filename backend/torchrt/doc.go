@@ -6,10 +6,10 @@
 //     parsing, intra-op threads, the global seed, grad mode (NoGrad) and
 //     pinning the calling goroutine to its OS thread (Pin), which libtorch's
 //     thread-local state (grad mode, streams) needs.
-//   - boundary.go: the error boundary. gotch's Must* calls end in log.Fatal;
-//     Do runs tensor work with that trapped into a panic carrying an *Error,
-//     recovered into a returned error (Check and Recover for callers that
-//     already hold an error).
+//   - boundary.go: the error boundary. The patched gotch's Must* calls panic
+//     with *gotch.FatalError where upstream calls log.Fatal; Do runs tensor
+//     work and recovers that panic into a returned *Error (Check and Recover
+//     for callers that already hold an error).
 //   - compute.go: the compute lane (LockCompute): one caller at a time
 //     drives libtorch's thread team, because two teams on the same cores spin
 //     against each other.
