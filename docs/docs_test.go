@@ -31,8 +31,13 @@ const stretch = "ses" + "sion"
 var history = regexp.MustCompile(`\b[Ss]` + stretch[1:] + `s? \d+|\b[Ii]ssues? #?\d+|#\d+'s\b|\bfirst ` + stretch + `s\b|\bthis ` + stretch + `\b`)
 
 // textFile reports whether a tracked file is text the project writes
-// (documents, code, scripts, configs), not data.
+// (documents, code, scripts, configs), not data or another project's code.
 func textFile(path string) bool {
+	// Another project's code kept in the repository speaks its own way;
+	// the notes on how it was changed are the project's.
+	if strings.HasPrefix(path, "third_party/gotch/") && filepath.Base(path) != "PATCHES.md" {
+		return false
+	}
 	switch filepath.Ext(path) {
 	case ".md", ".go", ".sh", ".yaml", ".yml", ".txt", ".h", ".cpp", ".html", ".js", ".sbatch":
 		return !strings.Contains(path, "/testdata/")
