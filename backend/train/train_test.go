@@ -417,21 +417,8 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 	if len(a.Entries()) != len(b.Entries()) {
 		t.Fatalf("recalibration changed the tensors: %d -> %d", len(a.Entries()), len(b.Entries()))
 	}
-	for _, e := range a.Entries() {
-		x, err := a.Load(e.Name, gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := b.Load(e.Name, gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		same := x.MustEqual(y, false)
-		x.MustDrop()
-		y.MustDrop()
-		if !same {
-			t.Fatalf("recalibration changed tensor %s", e.Name)
-		}
+	if name := firstDifferentTensor(t, a, b); name != "" {
+		t.Fatalf("recalibration changed tensor %s", name)
 	}
 	noVal := re
 	noVal.ValFraction = 0
@@ -611,21 +598,8 @@ func TestAnomalyHead(t *testing.T) {
 	if heads == 0 || len(b.Entries()) != len(a.Entries())+heads {
 		t.Fatalf("recalibrated model has %d tensors (%d of the head), the original %d", len(b.Entries()), heads, len(a.Entries()))
 	}
-	for _, e := range a.Entries() {
-		x, err := a.Load(e.Name, gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := b.Load(e.Name, gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		same := x.MustEqual(y, false)
-		x.MustDrop()
-		y.MustDrop()
-		if !same {
-			t.Fatalf("training the head changed %s", e.Name)
-		}
+	if name := firstDifferentTensor(t, a, b); name != "" {
+		t.Fatalf("training the head changed %s", name)
 	}
 
 	bad := c
@@ -638,4 +612,28 @@ func TestAnomalyHead(t *testing.T) {
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "no channels") {
 		t.Errorf("head training without a head: %v", err)
 	}
+}
+
+// firstDifferentTensor names the first tensor of a that b holds with other
+// values ("" when b holds every one of them unchanged).
+func firstDifferentTensor(t *testing.T, a, b checkpoint.Reader) string {
+	t.Helper()
+	for _, e := range a.Entries() {
+		x, err := a.Load(e.Name, gotch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := b.Load(e.Name, gotch.CPU)
+		if err != nil {
+			x.MustDrop()
+			t.Fatal(err)
+		}
+		same := x.MustEqual(y, false)
+		x.MustDrop()
+		y.MustDrop()
+		if !same {
+			return e.Name
+		}
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/datasets/debpkg"
@@ -46,12 +47,7 @@ func newSynthCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "", "output folder")
-	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed (same seed, same files)")
-	f.IntVar(&cfg.Size, "size", cfg.Size, "image side in pixels")
-	f.IntVar(&cfg.Train, "train", cfg.Train, "good training images per category")
-	f.IntVar(&cfg.TestGood, "test-good", cfg.TestGood, "good test images per category")
-	f.IntVar(&cfg.PerDefect, "per-defect", cfg.PerDefect, "test images per defect type")
-	f.StringSliceVar(&cfg.Categories, "categories", nil, "categories (default all)")
+	addSetFlags(f, &cfg.Seed, &cfg.Size, &cfg.Train, &cfg.TestGood, &cfg.PerDefect, &cfg.Categories)
 	return cmd
 }
 
@@ -90,12 +86,7 @@ func newPhotosCmd() *cobra.Command {
 	f.StringVar(&out, "out", "", "output folder")
 	f.StringVar(&cache, "cache", ".cache/photos", "where the package's photographs are kept between runs")
 	f.StringVar(&mirror, "mirror", envOr("DIAD_DEBIAN_MIRROR", "http://deb.debian.org/debian"), "Debian mirror (or $DIAD_DEBIAN_MIRROR)")
-	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed (same seed, same files)")
-	f.IntVar(&cfg.Size, "size", cfg.Size, "image side in pixels")
-	f.IntVar(&cfg.Train, "train", cfg.Train, "good training images per category")
-	f.IntVar(&cfg.TestGood, "test-good", cfg.TestGood, "good test images per category")
-	f.IntVar(&cfg.PerDefect, "per-defect", cfg.PerDefect, "test images per defect type")
-	f.StringSliceVar(&cfg.Categories, "categories", nil, "categories (default all)")
+	addSetFlags(f, &cfg.Seed, &cfg.Size, &cfg.Train, &cfg.TestGood, &cfg.PerDefect, &cfg.Categories)
 	return cmd
 }
 
@@ -104,4 +95,14 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// addSetFlags binds the flags a generated set shares (diad synth, diad photos).
+func addSetFlags(f *pflag.FlagSet, seed *uint64, size, train, testGood, perDefect *int, categories *[]string) {
+	f.Uint64Var(seed, "seed", *seed, "random seed (same seed, same files)")
+	f.IntVar(size, "size", *size, "image side in pixels")
+	f.IntVar(train, "train", *train, "good training images per category")
+	f.IntVar(testGood, "test-good", *testGood, "good test images per category")
+	f.IntVar(perDefect, "per-defect", *perDefect, "test images per defect type")
+	f.StringSliceVar(categories, "categories", nil, "categories (default all)")
 }
