@@ -32,7 +32,7 @@ const MaxMember = 256 << 20
 // Fetch downloads url, checks its SHA-256 against sum (hex), and writes the
 // wanted files of its data archive under dest (keeping their paths). Files
 // already present are not fetched again. It fails if any wanted file is missing.
-func Fetch(ctx context.Context, url, sum string, want []string, dest string) error {
+func Fetch(ctx context.Context, url, sum string, want []string, dest string) (err error) {
 	missing := false
 	for _, w := range want {
 		if _, err := os.Stat(filepath.Join(dest, filepath.FromSlash(w))); err != nil {
@@ -59,7 +59,11 @@ func Fetch(ctx context.Context, url, sum string, want []string, dest string) err
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", url, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if cerr := resp.Body.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("fetch %s: %w", url, cerr)
+		}
+	}()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("fetch %s: %s", url, resp.Status)
 	}

@@ -98,7 +98,9 @@ func TestFetchChecksTheHash(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		w.Write(deb)
+		if _, err := w.Write(deb); err != nil {
+			t.Errorf("serve: %v", err)
+		}
 	}))
 	defer srv.Close()
 	sum := sha256.Sum256(deb)
