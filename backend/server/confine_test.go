@@ -69,7 +69,7 @@ func TestEveryPathFieldOfAJobIsConfined(t *testing.T) {
 	}
 	serverSet := map[string]bool{"out_dir": true, "results_dir": true} // replaced by the server
 	plain := map[string]bool{                                          // not paths
-		"preset": true, "device": true, "freeze": true, "scorer": true, "scorer_candidates": true, "threshold": true,
+		"preset": true, "device": true, "freeze": true, "scorer": true, "scorer_candidates": true, "head_scorer_candidates": true, "threshold": true,
 		"data.layout": true, "data.categories": true, "lr_schedule.kind": true, "features.arch": true,
 	}
 	e := startEnv(t, nil)
