@@ -3,7 +3,6 @@ package datasets
 import (
 	"math"
 	"math/rand/v2"
-	"sort"
 )
 
 // The photo set's defects are painted on the photograph's own pixels, at a
@@ -84,7 +83,7 @@ func (p *photoPainter) scratch() {
 	if r.IntN(3) == 0 {
 		shift = -shift
 	}
-	strokeLine(curve(p.cx, p.cy, ang, bend, length, p.c.n), width, func(x, y int, a float64) {
+	strokeLine(curve(p.cx, p.cy, ang, bend, length, p.c.n), width, p.c.n, func(x, y int, a float64) {
 		p.blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] + shift, v[1] + shift, v[2] + shift} })
 	})
 }
@@ -111,8 +110,8 @@ func (p *photoPainter) crack() {
 	dark := func(x, y int, a float64) {
 		p.blend(x, y, a, func(v [3]float64) [3]float64 { return [3]float64{v[0] * 0.2, v[1] * 0.2, v[2] * 0.2} })
 	}
-	strokeLine(trunk, width, dark)
-	strokeLine(branch, width*0.8, dark)
+	strokeLine(trunk, width, p.c.n, dark)
+	strokeLine(branch, width*0.8, p.c.n, dark)
 }
 
 // hole is a dark irregular opening with a lighter torn rim.
@@ -164,7 +163,7 @@ func (p *photoPainter) contamination() {
 		forBlob(p.c.n, sx, sy, rad, newBlob(r), func(x, y int, d float64) { paint(x, y, smooth(1, 0.7, d)) })
 	}
 	fibre := curve(p.cx, p.cy, r.Float64()*math.Pi, (r.Float64()-0.5)*2, p.side(0.06+0.08*r.Float64()), p.c.n)
-	strokeLine(fibre, 1.2*p.px, paint)
+	strokeLine(fibre, 1.2*p.px, p.c.n, paint)
 }
 
 // color is a region whose colour turned: hue rotated, or bleached. Its mask
@@ -277,42 +276,30 @@ func curve(cx, cy, ang, bend, length float64, n int) []point {
 	return pts
 }
 
-// strokeLine calls paint for every pixel near the polyline with an
-// antialiased coverage in (0, 1].
-func strokeLine(pts []point, width float64, paint func(x, y int, a float64)) {
+// strokeLine calls paint once for every pixel of an n x n image near the
+// polyline, in row order, with its antialiased coverage in (0, 1] (the
+// largest over the polyline's segments).
+func strokeLine(pts []point, width float64, n int, paint func(x, y int, a float64)) {
 	half := width / 2
-	seen := map[[2]int]float64{}
+	cover := make([]float64, n*n)
 	for k := 0; k+1 < len(pts); k++ {
 		a, b := pts[k], pts[k+1]
-		x0 := int(math.Floor(math.Min(a.x, b.x) - half - 1))
-		x1 := int(math.Ceil(math.Max(a.x, b.x) + half + 1))
-		y0 := int(math.Floor(math.Min(a.y, b.y) - half - 1))
-		y1 := int(math.Ceil(math.Max(a.y, b.y) + half + 1))
+		x0 := max(0, int(math.Floor(math.Min(a.x, b.x)-half-1)))
+		x1 := min(n-1, int(math.Ceil(math.Max(a.x, b.x)+half+1)))
+		y0 := max(0, int(math.Floor(math.Min(a.y, b.y)-half-1)))
+		y1 := min(n-1, int(math.Ceil(math.Max(a.y, b.y)+half+1)))
 		for y := y0; y <= y1; y++ {
 			for x := x0; x <= x1; x++ {
 				d := segmentDistance(float64(x)+0.5, float64(y)+0.5, a, b)
-				cov := math.Min(1, half+0.5-d)
-				if cov > seen[[2]int{x, y}] {
-					seen[[2]int{x, y}] = cov
-				}
+				cover[y*n+x] = math.Max(cover[y*n+x], math.Min(1, half+0.5-d))
 			}
 		}
 	}
-	// paint each pixel once, at its largest coverage, in a fixed order
-	keys := make([][2]int, 0, len(seen))
-	for k := range seen {
-		keys = append(keys, k)
-	}
-	sortPoints(keys)
-	for _, k := range keys {
-		if a := seen[k]; a > 0 {
-			paint(k[0], k[1], a)
+	for i, a := range cover {
+		if a > 0 {
+			paint(i%n, i/n, a)
 		}
 	}
-}
-
-func sortPoints(p [][2]int) {
-	sort.Slice(p, func(i, j int) bool { return p[i][1] < p[j][1] || p[i][1] == p[j][1] && p[i][0] < p[j][0] })
 }
 
 func segmentDistance(x, y float64, a, b point) float64 {

@@ -13,6 +13,7 @@ import (
 	"github.com/diad-project/diad/backend/layers"
 	"github.com/diad-project/diad/backend/optim"
 	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/datasets"
 )
 
 // TrainConfig is the head's training: random crops of the training images
@@ -54,12 +55,6 @@ func (c TrainConfig) Validate(h Config, side int) error {
 // Pair is one training image and DiAD's reconstruction of it, both
 // ImageNet-normalised, channel-major 3*side*side.
 type Pair struct{ Image, Recon []float32 }
-
-// ImageNet normalisation (the datasets' and the model's input).
-var (
-	mean = [3]float32{0.485, 0.456, 0.406}
-	std  = [3]float32{0.229, 0.224, 0.225}
-)
 
 // Step is one training step's outcome, for progress and logs.
 type Step struct {
@@ -184,7 +179,7 @@ func cropUnit(img []float32, side, c, x0, y0, orient int) Crop {
 					u, v = v, u
 				}
 				val := img[k*side*side+(y0+v)*side+x0+u]
-				out.Pix[k*c*c+y*c+x] = val*std[k] + mean[k]
+				out.Pix[k*c*c+y*c+x] = val*datasets.ImageNetStd[k] + datasets.ImageNetMean[k]
 			}
 		}
 	}
@@ -195,7 +190,7 @@ func normalise(pix []float32, plane int) []float32 {
 	out := make([]float32, len(pix))
 	for k := 0; k < 3; k++ {
 		for p := 0; p < plane; p++ {
-			out[k*plane+p] = (pix[k*plane+p] - mean[k]) / std[k]
+			out[k*plane+p] = (pix[k*plane+p] - datasets.ImageNetMean[k]) / datasets.ImageNetStd[k]
 		}
 	}
 	return out

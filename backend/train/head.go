@@ -3,7 +3,7 @@ package train
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/diad-project/diad/backend/diffusion"
@@ -105,12 +105,9 @@ func reconstructAll(ctx context.Context, m *model.DiAD, samples []datasets.Sampl
 	return pairs, nil
 }
 
-// headKinds reports whether a scorer kind uses the head.
+// headKinds reports whether a scorer kind uses the head (false for a kind
+// that does not parse, which Validate reports on its own).
 func headKinds(kind string) bool {
-	for _, p := range strings.Split(kind, "+") {
-		if strings.TrimSpace(p) == scoring.KindSeg {
-			return true
-		}
-	}
-	return false
+	terms, err := scoring.ParseKind(kind)
+	return err == nil && slices.Contains(terms, scoring.KindSeg)
 }

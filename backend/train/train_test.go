@@ -404,16 +404,7 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 	if rc.Sampler.StartT != 250 || (rc.Scorer.Kind != "pixel" && rc.Scorer.Kind != "ssim") {
 		t.Fatalf("recalibrated sampler %+v scorer %+v", rc.Sampler, rc.Scorer)
 	}
-	a, err := checkpoint.Open(sum.Model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := checkpoint.Open(rsum.Model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openPair(t, sum.Model, rsum.Model)
 	if len(a.Entries()) != len(b.Entries()) {
 		t.Fatalf("recalibration changed the tensors: %d -> %d", len(a.Entries()), len(b.Entries()))
 	}
@@ -579,16 +570,7 @@ func TestAnomalyHead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := checkpoint.Open(psum.Model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := checkpoint.Open(rsum.Model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openPair(t, psum.Model, rsum.Model)
 	heads := 0
 	for _, e := range b.Entries() {
 		if strings.HasPrefix(e.Name, seghead.Prefix) {
@@ -636,4 +618,19 @@ func firstDifferentTensor(t *testing.T, a, b checkpoint.Reader) string {
 		}
 	}
 	return ""
+}
+
+// openPair opens two checkpoints for the test's length (closed at its end).
+func openPair(t *testing.T, pathA, pathB string) (a, b checkpoint.Reader) {
+	t.Helper()
+	var err error
+	if a, err = checkpoint.Open(pathA); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if b, err = checkpoint.Open(pathB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
 }

@@ -344,9 +344,11 @@ func sizeOutPointers(src []byte) ([]byte, error) {
 		fn := src[s[0]:end]
 		outs := 1
 		for _, m := range extraOuts.FindAllSubmatch(fn, -1) {
-			if n, _ := strconv.Atoi(string(m[1])); n+1 > outs {
-				outs = n + 1
+			n, err := strconv.Atoi(string(m[1])) // \d+ in the pattern
+			if err != nil {
+				return nil, fmt.Errorf("output index %q: %w", m[1], err)
 			}
+			outs = max(outs, n+1)
 		}
 		fn = outPtr.ReplaceAllFunc(fn, func(m []byte) []byte {
 			g := outPtr.FindSubmatch(m)
@@ -401,7 +403,6 @@ func fixImports(name string, src []byte) ([]byte, error) {
 		}
 		return true
 	})
-	changed := false
 	for _, id := range []string{"log", "fmt", "gotch"} {
 		path := importPaths[id]
 		if id == "gotch" && f.Name.Name == "gotch" {
@@ -416,10 +417,8 @@ func fixImports(name string, src []byte) ([]byte, error) {
 		switch {
 		case has && !used[id] && id == "log":
 			deleteImport(f, path)
-			changed = true
 		case !has && used[id]:
 			addImport(f, path)
-			changed = true
 		}
 	}
 	// an import the patches left unused (sync, once the mutex is gone)
@@ -430,10 +429,8 @@ func fixImports(name string, src []byte) ([]byte, error) {
 		}
 		if id := path[strings.LastIndex(path, "/")+1:]; !used[id] {
 			deleteImport(f, path)
-			changed = true
 		}
 	}
-	_ = changed
 	var b bytes.Buffer
 	if err := format.Node(&b, fset, f); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
