@@ -19,7 +19,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run doctor photos photos-quality test-doctor test lint vet fuzz fuzz-targets httpfuzz slurm-test bench version info clean distclean
+.PHONY: all setup build web run doctor photos photos-quality test-doctor test lint vet fuzz fuzz-targets httpfuzz soak slurm-test bench version info clean distclean
 
 all: build
 
@@ -118,6 +118,14 @@ HTTPFUZZ ?= 100000
 ## httpfuzz: send HTTPFUZZ mutated requests to a live server: no unintended 5xx, bounded RSS
 httpfuzz: setup
 	$(TORCHENV) exec go test -run '^TestLiveHTTPFuzz$$' -v -timeout 60m ./backend/server -httpfuzz $(HTTPFUZZ)
+
+# SOAK trajectories for make soak (make test runs a short form of 160).
+SOAK ?= 2000
+
+## soak: the server under SOAK demo-model trajectories from 4 clients (cancellations, slow readers, uploads, labels): RSS curve in var/soak.csv
+soak: setup
+	mkdir -p var
+	$(TORCHENV) exec go test -count=1 -run '^TestSoak$$' -v -timeout 120m ./backend/server -soak $(SOAK) -soak-curve $(CURDIR)/var/soak.csv
 
 ## slurm-test: a sharded run on a real single-node Slurm cluster (installs slurm-wlm and munge; root) equals one process
 slurm-test: setup

@@ -78,6 +78,12 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// StreamQueue is the per-client frame queue of websocket streams.
 	StreamQueue int `yaml:"stream_queue"`
+	// Finished trajectories are replayed to identical requests for
+	// TrajectoryTTL; beyond TrajectoryCacheBytes of kept frames the oldest
+	// are forgotten first (a flood of distinct requests must not grow the
+	// server's memory for TrajectoryTTL).
+	TrajectoryTTL        time.Duration `yaml:"trajectory_ttl"`
+	TrajectoryCacheBytes int64         `yaml:"trajectory_cache_bytes"`
 	// WebDir holds the built browser client (diad.wasm, wasm_exec.js); when
 	// empty, "web" next to the executable. Without a client, / shows a
 	// status page that says how to build it.
@@ -100,7 +106,7 @@ func DefaultConfig() Config {
 		UploadMaxAge: 7 * 24 * time.Hour, UploadMaxTotal: 2 << 30,
 		MaxBodyBytes: 1 << 20,
 		ReadTimeout:  30 * time.Second, RequestTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second,
-		StreamQueue: 16,
+		StreamQueue: 16, TrajectoryTTL: 5 * time.Minute, TrajectoryCacheBytes: 256 << 20,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -204,13 +205,10 @@ func sameFile(a, b string) bool {
 	return os.SameFile(fa, fb)
 }
 
-// trajectoryTTL is how long a finished trajectory is replayed to identical
-// requests instead of being computed again.
-const trajectoryTTL = 5 * time.Minute
-
 type trajectoryEntry struct {
 	hub      *stream.Hub
 	finished time.Time // zero while computing
+	bytes    int64     // what the hub keeps, once finished
 }
 
 // trajectory returns the hub of the (shared) computation for r: a running
@@ -223,12 +221,7 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 	key := trajectoryKey(d.path, src.path, sampler, src.seed, products, guidance)
 	s.trajMu.Lock()
 	defer s.trajMu.Unlock()
-	now := time.Now()
-	for k, e := range s.trajectories {
-		if !e.finished.IsZero() && now.Sub(e.finished) > trajectoryTTL {
-			delete(s.trajectories, k)
-		}
-	}
+	s.forgetTrajectories(time.Now())
 	if e, ok := s.trajectories[key]; ok {
 		return e.hub
 	}
@@ -250,8 +243,40 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 			return
 		}
 		entry.finished = time.Now()
+		entry.bytes = h.Bytes()
 	}()
 	return h
+}
+
+// forgetTrajectories drops the finished trajectories older than
+// TrajectoryTTL, then the oldest finished ones while together they keep more
+// than TrajectoryCacheBytes. Running ones stay: their clients are reading.
+// The caller holds trajMu.
+func (s *Server) forgetTrajectories(now time.Time) {
+	var total int64
+	var finished []string
+	for k, e := range s.trajectories {
+		if e.finished.IsZero() {
+			continue
+		}
+		if now.Sub(e.finished) > s.cfg.TrajectoryTTL {
+			delete(s.trajectories, k)
+			continue
+		}
+		total += e.bytes
+		finished = append(finished, k)
+	}
+	if s.cfg.TrajectoryCacheBytes <= 0 || total <= s.cfg.TrajectoryCacheBytes {
+		return
+	}
+	slices.SortFunc(finished, func(a, b string) int { return s.trajectories[a].finished.Compare(s.trajectories[b].finished) })
+	for _, k := range finished {
+		if total <= s.cfg.TrajectoryCacheBytes {
+			return
+		}
+		total -= s.trajectories[k].bytes
+		delete(s.trajectories, k)
+	}
 }
 
 // scheduleStride is the spacing in t of the noise schedule sent to the

@@ -108,6 +108,21 @@ func (h *Hub) Publish(m Message) {
 	}
 }
 
+// Bytes is the size of the messages the hub keeps for late subscribers
+// (its history and final message): what replaying it costs in memory.
+func (h *Hub) Bytes() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n int64
+	for _, m := range h.history {
+		n += int64(len(m.Data))
+	}
+	if h.final != nil {
+		n += int64(len(h.final.Data))
+	}
+	return n
+}
+
 // Done reports whether the final message was published.
 func (h *Hub) Done() bool {
 	h.mu.Lock()

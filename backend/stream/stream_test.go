@@ -60,6 +60,10 @@ func TestHistoryKeepsTheLatestMessages(t *testing.T) {
 	if fmt.Sprint(got) != "[7 8 9 final]" || cap(h.history) > 4 {
 		t.Fatalf("late subscriber got %v (history capacity %d)", got, cap(h.history))
 	}
+	// What the hub keeps: "7", "8", "9" and "final".
+	if b := h.Bytes(); b != 8 {
+		t.Fatalf("Bytes = %d, want 8", b)
+	}
 }
 
 func TestPublishNeverBlocks(t *testing.T) {

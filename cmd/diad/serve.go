@@ -50,5 +50,7 @@ func newServeCmd() *cobra.Command {
 	f.DurationVar(&cfg.UploadWait, "upload-wait", cfg.UploadWait, "how long an upload waits for a decoding slot before 503")
 	f.DurationVar(&cfg.UploadMaxAge, "upload-max-age", cfg.UploadMaxAge, "uploads older than this are removed (0 = keep)")
 	f.Int64Var(&cfg.UploadMaxTotal, "upload-max-total", cfg.UploadMaxTotal, "the oldest uploads are removed while all take more bytes than this (0 = no limit)")
+	f.DurationVar(&cfg.TrajectoryTTL, "trajectory-ttl", cfg.TrajectoryTTL, "how long a finished trajectory is replayed to identical requests (0 = computed again)")
+	f.Int64Var(&cfg.TrajectoryCacheBytes, "trajectory-cache-bytes", cfg.TrajectoryCacheBytes, "the oldest replayable trajectories are forgotten while all keep more bytes than this (0 = no limit)")
 	return cmd
 }
