@@ -180,6 +180,10 @@ func (m *machine) run() (any, error) {
 	}
 }
 
+// step executes one opcode.
+//
+// codesize:long one switch over the pickle opcodes, a case each, reads best
+// as one table.
 func (m *machine) step(op byte) error {
 	s := m.src
 	switch op {
