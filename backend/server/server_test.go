@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/parquet-go/parquet-go"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -26,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/labstack/echo/v4"
 	"github.com/sugarme/gotch"

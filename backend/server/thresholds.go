@@ -3,14 +3,20 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/shared"
 )
 
 // Thresholds are data: they live in the runs on disk (run.json, changed by
@@ -93,4 +99,46 @@ func (s *Server) thresholdFor(path, identity string) (results.ThresholdInfo, boo
 // servedIdentity is the scorer identity of the engine serving the explorer.
 func (s *Server) servedIdentity(e *evaluate.Engine) string {
 	return evaluate.ScorerIdentity(e.Scorer(), s.cfg.Features.Arch, s.cfg.Features.Weights)
+}
+
+// maxThresholdCategories bounds a threshold request's categories (a
+// dataset has tens; the limit keeps a hostile body from costing much).
+const maxThresholdCategories = 10000
+
+func (s *Server) setThreshold(c echo.Context) error {
+	id, err := s.runParam(c)
+	if err != nil {
+		return err
+	}
+	var req shared.ThresholdRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	if math.IsNaN(req.Value) || math.IsInf(req.Value, 0) {
+		return apiError(c, http.StatusBadRequest, "threshold must be a finite number")
+	}
+	if len(req.PerCategory) > maxThresholdCategories {
+		return apiError(c, http.StatusBadRequest, "%d category thresholds, at most %d", len(req.PerCategory), maxThresholdCategories)
+	}
+	for cat, v := range req.PerCategory {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return apiError(c, http.StatusBadRequest, "threshold of category %q must be a finite number", cat)
+		}
+	}
+	if req.Policy == "" {
+		req.Policy = "manual"
+	}
+	th := results.ThresholdInfo{Value: req.Value, PerCategory: req.PerCategory, Policy: req.Policy, SetBy: req.User}
+	if err := s.store.SetThreshold(id, th); err != nil {
+		if errors.Is(err, results.ErrNoCategory) {
+			return apiError(c, http.StatusBadRequest, "%v", err)
+		}
+		return err
+	}
+	m, err := s.store.Meta(id)
+	if err != nil {
+		return err
+	}
+	s.publishChange(shared.Change{Kind: shared.ChangeThreshold, RunID: id, User: req.User})
+	return c.JSON(http.StatusOK, m)
 }

@@ -128,7 +128,15 @@ type trainer struct {
 	start        time.Time
 	lastLoss     float64
 	lastVal      float64
+	// The batches since the last optimizer step (gradient accumulation),
+	// and the images since window began (the speed the events report).
+	micro        int
+	window       time.Time
+	windowImages int
 }
+
+// speedWindow is how long the images-per-second figure averages over.
+const speedWindow = 10 * time.Second
 
 // StopReason says why a run ended (Summary.Stopped).
 type StopReason string
@@ -141,6 +149,8 @@ const (
 	StopCancelled    StopReason = "cancelled"    // the context ended: a checkpoint to resume
 	StopDone         StopReason = "done"         // resumed a run that had already finished
 	StopRecalibrated StopReason = "recalibrated" // Recalibrate: the same weights, a new calibration
+
+	stopNone StopReason = "" // the run goes on
 )
 
 // Run trains according to cfg. It returns when a budget is reached, ctx is
@@ -493,135 +503,15 @@ func toTensor(b datasets.Batch, size int, dev gotch.Device) *ts.Tensor {
 
 // loop runs stages until done or a budget is reached.
 func (t *trainer) loop(ctx context.Context) (StopReason, error) {
-	size := t.m.Config.ImageSize
-	window := time.Now()
-	windowImages := 0
-	micro := 0
 	for t.st.Stage != StageDone {
-		total := t.stageSteps()
-		stageDone := false
-		for !stageDone {
-			if t.cfg.MaxEpochs > 0 && t.st.Stage == StageDenoiser && t.st.Epoch >= t.cfg.MaxEpochs {
-				return t.finishStage(ctx, StopMaxEpochs)
-			}
-			ectx, cancel := context.WithCancel(ctx)
-			for r := range t.train.Epoch(ectx, t.st.Epoch, t.st.Batch) {
-				if r.Err != nil {
-					cancel()
-					return "", r.Err
-				}
-				unlock := torchrt.LockCompute()
-				x := toTensor(r.Batch, size, t.m.Device())
-				loss, err := t.loss(x, t.noise)
-				if err != nil {
-					x.MustDrop()
-					unlock()
-					cancel()
-					return "", err
-				}
-				scaled := loss.MustDivScalar(ts.FloatScalar(float64(t.cfg.GradAccum)), false)
-				if err := t.m.Backward(scaled); err != nil {
-					unlock()
-					cancel()
-					return "", fmt.Errorf("backward: %w", err)
-				}
-				scaled.MustDrop()
-				t.lastLoss = torchrt.Float64s(loss)[0]
-				loss.MustDrop()
-				x.MustDrop()
-				if micro+1 >= t.cfg.GradAccum {
-					t.opt.Config.LR = t.baseLR() * t.cfg.LRSchedule.Factor(t.st.Step, total)
-					t.opt.Update()
-					t.opt.ZeroGrad()
-					if t.ema != nil {
-						t.ema.update()
-						t.st.EMAUpdates = t.ema.Updates
-					}
-				}
-				unlock()
-				if math.IsNaN(t.lastLoss) || math.IsInf(t.lastLoss, 0) {
-					cancel()
-					return "", fmt.Errorf("train: loss is %v at %s step %d", t.lastLoss, t.st.Stage, t.st.Step)
-				}
-				n := len(r.Batch.Items)
-				t.st.Images += int64(n)
-				windowImages += n
-				t.st.Batch = r.Batch.Index + 1
-				micro++
-				if micro < t.cfg.GradAccum {
-					continue
-				}
-				micro = 0 // the optimizer stepped above, inside the compute lane
-				t.st.Step++
-				ips := float64(windowImages) / math.Max(time.Since(window).Seconds(), 1e-9)
-				ev := Event{Kind: shared.EventStep, Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
-				if total > 0 && ips > 0 {
-					ev.ETASeconds = float64(total-t.st.Step) * float64(t.cfg.BatchSize*t.cfg.GradAccum) / ips
-				}
-				t.emit(ev)
-				t.log.Info("step", "stage", t.st.Stage, "step", t.st.Step, "epoch", t.st.Epoch, "loss", t.lastLoss, "images_per_sec", ips)
-				if time.Since(window) > 10*time.Second {
-					window, windowImages = time.Now(), 0
-				}
-				if t.cfg.ValEvery > 0 && t.st.Step%t.cfg.ValEvery == 0 {
-					if err := t.validate(); err != nil {
-						cancel()
-						return "", err
-					}
-				}
-				if t.cfg.CheckpointEvery > 0 && t.st.Step%t.cfg.CheckpointEvery == 0 {
-					if err := t.saveCheckpoint(); err != nil {
-						cancel()
-						return "", err
-					}
-				}
-				if total > 0 && t.st.Step >= total {
-					stageDone = true
-					break
-				}
-				if reason := t.overBudget(ctx); reason != "" {
-					cancel()
-					// A time budget that ends the denoiser stage ends the run
-					// as its step budget would: validated, averaged, calibrated
-					// and saved as a model. A cancellation (or a budget spent
-					// before the denoiser trained at all) leaves a checkpoint
-					// to resume.
-					if reason == StopMaxDuration && t.st.Stage == StageDenoiser {
-						return t.finishStage(ctx, reason)
-					}
-					if err := t.saveCheckpoint(); err != nil {
-						return "", err
-					}
-					return reason, nil
-				}
-			}
-			cancel()
-			if err := ctx.Err(); err != nil {
-				if err := t.saveCheckpoint(); err != nil {
-					return "", err
-				}
-				return StopCancelled, nil
-			}
-			if !stageDone {
-				t.st.Epoch++
-				t.st.Batch = 0
-			}
+		reason, err := t.runStage(ctx)
+		if err != nil || reason != stopNone {
+			return reason, err
 		}
+		// The stage reached its step budget.
 		if t.st.Stage == StageAutoencoder {
-			if err := t.validate(); err != nil {
-				return "", err
-			}
-			if t.cfg.ScaleLatents {
-				if err := t.scaleLatents(ctx); err != nil {
-					return "", err
-				}
-			}
-			t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: Float(math.Inf(1)), Images: t.st.Images}
-			if err := t.beginStage(false); err != nil {
-				return "", err
-			}
-			if err := t.saveCheckpoint(); err != nil {
-				return "", err
+			if err := t.beginDenoiserStage(ctx); err != nil {
+				return stopNone, err
 			}
 			continue
 		}
@@ -630,6 +520,161 @@ func (t *trainer) loop(ctx context.Context) (StopReason, error) {
 	return StopDone, nil
 }
 
+// runStage trains the current stage epoch by epoch. It returns stopNone
+// when the stage reached its step budget, else why the run stopped.
+func (t *trainer) runStage(ctx context.Context) (StopReason, error) {
+	total := t.stageSteps()
+	t.window, t.windowImages, t.micro = time.Now(), 0, 0
+	for {
+		if t.cfg.MaxEpochs > 0 && t.st.Stage == StageDenoiser && t.st.Epoch >= t.cfg.MaxEpochs {
+			return t.finishStage(ctx, StopMaxEpochs)
+		}
+		stageDone, reason, err := t.runEpoch(ctx, total)
+		if err != nil || reason != stopNone {
+			return reason, err
+		}
+		if ctx.Err() != nil {
+			if err := t.saveCheckpoint(); err != nil {
+				return stopNone, err
+			}
+			return StopCancelled, nil
+		}
+		if stageDone {
+			return stopNone, nil
+		}
+		t.st.Epoch++
+		t.st.Batch = 0
+	}
+}
+
+// runEpoch trains on the rest of the current epoch. It reports whether the
+// stage reached its step budget, or why the run stopped.
+func (t *trainer) runEpoch(ctx context.Context, total int) (stageDone bool, reason StopReason, err error) {
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the loader's epoch however this returns
+	for r := range t.train.Epoch(ectx, t.st.Epoch, t.st.Batch) {
+		if r.Err != nil {
+			return false, stopNone, r.Err
+		}
+		if err := t.microStep(r.Batch, total); err != nil {
+			return false, stopNone, err
+		}
+		if math.IsNaN(t.lastLoss) || math.IsInf(t.lastLoss, 0) {
+			return false, stopNone, fmt.Errorf("train: loss is %v at %s step %d", t.lastLoss, t.st.Stage, t.st.Step)
+		}
+		n := len(r.Batch.Items)
+		t.st.Images += int64(n)
+		t.windowImages += n
+		t.st.Batch = r.Batch.Index + 1
+		t.micro++
+		if t.micro < t.cfg.GradAccum {
+			continue
+		}
+		t.micro = 0 // the optimizer stepped in microStep, inside the compute lane
+		if stageDone, reason, err = t.afterStep(ctx, total); err != nil || stageDone || reason != stopNone {
+			return stageDone, reason, err
+		}
+	}
+	return false, stopNone, nil
+}
+
+// microStep computes one batch's loss and gradients inside the compute lane,
+// and steps the optimizer (and the average) on the last batch of a gradient
+// accumulation. Every tensor it makes is freed on every path.
+func (t *trainer) microStep(b datasets.Batch, total int) error {
+	unlock := torchrt.LockCompute()
+	defer unlock()
+	x := toTensor(b, t.m.Config.ImageSize, t.m.Device())
+	defer x.MustDrop()
+	loss, err := t.loss(x, t.noise)
+	if err != nil {
+		return err
+	}
+	defer loss.MustDrop()
+	scaled := loss.MustDivScalar(ts.FloatScalar(float64(t.cfg.GradAccum)), false)
+	defer scaled.MustDrop()
+	if err := t.m.Backward(scaled); err != nil {
+		return fmt.Errorf("backward: %w", err)
+	}
+	t.lastLoss = torchrt.Float64s(loss)[0]
+	if t.micro+1 >= t.cfg.GradAccum {
+		t.opt.Config.LR = t.baseLR() * t.cfg.LRSchedule.Factor(t.st.Step, total)
+		t.opt.Update()
+		t.opt.ZeroGrad()
+		if t.ema != nil {
+			t.ema.update()
+			t.st.EMAUpdates = t.ema.Updates
+		}
+	}
+	return nil
+}
+
+// afterStep follows an optimizer step: progress event and log, validation
+// and checkpoint when due, and the budgets. It reports whether the stage
+// reached its step budget, or why the run stopped.
+func (t *trainer) afterStep(ctx context.Context, total int) (stageDone bool, reason StopReason, err error) {
+	t.st.Step++
+	ips := float64(t.windowImages) / math.Max(time.Since(t.window).Seconds(), 1e-9)
+	ev := Event{Kind: shared.EventStep, Step: t.st.Step, TotalSteps: total, Epoch: t.st.Epoch, Loss: t.lastLoss, ImagesPerSec: ips}
+	if total > 0 && ips > 0 {
+		ev.ETASeconds = float64(total-t.st.Step) * float64(t.cfg.BatchSize*t.cfg.GradAccum) / ips
+	}
+	t.emit(ev)
+	t.log.Info("step", "stage", t.st.Stage, "step", t.st.Step, "epoch", t.st.Epoch, "loss", t.lastLoss, "images_per_sec", ips)
+	if time.Since(t.window) > speedWindow {
+		t.window, t.windowImages = time.Now(), 0
+	}
+	if t.cfg.ValEvery > 0 && t.st.Step%t.cfg.ValEvery == 0 {
+		if err := t.validate(); err != nil {
+			return false, stopNone, err
+		}
+	}
+	if t.cfg.CheckpointEvery > 0 && t.st.Step%t.cfg.CheckpointEvery == 0 {
+		if err := t.saveCheckpoint(); err != nil {
+			return false, stopNone, err
+		}
+	}
+	if total > 0 && t.st.Step >= total {
+		return true, stopNone, nil
+	}
+	reason = t.overBudget(ctx)
+	switch {
+	case reason == stopNone:
+		return false, stopNone, nil
+	case reason == StopMaxDuration && t.st.Stage == StageDenoiser:
+		// A time budget that ends the denoiser stage ends the run as its
+		// step budget would: validated, averaged, calibrated and saved as a
+		// model.
+		reason, err = t.finishStage(ctx, reason)
+		return false, reason, err
+	}
+	// A cancellation (or a budget spent before the denoiser trained at
+	// all) leaves a checkpoint to resume.
+	if err := t.saveCheckpoint(); err != nil {
+		return false, stopNone, err
+	}
+	return false, reason, nil
+}
+
+// beginDenoiserStage follows the autoencoder stage: validate it, scale the
+// latents, and start the denoiser stage from a checkpoint.
+func (t *trainer) beginDenoiserStage(ctx context.Context) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
+	if t.cfg.ScaleLatents {
+		if err := t.scaleLatents(ctx); err != nil {
+			return err
+		}
+	}
+	t.st = state{Stage: StageDenoiser, Noise: nil, BestVal: Float(math.Inf(1)), Images: t.st.Images}
+	if err := t.beginStage(false); err != nil {
+		return err
+	}
+	return t.saveCheckpoint()
+}
+
+// overBudget says whether the run must stop now, and why.
 func (t *trainer) overBudget(ctx context.Context) StopReason {
 	if ctx.Err() != nil {
 		return StopCancelled
@@ -637,13 +682,13 @@ func (t *trainer) overBudget(ctx context.Context) StopReason {
 	if t.cfg.MaxDuration > 0 && time.Since(t.start) >= t.cfg.MaxDuration {
 		return StopMaxDuration
 	}
-	return ""
+	return stopNone
 }
 
 // finishStage ends the denoiser stage: validate, write the final model.
 func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReason, error) {
 	if err := t.validate(); err != nil {
-		return "", err
+		return stopNone, err
 	}
 	if t.ema != nil {
 		// The saved model is the average; the checkpoint's live weights
@@ -651,15 +696,15 @@ func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReaso
 		t.ema.swap()
 	}
 	if err := t.calibrate(ctx); err != nil {
-		return "", err
+		return stopNone, err
 	}
 	if err := t.trainHead(ctx, t.trainSamples); err != nil {
-		return "", err
+		return stopNone, err
 	}
 	t.st.Stage = StageDone
 	meta := map[string]string{"diad.train_steps": fmt.Sprint(t.st.Step)}
 	if err := t.m.Save(filepath.Join(t.cfg.OutDir, ModelFile), meta); err != nil {
-		return "", err
+		return stopNone, err
 	}
 	if t.ema != nil {
 		// The last step's weights too, with the same calibration, so that
@@ -670,11 +715,11 @@ func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReaso
 		t.ema.free()
 		t.ema = nil
 		if err != nil {
-			return "", err
+			return stopNone, err
 		}
 	}
 	if err := t.saveCheckpoint(); err != nil {
-		return "", err
+		return stopNone, err
 	}
 	t.emit(Event{Kind: shared.EventDone, Step: t.st.Step, Loss: t.lastLoss, ValLoss: t.lastVal, Message: string(reason)})
 	return reason, nil
@@ -771,24 +816,41 @@ func (t *trainer) saveCheckpoint() error {
 	return nil
 }
 
-// restore rebuilds the model, optimizer and state from a checkpoint.
-func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
+// restore rebuilds the model, optimizer and state from a checkpoint. On an
+// error it frees all it made (model, optimizer, average) before returning.
+func (t *trainer) restore(path string, dev gotch.Device) (m *model.DiAD, err error) {
 	r, err := checkpoint.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	meta := r.Metadata()
+	defer func() {
+		if err == nil {
+			return
+		}
+		if t.ema != nil {
+			t.ema.free()
+			t.ema = nil
+		}
+		if t.opt != nil {
+			t.opt.Free()
+			t.opt = nil
+		}
+		if m != nil {
+			m.Free()
+			m, t.m = nil, nil
+		}
+		err = fmt.Errorf("resume %s: %w", path, err)
+	}()
 	var st state
-	if err := json.Unmarshal([]byte(meta[metaState]), &st); err != nil {
-		return nil, fmt.Errorf("resume %s: training state: %w", path, err)
+	if err := json.Unmarshal([]byte(r.Metadata()[metaState]), &st); err != nil {
+		return nil, fmt.Errorf("training state: %w", err)
 	}
 	mcfg, err := model.ConfigFromCheckpoint(r)
 	if err != nil {
-		return nil, fmt.Errorf("resume %s: %w", path, err)
+		return nil, err
 	}
-	m, err := model.New(mcfg, dev)
-	if err != nil {
+	if m, err = model.New(mcfg, dev); err != nil {
 		return nil, err
 	}
 	if _, err := checkpoint.LoadInto(m.Store, r, checkpoint.LoadOptions{Rename: func(n string) string {
@@ -797,80 +859,89 @@ func (t *trainer) restore(path string, dev gotch.Device) (*model.DiAD, error) {
 		}
 		return n
 	}}); err != nil {
-		m.Free()
-		return nil, fmt.Errorf("resume %s: %w", path, err)
+		return m, err
 	}
-	t.m = m
-	t.st = st
+	t.m, t.st = m, st
 	t.noise = diffusion.NewNoise(0)
 	if err := t.noise.UnmarshalBinary(st.Noise); err != nil {
-		m.Free()
-		return nil, fmt.Errorf("resume %s: noise state: %w", path, err)
+		return m, fmt.Errorf("noise state: %w", err)
 	}
 	if st.Stage == StageDone {
 		return m, nil
 	}
-	// Optimizer of the current stage, with its moments.
-	freeze, ocfg, err := t.cfg.stageTraining(st.Stage)
-	if err != nil {
-		m.Free()
-		return nil, err
+	if err := t.restoreOptimizer(r, dev); err != nil {
+		return m, err
 	}
-	m.SetFreeze(freeze)
-	opt, err := optim.NewAdamW(m.Store.Trainable(), ocfg)
-	if err != nil {
-		m.Free()
-		return nil, err
-	}
-	saved := map[string]*ts.Tensor{}
-	for _, e := range r.Entries() {
-		if name, ok := strings.CutPrefix(e.Name, optPrefix); ok {
-			v, err := r.Load(e.Name, dev)
-			if err != nil {
-				opt.Free()
-				m.Free()
-				return nil, err
-			}
-			saved[name] = v
-		}
-	}
-	step, err := strconv.ParseInt(meta["diad.optimizer_step"], 10, 64)
-	if err != nil {
-		err = fmt.Errorf("optimizer step %q: %w", meta["diad.optimizer_step"], err)
-	} else {
-		err = opt.LoadState(saved, step)
-	}
-	for _, v := range saved {
-		v.MustDrop()
-	}
-	if err != nil {
-		opt.Free()
-		m.Free()
-		return nil, fmt.Errorf("resume %s: %w", path, err)
-	}
-	t.opt = opt
 	if st.Stage == StageDenoiser && t.cfg.EMADecay > 0 {
-		t.ema = newEMA(m.Store.Trainable(), t.cfg.EMADecay)
-		avg := map[string]*ts.Tensor{}
-		for _, e := range r.Entries() {
-			if name, ok := strings.CutPrefix(e.Name, emaPrefix); ok {
-				v, err := r.Load(e.Name, dev)
-				if err != nil {
-					return nil, err
-				}
-				avg[name] = v
-			}
-		}
-		err := t.ema.load(avg)
-		for _, v := range avg {
-			v.MustDrop()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("resume %s: %w", path, err)
-		}
-		t.ema.Updates = st.EMAUpdates
+		return m, t.restoreAverage(r, dev)
 	}
 	return m, nil
+}
+
+// restoreOptimizer makes the current stage's optimizer (t.opt) and loads
+// its moments and step from the checkpoint.
+func (t *trainer) restoreOptimizer(r checkpoint.Reader, dev gotch.Device) error {
+	freeze, ocfg, err := t.cfg.stageTraining(t.st.Stage)
+	if err != nil {
+		return err
+	}
+	t.m.SetFreeze(freeze)
+	if t.opt, err = optim.NewAdamW(t.m.Store.Trainable(), ocfg); err != nil {
+		return err
+	}
+	saved, err := loadPrefixed(r, optPrefix, dev)
+	if err != nil {
+		return err
+	}
+	defer dropAll(saved)
+	raw := r.Metadata()["diad.optimizer_step"]
+	step, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil {
+		return fmt.Errorf("optimizer step %q: %w", raw, err)
+	}
+	return t.opt.LoadState(saved, step)
+}
+
+// restoreAverage makes the denoiser's weight average (t.ema) and loads it
+// from the checkpoint.
+func (t *trainer) restoreAverage(r checkpoint.Reader, dev gotch.Device) error {
+	t.ema = newEMA(t.m.Store.Trainable(), t.cfg.EMADecay)
+	avg, err := loadPrefixed(r, emaPrefix, dev)
+	if err != nil {
+		return err
+	}
+	defer dropAll(avg)
+	if err := t.ema.load(avg); err != nil {
+		return err
+	}
+	t.ema.Updates = t.st.EMAUpdates
+	return nil
+}
+
+// loadPrefixed loads the checkpoint's tensors whose names start with prefix,
+// keyed by the rest of the name; on an error it frees those it loaded.
+func loadPrefixed(r checkpoint.Reader, prefix string, dev gotch.Device) (map[string]*ts.Tensor, error) {
+	out := map[string]*ts.Tensor{}
+	for _, e := range r.Entries() {
+		name, ok := strings.CutPrefix(e.Name, prefix)
+		if !ok {
+			continue
+		}
+		v, err := r.Load(e.Name, dev)
+		if err != nil {
+			dropAll(out)
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+// dropAll frees every tensor of m.
+func dropAll(m map[string]*ts.Tensor) {
+	for _, v := range m {
+		v.MustDrop()
+	}
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
