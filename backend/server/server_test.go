@@ -26,9 +26,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parquet-go/parquet-go"
-
 	"github.com/labstack/echo/v4"
+	"github.com/parquet-go/parquet-go"
 	"github.com/sugarme/gotch"
 	"nhooyr.io/websocket"
 

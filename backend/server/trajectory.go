@@ -216,69 +216,28 @@ func wants(products []string, p string) bool {
 // happens here. The final map is the one `diad predict` computes for the
 // same image, sampler and seed.
 func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category string, products []string, key string, h *stream.Hub) error {
-	sampler := spec.Sampler
-	guidance := shared.GuidanceSG
-	if spec.Unguided {
-		guidance = shared.GuidanceNone
-	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.freed {
 		return errModelReplaced
 	}
-	size := d.e.ImageSize()
-	signal := d.e.SignalCurve(scheduleStride)
+	enc := frameEncoder{key: key, guidance: shared.GuidanceSG, sampler: spec.Sampler, size: d.e.ImageSize(),
+		signal: d.e.SignalCurve(scheduleStride), products: products}
+	if spec.Unguided {
+		enc.guidance = shared.GuidanceNone
+	}
 	want := evaluate.Products{
 		Latents: wants(products, shared.ProductLatent) || wants(products, shared.ProductX0Latent) || wants(products, shared.ProductRawLatents),
 		Image:   wants(products, shared.ProductImage),
 		Map:     wants(products, shared.ProductMap),
 	}
-	emit := func(f evaluate.StepFrame) error {
-		frame := shared.Frame{Type: shared.TypeStep, Trajectory: key, Guidance: guidance, Step: f.Index, Total: f.Total, T: f.T, StartT: sampler.NoiseLevel()}
-		if f.Index == 0 {
-			frame.Signal, frame.ScheduleStride = signal, scheduleStride
+	out, err := d.e.Trajectory(context.Background(), spec, want, func(f evaluate.StepFrame) error {
+		msg, err := enc.step(f)
+		if err == nil {
+			h.Publish(stream.Message{Binary: true, Data: msg})
 		}
-		var payloads [][]byte
-		var encErr error
-		add := func(b shared.Blob, data []byte) {
-			frame.Blobs = append(frame.Blobs, b)
-			payloads = append(payloads, data)
-		}
-		addPNG := func(b shared.Blob, img image.Image) {
-			data, err := encodePNG(img)
-			encErr = errors.Join(encErr, err)
-			add(b, data)
-		}
-		lc, lh, lw := f.LatentShape[0], f.LatentShape[1], f.LatentShape[2]
-		if wants(products, shared.ProductLatent) {
-			addPNG(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, f.LatentPicture())
-		}
-		if wants(products, shared.ProductX0Latent) {
-			addPNG(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, f.X0Picture())
-		}
-		if wants(products, shared.ProductRawLatents) {
-			add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.Zt))
-			add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.X0))
-		}
-		if want.Image {
-			addPNG(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, f.ImagePicture(size))
-		}
-		if want.Map {
-			q := results.Quantize("", 0, size, size, f.Map)
-			frame.Score = f.Score
-			add(shared.Blob{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
-		}
-		if encErr != nil {
-			return encErr
-		}
-		msg, err := shared.EncodeFrame(frame, payloads)
-		if err != nil {
-			return err
-		}
-		h.Publish(stream.Message{Binary: true, Data: msg})
-		return nil
-	}
-	out, err := d.e.Trajectory(context.Background(), spec, want, emit)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -286,15 +245,84 @@ func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category str
 	if err != nil {
 		return err
 	}
-	n := len(sampler.Timesteps)
-	if n == 0 {
-		n = sampler.Steps
-	}
-	final := shared.Frame{Type: shared.TypeFinal, Trajectory: key, Guidance: guidance, Step: n, Total: n, Score: out.Score, StartT: sampler.NoiseLevel(),
-		Signal: signal, ScheduleStride: scheduleStride}
+	var threshold *float64
 	if hasTh {
-		final.Threshold = th.For(category)
-		final.Anomalous = shared.Predicted(out.Score, final.Threshold)
+		threshold = ptrTo(th.For(category))
+	}
+	msg, err := enc.final(out, threshold)
+	if err != nil {
+		return err
+	}
+	h.Publish(stream.Message{Binary: true, Data: msg, Final: true})
+	return nil
+}
+
+// frameEncoder turns one trajectory's steps and result into websocket
+// frames.
+type frameEncoder struct {
+	key, guidance string
+	sampler       shared.SamplerConfig
+	size          int
+	signal        []float32
+	products      []string
+}
+
+// step encodes a step's frame with the products asked for.
+func (enc frameEncoder) step(f evaluate.StepFrame) ([]byte, error) {
+	frame := shared.Frame{Type: shared.TypeStep, Trajectory: enc.key, Guidance: enc.guidance, Step: f.Index, Total: f.Total, T: f.T, StartT: enc.sampler.NoiseLevel()}
+	if f.Index == 0 {
+		frame.Signal, frame.ScheduleStride = enc.signal, scheduleStride
+	}
+	var payloads [][]byte
+	var encErr error
+	add := func(b shared.Blob, data []byte) {
+		frame.Blobs = append(frame.Blobs, b)
+		payloads = append(payloads, data)
+	}
+	addPNG := func(b shared.Blob, img image.Image) {
+		data, err := encodePNG(img)
+		encErr = errors.Join(encErr, err)
+		add(b, data)
+	}
+	lc, lh, lw := f.LatentShape[0], f.LatentShape[1], f.LatentShape[2]
+	if wants(enc.products, shared.ProductLatent) {
+		addPNG(shared.Blob{Name: shared.BlobLatent, Format: "png", Width: lw, Height: lh}, f.LatentPicture())
+	}
+	if wants(enc.products, shared.ProductX0Latent) {
+		addPNG(shared.Blob{Name: shared.BlobX0Latent, Format: "png", Width: lw, Height: lh}, f.X0Picture())
+	}
+	if wants(enc.products, shared.ProductRawLatents) {
+		add(shared.Blob{Name: shared.BlobRawZt, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.Zt))
+		add(shared.Blob{Name: shared.BlobRawX0, Format: "f16", Shape: []int{lc, lh, lw}}, shared.EncodeF16(f.X0))
+	}
+	size := enc.size
+	if wants(enc.products, shared.ProductImage) {
+		addPNG(shared.Blob{Name: shared.BlobImage, Format: "png", Width: size, Height: size}, f.ImagePicture(size))
+	}
+	if wants(enc.products, shared.ProductMap) {
+		q := results.Quantize("", 0, size, size, f.Map)
+		frame.Score = f.Score
+		add(shared.Blob{Name: shared.BlobMap, Format: "u8", Width: size, Height: size, Offset: q.Offset, Scale: q.Scale}, q.Data)
+	}
+	if encErr != nil {
+		return nil, encErr
+	}
+	return shared.EncodeFrame(frame, payloads)
+}
+
+// final encodes the final frame: score, verdict against threshold (nil:
+// the model has none), map and reconstruction.
+func (enc frameEncoder) final(out evaluate.Outcome, threshold *float64) ([]byte, error) {
+	n := len(enc.sampler.Timesteps)
+	if n == 0 {
+		n = enc.sampler.Steps
+	}
+	size := enc.size
+	final := shared.Frame{Type: shared.TypeFinal, Trajectory: enc.key, Guidance: enc.guidance, Step: n, Total: n, Score: out.Score, StartT: enc.sampler.NoiseLevel(),
+		Signal: enc.signal, ScheduleStride: scheduleStride}
+	if threshold != nil {
+		final.Threshold = *threshold
+		final.Anomalous = shared.Predicted(out.Score, *threshold)
 	}
 	q := results.Quantize("", 0, size, size, out.Map)
 	final.Blobs = []shared.Blob{
@@ -303,12 +331,9 @@ func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category str
 	}
 	recon, err := encodePNG(datasets.Denormalize(out.Recon, size))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	msg, err := shared.EncodeFrame(final, [][]byte{q.Data, recon})
-	if err != nil {
-		return err
-	}
-	h.Publish(stream.Message{Binary: true, Data: msg, Final: true})
-	return nil
+	return shared.EncodeFrame(final, [][]byte{q.Data, recon})
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -158,50 +159,72 @@ func (s *Server) wsDenoise(c echo.Context) error {
 		if err != nil {
 			return nil
 		}
-		if typ != websocket.MessageText {
-			return fail("send JSON text messages")
+		req, guidance, msg := parseDenoiseRequest(typ, data)
+		if msg != "" {
+			return fail(msg)
 		}
-		var req shared.DenoiseRequest
-		if err := strictjson.Unmarshal(data, &req); err != nil {
-			return fail("malformed denoise request: " + err.Error())
-		}
-		if req.Type != shared.TypeDenoise {
-			return fail("malformed denoise request: want {\"type\":\"denoise\", ...}")
-		}
-		for _, p := range req.Products {
-			if !knownProduct(p) {
-				return fail(fmt.Sprintf("field \"products\": unknown product %q (want %v or %s)", p, shared.DefaultProducts, shared.ProductRawLatents))
-			}
-		}
-		if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 {
-			return fail(fmt.Sprintf("steps must be 0..%d and start_t >= 0", maxTrajectorySteps))
-		}
-		guidance, err := req.GuidanceOrDefault()
-		if err != nil {
-			return fail(err.Error())
-		}
-		d, err := s.currentDenoiser()
-		if err != nil {
+		if err := s.serveDenoise(ctx, conn, req, guidance); errors.Is(err, errClientGone) {
+			return nil
+		} else if err != nil {
 			if err := refuse(err.Error()); err != nil {
 				return nil // the client went away
 			}
-			continue
-		}
-		src, err := s.resolveSource(req, d.path)
-		if err == nil {
-			// One merge rule and one validation, against the model's own
-			// schedule; a run image starts from the run's sampler.
-			var sampler shared.SamplerConfig
-			if sampler, err = d.sampler(src.runSampler, req.SamplerOverride()); err == nil {
-				sub := s.trajectory(d, src, sampler, req, guidance).Subscribe()
-				if err := s.pump(ctx, conn, sub); err != nil {
-					return nil
-				}
-				continue // ready for another request on the same connection
-			}
-		}
-		if err := refuse(err.Error()); err != nil {
-			return nil
 		}
 	}
+}
+
+// errClientGone ends a denoise connection whose client went away.
+var errClientGone = errors.New("client gone")
+
+// parseDenoiseRequest reads one denoise message; msg says what is wrong
+// with a malformed one (the connection is then closed).
+func parseDenoiseRequest(typ websocket.MessageType, data []byte) (req shared.DenoiseRequest, guidance, msg string) {
+	if typ != websocket.MessageText {
+		return req, "", "send JSON text messages"
+	}
+	if err := strictjson.Unmarshal(data, &req); err != nil {
+		return req, "", "malformed denoise request: " + err.Error()
+	}
+	if req.Type != shared.TypeDenoise {
+		return req, "", "malformed denoise request: want {\"type\":\"denoise\", ...}"
+	}
+	for _, p := range req.Products {
+		if !knownProduct(p) {
+			return req, "", fmt.Sprintf("field \"products\": unknown product %q (want %v or %s)", p, shared.DefaultProducts, shared.ProductRawLatents)
+		}
+	}
+	if req.Steps < 0 || req.Steps > maxTrajectorySteps || req.StartT < 0 {
+		return req, "", fmt.Sprintf("steps must be 0..%d and start_t >= 0", maxTrajectorySteps)
+	}
+	guidance, err := req.GuidanceOrDefault()
+	if err != nil {
+		return req, "", err.Error()
+	}
+	return req, guidance, ""
+}
+
+// serveDenoise streams the trajectory of one well-formed request. An error
+// is a request that cannot run (no model yet, a missing image, a sampler the
+// model cannot use): the client is told, and the connection stays open for
+// its next request. A client that went away ends the connection quietly.
+func (s *Server) serveDenoise(ctx context.Context, conn *websocket.Conn, req shared.DenoiseRequest, guidance string) error {
+	d, err := s.currentDenoiser()
+	if err != nil {
+		return err
+	}
+	src, err := s.resolveSource(req, d.path)
+	if err != nil {
+		return err
+	}
+	// One merge rule and one validation, against the model's own schedule;
+	// a run image starts from the run's sampler.
+	sampler, err := d.sampler(src.runSampler, req.SamplerOverride())
+	if err != nil {
+		return err
+	}
+	sub := s.trajectory(d, src, sampler, req, guidance).Subscribe()
+	if err := s.pump(ctx, conn, sub); err != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	return nil
 }

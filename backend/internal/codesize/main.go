@@ -96,19 +96,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 // entries no longer over; it returns how many it printed.
 func report(w io.Writer, over []finding, known map[string]int, knownFile string) int {
 	sort.Slice(over, func(i, j int) bool { return over[i].lines > over[j].lines })
-	bad, stillKnown := 0, map[string]bool{}
+	bad, stillKnown, stillOver := 0, map[string]bool{}, map[string]bool{}
 	for _, f := range over {
 		k := f.key()
-		if limit, ok := known[k]; ok && f.lines <= limit {
+		stillOver[k] = true
+		limit, ok := known[k]
+		switch {
+		case ok && f.lines <= limit:
 			stillKnown[k] = true
 			continue
+		case ok:
+			fmt.Fprintf(w, "%s: %s is %d lines, more than the %d it is known for\n", f.where, f.what, f.lines, limit)
+		default:
+			fmt.Fprintf(w, "%s: %s is %d lines\n", f.where, f.what, f.lines)
 		}
 		bad++
-		fmt.Fprintf(w, "%s: %s is %d lines\n", f.where, f.what, f.lines)
 	}
 	var gone []string
 	for k := range known {
-		if !stillKnown[k] {
+		if !stillOver[k] {
 			gone = append(gone, k)
 		}
 	}

@@ -53,7 +53,7 @@ func TestLongFunctionsAndFilesAreFound(t *testing.T) {
 		want string
 	}{
 		{fmt.Sprintf("# comment\n%s\tlong\t12\n%s\tthe file\t62\n", a, b), 0, "2 known"},
-		{fmt.Sprintf("%s\tlong\t11\n%s\tthe file\t62\n", a, b), 1, "long is 12 lines"},
+		{fmt.Sprintf("%s\tlong\t11\n%s\tthe file\t62\n", a, b), 1, "long is 12 lines, more than the 11 it is known for"},
 		{fmt.Sprintf("%s\tlong\t12\n%s\tthe file\t62\n%s\tgone\t90\n", a, b, a), 1, "gone: no longer over"},
 		{fmt.Sprintf("%s long 12\n", a), 2, "want path<TAB>name<TAB>lines"},
 	} {
