@@ -19,7 +19,7 @@ GO_TEST_FLAGS ?= -p 1 -timeout 45m
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/diad-project/diad/backend/version.Version=$(VERSION)
 
-.PHONY: all setup build web run doctor photos photos-quality test-doctor test lint vet fuzz fuzz-targets httpfuzz soak slurm-test bench version info clean distclean
+.PHONY: all setup build dev-tools web run doctor photos photos-quality test-doctor test lint vet fuzz fuzz-targets httpfuzz soak slurm-test bench version info clean distclean
 
 all: build
 
@@ -30,6 +30,10 @@ setup:
 ## build: compile bin/diad against the chosen libtorch
 build: setup
 	$(TORCHENV) exec go build -ldflags "$(LDFLAGS)" -o bin/diad ./cmd/diad
+
+## dev-tools: compile bin/diad-dev, the developers' measuring harnesses (diad against PyTorch, sharing, profiles)
+dev-tools: setup
+	$(TORCHENV) exec go build -ldflags "$(LDFLAGS)" -o bin/diad-dev ./cmd/diad-dev
 
 ## web: compile the browser client (Go -> WebAssembly) into bin/web, where `diad serve` finds it
 web:

@@ -191,7 +191,7 @@ func (o Outcome) OneDNNOff() bool { return o.Disabled || o.Fallback != nil }
 
 // Debian13OneDNN is where the build root keeps Debian 13's oneDNN 3.7.2
 // unpacked (backend/buildenv/torchenv.sh), the library that computes wrong
-// on AMD Zen 5: tests and `diad bench kernels --onednn-lib` load it on purpose.
+// on AMD Zen 5: tests and `diad-dev bench kernels --onednn-lib` load it on purpose.
 const Debian13OneDNN = "/opt/diad/onednn-trixie/usr/lib/x86_64-linux-gnu"
 
 // Env chooses what the check may do with oneDNN: "auto" (the default)

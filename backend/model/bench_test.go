@@ -90,7 +90,7 @@ func BenchmarkReconstruct(b *testing.B) {
 
 // BenchmarkPredictEps: one guided denoiser pass (SG network + UNet) at
 // batch 1, the explorer's per-step cost; at these sizes the per-operation
-// overhead of the Go side shows (`diad bench torch` puts it beside PyTorch).
+// overhead of the Go side shows (`diad-dev bench torch` puts it beside PyTorch).
 func BenchmarkPredictEps(b *testing.B) {
 	for _, preset := range []string{"tiny", "demo"} {
 		b.Run(preset, func(b *testing.B) {

@@ -96,6 +96,16 @@ func subPrefix(p layers.Path, prefix string) layers.Path {
 	return p
 }
 
+// NewPreset builds a model of a named preset (Preset) with freshly
+// initialised parameters on device.
+func NewPreset(name string, device gotch.Device) (*DiAD, error) {
+	c, err := Preset(name)
+	if err != nil {
+		return nil, err
+	}
+	return New(c, device)
+}
+
 // New builds a model with freshly initialised parameters on device. The SG
 // network's encoder starts as a copy of the UNet's (the reference's
 // initialisation from SD), and the reference freezing split is applied.

@@ -4,7 +4,7 @@
 // time (denoise, encode, decode, reconstruct, train step), timing only the
 // computation and reporting its peak memory. Side by side with diad's own
 // calls on the same weights and inputs, it gives diad's speed against
-// PyTorch's (`diad bench torch`) and checks that both compute the same
+// PyTorch's (`diad-dev bench torch`) and checks that both compute the same
 // thing (the outputs' relative difference).
 //
 // The worker needs python3 with torch, numpy and PyYAML (Debian's

@@ -16,7 +16,7 @@ import (
 // Processes of one machine share its cores. libtorch gives every process
 // one intra-op thread per core, and its OpenMP threads spin while they wait:
 // two processes on 2 cores then ran at 0.07-0.18 of their speed alone
-// (`diad bench sharing`, tiny and demo presets), while with one thread
+// (`diad-dev bench sharing`, tiny and demo presets), while with one thread
 // each they kept 0.77-0.96. So each diad process that joins the machine
 // (JoinMachine) registers in a folder of live processes and, before each
 // batch or step (LockCompute), sizes its thread team to its share of the

@@ -203,3 +203,23 @@ func TestTrainBarFollowsStages(t *testing.T) {
 		}
 	}
 }
+
+// diad bench is the user's view of speed and quality; the developers'
+// harnesses live in diad-dev.
+func TestBenchHelpIsTheUsersView(t *testing.T) {
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"bench", "--help"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "\n  quality ") {
+		t.Errorf("diad bench --help lacks quality:\n%s", out.String())
+	}
+	for _, dev := range []string{"torch", "sharing", "recompute", "profile", "kernels"} {
+		if strings.Contains(out.String(), "\n  "+dev+" ") {
+			t.Errorf("diad bench --help offers the developers' %s:\n%s", dev, out.String())
+		}
+	}
+}

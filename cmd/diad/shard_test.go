@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -238,32 +237,5 @@ func TestShardFlagsBatchInvariance(t *testing.T) {
 		if cfg.BatchInvariant != c.want {
 			t.Errorf("%v: batch invariant %v, want %v", c.args, cfg.BatchInvariant, c.want)
 		}
-	}
-}
-
-// bench sharing runs its workers alone and side by side for each policy
-// and reports both throughputs.
-func TestBenchSharingReports(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 8 processes")
-	}
-	out, code := runMain(t, "bench", "sharing", "--seconds", "0.3", "--batch", "1", "--policies", "DIAD_SHARE=off,share")
-	if code != 0 {
-		t.Fatalf("exit %d\n%s", code, out)
-	}
-	rows := 0
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 6 && (f[1] == "train" || f[1] == "recon") {
-			for _, v := range f[2:] {
-				if x, err := strconv.ParseFloat(v, 64); err != nil || !(x > 0) {
-					t.Fatalf("value %q in %q", v, line)
-				}
-			}
-			rows++
-		}
-	}
-	if rows != 4 {
-		t.Fatalf("%d result rows, want 4:\n%s", rows, out)
 	}
 }

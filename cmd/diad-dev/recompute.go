@@ -9,6 +9,7 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/throughput"
 	"github.com/diad-project/diad/backend/torchref"
 	"github.com/diad-project/diad/backend/torchrt"
 )
@@ -54,7 +55,7 @@ func newRecomputeBenchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := randomModel(preset, dev)
+			m, err := model.NewPreset(preset, dev)
 			if err != nil {
 				return err
 			}
@@ -67,12 +68,12 @@ func newRecomputeBenchCmd() *cobra.Command {
 			var step func() error
 			if optimizer {
 				var freeOpt func()
-				if step, freeOpt, err = trainStep(m, x, noise, f); err != nil {
+				if step, freeOpt, err = throughput.TrainStep(m, x, noise, f); err != nil {
 					return err
 				}
 				defer freeOpt()
 			} else {
-				step = gradientStep(m, x, noise, f)
+				step = throughput.GradientStep(m, x, noise, f)
 			}
 			want := map[string]bool{}
 			for _, v := range variants {

@@ -15,6 +15,7 @@ import (
 	"github.com/diad-project/diad/backend/cpuinfo"
 	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/throughput"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -144,7 +145,7 @@ func newKernelsWorkerCmd() *cobra.Command {
 			}
 			r.BuildMS = ms(time.Since(start))
 			m.Free()
-			res, err := bench(cmd.Context(), cfg, gotch.CPU, batch, iters, func(string) {})
+			res, err := throughput.Measure(cmd.Context(), cfg, gotch.CPU, batch, iters, func(string) {})
 			if err != nil {
 				return err
 			}

@@ -8,10 +8,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/diad-project/diad/backend/cpuinfo"
-	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/cpuinfo"
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 // cpuPeak estimates the float32 peak of n cores of this machine from

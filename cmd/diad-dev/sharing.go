@@ -17,6 +17,7 @@ import (
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/throughput"
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
@@ -135,7 +136,7 @@ func newSharingWorkerCmd() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			defer torchrt.Pin()()
-			m, err := randomModel(preset, gotch.CPU)
+			m, err := model.NewPreset(preset, gotch.CPU)
 			if err != nil {
 				return err
 			}
@@ -149,12 +150,12 @@ func newSharingWorkerCmd() *cobra.Command {
 			switch work {
 			case "train":
 				var free func()
-				if step, free, err = trainStep(m, x, noise, model.FreezeNone); err != nil {
+				if step, free, err = throughput.TrainStep(m, x, noise, model.FreezeNone); err != nil {
 					return err
 				}
 				defer free()
 			case "recon":
-				step = func() error { return reconstructOnce(cmd.Context(), m, x, noise) }
+				step = func() error { return throughput.ReconstructOnce(cmd.Context(), m, x, noise) }
 			default:
 				return fmt.Errorf("--work %q: want train or recon", work)
 			}

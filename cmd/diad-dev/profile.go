@@ -33,7 +33,7 @@ func newProfileBenchCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			defer torchrt.Pin()()
 			torchrt.SetThreads(threads)
-			m, err := randomModel(preset, gotch.CPU)
+			m, err := model.NewPreset(preset, gotch.CPU)
 			if err != nil {
 				return err
 			}

@@ -67,7 +67,7 @@ func newTorchBenchCmd() *cobra.Command {
 			}
 			// side builds a preset, starts its worker and runs each case.
 			side := func(name string, run func(m *model.DiAD, w *torchref.Worker) error) (err error) {
-				m, err := randomModel(name, gotch.CPU)
+				m, err := model.NewPreset(name, gotch.CPU)
 				if err != nil {
 					return err
 				}
