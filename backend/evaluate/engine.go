@@ -171,8 +171,7 @@ func (e *Engine) stepProducts(x *ts.Tensor, st diffusion.Step, want Products, f 
 	if !want.Image && !want.Map {
 		return nil
 	}
-	var dec *ts.Tensor
-	torchrt.NoGrad(func() { dec = e.det.Model.AE.Decode(st.X0) })
+	dec := e.det.PredictedImage(st)
 	defer dec.MustDrop()
 	if want.Image {
 		f.Image = torchrt.Float32s(dec)

@@ -204,8 +204,7 @@ func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 					return err
 				}
 			}
-			var dec *ts.Tensor
-			torchrt.NoGrad(func() { dec = d.Model.AE.Decode(s.X0) })
+			dec := d.PredictedImage(s)
 			r, err := d.Scorer.Score(x, dec, false)
 			dec.MustDrop()
 			if err != nil {
@@ -332,87 +331,56 @@ func Test(ctx context.Context, cfg Config, progress Progress) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	det, ix := split.Detector, split.Index
+	det := split.Detector
 	defer det.Free()
 	size := det.Model.Config.ImageSize
 	now := start.UTC()
-	idOf := make(map[string]int64, len(split.Samples))
-	for i, s := range split.Samples {
-		idOf[s.Path] = split.IDs[i]
-	}
 	var images []summary.Image
-	done := 0
-	if split.Loader != nil {
-		for r := range split.Loader.Epoch(ctx, 0, 0) {
-			if r.Err != nil {
-				return Report{}, r.Err
+	var out scoredRows
+	err = det.ScoreEach(ctx, split.Batches(ctx), ScoreOptions{Seed: cfg.Seed, RecordSteps: cfg.RecordSteps}, func(b ScoredBatch) error {
+		for i, it := range b.Items {
+			s := it.Sample
+			gt := int32(0)
+			var mask []bool
+			if s.Anomalous {
+				gt, mask = 1, it.Mask
 			}
-			x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, det.Model.Device())
-			seeds := make([]uint64, len(r.Batch.Items))
-			for i, it := range r.Batch.Items {
-				seeds[i] = results.ImageSeed(cfg.Seed, idOf[it.Sample.Path])
-			}
-			scored, err := det.ScoreBatch(ctx, x, seeds, cfg.RecordSteps, nil)
-			x.MustDrop()
-			if err != nil {
-				return Report{}, err
-			}
-			for i, it := range r.Batch.Items {
-				s := it.Sample
-				gt := int32(0)
-				var mask []bool
-				if s.Anomalous {
-					gt, mask = 1, it.Mask
-				}
-				row := results.ImageRow{RunID: runID, ImageID: idOf[s.Path], Category: s.Category, Path: s.Path, Split: s.Split,
-					GroundTruth: gt, Defect: s.Defect, Score: scored[i].Score, Scorer: det.Scorer.Kind(), StepScores: scored[i].StepScores, CreatedAt: now}
-				images = append(images, summary.Image{Row: row, Width: size, Height: size, Map: scored[i].Map, Mask: mask})
-			}
-			done += len(r.Batch.Items)
-			if progress != nil {
-				progress(done, len(split.Samples))
-			}
+			row := results.ImageRow{RunID: runID, ImageID: b.IDs[i], Category: s.Category, Path: s.Path, Split: s.Split,
+				GroundTruth: gt, Defect: s.Defect, Score: b.Scored[i].Score, Scorer: det.Scorer.Kind(), StepScores: b.Scored[i].StepScores, CreatedAt: now}
+			images = append(images, summary.Image{Row: row, Width: size, Height: size, Map: b.Scored[i].Map, Mask: mask})
+			out.add(row, size, b.Scored[i].Map, mask, cfg.Shard != nil)
 		}
-	}
-	if err := ctx.Err(); err != nil {
+		if progress != nil {
+			progress(len(images), len(split.Samples))
+		}
+		return nil
+	})
+	if err != nil {
 		return Report{}, err
 	}
-	inferSeconds := time.Since(start).Seconds()
-	rows := make([]results.ImageRow, len(images))
-	maps := make([]results.MapRow, len(images))
-	for i, im := range images {
-		rows[i] = im.Row
-		maps[i] = results.Quantize(runID, im.Row.ImageID, size, size, im.Map)
-	}
-	store := results.Store{Root: cfg.ResultsDir}
-	perImage := inferSeconds / float64(max(len(rows), 1))
+	inferred := time.Now()
+	rep := Report{RunID: runID, Images: len(images), ImagesPerSec: float64(len(images)) / inferred.Sub(start).Seconds(), Pretrained: det.Pretrained(), Scorer: det.Scorer.Kind()}
 	if cfg.Shard != nil {
-		part := results.Shard{Info: results.ShardInfo{Index: cfg.Shard.Index, Count: cfg.Shard.Count, SplitImages: split.Total,
-			Threshold: cfg.Threshold, Metrics: cfg.Metrics}, Images: rows, Maps: maps}
-		for _, im := range images {
-			part.Pixels = append(part.Pixels, results.NewPixelRow(runID, im.Row.ImageID, im.Width, im.Height, im.Map, im.Mask))
-		}
-		part.Info.Run = meta(runID, "test", cfg, det, ix, results.ThresholdInfo{}, now)
-		part.Info.Run.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
-		if err := store.WriteShard(part); err != nil {
-			return Report{}, err
-		}
-		return Report{RunID: runID, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: det.Pretrained(),
-			Scorer: det.Scorer.Kind(), Shard: cfg.Shard, Partition: store.ShardDir(runID, cfg.Shard.DirName())}, nil
+		run := meta(runID, "test", cfg, det, split.Index, results.ThresholdInfo{}, now)
+		run.Timings = timings(start, inferred, len(images))
+		rep.Shard = cfg.Shard
+		rep.Partition, err = writeShard(cfg, run, split.Total, nil, out)
+		return rep, err
 	}
-	tab := summary.Table(images, cfg.Metrics)
-	th, err := summary.ChooseThreshold(cfg.Threshold, rows)
-	if err != nil {
+	rep.Table = summary.Table(images, cfg.Metrics)
+	if rep.Threshold, err = summary.ChooseThreshold(cfg.Threshold, out.images); err != nil {
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
-	results.ApplyThreshold(rows, th)
-	run := results.Run{Images: rows, Maps: maps, Metrics: summary.MetricRows(runID, tab)}
-	run.Meta = meta(runID, "test", cfg, det, ix, th, now)
-	run.Meta.Timings = map[string]float64{"inference": inferSeconds, "total": time.Since(start).Seconds(), "per_image": perImage}
-	if err := store.Write(run); err != nil {
+	// The rows were copied into images before the threshold: the stored
+	// rows carry it, the table is computed from scores alone.
+	results.ApplyThreshold(out.images, rep.Threshold)
+	run := results.Run{Images: out.images, Maps: out.maps, Metrics: summary.MetricRows(runID, rep.Table)}
+	run.Meta = meta(runID, "test", cfg, det, split.Index, rep.Threshold, now)
+	run.Meta.Timings = timings(start, inferred, len(images))
+	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
 		return Report{}, err
 	}
-	return Report{RunID: runID, Table: tab, Threshold: th, Images: len(rows), ImagesPerSec: float64(len(rows)) / inferSeconds, Pretrained: det.Pretrained(), Scorer: det.Scorer.Kind()}, nil
+	return rep, nil
 }
 
 // CheckThreshold validates a threshold spec without any scores, so that a

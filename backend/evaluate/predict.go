@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"iter"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/visual"
 	"github.com/diad-project/diad/datasets"
 	"github.com/diad-project/diad/results"
@@ -122,10 +122,6 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 	if err != nil || math.IsNaN(v) {
 		return nil, "", fmt.Errorf("predict: give the decision threshold as a number (from a test run's threshold)")
 	}
-	inputs, err := datasets.ExpandInputs(args)
-	if err != nil {
-		return nil, "", fmt.Errorf("predict: %w", err)
-	}
 	start := time.Now()
 	if cfg.Shard != nil {
 		if err := cfg.Shard.Validate(); err != nil {
@@ -137,13 +133,9 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 	if err != nil {
 		return nil, "", fmt.Errorf("predict: %w", err)
 	}
-	paths := make([]string, len(inputs))
-	var mine []int // positions of the inputs this process scores
-	for i, in := range inputs {
-		paths[i] = in.Path
-		if cfg.Shard == nil || cfg.Shard.Owns(in.Rel) {
-			mine = append(mine, i)
-		}
+	paths, mine, err := cfg.inputs(args)
+	if err != nil {
+		return nil, "", err
 	}
 	det, err := Open(cfg.Config)
 	if err != nil {
@@ -151,95 +143,109 @@ func Predict(ctx context.Context, cfg PredictConfig, args []string) ([]Predictio
 	}
 	defer det.Free()
 	size := det.Model.Config.ImageSize
-	bs := max(cfg.BatchSize, 1)
-	var preds []Prediction
-	var failed []Prediction
+	var preds, failed []Prediction
 	var failedIDs []int64
-	var rows []results.ImageRow
-	var maps []results.MapRow
-	var pixels []results.PixelRow
+	var out scoredRows
 	overlays := overlayNames(paths)
-	for lo := 0; lo < len(mine); lo += bs {
-		hi := min(lo+bs, len(mine))
-		var items []datasets.Item
-		var index []int // items[k] is paths[index[k]]
-		for _, i := range mine[lo:hi] {
-			path := paths[i]
-			it, err := datasets.LoadItem(datasets.Sample{Path: path, Split: "predict"}, size)
-			if err != nil {
-				// One unreadable image does not stop the others.
-				f := Prediction{Path: path, Threshold: th.Value, Score: math.NaN(), Error: err.Error()}
-				preds = append(preds, f)
-				failed = append(failed, f)
-				failedIDs = append(failedIDs, int64(i))
-				continue
-			}
-			items = append(items, it)
-			index = append(index, i)
-		}
-		if len(items) == 0 {
-			continue
-		}
-		x := torchrt.ImageBatch(datasets.Batch{Items: items}.Images(), len(items), size, det.Model.Device())
-		seeds := make([]uint64, len(items))
-		for k := range seeds {
-			// The image's position among all inputs, so its noise does
-			// not depend on which others could be read, or on the shard.
-			seeds[k] = results.ImageSeed(cfg.Seed, int64(index[k]))
-		}
-		scored, err := det.ScoreBatch(ctx, x, seeds, false, nil)
-		x.MustDrop()
-		if err != nil {
-			return nil, "", err
-		}
-		for i, it := range items {
-			pr := Prediction{Path: it.Sample.Path, Score: scored[i].Score, Threshold: th.Value, Anomalous: shared.Predicted(scored[i].Score, th.Value)}
+	// An unreadable image does not stop the others; it is reported.
+	unreadable := func(i int, err error) {
+		f := Prediction{Path: paths[i], Threshold: th.Value, Score: math.NaN(), Error: err.Error()}
+		preds, failed, failedIDs = append(preds, f), append(failed, f), append(failedIDs, int64(i))
+	}
+	batches := inputBatches(paths, mine, max(cfg.BatchSize, 1), size, unreadable)
+	err = det.ScoreEach(ctx, batches, ScoreOptions{Seed: cfg.Seed}, func(b ScoredBatch) error {
+		for i, it := range b.Items {
+			sc := b.Scored[i]
+			pr := Prediction{Path: it.Sample.Path, Score: sc.Score, Threshold: th.Value, Anomalous: shared.Predicted(sc.Score, th.Value)}
 			if cfg.OverlayDir != "" {
-				base := datasets.Denormalize(it.Image, size)
-				ov := visual.Overlay(base, scored[i].Map, visual.ThresholdScale(th.Value), 0.6)
-				pr.Overlay = filepath.Join(cfg.OverlayDir, overlays[index[i]])
+				pr.Overlay = filepath.Join(cfg.OverlayDir, overlays[b.IDs[i]])
+				ov := visual.Overlay(datasets.Denormalize(it.Image, size), sc.Map, visual.ThresholdScale(th.Value), 0.6)
 				if err := writePNG(pr.Overlay, ov); err != nil {
-					return nil, "", err
+					return err
 				}
 			}
 			preds = append(preds, pr)
-			id := int64(index[i])
 			pred := int32(0)
 			if pr.Anomalous {
 				pred = 1
 			}
-			rows = append(rows, results.ImageRow{RunID: runID, ImageID: id, Path: it.Sample.Path, Split: "predict", GroundTruth: -1,
-				Score: pr.Score, Scorer: det.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()})
-			maps = append(maps, results.Quantize(runID, id, size, size, scored[i].Map))
-			if cfg.Shard != nil {
-				pixels = append(pixels, results.NewPixelRow(runID, id, size, size, scored[i].Map, nil))
-			}
+			out.add(results.ImageRow{RunID: runID, ImageID: b.IDs[i], Path: it.Sample.Path, Split: "predict", GroundTruth: -1,
+				Score: pr.Score, Scorer: det.Scorer.Kind(), Threshold: th.Value, Predicted: pred, CreatedAt: start.UTC()}, size, sc.Map, nil, cfg.Shard != nil)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
 	}
+	inferred := time.Now()
 	var partial error
 	if len(failed) > 0 {
 		partial = &PartialError{Failed: failed}
 	}
-	if cfg.Shard != nil {
-		part := results.Shard{Info: results.ShardInfo{Index: cfg.Shard.Index, Count: cfg.Shard.Count, SplitImages: len(inputs),
-			Threshold: cfg.Threshold, Metrics: cfg.Metrics, Unreadable: failedIDs}, Images: rows, Maps: maps, Pixels: pixels}
-		part.Info.Run = meta(runID, "predict", cfg.Config, det, datasets.Index{}, results.ThresholdInfo{}, start.UTC())
-		part.Info.Run.Timings = map[string]float64{"inference": time.Since(start).Seconds()}
-		if err := (results.Store{Root: cfg.ResultsDir}).WriteShard(part); err != nil {
-			return nil, "", err
-		}
-		return preds, runID, partial
-	}
-	if !cfg.Store || len(rows) == 0 {
-		return preds, "", partial
-	}
-	run := results.Run{Images: rows, Maps: maps}
-	run.Meta = meta(runID, "predict", cfg.Config, det, datasets.Index{}, th, start.UTC())
-	run.Meta.Timings = map[string]float64{"total": time.Since(start).Seconds()}
-	if err := (results.Store{Root: cfg.ResultsDir}).Write(run); err != nil {
+	stored, err := cfg.write(det, runID, th, start, inferred, len(paths), failedIDs, out)
+	if err != nil {
 		return nil, "", err
 	}
-	return preds, runID, partial
+	return preds, stored, partial
+}
+
+// write stores the predictions: a shard's partition of run runID, the run
+// itself when cfg.Store asks for it, or nothing. It returns the run stored.
+func (cfg PredictConfig) write(det *Detector, runID string, th results.ThresholdInfo, start, inferred time.Time, inputs int, unreadable []int64, out scoredRows) (string, error) {
+	if cfg.Shard != nil {
+		run := meta(runID, "predict", cfg.Config, det, datasets.Index{}, results.ThresholdInfo{}, start.UTC())
+		run.Timings = timings(start, inferred, len(out.images))
+		_, err := writeShard(cfg.Config, run, inputs, unreadable, out)
+		return runID, err
+	}
+	if !cfg.Store || len(out.images) == 0 {
+		return "", nil
+	}
+	run := results.Run{Images: out.images, Maps: out.maps}
+	run.Meta = meta(runID, "predict", cfg.Config, det, datasets.Index{}, th, start.UTC())
+	run.Meta.Timings = timings(start, inferred, len(out.images))
+	return runID, (results.Store{Root: cfg.ResultsDir}).Write(run)
+}
+
+// inputs expands the arguments (a folder stands for every image below it)
+// into the paths of all inputs, and the positions of those this process
+// scores (a shard's own, by a hash of the path relative to its argument).
+func (cfg PredictConfig) inputs(args []string) (paths []string, mine []int, err error) {
+	inputs, err := datasets.ExpandInputs(args)
+	if err != nil {
+		return nil, nil, fmt.Errorf("predict: %w", err)
+	}
+	paths = make([]string, len(inputs))
+	for i, in := range inputs {
+		paths[i] = in.Path
+		if cfg.Shard == nil || cfg.Shard.Owns(in.Rel) {
+			mine = append(mine, i)
+		}
+	}
+	return paths, mine, nil
+}
+
+// inputBatches loads the inputs at positions mine, bs at a time, at the
+// model's size; an image is its position among all inputs (its id, so its
+// noise does not depend on which others could be read, or on the shard).
+// unreadable hears of each input that could not be loaded.
+func inputBatches(paths []string, mine []int, bs, size int, unreadable func(i int, err error)) iter.Seq2[Batch, error] {
+	return func(yield func(Batch, error) bool) {
+		for lo := 0; lo < len(mine); lo += bs {
+			var b Batch
+			for _, i := range mine[lo:min(lo+bs, len(mine))] {
+				it, err := datasets.LoadItem(datasets.Sample{Path: paths[i], Split: "predict"}, size)
+				if err != nil {
+					unreadable(i, err)
+					continue
+				}
+				b.Items, b.IDs = append(b.Items, it), append(b.IDs, int64(i))
+			}
+			if !yield(b, nil) {
+				return
+			}
+		}
+	}
 }
 
 func writePNG(path string, img image.Image) error {

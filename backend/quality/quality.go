@@ -23,7 +23,7 @@ import (
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
-	"github.com/diad-project/diad/results"
+	"github.com/diad-project/diad/datasets"
 )
 
 // Row is one category's (or the mean's) figures; metrics are fractions.
@@ -82,114 +82,52 @@ type catAcc struct {
 	removal    inOut
 }
 
-// Measure evaluates cfg's checkpoint on the test split of cfg.Data.
-func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
-	split, err := evaluate.OpenTestSplit(cfg)
-	if err != nil {
-		return Report{}, err
+// categories accumulate the measures per category.
+type categories map[string]*catAcc
+
+// add records one scored image of the test split.
+func (cs categories) add(it datasets.Item, sc evaluate.Scored, ssim float64, size int) {
+	s := it.Sample
+	c := cs[s.Category]
+	if c == nil {
+		c = &catAcc{Category: metrics.Category{Name: s.Category}}
+		cs[s.Category] = c
 	}
-	p, loader := split.Detector, split.Loader
-	defer p.Free()
-	size := p.Model.Config.ImageSize
-	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}
-	byCat := map[string]*catAcc{}
-	var changeSum float64
-	var changeN int64
-	var guidDiff, guidNorm float64
-	hw := size * size
-	for r := range loader.Epoch(ctx, 0, 0) {
-		if r.Err != nil {
-			return Report{}, r.Err
-		}
-		x := torchrt.ImageBatch(r.Batch.Images(), len(r.Batch.Items), size, p.Model.Device())
-		var first, last []float32
-		hook := func(s diffusion.Step) error {
-			if s.Index != 0 && s.Index != s.Total-1 {
-				return nil
-			}
-			if s.Index == 0 {
-				d, n, err := guidanceEffect(p, s)
-				if err != nil {
-					return err
-				}
-				guidDiff, guidNorm, rep.GuidanceT = guidDiff+d, guidNorm+n, s.T
-			}
-			var dec *ts.Tensor
-			torchrt.NoGrad(func() { dec = p.Model.AE.Decode(s.X0) })
-			v := torchrt.Float32s(dec)
-			dec.MustDrop()
-			if s.Index == 0 {
-				first = v
-			}
-			if s.Index == s.Total-1 {
-				last = v
-			}
-			return nil
-		}
-		seeds := make([]uint64, len(r.Batch.Items))
-		for i := range seeds {
-			seeds[i] = results.ImageSeed(cfg.Seed, int64(rep.Images+i))
-		}
-		scored, err := p.ScoreBatch(ctx, x, seeds, false, hook)
-		if err != nil {
-			x.MustDrop()
-			return Report{}, err
-		}
-		if first != nil && last != nil {
-			changeSum += unitAbsDiffSum(first, last, hw)
-			changeN += int64(len(first))
-		}
-		ssims, err := ssimPerImage(x, scored, size)
-		x.MustDrop()
-		if err != nil {
-			return Report{}, err
-		}
-		for i, it := range r.Batch.Items {
-			s := it.Sample
-			c := byCat[s.Category]
-			if c == nil {
-				c = &catAcc{Category: metrics.Category{Name: s.Category}}
-				byCat[s.Category] = c
-			}
-			c.ImageScores = append(c.ImageScores, float32(scored[i].Score))
-			c.ImageLabels = append(c.ImageLabels, s.Anomalous)
-			c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: scored[i].Map, Mask: it.Mask})
-			c.defects = append(c.defects, s.Defect)
-			if !s.Anomalous {
-				c.psnr = append(c.psnr, psnr(it.Image, scored[i].Recon, hw))
-				c.ssim = append(c.ssim, ssims[i])
-				continue
-			}
-			c.removal.add(scored[i].Map, it.Mask)
-		}
-		rep.Images += len(r.Batch.Items)
+	c.ImageScores = append(c.ImageScores, float32(sc.Score))
+	c.ImageLabels = append(c.ImageLabels, s.Anomalous)
+	c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: sc.Map, Mask: it.Mask})
+	c.defects = append(c.defects, s.Defect)
+	if !s.Anomalous {
+		c.psnr = append(c.psnr, psnr(it.Image, sc.Recon, size*size))
+		c.ssim = append(c.ssim, ssim)
+		return
 	}
-	if err := ctx.Err(); err != nil {
-		return Report{}, err
-	}
+	c.removal.add(sc.Map, it.Mask)
+}
+
+// summarise adds the per-category rows, their mean and the per-defect rows
+// to rep.
+func (cs categories) summarise(rep *Report, cfg metrics.EvalConfig) error {
 	var cats []metrics.Category
 	var names []string
-	for n := range byCat {
+	for n := range cs {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		cats = append(cats, byCat[n].Category)
+		cats = append(cats, cs[n].Category)
 	}
-	tab := metrics.Evaluate(cats, cfg.Metrics)
+	tab := metrics.Evaluate(cats, cfg)
 	values := map[string]map[string]float64{}
 	for _, row := range tab.Rows {
 		values[row.Category] = row.Values
 	}
-	var mean Row
 	for _, n := range names {
-		c := byCat[n]
-		row := Row{Category: n, ImageAUROC: values[n][metrics.ImageAUROC], PixelAUROC: values[n][metrics.PixelAUROC], PRO: values[n][metrics.AUPRO],
-			PSNR: avg(c.psnr), SSIM: avg(c.ssim)}
-		row.Removal = c.removal.ratio()
-		rep.Rows = append(rep.Rows, row)
+		c := cs[n]
+		rep.Rows = append(rep.Rows, Row{Category: n, ImageAUROC: values[n][metrics.ImageAUROC], PixelAUROC: values[n][metrics.PixelAUROC],
+			PRO: values[n][metrics.AUPRO], PSNR: avg(c.psnr), SSIM: avg(c.ssim), Removal: c.removal.ratio()})
 	}
-	mean.Category = "mean"
+	mean := Row{Category: "mean"}
 	k := float64(len(rep.Rows))
 	for _, r := range rep.Rows {
 		mean.ImageAUROC += r.ImageAUROC / k
@@ -201,11 +139,75 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	}
 	rep.Rows = append(rep.Rows, mean)
 	for _, n := range names {
-		d, err := byDefect(n, byCat[n])
+		d, err := byDefect(n, cs[n])
 		if err != nil {
-			return Report{}, err
+			return err
 		}
 		rep.Defects = append(rep.Defects, d...)
+	}
+	return nil
+}
+
+// Measure evaluates cfg's checkpoint on the test split of cfg.Data.
+func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
+	split, err := evaluate.OpenTestSplit(cfg)
+	if err != nil {
+		return Report{}, err
+	}
+	p := split.Detector
+	defer p.Free()
+	size := p.Model.Config.ImageSize
+	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}
+	byCat := categories{}
+	var changeSum float64
+	var changeN int64
+	var guidDiff, guidNorm float64
+	hw := size * size
+	// The first and last steps' predicted images of the batch being scored.
+	var first, last []float32
+	hook := func(s diffusion.Step) error {
+		if s.Index != 0 && s.Index != s.Total-1 {
+			return nil
+		}
+		if s.Index == 0 {
+			d, n, err := guidanceEffect(p, s)
+			if err != nil {
+				return err
+			}
+			guidDiff, guidNorm, rep.GuidanceT = guidDiff+d, guidNorm+n, s.T
+		}
+		dec := p.PredictedImage(s)
+		v := torchrt.Float32s(dec)
+		dec.MustDrop()
+		if s.Index == 0 {
+			first = v
+		}
+		if s.Index == s.Total-1 {
+			last = v
+		}
+		return nil
+	}
+	err = p.ScoreEach(ctx, split.Batches(ctx), evaluate.ScoreOptions{Seed: cfg.Seed, Hook: hook}, func(b evaluate.ScoredBatch) error {
+		if first != nil && last != nil {
+			changeSum += unitAbsDiffSum(first, last, hw)
+			changeN += int64(len(first))
+		}
+		first, last = nil, nil
+		ssims, err := ssimPerImage(b.X, b.Scored, size)
+		if err != nil {
+			return err
+		}
+		for i, it := range b.Items {
+			byCat.add(it, b.Scored[i], ssims[i], size)
+		}
+		rep.Images += len(b.Items)
+		return nil
+	})
+	if err != nil {
+		return Report{}, err
+	}
+	if err := byCat.summarise(&rep, cfg.Metrics); err != nil {
+		return Report{}, err
 	}
 	if changeN > 0 {
 		rep.StepChange = 255 * changeSum / float64(changeN)

@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	maxFunc := flags.Int("max-func", 80, "longest function allowed, in lines")
 	maxFile := flags.Int("max-file", 600, "longest file allowed, in lines")
 	knownFile := flags.String("known", "", "the list of functions and files still over the limits (may not grow)")
+	prune := flags.Bool("prune", false, "remove the entries of -known that are no longer over the limits from its file")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
@@ -84,12 +85,47 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, f := range allowed {
 		fmt.Fprintf(stdout, "allowed: %s: %s is %d lines\n", f.where, f.what, f.lines)
 	}
-	bad := report(stdout, over, known, *knownFile)
+	if *prune && *knownFile != "" {
+		if err := pruneKnown(*knownFile, over); err != nil {
+			fmt.Fprintln(stderr, "codesize:", err)
+			return 2
+		}
+		if known, err := readKnown(*knownFile); err == nil {
+			return finish(stdout, report(stdout, over, known, *knownFile), *maxFunc, *maxFile)
+		}
+	}
+	return finish(stdout, report(stdout, over, known, *knownFile), *maxFunc, *maxFile)
+}
+
+// finish prints the verdict and returns the exit status.
+func finish(stdout io.Writer, bad, maxFunc, maxFile int) int {
 	if bad > 0 {
-		fmt.Fprintf(stdout, "codesize: %d findings: split what is over %d / %d lines\n", bad, *maxFunc, *maxFile)
+		fmt.Fprintf(stdout, "codesize: %d findings: split what is over %d / %d lines\n", bad, maxFunc, maxFile)
 		return 1
 	}
 	return 0
+}
+
+// pruneKnown rewrites the known list without the entries no longer over the
+// limits; comments and the other entries stay as they are.
+func pruneKnown(path string, over []finding) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read known list: %w", err)
+	}
+	still := map[string]bool{}
+	for _, f := range over {
+		still[f.key()] = true
+	}
+	var keep []string
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		parts := strings.Split(strings.TrimSpace(line), "\t")
+		if len(parts) == 3 && !strings.HasPrefix(parts[0], "#") && !still[parts[0]+"\t"+parts[1]] {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return os.WriteFile(path, []byte(strings.Join(keep, "\n")+"\n"), 0o644)
 }
 
 // report prints what is over the limits and not known, and the known

@@ -65,4 +65,14 @@ func TestLongFunctionsAndFilesAreFound(t *testing.T) {
 			t.Errorf("list %q: exit %d (want %d), output lacks %q:\n%s%s", c.list, code, c.code, c.want, out.String(), errs.String())
 		}
 	}
+
+	// -prune drops the stale entry and keeps the rest.
+	write(t, known, fmt.Sprintf("# comment\n%s\tlong\t12\n%s\tthe file\t62\n%s\tgone\t90\n", a, b, a))
+	out.Reset()
+	if code := run([]string{"-max-func", "11", "-max-file", "50", "-known", known, "-prune", dir}, &out, &errs); code != 0 {
+		t.Fatalf("-prune: exit %d\n%s", code, out.String())
+	}
+	if got, err := os.ReadFile(known); err != nil || string(got) != fmt.Sprintf("# comment\n%s\tlong\t12\n%s\tthe file\t62\n", a, b) {
+		t.Fatalf("-prune left %q (%v)", got, err)
+	}
 }
