@@ -471,7 +471,7 @@ func TestBrowserClient(t *testing.T) {
 	webDir := t.TempDir()
 	bctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := web.Build(bctx, webDir); err != nil {
+	if err := web.Build(bctx, webDir, web.TestHookTag); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnv(t, webDir)

@@ -1,0 +1,153 @@
+//go:build diadhook
+
+// The test hook: window.diadState() returns the client's state as JSON
+// (package hook), for the end-to-end test. Only a client built with the
+// diadhook tag (the e2e test's build) has it.
+
+package ui
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/hajimehoshi/ebiten/v2"
+
+	"github.com/diad-project/diad/frontend-wasm/hook"
+)
+
+func (b *baseline) state() string {
+	s, err := json.Marshal(hook.State{Ready: b.frames > 0, Tab: "baseline", FPS: ebiten.ActualFPS(), Frames: b.frames})
+	if err != nil { // a State always encodes; say so if it ever does not
+		return fmt.Sprintf(`{"errors":[%q]}`, err.Error())
+	}
+	return string(s)
+}
+
+// stateJSON is window.diadState().
+func (a *App) stateJSON() string {
+	s := hook.State{Ready: a.frames > 0, Connected: a.connected, Server: a.server, Reconnects: a.reconnects,
+		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
+		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
+		FPS: ebiten.ActualFPS(), Frames: a.frames, Partials: a.partials, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
+		SelectedJob: a.selJob}
+	if a.scaleMinMax {
+		s.Scale = "minmax"
+	}
+	s.Captions = a.captions
+	s.Latent = "rgb"
+	if a.latentChannels {
+		s.Latent = "channels"
+	}
+	if a.statusErr {
+		s.Status = "error: " + a.status
+	}
+	for k, r := range a.widgets {
+		s.Widgets[k] = r.hook()
+	}
+	if a.view != nil {
+		s.Images, s.Visible, s.Columns = len(a.view.Images), len(a.view.Visible()), galleryColumns(a)
+		s.ScoreFilter = hook.ScoreFilter{Limited: a.view.Filter.ScoreLimited()}
+		s.ScoreFilter.Min, s.ScoreFilter.Max = a.view.ScoreRange()
+		if im, ok := a.view.Selected(); ok {
+			s.Selected, s.Verdict = im.ImageID, im.AnalystLabel
+			s.Range = len(a.view.Range())
+			if !a.editing {
+				s.Note = im.AnalystNote
+			}
+		}
+	}
+	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
+	s.StepMillis = a.stepTime().Milliseconds()
+	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
+	s.TrajectoryExport = a.trajectoryExport
+	s.Thumbs, s.ThumbsLoading, s.ThumbCache = len(a.thumbs.tex), len(a.thumbs.loading), a.thumbs.limit
+	s.GalleryScroll = float64(a.galleryScroll)
+	s.Overlay, s.Overlays, s.OverlayMasks = overlayNames[a.overlay], len(a.overlays.tex), a.overlays.masks
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.GoHeapMB, s.GoSysMB = float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20)
+	s.BulkSaved = a.bulkSaved
+	s.Metrics = len(a.metrics)
+	if e, ok := a.undo.Last(); ok {
+		s.Undo = e.What
+	}
+	for name := range a.disabled {
+		s.Disabled = append(s.Disabled, name)
+	}
+	sort.Strings(s.Disabled)
+	if a.tune != nil {
+		k := a.tune.Confusion()
+		m := a.tune.Shown()
+		s.Threshold, s.Policy = m.Threshold, m.Policy
+		s.PerCategory, s.Scope = a.tune.PerCategory, a.tune.Scope
+		s.CategoryThresholds = a.tune.Threshold().PerCategory
+		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
+		s.AUROC, s.AP = nanToZero(m.AUROC), nanToZero(m.AP)
+	}
+	if e := a.exp; e != nil && e.traj != nil {
+		t := e.traj
+		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Upload: e.upload, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
+			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT, Failed: e.failed}
+		if t.Final != nil {
+			s.Trajectory.Score = t.Final.Score
+		}
+		s.Trajectory.SchedulePoints = len(t.Signal)
+		s.Trajectory.Pictured = e.pictured()
+		s.Trajectory.StepMS = int(a.stepTime() / time.Millisecond)
+		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
+			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
+		}
+		if c := e.cmp; c != nil {
+			s.Trajectory.Compare = hook.Comparison{Mode: compareModes[c.mode].name, Cursor: -1, Failed: c.failed}
+			if ct := c.traj; ct != nil {
+				h := &s.Trajectory.Compare
+				h.Guidance, h.T0, h.Total, h.Received, h.Complete = ct.Guidance, ct.StartT, ct.Total, ct.Received, ct.Complete()
+				h.Cursor = e.compareCursor()
+				h.CursorT = stepT(ct, h.Cursor)
+				if ct.Final != nil {
+					h.Score = ct.Final.Score
+				}
+				for _, v := range ct.Scores() {
+					if !math.IsNaN(v) {
+						h.Scores++
+					}
+				}
+			}
+		}
+	}
+	for _, id := range a.jobOrder {
+		j := a.jobs[id]
+		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Error: j.job.Error, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
+			LossPoints: len(j.loss), Events: j.events, Series: stagesOf(j.loss)})
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Sprintf(`{"Status":%q}`, err.Error())
+	}
+	return string(b)
+}
+
+func nanToZero(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
+func (a *App) workMS() map[string]float64 {
+	out := make(map[string]float64, len(a.work))
+	for k, d := range a.work {
+		out[k] = float64(d) / float64(time.Millisecond)
+	}
+	return out
+}
+
+// exposeTestState installs window.diadState() for the app.
+func (a *App) exposeTestState() { exposeState(a.stateJSON) }
+
+// exposeTestState installs window.diadState() for the baseline game.
+func (b *baseline) exposeTestState() { exposeState(b.state) }
