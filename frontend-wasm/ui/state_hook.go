@@ -89,35 +89,7 @@ func (a *App) stateJSON() string {
 		s.AUROC, s.AP = nanToZero(m.AUROC), nanToZero(m.AP)
 	}
 	if e := a.exp; e != nil && e.traj != nil {
-		t := e.traj
-		s.Trajectory = hook.Trajectory{Image: e.image.ImageID, Upload: e.upload, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
-			Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT, Failed: e.failed}
-		if t.Final != nil {
-			s.Trajectory.Score = t.Final.Score
-		}
-		s.Trajectory.SchedulePoints = len(t.Signal)
-		s.Trajectory.Pictured = e.pictured()
-		s.Trajectory.StepMS = int(a.stepTime() / time.Millisecond)
-		if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
-			s.Trajectory.HighlightT, s.Trajectory.Signal, s.Trajectory.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
-		}
-		if c := e.cmp; c != nil {
-			s.Trajectory.Compare = hook.Comparison{Mode: compareModes[c.mode].name, Cursor: -1, Failed: c.failed}
-			if ct := c.traj; ct != nil {
-				h := &s.Trajectory.Compare
-				h.Guidance, h.T0, h.Total, h.Received, h.Complete = ct.Guidance, ct.StartT, ct.Total, ct.Received, ct.Complete()
-				h.Cursor = e.compareCursor()
-				h.CursorT = stepT(ct, h.Cursor)
-				if ct.Final != nil {
-					h.Score = ct.Final.Score
-				}
-				for _, v := range ct.Scores() {
-					if !math.IsNaN(v) {
-						h.Scores++
-					}
-				}
-			}
-		}
+		s.Trajectory = a.trajectoryState(e)
 	}
 	for _, id := range a.jobOrder {
 		j := a.jobs[id]
@@ -129,6 +101,41 @@ func (a *App) stateJSON() string {
 		return fmt.Sprintf(`{"Status":%q}`, err.Error())
 	}
 	return string(b)
+}
+
+// trajectoryState is the explorer's trajectory (and its comparison) in the
+// hook's state.
+func (a *App) trajectoryState(e *explorer) hook.Trajectory {
+	t := e.traj
+	h := hook.Trajectory{Image: e.image.ImageID, Upload: e.upload, Total: t.Total, Received: t.Received, Cursor: e.player.Cursor,
+		Playing: e.player.Playing, Complete: t.Complete(), MaxCursor: e.maxCursor, Played: e.played, T0: t.StartT, Failed: e.failed}
+	if t.Final != nil {
+		h.Score = t.Final.Score
+	}
+	h.SchedulePoints = len(t.Signal)
+	h.Pictured = e.pictured()
+	h.StepMS = int(a.stepTime() / time.Millisecond)
+	if ht, sig, ok := scheduleHighlight(t, e.player.Cursor); ok {
+		h.HighlightT, h.Signal, h.Noise = ht, sig, math.Sqrt(max(0, 1-sig*sig))
+	}
+	if c := e.cmp; c != nil {
+		h.Compare = hook.Comparison{Mode: compareModes[c.mode].name, Cursor: -1, Failed: c.failed}
+		if ct := c.traj; ct != nil {
+			cm := &h.Compare
+			cm.Guidance, cm.T0, cm.Total, cm.Received, cm.Complete = ct.Guidance, ct.StartT, ct.Total, ct.Received, ct.Complete()
+			cm.Cursor = e.compareCursor()
+			cm.CursorT = stepT(ct, cm.Cursor)
+			if ct.Final != nil {
+				cm.Score = ct.Final.Score
+			}
+			for _, v := range ct.Scores() {
+				if !math.IsNaN(v) {
+					cm.Scores++
+				}
+			}
+		}
+	}
+	return h
 }
 
 func nanToZero(v float64) float64 {
