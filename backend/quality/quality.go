@@ -154,10 +154,10 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	p := split.Detector
-	defer p.Free()
-	size := p.Model.Config.ImageSize
-	rep := Report{Scorer: p.Scorer.Kind(), StartT: p.Sampler.StartT, Steps: p.Sampler.Steps}
+	det := split.Detector
+	defer det.Free()
+	size := det.Model.Config.ImageSize
+	rep := Report{Scorer: det.Scorer.Kind(), StartT: det.Sampler.StartT, Steps: det.Sampler.Steps}
 	byCat := categories{}
 	var changeSum float64
 	var changeN int64
@@ -170,13 +170,13 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 			return nil
 		}
 		if s.Index == 0 {
-			d, n, err := guidanceEffect(p, s)
+			d, n, err := guidanceEffect(det, s)
 			if err != nil {
 				return err
 			}
 			guidDiff, guidNorm, rep.GuidanceT = guidDiff+d, guidNorm+n, s.T
 		}
-		dec := p.PredictedImage(s)
+		dec := det.PredictedImage(s)
 		v := torchrt.Float32s(dec)
 		dec.MustDrop()
 		if s.Index == 0 {
@@ -187,7 +187,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 		}
 		return nil
 	}
-	err = p.ScoreEach(ctx, split.Batches(ctx), evaluate.ScoreOptions{Seed: cfg.Seed, Hook: hook}, func(b evaluate.ScoredBatch) error {
+	err = det.ScoreEach(ctx, split.Batches(ctx), evaluate.ScoreOptions{Seed: cfg.Seed, Hook: hook}, func(b evaluate.ScoredBatch) error {
 		if first != nil && last != nil {
 			changeSum += unitAbsDiffSum(first, last, hw)
 			changeN += int64(len(first))
@@ -220,7 +220,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 
 // guidanceEffect returns the summed squares of (eps - eps without the SG
 // network) and of eps, for one step.
-func guidanceEffect(p *evaluate.Detector, s diffusion.Step) (diff, norm float64, err error) {
+func guidanceEffect(det *evaluate.Detector, s diffusion.Step) (diff, norm float64, err error) {
 	err = torchrt.Do(func() error {
 		b := int(s.Zt.MustSize()[0])
 		t := make([]int, b)
@@ -228,7 +228,7 @@ func guidanceEffect(p *evaluate.Detector, s diffusion.Step) (diff, norm float64,
 			t[i] = s.T
 		}
 		torchrt.NoGrad(func() {
-			u := p.Model.PredictEpsUnguided(s.Zt, t)
+			u := det.Model.PredictEpsUnguided(s.Zt, t)
 			d := s.Eps.MustSub(u, false)
 			u.MustDrop()
 			dd := d.MustSquare(true).MustSum(gotch.Float, true)

@@ -5,6 +5,7 @@ package ui
 import (
 	"fmt"
 	"image/color"
+	"maps"
 	"math"
 	"sort"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/diad-project/diad/backend/metrics"
 	"github.com/diad-project/diad/frontend-wasm/gallery"
 	"github.com/diad-project/diad/frontend-wasm/tuning"
+	"github.com/diad-project/diad/shared"
 )
 
 // Rate preset step and range (the x of "FPR <= x").
@@ -381,4 +383,70 @@ func (a *App) drag() {
 
 func (a *App) endDrag() {
 	a.dragging = ""
+}
+
+// reloadThreshold shows a threshold saved (by this page or another) with
+// the open run: the "saved" line always, and the tuner and gallery too
+// unless this page holds a threshold of its own not yet saved.
+func (a *App) reloadThreshold(run string) {
+	go func() {
+		info, err := a.client.Run(a.ctx, run)
+		a.post(func() {
+			if err != nil || run != a.runID || a.tune == nil || a.view == nil {
+				return // the next selection of the run shows it
+			}
+			unsaved := !sameThreshold(a.tune.Threshold(), a.run.Threshold)
+			a.run = info
+			if unsaved || sameThreshold(a.tune.Threshold(), info.Threshold) {
+				return
+			}
+			tu, err := tuning.NewTuner(a.view.Images, info.Threshold)
+			if err != nil {
+				a.fail(err)
+				return
+			}
+			tu.Scope = a.tune.Scope
+			a.tune = tu
+			a.thresholdChanged()
+			a.setStatus(fmt.Sprintf("threshold of run %s set to %s (%s) by %s", run, thresholdLabel(info.Threshold, gallery.Any), info.Threshold.Policy, info.Threshold.SetBy))
+		})
+	}()
+}
+
+// sameThreshold compares what two thresholds decide (not who set them).
+func sameThreshold(x, y shared.RunThreshold) bool {
+	return x.Value == y.Value && x.Policy == y.Policy && maps.Equal(x.PerCategory, y.PerCategory)
+}
+
+// thresholdChanged spreads a new threshold from the tuner to the gallery.
+func (a *App) thresholdChanged() {
+	if a.view != nil && a.tune != nil {
+		a.view.Threshold = a.tune.Threshold()
+		a.view.Refresh()
+	}
+}
+
+func (a *App) saveThreshold() {
+	if a.tune == nil {
+		return
+	}
+	th := a.tune.Threshold()
+	run, req := a.runID, shared.ThresholdRequest{Value: th.Value, PerCategory: th.PerCategory, Policy: th.Policy, User: a.user}
+	go func() {
+		info, err := a.client.SetThreshold(a.ctx, run, req)
+		a.post(func() {
+			if err != nil {
+				a.fail(fmt.Errorf("save threshold: %w", err))
+				return
+			}
+			if run == a.runID {
+				a.run = info
+			}
+			what := fmtScore(req.Value)
+			if len(req.PerCategory) > 0 {
+				what = fmt.Sprintf("per category (%d)", len(req.PerCategory))
+			}
+			a.setStatus(fmt.Sprintf("threshold %s (%s) saved with run %s", what, req.Policy, run))
+		})
+	}()
 }

@@ -5,12 +5,14 @@ package ui
 import (
 	"fmt"
 	"math"
+	"sort"
 	"time"
 
 	"image/color"
 
 	"github.com/hajimehoshi/ebiten/v2"
 
+	"github.com/diad-project/diad/frontend-wasm/api"
 	"github.com/diad-project/diad/shared"
 )
 
@@ -250,4 +252,116 @@ func (a *App) drawLossPanel(dst *ebiten.Image, r rect, stage string, train, val 
 	drawText(dst, fmt.Sprintf("%g", xmin), plot.X, plot.Y+plot.H+4, sizeSmall, colDim)
 	end := fmt.Sprintf("step %g", xmax)
 	drawText(dst, end, plot.X+plot.W-textWidth(end, sizeSmall), plot.Y+plot.H+4, sizeSmall, colDim)
+}
+
+// jobView is a job as the training monitor follows it.
+type jobView struct {
+	job       shared.Job
+	loss, val []point // (step, loss)
+	events    int
+	messages  []string
+	following bool
+	loaded    bool // its history was streamed once (finished jobs)
+}
+
+// point is one loss value: x the step, stage the training stage it belongs
+// to (each stage is its own series: their steps restart and their losses
+// differ in scale).
+type point struct {
+	x, y  float64
+	stage string
+}
+
+func (a *App) updateJobs(jobs []shared.Job) {
+	for _, j := range jobs {
+		v, ok := a.jobs[j.ID]
+		if !ok {
+			v = &jobView{}
+			a.jobs[j.ID] = v
+			a.jobOrder = append(a.jobOrder, j.ID)
+		}
+		// The websocket is fresher than the listing while it runs.
+		if !v.following || j.State != shared.JobRunning {
+			v.job = j
+		}
+		// Active jobs are followed live; a finished one replays its
+		// history once, when the monitor shows it.
+		active := !api.JobEnded(j.State)
+		if !v.following && (active || (j.ID == a.selJob && !v.loaded && a.tab == tabTraining)) {
+			v.following, v.loaded = true, true
+			go a.followJob(j.ID)
+		}
+	}
+	sort.SliceStable(a.jobOrder, func(x, y int) bool { return a.jobs[a.jobOrder[x]].job.Created.After(a.jobs[a.jobOrder[y]].job.Created) })
+	// Until the user picks one, the monitor shows the newest job.
+	if !a.selJobPicked && len(a.jobOrder) > 0 {
+		a.selJob = a.jobOrder[0]
+	}
+}
+
+// followShownJob replays the events of the job the monitor shows, once,
+// when it is finished (running jobs are followed from the listing).
+func (a *App) followShownJob() {
+	if v := a.jobs[a.selJob]; v != nil && !v.following && !v.loaded {
+		v.following, v.loaded = true, true
+		go a.followJob(a.selJob)
+	}
+}
+
+// followJob streams a job's events; after a dropped connection the poll
+// loop starts it again and the history is replayed from the start.
+func (a *App) followJob(id string) {
+	a.post(func() {
+		if v := a.jobs[id]; v != nil {
+			v.loss, v.val, v.events, v.messages = nil, nil, 0, nil
+		}
+	})
+	err := a.client.FollowJob(a.ctx, id, func(ev shared.JobEvent) {
+		a.post(func() { a.onJobEvent(id, ev) })
+	})
+	a.post(func() {
+		if v := a.jobs[id]; v != nil {
+			v.following = false
+		}
+		if err != nil {
+			a.fail(err)
+		}
+	})
+}
+
+func (a *App) onJobEvent(id string, ev shared.JobEvent) {
+	v := a.jobs[id]
+	if v == nil {
+		return
+	}
+	v.events++
+	if ev.State != "" {
+		v.job.State = ev.State
+	}
+	if ev.Total > 0 {
+		v.job.Progress = ev.JobProgress
+	}
+	switch ev.Kind {
+	case shared.EventStep:
+		if ev.Loss != 0 {
+			v.loss = append(v.loss, point{float64(ev.Step), ev.Loss, ev.Stage})
+		}
+	case "validation":
+		v.val = append(v.val, point{float64(ev.Step), ev.ValLoss, ev.Stage})
+	}
+	if ev.Message != "" {
+		v.messages = append(v.messages, ev.Time.Format("15:04:05")+"  "+ev.Kind+": "+ev.Message)
+		if len(v.messages) > 200 {
+			v.messages = v.messages[len(v.messages)-200:]
+		}
+	}
+	if ev.Kind == shared.EventDone || ev.State == shared.JobSucceeded {
+		a.setStatus(fmt.Sprintf("%s job %s %s", v.job.Kind, id, ev.State))
+	}
+}
+
+// stagesOf names the loss chart's series, in order.
+func stagesOf(pts []point) []string {
+	stages, _ := lossSeries(pts) // the points by stage are not needed here
+	return stages
 }
