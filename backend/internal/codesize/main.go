@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	maxFunc := flags.Int("max-func", 80, "longest function allowed, in lines")
 	maxFile := flags.Int("max-file", 600, "longest file allowed, in lines")
 	knownFile := flags.String("known", "", "the list of functions and files still over the limits (may not grow)")
-	prune := flags.Bool("prune", false, "remove the entries of -known that are no longer over the limits from its file")
+	prune := flags.Bool("prune", false, "rewrite -known's file: drop the entries no longer over the limits, lower the others to their present size")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
@@ -107,21 +107,29 @@ func finish(stdout io.Writer, bad, maxFunc, maxFile int) int {
 }
 
 // pruneKnown rewrites the known list without the entries no longer over the
-// limits; comments and the other entries stay as they are.
+// limits, and lowers the others' sizes to what they are now (never raises
+// them); comments stay as they are.
 func pruneKnown(path string, over []finding) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read known list: %w", err)
 	}
-	still := map[string]bool{}
+	now := map[string]int{}
 	for _, f := range over {
-		still[f.key()] = true
+		now[f.key()] = f.lines
 	}
 	var keep []string
 	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
 		parts := strings.Split(strings.TrimSpace(line), "\t")
-		if len(parts) == 3 && !strings.HasPrefix(parts[0], "#") && !still[parts[0]+"\t"+parts[1]] {
-			continue
+		if len(parts) == 3 && !strings.HasPrefix(parts[0], "#") {
+			n, ok := now[parts[0]+"\t"+parts[1]]
+			if !ok {
+				continue
+			}
+			var was int
+			if _, err := fmt.Sscan(parts[2], &was); err == nil && n < was {
+				line = parts[0] + "\t" + parts[1] + "\t" + fmt.Sprint(n)
+			}
 		}
 		keep = append(keep, line)
 	}

@@ -66,8 +66,8 @@ func TestLongFunctionsAndFilesAreFound(t *testing.T) {
 		}
 	}
 
-	// -prune drops the stale entry and keeps the rest.
-	write(t, known, fmt.Sprintf("# comment\n%s\tlong\t12\n%s\tthe file\t62\n%s\tgone\t90\n", a, b, a))
+	// -prune drops the stale entry, lowers a shrunk one and keeps the rest.
+	write(t, known, fmt.Sprintf("# comment\n%s\tlong\t12\n%s\tthe file\t70\n%s\tgone\t90\n", a, b, a))
 	out.Reset()
 	if code := run([]string{"-max-func", "11", "-max-file", "50", "-known", known, "-prune", dir}, &out, &errs); code != 0 {
 		t.Fatalf("-prune: exit %d\n%s", code, out.String())
