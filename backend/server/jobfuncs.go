@@ -164,31 +164,35 @@ func (s *Server) evalConfig(job shared.Job) (evaluate.Config, []string, error) {
 		}
 	}
 	cfg.ResultsDir = s.cfg.ResultsDir
-	var paths []string
 	if job.Kind == shared.JobTest {
-		if err := s.confineSource(&cfg.Data); err != nil {
-			return cfg, nil, err
-		}
-	} else {
-		for _, p := range extra.Paths {
-			rp, err := confine(s.cfg.DataRoots, p)
-			if err != nil {
-				return cfg, nil, err
-			}
-			paths = append(paths, rp)
-		}
-		for _, u := range extra.Uploads {
-			rp, err := s.uploadPath(u)
-			if err != nil {
-				return cfg, nil, err
-			}
-			paths = append(paths, rp)
-		}
-		if len(paths) == 0 {
-			return cfg, nil, fmt.Errorf("predict needs config.paths or config.uploads")
-		}
+		return cfg, nil, s.confineSource(&cfg.Data)
 	}
-	return cfg, paths, nil
+	paths, err := s.predictInputs(extra.Paths, extra.Uploads)
+	return cfg, paths, err
+}
+
+// predictInputs are the files a predict job scores: paths under the data
+// roots and uploads.
+func (s *Server) predictInputs(paths, uploads []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		rp, err := confine(s.cfg.DataRoots, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rp)
+	}
+	for _, u := range uploads {
+		rp, err := s.uploadPath(u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rp)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("predict needs config.paths or config.uploads")
+	}
+	return out, nil
 }
 
 // checkJob validates a job request before it is queued, so that bad input is

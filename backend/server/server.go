@@ -153,44 +153,9 @@ type Server struct {
 
 // New builds a server with its routes and job runner; it does not listen yet.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	if cfg.Token == "" && cfg.Addr != "" && !isLoopback(cfg.Addr) {
-		return nil, fmt.Errorf("server: listening on %s (not loopback) requires a token (--token or DIAD_TOKEN)", cfg.Addr)
-	}
-	readToken, err := resolveReadToken(cfg.ReadToken, cfg.Addr)
+	readToken, err := cfg.resolve()
 	if err != nil {
 		return nil, err
-	}
-	// Absolute paths: client paths are resolved and compared against these.
-	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
-		return nil, fmt.Errorf("server: %w", err)
-	}
-	for _, p := range []*string{&cfg.Checkpoint, &cfg.DemoModel} {
-		if *p != "" {
-			if *p, err = filepath.Abs(*p); err != nil {
-				return nil, fmt.Errorf("server: %w", err)
-			}
-		}
-	}
-	for i, r := range cfg.DataRoots {
-		if cfg.DataRoots[i], err = filepath.Abs(r); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-	}
-	if cfg.WebDir == "" {
-		if exe, err := os.Executable(); err == nil {
-			cfg.WebDir = filepath.Join(filepath.Dir(exe), "web")
-		}
-	}
-	if cfg.ResultsDir == "" {
-		cfg.ResultsDir = filepath.Join(cfg.DataDir, "results")
-	}
-	if cfg.Demo {
-		cfg.DataRoots = append(cfg.DataRoots, filepath.Join(cfg.DataDir, demoData))
-	}
-	for _, d := range []string{cfg.DataDir, cfg.ResultsDir, filepath.Join(cfg.DataDir, "uploads"), filepath.Join(cfg.DataDir, "models")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
 	}
 	e := echo.New()
 	e.HideBanner = true
@@ -213,6 +178,72 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			s.publishChange(shared.Change{Kind: shared.ChangeRuns, RunID: j.RunID, JobID: j.ID})
 		}
 	})
+	s.middleware()
+	s.routes()
+	if err := s.expireUploads(time.Now(), ""); err != nil {
+		log.Warn("uploads", "err", err)
+	}
+	if err := s.loadDatasets(); err != nil {
+		return nil, errors.Join(err, runner.Close(context.Background()))
+	}
+	if cfg.Demo {
+		if err := s.startDemo(); err != nil {
+			return nil, errors.Join(err, runner.Close(context.Background()))
+		}
+	}
+	return s, nil
+}
+
+// resolve checks the configuration, makes its paths absolute (client paths
+// are resolved and compared against them), fills in the defaults that
+// depend on others and creates the data folders. It returns whether reads
+// need the token.
+func (cfg *Config) resolve() (readToken bool, err error) {
+	if cfg.Token == "" && cfg.Addr != "" && !isLoopback(cfg.Addr) {
+		return false, fmt.Errorf("server: listening on %s (not loopback) requires a token (--token or DIAD_TOKEN)", cfg.Addr)
+	}
+	if readToken, err = resolveReadToken(cfg.ReadToken, cfg.Addr); err != nil {
+		return false, err
+	}
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return false, fmt.Errorf("server: %w", err)
+	}
+	for _, p := range []*string{&cfg.Checkpoint, &cfg.DemoModel} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return false, fmt.Errorf("server: %w", err)
+			}
+		}
+	}
+	for i, r := range cfg.DataRoots {
+		if cfg.DataRoots[i], err = filepath.Abs(r); err != nil {
+			return false, fmt.Errorf("server: %w", err)
+		}
+	}
+	if cfg.WebDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			cfg.WebDir = filepath.Join(filepath.Dir(exe), "web")
+		}
+	}
+	if cfg.ResultsDir == "" {
+		cfg.ResultsDir = filepath.Join(cfg.DataDir, "results")
+	}
+	if cfg.Demo {
+		cfg.DataRoots = append(cfg.DataRoots, filepath.Join(cfg.DataDir, demoData))
+	}
+	for _, d := range []string{cfg.DataDir, cfg.ResultsDir, filepath.Join(cfg.DataDir, "uploads"), filepath.Join(cfg.DataDir, "models")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return false, fmt.Errorf("server: %w", err)
+		}
+	}
+	return readToken, nil
+}
+
+// middleware installs what every request passes through, outermost first:
+// HEAD as GET, metrics, the request log, panic recovery, the token, the
+// request timeout.
+func (s *Server) middleware() {
+	e, log := s.echo, s.log
 	e.HTTPErrorHandler = s.errorHandler
 	e.Pre(headAsGet) // before routing: HEAD finds the GET route
 	e.Use(s.metrics.middleware)
@@ -235,19 +266,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}))
 	e.Use(s.tokenMiddleware)
 	e.Use(s.timeoutMiddleware)
-	s.routes()
-	if err := s.expireUploads(time.Now(), ""); err != nil {
-		log.Warn("uploads", "err", err)
-	}
-	if err := s.loadDatasets(); err != nil {
-		return nil, errors.Join(err, runner.Close(context.Background()))
-	}
-	if cfg.Demo {
-		if err := s.startDemo(); err != nil {
-			return nil, errors.Join(err, runner.Close(context.Background()))
-		}
-	}
-	return s, nil
 }
 
 // errorHandler answers every error with the API's JSON error body.
