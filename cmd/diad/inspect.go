@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -42,23 +43,7 @@ func newInspectCmd() *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			rep := inspectReport{File: args[0], ByPrefix: map[string]int64{}, Metadata: r.Metadata()}
-			for _, e := range r.Entries() {
-				rep.Tensors++
-				rep.Params += e.Numel()
-				comp := "other"
-				for name, prefix := range model.Components {
-					if strings.HasPrefix(e.Name, prefix) {
-						comp = name
-					}
-				}
-				rep.ByPrefix[comp] += e.Numel()
-			}
-			rep.Presets = model.MatchPresets(r)
-			rep.Context = model.ContextSource(r)
-			if list {
-				rep.Entries = r.Entries()
-			}
+			rep := inspect(args[0], r, list)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				delete(rep.Metadata, model.MetaConfig) // long YAML; use --list for details
@@ -66,49 +51,76 @@ func newInspectCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			fmt.Fprintf(out, "%s: %d tensors, %.2fM parameters\n", rep.File, rep.Tensors, float64(rep.Params)/1e6)
-			comps := make([]string, 0, len(rep.ByPrefix))
-			for c := range rep.ByPrefix {
-				comps = append(comps, c)
-			}
-			sort.Strings(comps)
-			for _, c := range comps {
-				fmt.Fprintf(out, "  %-12s %10.2fM\n", c, float64(rep.ByPrefix[c])/1e6)
-			}
-			if p := rep.Metadata[model.MetaPreset]; p != "" {
-				fmt.Fprintf(out, "written by diad (%s), preset %s\n", rep.Metadata[model.MetaFormat], p)
-				if c, err := model.ConfigFromCheckpoint(r); err == nil {
-					fmt.Fprintf(out, "sampler: %s from start level %d, %d steps, eta %g\n", c.Sampler.KindOrDefault(), c.Sampler.StartT, c.Sampler.Steps, c.Sampler.Eta)
-					if c.Scorer.Kind != "" {
-						fmt.Fprintf(out, "scorer without ImageNet weights: %s (calibrated scales %v)\n", c.Scorer.Kind, c.Scorer.Scales)
-					}
-				}
-			}
-			fmt.Fprintf(out, "cross-attention context: %s\n", rep.Context)
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "preset\tcomponents matched\tmissing\tunexpected\tmis-shaped\t")
-			for _, pm := range rep.Presets {
-				matched := strings.Join(pm.Matched, ",")
-				if matched == "" {
-					matched = "-"
-				}
-				if pm.Exact() {
-					matched += " (exact)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t\n", pm.Preset, matched, pm.Missing, pm.Unexpected, pm.Mismatched)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if list {
-				for _, e := range rep.Entries {
-					fmt.Fprintf(out, "%s\t%s\t%v\n", e.Name, e.DType, e.Shape)
-				}
-			}
-			return nil
+			return rep.print(out, r, list)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&list, "list", false, "list every tensor")
 	return cmd
+}
+
+// inspect reads a checkpoint's report (its entries too when list is set).
+func inspect(file string, r checkpoint.Reader, list bool) inspectReport {
+	rep := inspectReport{File: file, ByPrefix: map[string]int64{}, Metadata: r.Metadata()}
+	for _, e := range r.Entries() {
+		rep.Tensors++
+		rep.Params += e.Numel()
+		comp := "other"
+		for name, prefix := range model.Components {
+			if strings.HasPrefix(e.Name, prefix) {
+				comp = name
+			}
+		}
+		rep.ByPrefix[comp] += e.Numel()
+	}
+	rep.Presets = model.MatchPresets(r)
+	rep.Context = model.ContextSource(r)
+	if list {
+		rep.Entries = r.Entries()
+	}
+	return rep
+}
+
+// print writes the report as text.
+func (rep inspectReport) print(out io.Writer, r checkpoint.Reader, list bool) error {
+	fmt.Fprintf(out, "%s: %d tensors, %.2fM parameters\n", rep.File, rep.Tensors, float64(rep.Params)/1e6)
+	comps := make([]string, 0, len(rep.ByPrefix))
+	for c := range rep.ByPrefix {
+		comps = append(comps, c)
+	}
+	sort.Strings(comps)
+	for _, c := range comps {
+		fmt.Fprintf(out, "  %-12s %10.2fM\n", c, float64(rep.ByPrefix[c])/1e6)
+	}
+	if p := rep.Metadata[model.MetaPreset]; p != "" {
+		fmt.Fprintf(out, "written by diad (%s), preset %s\n", rep.Metadata[model.MetaFormat], p)
+		if c, err := model.ConfigFromCheckpoint(r); err == nil {
+			fmt.Fprintf(out, "sampler: %s from start level %d, %d steps, eta %g\n", c.Sampler.KindOrDefault(), c.Sampler.StartT, c.Sampler.Steps, c.Sampler.Eta)
+			if c.Scorer.Kind != "" {
+				fmt.Fprintf(out, "scorer without ImageNet weights: %s (calibrated scales %v)\n", c.Scorer.Kind, c.Scorer.Scales)
+			}
+		}
+	}
+	fmt.Fprintf(out, "cross-attention context: %s\n", rep.Context)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "preset\tcomponents matched\tmissing\tunexpected\tmis-shaped\t")
+	for _, pm := range rep.Presets {
+		matched := strings.Join(pm.Matched, ",")
+		if matched == "" {
+			matched = "-"
+		}
+		if pm.Exact() {
+			matched += " (exact)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t\n", pm.Preset, matched, pm.Missing, pm.Unexpected, pm.Mismatched)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if list {
+		for _, e := range rep.Entries {
+			fmt.Fprintf(out, "%s\t%s\t%v\n", e.Name, e.DType, e.Shape)
+		}
+	}
+	return nil
 }
