@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/internal/torchtest"
@@ -100,10 +101,14 @@ func BenchmarkPredictEps(b *testing.B) {
 			defer images.MustDrop()
 			defer zt.MustDrop()
 			t := []int{m.Schedule.T() - 1}
+			made := ts.TensorCount
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				torchrt.NoGrad(func() { m.PredictEps(zt, t, images).MustDrop() })
 			}
+			b.StopTimer()
+			// Tensors made per pass: each is one operation crossing cgo.
+			b.ReportMetric(float64(ts.TensorCount-made)/float64(b.N), "tensors/op")
 		})
 	}
 }

@@ -22,6 +22,24 @@ type trajectoryFlags struct {
 	noSG                                      bool
 }
 
+// options are the drawing options and the map threshold (0: the maps' own
+// range) the flags ask for.
+func (tf trajectoryFlags) options() (opts storyboard.Options, threshold float64, err error) {
+	opts = storyboard.Options{Side: tf.side, DelayMS: tf.delayMS}
+	if opts.Panels, err = storyboard.ParsePanels(tf.panels); err != nil {
+		return opts, 0, fmt.Errorf("--panels: %w", err)
+	}
+	if opts.Steps, err = storyboard.ParseSteps(tf.stripSteps); err != nil {
+		return opts, 0, fmt.Errorf("--strip-steps: %w", err)
+	}
+	if tf.threshold != "" {
+		if threshold, err = strconv.ParseFloat(tf.threshold, 64); err != nil || !(threshold > 0) {
+			return opts, 0, fmt.Errorf("--threshold: want a positive number, got %q", tf.threshold)
+		}
+	}
+	return opts, threshold, nil
+}
+
 func newTrajectoryCmd() *cobra.Command {
 	cfg := evaluate.DefaultConfig()
 	var tf trajectoryFlags
@@ -42,19 +60,9 @@ show what it adds.`,
 			if tf.gif == "" && tf.strip == "" {
 				return fmt.Errorf("give --gif FILE, --strip FILE or both")
 			}
-			opts := storyboard.Options{Side: tf.side, DelayMS: tf.delayMS}
-			var err error
-			if opts.Panels, err = storyboard.ParsePanels(tf.panels); err != nil {
-				return fmt.Errorf("--panels: %w", err)
-			}
-			if opts.Steps, err = storyboard.ParseSteps(tf.stripSteps); err != nil {
-				return fmt.Errorf("--strip-steps: %w", err)
-			}
-			var threshold float64
-			if tf.threshold != "" {
-				if threshold, err = strconv.ParseFloat(tf.threshold, 64); err != nil || !(threshold > 0) {
-					return fmt.Errorf("--threshold: want a positive number, got %q", tf.threshold)
-				}
+			opts, threshold, err := tf.options()
+			if err != nil {
+				return err
 			}
 			e, err := evaluate.Load(cfg)
 			if err != nil {
