@@ -58,6 +58,27 @@ type Result struct {
 // Image is one held-out image: ImageNet-normalised, 3*S*S, channel-major.
 type Image = []float32
 
+// scorerKinds are the candidate scorers, canonicalised, and the kind whose
+// terms are measured: every image term and every candidate's, so that the
+// model carries scales for any combination of them
+// (backend/model/demo/README.md compares them).
+func (cfg Config) scorerKinds() (kinds []string, measured string, err error) {
+	kinds = append([]string(nil), cfg.ScorerCandidates...)
+	if len(kinds) == 0 {
+		kinds = []string{cfg.Scorer}
+	}
+	measured = AllTerms
+	for i, k := range kinds {
+		if kinds[i], err = scoring.CanonicalKind(k); err != nil {
+			return nil, "", err
+		}
+		if measured, err = scoring.CanonicalKind(measured + "+" + kinds[i]); err != nil {
+			return nil, "", err
+		}
+	}
+	return kinds, measured, nil
+}
+
 // Run tries each start level (and each candidate scorer) on the held-out
 // images and their corrupted copies, and picks the pair with the best mean of
 // image and pixel AUROC (the first on a tie: lower level, earlier scorer). Term scales are the mean of each term's map over the
@@ -67,24 +88,9 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 	if len(images) < 2 {
 		return Result{}, fmt.Errorf("calibrate: need at least 2 held-out images, have %d", len(images))
 	}
-	kinds := append([]string(nil), cfg.ScorerCandidates...) // canonicalised below
-	if len(kinds) == 0 {
-		kinds = []string{cfg.Scorer}
-	}
-	measured := AllTerms
-	var err error
-	for i, k := range kinds {
-		c, err := scoring.CanonicalKind(k)
-		if err != nil {
-			return Result{}, err
-		}
-		kinds[i] = c
-		// Every image term is measured, so that the model carries scales
-		// for any combination of them (backend/model/demo/README.md
-		// compares them).
-		if measured, err = scoring.CanonicalKind(measured + "+" + c); err != nil {
-			return Result{}, err
-		}
+	kinds, measured, err := cfg.scorerKinds()
+	if err != nil {
+		return Result{}, err
 	}
 	size := m.Config.ImageSize
 	corrupted, masks := Corrupt(images, size, cfg.Seed)

@@ -345,97 +345,128 @@ func (r *Runner) Cancel(id string) (shared.Job, error) {
 func (r *Runner) work() {
 	defer close(r.done)
 	for {
-		r.mu.Lock()
-		for len(r.queue) == 0 && !r.closed {
-			r.mu.Unlock()
-			<-r.wake
-			r.mu.Lock()
-		}
-		if r.closed {
-			r.mu.Unlock()
+		id, e, ctx, ok := r.next()
+		if !ok {
 			return
 		}
-		id := r.queue[0]
-		r.queue = r.queue[1:]
-		e := r.jobs[id]
-		ctx, cancel := context.WithCancel(context.Background())
-		now := time.Now().UTC()
-		e.cancel = cancel
-		e.job.State, e.job.Started = shared.JobRunning, &now
-		r.running = id
-		job := e.job
-		r.saveOrWarn(job)
-		r.changed(job)
-		r.mu.Unlock()
-		start := stateEvent(job)
-		e.hub.Publish(stream.Message{Data: start})
-		// Losing the log loses only the replay after a restart, never the
-		// job, so a log that cannot be written is skipped.
-		events, err := os.OpenFile(r.eventsPath(id), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			events = nil
-		}
-		logEvent := func(b []byte) {
-			if events == nil {
-				return
-			}
-			// A copy (b is published); one write per line: a crash cuts at
-			// most the last one.
-			if _, err := events.Write(append(b[:len(b):len(b)], '\n')); err != nil {
-				slog.Warn("jobs: event log not written; the rest of this job's events are not logged", "job", id, "err", err)
-				if cerr := events.Close(); cerr != nil {
-					slog.Warn("jobs: event log", "job", id, "err", cerr)
-				}
-				events = nil
-			}
-		}
-		logEvent(start)
-
-		lastSave := time.Now()
-		report := func(ev shared.JobEvent) {
-			ev.Type, ev.Job, ev.Time, ev.State = shared.TypeJobEvent, id, time.Now().UTC(), shared.JobRunning
-			b := encodeEvent(ev)
-			e.hub.Publish(stream.Message{Data: b})
-			logEvent(b)
-			r.mu.Lock()
-			e.job.Progress = ev.JobProgress.Finite()
-			if time.Since(lastSave) > time.Second {
-				r.saveOrWarn(e.job)
-				lastSave = time.Now()
-			}
-			r.mu.Unlock()
-		}
-		out, err := r.run(ctx, job, report)
-		cancelled := ctx.Err() != nil
-		cancel()
-		if events != nil {
-			if err := events.Close(); err != nil {
-				slog.Warn("jobs: event log", "job", id, "err", err)
-			}
-		}
-
-		r.mu.Lock()
-		end := time.Now().UTC()
-		e.job.Finished = &end
-		e.job.Model, e.job.RunID = out.Model, out.RunID
-		switch {
-		case cancelled:
-			e.job.State, e.job.Error = shared.JobCancelled, "cancelled"
-			if r.closed {
-				e.job.Error = "cancelled: the server shut down"
-			}
-		case err != nil:
-			e.job.State, e.job.Error = shared.JobFailed, err.Error()
-		default:
-			e.job.State = shared.JobSucceeded
-		}
-		r.running = ""
-		r.saveOrWarn(e.job)
-		final := e.job
-		r.changed(final)
-		r.mu.Unlock()
-		e.hub.Publish(stream.Message{Data: stateEvent(final), Final: true})
+		r.runJob(ctx, id, e)
 	}
+}
+
+// next waits for a queued job and marks it running; ok is false when the
+// runner closed.
+func (r *Runner) next() (id string, e *entry, ctx context.Context, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.queue) == 0 && !r.closed {
+		r.mu.Unlock()
+		<-r.wake
+		r.mu.Lock()
+	}
+	if r.closed {
+		return "", nil, nil, false
+	}
+	id = r.queue[0]
+	r.queue = r.queue[1:]
+	e = r.jobs[id]
+	ctx, e.cancel = context.WithCancel(context.Background())
+	now := time.Now().UTC()
+	e.job.State, e.job.Started = shared.JobRunning, &now
+	r.running = id
+	r.saveOrWarn(e.job)
+	r.changed(e.job)
+	return id, e, ctx, true
+}
+
+// runJob runs one job, streaming and logging its events, and records how it
+// ended.
+func (r *Runner) runJob(ctx context.Context, id string, e *entry) {
+	r.mu.Lock()
+	job := e.job
+	r.mu.Unlock()
+	start := stateEvent(job)
+	e.hub.Publish(stream.Message{Data: start})
+	log := openEventLog(r.eventsPath(id), id)
+	log.write(start)
+	lastSave := time.Now()
+	report := func(ev shared.JobEvent) {
+		ev.Type, ev.Job, ev.Time, ev.State = shared.TypeJobEvent, id, time.Now().UTC(), shared.JobRunning
+		b := encodeEvent(ev)
+		e.hub.Publish(stream.Message{Data: b})
+		log.write(b)
+		r.mu.Lock()
+		e.job.Progress = ev.JobProgress.Finite()
+		if time.Since(lastSave) > time.Second {
+			r.saveOrWarn(e.job)
+			lastSave = time.Now()
+		}
+		r.mu.Unlock()
+	}
+	out, err := r.run(ctx, job, report)
+	cancelled := ctx.Err() != nil
+	e.cancel()
+	log.close()
+
+	r.mu.Lock()
+	end := time.Now().UTC()
+	e.job.Finished = &end
+	e.job.Model, e.job.RunID = out.Model, out.RunID
+	switch {
+	case cancelled:
+		e.job.State, e.job.Error = shared.JobCancelled, "cancelled"
+		if r.closed {
+			e.job.Error = "cancelled: the server shut down"
+		}
+	case err != nil:
+		e.job.State, e.job.Error = shared.JobFailed, err.Error()
+	default:
+		e.job.State = shared.JobSucceeded
+	}
+	r.running = ""
+	r.saveOrWarn(e.job)
+	final := e.job
+	r.changed(final)
+	r.mu.Unlock()
+	e.hub.Publish(stream.Message{Data: stateEvent(final), Final: true})
+}
+
+// eventLog is a job's event log, a line per event. Losing it loses only the
+// replay after a restart, never the job, so a log that cannot be written is
+// skipped (with a warning).
+type eventLog struct {
+	f   *os.File // nil: not logging
+	job string
+}
+
+func openEventLog(path, job string) *eventLog {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		slog.Warn("jobs: event log not opened; this job's events are not logged", "job", job, "err", err)
+		f = nil
+	}
+	return &eventLog{f: f, job: job}
+}
+
+// write appends one event: a copy of b (which is published) with a newline,
+// in one write, so that a crash cuts at most the last line.
+func (l *eventLog) write(b []byte) {
+	if l.f == nil {
+		return
+	}
+	if _, err := l.f.Write(append(b[:len(b):len(b)], '\n')); err != nil {
+		slog.Warn("jobs: event log not written; the rest of this job's events are not logged", "job", l.job, "err", err)
+		l.close()
+	}
+}
+
+func (l *eventLog) close() {
+	if l.f == nil {
+		return
+	}
+	if err := l.f.Close(); err != nil {
+		slog.Warn("jobs: event log", "job", l.job, "err", err)
+	}
+	l.f = nil
 }
 
 // run calls the job's function, turning a panic into a failure. (Tensor code
