@@ -135,91 +135,110 @@ type Result struct {
 // epoch, after an error, or when ctx is cancelled.
 func (l *Loader) Epoch(ctx context.Context, epoch, from int) <-chan Result {
 	order := l.Order(epoch)
-	nb := l.BatchesPerEpoch()
 	out := make(chan Result, l.cfg.Prefetch)
 	ctx, cancel := context.WithCancel(ctx)
-	type job struct{ batch, slot, sample int }
-	type done struct {
-		batch, slot int
-		item        Item
-		err         error
-	}
-	jobs := make(chan job)
-	results := make(chan done, l.cfg.BatchSize*l.cfg.Prefetch)
+	jobs := make(chan loadJob)
+	results := make(chan loaded, l.cfg.BatchSize*l.cfg.Prefetch)
 	var wg sync.WaitGroup
 	for w := 0; w < l.cfg.Workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
-				it, err := LoadItem(l.samples[j.sample], l.cfg.Size)
-				select {
-				case results <- done{j.batch, j.slot, it, err}:
-				case <-ctx.Done():
-					return
-				}
-			}
+			l.load(ctx, jobs, results)
 		}()
 	}
-	// Feed jobs in order, at most Prefetch batches ahead of delivery.
+	// At most Prefetch batches ahead of delivery.
 	window := make(chan struct{}, l.cfg.Prefetch+1)
-	go func() {
-		defer close(jobs)
-		for b := from; b < nb; b++ {
-			select {
-			case window <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			lo := b * l.cfg.BatchSize
-			hi := min(lo+l.cfg.BatchSize, len(order))
-			for k := lo; k < hi; k++ {
-				select {
-				case jobs <- job{b, k - lo, order[k]}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
+	go l.feed(ctx, order, from, window, jobs)
 	go func() { wg.Wait(); close(results) }()
-	// Reassemble batches in order.
 	go func() {
 		defer close(out)
 		defer cancel()
-		pending := map[int][]Item{}
-		filled := map[int]int{}
-		next := from
-		for r := range results {
-			if r.err != nil {
-				select {
-				case out <- Result{Err: r.err}:
-				case <-ctx.Done():
-				}
-				return
-			}
-			lo := r.batch * l.cfg.BatchSize
-			size := min(lo+l.cfg.BatchSize, len(order)) - lo
-			if pending[r.batch] == nil {
-				pending[r.batch] = make([]Item, size)
-			}
-			pending[r.batch][r.slot] = r.item
-			filled[r.batch]++
-			for next < nb && filled[next] == len(pending[next]) && pending[next] != nil {
-				select {
-				case out <- Result{Batch: Batch{Index: next, Items: pending[next]}}:
-				case <-ctx.Done():
-					return
-				}
-				delete(pending, next)
-				delete(filled, next)
-				<-window
-				next++
-			}
-			if next == nb {
+		l.reassemble(ctx, len(order), from, window, results, out)
+	}()
+	return out
+}
+
+// loadJob is one sample to load into a batch's slot.
+type loadJob struct{ batch, slot, sample int }
+
+// loaded is a loadJob's item, or why it could not be loaded.
+type loaded struct {
+	batch, slot int
+	item        Item
+	err         error
+}
+
+// load is a worker: it loads the jobs' samples until jobs closes.
+func (l *Loader) load(ctx context.Context, jobs <-chan loadJob, results chan<- loaded) {
+	for j := range jobs {
+		it, err := LoadItem(l.samples[j.sample], l.cfg.Size)
+		select {
+		case results <- loaded{j.batch, j.slot, it, err}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// feed hands out the samples of batches from.. in order, a batch only when
+// the window has room for it; it closes jobs at the end.
+func (l *Loader) feed(ctx context.Context, order []int, from int, window chan<- struct{}, jobs chan<- loadJob) {
+	defer close(jobs)
+	for b := from; b < l.BatchesPerEpoch(); b++ {
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		lo := b * l.cfg.BatchSize
+		hi := min(lo+l.cfg.BatchSize, len(order))
+		for k := lo; k < hi; k++ {
+			select {
+			case jobs <- loadJob{b, k - lo, order[k]}:
+			case <-ctx.Done():
 				return
 			}
 		}
-	}()
-	return out
+	}
+}
+
+// reassemble puts the loaded items back into their batches and delivers the
+// batches in order, freeing a window slot for each; the first error ends
+// the epoch.
+func (l *Loader) reassemble(ctx context.Context, samples, from int, window <-chan struct{}, results <-chan loaded, out chan<- Result) {
+	nb := l.BatchesPerEpoch()
+	pending := map[int][]Item{}
+	filled := map[int]int{}
+	next := from
+	for r := range results {
+		if r.err != nil {
+			select {
+			case out <- Result{Err: r.err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		lo := r.batch * l.cfg.BatchSize
+		size := min(lo+l.cfg.BatchSize, samples) - lo
+		if pending[r.batch] == nil {
+			pending[r.batch] = make([]Item, size)
+		}
+		pending[r.batch][r.slot] = r.item
+		filled[r.batch]++
+		for next < nb && filled[next] == len(pending[next]) && pending[next] != nil {
+			select {
+			case out <- Result{Batch: Batch{Index: next, Items: pending[next]}}:
+			case <-ctx.Done():
+				return
+			}
+			delete(pending, next)
+			delete(filled, next)
+			<-window
+			next++
+		}
+		if next == nb {
+			return
+		}
+	}
 }
