@@ -34,6 +34,80 @@ type Report struct {
 	Seconds float64
 }
 
+// joined are the partitions' images, maps and timings, put together.
+type joined struct {
+	images             []summary.Image
+	maps               []results.MapRow
+	owner              map[int64]string // image id -> the partition holding it
+	unreadable         map[int64]bool
+	inferSum, inferMax float64
+}
+
+// add joins the partitions, checking that each holds a row, a map and an
+// exact map per image and that no image is in two.
+func (j *joined) add(parts []results.Partition) error {
+	j.owner, j.unreadable = map[int64]string{}, map[int64]bool{}
+	for _, p := range parts {
+		for _, id := range p.Info.Unreadable {
+			j.unreadable[id] = true
+		}
+		im, err := p.Images()
+		if err != nil {
+			return err
+		}
+		px, err := p.Pixels()
+		if err != nil {
+			return err
+		}
+		mp, err := p.Maps()
+		if err != nil {
+			return err
+		}
+		if len(px) != len(im) || len(mp) != len(im) {
+			return fmt.Errorf("merge: %s holds %d images, %d maps and %d exact maps", p.Dir, len(im), len(mp), len(px))
+		}
+		pixByID := make(map[int64]results.PixelRow, len(px))
+		for _, r := range px {
+			pixByID[r.ImageID] = r
+		}
+		for _, r := range im {
+			if prev, dup := j.owner[r.ImageID]; dup {
+				return fmt.Errorf("merge: image id %d (%s) is in %s and in %s", r.ImageID, r.Path, prev, p.Dir)
+			}
+			j.owner[r.ImageID] = p.Dir
+			pr, ok := pixByID[r.ImageID]
+			if !ok {
+				return fmt.Errorf("merge: %s has no exact map of image %d", p.Dir, r.ImageID)
+			}
+			m, mask, err := pr.Values()
+			if err != nil {
+				return fmt.Errorf("merge: %s: %w", p.Dir, err)
+			}
+			j.images = append(j.images, summary.Image{Row: r, Width: int(pr.Width), Height: int(pr.Height), Map: m, Mask: mask})
+		}
+		j.maps = append(j.maps, mp...)
+		t := p.Info.Run.Timings["inference"]
+		j.inferSum += t
+		j.inferMax = max(j.inferMax, t)
+	}
+	return nil
+}
+
+// checkWhole says which ids are missing when the partitions do not hold
+// every image of the split (scored or unreadable).
+func (j *joined) checkWhole(splitImages int) error {
+	if len(j.images)+len(j.unreadable) == splitImages {
+		return nil
+	}
+	var missing []string
+	for id := 0; id < splitImages && len(missing) < 5; id++ {
+		if _, ok := j.owner[int64(id)]; !ok && !j.unreadable[int64(id)] {
+			missing = append(missing, fmt.Sprint(id))
+		}
+	}
+	return fmt.Errorf("merge: the shards hold %d of the split's %d images (missing ids %s...): a shard scored a different dataset", len(j.images), splitImages, strings.Join(missing, ", "))
+}
+
 // Run merges the partitions of run runID in store.
 func Run(store results.Store, runID string, now time.Time) (Report, error) {
 	start := time.Now()
@@ -55,67 +129,17 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 		return Report{}, err
 	}
 	first := parts[0].Info
-	var images []summary.Image
-	var maps []results.MapRow
-	var rows []results.ImageRow
-	owner := map[int64]string{}
-	inferSum, inferMax := 0.0, 0.0
-	unreadable := map[int64]bool{}
-	for _, p := range parts {
-		for _, id := range p.Info.Unreadable {
-			unreadable[id] = true
-		}
-		im, err := p.Images()
-		if err != nil {
-			return Report{}, err
-		}
-		px, err := p.Pixels()
-		if err != nil {
-			return Report{}, err
-		}
-		mp, err := p.Maps()
-		if err != nil {
-			return Report{}, err
-		}
-		if len(px) != len(im) || len(mp) != len(im) {
-			return Report{}, fmt.Errorf("merge: %s holds %d images, %d maps and %d exact maps", p.Dir, len(im), len(mp), len(px))
-		}
-		pixByID := make(map[int64]results.PixelRow, len(px))
-		for _, r := range px {
-			pixByID[r.ImageID] = r
-		}
-		for _, r := range im {
-			if prev, dup := owner[r.ImageID]; dup {
-				return Report{}, fmt.Errorf("merge: image id %d (%s) is in %s and in %s", r.ImageID, r.Path, prev, p.Dir)
-			}
-			owner[r.ImageID] = p.Dir
-			pr, ok := pixByID[r.ImageID]
-			if !ok {
-				return Report{}, fmt.Errorf("merge: %s has no exact map of image %d", p.Dir, r.ImageID)
-			}
-			m, mask, err := pr.Values()
-			if err != nil {
-				return Report{}, fmt.Errorf("merge: %s: %w", p.Dir, err)
-			}
-			images = append(images, summary.Image{Row: r, Width: int(pr.Width), Height: int(pr.Height), Map: m, Mask: mask})
-		}
-		maps = append(maps, mp...)
-		t := p.Info.Run.Timings["inference"]
-		inferSum += t
-		inferMax = max(inferMax, t)
+	var j joined
+	if err := j.add(parts); err != nil {
+		return Report{}, err
 	}
-	if len(images)+len(unreadable) != first.SplitImages {
-		var missing []string
-		for id := 0; id < first.SplitImages && len(missing) < 5; id++ {
-			if _, ok := owner[int64(id)]; !ok && !unreadable[int64(id)] {
-				missing = append(missing, fmt.Sprint(id))
-			}
-		}
-		return Report{}, fmt.Errorf("merge: the shards hold %d of the split's %d images (missing ids %s...): a shard scored a different dataset", len(images), first.SplitImages, strings.Join(missing, ", "))
+	images, maps, unreadable := j.images, j.maps, j.unreadable
+	if err := j.checkWhole(first.SplitImages); err != nil {
+		return Report{}, err
 	}
 	sort.Slice(images, func(a, b int) bool { return images[a].Row.ImageID < images[b].Row.ImageID })
 	sort.Slice(maps, func(a, b int) bool { return maps[a].ImageID < maps[b].ImageID })
-	rows = make([]results.ImageRow, len(images))
+	rows := make([]results.ImageRow, len(images))
 	for i, im := range images {
 		rows[i] = im.Row
 	}
@@ -135,8 +159,8 @@ func Run(store results.Store, runID string, now time.Time) (Report, error) {
 	results.ApplyThreshold(rows, th)
 	meta.Threshold = th
 	rep.Seconds = time.Since(start).Seconds()
-	meta.Timings = map[string]float64{"inference_sum": inferSum, "inference_slowest_shard": inferMax, "merge": rep.Seconds,
-		"per_image": inferSum / float64(max(len(rows), 1))}
+	meta.Timings = map[string]float64{"inference_sum": j.inferSum, "inference_slowest_shard": j.inferMax, "merge": rep.Seconds,
+		"per_image": j.inferSum / float64(max(len(rows), 1))}
 	// A threshold changed by hand after an earlier merge stays.
 	keep := func(old results.RunMeta) (results.ThresholdInfo, bool) {
 		return old.Threshold, old.Threshold.Policy != th.Policy
