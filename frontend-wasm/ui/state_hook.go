@@ -1,4 +1,4 @@
-//go:build diadhook
+//go:build js && wasm && diadhook
 
 // The test hook: window.diadState() returns the client's state as JSON
 // (package hook), for the end-to-end test. Only a client built with the

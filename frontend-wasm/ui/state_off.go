@@ -1,4 +1,4 @@
-//go:build !diadhook
+//go:build js && wasm && !diadhook
 
 package ui
 
