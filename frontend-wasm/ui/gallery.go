@@ -408,6 +408,26 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	put(fmt.Sprintf("score %s vs threshold %s", fmtScore(im.Score), fmtScore(th)))
 	drawText(dst, "→ "+o.String(), textArea.X, y, sizeBody, outcomeColor[o])
 	y += 22
+	y = a.drawVerdictAndNote(dst, textArea, y, im)
+	bw := (textArea.W - 12) / 4
+	for i, b := range []struct{ name, label, v string }{{"verdict:anomalous", "anomalous", "anomalous"}, {"verdict:normal", "normal", "normal"}, {"verdict:unsure", "unsure", "unsure"}, {"verdict:clear", "clear", ""}} {
+		b := b
+		a.button(dst, rect{textArea.X + float32(i)*(bw+4), y, bw, 24}, b.name, b.label, im.AnalystLabel == b.v && b.v != "", func() { a.setVerdict(b.v) })
+	}
+	y += 28
+	drawText(dst, "keys: a  n  u  x", textArea.X, y, sizeSmall, colDim)
+	y += 18
+	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note (t)", a.editing, a.startNote)
+	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore (Enter)", false, a.openSelected)
+	y += 30
+	if y+52 <= in.Y+in.H {
+		a.drawViewVerdicts(dst, rect{textArea.X, y, textArea.W, 52})
+	}
+}
+
+// drawVerdictAndNote draws an image's verdict (who, when) and its note, or
+// the note being edited, from y down; it returns the y below them.
+func (a *App) drawVerdictAndNote(dst *ebiten.Image, textArea rect, y float32, im shared.ImageInfo) float32 {
 	verdict := im.AnalystLabel
 	if verdict == "" {
 		drawText(dst, "not reviewed", textArea.X, y, sizeBody, colDim)
@@ -438,20 +458,7 @@ func (a *App) drawReview(dst *ebiten.Image, r rect) {
 		drawText(dst, clip("note: "+im.AnalystNote, textArea.W, sizeBody), textArea.X, y, sizeBody, colText)
 		y += 20
 	}
-	bw := (textArea.W - 12) / 4
-	for i, b := range []struct{ name, label, v string }{{"verdict:anomalous", "anomalous", "anomalous"}, {"verdict:normal", "normal", "normal"}, {"verdict:unsure", "unsure", "unsure"}, {"verdict:clear", "clear", ""}} {
-		b := b
-		a.button(dst, rect{textArea.X + float32(i)*(bw+4), y, bw, 24}, b.name, b.label, im.AnalystLabel == b.v && b.v != "", func() { a.setVerdict(b.v) })
-	}
-	y += 28
-	drawText(dst, "keys: a  n  u  x", textArea.X, y, sizeSmall, colDim)
-	y += 18
-	a.button(dst, rect{textArea.X, y, bw*2 + 4, 24}, "note", "note (t)", a.editing, a.startNote)
-	a.button(dst, rect{textArea.X + 2*(bw+4), y, bw*2 + 4, 24}, "explore", "explore (Enter)", false, a.openSelected)
-	y += 30
-	if y+52 <= in.Y+in.H {
-		a.drawViewVerdicts(dst, rect{textArea.X, y, textArea.W, 52})
-	}
+	return y
 }
 
 // verdictButtons are the verdicts a button row offers, in order.

@@ -41,7 +41,15 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	a.drawCurve(dst, cc[1], "Precision-recall", "AP "+ratio(m.AP), "recall", "precision", pr, prAt, false)
 	a.drawMetricsTable(dst, cc[2])
 
-	in := panel(dst, right, "Operating point")
+	a.drawOperatingPoint(dst, right)
+}
+
+// drawOperatingPoint draws the operating point's panel: scope, threshold,
+// confusion matrix, rates, presets and saving.
+func (a *App) drawOperatingPoint(dst *ebiten.Image, r rect) {
+	tu := a.tune
+	m := tu.Shown()
+	in := panel(dst, r, "Operating point")
 	k := tu.Confusion()
 	y := a.drawScopeRow(dst, in)
 	if tu.Draggable() {
@@ -51,34 +59,7 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 	}
 	drawText(dst, "policy "+m.Policy, in.X+in.W*0.6, y+2, sizeBody, colDim)
 	y += 28
-	// Confusion matrix: rows = ground truth, columns = prediction.
-	cell := min((in.W-90)/2, 90)
-	mx := in.X + 86
-	drawText(dst, "predicted", mx, y, sizeSmall, colDim)
-	drawTextIn(dst, "anomalous", rect{mx, y + 14, cell, 14}, sizeSmall, colDim)
-	drawTextIn(dst, "normal", rect{mx + cell + 4, y + 14, cell, 14}, sizeSmall, colDim)
-	drawText(dst, "actual", in.X, y+14, sizeSmall, colDim)
-	y += 32
-	grid := []struct {
-		label string
-		o     gallery.Outcome
-		n     int
-		row   int
-		col   int
-	}{{"TP", gallery.TP, k.TP, 0, 0}, {"FN", gallery.FN, k.FN, 0, 1}, {"FP", gallery.FP, k.FP, 1, 0}, {"TN", gallery.TN, k.TN, 1, 1}}
-	drawText(dst, "anomalous", in.X, y+cell/2-8, sizeSmall, colDim)
-	drawText(dst, "normal", in.X, y+cell+4+cell/2-8, sizeSmall, colDim)
-	for _, g := range grid {
-		c := rect{mx + float32(g.col)*(cell+4), y + float32(g.row)*(cell+4), cell, cell}
-		col := outcomeColor[g.o]
-		fill(dst, c, color.RGBA{col.R / 3, col.G / 3, col.B / 3, 255})
-		stroke(dst, c, 2, col)
-		n := fmt.Sprint(g.n)
-		drawBold(dst, n, c.X+(c.W-textWidth(n, 22)*1.05)/2, c.Y+c.H/2-16, 22, colText)
-		drawText(dst, g.label, c.X+6, c.Y+4, sizeSmall, col)
-		a.mark("confusion:"+g.label, c)
-	}
-	y += 2*cell + 16
+	y = a.drawConfusion(dst, in, y, k)
 	rates := []struct {
 		name string
 		v    float64
@@ -122,6 +103,39 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 		hint = "pick a category to move its threshold"
 	}
 	drawText(dst, hint, in.X, y+16, sizeSmall, colDim)
+}
+
+// drawConfusion draws the confusion matrix (rows: ground truth, columns:
+// prediction) from y down and returns the y below it.
+func (a *App) drawConfusion(dst *ebiten.Image, in rect, y float32, k metrics.Confusion) float32 {
+	// Confusion matrix: rows = ground truth, columns = prediction.
+	cell := min((in.W-90)/2, 90)
+	mx := in.X + 86
+	drawText(dst, "predicted", mx, y, sizeSmall, colDim)
+	drawTextIn(dst, "anomalous", rect{mx, y + 14, cell, 14}, sizeSmall, colDim)
+	drawTextIn(dst, "normal", rect{mx + cell + 4, y + 14, cell, 14}, sizeSmall, colDim)
+	drawText(dst, "actual", in.X, y+14, sizeSmall, colDim)
+	y += 32
+	grid := []struct {
+		label string
+		o     gallery.Outcome
+		n     int
+		row   int
+		col   int
+	}{{"TP", gallery.TP, k.TP, 0, 0}, {"FN", gallery.FN, k.FN, 0, 1}, {"FP", gallery.FP, k.FP, 1, 0}, {"TN", gallery.TN, k.TN, 1, 1}}
+	drawText(dst, "anomalous", in.X, y+cell/2-8, sizeSmall, colDim)
+	drawText(dst, "normal", in.X, y+cell+4+cell/2-8, sizeSmall, colDim)
+	for _, g := range grid {
+		c := rect{mx + float32(g.col)*(cell+4), y + float32(g.row)*(cell+4), cell, cell}
+		col := outcomeColor[g.o]
+		fill(dst, c, color.RGBA{col.R / 3, col.G / 3, col.B / 3, 255})
+		stroke(dst, c, 2, col)
+		n := fmt.Sprint(g.n)
+		drawBold(dst, n, c.X+(c.W-textWidth(n, 22)*1.05)/2, c.Y+c.H/2-16, 22, colText)
+		drawText(dst, g.label, c.X+6, c.Y+4, sizeSmall, col)
+		a.mark("confusion:"+g.label, c)
+	}
+	return y + 2*cell + 16
 }
 
 // drawScopeRow draws the per-category switch and, with it on, a chip per
