@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,10 +17,17 @@ import (
 	"github.com/diad-project/diad/backend/torchrt"
 )
 
+// profileBench is `diad-dev bench profile`.
+type profileBench struct {
+	preset                       string
+	batches                      []int
+	iters, threads, profileBatch int
+	m                            *model.DiAD
+	noise                        *diffusion.Noise
+}
+
 func newProfileBenchCmd() *cobra.Command {
-	var preset string
-	var batches []int
-	var iters, threads, profileBatch int
+	var pb profileBench
 	cmd := &cobra.Command{
 		Use:   "profile",
 		Short: "Time the guided denoiser pass (UNet + SG network) per batch size and per block",
@@ -32,109 +40,121 @@ func newProfileBenchCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			defer torchrt.Pin()()
-			torchrt.SetThreads(threads)
-			m, err := model.NewPreset(preset, gotch.CPU)
+			torchrt.SetThreads(pb.threads)
+			m, err := model.NewPreset(pb.preset, gotch.CPU)
 			if err != nil {
 				return err
 			}
 			defer m.Free()
-			cfg := m.Config
-			noise := diffusion.NewNoise(1)
-			// pass returns a function running one guided pass at batch b.
-			pass := func(b int) (run func(), free func()) {
-				l, s := int64(cfg.LatentSize()), int64(cfg.ImageSize)
-				z := noise.Normal([]int64{int64(b), 4, l, l}, gotch.CPU)
-				img := noise.Normal([]int64{int64(b), 3, s, s}, gotch.CPU)
-				t := make([]int, b)
-				for i := range t {
-					t[i] = cfg.Schedule.Timesteps - 1
-				}
-				run = func() {
-					torchrt.NoGrad(func() { m.PredictEps(z, t, img).MustDrop() })
-				}
-				return run, func() { z.MustDrop(); img.MustDrop() }
-			}
-			timed := func(run func()) []float64 {
-				run() // warm-up
-				out := make([]float64, iters)
-				for i := range out {
-					start := time.Now()
-					run()
-					out[i] = time.Since(start).Seconds()
-				}
-				return out
-			}
-			out := cmd.OutOrStdout()
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "%s, guided denoiser pass, %d threads, median of %d\n", cfg.Preset, torchrt.Threads(), iters)
-			fmt.Fprintf(tw, "batch\ts/pass [min, max]\timages/s\tvs batch 1\t\n")
-			var perImage1 float64
-			for _, b := range batches {
-				if b < 1 {
-					return fmt.Errorf("--batches: %d is not a batch size", b)
-				}
-				run, free := pass(b)
-				sec := timed(run)
-				free()
-				med, lo, hi := torchref.Spread(sec)
-				ips := float64(b) / med
-				if perImage1 == 0 {
-					perImage1 = ips
-				}
-				fmt.Fprintf(tw, "%d\t%.3f [%.3f, %.3f]\t%.2f\t%.2f\t\n", b, med, lo, hi, ips, ips/perImage1)
-				fmt.Fprintf(cmd.ErrOrStderr(), "batch %d: %.3f s per pass\n", b, med)
-			}
-			if err := tw.Flush(); err != nil {
+			pb.m, pb.noise = m, diffusion.NewNoise(1)
+			if err := pb.perBatch(cmd); err != nil {
 				return err
 			}
-
-			// The per-block profile.
-			blocks := map[string]time.Duration{}
-			var order []string
-			timer := func(name string, d time.Duration) {
-				if _, ok := blocks[name]; !ok {
-					order = append(order, name)
-				}
-				blocks[name] += d
-			}
-			run, free := pass(profileBatch)
-			defer free()
-			run() // warm-up, untimed
-			m.UNet.SetBlockTimer(timer)
-			m.SG.SetBlockTimer(timer)
-			var total time.Duration
-			for range iters {
-				start := time.Now()
-				run()
-				total += time.Since(start)
-			}
-			m.UNet.SetBlockTimer(nil)
-			m.SG.SetBlockTimer(nil)
-			var inBlocks time.Duration
-			for _, d := range blocks {
-				inBlocks += d
-			}
-			sort.SliceStable(order, func(i, j int) bool { return blocks[order[i]] > blocks[order[j]] })
-			tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "\nper block, batch %d (ms per pass, share of the pass %.0f ms)\n", profileBatch, ms(total)/float64(iters))
-			fmt.Fprintf(tw, "block\tms\tshare\t\n")
-			row := func(name string, d time.Duration) {
-				fmt.Fprintf(tw, "%s\t%.1f\t%.1f%%\t\n", name, ms(d)/float64(iters), 100*float64(d)/float64(total))
-			}
-			for _, name := range order {
-				row(shortBlock(name), blocks[name])
-			}
-			row("outside blocks", total-inBlocks)
-			return tw.Flush()
+			return pb.perBlock(cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&preset, "preset", "paper", "model preset")
-	fl.IntSliceVar(&batches, "batches", []int{1, 2, 4, 8}, "batch sizes")
-	fl.IntVar(&iters, "iters", 3, "timed passes per batch size (after one warm-up)")
-	fl.IntVar(&profileBatch, "profile-batch", 1, "batch size of the per-block profile")
-	fl.IntVar(&threads, "threads", 0, "libtorch threads (0 = default)")
+	fl.StringVar(&pb.preset, "preset", "paper", "model preset")
+	fl.IntSliceVar(&pb.batches, "batches", []int{1, 2, 4, 8}, "batch sizes")
+	fl.IntVar(&pb.iters, "iters", 3, "timed passes per batch size (after one warm-up)")
+	fl.IntVar(&pb.profileBatch, "profile-batch", 1, "batch size of the per-block profile")
+	fl.IntVar(&pb.threads, "threads", 0, "libtorch threads (0 = default)")
 	return cmd
+}
+
+// pass returns a function running one guided pass at batch b on random
+// inputs, and one freeing them.
+func (pb *profileBench) pass(b int) (run func(), free func()) {
+	cfg := pb.m.Config
+	l, s := int64(cfg.LatentSize()), int64(cfg.ImageSize)
+	z := pb.noise.Normal([]int64{int64(b), 4, l, l}, gotch.CPU)
+	img := pb.noise.Normal([]int64{int64(b), 3, s, s}, gotch.CPU)
+	t := make([]int, b)
+	for i := range t {
+		t[i] = cfg.Schedule.Timesteps - 1
+	}
+	run = func() {
+		torchrt.NoGrad(func() { pb.m.PredictEps(z, t, img).MustDrop() })
+	}
+	return run, func() { z.MustDrop(); img.MustDrop() }
+}
+
+// timed runs run once to warm up, then --iters times, and returns the
+// seconds of each.
+func (pb *profileBench) timed(run func()) []float64 {
+	run()
+	out := make([]float64, pb.iters)
+	for i := range out {
+		start := time.Now()
+		run()
+		out[i] = time.Since(start).Seconds()
+	}
+	return out
+}
+
+// perBatch prints the pass's time per batch size.
+func (pb *profileBench) perBatch(cmd *cobra.Command) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s, guided denoiser pass, %d threads, median of %d\n", pb.m.Config.Preset, torchrt.Threads(), pb.iters)
+	fmt.Fprintf(tw, "batch\ts/pass [min, max]\timages/s\tvs batch 1\t\n")
+	var perImage1 float64
+	for _, b := range pb.batches {
+		if b < 1 {
+			return fmt.Errorf("--batches: %d is not a batch size", b)
+		}
+		run, free := pb.pass(b)
+		sec := pb.timed(run)
+		free()
+		med, lo, hi := torchref.Spread(sec)
+		ips := float64(b) / med
+		if perImage1 == 0 {
+			perImage1 = ips
+		}
+		fmt.Fprintf(tw, "%d\t%.3f [%.3f, %.3f]\t%.2f\t%.2f\t\n", b, med, lo, hi, ips, ips/perImage1)
+		fmt.Fprintf(cmd.ErrOrStderr(), "batch %d: %.3f s per pass\n", b, med)
+	}
+	return tw.Flush()
+}
+
+// perBlock prints each block's share of the pass at --profile-batch.
+func (pb *profileBench) perBlock(out io.Writer) error {
+	blocks := map[string]time.Duration{}
+	var order []string
+	timer := func(name string, d time.Duration) {
+		if _, ok := blocks[name]; !ok {
+			order = append(order, name)
+		}
+		blocks[name] += d
+	}
+	run, free := pb.pass(pb.profileBatch)
+	defer free()
+	run() // warm-up, untimed
+	pb.m.UNet.SetBlockTimer(timer)
+	pb.m.SG.SetBlockTimer(timer)
+	var total time.Duration
+	for range pb.iters {
+		start := time.Now()
+		run()
+		total += time.Since(start)
+	}
+	pb.m.UNet.SetBlockTimer(nil)
+	pb.m.SG.SetBlockTimer(nil)
+	var inBlocks time.Duration
+	for _, d := range blocks {
+		inBlocks += d
+	}
+	sort.SliceStable(order, func(i, j int) bool { return blocks[order[i]] > blocks[order[j]] })
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nper block, batch %d (ms per pass, share of the pass %.0f ms)\n", pb.profileBatch, ms(total)/float64(pb.iters))
+	fmt.Fprintf(tw, "block\tms\tshare\t\n")
+	row := func(name string, d time.Duration) {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f%%\t\n", name, ms(d)/float64(pb.iters), 100*float64(d)/float64(total))
+	}
+	for _, name := range order {
+		row(shortBlock(name), blocks[name])
+	}
+	row("outside blocks", total-inBlocks)
+	return tw.Flush()
 }
 
 // shortBlock names a block by its network and place: unet.input_blocks.3,

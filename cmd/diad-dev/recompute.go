@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -82,51 +83,11 @@ func newRecomputeBenchCmd() *cobra.Command {
 				}
 				want[v] = true
 			}
-			measure := func(recompute bool) (recomputeSample, error) {
-				m.SetRecompute(recompute)
-				torchrt.TrimHeap()
-				base := torchrt.RSSMiB()
-				if err := torchrt.ResetPeakRSS(); err != nil {
-					return recomputeSample{}, err
-				}
-				start := time.Now()
-				if err := step(); err != nil {
-					return recomputeSample{}, err
-				}
-				return recomputeSample{seconds: time.Since(start).Seconds(), peakMiB: torchrt.PeakRSSMiB() - base, baseMiB: base}, nil
+			samples, err := measureRecompute(cmd, m, step, want, rounds)
+			if err != nil {
+				return err
 			}
-			samples := map[string][]recomputeSample{}
-			for round := -1; round < rounds; round++ { // round -1: warm-up
-				for _, v := range []string{"plain", "recomputed"} {
-					if !want[v] {
-						continue
-					}
-					s, err := measure(v == "recomputed")
-					if err != nil {
-						return err
-					}
-					if round >= 0 {
-						samples[v] = append(samples[v], s)
-					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "round %d: %s %.2f s, peak %.0f MiB above %.0f MiB\n", round+1, v, s.seconds, s.peakMiB, s.baseMiB)
-				}
-			}
-			what := "optimizer step (forward, backward, AdamW)"
-			if !optimizer {
-				what = "forward and backward, no optimizer"
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "%s, %s, batch %d, freeze %s, %d rounds (median [min, max])\n", cfg.Preset, what, batch, f, rounds)
-			fmt.Fprintf(tw, "step\tseconds\tpeak above base (MiB)\tbase RSS (MiB)\t\n")
-			for _, v := range []string{"plain", "recomputed"} {
-				if s := samples[v]; len(s) > 0 {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t\n", v, spreadOf(s, secondsOf, "%.2f"), spreadOf(s, peakOf, "%.0f"), median(s, baseOf))
-				}
-			}
-			if p, r := samples["plain"], samples["recomputed"]; len(p) > 0 && len(r) > 0 {
-				fmt.Fprintf(tw, "ratio recomputed/plain\t%.2f\t%.2f\t\t\n", median(r, secondsOf)/median(p, secondsOf), median(r, peakOf)/median(p, peakOf))
-			}
-			return tw.Flush()
+			return printRecompute(cmd.OutOrStdout(), samples, cfg.Preset, optimizer, batch, f, rounds)
 		},
 	}
 	fl := cmd.Flags()
@@ -139,6 +100,62 @@ func newRecomputeBenchCmd() *cobra.Command {
 	fl.BoolVar(&optimizer, "optimizer", true, "include the AdamW update (false: forward and backward only)")
 	fl.StringSliceVar(&variants, "variants", []string{"plain", "recomputed"}, "which steps to measure: plain, recomputed")
 	return cmd
+}
+
+// measureRecompute alternates the wanted steps, plain and recomputed, for
+// rounds rounds after one warm-up round, reading each one's time and peak
+// memory.
+func measureRecompute(cmd *cobra.Command, m *model.DiAD, step func() error, want map[string]bool, rounds int) (map[string][]recomputeSample, error) {
+	measure := func(recompute bool) (recomputeSample, error) {
+		m.SetRecompute(recompute)
+		torchrt.TrimHeap()
+		base := torchrt.RSSMiB()
+		if err := torchrt.ResetPeakRSS(); err != nil {
+			return recomputeSample{}, err
+		}
+		start := time.Now()
+		if err := step(); err != nil {
+			return recomputeSample{}, err
+		}
+		return recomputeSample{seconds: time.Since(start).Seconds(), peakMiB: torchrt.PeakRSSMiB() - base, baseMiB: base}, nil
+	}
+	samples := map[string][]recomputeSample{}
+	for round := -1; round < rounds; round++ { // round -1: warm-up
+		for _, v := range []string{"plain", "recomputed"} {
+			if !want[v] {
+				continue
+			}
+			s, err := measure(v == "recomputed")
+			if err != nil {
+				return nil, err
+			}
+			if round >= 0 {
+				samples[v] = append(samples[v], s)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "round %d: %s %.2f s, peak %.0f MiB above %.0f MiB\n", round+1, v, s.seconds, s.peakMiB, s.baseMiB)
+		}
+	}
+	return samples, nil
+}
+
+// printRecompute prints the medians, their spread and the ratios.
+func printRecompute(out io.Writer, samples map[string][]recomputeSample, preset string, optimizer bool, batch int, f model.Freeze, rounds int) error {
+	what := "optimizer step (forward, backward, AdamW)"
+	if !optimizer {
+		what = "forward and backward, no optimizer"
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s, %s, batch %d, freeze %s, %d rounds (median [min, max])\n", preset, what, batch, f, rounds)
+	fmt.Fprintf(tw, "step\tseconds\tpeak above base (MiB)\tbase RSS (MiB)\t\n")
+	for _, v := range []string{"plain", "recomputed"} {
+		if s := samples[v]; len(s) > 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t\n", v, spreadOf(s, secondsOf, "%.2f"), spreadOf(s, peakOf, "%.0f"), median(s, baseOf))
+		}
+	}
+	if p, r := samples["plain"], samples["recomputed"]; len(p) > 0 && len(r) > 0 {
+		fmt.Fprintf(tw, "ratio recomputed/plain\t%.2f\t%.2f\t\t\n", median(r, secondsOf)/median(p, secondsOf), median(r, peakOf)/median(p, peakOf))
+	}
+	return tw.Flush()
 }
 
 func secondsOf(s recomputeSample) float64 { return s.seconds }

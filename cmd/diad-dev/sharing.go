@@ -50,33 +50,7 @@ func newSharingCmd() *cobra.Command {
 				return err
 			}
 			run := func(ctx context.Context, policy string, works ...string) ([]sharingResult, error) {
-				out := make([]sharingResult, len(works))
-				errs := make([]error, len(works))
-				var wg sync.WaitGroup
-				for i, w := range works {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						c := exec.CommandContext(ctx, exe, "bench", "sharing-worker", "--work", w, "--preset", preset,
-							"--batch", fmt.Sprint(batch), "--seconds", fmt.Sprint(seconds))
-						c.Env = append(os.Environ(), policyEnv(policy)...)
-						var stderr bytes.Buffer
-						c.Stderr = &stderr
-						b, err := c.Output()
-						if err != nil {
-							errs[i] = fmt.Errorf("worker %s (OMP_WAIT_POLICY=%s): %w: %s", w, policy, err, strings.TrimSpace(stderr.String()))
-							return
-						}
-						errs[i] = json.Unmarshal(b, &out[i])
-					}()
-				}
-				wg.Wait()
-				for _, e := range errs {
-					if e != nil {
-						return nil, e
-					}
-				}
-				return out, nil
+				return runSharingWorkers(ctx, exe, policy, preset, batch, seconds, works...)
 			}
 			ctx := cmd.Context()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -111,6 +85,38 @@ func newSharingCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&policies, "policies", []string{"DIAD_SHARE=off", "share"}, "OMP_WAIT_POLICY values to compare (the first is the baseline);\n"+
 		"a value with = is an environment instead, variables joined by + (e.g. GOMP_SPINCOUNT=10000)")
 	return cmd
+}
+
+// runSharingWorkers runs one worker process per work at once, under policy,
+// and returns their results.
+func runSharingWorkers(ctx context.Context, exe, policy, preset string, batch int, seconds float64, works ...string) ([]sharingResult, error) {
+	out := make([]sharingResult, len(works))
+	errs := make([]error, len(works))
+	var wg sync.WaitGroup
+	for i, w := range works {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := exec.CommandContext(ctx, exe, "bench", "sharing-worker", "--work", w, "--preset", preset,
+				"--batch", fmt.Sprint(batch), "--seconds", fmt.Sprint(seconds))
+			c.Env = append(os.Environ(), policyEnv(policy)...)
+			var stderr bytes.Buffer
+			c.Stderr = &stderr
+			b, err := c.Output()
+			if err != nil {
+				errs[i] = fmt.Errorf("worker %s (OMP_WAIT_POLICY=%s): %w: %s", w, policy, err, strings.TrimSpace(stderr.String()))
+				return
+			}
+			errs[i] = json.Unmarshal(b, &out[i])
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	return out, nil
 }
 
 // policyEnv is the environment of a policy: an OMP_WAIT_POLICY value, or
