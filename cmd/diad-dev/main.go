@@ -7,26 +7,12 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/spf13/cobra"
 
-	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/backend/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := torchrt.Do(func() error { return newRootCmd().ExecuteContext(ctx) })
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "diad-dev:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("diad-dev", newRootCmd()) }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{

@@ -1,43 +1,24 @@
 package main
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/diad-project/diad/backend/cli"
+	"github.com/diad-project/diad/backend/cli/clitest"
 )
 
 // TestMain lets a test run the real main() in a child process (the test
-// binary re-executed with runMainEnv set), to see its exit status.
+// binary re-executed), to see its exit status.
 func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		os.Args = append([]string{"diad-dev"}, os.Args[1:]...)
-		main()
-		os.Exit(0)
-	}
+	cli.ServeChild("diad-dev", main)
 	os.Exit(m.Run())
 }
 
-const runMainEnv = "DIAD_DEV_TEST_RUN_MAIN"
-
-// runMain runs `diad-dev args...` as a process and returns its output and
-// exit code.
-func runMain(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
-}
+// runMain runs `diad-dev args...` as a process and returns its output and exit code.
+func runMain(t *testing.T, args ...string) (string, int) { return clitest.RunMain(t, args...) }
 
 // The product CLI does not carry the harnesses, and diad-dev does.
 func TestHarnessesLiveHere(t *testing.T) {

@@ -2,30 +2,15 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/diad-project/diad/backend/torchrt"
+	"github.com/diad-project/diad/backend/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// Every command runs inside the libtorch error boundary: a tensor
-	// failure (a bad checkpoint, an impossible allocation) ends the command
-	// with libtorch's message and a non-zero status, not a log.Fatal.
-	err := torchrt.Do(func() error { return newRootCmd().ExecuteContext(ctx) })
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "diad:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("diad", newRootCmd()) }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{

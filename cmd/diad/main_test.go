@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"image"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,6 +15,8 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/diad-project/diad/backend/badmodel"
+	"github.com/diad-project/diad/backend/cli"
+	"github.com/diad-project/diad/backend/cli/clitest"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/backend/train"
@@ -24,33 +24,14 @@ import (
 )
 
 // TestMain lets a test run the real main() in a child process (the test
-// binary re-executed with runMainEnv set), to see its exit status.
+// binary re-executed), to see its exit status.
 func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		os.Args = append([]string{"diad"}, os.Args[1:]...)
-		main()
-		os.Exit(0)
-	}
+	cli.ServeChild("diad", main)
 	os.Exit(m.Run())
 }
 
-const runMainEnv = "DIAD_TEST_RUN_MAIN"
-
 // runMain runs `diad args...` as a process and returns its output and exit code.
-func runMain(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
-}
+func runMain(t *testing.T, args ...string) (string, int) { return clitest.RunMain(t, args...) }
 
 // A libtorch failure ends the command with libtorch's message and status
 // 1 - a clean error, not a log.Fatal or a crash.

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/cli/clitest"
 	"github.com/diad-project/diad/backend/evaluate"
 	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/model"
@@ -22,16 +21,7 @@ import (
 // runMainWith is runMain with extra environment variables.
 func runMainWith(t *testing.T, env []string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(append(os.Environ(), runMainEnv+"=1"), env...)
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
+	return clitest.RunMainEnv(t, env, args...)
 }
 
 // onlyRun is the one run in a results folder.
