@@ -351,25 +351,9 @@ const presenterZoom = 1.5
 func (a *App) Update() error {
 	defer a.survive("update")
 	updateStart := time.Now()
-	a.inboxMu.Lock()
-	inbox, quiet, regional := a.inbox, a.quietInbox, a.regionInbox
-	a.inbox, a.quietInbox, a.regionInbox = nil, nil, nil
-	a.inboxMu.Unlock()
-	for _, fn := range inbox {
-		fn()
-	}
-	// changed: the whole page may differ; a.repaint: only these regions did
-	// (what a region post, quiet news, the wheel or playback changed).
-	for _, p := range regional {
-		p.fn()
-		a.repaint[p.region] = true
-	}
-	for _, fn := range quiet {
-		fn()
-	}
-	changed := len(inbox) > 0
+	changed, quiet := a.runPosts()
 	now := time.Now()
-	a.quietNews = a.quietNews || len(quiet) > 0
+	a.quietNews = a.quietNews || quiet
 	if a.quietNews && now.Sub(a.lastLayout) >= quietRepaint {
 		// Quiet news (frames of steps not on screen) show in the
 		// explorer's timeline only.
@@ -380,10 +364,35 @@ func (a *App) Update() error {
 		dt = 0
 	}
 	a.lastTick = now
+	changed = a.readPointer() || changed
+	a.keys()
+	if fsys := ebiten.DroppedFiles(); fsys != nil {
+		changed = true
+		a.setStatus("uploading the dropped file…")
+		go a.uploadDropped(fsys)
+	}
+	if a.exp != nil && a.exp.traj != nil {
+		if a.exp.advance(dt) {
+			a.repaint[regionLive] = true
+		}
+		a.decodeShown(a.exp)
+	}
+	acted := a.layoutPass(changed, now)
+	a.dirty = a.dirty || changed || acted
+	// Waiting at the end of Update, not the start: the frame after a wake
+	// reads the new input before it could wait again.
+	a.addWork("update", time.Since(updateStart))
+	a.busy = a.dirty || len(a.repaint) > 0 || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.idleWait(a.busy)
+	return nil
+}
 
+// readPointer reads the mouse (position, click, drag) and the wheel, and
+// reports whether the input may change the page.
+func (a *App) readPointer() bool {
 	mx, my := ebiten.CursorPosition() // device pixels
 	mx, my = int(float32(mx)/uiScale), int(float32(my)/uiScale)
-	changed = changed || mx != a.mx || my != a.my || a.dragging != "" || a.editing ||
+	changed := mx != a.mx || my != a.my || a.dragging != "" || a.editing ||
 		len(inpututil.AppendPressedKeys(nil)) > 0 || len(inpututil.AppendJustReleasedKeys(nil)) > 0 ||
 		inpututil.IsMouseButtonJustReleased(ebiten.MouseButtonLeft)
 	a.mx, a.my = mx, my
@@ -407,43 +416,30 @@ func (a *App) Update() error {
 		a.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
 		a.repaint[regionGrid] = true
 	}
-	a.keys()
-	if fsys := ebiten.DroppedFiles(); fsys != nil {
-		changed = true
-		a.setStatus("uploading the dropped file…")
-		go a.uploadDropped(fsys)
-	}
-	if a.exp != nil && a.exp.traj != nil {
-		if a.exp.advance(dt) {
-			a.repaint[regionLive] = true
-		}
-		a.decodeShown(a.exp)
-	}
-	// The layout pass, when anything may have changed: the view's keys and
-	// layout place the widgets and take the click; what was clicked runs
-	// now, and the page is laid out again for it, so that Draw paints, and
-	// the state hook reports, the page as it now is.
-	var actions []func()
+	return changed
+}
+
+// layoutPass lays the page out when anything may have changed: the view's
+// keys and layout place the widgets and take the click; what was clicked
+// runs now, and the page is laid out again for it, so that Draw paints, and
+// the state hook reports, the page as it now is. It reports whether a
+// widget's action ran.
+func (a *App) layoutPass(changed bool, now time.Time) bool {
 	resized := a.w != a.drawnW || a.h != a.drawnH || uiScale != a.drawnScale
-	if changed || a.dirty || a.click || resized || len(a.repaint) > 0 {
-		a.lastLayout, a.quietNews = now, false
-		a.frame(nil)
-		actions = a.actions
-		a.actions = nil
-		for _, fn := range actions {
-			fn()
-		}
-		if len(actions) > 0 {
-			a.frame(nil)
-		}
+	if !changed && !a.dirty && !a.click && !resized && len(a.repaint) == 0 {
+		return false
 	}
-	a.dirty = a.dirty || changed || len(actions) > 0
-	// Waiting at the end of Update, not the start: the frame after a wake
-	// reads the new input before it could wait again.
-	a.addWork("update", time.Since(updateStart))
-	a.busy = a.dirty || len(a.repaint) > 0 || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
-	a.idleWait(a.busy)
-	return nil
+	a.lastLayout, a.quietNews = now, false
+	a.frame(nil)
+	actions := a.actions
+	a.actions = nil
+	for _, fn := range actions {
+		fn()
+	}
+	if len(actions) > 0 {
+		a.frame(nil)
+	}
+	return len(actions) > 0
 }
 
 // Draw renders the frame; widgets register their rectangles and turn
@@ -520,84 +516,6 @@ func (a *App) frame(dst *ebiten.Image) {
 	}
 	a.region(regionStatus, bar)
 	a.drawStatusBar(dst, bar)
-}
-
-func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
-	fill(dst, r, colPanel)
-	line(dst, r.X, r.Y+r.H-0.5, r.X+r.W, r.Y+r.H-0.5, 1, colBorder)
-	drawBold(dst, "diad", r.X+14, r.Y+11, sizeTitle, colText)
-	// Right side first (right to left: connection, exports, user); the run
-	// selector gets what is left, so narrow windows clip it, not overlap.
-	rx := r.X + r.W - 12
-	conn, ccol := "offline", colError
-	if a.connected {
-		conn, ccol = "connected", colOK
-	}
-	cw := textWidth(conn, sizeSmall)
-	drawText(dst, conn, rx-cw, r.Y+13, sizeSmall, ccol)
-	fill(dst, rect{rx - cw - 14, r.Y + 17, 8, 8}, ccol)
-	rx -= cw + 26
-	for _, ex := range []struct{ name, label, format string }{{"export:csv", "Export CSV", api.ExportCSV}, {"export:parquet", "Export Parquet", api.ExportParquet}} {
-		bw := textWidth(ex.label, sizeBody) + 20
-		rx -= bw
-		ex := ex
-		br := rect{rx, r.Y + 6, bw, r.H - 12}
-		if a.view == nil {
-			// Nothing to export until a run is loaded: shown, not clickable.
-			a.disabledButton(dst, br, ex.name, ex.label)
-		} else {
-			a.button(dst, br, ex.name, ex.label, false, func() { a.export(ex.format) })
-		}
-		rx -= 6
-	}
-	x := r.X + 64
-	for i, name := range tabNames {
-		w := textWidth(name, sizeBody) + 24
-		i := i
-		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "tab:"+strings.ToLower(name), name, a.tab == i, func() { a.tab = i })
-		x += w + 4
-	}
-	x += 10
-	runLabel := "no run yet"
-	if a.runID != "" {
-		runLabel = "run " + a.runID
-	}
-	u := "user: " + a.user
-	uw := textWidth(u, sizeSmall) + 16
-	space := rx - x - 4
-	if space > textWidth(runLabel, sizeBody)+24+uw {
-		drawText(dst, u, rx-uw+6, r.Y+13, sizeSmall, colDim)
-		space -= uw
-	}
-	if w := min(textWidth(runLabel, sizeBody)+24, space); w > 40 {
-		a.button(dst, rect{x, r.Y + 6, w, r.H - 12}, "run", runLabel, false, a.nextRun)
-	}
-}
-
-func (a *App) drawStatusBar(dst *ebiten.Image, r rect) {
-	fill(dst, r, colPanel)
-	line(dst, r.X, r.Y+0.5, r.X+r.W, r.Y+0.5, 1, colBorder)
-	// The frame rate means something only while frames flow; an idle page
-	// draws none.
-	fps := "idle"
-	if a.busy {
-		fps = fmt.Sprintf("%.0f fps", ebiten.ActualFPS())
-	}
-	right := fps + "   1-4 views · j/k move · a/n/u/x verdict · t note · Enter explore · space play · ←/→ step · c channels · shift+j/k range · z undo · o overlay · v compare · p present"
-	rw := textWidth(right, sizeSmall)
-	if rw > r.W*0.55 {
-		right = fps
-		rw = textWidth(right, sizeSmall)
-	}
-	drawText(dst, right, r.X+r.W-rw-10, r.Y+5, sizeSmall, colDim)
-	msg, col := a.status, colText
-	if a.statusErr {
-		col = colError
-		msg = "error: " + msg
-	} else if time.Since(a.statusAt) >= statusDims {
-		col = colDim
-	}
-	drawText(dst, clip(msg, r.W-rw-30, sizeSmall), r.X+10, r.Y+5, sizeSmall, col)
 }
 
 // export downloads the run's image table as the gallery shows it: every

@@ -144,3 +144,24 @@ const (
 	caretBlink    = 500 * time.Millisecond
 	statusDims    = 6 * time.Second
 )
+
+// runPosts runs what goroutines posted for the frame loop. changed: the
+// whole page may differ (a plain post); quiet: quiet posts ran; a region
+// post marks only its region for repainting.
+func (a *App) runPosts() (changed, quiet bool) {
+	a.inboxMu.Lock()
+	inbox, quietPosts, regional := a.inbox, a.quietInbox, a.regionInbox
+	a.inbox, a.quietInbox, a.regionInbox = nil, nil, nil
+	a.inboxMu.Unlock()
+	for _, fn := range inbox {
+		fn()
+	}
+	for _, p := range regional {
+		p.fn()
+		a.repaint[p.region] = true
+	}
+	for _, fn := range quietPosts {
+		fn()
+	}
+	return len(inbox) > 0, len(quietPosts) > 0
+}
