@@ -258,34 +258,45 @@ func applyDefect(c *canvas, cat synthCategory, defect string, v variation, r *ra
 			paint(x, y, func(r, g, b float64) (float64, float64, float64) { return b * 1.1, r * 0.9, g })
 		})
 	case "missing":
-		// erase a wedge of the part: repaint the good image without it
-		a0 := r.Float64() * 2 * math.Pi
-		wedge := func(u, w float64) bool {
-			a := math.Atan2(w-0.5-v.dy, u-0.5-v.dx)
-			d := math.Mod(a-a0+4*math.Pi, 2*math.Pi)
-			return d < 0.9
-		}
-		before := append([]float64(nil), c.pix...)
-		for y := 0; y < n; y++ {
-			for x := 0; x < n; x++ {
-				u, w := float64(x)/float64(n), float64(y)/float64(n)
-				if wedge(u, w) {
-					c.set(x, y, 0.12, 0.14, 0.16)
-				}
-			}
-		}
-		markChanged(c, before, mask, 0.02)
+		removeWedge(c, v, r.Float64()*2*math.Pi, mask)
 	case "misplaced":
-		before := append([]float64(nil), c.pix...)
-		for y := 0; y < n; y++ {
-			for x := 0; x < n; x++ {
+		misplace(c, cat, v, mask)
+	}
+	return mask
+}
+
+// removeWedge erases the wedge of the part starting at angle a0 (the good
+// image repainted without it) and marks what changed.
+func removeWedge(c *canvas, v variation, a0 float64, mask []bool) {
+	n := c.n
+	wedge := func(u, w float64) bool {
+		a := math.Atan2(w-0.5-v.dy, u-0.5-v.dx)
+		d := math.Mod(a-a0+4*math.Pi, 2*math.Pi)
+		return d < 0.9
+	}
+	before := append([]float64(nil), c.pix...)
+	for y := 0; y < n; y++ {
+		for x := 0; x < n; x++ {
+			u, w := float64(x)/float64(n), float64(y)/float64(n)
+			if wedge(u, w) {
 				c.set(x, y, 0.12, 0.14, 0.16)
 			}
 		}
-		drawObject(c, cat.name, 0.5+v.dx+0.12, 0.5+v.dy-0.1, v.angle+0.4, v.phase, nil)
-		markChanged(c, before, mask, 0.02)
 	}
-	return mask
+	markChanged(c, before, mask, 0.02)
+}
+
+// misplace draws the part moved and turned on an empty background and
+// marks what changed.
+func misplace(c *canvas, cat synthCategory, v variation, mask []bool) {
+	before := append([]float64(nil), c.pix...)
+	for y := 0; y < c.n; y++ {
+		for x := 0; x < c.n; x++ {
+			c.set(x, y, 0.12, 0.14, 0.16)
+		}
+	}
+	drawObject(c, cat.name, 0.5+v.dx+0.12, 0.5+v.dy-0.1, v.angle+0.4, v.phase, nil)
+	markChanged(c, before, mask, 0.02)
 }
 
 func disk(n int, cx, cy, rad float64, f func(x, y int, d float64)) {
