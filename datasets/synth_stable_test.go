@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -45,6 +46,11 @@ func treeDigest(t *testing.T, root string) string {
 // TestSynthesizeIsStable: the synthetic generator makes the same images and
 // masks, byte for byte, as when the demo model was trained and measured.
 func TestSynthesizeIsStable(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		// Other architectures may fuse multiply-adds (Go does on arm64),
+		// which moves a few pixels by one level.
+		t.Skip("the digest is of the amd64 build")
+	}
 	dir := t.TempDir()
 	if _, err := Synthesize(dir, SynthConfig{Seed: 5, Size: 64, Train: 2, TestGood: 2, PerDefect: 3}); err != nil {
 		t.Fatal(err)
