@@ -263,52 +263,11 @@ func InferenceCases(ctx context.Context, m *model.DiAD, ops []string, b int, dir
 		}
 		return sub.save(dir, fmt.Sprintf("%s-%s-b%d", cfg.Preset, op, b))
 	}
+	dc := diadCalls{ctx: ctx, m: m, image: image, z: z, post: post, t: t, sampler: sampler, reconSeed: reconSeed, steps: steps}
 	for _, op := range ops {
-		var c Case
-		var names map[string]string
-		switch op {
-		case OpDenoise:
-			names = map[string]string{"z": "z", "t": "t", "image": "image"}
-			c.Diad = func() (map[string]*ts.Tensor, error) {
-				var eps *ts.Tensor
-				err := torchrt.Do(func() error {
-					torchrt.NoGrad(func() { eps = m.PredictEps(z, t, image) })
-					return nil
-				})
-				return map[string]*ts.Tensor{"eps": eps}, err
-			}
-		case OpEncode:
-			names = map[string]string{"image": "image", "post": "post"}
-			c.Diad = func() (map[string]*ts.Tensor, error) {
-				var l *ts.Tensor
-				err := torchrt.Do(func() error {
-					torchrt.NoGrad(func() { l = m.AE.EncodeLatent(image, post) })
-					return nil
-				})
-				return map[string]*ts.Tensor{"latent": l}, err
-			}
-		case OpDecode:
-			names = map[string]string{"latent": "z"}
-			c.Diad = func() (map[string]*ts.Tensor, error) {
-				var img *ts.Tensor
-				err := torchrt.Do(func() error {
-					torchrt.NoGrad(func() { img = m.AE.Decode(z) })
-					return nil
-				})
-				return map[string]*ts.Tensor{"image": img}, err
-			}
-		case OpReconstruct:
-			names = map[string]string{"image": "image", "post": "recon_post", "noise": "recon_noise"}
-			c.Request.Start, c.Request.Timesteps = sampler.NoiseLevel(), steps
-			c.Diad = func() (map[string]*ts.Tensor, error) {
-				rec, err := m.Reconstruct(ctx, image, sampler, diffusion.NewNoise(reconSeed), nil)
-				if err != nil {
-					return nil, err
-				}
-				return map[string]*ts.Tensor{"image": rec.Image, "latent": rec.Latent}, nil
-			}
-		default:
-			return nil, nil, fmt.Errorf("torchref: unknown op %q (want one of %v)", op, Ops)
+		c, names, err := dc.call(op)
+		if err != nil {
+			return nil, nil, err
 		}
 		path, err := file(op, names)
 		if err != nil {
@@ -319,6 +278,68 @@ func InferenceCases(ctx context.Context, m *model.DiAD, ops []string, b int, dir
 		cases = append(cases, c)
 	}
 	return cases, free, nil
+}
+
+// diadCalls are diad's sides of the inference cases, on the inputs
+// InferenceCases made.
+type diadCalls struct {
+	ctx            context.Context
+	m              *model.DiAD
+	image, z, post *ts.Tensor
+	t              []int
+	sampler        diffusion.SamplerConfig
+	reconSeed      uint64
+	steps          []int
+}
+
+// call is op's case without its inputs' file: diad's call, and the worker's
+// input names for the inputs' names.
+func (d diadCalls) call(op string) (c Case, names map[string]string, err error) {
+	switch op {
+	case OpDenoise:
+		names = map[string]string{"z": "z", "t": "t", "image": "image"}
+		c.Diad = func() (map[string]*ts.Tensor, error) {
+			var eps *ts.Tensor
+			err := torchrt.Do(func() error {
+				torchrt.NoGrad(func() { eps = d.m.PredictEps(d.z, d.t, d.image) })
+				return nil
+			})
+			return map[string]*ts.Tensor{"eps": eps}, err
+		}
+	case OpEncode:
+		names = map[string]string{"image": "image", "post": "post"}
+		c.Diad = func() (map[string]*ts.Tensor, error) {
+			var l *ts.Tensor
+			err := torchrt.Do(func() error {
+				torchrt.NoGrad(func() { l = d.m.AE.EncodeLatent(d.image, d.post) })
+				return nil
+			})
+			return map[string]*ts.Tensor{"latent": l}, err
+		}
+	case OpDecode:
+		names = map[string]string{"latent": "z"}
+		c.Diad = func() (map[string]*ts.Tensor, error) {
+			var img *ts.Tensor
+			err := torchrt.Do(func() error {
+				torchrt.NoGrad(func() { img = d.m.AE.Decode(d.z) })
+				return nil
+			})
+			return map[string]*ts.Tensor{"image": img}, err
+		}
+	case OpReconstruct:
+		names = map[string]string{"image": "image", "post": "recon_post", "noise": "recon_noise"}
+		c.Request.Start, c.Request.Timesteps = d.sampler.NoiseLevel(), d.steps
+		c.Diad = func() (map[string]*ts.Tensor, error) {
+			rec, err := d.m.Reconstruct(d.ctx, d.image, d.sampler, diffusion.NewNoise(d.reconSeed), nil)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]*ts.Tensor{"image": rec.Image, "latent": rec.Latent}, nil
+		}
+	default:
+		return c, nil, fmt.Errorf("torchref: unknown op %q (want one of %v)", op, Ops)
+	}
+	return c, names, nil
 }
 
 // TrainCase is one optimizer step of m (forward, backward, AdamW with adam)
