@@ -16,7 +16,7 @@ var computeMu sync.Mutex
 // machine's cores (see JoinMachine), on the thread about to compute.
 func LockCompute() (unlock func()) {
 	computeMu.Lock()
-	rebalance()
+	FitThreads()
 	return computeMu.Unlock
 }
 
@@ -24,4 +24,22 @@ func LockCompute() (unlock func()) {
 // machine's cores, as LockCompute does, without taking the lane: for work
 // that runs before any model exists (the kernel self-check), which must
 // compute at the thread count the model will.
-func FitThreads() { rebalance() }
+func FitThreads() {
+	rebalance()
+	fitThisThread()
+}
+
+// fitThisThread gives this OS thread the process's thread count when it has
+// another. OpenMP keeps the count per thread, and libtorch applies a new
+// count only to the thread that sets it and to threads that have not
+// computed yet; a goroutine may compute on any thread, one that last
+// computed under an older count, or under libtorch's default before the
+// process set its own (measured: 1 on a 2-core machine, against 2 after).
+func fitThisThread() {
+	machine.Lock()
+	want := machine.threads
+	machine.Unlock()
+	if want > 0 && threadCount() != want {
+		setThreads(want)
+	}
+}

@@ -91,3 +91,25 @@ func TestMachineShare(t *testing.T) {
 		t.Fatalf("explicit 1 thread became %d", Threads())
 	}
 }
+
+// TestLockComputeFitsTheThreadItRunsOn: a thread that last computed under
+// another thread count (as one left from before the process chose its count
+// does) computes at the process's count once it takes the compute lane.
+func TestLockComputeFitsTheThreadItRunsOn(t *testing.T) {
+	defer Pin()()
+	want := Threads()
+	other := want + 1
+	if want > 1 {
+		other = want - 1
+	}
+	setThreads(other) // this thread now counts differently, as a stale one would
+	if threadCount() != other {
+		t.Fatalf("setup: the thread counts %d, want %d", threadCount(), other)
+	}
+	unlock := LockCompute()
+	got := threadCount()
+	unlock()
+	if got != want {
+		t.Fatalf("inside the compute lane the thread computes with %d threads, the process with %d", got, want)
+	}
+}

@@ -84,7 +84,7 @@ func ParseDevice(s string) (gotch.Device, error) {
 func SetThreads(n int) {
 	if n > 0 {
 		machine.Lock()
-		machine.explicit = true
+		machine.explicit, machine.threads = true, n
 		machine.Unlock()
 		setThreads(n)
 	}
@@ -92,8 +92,17 @@ func SetThreads(n int) {
 
 func setThreads(n int) { C.at_set_num_threads(C.int(n)) }
 
-// Threads is libtorch's current intra-op thread count.
-func Threads() int { return int(C.at_get_num_threads()) }
+// threadCount is the intra-op thread count of libtorch calls made now on
+// this OS thread: OpenMP keeps it per thread.
+func threadCount() int { return int(C.at_get_num_threads()) }
+
+// Threads is the intra-op thread count this process computes with, after
+// sizing this OS thread's team as LockCompute does (a thread that never
+// computed reports libtorch's default otherwise, whatever the process uses).
+func Threads() int {
+	FitThreads()
+	return threadCount()
+}
 
 // ManualSeed seeds libtorch's global generators (CPU and CUDA), which every random
 // tensor op without an explicit generator draws from.
