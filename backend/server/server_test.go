@@ -20,10 +20,21 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	e := startEnv(t, nil)
 	// An open page hears every change: collect what /ws/changes says.
 	changes := followChanges(t, e)
-	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
-	// Follow the job on its websocket.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	runID := runTestJob(ctx, t, e)
+	img := queryAndReplay(ctx, t, e, runID)
+	rows := labelOne(t, e, runID, img)
+	expectChanges(t, changes, runID, img)
+	checkExports(t, e, runID, img, rows)
+	checkThreshold(t, e, runID)
+}
+
+// runTestJob runs a test job, following it on its websocket, and returns
+// its run.
+func runTestJob(ctx context.Context, t *testing.T, e *env) string {
+	j := submit(t, e, shared.JobRequest{Kind: shared.JobTest, Config: map[string]any{"checkpoint": e.model, "data": map[string]any{"root": "synth"}, "batch_size": 4}})
+	// Follow the job on its websocket.
 	conn, _, err := websocket.Dial(ctx, strings.Replace(e.base, "http://", "ws://", 1)+"/api/v1/ws/jobs/"+j.ID, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -45,13 +56,19 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	if done.RunID == "" {
 		t.Fatalf("job %+v has no run", done)
 	}
-	_, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?category=disc&sort=-score&limit=3&offset=1", nil)
+	return done.RunID
+}
+
+// queryAndReplay pages through the run's images and replays two of them in
+// the explorer; it returns the top-scored image of the page.
+func queryAndReplay(ctx context.Context, t *testing.T, e *env, runID string) int64 {
+	_, body := e.do(t, "GET", "/api/v1/runs/"+runID+"/images?category=disc&sort=-score&limit=3&offset=1", nil)
 	var page shared.ImagePage
 	decode(t, body, &page)
 	if page.Total != 4+2*4 || len(page.Images) != 3 || page.Images[0].Score < page.Images[1].Score || page.Images[0].Category != "disc" {
 		t.Fatalf("page %+v", page)
 	}
-	if r, _ := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?min_score=abc", nil); r.StatusCode != 400 {
+	if r, _ := e.do(t, "GET", "/api/v1/runs/"+runID+"/images?min_score=abc", nil); r.StatusCode != 400 {
 		t.Fatalf("bad filter: %d", r.StatusCode)
 	}
 	img := page.Images[0].ImageID
@@ -61,7 +78,7 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 	// four; measured 4e-7 relative).
 	for _, im := range page.Images[:2] {
 		id := im.ImageID
-		frames, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{RunID: done.RunID, ImageID: &id, Products: []string{shared.ProductLatent}}, true)
+		frames, _, err := denoise(t, ctx, e.base, shared.DenoiseRequest{RunID: runID, ImageID: &id, Products: []string{shared.ProductLatent}}, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,19 +87,26 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 			t.Fatalf("image %d: explorer score %v, run score %v", id, final.Score, im.Score)
 		}
 	}
-	r, body := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", done.RunID, img), shared.LabelRequest{Verdict: "anomalous", Note: "dent", User: "qa"})
+	return img
+}
+
+// labelOne labels an image, checks the listing and the Parquet rows, and
+// returns the rows.
+func labelOne(t *testing.T, e *env, runID string, img int64) []results.ImageRow {
+	var page shared.ImagePage
+	r, body := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", runID, img), shared.LabelRequest{Verdict: "anomalous", Note: "dent", User: "qa"})
 	if r.StatusCode != 200 {
 		t.Fatalf("label: %d %s", r.StatusCode, body)
 	}
-	if r, _ := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", done.RunID, img), shared.LabelRequest{Verdict: "maybe"}); r.StatusCode != 400 {
+	if r, _ := e.do(t, "PUT", fmt.Sprintf("/api/v1/runs/%s/images/%d/label", runID, img), shared.LabelRequest{Verdict: "maybe"}); r.StatusCode != 400 {
 		t.Fatalf("bad verdict: %d", r.StatusCode)
 	}
-	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?verdict=anomalous", nil)
+	_, body = e.do(t, "GET", "/api/v1/runs/"+runID+"/images?verdict=anomalous", nil)
 	decode(t, body, &page)
 	if page.Total != 1 || page.Images[0].AnalystNote != "dent" || page.Images[0].AnalystTime == nil {
 		t.Fatalf("labelled page %+v", page)
 	}
-	rows, err := results.Store{Root: e.srv.cfg.ResultsDir}.Images(done.RunID)
+	rows, err := results.Store{Root: e.srv.cfg.ResultsDir}.Images(runID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +115,15 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 			t.Fatalf("Parquet row %+v", row)
 		}
 	}
+	return rows
+}
+
+// expectChanges waits for what the change feed says of the job, its run
+// and the label.
+func expectChanges(t *testing.T, changes <-chan shared.Change, runID string, img int64) {
 	// What the change feed said: the job's states, its run, the label.
 	want := map[string]bool{"jobs " + shared.JobQueued: true, "jobs " + shared.JobRunning: true, "jobs " + shared.JobSucceeded: true,
-		"runs " + done.RunID: true, fmt.Sprintf("labels %s %d", done.RunID, img): true}
+		"runs " + runID: true, fmt.Sprintf("labels %s %d", runID, img): true}
 	deadline := time.After(10 * time.Second)
 	for len(want) > 0 {
 		select {
@@ -115,20 +145,24 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 			t.Fatalf("not heard on /ws/changes: %v", want)
 		}
 	}
-	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?format=csv", nil); r.StatusCode != 200 || !bytes.Contains(body, []byte("dent")) {
+}
+
+// checkExports downloads the run's files and exports of its views.
+func checkExports(t *testing.T, e *env, runID string, img int64, rows []results.ImageRow) {
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+runID+"/export?format=csv", nil); r.StatusCode != 200 || !bytes.Contains(body, []byte("dent")) {
 		t.Fatalf("export: %d", r.StatusCode)
 	}
-	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/files/images.parquet", nil); r.StatusCode != 200 || !bytes.HasPrefix(body, []byte("PAR1")) {
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+runID+"/files/images.parquet", nil); r.StatusCode != 200 || !bytes.HasPrefix(body, []byte("PAR1")) {
 		t.Fatalf("parquet download: %d", r.StatusCode)
 	}
 	// Export what a view shows: the listing's filters and exact image ids,
 	// as CSV or as Parquet a Parquet reader opens.
-	if r, body := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?format=csv&verdict=anomalous", nil); r.StatusCode != 200 ||
+	if r, body := e.do(t, "GET", "/api/v1/runs/"+runID+"/export?format=csv&verdict=anomalous", nil); r.StatusCode != 200 ||
 		bytes.Count(body, []byte("\n")) != 2 || !bytes.Contains(body, []byte("dent")) {
 		t.Fatalf("export of the anomalous verdicts: %d\n%s", r.StatusCode, body)
 	}
 	pick := []int64{rows[0].ImageID, rows[len(rows)-1].ImageID}
-	r, body = e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/export?format=parquet&image_ids=%d,%d", done.RunID, pick[0], pick[1]), nil)
+	r, body := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/export?format=parquet&image_ids=%d,%d", runID, pick[0], pick[1]), nil)
 	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/vnd.apache.parquet" {
 		t.Fatalf("parquet export: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
 	}
@@ -140,20 +174,25 @@ func TestTestJobResultsQueryAndLabels(t *testing.T) {
 		t.Fatalf("exported rows %+v, want images %v", exported, pick)
 	}
 	for _, bad := range []string{"image_ids=1,x", "min_score=abc", "format=parquet&table=metrics", "format=xml"} {
-		if r, _ := e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/export?"+bad, nil); r.StatusCode != 400 {
+		if r, _ := e.do(t, "GET", "/api/v1/runs/"+runID+"/export?"+bad, nil); r.StatusCode != 400 {
 			t.Errorf("export?%s: %d, want 400", bad, r.StatusCode)
 		}
 	}
-	if r, body := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/map", done.RunID, img), nil); r.StatusCode != 200 || r.Header.Get("X-Map-Scale") == "" || !bytes.HasPrefix(body, []byte("\x89PNG")) {
+	if r, body := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/map", runID, img), nil); r.StatusCode != 200 || r.Header.Get("X-Map-Scale") == "" || !bytes.HasPrefix(body, []byte("\x89PNG")) {
 		t.Fatalf("map: %d", r.StatusCode)
 	}
-	if r, _ := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/source", done.RunID, img), nil); r.StatusCode != 200 {
+	if r, _ := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/images/%d/source", runID, img), nil); r.StatusCode != 200 {
 		t.Fatalf("source: %d", r.StatusCode)
 	}
-	if r, body := e.do(t, "PUT", "/api/v1/runs/"+done.RunID+"/threshold", shared.ThresholdRequest{Value: 0.01, User: "qa"}); r.StatusCode != 200 {
+}
+
+// checkThreshold saves a threshold and checks the listing's outcomes.
+func checkThreshold(t *testing.T, e *env, runID string) {
+	var page shared.ImagePage
+	if r, body := e.do(t, "PUT", "/api/v1/runs/"+runID+"/threshold", shared.ThresholdRequest{Value: 0.01, User: "qa"}); r.StatusCode != 200 {
 		t.Fatalf("threshold: %d %s", r.StatusCode, body)
 	}
-	_, body = e.do(t, "GET", "/api/v1/runs/"+done.RunID+"/images?predicted=0", nil)
+	_, body := e.do(t, "GET", "/api/v1/runs/"+runID+"/images?predicted=0", nil)
 	decode(t, body, &page)
 	if page.Total != 0 {
 		t.Fatalf("after threshold 0.01, %d images predicted normal", page.Total)
