@@ -25,7 +25,7 @@ func newQualityCmd() *cobra.Command {
 		Long: "quality evaluates --checkpoint on the test split of --data and prints, per category and\n" +
 			"their mean: image and pixel AUROC and PRO; PSNR and SSIM of normal images' reconstructions\n" +
 			"against their inputs; defect removal (mean anomaly map inside the defect masks over the mean\n" +
-			"outside); and how much the predicted image changes from the first to the last DDIM step.\n" +
+			"outside); and how much the predicted image changes from the first to the last sampler step.\n" +
 			"With --train DIR it first trains the demo recipe from scratch into DIR (stopping at --budget)\n" +
 			"and measures the model it made. Example on the committed demo model:\n" +
 			"  diad synth --out var/synth128 && diad bench quality --checkpoint backend/model/demo/model.safetensors --data var/synth128",

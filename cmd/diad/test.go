@@ -81,7 +81,7 @@ func newTestCmd() *cobra.Command {
 	addEvalFlags(cmd, &cfg)
 	addDataFlags(cmd, &cfg.Data)
 	cmd.Flags().StringVar(&cfg.Threshold, "threshold", cfg.Threshold, "decision threshold: max-f1, fpr<=x, fnr<=x (on the test labels) or a number; max-f1/category (or fpr<=x/category, ...) also gives each category its own by that policy")
-	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every DDIM step's predicted image")
+	cmd.Flags().BoolVar(&cfg.RecordSteps, "record-steps", false, "also score every sampler step's predicted image")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
 	addShardFlags(cmd, &sf)
 	return cmd

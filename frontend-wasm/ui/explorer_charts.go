@@ -157,7 +157,7 @@ func scheduleHighlight(t *trajectory.Trajectory, i int) (ht int, signal float64,
 // (signal, sqrt(abar_t)) and of the noise (sqrt(1-abar_t)) in z_t over t,
 // the start level, a tick at each step's t and the current step.
 func (a *App) drawSchedule(dst *ebiten.Image, r rect) {
-	inner := panel(dst, a.caption(dst, r, "z_t = signal x clean + noise x random; DDIM walks t down"), "Noise schedule")
+	inner := panel(dst, a.caption(dst, r, "z_t = signal x clean + noise x random; the sampler walks t down"), "Noise schedule")
 	e := a.exp
 	t := e.traj
 	if t == nil || len(t.Signal) < 2 {
