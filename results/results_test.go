@@ -160,7 +160,17 @@ func TestRunFilesOpenInArrow(t *testing.T) {
 	if err != nil || !math.IsNaN(ms[1].Value) || ms[1].Error != "no regions" {
 		t.Fatalf("metrics read back: %+v %v", ms, err)
 	}
-	// Writing a second run leaves the first untouched; the id cannot be reused.
+}
+
+// TestRunsAreWrittenOnceAndApart: writing a second run leaves the first
+// untouched, a run id cannot be reused, no temporary folder is left, and a
+// path-like run id is refused.
+func TestRunsAreWrittenOnceAndApart(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
 	before := filetest.Read(t, filepath.Join(s.Dir(run.Meta.RunID), ImagesFile))
 	run2 := sampleRun(t)
 	run2.Meta.RunID = NewRunID(time.Now())
@@ -244,10 +254,28 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if _, err := s.SetLabels(run.Meta.RunID, []Label{{ImageID: 1, Verdict: "maybe"}}, ActionSet, time.Now()); err == nil {
 		t.Fatal("bad verdict accepted")
 	}
+}
+
+// TestThresholdChangesRelabelTheRun: a new threshold (one for the run, or
+// one per category) re-labels every row's outcome and keeps the analysts'
+// verdicts; one naming an unknown category is refused and changes nothing.
+func TestThresholdChangesRelabelTheRun(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	run := sampleRun(t)
+	if err := s.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	var all []Label
+	for i := range run.Images {
+		all = append(all, Label{ImageID: int64(i), Verdict: VerdictAnomalous, Note: "seen", User: "ana"})
+	}
+	if _, err := s.SetLabels(run.Meta.RunID, all, ActionBulk, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.9, Policy: "manual", SetBy: "ana"}); err != nil {
 		t.Fatal(err)
 	}
-	rows = images(t, s, run.Meta.RunID)
+	rows := images(t, s, run.Meta.RunID)
 	for _, r := range rows {
 		if r.Threshold != 0.9 || (r.Predicted == 1) != (r.Score >= 0.9) || r.AnalystLabel != VerdictAnomalous {
 			t.Fatalf("after threshold change: %+v", r)
@@ -271,7 +299,7 @@ func TestConcurrentLabelsAreAllKept(t *testing.T) {
 	if m := meta(t, s, run.Meta.RunID); m.Threshold.PerCategory["b"] != 0.01 || len(m.Threshold.PerCategory) != 1 {
 		t.Fatalf("meta per-category threshold %+v", m.Threshold)
 	}
-	err = s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.5, PerCategory: map[string]float64{"b": 0.2, "zz": 1}, Policy: "manual"})
+	err := s.SetThreshold(run.Meta.RunID, ThresholdInfo{Value: 0.5, PerCategory: map[string]float64{"b": 0.2, "zz": 1}, Policy: "manual"})
 	if !errors.Is(err, ErrNoCategory) || !strings.Contains(err.Error(), `"zz"`) {
 		t.Fatalf("unknown category: %v", err)
 	}
