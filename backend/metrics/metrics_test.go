@@ -478,15 +478,19 @@ func TestEvaluateTable(t *testing.T) {
 	}
 }
 
-func TestThresholdSelection(t *testing.T) {
+// curveFixture is a curve over 400 random scores with 30% anomalies, its
+// scores and labels, a direct count of the true and false positives at a
+// threshold, and the distinct scores in order.
+func curveFixture(t *testing.T) (c *Curve, scores []float32, labels []bool, count func(float64) (tp, fp int), distinct []float32) {
+	t.Helper()
 	r := rand.New(rand.NewPCG(13, 14))
-	labels := randomLabels(r, 400, 0.3)
-	scores := randomScores(r, 400, 40, labels, 0.7)
+	labels = randomLabels(r, 400, 0.3)
+	scores = randomScores(r, 400, 40, labels, 0.7)
 	c, err := NewCurve(scores, labels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(th float64) (tp, fp int) {
+	count = func(th float64) (tp, fp int) {
 		for i, s := range scores {
 			if float64(s) >= th {
 				if labels[i] {
@@ -498,7 +502,11 @@ func TestThresholdSelection(t *testing.T) {
 		}
 		return
 	}
-	distinct := slices.Compact(slices.Sorted(slices.Values(scores)))
+	return c, scores, labels, count, slices.Compact(slices.Sorted(slices.Values(scores)))
+}
+
+func TestThresholdSelection(t *testing.T) {
+	c, _, _, count, distinct := curveFixture(t)
 	for _, target := range []float64{0, 0.01, 0.05, 0.2, 1} {
 		k, err := c.AtMaxFPR(target)
 		if err != nil {
@@ -534,6 +542,13 @@ func TestThresholdSelection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCurvePointsAndPlots: the max-F1 point agrees with F1max, a fixed
+// threshold counts what lies at or above it, and the ROC and PR curves run
+// monotonically between their endpoints.
+func TestCurvePointsAndPlots(t *testing.T) {
+	c, scores, labels, count, distinct := curveFixture(t)
 	best, err := c.AtMaxF1()
 	if err != nil {
 		t.Fatal(err)
