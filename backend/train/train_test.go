@@ -266,20 +266,31 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	if st, err := readState(filepath.Join(c.OutDir, CheckpointFile)); err != nil || st.Stage != StageDone {
 		t.Fatalf("state after a budget stop: %+v %v", st, err)
 	}
-	// A budget spent in the autoencoder stage leaves a checkpoint to
-	// resume, and no model.
-	c.OutDir, c.AutoencoderSteps, c.StartTCandidates = t.TempDir(), 5, nil
-	sum, err = Run(context.Background(), c, Options{})
-	if err != nil || sum.Stopped != StopMaxDuration || sum.Model != "" || fileExists(filepath.Join(c.OutDir, ModelFile)) {
-		t.Fatalf("a budget spent on the autoencoder: %+v %v", sum, err)
-	}
-	c.AutoencoderSteps = 0
+	budgetSpentEarly(t, c)
+	c.AutoencoderSteps, c.StartTCandidates = 0, nil
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	c.OutDir, c.MaxDuration, c.MaxSteps = t.TempDir(), 0, 5
 	if sum, err := Run(ctx, c, Options{}); err != nil || sum.Stopped != "cancelled" {
 		t.Fatalf("cancelled: %+v %v", sum, err)
 	}
+	badConfigs(t, c, data)
+	claimedFolders(t, c)
+}
+
+// budgetSpentEarly: a budget spent in the autoencoder stage leaves a
+// checkpoint to resume, and no model.
+func budgetSpentEarly(t *testing.T, c Config) {
+	c.OutDir, c.AutoencoderSteps, c.StartTCandidates = t.TempDir(), 5, nil
+	sum, err := Run(context.Background(), c, Options{})
+	if err != nil || sum.Stopped != StopMaxDuration || sum.Model != "" || fileExists(filepath.Join(c.OutDir, ModelFile)) {
+		t.Fatalf("a budget spent on the autoencoder: %+v %v", sum, err)
+	}
+}
+
+// badConfigs: a run without a budget or with missing data is refused, and
+// leaves no folder behind.
+func badConfigs(t *testing.T, c Config, data string) {
 	bad := c
 	bad.MaxSteps, bad.MaxEpochs = 0, 0
 	if _, err := Run(context.Background(), bad, Options{}); err == nil {
@@ -295,8 +306,12 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 	if _, err := os.Stat(bad.OutDir); !os.IsNotExist(err) {
 		t.Fatalf("a failed run left %s behind (%v)", bad.OutDir, err)
 	}
-	// A folder holding a run (here the cancelled one's checkpoint) is
-	// refused without --resume or --force, and left as it was.
+}
+
+// claimedFolders: a folder holding a run (c's, the cancelled one's
+// checkpoint) is refused without --resume or --force, and left as it was;
+// --force removes the old run's files.
+func claimedFolders(t *testing.T, c Config) {
 	before := filetest.Read(t, filepath.Join(c.OutDir, CheckpointFile))
 	if _, err := Run(context.Background(), c, Options{}); err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("a second run over the first: %v", err)
@@ -314,6 +329,12 @@ func TestBudgetsAndBadConfigs(t *testing.T) {
 			t.Fatalf("--force left %s", f)
 		}
 	}
+}
+
+// TestConfigFiles: a config file is read over its base; a misspelt key and
+// an unknown base are errors naming them.
+func TestConfigFiles(t *testing.T) {
+	data := t.TempDir()
 	path := filepath.Join(t.TempDir(), "t.yaml")
 	filetest.Write(t, path, []byte("base: cpu\ndata: {root: "+data+"}\nout_dir: /tmp/x\nmax_steps: 3\npreset: small\n"))
 	if got, err := Load(path); err != nil || got.MaxSteps != 3 || got.Preset != "small" || got.BatchSize != 8 {
