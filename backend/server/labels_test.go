@@ -102,8 +102,13 @@ func TestBulkLabelsUndoAndHistory(t *testing.T) {
 	if r.StatusCode != 200 || err != nil || len(recs) != 10 || recs[0][4] != "action" {
 		t.Fatalf("history export: %d %v %d records", r.StatusCode, err, len(recs))
 	}
-	// Refused, and nothing changes: an unknown image (404), a bad verdict,
-	// an image twice, no labels, an unknown action (400).
+	refusedBulkLabels(t, e, run, put, len(hist))
+}
+
+// refusedBulkLabels: an unknown image (404), a bad verdict, an image twice,
+// no labels, an unknown action or field (400) are refused, and the run's
+// history keeps its entries.
+func refusedBulkLabels(t *testing.T, e *env, run string, put func(req any) (*http.Response, []byte), entries int) {
 	for want, req := range map[int]shared.BulkLabelRequest{
 		404: {Action: "bulk", Labels: []shared.ImageLabel{{ImageID: 0, Verdict: "normal"}, {ImageID: 99, Verdict: "normal"}}},
 	} {
@@ -127,8 +132,8 @@ func TestBulkLabelsUndoAndHistory(t *testing.T) {
 	}
 	var again []shared.LabelChange
 	e.call(t, "GET", "/api/v1/runs/"+run+"/labels/history", nil, &again)
-	if len(again) != len(hist) {
-		t.Fatalf("refused requests changed the history: %d entries, were %d", len(again), len(hist))
+	if len(again) != entries {
+		t.Fatalf("refused requests changed the history: %d entries, were %d", len(again), entries)
 	}
 	if r, _ := e.do(t, "GET", fmt.Sprintf("/api/v1/runs/%s/labels/history", "nope"), nil); r.StatusCode != 404 {
 		t.Fatalf("history of an unknown run: %d", r.StatusCode)

@@ -77,8 +77,14 @@ func TestUploadResourceLimits(t *testing.T) {
 	if err != nil || !bytes.Equal(stored, jb.Bytes()) || up.Format != "jpeg" {
 		t.Fatalf("stored %d bytes (%v), uploaded %d, format %s", len(stored), err, jb.Len(), up.Format)
 	}
-	// One decode at a time and no waiting: of many large uploads at once,
-	// some are turned away with 503 and Retry-After, and none fails otherwise.
+	concurrentUploads(t, e)
+	e.alive(t)
+}
+
+// concurrentUploads: with one decode at a time and no waiting, of many
+// large uploads at once some are turned away with 503 and Retry-After, and
+// none fails otherwise.
+func concurrentUploads(t *testing.T, e *env) {
 	big := image.NewRGBA(image.Rect(0, 0, 1400, 1400))
 	for i := range big.Pix {
 		big.Pix[i] = byte(i * 31 % 251)
@@ -121,7 +127,6 @@ func TestUploadResourceLimits(t *testing.T) {
 	if codes[http.StatusServiceUnavailable] == 0 || codes[http.StatusCreated] == 0 || codes[http.StatusCreated]+codes[http.StatusServiceUnavailable] != 8 || !retryAfter {
 		t.Fatalf("concurrent uploads: status counts %v (Retry-After on every 503: %v)", codes, retryAfter)
 	}
-	e.alive(t)
 }
 
 // Uploads expire by age at start and by total size after each upload,
