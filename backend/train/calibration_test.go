@@ -61,15 +61,20 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 		t.Fatalf("the raw model's calibration %+v %+v differs from the average's %+v %+v", raw.Sampler, raw.Scorer, cfg.Sampler, cfg.Scorer)
 	}
 
-	// Recalibrating the trained model with other candidates changes only
-	// the choice: one calibration event per new pair, the new start level,
-	// the same weights.
+	recalibrateChangesOnlyTheChoice(t, c, sum.Model)
+}
+
+// recalibrateChangesOnlyTheChoice: recalibrating a trained model (trained
+// with c) with other candidates changes only the choice: one calibration
+// event per new pair, the new start level, the same weights; without
+// held-out images it is refused.
+func recalibrateChangesOnlyTheChoice(t *testing.T, c Config, trained string) {
 	re := c
 	re.OutDir = t.TempDir()
 	re.StartTCandidates = []int{250}
 	re.Scorer, re.ScorerCandidates = "", []string{"pixel", "ssim"}
-	msgs = nil
-	rsum, err := Recalibrate(context.Background(), re, sum.Model, Options{OnEvent: func(e Event) {
+	var msgs []string
+	rsum, err := Recalibrate(context.Background(), re, trained, Options{OnEvent: func(e Event) {
 		if e.Kind == "calibration" {
 			msgs = append(msgs, e.Message)
 		}
@@ -87,7 +92,7 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 	if rc.Sampler.StartT != 250 || (rc.Scorer.Kind != "pixel" && rc.Scorer.Kind != "ssim") {
 		t.Fatalf("recalibrated sampler %+v scorer %+v", rc.Sampler, rc.Scorer)
 	}
-	a, b := openPair(t, sum.Model, rsum.Model)
+	a, b := openPair(t, trained, rsum.Model)
 	if len(a.Entries()) != len(b.Entries()) {
 		t.Fatalf("recalibration changed the tensors: %d -> %d", len(a.Entries()), len(b.Entries()))
 	}
@@ -96,7 +101,7 @@ func TestCalibrationChoosesTheStartLevelAndScorer(t *testing.T) {
 	}
 	noVal := re
 	noVal.ValFraction = 0
-	if _, err := Recalibrate(context.Background(), noVal, sum.Model, Options{}); err == nil || !strings.Contains(err.Error(), "held-out") {
+	if _, err := Recalibrate(context.Background(), noVal, trained, Options{}); err == nil || !strings.Contains(err.Error(), "held-out") {
 		t.Fatalf("recalibration without held-out images: %v", err)
 	}
 }
@@ -147,7 +152,22 @@ func TestAnomalyHead(t *testing.T) {
 	}
 	m.Free()
 
-	// A model trained without a head gets one from Recalibrate.
+	headByRecalibration(t, data, head, headTraining)
+	bad := c
+	bad.ScorerCandidates = []string{"seg"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "anomaly head") {
+		t.Errorf("scorer candidate seg: %v", err)
+	}
+	bad = c
+	bad.Head = seghead.Config{}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "no channels") {
+		t.Errorf("head training without a head: %v", err)
+	}
+}
+
+// headByRecalibration: a model trained without a head gets one from
+// Recalibrate, and no other tensor changes.
+func headByRecalibration(t *testing.T, data string, head seghead.Config, headTraining seghead.TrainConfig) {
 	plain := smallConfig(t, data)
 	plain.OutDir = t.TempDir()
 	plain.Scorer = "pixel"
@@ -174,17 +194,6 @@ func TestAnomalyHead(t *testing.T) {
 	}
 	if name := firstDifferentTensor(t, a, b); name != "" {
 		t.Fatalf("training the head changed %s", name)
-	}
-
-	bad := c
-	bad.ScorerCandidates = []string{"seg"}
-	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "anomaly head") {
-		t.Errorf("scorer candidate seg: %v", err)
-	}
-	bad = c
-	bad.Head = seghead.Config{}
-	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "no channels") {
-		t.Errorf("head training without a head: %v", err)
 	}
 }
 
