@@ -32,38 +32,43 @@ func TestPSNR(t *testing.T) {
 	}
 }
 
+// tinyModels saves a tiny model with random weights in its UNet's head, and
+// the same model with the SG network's middle output switched on.
+func tinyModels(t *testing.T, dir string) (ckpt, guided string) {
+	ckpt = filepath.Join(dir, "model.safetensors")
+	guided = filepath.Join(dir, "guided.safetensors")
+	defer torchrt.Pin()()
+	torchrt.ManualSeed(5)
+	m, err := model.New(model.TinyConfig(), gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	// The UNet's zero-initialised head would predict eps = 0 whatever
+	// the guidance: give it weights.
+	torchrt.NoGrad(func() {
+		torchrt.Uniform_(m.Store.Get(model.PrefixUNet+"out.2.weight").Tensor, -0.2, 0.2)
+	})
+	if err := m.Save(ckpt, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The same model with the SG network's middle output switched on.
+	torchrt.NoGrad(func() {
+		torchrt.Uniform_(m.Store.Get(model.PrefixSG+"middle_block_out.0.weight").Tensor, -0.5, 0.5)
+	})
+	if err := m.Save(guided, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ckpt, guided
+}
+
 func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	if _, err := datasets.Synthesize(data, datasets.SynthConfig{Seed: 3, Size: 64, Train: 2, TestGood: 2, PerDefect: 1, Categories: []string{"woven", "disc"}}); err != nil {
 		t.Fatal(err)
 	}
-	ckpt := filepath.Join(dir, "model.safetensors")
-	guided := filepath.Join(dir, "guided.safetensors")
-	func() {
-		defer torchrt.Pin()()
-		torchrt.ManualSeed(5)
-		m, err := model.New(model.TinyConfig(), gotch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Free()
-		// The UNet's zero-initialised head would predict eps = 0 whatever
-		// the guidance: give it weights.
-		torchrt.NoGrad(func() {
-			torchrt.Uniform_(m.Store.Get(model.PrefixUNet+"out.2.weight").Tensor, -0.2, 0.2)
-		})
-		if err := m.Save(ckpt, nil); err != nil {
-			t.Fatal(err)
-		}
-		// The same model with the SG network's middle output switched on.
-		torchrt.NoGrad(func() {
-			torchrt.Uniform_(m.Store.Get(model.PrefixSG+"middle_block_out.0.weight").Tensor, -0.5, 0.5)
-		})
-		if err := m.Save(guided, nil); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	ckpt, guided := tinyModels(t, dir)
 	cfg := evaluate.DefaultConfig()
 	cfg.Checkpoint, cfg.Data = ckpt, datasets.Source{Root: data}
 	cfg.Scorer = "pixel"
