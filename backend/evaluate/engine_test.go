@@ -110,29 +110,31 @@ func TestEngineTrajectoriesInterleaveAndMatchPredict(t *testing.T) {
 	if len(order) != 24 || firstB < 0 || firstB > lastA {
 		t.Fatalf("steps ran as %v: the second trajectory waited for the whole first one", order)
 	}
-	// Predict on the same images and seed gives the same scores.
-	pcfg := PredictConfig{Config: cfg}
-	pcfg.Threshold, pcfg.Seed = "0.5", 7
-	st := 12
-	pcfg.Sampler.Steps = &st
-	for _, c := range []struct {
-		path string
-		out  Outcome
-	}{{a, outA}, {b, outB}} {
-		preds, _, err := Predict(context.Background(), pcfg, []string{c.path})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if preds[0].Score != c.out.Score {
-			t.Fatalf("%s: trajectory score %v, predict %v", c.path, c.out.Score, preds[0].Score)
-		}
-	}
+	samePredictions(t, cfg, map[string]Outcome{a: outA, b: outB})
 	// A trajectory holds no tensors once it returns.
 	torchtest.RequireNoLeak(t, "Trajectory", 0, func() {
 		if _, err := e.Trajectory(context.Background(), TrajectorySpec{Path: a, Sampler: sampler, Seed: 1}, Products{Latents: true, Image: true, Map: true}, func(StepFrame) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	})
+}
+
+// samePredictions: Predict on the same images, seed (7) and steps (12)
+// gives the trajectories' scores.
+func samePredictions(t *testing.T, cfg Config, outcomes map[string]Outcome) {
+	pcfg := PredictConfig{Config: cfg}
+	pcfg.Threshold, pcfg.Seed = "0.5", 7
+	st := 12
+	pcfg.Sampler.Steps = &st
+	for path, out := range outcomes {
+		preds, _, err := Predict(context.Background(), pcfg, []string{path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if preds[0].Score != out.Score {
+			t.Fatalf("%s: trajectory score %v, predict %v", path, out.Score, preds[0].Score)
+		}
+	}
 }
 
 func TestOverlayNamesAreDistinct(t *testing.T) {
