@@ -38,28 +38,8 @@ func TestTextModelGivesTheContext(t *testing.T) {
 	meta := r.Metadata()
 	r.Close()
 
-	text := layers.NewStore(gotch.CPU)
-	defer text.Free()
-	enc := cliptext.New(text.Root().Sub("cond_stage_model").Sub("transformer").Sub("text_model"),
-		cliptext.Config{Vocab: 49408, Width: 64, Layers: 1, Heads: 1, MaxLen: 8, Eps: 1e-5})
-	var want []float64
-	torchrt.NoGrad(func() {
-		ctx, err := enc.Forward(cliptext.EmptyPrompt(8))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = ctx.Float64Values()
-		ctx.MustDrop()
-	})
-	tensors := checkpoint.StoreTensors(m.Store)
-	delete(tensors, ContextName)
-	for name, x := range checkpoint.StoreTensors(text) {
-		tensors[name] = x
-	}
 	refFile := filepath.Join(dir, "reference.safetensors")
-	if err := checkpoint.Save(refFile, tensors, meta); err != nil {
-		t.Fatal(err)
-	}
+	want := saveWithTextModel(t, m, meta, refFile)
 	source := func(path string) string {
 		r, err := checkpoint.Open(path)
 		if err != nil {
@@ -110,4 +90,32 @@ func TestTextModelGivesTheContext(t *testing.T) {
 	if s := source(diadFile); !strings.HasPrefix(s, "stored") {
 		t.Fatalf("a diad file: source %q", s)
 	}
+}
+
+// saveWithTextModel saves m as the reference's checkpoints are, with a
+// (tiny) CLIP text model in place of the stored context, and returns the
+// context that text model gives for the empty prompt.
+func saveWithTextModel(t *testing.T, m *DiAD, meta map[string]string, path string) []float64 {
+	text := layers.NewStore(gotch.CPU)
+	defer text.Free()
+	enc := cliptext.New(text.Root().Sub("cond_stage_model").Sub("transformer").Sub("text_model"),
+		cliptext.Config{Vocab: 49408, Width: 64, Layers: 1, Heads: 1, MaxLen: 8, Eps: 1e-5})
+	var want []float64
+	torchrt.NoGrad(func() {
+		ctx, err := enc.Forward(cliptext.EmptyPrompt(8))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = ctx.Float64Values()
+		ctx.MustDrop()
+	})
+	tensors := checkpoint.StoreTensors(m.Store)
+	delete(tensors, ContextName)
+	for name, x := range checkpoint.StoreTensors(text) {
+		tensors[name] = x
+	}
+	if err := checkpoint.Save(path, tensors, meta); err != nil {
+		t.Fatal(err)
+	}
+	return want
 }
