@@ -88,6 +88,29 @@ func TestShardedTestEqualsOneProcess(t *testing.T) {
 	if out, code := runMain(t, "merge", runID, "--results", sharded); code != 0 || !strings.Contains(out, "from 3 shards") {
 		t.Fatalf("merge: exit %d\n%s", code, out)
 	}
+	sameRuns(t, single, sharded)
+
+	// Bad input: an index out of range, a sharded run without a run id,
+	// and a merge with a shard missing.
+	if out, code := runMain(t, append(shardArgs, "--shard", "3/3", "--run-id", runID)...); code != 1 || !strings.Contains(out, "out of range 0..2") {
+		t.Fatalf("--shard 3/3: exit %d\n%s", code, out)
+	}
+	if out, code := runMainWith(t, []string{"JOB_COMPLETION_INDEX=0"}, append(shardArgs, "--shards", "2")...); code != 1 || !strings.Contains(out, "run id") {
+		t.Fatalf("no run id: exit %d\n%s", code, out)
+	}
+	other, code := runMain(t, "run-id")
+	other = strings.TrimSpace(other)
+	if out, code2 := runMain(t, append(shardArgs, "--shard", "1/2", "--run-id", other)...); code != 0 || code2 != 0 {
+		t.Fatalf("shard 1/2: exit %d\n%s", code2, out)
+	}
+	if out, code := runMain(t, "merge", other, "--results", sharded); code != 1 || !strings.Contains(out, "shard=0000-of-0002 (not written)") {
+		t.Fatalf("merge with a missing shard: exit %d\n%s", code, out)
+	}
+}
+
+// sameRuns: the runs in two results folders (one each) have the same
+// metrics and the same images, scores and verdicts, bit for bit.
+func sameRuns(t *testing.T, single, sharded string) {
 	a, aid := onlyRun(t, single)
 	b, bid := onlyRun(t, sharded)
 	am, err := a.Metrics(aid)
@@ -121,23 +144,6 @@ func TestShardedTestEqualsOneProcess(t *testing.T) {
 		if ai[i].ImageID != bi[i].ImageID || ai[i].Path != bi[i].Path || math.Float64bits(ai[i].Score) != math.Float64bits(bi[i].Score) || ai[i].Predicted != bi[i].Predicted {
 			t.Fatalf("image %d: one process %+v, merged %+v", i, ai[i], bi[i])
 		}
-	}
-
-	// Bad input: an index out of range, a sharded run without a run id,
-	// and a merge with a shard missing.
-	if out, code := runMain(t, append(shardArgs, "--shard", "3/3", "--run-id", runID)...); code != 1 || !strings.Contains(out, "out of range 0..2") {
-		t.Fatalf("--shard 3/3: exit %d\n%s", code, out)
-	}
-	if out, code := runMainWith(t, []string{"JOB_COMPLETION_INDEX=0"}, append(shardArgs, "--shards", "2")...); code != 1 || !strings.Contains(out, "run id") {
-		t.Fatalf("no run id: exit %d\n%s", code, out)
-	}
-	other, code := runMain(t, "run-id")
-	other = strings.TrimSpace(other)
-	if out, code2 := runMain(t, append(shardArgs, "--shard", "1/2", "--run-id", other)...); code != 0 || code2 != 0 {
-		t.Fatalf("shard 1/2: exit %d\n%s", code2, out)
-	}
-	if out, code := runMain(t, "merge", other, "--results", sharded); code != 1 || !strings.Contains(out, "shard=0000-of-0002 (not written)") {
-		t.Fatalf("merge with a missing shard: exit %d\n%s", code, out)
 	}
 }
 
