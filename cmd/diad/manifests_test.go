@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -115,18 +116,7 @@ func TestKubernetesManifests(t *testing.T) {
 		if err := sub.ValidateArgs(sub.Flags().Args()); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		mounted := map[string]bool{}
-		for _, v := range spec.Volumes {
-			if v.PersistentVolumeClaim == nil || claims[v.PersistentVolumeClaim.ClaimName] == nil {
-				t.Errorf("%s: volume %s has no claim in volumes.yaml", name, v.Name)
-			}
-			mounted[v.Name] = true
-		}
-		for _, m := range c.VolumeMounts {
-			if !mounted[m.Name] {
-				t.Errorf("%s: mount %s of no volume", name, m.Name)
-			}
-		}
+		checkVolumes(t, name, spec, c, claims)
 		if j.Spec.CompletionMode == nil || *j.Spec.CompletionMode != batchv1.IndexedCompletion {
 			if sub.Name() != "merge" {
 				t.Errorf("%s: %s job is not Indexed", name, sub.Name())
@@ -134,40 +124,7 @@ func TestKubernetesManifests(t *testing.T) {
 			continue
 		}
 		indexed++
-		if sub.Name() != "test" && sub.Name() != "predict" {
-			t.Errorf("%s: an Indexed Job running %s", name, sub.Name())
-		}
-		if sub.Flags().Changed("shard") || sub.Flags().Changed("no-shard-env") {
-			t.Errorf("%s: the shard must come from the Job's index, not --shard", name)
-		}
-		if _, set := env[shard.EnvK8sIndex]; set {
-			t.Errorf("%s: sets %s itself; Kubernetes sets it", name, shard.EnvK8sIndex)
-		}
-		n := int(*j.Spec.Completions)
-		if env[shard.EnvCount] != strconv.Itoa(n) || j.Spec.Parallelism == nil || *j.Spec.Parallelism > int32(n) {
-			t.Errorf("%s: %s=%q, completions %d, parallelism %v", name, shard.EnvCount, env[shard.EnvCount], n, j.Spec.Parallelism)
-		}
-		if j.Spec.BackoffLimitPerIndex == nil {
-			t.Errorf("%s: no backoffLimitPerIndex: one failing shard would fail the others' retries", name)
-		}
-		// What diad makes of pod 2's environment: shard 2 of N.
-		podEnv := map[string]string{shard.EnvK8sIndex: "2"}
-		for k, v := range env {
-			podEnv[k] = v
-		}
-		s, found, err := shard.FromEnv(func(k string) string { return podEnv[k] }, 0)
-		if err != nil || !found || s != (shard.Spec{Index: 2, Count: n}) {
-			t.Errorf("%s: pod 2 would be shard %v (found %v, %v)", name, s, found, err)
-		}
-		gpu := strings.Contains(name, "gpu")
-		_, hasGPU := c.Resources.Limits["nvidia.com/gpu"]
-		dev, err := sub.Flags().GetString("device")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if gpu != hasGPU || gpu != (dev == "cuda") {
-			t.Errorf("%s: GPU limit %v with --device %s", name, hasGPU, dev)
-		}
+		checkIndexedJob(t, name, j, sub, env, c)
 	}
 	if indexed < 2 || jobs["merge-job.yaml"] == nil {
 		t.Fatalf("want a CPU and a GPU Indexed Job and a merge Job, have %d indexed of %v", indexed, len(jobs))
@@ -176,5 +133,62 @@ func TestKubernetesManifests(t *testing.T) {
 		if id != runIDs[0] {
 			t.Errorf("the jobs name different runs: %v", runIDs)
 		}
+	}
+}
+
+// checkVolumes: every volume of a job has its claim in volumes.yaml, and
+// every mount its volume.
+func checkVolumes(t *testing.T, name string, spec corev1.PodSpec, c corev1.Container, claims map[string]*corev1.PersistentVolumeClaim) {
+	mounted := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.PersistentVolumeClaim == nil || claims[v.PersistentVolumeClaim.ClaimName] == nil {
+			t.Errorf("%s: volume %s has no claim in volumes.yaml", name, v.Name)
+		}
+		mounted[v.Name] = true
+	}
+	for _, m := range c.VolumeMounts {
+		if !mounted[m.Name] {
+			t.Errorf("%s: mount %s of no volume", name, m.Name)
+		}
+	}
+}
+
+// checkIndexedJob: an Indexed Job runs test or predict, takes its shard
+// from the Job's index, counts its shards as its completions, retries per
+// index, and asks for a GPU exactly when it runs on CUDA.
+func checkIndexedJob(t *testing.T, name string, j *batchv1.Job, sub *cobra.Command, env map[string]string, c corev1.Container) {
+	if sub.Name() != "test" && sub.Name() != "predict" {
+		t.Errorf("%s: an Indexed Job running %s", name, sub.Name())
+	}
+	if sub.Flags().Changed("shard") || sub.Flags().Changed("no-shard-env") {
+		t.Errorf("%s: the shard must come from the Job's index, not --shard", name)
+	}
+	if _, set := env[shard.EnvK8sIndex]; set {
+		t.Errorf("%s: sets %s itself; Kubernetes sets it", name, shard.EnvK8sIndex)
+	}
+	n := int(*j.Spec.Completions)
+	if env[shard.EnvCount] != strconv.Itoa(n) || j.Spec.Parallelism == nil || *j.Spec.Parallelism > int32(n) {
+		t.Errorf("%s: %s=%q, completions %d, parallelism %v", name, shard.EnvCount, env[shard.EnvCount], n, j.Spec.Parallelism)
+	}
+	if j.Spec.BackoffLimitPerIndex == nil {
+		t.Errorf("%s: no backoffLimitPerIndex: one failing shard would fail the others' retries", name)
+	}
+	// What diad makes of pod 2's environment: shard 2 of N.
+	podEnv := map[string]string{shard.EnvK8sIndex: "2"}
+	for k, v := range env {
+		podEnv[k] = v
+	}
+	s, found, err := shard.FromEnv(func(k string) string { return podEnv[k] }, 0)
+	if err != nil || !found || s != (shard.Spec{Index: 2, Count: n}) {
+		t.Errorf("%s: pod 2 would be shard %v (found %v, %v)", name, s, found, err)
+	}
+	gpu := strings.Contains(name, "gpu")
+	_, hasGPU := c.Resources.Limits["nvidia.com/gpu"]
+	dev, err := sub.Flags().GetString("device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gpu != hasGPU || gpu != (dev == "cuda") {
+		t.Errorf("%s: GPU limit %v with --device %s", name, hasGPU, dev)
 	}
 }
