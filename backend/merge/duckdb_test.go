@@ -86,6 +86,15 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	if err := q.Err(); err != nil || i != 90 {
 		t.Fatalf("%d rows, %v", i, err)
 	}
+	sameAUROCInSQL(t, db, store, runID, src)
+	if rep.Images != 90 {
+		t.Fatalf("merge report %+v", rep)
+	}
+}
+
+// sameAUROCInSQL: image AUROC per category by the Mann-Whitney U statistic
+// in SQL (ties count half) over src equals the merged run's I-AUROC.
+func sameAUROCInSQL(t *testing.T, db *sql.DB, store results.Store, runID, src string) {
 	// Image AUROC per category by the Mann-Whitney U statistic in SQL
 	// (ties count half), against the merged run's I-AUROC.
 	got, err := store.Metrics(runID)
@@ -119,9 +128,6 @@ func TestDuckDBReadsThePartitionedRun(t *testing.T) {
 	}
 	if err := ar.Err(); err != nil || cats != 3 {
 		t.Fatalf("%d categories, %v", cats, err)
-	}
-	if rep.Images != 90 {
-		t.Fatalf("merge report %+v", rep)
 	}
 }
 
