@@ -498,6 +498,13 @@ func edits(src []byte, pairs ...[2]string) ([]byte, error) {
 // for tensors a caller forgets (diad frees every tensor it makes).
 func patchTensor(src []byte) ([]byte, error) {
 	return edits(src,
+		// Float64Values leaves its float64 copy to the finalizer (the free is
+		// commented out upstream); Int64Values beside it frees its copy.
+		[2]string{`	float64Ts.MustCopyData(vec, numel)
+	// float64Ts.MustDrop()
+`, `	float64Ts.MustCopyData(vec, numel)
+	float64Ts.MustDrop()
+`},
 		[2]string{`
 	ExistingTensors map[string]struct{} = make(map[string]struct{}) // keep track of existing tensors by name
 	ExistingScalars map[string]struct{} = make(map[string]struct{}) // keep track of existing scalar by name
