@@ -97,19 +97,27 @@ func TestMachineShare(t *testing.T) {
 // does) computes at the process's count once it takes the compute lane.
 func TestLockComputeFitsTheThreadItRunsOn(t *testing.T) {
 	defer Pin()()
-	want := Threads()
-	other := want + 1
-	if want > 1 {
-		other = want - 1
-	}
-	setThreads(other) // this thread now counts differently, as a stale one would
-	if threadCount() != other {
-		t.Fatalf("setup: the thread counts %d, want %d", threadCount(), other)
+	machine.Lock()
+	explicit, threads := machine.explicit, machine.threads
+	machine.Unlock()
+	t.Cleanup(func() {
+		machine.Lock()
+		machine.explicit, machine.threads = explicit, threads
+		machine.Unlock()
+	})
+	const want = 2
+	SetThreads(want) // the process's count
+	setThreads(1)    // this thread now counts differently, as a stale one would
+	if threadCount() != 1 {
+		t.Fatalf("setup: the thread counts %d, want 1", threadCount())
 	}
 	unlock := LockCompute()
 	got := threadCount()
 	unlock()
 	if got != want {
 		t.Fatalf("inside the compute lane the thread computes with %d threads, the process with %d", got, want)
+	}
+	if n := Threads(); n != want {
+		t.Fatalf("Threads() = %d, want the process's %d", n, want)
 	}
 }
