@@ -28,6 +28,11 @@ func TestMachineShare(t *testing.T) {
 	machine.self, machine.joinErr, machine.explicit, machine.checked, machine.threads = nil, nil, false, time.Time{}, 0
 	machine.Unlock()
 	before := Threads()
+	// Asking is not computing: a process that only reports its thread
+	// count (diad version, a server's status) takes no share.
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("Threads() joined the machine's share: %d entries in %s (%v)", len(entries), dir, err)
+	}
 	defer func() {
 		setThreads(before)
 		machine.Lock()

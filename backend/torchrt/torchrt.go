@@ -96,11 +96,13 @@ func setThreads(n int) { C.at_set_num_threads(C.int(n)) }
 // this OS thread: OpenMP keeps it per thread.
 func threadCount() int { return int(C.at_get_num_threads()) }
 
-// Threads is the intra-op thread count this process computes with, after
-// sizing this OS thread's team as LockCompute does (a thread that never
-// computed reports libtorch's default otherwise, whatever the process uses).
+// Threads is the intra-op thread count this OS thread computes with, once
+// given the process's count if one was chosen (SetThreads, or the machine's
+// share after the first LockCompute or FitThreads). It does not join the
+// machine's share itself: a process only asking (diad version, a server's
+// status) must not take cores from its neighbours.
 func Threads() int {
-	FitThreads()
+	fitThisThread()
 	return threadCount()
 }
 

@@ -72,6 +72,7 @@ func (tb *torchBench) register(fl *pflag.FlagSet) {
 func (tb *torchBench) run(cmd *cobra.Command) error {
 	defer torchrt.Pin()()
 	if tb.threads <= 0 {
+		torchrt.FitThreads() // the machine's share, as a diad process computing now gets
 		tb.threads = torchrt.Threads()
 	}
 	torchrt.SetThreads(tb.threads)
