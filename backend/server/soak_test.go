@@ -74,6 +74,7 @@ func TestSoak(t *testing.T) {
 	// A fixed thread count: a diad process starting beside this one would
 	// otherwise halve it mid-run, and libtorch's sums then change in their
 	// last digits, which the soak's equal-answer check would take for a bug.
+	torchrt.FitThreads() // the machine's share, as the server would take it
 	torchrt.SetThreads(torchrt.Threads())
 	var runID string
 	e := startEnv(t, func(c *Config) {
