@@ -64,18 +64,7 @@ func TestSoak(t *testing.T) {
 		}
 		n = soakShort
 	}
-	if _, err := os.Stat(demoCheckpoint); err != nil {
-		t.Fatalf("the committed demo model: %v", err)
-	}
-	model, err := filepath.Abs(demoCheckpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A fixed thread count: a diad process starting beside this one would
-	// otherwise halve it mid-run, and libtorch's sums then change in their
-	// last digits, which the soak's equal-answer check would take for a bug.
-	torchrt.FitThreads() // the machine's share, as the server would take it
-	torchrt.SetThreads(torchrt.Threads())
+	model := soakModel(t)
 	var runID string
 	e := startEnv(t, func(c *Config) {
 		c.Checkpoint = model
@@ -136,6 +125,24 @@ func TestSoak(t *testing.T) {
 	if s.complete.Load() == 0 || s.cancelled.Load() == 0 || s.slow.Load() == 0 {
 		t.Errorf("the mix did not happen: %d complete, %d cancelled, %d slow", s.complete.Load(), s.cancelled.Load(), s.slow.Load())
 	}
+}
+
+// soakModel is the committed demo model's absolute path. It also fixes the
+// thread count at the machine's share, as the server would take it: a diad
+// process starting beside this one would otherwise halve it mid-run, and
+// libtorch's sums then change in their last digits, which the soak's
+// equal-answer check would take for a bug.
+func soakModel(t *testing.T) string {
+	if _, err := os.Stat(demoCheckpoint); err != nil {
+		t.Fatalf("the committed demo model: %v", err)
+	}
+	model, err := filepath.Abs(demoCheckpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torchrt.FitThreads()
+	torchrt.SetThreads(torchrt.Threads())
+	return model
 }
 
 // soakRunImages are the images of the run the soak denoises and labels.

@@ -9,11 +9,10 @@ import (
 	"time"
 )
 
-// Processes register in the share folder while they live; a process's
-// thread team follows the count of live processes; an ended process's
-// file is cleaned up.
-func TestMachineShare(t *testing.T) {
-	dir := t.TempDir()
+// freshShare points the share at dir and forgets the process's share state
+// (environment restored when the test ends); it returns the thread count the
+// process had chosen.
+func freshShare(t *testing.T, dir string) (prevThreads int) {
 	t.Setenv(ShareDirEnv, dir)
 	t.Setenv(ShareEnv, "")
 	t.Setenv("OMP_NUM_THREADS", "") // restored when the test ends
@@ -21,12 +20,21 @@ func TestMachineShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	machine.Lock()
-	prev := machine.threads
+	defer machine.Unlock()
+	prevThreads = machine.threads
 	if machine.self != nil {
 		machine.self.Close()
 	}
 	machine.self, machine.joinErr, machine.explicit, machine.checked, machine.threads = nil, nil, false, time.Time{}, 0
-	machine.Unlock()
+	return prevThreads
+}
+
+// Processes register in the share folder while they live; a process's
+// thread team follows the count of live processes; an ended process's
+// file is cleaned up.
+func TestMachineShare(t *testing.T) {
+	dir := t.TempDir()
+	prev := freshShare(t, dir)
 	before := Threads()
 	// Asking is not computing: a process that only reports its thread
 	// count (diad version, a server's status) takes no share.
