@@ -174,7 +174,7 @@ func TestDenoiseRequestChangesTheSamplerFieldByField(t *testing.T) {
 	for want, req := range map[string]shared.DenoiseRequest{
 		"outside [0, 1000)": {UploadID: up.ID, StartT: 1000},
 		"unknown sampler":   {UploadID: up.ID, Sampler: "euler"},
-		"takes none":        {UploadID: up.ID, Sampler: "ddpm", Eta: ptr(0.5)},
+		"takes none":        {UploadID: up.ID, Sampler: "ddpm", Eta: ptrTo(0.5)},
 	} {
 		if _, _, err := denoise(t, ctx, e.base, req, true); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%+v: %v, want an error with %q", req, err, want)

@@ -215,8 +215,6 @@ func pngBytes(t *testing.T, w, h int, c color.Color) []byte {
 	return buf.Bytes()
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
