@@ -71,6 +71,13 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 		return s, ext, nil
 	}
 	var ext *features.Extractor
+	// fail frees the extractor a term before the failing one made.
+	fail := func(err error) (*scoring.Scorer, *features.Extractor, error) {
+		if ext != nil {
+			ext.Free()
+		}
+		return nil, nil, err
+	}
 	var terms []scoring.Term
 	var scales []float64
 	for _, n := range names {
@@ -92,9 +99,14 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 			terms = append(terms, scoring.SSIMTerm{})
 		case scoring.KindSeg:
 			if m.Head == nil {
-				return nil, nil, fmt.Errorf("evaluate: scorer %q needs the model's anomaly head, and this %s model has none (train one: diad train --base demo)", kind, m.Config.Preset)
+				return fail(fmt.Errorf("evaluate: scorer %q needs the model's anomaly head, and this %s model has none (train one: diad train --base demo-head)", kind, m.Config.Preset))
 			}
 			terms = append(terms, scoring.MapTerm{Label: n, F: m.Head.Map})
+		case scoring.KindPatch:
+			if m.Patch == nil || !m.Patch.Built() {
+				return fail(fmt.Errorf("evaluate: scorer %q needs the model's patch memory, and this %s model has none (build one: diad train --recalibrate with a config that has patch_memory)", kind, m.Config.Preset))
+			}
+			terms = append(terms, scoring.MapTerm{Label: n, F: m.Patch.Map})
 		}
 		scale := 1.0
 		if v, ok := m.Config.Scorer.Scales[n]; ok && v > 0 {
@@ -104,10 +116,7 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 	}
 	s, err := scoring.NewTerms(sc, canonical, terms, scales)
 	if err != nil {
-		if ext != nil {
-			ext.Free()
-		}
-		return nil, nil, err
+		return fail(err)
 	}
 	return s, ext, nil
 }

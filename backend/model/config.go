@@ -14,6 +14,7 @@ import (
 
 	"github.com/diad-project/diad/backend/autoencoder"
 	"github.com/diad-project/diad/backend/diffusion"
+	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/backend/unet"
 )
@@ -43,6 +44,9 @@ type Config struct {
 	Scorer ScorerConfig `yaml:"scorer,omitempty"`
 	// Head is the learnt anomaly map's network (seghead; empty: none).
 	Head seghead.Config `yaml:"head,omitempty"`
+	// PatchMemory is the memory of training patches (patchmemory; empty:
+	// none), the weight-free map for photographs.
+	PatchMemory patchmemory.Config `yaml:"patch_memory,omitempty"`
 }
 
 // ScorerConfig names a scorer (scoring.ParseKind) and the scale of each of its
@@ -86,6 +90,12 @@ func (c Config) Validate() error {
 	}
 	if c.Head.Enabled() && c.ImageSize%c.Head.Multiple() != 0 {
 		return fmt.Errorf("model: image size %d is not a multiple of %d, which the anomaly head needs", c.ImageSize, c.Head.Multiple())
+	}
+	if err := c.PatchMemory.Validate(); err != nil {
+		return err
+	}
+	if c.PatchMemory.Enabled() && c.ImageSize%c.PatchMemory.Multiple() != 0 {
+		return fmt.Errorf("model: image size %d is not a multiple of %d, which the patch memory needs", c.ImageSize, c.PatchMemory.Multiple())
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/diad-project/diad/backend/diffusion"
 	"github.com/diad-project/diad/backend/kernelcheck"
 	"github.com/diad-project/diad/backend/layers"
+	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/recompute"
 	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/backend/unet"
@@ -26,7 +27,10 @@ type DiAD struct {
 	UNet   *unet.UNet
 	SG     *unet.SemanticGuided
 	// Head is the learnt anomaly map (nil unless Config.Head asks for one).
-	Head     *seghead.Net
+	Head *seghead.Net
+	// Patch is the memory of training patches (nil unless
+	// Config.PatchMemory asks for one).
+	Patch    *patchmemory.Memory
 	Schedule *diffusion.Schedule
 	// Context is the constant cross-attention context [1, ContextLen, ContextDim].
 	Context *ts.Tensor
@@ -64,7 +68,33 @@ func build(c Config, store *layers.Store) (*DiAD, error) {
 			return nil, err
 		}
 	}
+	if c.PatchMemory.Enabled() {
+		if m.Patch, err = patchmemory.New(subPrefix(root, patchmemory.Prefix), c.PatchMemory); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// AddPatchMemory gives a model without a patch memory an empty one (Build
+// fills it).
+func (m *DiAD) AddPatchMemory(c patchmemory.Config) error {
+	if m.Patch != nil {
+		return fmt.Errorf("model: already has a patch memory")
+	}
+	cfg := m.Config
+	cfg.PatchMemory = c
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return torchrt.Do(func() error {
+		p, err := patchmemory.New(subPrefix(m.Store.Root(), patchmemory.Prefix), c)
+		if err != nil {
+			return err
+		}
+		m.Patch, m.Config = p, cfg
+		return nil
+	})
 }
 
 // AddHead gives a model without an anomaly head a freshly initialised one

@@ -187,6 +187,9 @@ const (
 	// KindSeg is the model's learnt anomaly head (package seghead): the map
 	// for models without ImageNet weights that have one.
 	KindSeg = "seg"
+	// KindPatch is the model's memory of training patches (package
+	// patchmemory): each location's distance to the nearest normal patch.
+	KindPatch = "patch"
 )
 
 // ParseKind splits a scorer kind such as "ae+pixel" into its sorted, unique
@@ -197,9 +200,9 @@ func ParseKind(kind string) ([]string, error) {
 	for _, part := range strings.Split(kind, "+") {
 		part = strings.TrimSpace(part)
 		switch part {
-		case KindResNet, KindAE, KindPixel, KindSSIM, KindSeg:
+		case KindResNet, KindAE, KindPixel, KindSSIM, KindSeg, KindPatch:
 		default:
-			return nil, fmt.Errorf("scoring: unknown term %q in scorer %q (want %s, %s, %s, %s, %s joined by +)", part, kind, KindResNet, KindAE, KindPixel, KindSSIM, KindSeg)
+			return nil, fmt.Errorf("scoring: unknown term %q in scorer %q (want %s, %s, %s, %s, %s, %s joined by +)", part, kind, KindResNet, KindAE, KindPixel, KindSSIM, KindSeg, KindPatch)
 		}
 		if !seen[part] {
 			seen[part] = true

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/diad-project/diad/backend/optim"
+	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/seghead"
 	"github.com/diad-project/diad/datasets"
@@ -126,6 +127,11 @@ type Config struct {
 	// ("seg", alone or with other terms) chosen among after the head trained,
 	// on the same held-out images and at the calibrated start level.
 	HeadScorerCandidates []string `yaml:"head_scorer_candidates"`
+	// PatchMemory, when it has a size, gives the model a memory of training
+	// patches (package patchmemory), built from the training images after
+	// the denoiser and before the calibration, so that scorers with "patch"
+	// can be among the candidates.
+	PatchMemory patchmemory.Config `yaml:"patch_memory"`
 }
 
 // ReferenceConfig is the paper's training (models/diad.yaml, the training
@@ -305,6 +311,12 @@ func (c Config) Validate() error {
 		if headKinds(k) {
 			return fmt.Errorf("train: scorer %q: the anomaly head's map is not calibrated; it becomes the scorer when head_training trains it", k)
 		}
+		if patchKinds(k) && !c.PatchMemory.Enabled() {
+			return fmt.Errorf("train: scorer %q uses the patch memory, and patch_memory has no size", k)
+		}
+	}
+	if err := c.PatchMemory.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
 	}
 	if err := c.Head.Validate(); err != nil {
 		return fmt.Errorf("train: %w", err)

@@ -212,6 +212,9 @@ func (t *trainer) finishStage(ctx context.Context, reason StopReason) (StopReaso
 		// are then the average too, which is all a finished run needs.
 		t.ema.swap()
 	}
+	if err := t.buildPatchMemory(ctx, t.trainSamples); err != nil {
+		return stopNone, err
+	}
 	if err := t.calibrate(ctx); err != nil {
 		return stopNone, err
 	}

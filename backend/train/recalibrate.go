@@ -26,8 +26,8 @@ func Recalibrate(ctx context.Context, cfg Config, modelPath string, opts Options
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
 	}
-	if len(cfg.StartTCandidates) == 0 && cfg.Scorer == "" && len(cfg.ScorerCandidates) == 0 && cfg.HeadTraining.Steps == 0 {
-		return Summary{}, fmt.Errorf("train: recalibrate: the config chooses nothing (no start_t_candidates, scorer, scorer_candidates or head_training)")
+	if len(cfg.StartTCandidates) == 0 && cfg.Scorer == "" && len(cfg.ScorerCandidates) == 0 && cfg.HeadTraining.Steps == 0 && !cfg.PatchMemory.Enabled() {
+		return Summary{}, fmt.Errorf("train: recalibrate: the config chooses nothing (no start_t_candidates, scorer, scorer_candidates, head_training or patch_memory)")
 	}
 	if cfg.ValFraction <= 0 {
 		return Summary{}, fmt.Errorf("train: recalibrate: val_fraction is 0, so there are no held-out images")
@@ -72,6 +72,18 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	}
 	t.st.Stage = StageDone
 	t.log.Info("recalibrate", "model", modelPath, "val_images", len(valSamples))
+	if cfg.PatchMemory.Enabled() {
+		// A model without a memory gets one; a model with one builds it
+		// again (from this config's training images).
+		if t.m.Patch == nil {
+			if err := t.m.AddPatchMemory(cfg.PatchMemory); err != nil {
+				return Summary{}, err
+			}
+		}
+		if err := t.buildPatchMemory(ctx, trainSamples); err != nil {
+			return Summary{}, err
+		}
+	}
 	if err := t.calibrate(ctx); err != nil {
 		return Summary{}, err
 	}

@@ -239,6 +239,9 @@ func (t *trainer) setup() error {
 		if cfg.Head.Enabled() {
 			mcfg.Head = cfg.Head
 		}
+		if cfg.PatchMemory.Enabled() {
+			mcfg.PatchMemory = cfg.PatchMemory
+		}
 		torchrt.ManualSeed(int64(cfg.Seed))
 		if t.m, err = model.New(mcfg, dev); err != nil {
 			return err

@@ -29,7 +29,7 @@ func addEvalFlags(cmd *cobra.Command, c *evaluate.Config) {
 	f.Var(optInt(&c.Sampler.Steps), "steps", "denoising steps (default the model's, 10)")
 	f.Var(optFloat(&c.Sampler.Eta), "eta", "DDIM eta (default the model's, 0)")
 	f.StringVar(&c.ResultsDir, "results", c.ResultsDir, "results folder (one sub-folder per run)")
-	f.StringVar(&c.Scorer, "scorer", c.Scorer, "anomaly map: resnet (the paper's), or terms joined by + among ae, pixel, ssim, resnet\n(default: resnet with --features-weights, else the scorer the checkpoint was calibrated for)")
+	f.StringVar(&c.Scorer, "scorer", c.Scorer, "anomaly map: resnet (the paper's), or terms joined by + among ae, pixel, ssim, resnet, seg (the anomaly head), patch (the patch memory)\n(default: resnet with --features-weights, else the scorer the checkpoint was calibrated for)")
 	f.StringVar(&c.Preset, "preset", c.Preset, "refuse a checkpoint of any other preset (e.g. demo)")
 }
 

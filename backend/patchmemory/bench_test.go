@@ -1,0 +1,48 @@
+package patchmemory
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+// BenchmarkMap is the demo memory's map of one 128 px image, at the demo
+// size and at three times it (the memory's cost grows with its size).
+//
+//	go test ./backend/patchmemory -run NONE -bench Map -benchtime 20x
+func BenchmarkMap(b *testing.B) {
+	for _, size := range []int64{DemoConfig.Size, 3 * DemoConfig.Size} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			c := DemoConfig
+			c.Size = size
+			m, store := newMemory(b, c)
+			defer store.Free()
+			const side = 128
+			pix := stripes(rand.New(rand.NewPCG(1, 1)), 8, side)
+			err := m.Build(func(yield func(*ts.Tensor) error) error {
+				x := ts.MustOfSlice(pix).MustView([]int64{8, 3, side, side}, true)
+				defer x.MustDrop()
+				return yield(x)
+			}, 8, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = torchrt.Do(func() error {
+				x := ts.MustOfSlice(pix[:3*side*side]).MustView([]int64{1, 3, side, side}, true)
+				defer x.MustDrop()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					m.Map(x, x).MustDrop()
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,283 @@
+package patchmemory
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/torchrt"
+)
+
+// Features are the patches of ImageNet-normalised images [B, 3, H, W]:
+// [B, FeatureDims, H/Stride, W/Stride], each location's windows at every
+// scale (reflect-padded at the border), averaged over its Stride x Stride
+// cell. Colours are compared in [0, 1] RGB.
+func (m *Memory) Features(images *ts.Tensor) (*ts.Tensor, error) {
+	s := images.MustSize()
+	if len(s) != 4 || s[1] != 3 {
+		return nil, fmt.Errorf("patchmemory: images must be [B, 3, H, W], got %v", s)
+	}
+	mul := int64(m.cfg.Multiple())
+	if s[2]%mul != 0 || s[3]%mul != 0 {
+		return nil, fmt.Errorf("patchmemory: image %dx%d is not a multiple of %d", s[2], s[3], mul)
+	}
+	grid := []int64{s[2] / m.cfg.Stride, s[3] / m.cfg.Stride}
+	unit := scoring.ToUnit(images)
+	defer unit.MustDrop()
+	r := m.cfg.Patch / 2
+	k := m.cfg.Patch
+	var parts []*ts.Tensor
+	defer func() {
+		for _, p := range parts {
+			p.MustDrop()
+		}
+	}()
+	for _, sc := range m.cfg.Scales {
+		x := unit
+		if sc > 1 {
+			x = unit.MustAvgPool2d([]int64{sc, sc}, []int64{sc, sc}, []int64{0, 0}, false, true, nil, false)
+		}
+		padded := x.MustReflectionPad2d([]int64{r, r, r, r}, x != unit)
+		cols := padded.MustIm2col([]int64{k, k}, []int64{1, 1}, []int64{0, 0}, []int64{1, 1}, true)
+		win := cols.MustView([]int64{s[0], 3 * k * k, s[2] / sc, s[3] / sc}, true)
+		parts = append(parts, win.MustAdaptiveAvgPool2d(grid, true))
+	}
+	return ts.MustCat(parts, 1), nil
+}
+
+// project flattens features [B, D, h, w] to rows [B*h*w, D], centres them
+// and projects them on the principal components: [B*h*w, Dims]. It also
+// returns each row's squared distance to the components' subspace [B*h*w]:
+// what the projection cannot see (a colour normal patches never have) still
+// counts.
+func (m *Memory) project(feats *ts.Tensor) (proj, residual *ts.Tensor) {
+	d := m.cfg.FeatureDims()
+	rows := feats.MustPermute([]int64{0, 2, 3, 1}, false).MustReshape([]int64{-1, d}, true)
+	centred := rows.MustSub(m.mean, true)
+	proj = centred.MustMm(m.basis, false)
+	all := centred.MustMul(centred, true).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
+	kept := proj.MustMul(proj, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
+	residual = all.MustSub(kept, true).MustClampMin(ts.FloatScalar(0), true)
+	kept.MustDrop()
+	return proj, residual
+}
+
+// Built reports whether the memory holds patches (built, or loaded from a
+// model file that has them).
+func (m *Memory) Built() bool {
+	var v []float32
+	torchrt.NoGrad(func() { v = torchrt.Float32s(m.built) })
+	return len(v) == 1 && v[0] == 1
+}
+
+// Map is the anomaly map of ImageNet-normalised images [B, 3, H, W]: each
+// location's Euclidean distance (in the projected space) to its nearest
+// patch in memory, bilinearly upsampled to [B, 1, H, W]. The
+// reconstructions are not needed; the argument makes Map a scoring term.
+func (m *Memory) Map(images, _ *ts.Tensor) *ts.Tensor {
+	out, err := m.mapOf(images)
+	if err != nil {
+		// Terms panic inside the scorer's error boundary (scoring.Score
+		// returns it as an error).
+		panic(err)
+	}
+	return out
+}
+
+func (m *Memory) mapOf(images *ts.Tensor) (*ts.Tensor, error) {
+	if !m.Built() {
+		return nil, fmt.Errorf("patchmemory: the memory is empty (build it: diad train, or diad train --recalibrate)")
+	}
+	var out *ts.Tensor
+	var err error
+	torchrt.NoGrad(func() {
+		var feats *ts.Tensor
+		if feats, err = m.Features(images); err != nil {
+			return
+		}
+		fs := feats.MustSize()
+		q, residual := m.project(feats)
+		feats.MustDrop()
+		d := m.nearest(q, residual)
+		q.MustDrop()
+		residual.MustDrop()
+		grid := d.MustView([]int64{fs[0], 1, fs[2], fs[3]}, true)
+		s := images.MustSize()
+		out = grid.MustUpsampleBilinear2d([]int64{s[2], s[3]}, false, nil, nil, true)
+	})
+	return out, err
+}
+
+// nearest is each row's distance to its nearest bank row, [N], with the
+// row's squared residual (nil: none) added under the root. The search is
+// tiled (QueryChunk x BankChunk) so that a tile of squared distances,
+// |b|^2 - 2 q.b, stays small, and |q|^2 is added after the minimum.
+func (m *Memory) nearest(q, residual *ts.Tensor) *ts.Tensor {
+	n := q.MustSize()[0]
+	size := m.cfg.Size
+	var rows []*ts.Tensor
+	defer func() {
+		for _, r := range rows {
+			r.MustDrop()
+		}
+	}()
+	for i := int64(0); i < n; i += m.cfg.QueryChunk {
+		qn := min(m.cfg.QueryChunk, n-i)
+		qc := q.MustNarrow(0, i, qn, false)
+		q2 := qc.MustMulScalar(ts.FloatScalar(-2), false)
+		var best *ts.Tensor
+		for j := int64(0); j < size; j += m.cfg.BankChunk {
+			bn := min(m.cfg.BankChunk, size-j)
+			bank := m.bank.MustNarrow(0, j, bn, false).MustT(true)
+			norms := m.norms.MustNarrow(0, j, bn, false)
+			d := norms.MustAddmm(q2, bank, true).MustAmin([]int64{1}, false, true)
+			bank.MustDrop()
+			if best == nil {
+				best = d
+			} else {
+				best = best.MustMinimum(d, true)
+				d.MustDrop()
+			}
+		}
+		q2.MustDrop()
+		sq := qc.MustMul(qc, true).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
+		if residual != nil {
+			rn := residual.MustNarrow(0, i, qn, false)
+			sq = sq.MustAdd(rn, true)
+			rn.MustDrop()
+		}
+		rows = append(rows, best.MustAdd(sq, true).MustClampMin(ts.FloatScalar(0), true).MustSqrt(true))
+		sq.MustDrop()
+	}
+	return ts.MustCat(rows, 0)
+}
+
+// Build fills the memory from normal images: batches yields
+// ImageNet-normalised batches [B, 3, H, W] (the caller frees them; an error
+// ends the build), images is how many images it will yield in all. From each
+// image a random share of its locations is pooled (about PoolFactor * Size
+// rows in all); the principal components are fitted on the pool and Size
+// rows of it, drawn at random, become the memory. The same images and seed
+// give the same memory.
+func (m *Memory) Build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
+	if images < 1 {
+		return fmt.Errorf("patchmemory: no images to build the memory from")
+	}
+	return torchrt.Do(func() error {
+		var err error
+		torchrt.NoGrad(func() { err = m.build(batches, images, seed) })
+		return err
+	})
+}
+
+// PoolFactor is how many times Size rows are pooled for the principal
+// components before the memory is drawn from them.
+const PoolFactor = 8
+
+func (m *Memory) build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 0x9a7c4))
+	perImage := (PoolFactor*m.cfg.Size + int64(images) - 1) / int64(images)
+	var pool []*ts.Tensor
+	defer func() {
+		for _, p := range pool {
+			p.MustDrop()
+		}
+	}()
+	err := batches(func(x *ts.Tensor) error {
+		feats, err := m.Features(x)
+		if err != nil {
+			return err
+		}
+		fs := feats.MustSize()
+		d := m.cfg.FeatureDims()
+		rows := feats.MustPermute([]int64{0, 2, 3, 1}, true).MustReshape([]int64{fs[0], fs[2] * fs[3], d}, true)
+		defer rows.MustDrop()
+		locs := fs[2] * fs[3]
+		take := min(perImage, locs)
+		for b := int64(0); b < fs[0]; b++ {
+			idx := sampleIndices(rng, locs, take, x.MustDevice())
+			one := rows.MustSelect(0, b, false)
+			pool = append(pool, one.MustIndexSelect(0, idx, true))
+			idx.MustDrop()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("patchmemory: build: %w", err)
+	}
+	all := ts.MustCat(pool, 0)
+	defer all.MustDrop()
+	return m.fill(all, rng)
+}
+
+// fill fits the principal components on the pooled rows [N, D] and draws the
+// memory from them.
+func (m *Memory) fill(all *ts.Tensor, rng *rand.Rand) error {
+	n := all.MustSize()[0]
+	if n < 2 {
+		return fmt.Errorf("patchmemory: %d patches are too few to build a memory", n)
+	}
+	mean, basis := principal(all, m.cfg.Dims)
+	defer mean.MustDrop()
+	defer basis.MustDrop()
+	torchrt.Copy_(m.mean, mean)
+	torchrt.Copy_(m.basis, basis)
+	idx := sampleIndices(rng, n, m.cfg.Size, all.MustDevice())
+	chosen := all.MustIndexSelect(0, idx, false)
+	idx.MustDrop()
+	chosenRows := chosen.MustView([]int64{m.cfg.Size, m.cfg.FeatureDims(), 1, 1}, true)
+	proj, residual := m.project(chosenRows)
+	chosenRows.MustDrop()
+	residual.MustDrop()
+	norms := proj.MustMul(proj, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
+	torchrt.Copy_(m.bank, proj)
+	torchrt.Copy_(m.norms, norms)
+	proj.MustDrop()
+	norms.MustDrop()
+	one := ts.MustOnes([]int64{1}, gotch.Float, m.built.MustDevice())
+	torchrt.Copy_(m.built, one)
+	one.MustDrop()
+	return nil
+}
+
+// principal returns the rows' mean [D] and the leading dims eigenvectors of
+// their covariance as columns [D, dims], computed in float64 (float32 on
+// the model's device). An eigenvector's sign does not matter: distances
+// are the same either way.
+func principal(rows *ts.Tensor, dims int64) (mean, basis *ts.Tensor) {
+	x := rows.MustTotype(gotch.Double, false)
+	defer x.MustDrop()
+	n := x.MustSize()[0]
+	mu := x.MustMeanDim([]int64{0}, true, gotch.Double, false)
+	xc := x.MustSub(mu, false)
+	cov := xc.MustT(false).MustMm(xc, true).MustDivScalar(ts.FloatScalar(float64(n-1)), true)
+	xc.MustDrop()
+	vals, vecs := cov.MustLinalgEigh("L", true)
+	vals.MustDrop()
+	d := vecs.MustSize()[1]
+	// eigh orders eigenvalues ascending: the last columns lead.
+	top := vecs.MustNarrow(1, d-dims, dims, true).MustFlip([]int64{1}, true)
+	dev := rows.MustDevice()
+	mean = mu.MustView([]int64{-1}, true).MustTotype(gotch.Float, true).MustTo(dev, true)
+	basis = top.MustTotype(gotch.Float, true).MustContiguous(true).MustTo(dev, true)
+	return mean, basis
+}
+
+// sampleIndices draws k indices in [0, n) on device: without replacement
+// when k <= n, else with replacement.
+func sampleIndices(rng *rand.Rand, n, k int64, dev gotch.Device) *ts.Tensor {
+	idx := make([]int64, k)
+	if k <= n {
+		for i, v := range rng.Perm(int(n))[:k] {
+			idx[i] = int64(v)
+		}
+	} else {
+		for i := range idx {
+			idx[i] = rng.Int64N(n)
+		}
+	}
+	return ts.MustOfSlice(idx).MustTo(dev, true)
+}

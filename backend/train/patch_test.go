@@ -1,0 +1,87 @@
+package train
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/sugarme/gotch"
+
+	"github.com/diad-project/diad/backend/model"
+	"github.com/diad-project/diad/backend/patchmemory"
+	"github.com/diad-project/diad/backend/scoring"
+)
+
+var tinyPatchMemory = patchmemory.Config{Stride: 2, Scales: []int64{1, 2}, Patch: 3, Dims: 8, Size: 300, QueryChunk: 64, BankChunk: 128}
+
+// A run with a patch memory builds it before the calibration, which can then
+// choose a scorer with it; the saved model opens with the memory filled.
+// Recalibrating a model that has none gives it one and changes no other
+// tensor.
+func TestPatchMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	data := synthData(t)
+	c := smallConfig(t, data)
+	c.OutDir = t.TempDir()
+	c.StartTCandidates = []int{200}
+	c.PatchMemory = tinyPatchMemory
+	c.ScorerCandidates = []string{"patch", "patch+pixel"}
+	sum, err := Run(context.Background(), c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := model.ReadConfig(sum.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !patchKinds(cfg.Scorer.Kind) || !(cfg.Scorer.Scales[scoring.KindPatch] > 0) || cfg.PatchMemory.Size != tinyPatchMemory.Size {
+		t.Fatalf("scorer %+v memory %+v: want a patch scorer with its scale, the memory's config", cfg.Scorer, cfg.PatchMemory)
+	}
+	m, _, err := model.Open(sum.Model, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := m.Patch != nil && m.Patch.Built()
+	m.Free()
+	if !built {
+		t.Fatal("the saved model opens without a built patch memory")
+	}
+
+	plain := smallConfig(t, data)
+	plain.OutDir = t.TempDir()
+	plain.Scorer = "pixel"
+	psum, err := Run(context.Background(), plain, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := plain
+	re.OutDir = t.TempDir()
+	re.Scorer = ""
+	re.PatchMemory = tinyPatchMemory
+	re.ScorerCandidates = []string{"pixel", "patch"}
+	rsum, err := Recalibrate(context.Background(), re, psum.Model, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := openPair(t, psum.Model, rsum.Model)
+	added := 0
+	for _, e := range b.Entries() {
+		if strings.HasPrefix(e.Name, patchmemory.Prefix) {
+			added++
+		}
+	}
+	if added == 0 || len(b.Entries()) != len(a.Entries())+added {
+		t.Fatalf("recalibrated model has %d tensors (%d of the memory), the original %d", len(b.Entries()), added, len(a.Entries()))
+	}
+	if name := firstDifferentTensor(t, a, b); name != "" {
+		t.Fatalf("building the memory changed %s", name)
+	}
+
+	bad := plain
+	bad.ScorerCandidates = []string{"patch"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "patch_memory") {
+		t.Errorf("scorer candidate patch without a memory: %v", err)
+	}
+}
