@@ -159,8 +159,9 @@ func (m *Memory) nearest(q, residual *ts.Tensor) *ts.Tensor {
 // ImageNet-normalised batches [B, 3, H, W] (the caller frees them; an error
 // ends the build), images is how many images it will yield in all. From each
 // image a random share of its locations is pooled (about PoolFactor * Size
-// rows in all); the principal components are fitted on the pool and Size
-// rows of it, drawn at random, become the memory. The same images and seed
+// rows in all); the principal components are fitted on the pool (at most
+// PCARows of it, drawn at random) and Size rows of it, drawn at random,
+// become the memory. The same images and seed
 // give the same memory.
 func (m *Memory) Build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
 	if images < 1 {
@@ -173,9 +174,17 @@ func (m *Memory) Build(batches func(yield func(*ts.Tensor) error) error, images 
 	})
 }
 
-// PoolFactor is how many times Size rows are pooled for the principal
-// components before the memory is drawn from them.
-const PoolFactor = 8
+// PoolFactor is how many times Size rows are pooled before the memory is
+// drawn from them, and PCARows how many of the pooled rows (at most) the
+// principal components are fitted on: the build's peak memory is the pool
+// (float32) and PCARows rows in float64, whatever the number of images.
+const (
+	PoolFactor = 2
+	PCARows    = 65536
+)
+
+// pcaRows is PCARows (a test lowers it to reach the subsampling path).
+var pcaRows int64 = PCARows
 
 func (m *Memory) build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x9a7c4))
@@ -220,7 +229,14 @@ func (m *Memory) fill(all *ts.Tensor, rng *rand.Rand) error {
 	if n < 2 {
 		return fmt.Errorf("patchmemory: %d patches are too few to build a memory", n)
 	}
-	mean, basis := principal(all, m.cfg.Dims)
+	fit := all
+	if n > pcaRows {
+		idx := sampleIndices(rng, n, pcaRows, all.MustDevice())
+		fit = all.MustIndexSelect(0, idx, false)
+		idx.MustDrop()
+		defer fit.MustDrop()
+	}
+	mean, basis := principal(fit, m.cfg.Dims)
 	defer mean.MustDrop()
 	defer basis.MustDrop()
 	torchrt.Copy_(m.mean, mean)

@@ -43,10 +43,11 @@ type Config struct {
 }
 
 // DemoConfig is the demo recipe's memory: 5x5 windows at full, half and
-// quarter resolution (225 values), 64 components, 10,000 patches (2.6 MB of
-// float32), a location every 4 pixels. Chosen on the photo set: 30,000
-// patches scored the same as 10,000, at three times the cost.
-var DemoConfig = Config{Stride: 4, Scales: []int64{1, 2, 4}, Patch: 5, Dims: 64, Size: 10000, QueryChunk: 512, BankChunk: 4096}
+// quarter resolution (225 values), 64 components, a location every 4
+// pixels, 70,000 patches (18 MB of float32; about 10,000 per category of
+// the photo set, whose held-out check rose from 0.66 / 0.72 image / pixel
+// AUROC with 10,000 in all to 0.72 / 0.77).
+var DemoConfig = Config{Stride: 4, Scales: []int64{1, 2, 4}, Patch: 5, Dims: 64, Size: 70000, QueryChunk: 512, BankChunk: 4096}
 
 // Enabled reports whether the config asks for a memory.
 func (c Config) Enabled() bool { return c.Size > 0 }

@@ -167,10 +167,11 @@ func CPUConfig() Config {
 // DemoConfig trains the demo preset from scratch on a CPU within an hour on
 // two cores (measured; see backend/model/demo/README.md): the autoencoder with L1 + SSIM
 // and unit-variance latents, then the denoiser with warm-up, cosine decay and
-// an EMA of its weights; then the start level and the scorer are chosen on
-// held-out training images with synthetic defects. demoMaxDuration bounds
-// the training on a slower machine (the calibration after it takes about
-// three minutes more).
+// an EMA of its weights; then the patch memory is built from the training
+// images, and the start level and the scorer (with or without the memory's
+// map) are chosen on held-out training images with synthetic defects. demoMaxDuration bounds
+// the training on a slower machine (the memory and the calibration after it
+// take up to six minutes more).
 func DemoConfig() Config {
 	c := CPUConfig()
 	c.Preset = "demo"
@@ -186,7 +187,9 @@ func DemoConfig() Config {
 	c.ValFraction, c.ValEvery, c.CheckpointEvery = 0.1, 500, 250
 	c.MaxSteps, c.MaxDuration = 3600, demoMaxDuration
 	c.StartTCandidates = []int{200, 300, 400, 500, 600, 700, 800}
-	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim"}
+	c.PatchMemory = patchmemory.DemoConfig
+	c.ScorerCandidates = []string{"ae", "ae+pixel", "ae+ssim", "ae+pixel+ssim", "pixel", "ssim", "pixel+ssim",
+		"patch", "patch+pixel", "ae+patch", "patch+ssim"}
 	return c
 }
 
@@ -204,12 +207,14 @@ func DemoHeadConfig() Config {
 }
 
 // The demo recipes' hour on two cores keeps time for the steps after the
-// denoiser: the calibration (3.3 minutes on the photo set), and with the
+// denoiser: the patch memory and the calibration (3.3 minutes on the photo
+// set without the memory; the memory adds its build, half a minute, and its
+// maps to the scorers tried), and with the
 // anomaly head also reconstructing the training images, the head's training
 // (at most seghead.DemoTraining.MaxDuration) and its scorer choice (12
 // minutes in all, measured).
 const (
-	demoAfterDenoiser     = 4 * time.Minute
+	demoAfterDenoiser     = 6 * time.Minute
 	demoHeadAfterDenoiser = 15 * time.Minute
 )
 
