@@ -168,13 +168,7 @@ func TestAnomalyHead(t *testing.T) {
 // headByRecalibration: a model trained without a head gets one from
 // Recalibrate, and no other tensor changes.
 func headByRecalibration(t *testing.T, data string, head seghead.Config, headTraining seghead.TrainConfig) {
-	plain := smallConfig(t, data)
-	plain.OutDir = t.TempDir()
-	plain.Scorer = "pixel"
-	psum, err := Run(context.Background(), plain, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, psum := trainPlain(t, data)
 	re := plain
 	re.OutDir = t.TempDir()
 	re.Head, re.HeadTraining = head, headTraining
@@ -182,18 +176,39 @@ func headByRecalibration(t *testing.T, data string, head seghead.Config, headTra
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := openPair(t, psum.Model, rsum.Model)
-	heads := 0
+	requireOnlyAdded(t, psum.Model, rsum.Model, seghead.Prefix)
+}
+
+// trainPlain trains the small config with the pixel scorer: a model with
+// neither a head nor a patch memory.
+func trainPlain(t *testing.T, data string) (Config, Summary) {
+	t.Helper()
+	plain := smallConfig(t, data)
+	plain.OutDir = t.TempDir()
+	plain.Scorer = "pixel"
+	sum, err := Run(context.Background(), plain, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plain, sum
+}
+
+// requireOnlyAdded fails t unless the model at after holds every tensor of
+// the model at before, unchanged, and some more, all named with prefix.
+func requireOnlyAdded(t *testing.T, before, after, prefix string) {
+	t.Helper()
+	a, b := openPair(t, before, after)
+	added := 0
 	for _, e := range b.Entries() {
-		if strings.HasPrefix(e.Name, seghead.Prefix) {
-			heads++
+		if strings.HasPrefix(e.Name, prefix) {
+			added++
 		}
 	}
-	if heads == 0 || len(b.Entries()) != len(a.Entries())+heads {
-		t.Fatalf("recalibrated model has %d tensors (%d of the head), the original %d", len(b.Entries()), heads, len(a.Entries()))
+	if added == 0 || len(b.Entries()) != len(a.Entries())+added {
+		t.Fatalf("recalibrated model has %d tensors (%d named %s), the original %d", len(b.Entries()), added, prefix, len(a.Entries()))
 	}
 	if name := firstDifferentTensor(t, a, b); name != "" {
-		t.Fatalf("training the head changed %s", name)
+		t.Fatalf("recalibration changed %s", name)
 	}
 }
 

@@ -49,13 +49,7 @@ func TestPatchMemory(t *testing.T) {
 		t.Fatal("the saved model opens without a built patch memory")
 	}
 
-	plain := smallConfig(t, data)
-	plain.OutDir = t.TempDir()
-	plain.Scorer = "pixel"
-	psum, err := Run(context.Background(), plain, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, psum := trainPlain(t, data)
 	re := plain
 	re.OutDir = t.TempDir()
 	re.Scorer = ""
@@ -65,19 +59,7 @@ func TestPatchMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := openPair(t, psum.Model, rsum.Model)
-	added := 0
-	for _, e := range b.Entries() {
-		if strings.HasPrefix(e.Name, patchmemory.Prefix) {
-			added++
-		}
-	}
-	if added == 0 || len(b.Entries()) != len(a.Entries())+added {
-		t.Fatalf("recalibrated model has %d tensors (%d of the memory), the original %d", len(b.Entries()), added, len(a.Entries()))
-	}
-	if name := firstDifferentTensor(t, a, b); name != "" {
-		t.Fatalf("building the memory changed %s", name)
-	}
+	requireOnlyAdded(t, psum.Model, rsum.Model, patchmemory.Prefix)
 
 	bad := plain
 	bad.ScorerCandidates = []string{"patch"}
