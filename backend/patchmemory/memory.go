@@ -66,11 +66,19 @@ func (m *Memory) project(feats *ts.Tensor) (proj, residual *ts.Tensor) {
 }
 
 // Built reports whether the memory holds patches (built, or loaded from a
-// model file that has them).
+// model file that has them). A memory once seen built stays built, so the
+// flag is read from its tensor (a device-to-host copy) only until then.
 func (m *Memory) Built() bool {
+	if m.seenBuilt.Load() {
+		return true
+	}
 	var v []float32
 	torchrt.NoGrad(func() { v = torchrt.Float32s(m.built) })
-	return len(v) == 1 && v[0] == 1
+	ok := len(v) == 1 && v[0] == 1
+	if ok {
+		m.seenBuilt.Store(true)
+	}
+	return ok
 }
 
 // Map is the anomaly map of ImageNet-normalised images [B, 3, H, W]: each

@@ -13,6 +13,7 @@ package patchmemory
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/sugarme/gotch/ts"
 
@@ -131,6 +132,9 @@ type Memory struct {
 	bank  *ts.Tensor
 	norms *ts.Tensor
 	built *ts.Tensor
+	// seenBuilt caches a true Built (Map asks on every call; scorers map
+	// from several goroutines).
+	seenBuilt atomic.Bool
 }
 
 // New creates the memory's buffers under p (which should be Prefix), zero:
