@@ -21,6 +21,7 @@ import (
 
 	"github.com/diad-project/diad/frontend-wasm/api"
 	"github.com/diad-project/diad/frontend-wasm/gallery"
+	"github.com/diad-project/diad/frontend-wasm/monitor"
 	"github.com/diad-project/diad/frontend-wasm/tuning"
 	"github.com/diad-project/diad/shared"
 )
@@ -82,10 +83,17 @@ func (explorerView) Update(a *App, body rect) {
 }
 func (explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawExplorer(dst, body) }
 
-type thresholdView struct{}
+// thresholdView is the threshold tuner: the shown run's scores being tuned
+// (nil until they are loaded), the rate its FPR/FNR presets aim at, and the
+// run's metrics table (nil: none, e.g. a predict run).
+type thresholdView struct {
+	tune    *tuning.Tuner
+	rate    float64
+	metrics []shared.MetricValue
+}
 
-func (thresholdView) Update(a *App, body rect) {
-	if a.tune != nil && !a.editing {
+func (v *thresholdView) Update(a *App, body rect) {
+	if v.tune != nil && !a.editing {
 		d := 0.0
 		if inpututil.IsKeyJustPressed(ebiten.KeyArrowLeft) || inpututil.KeyPressDuration(ebiten.KeyArrowLeft) > 20 {
 			d = -0.005
@@ -94,25 +102,14 @@ func (thresholdView) Update(a *App, body rect) {
 			d = 0.005
 		}
 		if d != 0 {
-			m := a.tune.Shown()
-			a.tune.Drag(m.Fraction(m.Threshold) + d)
+			m := v.tune.Shown()
+			v.tune.Drag(m.Fraction(m.Threshold) + d)
 			a.thresholdChanged()
 		}
 	}
 	a.drawThreshold(nil, body)
 }
-func (thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshold(dst, body) }
-
-type trainingView struct{}
-
-func (trainingView) Update(a *App, body rect) {
-	a.followShownJob()
-	a.drawTraining(nil, body)
-}
-func (trainingView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawTraining(dst, body) }
-
-// views are indexed by the tab constants.
-var views = []view{galleryView{}, explorerView{}, thresholdView{}, trainingView{}}
+func (v *thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshold(dst, body) }
 
 // App is the client's whole state. Only the frame loop (Update/Draw) reads
 // or changes it; goroutines post closures to the inbox.
@@ -140,11 +137,7 @@ type App struct {
 	awakeUntil time.Time
 	busy       bool // something moves: frames flow without waiting
 
-	// The training monitor's loss chart: log scale, smoothing (an index
-	// into smoothings).
-	lossLog    bool
-	lossSmooth int
-	speed      int // the explorer's playback speed: an index into stepTimes (0: the config's)
+	speed int // the explorer's playback speed: an index into stepTimes (0: the config's)
 
 	// The change feed: pollNow asks for the listing at once; labelsPushed
 	// counts images updated from it; feedErr is why it is down.
@@ -189,22 +182,19 @@ type App struct {
 	scrollToSelected bool
 
 	// Server data.
-	runs  []shared.RunInfo
-	runID string
-	run   shared.RunInfo
-	// metrics is the run's metrics table (nil: none, e.g. a predict run).
-	metrics []shared.MetricValue
-	view    *gallery.View
-	tune    *tuning.Tuner
-	rate    float64
-	thumbs  *textureCache
+	runs   []shared.RunInfo
+	runID  string
+	run    shared.RunInfo
+	view   *gallery.View
+	thumbs *textureCache
 
 	exp *explorer
 
-	jobs         map[string]*jobView
-	jobOrder     []string
-	selJob       string
-	selJobPicked bool
+	// views are indexed by the tab constants; training is the training
+	// monitor's (it holds the job board).
+	views    []view
+	tuner    *thresholdView
+	training *trainingView
 
 	// Connection and messages.
 	connected  bool
@@ -266,9 +256,12 @@ func Run() error {
 	}
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
-		rate: cfg.DefaultRate, thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache), jobs: map[string]*jobView{},
+		thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache),
 		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{},
 		repaint: map[string]bool{}, regions: map[string][]rect{}}
+	a.training = &trainingView{board: monitor.NewBoard()}
+	a.tuner = &thresholdView{rate: cfg.DefaultRate}
+	a.views = []view{galleryView{}, explorerView{}, a.tuner, a.training}
 	a.user = pageParam("user")
 	if a.user == "" {
 		a.user = storageGet("diad.user")
@@ -509,10 +502,10 @@ func (a *App) frame(dst *ebiten.Image) {
 	body, bar := rest.cutTop(rest.H-24, 0)
 	body = body.inset(10)
 	if dst == nil {
-		views[tab].Update(a, body)
+		a.views[tab].Update(a, body)
 		a.click = false // nothing under it took it
 	} else {
-		views[tab].Draw(a, dst, body)
+		a.views[tab].Draw(a, dst, body)
 	}
 	a.region(regionStatus, bar)
 	a.drawStatusBar(dst, bar)

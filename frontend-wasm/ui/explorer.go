@@ -353,8 +353,8 @@ func (e *explorer) keys(a *App) {
 // threshold is the one the colours of a category's maps are anchored to:
 // the tuner's (the category's own, where it has one).
 func (a *App) threshold(category string) float64 {
-	if a.tune != nil {
-		return a.tune.Threshold().For(category)
+	if a.tuner.tune != nil {
+		return a.tuner.tune.Threshold().For(category)
 	}
 	return a.run.Threshold.For(category)
 }

@@ -50,14 +50,7 @@ func galleryColumns(a *App) int {
 }
 
 // activeJob is the newest running or queued job, if any.
-func (a *App) activeJob() *shared.Job {
-	for _, id := range a.jobOrder {
-		if j := a.jobs[id]; j != nil && (j.job.State == shared.JobRunning || j.job.State == shared.JobQueued) {
-			return &j.job
-		}
-	}
-	return nil
-}
+func (a *App) activeJob() *shared.Job { return a.training.board.Active() }
 
 func (a *App) drawGallery(dst *ebiten.Image, r rect) {
 	if a.view == nil {

@@ -131,7 +131,7 @@ func (a *App) selectRun(id string) {
 	if id == a.runID && a.view != nil {
 		return
 	}
-	a.runID, a.view, a.tune, a.exp = id, nil, nil, nil
+	a.runID, a.view, a.tuner.tune, a.exp = id, nil, nil, nil
 	a.undo.Drop() // undo belongs to the run it was done on
 	a.thumbs.reset()
 	a.overlays.reset()
@@ -155,13 +155,13 @@ func (a *App) selectRun(id string) {
 				a.runID = ""
 				return
 			}
-			a.run, a.metrics = run, table
+			a.run, a.tuner.metrics = run, table
 			if merr != nil {
-				a.metrics = nil
+				a.tuner.metrics = nil
 			}
 			a.view = gallery.NewView(images, run.Threshold)
 			if m, err := tuning.NewTuner(images, run.Threshold); err == nil {
-				a.tune = m
+				a.tuner.tune = m
 			} else {
 				a.fail(err)
 			}

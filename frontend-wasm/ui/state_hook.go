@@ -17,6 +17,7 @@ import (
 	"github.com/hajimehoshi/ebiten/v2"
 
 	"github.com/diad-project/diad/frontend-wasm/hook"
+	"github.com/diad-project/diad/frontend-wasm/monitor"
 )
 
 func (b *baseline) state() string {
@@ -33,7 +34,7 @@ func (a *App) stateJSON() string {
 		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
 		FPS: ebiten.ActualFPS(), Frames: a.frames, Partials: a.partials, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
-		SelectedJob: a.selJob}
+		SelectedJob: a.training.board.Shown()}
 	if a.scaleMinMax {
 		s.Scale = "minmax"
 	}
@@ -60,7 +61,7 @@ func (a *App) stateJSON() string {
 			}
 		}
 	}
-	s.LossLog, s.LossSmooth = a.lossLog, smoothings[a.lossSmooth]
+	s.LossLog, s.LossSmooth = a.training.lossLog, monitor.Smoothings[a.training.lossSmooth]
 	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
 	s.TrajectoryExport = a.trajectoryExport
@@ -71,7 +72,7 @@ func (a *App) stateJSON() string {
 	runtime.ReadMemStats(&ms)
 	s.GoHeapMB, s.GoSysMB = float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20)
 	s.BulkSaved = a.bulkSaved
-	s.Metrics = len(a.metrics)
+	s.Metrics = len(a.tuner.metrics)
 	if e, ok := a.undo.Last(); ok {
 		s.Undo = e.What
 	}
@@ -79,22 +80,23 @@ func (a *App) stateJSON() string {
 		s.Disabled = append(s.Disabled, name)
 	}
 	sort.Strings(s.Disabled)
-	if a.tune != nil {
-		k := a.tune.Confusion()
-		m := a.tune.Shown()
+	if a.tuner.tune != nil {
+		k := a.tuner.tune.Confusion()
+		m := a.tuner.tune.Shown()
 		s.Threshold, s.Policy = m.Threshold, m.Policy
-		s.PerCategory, s.Scope = a.tune.PerCategory, a.tune.Scope
-		s.CategoryThresholds = a.tune.Threshold().PerCategory
+		s.PerCategory, s.Scope = a.tuner.tune.PerCategory, a.tuner.tune.Scope
+		s.CategoryThresholds = a.tuner.tune.Threshold().PerCategory
 		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
 		s.AUROC, s.AP = nanToZero(m.AUROC), nanToZero(m.AP)
 	}
 	if e := a.exp; e != nil && e.traj != nil {
 		s.Trajectory = a.trajectoryState(e)
 	}
-	for _, id := range a.jobOrder {
-		j := a.jobs[id]
-		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.job.Kind, State: j.job.State, Error: j.job.Error, Step: j.job.Progress.Step, Total: j.job.Progress.Total,
-			LossPoints: len(j.loss), Events: j.events, Series: stagesOf(j.loss)})
+	for _, id := range a.training.board.Order() {
+		j := a.training.board.Job(id)
+		stages, _ := monitor.Series(j.Loss)
+		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.Job.Kind, State: j.Job.State, Error: j.Job.Error, Step: j.Job.Progress.Step, Total: j.Job.Progress.Total,
+			LossPoints: len(j.Loss), Events: j.Events, Series: stages})
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
