@@ -68,20 +68,55 @@ type view interface {
 	Draw(a *App, dst *ebiten.Image, body rect)
 }
 
-type galleryView struct{}
+// galleryView is the gallery: the shown run's images as filtered and
+// selected (nil until they are loaded), their thumbnails and overlays, the
+// grid's scroll, and what the last bulk verdict replaced.
+type galleryView struct {
+	view   *gallery.View
+	thumbs *textureCache
+	// overlay is the overlay mode (overlayOff...), overlays what it is
+	// drawn from.
+	overlay  int
+	overlays *overlayCache
+	scroll   float32
+	// scrollToSelected brings the selected image on screen at the next
+	// layout; lastScroll is when the grid last scrolled (zero once
+	// settled): thumbnails are fetched only for where it comes to rest.
+	scrollToSelected bool
+	lastScroll       time.Time
+	// undo holds what bulk verdicts replaced (z puts it back); bulkSaved
+	// counts the images the last bulk request or undo saved.
+	undo      gallery.Undo
+	bulkSaved int
+}
 
-func (galleryView) Update(a *App, body rect)                  { a.drawGallery(nil, body) }
-func (galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawGallery(dst, body) }
+func (v *galleryView) Update(a *App, body rect)                  { a.drawGallery(nil, body) }
+func (v *galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawGallery(dst, body) }
 
-type explorerView struct{}
+// explorerView is the explorer: the trajectory shown (nil until an image is
+// opened), the requests its feeds serve (the trajectory's and the
+// comparison's), and how its panels are drawn.
+type explorerView struct {
+	exp        *explorer
+	denoiseReq chan shared.DenoiseRequest
+	compareReq chan shared.DenoiseRequest // nil until the first comparison
+	speed      int                        // the playback speed: an index into stepTimes (0: the config's)
+	// scaleMinMax colours maps from their own range instead of the run's
+	// threshold; latentChannels shows each latent channel on its own
+	// (signed scale) instead of the RGB projection; captions shows a line
+	// under each panel saying what it is.
+	scaleMinMax, latentChannels, captions bool
+	// trajectoryExport is the link of the last trajectory export.
+	trajectoryExport string
+}
 
-func (explorerView) Update(a *App, body rect) {
-	if a.exp != nil && !a.editing {
-		a.exp.keys(a)
+func (v *explorerView) Update(a *App, body rect) {
+	if v.exp != nil && !a.editing {
+		v.exp.keys(a)
 	}
 	a.drawExplorer(nil, body)
 }
-func (explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawExplorer(dst, body) }
+func (v *explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawExplorer(dst, body) }
 
 // thresholdView is the threshold tuner: the shown run's scores being tuned
 // (nil until they are loaded), the rate its FPR/FNR presets aim at, and the
@@ -137,8 +172,6 @@ type App struct {
 	awakeUntil time.Time
 	busy       bool // something moves: frames flow without waiting
 
-	speed int // the explorer's playback speed: an index into stepTimes (0: the config's)
-
 	// The change feed: pollNow asks for the listing at once; labelsPushed
 	// counts images updated from it; feedErr is why it is down.
 	pollNow      chan struct{}
@@ -171,62 +204,36 @@ type App struct {
 
 	// Input of the current frame. A click waits until a widget drawn under
 	// it takes it.
-	mx, my           int
-	click            bool
-	clickX, clickY   int
-	actions          []func()
-	widgets          map[string]rect
-	dragging         string
-	dragHigh         bool // the score-range drag holds the upper handle
-	galleryScroll    float32
-	scrollToSelected bool
+	mx, my         int
+	click          bool
+	clickX, clickY int
+	actions        []func()
+	widgets        map[string]rect
+	dragging       string
+	dragHigh       bool // the score-range drag holds the upper handle
 
 	// Server data.
-	runs   []shared.RunInfo
-	runID  string
-	run    shared.RunInfo
-	view   *gallery.View
-	thumbs *textureCache
+	runs  []shared.RunInfo
+	runID string
+	run   shared.RunInfo
 
-	exp *explorer
-
-	// views are indexed by the tab constants; training is the training
-	// monitor's (it holds the job board).
-	views    []view
-	tuner    *thresholdView
-	training *trainingView
+	// views are indexed by the tab constants; each holds its own state.
+	views         []view
+	galleryView   *galleryView
+	explorerView  *explorerView
+	thresholdView *thresholdView
+	trainingView  *trainingView
 
 	// Connection and messages.
 	connected  bool
 	server     string
 	reconnects int
-	denoiseReq chan shared.DenoiseRequest
-	compareReq chan shared.DenoiseRequest // nil until the first comparison
-	// trajectoryExport is the link of the last trajectory export.
-	trajectoryExport string
-	// undo holds what bulk verdicts replaced (z puts it back); bulkSaved
-	// counts the images the last bulk request or undo saved.
-	undo      gallery.Undo
-	bulkSaved int
-	// overlay is the gallery's overlay mode (overlayOff...), overlays
-	// what it is drawn from.
-	overlay  int
-	overlays *overlayCache
-	// lastScroll is when the gallery last scrolled (zero once settled):
-	// thumbnails are fetched only for where it comes to rest.
-	lastScroll time.Time
 	status     string
 	statusErr  bool
 	statusAt   time.Time
 	errors     []string
 	decodes    int
 
-	scaleMinMax bool
-	// latentChannels shows each latent channel on its own (signed scale)
-	// instead of the RGB projection.
-	latentChannels bool
-	// captions shows a line under each explorer panel saying what it is.
-	captions bool
 	// presenter shows the explorer alone, larger, for a projector (p).
 	presenter bool
 	// cssW and cssH are the page's size in CSS pixels (w and h are the
@@ -256,12 +263,14 @@ func Run() error {
 	}
 	cfg := DefaultConfig()
 	a := &App{cfg: cfg, client: api.New(origin(), pageParam("token")), ctx: context.Background(),
-		thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache),
-		denoiseReq: make(chan shared.DenoiseRequest, 1), widgets: map[string]rect{}, disabled: map[string]bool{},
+
+		widgets: map[string]rect{}, disabled: map[string]bool{},
 		repaint: map[string]bool{}, regions: map[string][]rect{}}
-	a.training = &trainingView{board: monitor.NewBoard()}
-	a.tuner = &thresholdView{rate: cfg.DefaultRate}
-	a.views = []view{galleryView{}, explorerView{}, a.tuner, a.training}
+	a.trainingView = &trainingView{board: monitor.NewBoard()}
+	a.galleryView = &galleryView{thumbs: newTextureCache(cfg.ThumbCache), overlays: newOverlayCache(cfg.ThumbCache)}
+	a.thresholdView = &thresholdView{rate: cfg.DefaultRate}
+	a.explorerView = &explorerView{denoiseReq: make(chan shared.DenoiseRequest, 1)}
+	a.views = []view{a.galleryView, a.explorerView, a.thresholdView, a.trainingView}
 	a.user = pageParam("user")
 	if a.user == "" {
 		a.user = storageGet("diad.user")
@@ -364,18 +373,18 @@ func (a *App) Update() error {
 		a.setStatus("uploading the dropped file…")
 		go a.uploadDropped(fsys)
 	}
-	if a.exp != nil && a.exp.traj != nil {
-		if a.exp.advance(dt) {
+	if a.explorerView.exp != nil && a.explorerView.exp.traj != nil {
+		if a.explorerView.exp.advance(dt) {
 			a.repaint[regionLive] = true
 		}
-		a.decodeShown(a.exp)
+		a.decodeShown(a.explorerView.exp)
 	}
 	acted := a.layoutPass(changed, now)
 	a.dirty = a.dirty || changed || acted
 	// Waiting at the end of Update, not the start: the frame after a wake
 	// reads the new input before it could wait again.
 	a.addWork("update", time.Since(updateStart))
-	a.busy = a.dirty || len(a.repaint) > 0 || a.quietNews || a.dragging != "" || !a.lastScroll.IsZero() || (a.exp != nil && a.exp.player != nil && a.exp.player.Playing)
+	a.busy = a.dirty || len(a.repaint) > 0 || a.quietNews || a.dragging != "" || !a.galleryView.lastScroll.IsZero() || (a.explorerView.exp != nil && a.explorerView.exp.player != nil && a.explorerView.exp.player.Playing)
 	a.idleWait(a.busy)
 	return nil
 }
@@ -402,11 +411,11 @@ func (a *App) readPointer() bool {
 		}
 	}
 	if _, wy := ebiten.Wheel(); wy != 0 && a.tab == tabGallery {
-		a.galleryScroll -= float32(wy) * 40
-		a.lastScroll = time.Now()
+		a.galleryView.scroll -= float32(wy) * 40
+		a.galleryView.lastScroll = time.Now()
 		a.repaint[regionGrid] = true
-	} else if !a.lastScroll.IsZero() && time.Since(a.lastScroll) >= scrollSettle {
-		a.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
+	} else if !a.galleryView.lastScroll.IsZero() && time.Since(a.galleryView.lastScroll) >= scrollSettle {
+		a.galleryView.lastScroll = time.Time{} // settled: draw once more, fetching what is on screen
 		a.repaint[regionGrid] = true
 	}
 	return changed
@@ -514,7 +523,7 @@ func (a *App) frame(dst *ebiten.Image) {
 // export downloads the run's image table as the gallery shows it: every
 // image, or with a filter set exactly the visible ones.
 func (a *App) export(format string) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		return
 	}
 	ext := "csv"
@@ -522,17 +531,17 @@ func (a *App) export(format string) {
 		ext = "parquet"
 	}
 	var ids []int64
-	what := fmt.Sprintf("all %d images", len(a.view.Images))
-	if vis := a.view.Visible(); len(vis) < len(a.view.Images) {
+	what := fmt.Sprintf("all %d images", len(a.galleryView.view.Images))
+	if vis := a.galleryView.view.Visible(); len(vis) < len(a.galleryView.view.Images) {
 		ids = make([]int64, len(vis))
 		for i, k := range vis {
-			ids[i] = a.view.Images[k].ImageID
+			ids[i] = a.galleryView.view.Images[k].ImageID
 		}
-		what = fmt.Sprintf("the %d images of this view (of %d)", len(vis), len(a.view.Images))
+		what = fmt.Sprintf("the %d images of this view (of %d)", len(vis), len(a.galleryView.view.Images))
 	}
 	download(a.client.ExportURL(a.runID, format, ids), fmt.Sprintf("%s-images.%s", a.runID, ext))
 	a.setStatus(fmt.Sprintf("exporting %s of run %s as %s", what, a.runID, ext))
-	a.exported = len(a.view.Images)
+	a.exported = len(a.galleryView.view.Images)
 	if ids != nil {
 		a.exported = len(ids)
 	}

@@ -32,7 +32,7 @@ func (a *App) drawTopBar(dst *ebiten.Image, r rect) {
 		rx -= bw
 		ex := ex
 		br := rect{rx, r.Y + 6, bw, r.H - 12}
-		if a.view == nil {
+		if a.galleryView.view == nil {
 			// Nothing to export until a run is loaded: shown, not clickable.
 			a.disabledButton(dst, br, ex.name, ex.label)
 		} else {

@@ -126,7 +126,7 @@ func (e *explorer) startCompare(a *App) {
 
 // onCompareFrame stores a frame of the comparison and decodes its picture.
 func (a *App) onCompareFrame(f shared.Frame, blobs [][]byte) {
-	e := a.exp
+	e := a.explorerView.exp
 	if e == nil || e.cmp == nil || e.cmp.traj == nil {
 		return
 	}
@@ -139,7 +139,7 @@ func (a *App) onCompareFrame(f shared.Frame, blobs [][]byte) {
 		return
 	}
 	traj := c.traj
-	current := func() bool { return a.exp == e && e.cmp == c && c.traj == traj }
+	current := func() bool { return a.explorerView.exp == e && e.cmp == c && c.traj == traj }
 	set := func(key string) func(img *ebiten.Image) {
 		return func(img *ebiten.Image) {
 			if old := c.tex[key]; old != nil {
@@ -183,7 +183,7 @@ func (c *comparison) nearestTex(step int) (*ebiten.Image, int) {
 // and the step map of the explorer's trajectory at the cursor, then the
 // comparison's at the same noise level.
 func (a *App) drawCompareRow(dst *ebiten.Image, r rect, step int) {
-	e := a.exp
+	e := a.explorerView.exp
 	c := e.cmp
 	mode := compareModes[c.mode]
 	cols := r.columns(4, 8)

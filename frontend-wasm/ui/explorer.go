@@ -99,7 +99,7 @@ func (e *explorer) free() {
 // current reports whether results decoded for traj still belong on screen:
 // the explorer is open and has not re-run since.
 func (e *explorer) current(a *App, traj *trajectory.Trajectory) bool {
-	return a.exp == e && e.traj == traj
+	return a.explorerView.exp == e && e.traj == traj
 }
 
 // rawLatent is one step's latent as sent: values in [c, h, w] order.
@@ -197,10 +197,10 @@ var stepTimes = []time.Duration{180 * time.Millisecond, 400 * time.Millisecond, 
 
 // stepTime is the chosen playback speed (the config's until one is picked).
 func (a *App) stepTime() time.Duration {
-	if a.speed == 0 {
+	if a.explorerView.speed == 0 {
 		return a.cfg.StepTime
 	}
-	return stepTimes[a.speed]
+	return stepTimes[a.explorerView.speed]
 }
 
 // nearestTex is the picture key of step, or of the nearest earlier step
@@ -353,14 +353,14 @@ func (e *explorer) keys(a *App) {
 // threshold is the one the colours of a category's maps are anchored to:
 // the tuner's (the category's own, where it has one).
 func (a *App) threshold(category string) float64 {
-	if a.tuner.tune != nil {
-		return a.tuner.tune.Threshold().For(category)
+	if a.thresholdView.tune != nil {
+		return a.thresholdView.tune.Threshold().For(category)
 	}
 	return a.run.Threshold.For(category)
 }
 
 func (a *App) scaleFor(values []float32, category string) visual.Scale {
-	if a.scaleMinMax {
+	if a.explorerView.scaleMinMax {
 		return visual.MinMaxScale(values)
 	}
 	return visual.ThresholdScale(a.threshold(category))
@@ -410,7 +410,7 @@ func stepMapOf(t *trajectory.Trajectory, cache map[int][]float32, i int) ([]floa
 }
 
 func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
-	e := a.exp
+	e := a.explorerView.exp
 	if e == nil {
 		placeholder(dst, r, "select an image in the gallery (Enter or double click), or drop an image file here, to explore its denoising")
 		return

@@ -36,7 +36,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32, category s
 			drawText(dst, s, bar.X+bar.W+4, y, sizeSmall, colDim)
 		}
 	}
-	if a.scaleMinMax {
+	if a.explorerView.scaleMinMax {
 		drawText(dst, "min-max", inner.X, inner.Y, sizeSmall, colDim)
 		label(1, fmtScore(s.Hi), false)
 		label(0, fmtScore(s.Lo), false)
@@ -53,7 +53,7 @@ func (a *App) drawLegend(dst *ebiten.Image, r rect, values []float32, category s
 // drawTimeline: transport buttons, the scrubber with a tick per step, and
 // the score-vs-step chart.
 func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
-	e := a.exp
+	e := a.explorerView.exp
 	left, chart := r.cutLeft(r.W*0.5, 8)
 	inner := panel(dst, left, "Timeline")
 	t, p := e.traj, e.player
@@ -69,14 +69,14 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 	// Playback speed: how long each step stays on screen while playing.
 	speed := fmt.Sprintf("%d ms/step", a.stepTime().Milliseconds())
 	a.button(dst, rect{bx + 160, by, 104, 28}, "speed", speed, false, func() {
-		a.speed = (a.speed + 1) % len(stepTimes)
+		a.explorerView.speed = (a.explorerView.speed + 1) % len(stepTimes)
 		if p != nil {
 			p.StepTime = a.stepTime()
 		}
 	})
 	// Captions under every panel (h), for teaching.
 	caps := "captions"
-	a.button(dst, rect{bx + 268, by, 86, 28}, "captions", caps, a.captions, func() { a.captions = !a.captions })
+	a.button(dst, rect{bx + 268, by, 86, 28}, "captions", caps, a.explorerView.captions, func() { a.explorerView.captions = !a.explorerView.captions })
 	// For slides: the trajectory as an animated GIF or a PNG strip.
 	switch {
 	case bx+468 > inner.X+inner.W: // no room (presenter mode)
@@ -134,7 +134,7 @@ func (a *App) drawTimeline(dst *ebiten.Image, r rect) {
 // caption draws a one-line caption under a panel when captions are on and
 // returns the panel's remaining area.
 func (a *App) caption(dst *ebiten.Image, r rect, text string) rect {
-	if !a.captions {
+	if !a.explorerView.captions {
 		return r
 	}
 	p, c := r.cutTop(r.H-16, 2)
@@ -158,7 +158,7 @@ func scheduleHighlight(t *trajectory.Trajectory, i int) (ht int, signal float64,
 // the start level, a tick at each step's t and the current step.
 func (a *App) drawSchedule(dst *ebiten.Image, r rect) {
 	inner := panel(dst, a.caption(dst, r, "z_t = signal x clean + noise x random; the sampler walks t down"), "Noise schedule")
-	e := a.exp
+	e := a.explorerView.exp
 	t := e.traj
 	if t == nil || len(t.Signal) < 2 {
 		placeholder(dst, inner, "–")
@@ -217,7 +217,7 @@ func stepT(t *trajectory.Trajectory, i int) int {
 // at the same level line up whatever their count.
 func (a *App) drawScoreChart(dst *ebiten.Image, r rect) {
 	inner := panel(dst, r, "Score per step")
-	e := a.exp
+	e := a.explorerView.exp
 	if e.traj == nil || e.traj.Total == 0 {
 		placeholder(dst, inner, "–")
 		return

@@ -33,9 +33,9 @@ type denoiseChannel struct {
 
 // explorerChannel carries the explorer's own trajectories.
 func (a *App) explorerChannel() denoiseChannel {
-	return denoiseChannel{reqs: a.denoiseReq, onFrame: a.onFrame, primary: true, onRefused: func(msg string) {
-		if a.exp != nil && a.exp.traj != nil && !a.exp.traj.Complete() {
-			a.exp.failed = msg
+	return denoiseChannel{reqs: a.explorerView.denoiseReq, onFrame: a.onFrame, primary: true, onRefused: func(msg string) {
+		if a.explorerView.exp != nil && a.explorerView.exp.traj != nil && !a.explorerView.exp.traj.Complete() {
+			a.explorerView.exp.failed = msg
 		}
 	}}
 }
@@ -43,15 +43,15 @@ func (a *App) explorerChannel() denoiseChannel {
 // requestComparison asks for a comparison trajectory on a second websocket,
 // opened on first use (a page that never compares keeps one connection).
 func (a *App) requestComparison(r shared.DenoiseRequest) {
-	if a.compareReq == nil {
-		a.compareReq = make(chan shared.DenoiseRequest, 1)
-		go a.denoiseLoop(denoiseChannel{reqs: a.compareReq, onFrame: a.onCompareFrame, onRefused: func(msg string) {
-			if e := a.exp; e != nil && e.cmp != nil && e.cmp.traj != nil && !e.cmp.traj.Complete() {
+	if a.explorerView.compareReq == nil {
+		a.explorerView.compareReq = make(chan shared.DenoiseRequest, 1)
+		go a.denoiseLoop(denoiseChannel{reqs: a.explorerView.compareReq, onFrame: a.onCompareFrame, onRefused: func(msg string) {
+			if e := a.explorerView.exp; e != nil && e.cmp != nil && e.cmp.traj != nil && !e.cmp.traj.Complete() {
 				e.cmp.failed = msg
 			}
 		}})
 	}
-	replaceRequest(a.compareReq, r)
+	replaceRequest(a.explorerView.compareReq, r)
 }
 
 // denoiseLoop keeps one denoise websocket open, reconnecting with backoff.
@@ -193,7 +193,9 @@ func (a *App) streamRequests(ctx context.Context, d *api.Denoiser, ch denoiseCha
 }
 
 // requestTrajectory asks for a new trajectory (replacing one not yet sent).
-func (a *App) requestTrajectory(r shared.DenoiseRequest) { replaceRequest(a.denoiseReq, r) }
+func (a *App) requestTrajectory(r shared.DenoiseRequest) {
+	replaceRequest(a.explorerView.denoiseReq, r)
+}
 
 // replaceRequest queues r on a channel of capacity one, replacing a request
 // not yet taken. Only the frame loop sends, so the send never blocks.
@@ -209,7 +211,7 @@ func replaceRequest(reqs chan shared.DenoiseRequest, r shared.DenoiseRequest) {
 // its pictures.
 func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 	defer func(start time.Time) { a.addWork("frames", time.Since(start)) }(time.Now())
-	e := a.exp
+	e := a.explorerView.exp
 	if e == nil || e.traj == nil {
 		return
 	}
@@ -251,7 +253,7 @@ func (a *App) onFrame(f shared.Frame, blobs [][]byte) {
 				a.decodes--
 				if err != nil {
 					a.fail(fmt.Errorf("dropped image: %w", err))
-				} else if a.exp == e {
+				} else if a.explorerView.exp == e {
 					e.setInput(img)
 				}
 			})
@@ -334,12 +336,12 @@ func (a *App) openSelected() {
 		return
 	}
 	a.tab = tabExplorer
-	if a.exp != nil && a.exp.image.ImageID == im.ImageID && a.exp.run == a.runID {
+	if a.explorerView.exp != nil && a.explorerView.exp.image.ImageID == im.ImageID && a.explorerView.exp.run == a.runID {
 		return
 	}
 	a.replaceExplorer(im)
 	run, id := a.runID, im.ImageID
-	e := a.exp
+	e := a.explorerView.exp
 	a.decodes++
 	go func() {
 		src, err := a.client.Source(a.ctx, run, id)
@@ -360,12 +362,12 @@ func (a *App) openSelected() {
 				a.fail(fmt.Errorf("open image %d: %w", id, err))
 				return
 			}
-			if a.exp == e {
+			if a.explorerView.exp == e {
 				e.setStored(srcImg, mapImg, m.Offset, m.Scale)
 			}
 		})
 	}()
-	a.exp.rerun(a)
+	a.explorerView.exp.rerun(a)
 }
 
 // uploadDropped sends the first file dropped on the page to the server and
@@ -411,7 +413,7 @@ func (a *App) openUpload(name string, data []byte, up shared.Upload) {
 		img, err := decodeImage(data, 512)
 		a.post(func() {
 			a.decodes--
-			if err == nil && a.exp == e && e.mapW == 0 {
+			if err == nil && a.explorerView.exp == e && e.mapW == 0 {
 				e.setInput(img)
 			}
 		})
@@ -421,19 +423,19 @@ func (a *App) openUpload(name string, data []byte, up shared.Upload) {
 // replaceExplorer frees the explorer's textures and starts a new one for im
 // with the same sampling controls.
 func (a *App) replaceExplorer(im shared.ImageInfo) *explorer {
-	prev := a.exp
+	prev := a.explorerView.exp
 	if prev != nil {
 		prev.free()
 	}
-	a.exp = newExplorer(a, im, prev)
-	return a.exp
+	a.explorerView.exp = newExplorer(a, im, prev)
+	return a.explorerView.exp
 }
 
 // exportTrajectory downloads the explorer's trajectory drawn for slides,
 // with every panel; the server computes it from the same request (the same
 // pictures as the stream).
 func (a *App) exportTrajectory(format string) {
-	e := a.exp
+	e := a.explorerView.exp
 	if e == nil {
 		return
 	}
@@ -448,7 +450,7 @@ func (a *App) exportTrajectory(format string) {
 	if e.upload != "" {
 		name = "trajectory-dropped." + ext
 	}
-	a.trajectoryExport = a.client.TrajectoryURL(x)
-	download(a.trajectoryExport, name)
+	a.explorerView.trajectoryExport = a.client.TrajectoryURL(x)
+	download(a.explorerView.trajectoryExport, name)
 	a.setStatus(fmt.Sprintf("drawing %s's trajectory as %s (%s)…", e.name(), ext, name))
 }

@@ -81,8 +81,8 @@ func (a *App) drawExplorerHeader(dst *ebiten.Image, head rect, e *explorer) {
 		a.button(dst, rect{x, head.Y + 3, cw, 26}, "compare", compareModes[mode].label, mode > 0, func() { e.cycleCompare(a) })
 		x += cw + 8
 	}
-	toggle("scale", 150, [2]string{"colours: threshold", "colours: min-max"}, &a.scaleMinMax)
-	toggle("latentview", 140, [2]string{"latent: RGB", "latent: channels"}, &a.latentChannels)
+	toggle("scale", 150, [2]string{"colours: threshold", "colours: min-max"}, &a.explorerView.scaleMinMax)
+	toggle("latentview", 140, [2]string{"latent: RGB", "latent: channels"}, &a.explorerView.latentChannels)
 }
 
 // drawResultRow draws the input, the reconstruction (the step's prediction
@@ -142,7 +142,7 @@ func (a *App) drawResultRow(dst *ebiten.Image, cols []rect, legend rect, step in
 func (a *App) drawStepRow(dst *ebiten.Image, stepRow, recon rect, step int, e *explorer) {
 	// Step row: z_t, predicted clean latent, predicted image, step map.
 	srow := stepRow.columns(4, 8)
-	if a.latentChannels {
+	if a.explorerView.latentChannels {
 		a.region(regionLatents, srow[0], srow[1])
 	}
 	tLabel := ""
@@ -155,7 +155,7 @@ func (a *App) drawStepRow(dst *ebiten.Image, stepRow, recon rect, step int, e *e
 		{shared.ProductImage, "", "Predicted image", "that prediction decoded to pixels"},
 	}
 	for i, n := range names {
-		channels := n.raw != "" && a.latentChannels
+		channels := n.raw != "" && a.explorerView.latentChannels
 		title := n.title
 		if channels {
 			title += " · channels"
@@ -186,7 +186,7 @@ func (a *App) drawStepRow(dst *ebiten.Image, stepRow, recon rect, step int, e *e
 			placeholder(dst, p, "–")
 		}
 		if n.raw != "" { // a click on a latent panel switches its view (c)
-			a.hit("latent:"+n.key, srow[i], func() { a.latentChannels = !a.latentChannels })
+			a.hit("latent:"+n.key, srow[i], func() { a.explorerView.latentChannels = !a.explorerView.latentChannels })
 		}
 	}
 	p := panel(dst, a.caption(dst, srow[3], "anomaly map of this step's predicted image against the input"), "Step anomaly map")

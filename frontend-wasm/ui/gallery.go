@@ -50,10 +50,10 @@ func galleryColumns(a *App) int {
 }
 
 // activeJob is the newest running or queued job, if any.
-func (a *App) activeJob() *shared.Job { return a.training.board.Active() }
+func (a *App) activeJob() *shared.Job { return a.trainingView.board.Active() }
 
 func (a *App) drawGallery(dst *ebiten.Image, r rect) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		msg := "waiting for a results run (a test job creates one; see Training)"
 		if j := a.activeJob(); j != nil {
 			// Say what is happening where the user looks.
@@ -114,8 +114,8 @@ var outcomeByName = map[string]gallery.Outcome{"TP": gallery.TP, "FP": gallery.F
 
 func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 	in := panel(dst, r, "Filters")
-	v := a.view
-	refresh := func() { v.Refresh(); a.scrollToSelected = true }
+	v := a.galleryView.view
+	refresh := func() { v.Refresh(); a.galleryView.scrollToSelected = true }
 	y := in.Y
 	cats := append([]string{gallery.Any}, v.Categories()...)
 	catLabels := append([]string{"all"}, v.Categories()...)
@@ -134,9 +134,9 @@ func (a *App) drawFilters(dst *ebiten.Image, r rect) {
 	for i := range modes {
 		modes[i] = fmt.Sprint(i)
 	}
-	y = a.chipRow(dst, in.X, y, in.W, "overlay (o)", modes, overlayNames, fmt.Sprint(a.overlay), func(s string) {
+	y = a.chipRow(dst, in.X, y, in.W, "overlay (o)", modes, overlayNames, fmt.Sprint(a.galleryView.overlay), func(s string) {
 		if n, err := strconv.Atoi(s); err == nil {
-			a.overlay = n
+			a.galleryView.overlay = n
 		}
 	})
 	y = a.scoreRangeRow(dst, in.X, y, in.W)
@@ -169,7 +169,7 @@ const (
 // over the run's span, the kept range lit, the threshold as a tick, and two
 // handles to drag (the "scorerange" drag). It returns the y below it.
 func (a *App) scoreRangeRow(dst *ebiten.Image, x, y, w float32) float32 {
-	v := a.view
+	v := a.galleryView.view
 	lo, hi := v.ScoreRange()
 	spanLo, spanHi := v.ScoreSpan()
 	drawText(dst, "score", x, y, sizeSmall, colDim)
@@ -216,7 +216,7 @@ func (a *App) scoreRangeRow(dst *ebiten.Image, x, y, w float32) float32 {
 	if v.Filter.ScoreLimited() {
 		a.button(dst, rect{x, y, 110, 21}, "filter:score:all", "all scores", false, func() {
 			v.SetScoreRange(math.Inf(-1), math.Inf(1))
-			a.scrollToSelected = true
+			a.galleryView.scrollToSelected = true
 		})
 		y += 25
 	}
@@ -233,8 +233,8 @@ func scoreFraction(score, lo, hi float64) float64 {
 
 // startScoreDrag picks the handle nearer the press.
 func (a *App) startScoreDrag(frac float64) {
-	lo, hi := a.view.ScoreRange()
-	spanLo, spanHi := a.view.ScoreSpan()
+	lo, hi := a.galleryView.view.ScoreRange()
+	spanLo, spanHi := a.galleryView.view.ScoreSpan()
 	fl, fh := scoreFraction(lo, spanLo, spanHi), scoreFraction(hi, spanLo, spanHi)
 	a.dragHigh = math.Abs(frac-fh) < math.Abs(frac-fl) || (fl == fh && frac > fh)
 }
@@ -242,7 +242,7 @@ func (a *App) startScoreDrag(frac float64) {
 // dragScore moves the held handle to frac of the span; it stops at the
 // other handle.
 func (a *App) dragScore(frac float64) {
-	v := a.view
+	v := a.galleryView.view
 	lo, hi := v.ScoreRange()
 	spanLo, spanHi := v.ScoreSpan()
 	s := spanLo + min(max(frac, 0), 1)*(spanHi-spanLo)
@@ -251,11 +251,11 @@ func (a *App) dragScore(frac float64) {
 	} else {
 		v.SetScoreRange(min(s, hi), hi)
 	}
-	a.scrollToSelected = true
+	a.galleryView.scrollToSelected = true
 }
 
 func (a *App) drawGrid(dst *ebiten.Image, r rect) {
-	v := a.view
+	v := a.galleryView.view
 	a.mark("grid", r)
 	a.region(regionGrid, r)
 	cols := max(1, int(r.W/thumbCell))
@@ -264,20 +264,20 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	vis := v.Visible()
 	rows := (len(vis) + cols - 1) / cols
 	maxScroll := max(0, float32(rows)*cellH-r.H)
-	if !a.painting && a.scrollToSelected {
+	if !a.painting && a.galleryView.scrollToSelected {
 		if p := v.Position(); p >= 0 {
 			top := float32(p/cols) * cellH
-			if top < a.galleryScroll {
-				a.galleryScroll = top
+			if top < a.galleryView.scroll {
+				a.galleryView.scroll = top
 			}
-			if top+cellH > a.galleryScroll+r.H {
-				a.galleryScroll = top + cellH - r.H
+			if top+cellH > a.galleryView.scroll+r.H {
+				a.galleryView.scroll = top + cellH - r.H
 			}
 		}
-		a.scrollToSelected = false
+		a.galleryView.scrollToSelected = false
 	}
 	if !a.painting {
-		a.galleryScroll = min(max(a.galleryScroll, 0), maxScroll)
+		a.galleryView.scroll = min(max(a.galleryView.scroll, 0), maxScroll)
 	}
 	if len(vis) == 0 {
 		placeholder(dst, r, "no image matches the filters")
@@ -285,14 +285,14 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 	}
 	sel := v.Position()
 	lo, hi := v.RangeSpan()
-	first := int(a.galleryScroll/cellH) * cols
+	first := int(a.galleryView.scroll/cellH) * cols
 	var sub *ebiten.Image
 	if dst != nil {
 		sub = dst.SubImage(r.image()).(*ebiten.Image) // clip cells to the grid
 	}
 	for p := first; p < len(vis); p++ {
 		row, col := p/cols, p%cols
-		y := r.Y + float32(row)*cellH - a.galleryScroll
+		y := r.Y + float32(row)*cellH - a.galleryView.scroll
 		if y > r.Y+r.H {
 			break
 		}
@@ -320,7 +320,7 @@ func (a *App) drawGrid(dst *ebiten.Image, r rect) {
 		track := rect{r.X + r.W - 4, r.Y, 4, r.H}
 		fill(dst, track, colRaised)
 		th := r.H * r.H / (r.H + maxScroll)
-		fill(dst, rect{track.X, r.Y + (r.H-th)*a.galleryScroll/maxScroll, 4, th}, colDim)
+		fill(dst, rect{track.X, r.Y + (r.H-th)*a.galleryView.scroll/maxScroll, 4, th}, colDim)
 	}
 }
 
@@ -363,16 +363,16 @@ func (a *App) drawThumb(dst *ebiten.Image, cell rect, im shared.ImageInfo, o gal
 func (a *App) drawReview(dst *ebiten.Image, r rect) {
 	in := panel(dst, r, "Review")
 	a.mark("review", r)
-	im, ok := a.view.Selected()
+	im, ok := a.galleryView.view.Selected()
 	if !ok {
 		placeholder(dst, in, "no image selected")
 		return
 	}
-	if rng := a.view.Range(); len(rng) > 1 {
+	if rng := a.galleryView.view.Range(); len(rng) > 1 {
 		a.drawBulkReview(dst, in, rng)
 		return
 	}
-	th := a.view.Threshold.For(im.Category)
+	th := a.galleryView.view.Threshold.For(im.Category)
 	o := gallery.Classify(im.GroundTruth, im.Score, th)
 	var picture rect
 	var textArea rect
@@ -487,9 +487,9 @@ func (a *App) drawBulkReview(dst *ebiten.Image, in rect, rng []shared.ImageInfo)
 // drawViewVerdicts offers one verdict for every image the filters show,
 // and undo of the last bulk verdict.
 func (a *App) drawViewVerdicts(dst *ebiten.Image, r rect) {
-	n := len(a.view.Visible())
+	n := len(a.galleryView.view.Visible())
 	drawText(dst, clip(fmt.Sprintf("all %d images of this view:", n), r.W*0.6, sizeSmall), r.X, r.Y+4, sizeSmall, colDim)
-	if _, ok := a.undo.Last(); ok {
+	if _, ok := a.galleryView.undo.Last(); ok {
 		a.button(dst, rect{r.X + r.W*0.6, r.Y, r.W * 0.4, 22}, "undo", "undo (z)", false, a.undoBulk)
 	} else {
 		a.disabledButton(dst, rect{r.X + r.W*0.6, r.Y, r.W * 0.4, 22}, "undo", "undo (z)")

@@ -37,7 +37,7 @@ func (a *App) keys() {
 	case pressed(ebiten.KeyZ):
 		a.undoBulk()
 	case pressed(ebiten.KeyO):
-		a.overlay = (a.overlay + 1) % len(overlayNames)
+		a.galleryView.overlay = (a.galleryView.overlay + 1) % len(overlayNames)
 	case pressed(ebiten.KeyA):
 		a.setVerdict("anomalous")
 	case pressed(ebiten.KeyN):
@@ -49,11 +49,11 @@ func (a *App) keys() {
 	case pressed(ebiten.KeyT):
 		a.startNote()
 	case pressed(ebiten.KeyM):
-		a.scaleMinMax = !a.scaleMinMax
+		a.explorerView.scaleMinMax = !a.explorerView.scaleMinMax
 	case pressed(ebiten.KeyC):
-		a.latentChannels = !a.latentChannels
+		a.explorerView.latentChannels = !a.explorerView.latentChannels
 	case pressed(ebiten.KeyH):
-		a.captions = !a.captions
+		a.explorerView.captions = !a.explorerView.captions
 	case pressed(ebiten.KeyEnter) && a.tab == tabGallery:
 		a.openSelected()
 	case pressed(ebiten.KeyP):
@@ -70,20 +70,20 @@ func (a *App) keys() {
 // move selects the image d places on; extend (shift) grows the range
 // instead of starting over.
 func (a *App) move(d int, extend bool) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		return
 	}
 	if extend {
-		if p := a.view.Position(); p >= 0 {
-			vis := a.view.Visible()
+		if p := a.galleryView.view.Position(); p >= 0 {
+			vis := a.galleryView.view.Visible()
 			q := min(max(p+d, 0), len(vis)-1)
-			a.view.SelectRange(a.view.Images[vis[q]].ImageID)
+			a.galleryView.view.SelectRange(a.galleryView.view.Images[vis[q]].ImageID)
 		}
 	} else {
-		a.view.ClearRange()
-		a.view.Move(d)
+		a.galleryView.view.ClearRange()
+		a.galleryView.view.Move(d)
 	}
-	a.scrollToSelected = true
+	a.galleryView.scrollToSelected = true
 	if a.tab == tabExplorer {
 		a.openSelected()
 	}

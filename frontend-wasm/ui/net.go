@@ -99,17 +99,17 @@ func (a *App) onChange(c shared.Change) {
 			a.reloadThreshold(c.RunID)
 		}
 	case shared.ChangeLabels:
-		if c.RunID != a.runID || a.view == nil || len(c.ImageIDs) == 0 {
+		if c.RunID != a.runID || a.galleryView.view == nil || len(c.ImageIDs) == 0 {
 			return
 		}
 		run := c.RunID
 		go func() {
 			infos, err := a.client.ImagesByID(a.ctx, run, c.ImageIDs)
 			a.post(func() {
-				if err != nil || run != a.runID || a.view == nil {
+				if err != nil || run != a.runID || a.galleryView.view == nil {
 					return // the slow poll of a reload will show it
 				}
-				a.view.ReplaceAll(infos) // one refresh, however many
+				a.galleryView.view.ReplaceAll(infos) // one refresh, however many
 				a.labelsPushed += len(infos)
 			})
 		}()
@@ -128,14 +128,14 @@ func (a *App) showNotices() {
 
 // selectRun loads a run's record and images into the gallery and tuner.
 func (a *App) selectRun(id string) {
-	if id == a.runID && a.view != nil {
+	if id == a.runID && a.galleryView.view != nil {
 		return
 	}
-	a.runID, a.view, a.tuner.tune, a.exp = id, nil, nil, nil
-	a.undo.Drop() // undo belongs to the run it was done on
-	a.thumbs.reset()
-	a.overlays.reset()
-	a.galleryScroll = 0
+	a.runID, a.galleryView.view, a.thresholdView.tune, a.explorerView.exp = id, nil, nil, nil
+	a.galleryView.undo.Drop() // undo belongs to the run it was done on
+	a.galleryView.thumbs.reset()
+	a.galleryView.overlays.reset()
+	a.galleryView.scroll = 0
 	a.setStatus("loading run " + id)
 	go func() {
 		run, err := a.client.Run(a.ctx, id)
@@ -155,13 +155,13 @@ func (a *App) selectRun(id string) {
 				a.runID = ""
 				return
 			}
-			a.run, a.tuner.metrics = run, table
+			a.run, a.thresholdView.metrics = run, table
 			if merr != nil {
-				a.tuner.metrics = nil
+				a.thresholdView.metrics = nil
 			}
-			a.view = gallery.NewView(images, run.Threshold)
+			a.galleryView.view = gallery.NewView(images, run.Threshold)
 			if m, err := tuning.NewTuner(images, run.Threshold); err == nil {
-				a.tuner.tune = m
+				a.thresholdView.tune = m
 			} else {
 				a.fail(err)
 			}
@@ -173,13 +173,13 @@ func (a *App) selectRun(id string) {
 // thumb returns an image's thumbnail, starting its download and decode when
 // it is not there yet (nil meanwhile).
 func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
-	if t, ok := a.thumbs.tex[im.ImageID]; ok {
+	if t, ok := a.galleryView.thumbs.tex[im.ImageID]; ok {
 		return t
 	}
-	if a.painting || a.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes || !a.lastScroll.IsZero() {
+	if a.painting || a.galleryView.thumbs.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes || !a.galleryView.lastScroll.IsZero() {
 		return nil
 	}
-	a.thumbs.loading[im.ImageID] = true
+	a.galleryView.thumbs.loading[im.ImageID] = true
 	a.decodes++
 	run, id, side := a.runID, im.ImageID, a.cfg.ThumbSide
 	go func() {
@@ -196,11 +196,11 @@ func (a *App) thumb(im shared.ImageInfo) *ebiten.Image {
 				return
 			}
 			if err != nil {
-				delete(a.thumbs.loading, id)
+				delete(a.galleryView.thumbs.loading, id)
 				a.fail(fmt.Errorf("image %d: %w", id, err))
 				return
 			}
-			a.thumbs.put(id, img)
+			a.galleryView.thumbs.put(id, img)
 			if sel, ok := a.selected(); ok && sel.ImageID == id {
 				a.dirty = true
 			}

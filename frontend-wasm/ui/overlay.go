@@ -94,8 +94,8 @@ func (c *overlayCache) putTexture(key string, img *image.RGBA) *ebiten.Image {
 // it loads, or with overlays off); fetching and drawing happen in the layout
 // pass, as for thumbnails.
 func (a *App) overlayThumb(im shared.ImageInfo) *ebiten.Image {
-	c := a.overlays
-	if a.overlay == overlayOff {
+	c := a.galleryView.overlays
+	if a.galleryView.overlay == overlayOff {
 		return nil
 	}
 	src, ok := c.src[im.ImageID]
@@ -104,18 +104,18 @@ func (a *App) overlayThumb(im shared.ImageInfo) *ebiten.Image {
 		return nil
 	}
 	s := a.scaleFor(src.vals, im.Category)
-	key := fmt.Sprintf("%d|%d|%g|%g", im.ImageID, a.overlay, s.Lo, s.Hi)
+	key := fmt.Sprintf("%d|%d|%g|%g", im.ImageID, a.galleryView.overlay, s.Lo, s.Hi)
 	if t, ok := c.tex[key]; ok || a.painting {
 		return t
 	}
 	var out *image.RGBA
-	if a.overlay == overlayHeatmap || a.overlay == overlayBoth {
+	if a.galleryView.overlay == overlayHeatmap || a.galleryView.overlay == overlayBoth {
 		out = visual.Overlay(src.img, src.vals, s, overlayAlpha)
 	} else {
 		out = image.NewRGBA(src.img.Bounds())
 		copy(out.Pix, src.img.Pix)
 	}
-	if a.overlay == overlayMask || a.overlay == overlayBoth {
+	if a.galleryView.overlay == overlayMask || a.galleryView.overlay == overlayBoth {
 		visual.MaskOutline(out, src.mask, maskColour)
 	}
 	return c.putTexture(key, out)
@@ -123,8 +123,8 @@ func (a *App) overlayThumb(im shared.ImageInfo) *ebiten.Image {
 
 // fetchOverlay loads an image's map, mask and file in the background.
 func (a *App) fetchOverlay(im shared.ImageInfo) {
-	c := a.overlays
-	if a.painting || c.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes || !a.lastScroll.IsZero() {
+	c := a.galleryView.overlays
+	if a.painting || c.loading[im.ImageID] || a.decodes >= a.cfg.MaxDecodes || !a.galleryView.lastScroll.IsZero() {
 		return
 	}
 	c.loading[im.ImageID] = true

@@ -13,10 +13,10 @@ import (
 // setVerdict writes the analyst verdict (keeping notes) of the selected
 // image, or of every image of the selected range at once.
 func (a *App) setVerdict(v string) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		return
 	}
-	if rng := a.view.Range(); len(rng) > 1 {
+	if rng := a.galleryView.view.Range(); len(rng) > 1 {
 		a.bulkVerdict(rng, v, fmt.Sprintf("%d selected images", len(rng)))
 		return
 	}
@@ -27,13 +27,13 @@ func (a *App) setVerdict(v string) {
 
 // viewVerdict sets a verdict on every image the gallery's filters show.
 func (a *App) viewVerdict(v string) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		return
 	}
-	vis := a.view.Visible()
+	vis := a.galleryView.view.Visible()
 	images := make([]shared.ImageInfo, len(vis))
 	for k, i := range vis {
-		images[k] = a.view.Images[i]
+		images[k] = a.galleryView.view.Images[i]
 	}
 	if len(images) > 0 {
 		a.bulkVerdict(images, v, fmt.Sprintf("all %d images of this view", len(images)))
@@ -58,11 +58,11 @@ func (a *App) bulkVerdict(images []shared.ImageInfo, verdict, what string) {
 				a.fail(fmt.Errorf("save %s: %w", desc, err))
 				return
 			}
-			if run == a.runID && a.view != nil {
-				a.undo.Push(desc, images)
-				a.view.ReplaceAll(infos)
+			if run == a.runID && a.galleryView.view != nil {
+				a.galleryView.undo.Push(desc, images)
+				a.galleryView.view.ReplaceAll(infos)
 			}
-			a.bulkSaved = len(infos)
+			a.galleryView.bulkSaved = len(infos)
 			a.setStatus(fmt.Sprintf("%s, saved by %s (z undoes)", desc, a.user))
 		})
 	}()
@@ -70,7 +70,7 @@ func (a *App) bulkVerdict(images []shared.ImageInfo, verdict, what string) {
 
 // undoBulk puts back the labels the last bulk verdict replaced.
 func (a *App) undoBulk() {
-	req, e, ok := a.undo.Pop(a.user)
+	req, e, ok := a.galleryView.undo.Pop(a.user)
 	if !ok {
 		a.setStatus("nothing to undo")
 		return
@@ -82,15 +82,15 @@ func (a *App) undoBulk() {
 		a.post(func() {
 			if err != nil {
 				if run == a.runID {
-					a.undo.Restore(e) // still undoable
+					a.galleryView.undo.Restore(e) // still undoable
 				}
 				a.fail(fmt.Errorf("undo %s: %w", e.What, err))
 				return
 			}
-			if run == a.runID && a.view != nil {
-				a.view.ReplaceAll(infos)
+			if run == a.runID && a.galleryView.view != nil {
+				a.galleryView.view.ReplaceAll(infos)
 			}
-			a.bulkSaved = len(infos)
+			a.galleryView.bulkSaved = len(infos)
 			a.setStatus(fmt.Sprintf("undone: %s (%d images as before)", e.What, len(infos)))
 		})
 	}()
@@ -98,10 +98,10 @@ func (a *App) undoBulk() {
 
 // selected is the gallery's selected image, if a run is loaded.
 func (a *App) selected() (shared.ImageInfo, bool) {
-	if a.view == nil {
+	if a.galleryView.view == nil {
 		return shared.ImageInfo{}, false
 	}
-	return a.view.Selected()
+	return a.galleryView.view.Selected()
 }
 
 func (a *App) startNote() {
@@ -132,9 +132,9 @@ func (a *App) saveLabel(im shared.ImageInfo, req shared.LabelRequest) {
 				a.fail(fmt.Errorf("save verdict of image %d: %w", im.ImageID, err))
 				return
 			}
-			if run == a.runID && a.view != nil {
-				a.view.Replace(info)
-				a.view.Select(info.ImageID)
+			if run == a.runID && a.galleryView.view != nil {
+				a.galleryView.view.Replace(info)
+				a.galleryView.view.Select(info.ImageID)
 			}
 			v := info.AnalystLabel
 			if v == "" {

@@ -34,13 +34,13 @@ func (a *App) stateJSON() string {
 		Width: a.cssW, Height: a.cssH, DPR: float64(uiScale / presentZoom), Presenter: a.presenter, Tab: tabNames[a.tab], Run: a.runID, Runs: len(a.runs), Selected: -1,
 		Editing: a.editing, Note: string(a.note), Scale: "threshold", Status: a.status, Errors: a.errors,
 		FPS: ebiten.ActualFPS(), Frames: a.frames, Partials: a.partials, Pending: a.decodes, WorkMS: a.workMS(), Widgets: map[string]hook.Rect{}, Saved: a.run.Threshold.Policy, SavedPerCategory: len(a.run.Threshold.PerCategory),
-		SelectedJob: a.training.board.Shown()}
-	if a.scaleMinMax {
+		SelectedJob: a.trainingView.board.Shown()}
+	if a.explorerView.scaleMinMax {
 		s.Scale = "minmax"
 	}
-	s.Captions = a.captions
+	s.Captions = a.explorerView.captions
 	s.Latent = "rgb"
-	if a.latentChannels {
+	if a.explorerView.latentChannels {
 		s.Latent = "channels"
 	}
 	if a.statusErr {
@@ -49,51 +49,51 @@ func (a *App) stateJSON() string {
 	for k, r := range a.widgets {
 		s.Widgets[k] = r.hook()
 	}
-	if a.view != nil {
-		s.Images, s.Visible, s.Columns = len(a.view.Images), len(a.view.Visible()), galleryColumns(a)
-		s.ScoreFilter = hook.ScoreFilter{Limited: a.view.Filter.ScoreLimited()}
-		s.ScoreFilter.Min, s.ScoreFilter.Max = a.view.ScoreRange()
-		if im, ok := a.view.Selected(); ok {
+	if a.galleryView.view != nil {
+		s.Images, s.Visible, s.Columns = len(a.galleryView.view.Images), len(a.galleryView.view.Visible()), galleryColumns(a)
+		s.ScoreFilter = hook.ScoreFilter{Limited: a.galleryView.view.Filter.ScoreLimited()}
+		s.ScoreFilter.Min, s.ScoreFilter.Max = a.galleryView.view.ScoreRange()
+		if im, ok := a.galleryView.view.Selected(); ok {
 			s.Selected, s.Verdict = im.ImageID, im.AnalystLabel
-			s.Range = len(a.view.Range())
+			s.Range = len(a.galleryView.view.Range())
 			if !a.editing {
 				s.Note = im.AnalystNote
 			}
 		}
 	}
-	s.LossLog, s.LossSmooth = a.training.lossLog, monitor.Smoothings[a.training.lossSmooth]
+	s.LossLog, s.LossSmooth = a.trainingView.lossLog, monitor.Smoothings[a.trainingView.lossSmooth]
 	s.StepMillis = a.stepTime().Milliseconds()
 	s.Exported, s.LabelsPushed, s.FeedError = a.exported, a.labelsPushed, a.feedErr
-	s.TrajectoryExport = a.trajectoryExport
-	s.Thumbs, s.ThumbsLoading, s.ThumbCache = len(a.thumbs.tex), len(a.thumbs.loading), a.thumbs.limit
-	s.GalleryScroll = float64(a.galleryScroll)
-	s.Overlay, s.Overlays, s.OverlayMasks = overlayNames[a.overlay], len(a.overlays.tex), a.overlays.masks
+	s.TrajectoryExport = a.explorerView.trajectoryExport
+	s.Thumbs, s.ThumbsLoading, s.ThumbCache = len(a.galleryView.thumbs.tex), len(a.galleryView.thumbs.loading), a.galleryView.thumbs.limit
+	s.GalleryScroll = float64(a.galleryView.scroll)
+	s.Overlay, s.Overlays, s.OverlayMasks = overlayNames[a.galleryView.overlay], len(a.galleryView.overlays.tex), a.galleryView.overlays.masks
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.GoHeapMB, s.GoSysMB = float64(ms.HeapInuse)/(1<<20), float64(ms.Sys)/(1<<20)
-	s.BulkSaved = a.bulkSaved
-	s.Metrics = len(a.tuner.metrics)
-	if e, ok := a.undo.Last(); ok {
+	s.BulkSaved = a.galleryView.bulkSaved
+	s.Metrics = len(a.thresholdView.metrics)
+	if e, ok := a.galleryView.undo.Last(); ok {
 		s.Undo = e.What
 	}
 	for name := range a.disabled {
 		s.Disabled = append(s.Disabled, name)
 	}
 	sort.Strings(s.Disabled)
-	if a.tuner.tune != nil {
-		k := a.tuner.tune.Confusion()
-		m := a.tuner.tune.Shown()
+	if a.thresholdView.tune != nil {
+		k := a.thresholdView.tune.Confusion()
+		m := a.thresholdView.tune.Shown()
 		s.Threshold, s.Policy = m.Threshold, m.Policy
-		s.PerCategory, s.Scope = a.tuner.tune.PerCategory, a.tuner.tune.Scope
-		s.CategoryThresholds = a.tuner.tune.Threshold().PerCategory
+		s.PerCategory, s.Scope = a.thresholdView.tune.PerCategory, a.thresholdView.tune.Scope
+		s.CategoryThresholds = a.thresholdView.tune.Threshold().PerCategory
 		s.Confusion = hook.Confusion{TP: k.TP, FP: k.FP, TN: k.TN, FN: k.FN, F1: nanToZero(k.F1)}
 		s.AUROC, s.AP = nanToZero(m.AUROC), nanToZero(m.AP)
 	}
-	if e := a.exp; e != nil && e.traj != nil {
+	if e := a.explorerView.exp; e != nil && e.traj != nil {
 		s.Trajectory = a.trajectoryState(e)
 	}
-	for _, id := range a.training.board.Order() {
-		j := a.training.board.Job(id)
+	for _, id := range a.trainingView.board.Order() {
+		j := a.trainingView.board.Job(id)
 		stages, _ := monitor.Series(j.Loss)
 		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.Job.Kind, State: j.Job.State, Error: j.Job.Error, Step: j.Job.Progress.Step, Total: j.Job.Progress.Total,
 			LossPoints: len(j.Loss), Events: j.Events, Series: stages})

@@ -21,11 +21,11 @@ import (
 const rateStep, rateMax = 0.01, 0.5
 
 func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
-	if a.tuner.tune == nil {
+	if a.thresholdView.tune == nil {
 		placeholder(dst, r, "no run with scored images yet")
 		return
 	}
-	tu := a.tuner.tune
+	tu := a.thresholdView.tune
 	m := tu.Shown()
 	left, right := r.cutLeft(r.W*0.62, 10)
 	histR, curves := left.cutTop(left.H*0.5, 10)
@@ -47,7 +47,7 @@ func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
 // drawOperatingPoint draws the operating point's panel: scope, threshold,
 // confusion matrix, rates, presets and saving.
 func (a *App) drawOperatingPoint(dst *ebiten.Image, r rect) {
-	tu := a.tuner.tune
+	tu := a.thresholdView.tune
 	m := tu.Shown()
 	in := panel(dst, r, "Operating point")
 	k := tu.Confusion()
@@ -76,7 +76,7 @@ func (a *App) drawOperatingPoint(dst *ebiten.Image, r rect) {
 	bw := (in.W - 8) / 3
 	apply := func(preset string) func() {
 		return func() {
-			if err := tu.Apply(preset, a.tuner.rate); err != nil {
+			if err := tu.Apply(preset, a.thresholdView.rate); err != nil {
 				a.fail(err)
 				return
 			}
@@ -84,12 +84,12 @@ func (a *App) drawOperatingPoint(dst *ebiten.Image, r rect) {
 		}
 	}
 	a.button(dst, rect{in.X, y, bw, 26}, "preset:max-f1", "max F1", m.Policy == tuning.MaxF1, apply(tuning.MaxF1))
-	a.button(dst, rect{in.X + bw + 4, y, bw, 26}, "preset:fpr", "FPR ≤ "+pct(a.tuner.rate), m.Policy == tuning.FPRPolicy(a.tuner.rate), apply("fpr"))
-	a.button(dst, rect{in.X + 2*(bw+4), y, bw, 26}, "preset:fnr", "FNR ≤ "+pct(a.tuner.rate), m.Policy == tuning.FNRPolicy(a.tuner.rate), apply("fnr"))
+	a.button(dst, rect{in.X + bw + 4, y, bw, 26}, "preset:fpr", "FPR ≤ "+pct(a.thresholdView.rate), m.Policy == tuning.FPRPolicy(a.thresholdView.rate), apply("fpr"))
+	a.button(dst, rect{in.X + 2*(bw+4), y, bw, 26}, "preset:fnr", "FNR ≤ "+pct(a.thresholdView.rate), m.Policy == tuning.FNRPolicy(a.thresholdView.rate), apply("fnr"))
 	y += 32
-	drawText(dst, "x = "+pct(a.tuner.rate), in.X, y+5, sizeSmall, colDim)
-	a.button(dst, rect{in.X + 70, y, 28, 24}, "rate:-", "−", false, func() { a.tuner.rate = math.Max(0, math.Round((a.tuner.rate-rateStep)*100)/100) })
-	a.button(dst, rect{in.X + 102, y, 28, 24}, "rate:+", "+", false, func() { a.tuner.rate = math.Min(rateMax, math.Round((a.tuner.rate+rateStep)*100)/100) })
+	drawText(dst, "x = "+pct(a.thresholdView.rate), in.X, y+5, sizeSmall, colDim)
+	a.button(dst, rect{in.X + 70, y, 28, 24}, "rate:-", "−", false, func() { a.thresholdView.rate = math.Max(0, math.Round((a.thresholdView.rate-rateStep)*100)/100) })
+	a.button(dst, rect{in.X + 102, y, 28, 24}, "rate:+", "+", false, func() { a.thresholdView.rate = math.Min(rateMax, math.Round((a.thresholdView.rate+rateStep)*100)/100) })
 	y += 36
 	a.button(dst, rect{in.X, y, in.W, 30}, "save-threshold", "Save threshold with the run", false, a.saveThreshold)
 	y += 38
@@ -142,7 +142,7 @@ func (a *App) drawConfusion(dst *ebiten.Image, in rect, y float32, k metrics.Con
 // category choosing which one the charts show and the line moves; it
 // returns the y below them.
 func (a *App) drawScopeRow(dst *ebiten.Image, in rect) float32 {
-	tu := a.tuner.tune
+	tu := a.thresholdView.tune
 	y := in.Y
 	if len(tu.Categories) < 2 {
 		return y
@@ -188,7 +188,7 @@ func pct(v float64) string {
 }
 
 func (a *App) drawHistogram(dst *ebiten.Image, r rect) {
-	tu := a.tuner.tune
+	tu := a.thresholdView.tune
 	m := tu.Shown()
 	nn, na := m.Counts()
 	title := fmt.Sprintf("Scores: %d normal, %d anomalous", nn, na)
@@ -303,13 +303,13 @@ var (
 func (a *App) drawMetricsTable(dst *ebiten.Image, r rect) {
 	in := panel(dst, r, "Run metrics (%)")
 	a.mark("metrics", in)
-	if len(a.tuner.metrics) == 0 {
+	if len(a.thresholdView.metrics) == 0 {
 		placeholder(dst, in, "no metrics table (a predict run, or none stored)")
 		return
 	}
 	values := map[string]map[string]*float64{}
 	var cats []string
-	for _, v := range a.tuner.metrics {
+	for _, v := range a.thresholdView.metrics {
 		if values[v.Category] == nil {
 			values[v.Category] = map[string]*float64{}
 			if v.Category != "mean" {
@@ -361,7 +361,7 @@ func (a *App) startDrag() {
 	for name, tab := range map[string]int{"histogram": tabThreshold, "scrubber": tabExplorer, "scorerange": tabGallery} {
 		if r, ok := a.widgets[name]; ok && a.tab == tab && r.contains(a.clickX, a.clickY) {
 			if name == "scorerange" {
-				if a.view == nil {
+				if a.galleryView.view == nil {
 					continue
 				}
 				a.startScoreDrag(float64((float32(a.clickX) - r.X) / r.W))
@@ -380,16 +380,16 @@ func (a *App) drag() {
 	frac := float64((float32(a.mx) - r.X) / r.W)
 	switch a.dragging {
 	case "histogram":
-		if a.tuner.tune != nil && a.tuner.tune.Draggable() {
-			a.tuner.tune.Drag(frac)
+		if a.thresholdView.tune != nil && a.thresholdView.tune.Draggable() {
+			a.thresholdView.tune.Drag(frac)
 			a.thresholdChanged()
 		}
 	case "scorerange":
-		if a.view != nil {
+		if a.galleryView.view != nil {
 			a.dragScore(frac)
 		}
 	case "scrubber":
-		if e := a.exp; e != nil && e.traj != nil && e.traj.Total > 0 {
+		if e := a.explorerView.exp; e != nil && e.traj != nil && e.traj.Total > 0 {
 			e.player.Seek(e.traj, int(frac*float64(e.traj.Total)))
 		}
 	}
@@ -406,21 +406,21 @@ func (a *App) reloadThreshold(run string) {
 	go func() {
 		info, err := a.client.Run(a.ctx, run)
 		a.post(func() {
-			if err != nil || run != a.runID || a.tuner.tune == nil || a.view == nil {
+			if err != nil || run != a.runID || a.thresholdView.tune == nil || a.galleryView.view == nil {
 				return // the next selection of the run shows it
 			}
-			unsaved := !sameThreshold(a.tuner.tune.Threshold(), a.run.Threshold)
+			unsaved := !sameThreshold(a.thresholdView.tune.Threshold(), a.run.Threshold)
 			a.run = info
-			if unsaved || sameThreshold(a.tuner.tune.Threshold(), info.Threshold) {
+			if unsaved || sameThreshold(a.thresholdView.tune.Threshold(), info.Threshold) {
 				return
 			}
-			tu, err := tuning.NewTuner(a.view.Images, info.Threshold)
+			tu, err := tuning.NewTuner(a.galleryView.view.Images, info.Threshold)
 			if err != nil {
 				a.fail(err)
 				return
 			}
-			tu.Scope = a.tuner.tune.Scope
-			a.tuner.tune = tu
+			tu.Scope = a.thresholdView.tune.Scope
+			a.thresholdView.tune = tu
 			a.thresholdChanged()
 			a.setStatus(fmt.Sprintf("threshold of run %s set to %s (%s) by %s", run, thresholdLabel(info.Threshold, gallery.Any), info.Threshold.Policy, info.Threshold.SetBy))
 		})
@@ -434,17 +434,17 @@ func sameThreshold(x, y shared.RunThreshold) bool {
 
 // thresholdChanged spreads a new threshold from the tuner to the gallery.
 func (a *App) thresholdChanged() {
-	if a.view != nil && a.tuner.tune != nil {
-		a.view.Threshold = a.tuner.tune.Threshold()
-		a.view.Refresh()
+	if a.galleryView.view != nil && a.thresholdView.tune != nil {
+		a.galleryView.view.Threshold = a.thresholdView.tune.Threshold()
+		a.galleryView.view.Refresh()
 	}
 }
 
 func (a *App) saveThreshold() {
-	if a.tuner.tune == nil {
+	if a.thresholdView.tune == nil {
 		return
 	}
-	th := a.tuner.tune.Threshold()
+	th := a.thresholdView.tune.Threshold()
 	run, req := a.runID, shared.ThresholdRequest{Value: th.Value, PerCategory: th.PerCategory, Policy: th.Policy, User: a.user}
 	go func() {
 		info, err := a.client.SetThreshold(a.ctx, run, req)

@@ -246,18 +246,18 @@ func (v *trainingView) drawLossPanel(dst *ebiten.Image, r rect, stage string, tr
 // followJob streams a job's events; after a dropped connection the poll
 // loop starts it again and the history is replayed from the start.
 func (a *App) followJob(id string) {
-	a.post(func() { a.training.board.Restart(id) })
+	a.post(func() { a.trainingView.board.Restart(id) })
 	err := a.client.FollowJob(a.ctx, id, func(ev shared.JobEvent) {
 		a.post(func() {
-			if a.training.board.Event(id, ev) {
-				if j := a.training.board.Job(id); j != nil {
+			if a.trainingView.board.Event(id, ev) {
+				if j := a.trainingView.board.Job(id); j != nil {
 					a.setStatus(fmt.Sprintf("%s job %s %s", j.Job.Kind, id, ev.State))
 				}
 			}
 		})
 	})
 	a.post(func() {
-		a.training.board.Stopped(id)
+		a.trainingView.board.Stopped(id)
 		if err != nil {
 			a.fail(err)
 		}
@@ -266,7 +266,7 @@ func (a *App) followJob(id string) {
 
 // updateJobs takes the server's job listing and follows what it says to.
 func (a *App) updateJobs(jobs []shared.Job) {
-	for _, id := range a.training.board.Merge(jobs, a.tab == tabTraining) {
+	for _, id := range a.trainingView.board.Merge(jobs, a.tab == tabTraining) {
 		go a.followJob(id)
 	}
 }
