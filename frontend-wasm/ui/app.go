@@ -90,8 +90,8 @@ type galleryView struct {
 	bulkSaved int
 }
 
-func (v *galleryView) Update(a *App, body rect)                  { a.drawGallery(nil, body) }
-func (v *galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawGallery(dst, body) }
+func (v *galleryView) Update(a *App, body rect)                  { a.layoutGallery(nil, body) }
+func (v *galleryView) Draw(a *App, dst *ebiten.Image, body rect) { a.layoutGallery(dst, body) }
 
 // explorerView is the explorer: the trajectory shown (nil until an image is
 // opened), the requests its feeds serve (the trajectory's and the
@@ -114,9 +114,9 @@ func (v *explorerView) Update(a *App, body rect) {
 	if v.exp != nil && !a.editing {
 		v.exp.keys(a)
 	}
-	a.drawExplorer(nil, body)
+	a.layoutExplorer(nil, body)
 }
-func (v *explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawExplorer(dst, body) }
+func (v *explorerView) Draw(a *App, dst *ebiten.Image, body rect) { a.layoutExplorer(dst, body) }
 
 // thresholdView is the threshold tuner: the shown run's scores being tuned
 // (nil until they are loaded), the rate its FPR/FNR presets aim at, and the
@@ -142,9 +142,9 @@ func (v *thresholdView) Update(a *App, body rect) {
 			a.thresholdChanged()
 		}
 	}
-	a.drawThreshold(nil, body)
+	a.layoutThreshold(nil, body)
 }
-func (v *thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.drawThreshold(dst, body) }
+func (v *thresholdView) Draw(a *App, dst *ebiten.Image, body rect) { a.layoutThreshold(dst, body) }
 
 // App is the client's whole state. Only the frame loop (Update/Draw) reads
 // or changes it; goroutines post closures to the inbox.

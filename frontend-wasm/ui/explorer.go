@@ -409,7 +409,11 @@ func stepMapOf(t *trajectory.Trajectory, cache map[int][]float32, i int) ([]floa
 	return v, b.Width, b.Height
 }
 
-func (a *App) drawExplorer(dst *ebiten.Image, r rect) {
+// layoutExplorer lays out the explorer on r: the trajectory's panels, its
+// controls and charts.
+// The layout pass (dst nil) places the widgets and takes the click; the
+// painting pass paints them as placed.
+func (a *App) layoutExplorer(dst *ebiten.Image, r rect) {
 	e := a.explorerView.exp
 	if e == nil {
 		placeholder(dst, r, "select an image in the gallery (Enter or double click), or drop an image file here, to explore its denoising")

@@ -52,7 +52,11 @@ func galleryColumns(a *App) int {
 // activeJob is the newest running or queued job, if any.
 func (a *App) activeJob() *shared.Job { return a.trainingView.board.Active() }
 
-func (a *App) drawGallery(dst *ebiten.Image, r rect) {
+// layoutGallery lays out the gallery on r: filters, the grid of thumbnails
+// and the review panel.
+// The layout pass (dst nil) places the widgets and takes the click; the
+// painting pass paints them as placed.
+func (a *App) layoutGallery(dst *ebiten.Image, r rect) {
 	if a.galleryView.view == nil {
 		msg := "waiting for a results run (a test job creates one; see Training)"
 		if j := a.activeJob(); j != nil {

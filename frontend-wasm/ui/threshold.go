@@ -20,7 +20,11 @@ import (
 // Rate preset step and range (the x of "FPR <= x").
 const rateStep, rateMax = 0.01, 0.5
 
-func (a *App) drawThreshold(dst *ebiten.Image, r rect) {
+// layoutThreshold lays out the threshold tuner on r: histogram, curves,
+// presets and the metrics table.
+// The layout pass (dst nil) places the widgets and takes the click; the
+// painting pass paints them as placed.
+func (a *App) layoutThreshold(dst *ebiten.Image, r rect) {
 	if a.thresholdView.tune == nil {
 		placeholder(dst, r, "no run with scored images yet")
 		return
