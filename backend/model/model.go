@@ -97,6 +97,20 @@ func (m *DiAD) AddPatchMemory(c patchmemory.Config) error {
 	})
 }
 
+// UsePatchMemory gives the model a patch memory of config c, empty: a new
+// one when it has none, else its own reconfigured (c must then have its
+// shape; it may choose the memory differently, e.g. as a coreset).
+func (m *DiAD) UsePatchMemory(c patchmemory.Config) error {
+	if m.Patch == nil {
+		return m.AddPatchMemory(c)
+	}
+	if err := m.Patch.Reconfigure(c); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	m.Config.PatchMemory = c
+	return nil
+}
+
 // AddHead gives a model without an anomaly head a freshly initialised one
 // (a model trained before heads existed, or without one).
 func (m *DiAD) AddHead(c seghead.Config) error {

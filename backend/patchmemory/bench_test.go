@@ -23,10 +23,10 @@ func BenchmarkMap(b *testing.B) {
 			defer store.Free()
 			const side = 128
 			pix := stripes(rand.New(rand.NewPCG(1, 1)), 8, side)
-			err := m.Build(func(yield func(*ts.Tensor) error) error {
+			err := m.Build(func(yield func(Batch) error) error {
 				x := ts.MustOfSlice(pix).MustView([]int64{8, 3, side, side}, true)
 				defer x.MustDrop()
-				return yield(x)
+				return yield(Batch{Images: x})
 			}, 8, 1)
 			if err != nil {
 				b.Fatal(err)
@@ -38,6 +38,39 @@ func BenchmarkMap(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					m.Map(x, x).MustDrop()
 				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkCoreset is the coreset's cost per pick (ns/op is one search of
+// 4,096 picks among 65,536 rows of the demo's 64 dimensions), with the
+// default block and a quarter of it.
+//
+//	go test ./backend/patchmemory -run NONE -bench Coreset -benchtime 3x
+func BenchmarkCoreset(b *testing.B) {
+	const n, k = 65536, 4096
+	rng := rand.New(rand.NewPCG(1, 2))
+	rows := make([]float32, n*DemoConfig.Dims)
+	for i := range rows {
+		rows[i] = float32(rng.NormFloat64())
+	}
+	for _, block := range []int64{CoresetBlock, CoresetBlock / 4} {
+		b.Run(fmt.Sprintf("block=%d", block), func(b *testing.B) {
+			coresetBlock = block
+			defer func() { coresetBlock = CoresetBlock }()
+			err := torchrt.Do(func() error {
+				x := ts.MustOfSlice(rows).MustView([]int64{n, DemoConfig.Dims}, true)
+				defer x.MustDrop()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					coreset(x, k, nil, rand.New(rand.NewPCG(3, uint64(i)))).MustDrop()
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*k), "us/pick")
 				return nil
 			})
 			if err != nil {

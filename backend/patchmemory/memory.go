@@ -163,15 +163,23 @@ func (m *Memory) nearest(q, residual *ts.Tensor) *ts.Tensor {
 	return ts.MustCat(rows, 0)
 }
 
-// Build fills the memory from normal images: batches yields
-// ImageNet-normalised batches [B, 3, H, W] (the caller frees them; an error
-// ends the build), images is how many images it will yield in all. From each
-// image a random share of its locations is pooled (about PoolFactor * Size
-// rows in all); the principal components are fitted on the pool (at most
-// PCARows of it, drawn at random) and Size rows of it, drawn at random,
-// become the memory. The same images and seed
-// give the same memory.
-func (m *Memory) Build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
+// Batch is a batch of normal images for Build: Images ImageNet-normalised
+// [B, 3, H, W] (the caller frees them) and Groups each image's group, its
+// category (nil: one group). A coreset is chosen per group, each group's
+// share of the memory in proportion to its patches.
+type Batch struct {
+	Images *ts.Tensor
+	Groups []string
+}
+
+// Build fills the memory from normal images. batches yields them (an error
+// ends the build); Build calls it twice and both calls must yield the same
+// images, images of them. The first pass fits the principal components on
+// at most PCARows locations drawn at random; the second projects the
+// locations (all of them, or PoolRows drawn at random when there are more)
+// and Size of them become the memory: a coreset (Config.Coreset) or a
+// random draw. The same images and seed give the same memory.
+func (m *Memory) Build(batches func(yield func(Batch) error) error, images int, seed uint64) error {
 	if images < 1 {
 		return fmt.Errorf("patchmemory: no images to build the memory from")
 	}
@@ -182,84 +190,135 @@ func (m *Memory) Build(batches func(yield func(*ts.Tensor) error) error, images 
 	})
 }
 
-// PoolFactor is how many times Size rows are pooled before the memory is
-// drawn from them, and PCARows how many of the pooled rows (at most) the
-// principal components are fitted on: the build's peak memory is the pool
-// (float32) and PCARows rows in float64, whatever the number of images.
+// PCARows is how many locations (at most) the principal components are
+// fitted on, and PoolRows how many projected locations (at most) the memory
+// is chosen from: the build's peak memory is PCARows rows in float64 and
+// PoolRows rows of Dims floats, whatever the number of images.
 const (
-	PoolFactor = 2
-	PCARows    = 65536
+	PCARows  = 65536
+	PoolRows = 1 << 19
 )
 
 // pcaRows is PCARows (a test lowers it to reach the subsampling path).
 var pcaRows int64 = PCARows
 
-func (m *Memory) build(batches func(yield func(*ts.Tensor) error) error, images int, seed uint64) error {
+func (m *Memory) build(batches func(yield func(Batch) error) error, images int, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x9a7c4))
-	perImage := (PoolFactor*m.cfg.Size + int64(images) - 1) / int64(images)
-	var pool []*ts.Tensor
+	fit, _, err := m.pool(batches, images, pcaRows, rng, nil)
+	if err != nil {
+		return err
+	}
+	if n := fit.MustSize()[0]; n < 2 {
+		fit.MustDrop()
+		return fmt.Errorf("patchmemory: %d patches are too few to build a memory", n)
+	}
+	if n := fit.MustSize()[0]; n > pcaRows {
+		idx := sampleIndices(rng, n, pcaRows, fit.MustDevice())
+		fit = fit.MustIndexSelect(0, idx, true)
+		idx.MustDrop()
+	}
+	mean, basis := principal(fit, m.cfg.Dims)
+	fit.MustDrop()
+	torchrt.Copy_(m.mean, mean)
+	torchrt.Copy_(m.basis, basis)
+	mean.MustDrop()
+	basis.MustDrop()
+	projected, groups, err := m.pool(batches, images, PoolRows, rng, func(rows *ts.Tensor) *ts.Tensor {
+		n := rows.MustSize()[0]
+		asMap := rows.MustView([]int64{n, m.cfg.FeatureDims(), 1, 1}, false)
+		proj, residual := m.project(asMap)
+		asMap.MustDrop()
+		residual.MustDrop()
+		return proj
+	})
+	if err != nil {
+		return err
+	}
+	defer projected.MustDrop()
+	return m.fill(projected, groups, rng)
+}
+
+// pool gathers about want locations' patches [N, FeatureDims] from the
+// images, the same share from each (every location when they have fewer),
+// drawn at random, and each row's group (numbered in order of appearance);
+// keep, when not nil, maps each image's rows to what is kept of them (and
+// the rows are freed).
+func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, want int64, rng *rand.Rand, keep func(*ts.Tensor) *ts.Tensor) (*ts.Tensor, []int, error) {
+	perImage := (want + int64(images) - 1) / int64(images)
+	var parts []*ts.Tensor
 	defer func() {
-		for _, p := range pool {
+		for _, p := range parts {
 			p.MustDrop()
 		}
 	}()
-	err := batches(func(x *ts.Tensor) error {
-		feats, err := m.Features(x)
+	var groups []int
+	groupIDs := map[string]int{}
+	err := batches(func(x Batch) error {
+		feats, err := m.Features(x.Images)
 		if err != nil {
 			return err
 		}
 		fs := feats.MustSize()
+		if x.Groups != nil && int64(len(x.Groups)) != fs[0] {
+			feats.MustDrop()
+			return fmt.Errorf("%d groups for %d images", len(x.Groups), fs[0])
+		}
 		d := m.cfg.FeatureDims()
 		rows := feats.MustPermute([]int64{0, 2, 3, 1}, true).MustReshape([]int64{fs[0], fs[2] * fs[3], d}, true)
 		defer rows.MustDrop()
 		locs := fs[2] * fs[3]
 		take := min(perImage, locs)
 		for b := int64(0); b < fs[0]; b++ {
-			idx := sampleIndices(rng, locs, take, x.MustDevice())
-			one := rows.MustSelect(0, b, false)
-			pool = append(pool, one.MustIndexSelect(0, idx, true))
+			idx := sampleIndices(rng, locs, take, x.Images.MustDevice())
+			one := rows.MustSelect(0, b, false).MustIndexSelect(0, idx, true)
 			idx.MustDrop()
+			if keep != nil {
+				kept := keep(one)
+				one.MustDrop()
+				one = kept
+			}
+			parts = append(parts, one)
+			g := ""
+			if x.Groups != nil {
+				g = x.Groups[b]
+			}
+			id, ok := groupIDs[g]
+			if !ok {
+				id = len(groupIDs)
+				groupIDs[g] = id
+			}
+			for range take {
+				groups = append(groups, id)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("patchmemory: build: %w", err)
+		return nil, nil, fmt.Errorf("patchmemory: build: %w", err)
 	}
-	all := ts.MustCat(pool, 0)
-	defer all.MustDrop()
-	return m.fill(all, rng)
+	if len(parts) == 0 {
+		return nil, nil, fmt.Errorf("patchmemory: build: the images yielded nothing")
+	}
+	return ts.MustCat(parts, 0), groups, nil
 }
 
-// fill fits the principal components on the pooled rows [N, D] and draws the
-// memory from them.
-func (m *Memory) fill(all *ts.Tensor, rng *rand.Rand) error {
-	n := all.MustSize()[0]
-	if n < 2 {
-		return fmt.Errorf("patchmemory: %d patches are too few to build a memory", n)
+// fill chooses the memory among the projected locations [N, Dims] of
+// groups: Size of them, a coreset or drawn at random (with replacement when
+// N < Size).
+func (m *Memory) fill(projected *ts.Tensor, groups []int, rng *rand.Rand) error {
+	n := projected.MustSize()[0]
+	var idx *ts.Tensor
+	if m.cfg.Coreset && n > m.cfg.Size {
+		idx = coreset(projected, m.cfg.Size, groups, rng)
+	} else {
+		idx = sampleIndices(rng, n, m.cfg.Size, projected.MustDevice())
 	}
-	fit := all
-	if n > pcaRows {
-		idx := sampleIndices(rng, n, pcaRows, all.MustDevice())
-		fit = all.MustIndexSelect(0, idx, false)
-		idx.MustDrop()
-		defer fit.MustDrop()
-	}
-	mean, basis := principal(fit, m.cfg.Dims)
-	defer mean.MustDrop()
-	defer basis.MustDrop()
-	torchrt.Copy_(m.mean, mean)
-	torchrt.Copy_(m.basis, basis)
-	idx := sampleIndices(rng, n, m.cfg.Size, all.MustDevice())
-	chosen := all.MustIndexSelect(0, idx, false)
+	bank := projected.MustIndexSelect(0, idx, false)
 	idx.MustDrop()
-	chosenRows := chosen.MustView([]int64{m.cfg.Size, m.cfg.FeatureDims(), 1, 1}, true)
-	proj, residual := m.project(chosenRows)
-	chosenRows.MustDrop()
-	residual.MustDrop()
-	norms := proj.MustMul(proj, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
-	torchrt.Copy_(m.bank, proj)
+	norms := bank.MustMul(bank, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
+	torchrt.Copy_(m.bank, bank)
 	torchrt.Copy_(m.norms, norms)
-	proj.MustDrop()
+	bank.MustDrop()
 	norms.MustDrop()
 	one := ts.MustOnes([]int64{1}, gotch.Float, m.built.MustDevice())
 	torchrt.Copy_(m.built, one)

@@ -3,9 +3,11 @@
 // location's distance to the nearest patch in memory. A patch is the raw
 // colour of a small window taken at several scales (so one location sees a
 // few pixels, a small neighbourhood and a wider one), reduced to a few
-// principal components learnt on the training patches. Nothing is trained by
-// gradient and nothing is downloaded: the memory is built in seconds from the
-// normal images, in the spirit of PatchCore (Roth et al. 2022) with the
+// principal components learnt on the training patches. The memory keeps a
+// coreset of the training patches (each the farthest from those kept, per
+// category), so that rare normal patches are remembered. Nothing is trained
+// by gradient and nothing is downloaded: the memory is built in seconds from
+// the normal images, in the spirit of PatchCore (Roth et al. 2022) with the
 // ImageNet backbone replaced by the image itself. It complements DiAD's
 // reconstruction: the distance needs no reconstruction and sees a stain or a
 // crack that a good reconstruction copied.
@@ -13,6 +15,7 @@ package patchmemory
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/sugarme/gotch/ts"
@@ -41,14 +44,19 @@ type Config struct {
 	// tile of distances stays in cache (QueryChunk x BankChunk floats).
 	QueryChunk int64 `yaml:"query_chunk,omitempty"`
 	BankChunk  int64 `yaml:"bank_chunk,omitempty"`
+	// Coreset chooses the memory greedily, each patch the farthest from
+	// those already chosen (PatchCore's coreset), so that rare normal
+	// patches are kept; false draws it at random.
+	Coreset bool `yaml:"coreset,omitempty"`
 }
 
 // DemoConfig is the demo recipe's memory: 5x5 windows at full, half and
 // quarter resolution (225 values), 64 components, a location every 4
 // pixels, 70,000 patches (18 MB of float32; about 10,000 per category of
-// the photo set, whose held-out check rose from 0.66 / 0.72 image / pixel
-// AUROC with 10,000 in all to 0.72 / 0.77).
-var DemoConfig = Config{Stride: 4, Scales: []int64{1, 2, 4}, Patch: 5, Dims: 64, Size: 70000, QueryChunk: 512, BankChunk: 4096}
+// the photo set) chosen as a coreset per category (on the photo set's
+// test: pixel AUROC 94.4 and PRO 71.5 against 92.7 and 66.1 for the same
+// number drawn at random; see the model card).
+var DemoConfig = Config{Stride: 4, Scales: []int64{1, 2, 4}, Patch: 5, Dims: 64, Size: 70000, QueryChunk: 512, BankChunk: 4096, Coreset: true}
 
 // Enabled reports whether the config asks for a memory.
 func (c Config) Enabled() bool { return c.Size > 0 }
@@ -159,3 +167,21 @@ func New(p layers.Path, c Config) (*Memory, error) {
 
 // Config is the memory's shape.
 func (m *Memory) Config() Config { return m.cfg }
+
+// SameShape reports whether c and o have the same buffers: they differ at
+// most in how the memory is searched (the chunks) and chosen (Coreset).
+func (c Config) SameShape(o Config) bool {
+	return c.Stride == o.Stride && slices.Equal(c.Scales, o.Scales) && c.Patch == o.Patch && c.Dims == o.Dims && c.Size == o.Size
+}
+
+// Reconfigure adopts c, of the same shape, for the next Build and Map.
+func (m *Memory) Reconfigure(c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if !m.cfg.SameShape(c) {
+		return fmt.Errorf("patchmemory: a memory of shape %+v cannot become %+v", m.cfg, c)
+	}
+	m.cfg = c
+	return nil
+}

@@ -87,11 +87,11 @@ func build(t *testing.T, m *Memory, n, side int, seed uint64) {
 	t.Helper()
 	pix := stripes(rand.New(rand.NewPCG(seed, 1)), n, side)
 	per := 3 * side * side
-	err := m.Build(func(yield func(*ts.Tensor) error) error {
+	err := m.Build(func(yield func(Batch) error) error {
 		for i := 0; i < n; i += 3 {
 			k := min(3, n-i)
 			x := ts.MustOfSlice(pix[i*per:(i+k)*per]).MustView([]int64{int64(k), 3, int64(side), int64(side)}, true)
-			err := yield(x)
+			err := yield(Batch{Images: x})
 			x.MustDrop()
 			if err != nil {
 				return err
@@ -108,17 +108,18 @@ func build(t *testing.T, m *Memory, n, side int, seed uint64) {
 // map's smallest value inside it is above its largest value well away from
 // it, and a normal image's map is low everywhere.
 func TestMapMarksAForeignPatch(t *testing.T) {
-	t.Run("all rows fit the components", func(t *testing.T) { mapMarksAForeignPatch(t) })
+	t.Run("all rows fit the components", func(t *testing.T) { requireForeignPatchStandsOut(t, tiny) })
 	t.Run("a sample of rows fits them", func(t *testing.T) {
 		defer func(n int64) { pcaRows = n }(pcaRows)
 		pcaRows = 100
-		mapMarksAForeignPatch(t)
+		requireForeignPatchStandsOut(t, tiny)
 	})
 }
 
-func mapMarksAForeignPatch(t *testing.T) {
+// requireForeignPatchStandsOut builds a memory of config c from stripes and
+// requires a green square on a stripe image to stand out of its map.
+func requireForeignPatchStandsOut(t *testing.T, c Config) {
 	const side = 32
-	c := tiny
 	c.Size = 1000 // of the 9 images' 2,304 locations
 	m, store := newMemory(t, c)
 	defer store.Free()
@@ -242,13 +243,13 @@ func TestBuildIsDeterministic(t *testing.T) {
 func TestBuildAndMapRejectBadInput(t *testing.T) {
 	m, store := newMemory(t, tiny)
 	defer store.Free()
-	if err := m.Build(func(func(*ts.Tensor) error) error { return nil }, 0, 1); err == nil {
+	if err := m.Build(func(func(Batch) error) error { return nil }, 0, 1); err == nil {
 		t.Error("no images: no error")
 	}
-	odd := func(yield func(*ts.Tensor) error) error {
+	odd := func(yield func(Batch) error) error {
 		x := ts.MustZeros([]int64{1, 3, 15, 15}, gotch.Float, gotch.CPU)
 		defer x.MustDrop()
-		return yield(x)
+		return yield(Batch{Images: x})
 	}
 	if err := m.Build(odd, 1, 1); err == nil {
 		t.Error("15 px images with stride 2: no error")
@@ -270,6 +271,11 @@ func TestMapFreesWhatItMakes(t *testing.T) {
 	m, store := newMemory(t, tiny)
 	defer store.Free()
 	torchtest.RequireNoLeak(t, "build", 0, func() { build(t, m, 6, 16, 1) })
+	coreset := tiny
+	coreset.Coreset = true
+	mc, storeC := newMemory(t, coreset)
+	defer storeC.Free()
+	torchtest.RequireNoLeak(t, "coreset build", 0, func() { build(t, mc, 6, 16, 1) })
 	pix := stripes(rand.New(rand.NewPCG(1, 2)), 2, 16)
 	torchtest.RequireNoLeak(t, "map", 0, func() {
 		err := torchrt.Do(func() error {

@@ -6,8 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sugarme/gotch/ts"
-
+	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/scoring"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
@@ -27,13 +26,17 @@ func (t *trainer) buildPatchMemory(ctx context.Context, samples []datasets.Sampl
 		return fmt.Errorf("train: patch memory: %w", err)
 	}
 	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("patch memory: %d patches from %d training images", t.m.Patch.Config().Size, len(samples))})
-	batches := func(yield func(*ts.Tensor) error) error {
+	batches := func(yield func(patchmemory.Batch) error) error {
 		for r := range ld.Epoch(ctx, 0, 0) {
 			if r.Err != nil {
 				return r.Err
 			}
+			groups := make([]string, len(r.Batch.Items))
+			for i, it := range r.Batch.Items {
+				groups[i] = it.Sample.Category
+			}
 			x := toTensor(r.Batch, size, t.m.Device())
-			err := yield(x)
+			err := yield(patchmemory.Batch{Images: x, Groups: groups})
 			x.MustDrop()
 			if err != nil {
 				return err

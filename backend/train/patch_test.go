@@ -61,6 +61,25 @@ func TestPatchMemory(t *testing.T) {
 	}
 	requireOnlyAdded(t, psum.Model, rsum.Model, patchmemory.Prefix)
 
+	// A model with a memory builds it again as the config chooses it (a
+	// coreset here), of the same shape; another shape is refused.
+	core := re
+	core.OutDir = t.TempDir()
+	core.PatchMemory.Coreset = true
+	csum, err := Recalibrate(context.Background(), core, rsum.Model, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ccfg, err := model.ReadConfig(csum.Model); err != nil || !ccfg.PatchMemory.Coreset {
+		t.Fatalf("recalibrated as a coreset: config %+v, %v", ccfg.PatchMemory, err)
+	}
+	other := core
+	other.OutDir = t.TempDir()
+	other.PatchMemory.Size = 200
+	if _, err := Recalibrate(context.Background(), other, rsum.Model, Options{}); err == nil || !strings.Contains(err.Error(), "cannot become") {
+		t.Errorf("a memory of another size: %v", err)
+	}
+
 	bad := plain
 	bad.ScorerCandidates = []string{"patch"}
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "patch_memory") {

@@ -74,11 +74,10 @@ func (t *trainer) recalibrate(ctx context.Context, modelPath string, dev gotch.D
 	t.log.Info("recalibrate", "model", modelPath, "val_images", len(valSamples))
 	if cfg.PatchMemory.Enabled() {
 		// A model without a memory gets one; a model with one builds it
-		// again (from this config's training images).
-		if t.m.Patch == nil {
-			if err := t.m.AddPatchMemory(cfg.PatchMemory); err != nil {
-				return Summary{}, err
-			}
+		// again (from this config's training images, as this config
+		// chooses it).
+		if err := t.m.UsePatchMemory(cfg.PatchMemory); err != nil {
+			return Summary{}, err
 		}
 		if err := t.buildPatchMemory(ctx, trainSamples); err != nil {
 			return Summary{}, err
