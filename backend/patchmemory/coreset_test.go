@@ -34,19 +34,7 @@ func TestCoresetKeepsRareRows(t *testing.T) {
 	for _, block := range []int64{CoresetBlock, 500} {
 		coresetBlock = block
 		var picked []float32
-		torchtest.RequireNoLeak(t, "coreset", 0, func() {
-			err := torchrt.Do(func() error {
-				x := ts.MustOfSlice(rows).MustView([]int64{crowd + rare, dims}, true)
-				defer x.MustDrop()
-				idx := coreset(x, k, nil, rand.New(rand.NewPCG(3, 4)))
-				defer idx.MustDrop()
-				picked = torchrt.Float32s(idx)
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		})
+		torchtest.RequireNoLeak(t, "coreset", 0, func() { picked = pickCoreset(t, rows, dims, k, nil, 3) })
 		coresetBlock = CoresetBlock
 		seen := map[int]bool{}
 		for _, v := range picked {
@@ -110,18 +98,7 @@ func TestCoresetSharesByGroup(t *testing.T) {
 		groups = append(groups, g)
 	}
 	countTight := func(groups []int) int {
-		var picked []float32
-		err := torchrt.Do(func() error {
-			x := ts.MustOfSlice(rows).MustView([]int64{wide + tight, dims}, true)
-			defer x.MustDrop()
-			idx := coreset(x, k, groups, rand.New(rand.NewPCG(7, 8)))
-			defer idx.MustDrop()
-			picked = torchrt.Float32s(idx)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		picked := pickCoreset(t, rows, dims, k, groups, 7)
 		if len(picked) != k {
 			t.Fatalf("%d picks, want %d", len(picked), k)
 		}
@@ -139,4 +116,22 @@ func TestCoresetSharesByGroup(t *testing.T) {
 	if got := countTight(nil); got > 1 {
 		t.Errorf("without groups the tight group got %d picks (the test's premise: at most the random first one)", got)
 	}
+}
+
+// pickCoreset runs coreset over rows of dims values and returns the picks.
+func pickCoreset(t *testing.T, rows []float32, dims int, k int64, groups []int, seed uint64) []float32 {
+	t.Helper()
+	var picked []float32
+	err := torchrt.Do(func() error {
+		x := ts.MustOfSlice(rows).MustView([]int64{int64(len(rows) / dims), int64(dims)}, true)
+		defer x.MustDrop()
+		idx := coreset(x, k, groups, rand.New(rand.NewPCG(seed, seed+1)))
+		defer idx.MustDrop()
+		picked = torchrt.Float32s(idx)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return picked
 }

@@ -24,8 +24,7 @@ import (
 )
 
 func (br *browserRun) explorer(t *testing.T) {
-	p := br.pageFor(t)
-	want := br.want
+	p, want := br.pageFor(t), br.want
 	p.key("Enter")
 	s := p.wait("the trajectory to stream completely", 2*time.Minute, func(s hook.State) bool {
 		return s.Tab == "Explorer" && s.Trajectory.Image == want.Images[1].ImageID && s.Trajectory.Complete && s.Pending == 0
@@ -110,8 +109,7 @@ func (br *browserRun) explorerColours(t *testing.T) {
 // explorerPlayback plays the trajectory, steps and scrubs through it, and
 // follows the noise schedule panel and the captions.
 func (br *browserRun) explorerPlayback(t *testing.T) {
-	p := br.pageFor(t)
-	total := br.steps
+	p, total := br.pageFor(t), br.steps
 	var s hook.State
 	// Play the whole trajectory from the start.
 	p.key(" ")
@@ -414,8 +412,7 @@ func (br *browserRun) rerunWhileStreaming(t *testing.T, p *page) streamedPlaybac
 }
 
 func (br *browserRun) dropAnImage(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
+	e, p := br.e, br.pageFor(t)
 	// A test image of the dataset, dropped on the page like a file
 	// from the desktop: uploaded, then denoised in the explorer.
 	var file string

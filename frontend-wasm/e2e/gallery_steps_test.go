@@ -19,10 +19,7 @@ import (
 )
 
 func (br *browserRun) review(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
-	runID := br.runID
+	e, p, want, runID := br.e, br.pageFor(t), br.want, br.runID
 	p.click("tab:gallery") // focus the canvas
 	p.key("j")
 	s := p.wait("j to select the next image", 10*time.Second, func(s hook.State) bool { return s.Selected == want.Images[1].ImageID })
@@ -64,8 +61,7 @@ func (br *browserRun) review(t *testing.T) {
 }
 
 func (br *browserRun) export(t *testing.T) {
-	p := br.pageFor(t)
-	want := br.want
+	p, want := br.pageFor(t), br.want
 	dl := t.TempDir()
 	p.do("allow downloads", call(browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl}))
 	p.click("export:csv")
@@ -81,9 +77,7 @@ func (br *browserRun) export(t *testing.T) {
 }
 
 func (br *browserRun) labelsFromElsewhere(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	runID := br.runID
+	e, p, runID := br.e, br.pageFor(t), br.runID
 	// Another analyst labels the image this page shows: the page hears
 	// it on the change feed and shows it without a reload (the listing
 	// poll is 15 s; this waits 10).
@@ -104,9 +98,7 @@ func (br *browserRun) labelsFromElsewhere(t *testing.T) {
 }
 
 func (br *browserRun) scoreFilter(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	runID := br.runID
+	e, p, runID := br.e, br.pageFor(t), br.runID
 	selected := p.state().Selected
 	// count asks the server how many of the run's images score in
 	// [lo, hi]: the client's filter must agree with the REST filter.
@@ -155,10 +147,7 @@ func (br *browserRun) scoreFilter(t *testing.T) {
 }
 
 func (br *browserRun) bulkReview(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
-	runID := br.runID
+	e, p, want, runID := br.e, br.pageFor(t), br.want, br.runID
 	start := p.state().Selected // want.Images[1], reviewed above
 	if start != want.Images[1].ImageID {
 		t.Fatalf("selected %d, want %d", start, want.Images[1].ImageID)
@@ -232,10 +221,7 @@ func (br *browserRun) bulkReview(t *testing.T) {
 }
 
 func (br *browserRun) overlays(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
-	runID := br.runID
+	e, p, want, runID := br.e, br.pageFor(t), br.want, br.runID
 	plain := p.shot("gallery-plain")
 	grid := p.state().Widgets["grid"]
 	// o: the stored maps over the thumbnails, coloured at the threshold.

@@ -15,10 +15,7 @@ import (
 )
 
 func (br *browserRun) threshold(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
-	runID := br.runID
+	e, p, want, runID := br.e, br.pageFor(t), br.want, br.runID
 	p.key("3")
 	s := p.wait("the threshold view", 10*time.Second, func(s hook.State) bool { return s.Tab == "Threshold" })
 	before := s.Confusion
@@ -144,10 +141,7 @@ func (br *browserRun) thresholdPerCategory(t *testing.T) {
 }
 
 func (br *browserRun) trainingMonitor(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	runID := br.runID
-	testJob := br.testJob
+	e, p, runID, testJob := br.e, br.pageFor(t), br.runID, br.testJob
 
 	p.key("4")
 	j := e.job(t, shared.JobRequest{Kind: shared.JobTrain, Config: map[string]any{"data": map[string]any{"root": "synth"},

@@ -19,9 +19,7 @@ import (
 )
 
 func (br *browserRun) layoutAdapts(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
+	e, p, want := br.e, br.pageFor(t), br.want
 	p.key("1")
 	wide := p.wait("gallery", 10*time.Second, func(s hook.State) bool { return s.Tab == "Gallery" && s.Columns > 0 })
 	p.do("narrow viewport", chromedp.EmulateViewport(720, 760))
@@ -48,11 +46,7 @@ func (br *browserRun) layoutAdapts(t *testing.T) {
 }
 
 func (br *browserRun) reconnect(t *testing.T) {
-	e := br.e
-	p := br.pageFor(t)
-	want := br.want
-	runID := br.runID
-	trainJob := br.trainJob
+	e, p, want, runID, trainJob := br.e, br.pageFor(t), br.want, br.runID, br.trainJob
 	e.stop()
 	p.wait("the client to notice the server is gone", 30*time.Second, func(s hook.State) bool {
 		return !s.Connected && strings.HasPrefix(s.Status, "error:")
@@ -87,8 +81,7 @@ func (br *browserRun) reconnect(t *testing.T) {
 }
 
 func (br *browserRun) tenThousandImages(t *testing.T) {
-	e := br.e
-	baselineFPS := br.baselineFPS
+	e, baselineFPS := br.e, br.baselineFPS
 	// A run of 10,000 images (synthetic scores; each image one of the
 	// dataset's test files, fetched as its own thumbnail) in a new page:
 	// how long it takes to show, the frame rate while the gallery
