@@ -74,7 +74,7 @@ func TestPatchScorerNeedsABuiltMemory(t *testing.T) {
 	err = torchrt.Do(func() error {
 		x := ts.MustRand([]int64{2, 3, side, side}, gotch.Float, gotch.CPU)
 		defer x.MustDrop()
-		if err := m.Patch.Build(func(yield func(*ts.Tensor) error) error { return yield(x) }, 2, 1); err != nil {
+		if err := m.Patch.Build(func(yield func(patchmemory.Batch) error) error { return yield(patchmemory.Batch{Images: x}) }, 2, 1); err != nil {
 			return err
 		}
 		sc, ext, err := NewScorer(m, "patch+pixel", features.ReferenceConfig, scoring.Config{})
