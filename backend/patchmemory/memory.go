@@ -204,15 +204,18 @@ var pcaRows int64 = PCARows
 
 func (m *Memory) build(batches func(yield func(Batch) error) error, images int, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x9a7c4))
+	// The components are fitted on all groups together: the rows' groups
+	// matter only when the memory is chosen.
 	fit, _, err := m.pool(batches, images, pcaRows, rng, nil)
 	if err != nil {
 		return err
 	}
-	if n := fit.MustSize()[0]; n < 2 {
+	n := fit.MustSize()[0]
+	if n < 2 {
 		fit.MustDrop()
 		return fmt.Errorf("patchmemory: %d patches are too few to build a memory", n)
 	}
-	if n := fit.MustSize()[0]; n > pcaRows {
+	if n > pcaRows {
 		idx := sampleIndices(rng, n, pcaRows, fit.MustDevice())
 		fit = fit.MustIndexSelect(0, idx, true)
 		idx.MustDrop()
@@ -224,12 +227,8 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 	mean.MustDrop()
 	basis.MustDrop()
 	projected, groups, err := m.pool(batches, images, PoolRows, rng, func(rows *ts.Tensor) *ts.Tensor {
-		n := rows.MustSize()[0]
-		asMap := rows.MustView([]int64{n, m.cfg.FeatureDims(), 1, 1}, false)
-		proj, residual := m.project(asMap)
-		asMap.MustDrop()
-		residual.MustDrop()
-		return proj
+		centred := rows.MustSub(m.mean, false)
+		return centred.MustMm(m.basis, true)
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@
 package monitor
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/diad-project/diad/frontend-wasm/api"
@@ -164,6 +165,17 @@ func Series(pts []Point) (stages []string, by map[string][]Point) {
 		by[p.Stage] = append(by[p.Stage], p)
 	}
 	return stages, by
+}
+
+// Stages names the training stages of pts, in the order they ran.
+func Stages(pts []Point) []string {
+	var stages []string
+	for _, p := range pts {
+		if !slices.Contains(stages, p.Stage) {
+			stages = append(stages, p.Stage)
+		}
+	}
+	return stages
 }
 
 // Smoothings are the loss chart's exponential-moving-average weights.

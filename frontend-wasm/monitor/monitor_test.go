@@ -80,6 +80,9 @@ func TestEventsBuildTheSeries(t *testing.T) {
 	if v.Events != 5 || len(v.Loss) != 3 || len(v.Val) != 1 {
 		t.Fatalf("%d events, %d losses, %d validations", v.Events, len(v.Loss), len(v.Val))
 	}
+	if got := Stages(v.Loss); !slices.Equal(got, []string{"ae", "unet"}) {
+		t.Fatalf("stages %v", got)
+	}
 	stages, by := Series(v.Loss)
 	if !slices.Equal(stages, []string{"ae", "unet"}) || len(by["ae"]) != 2 || by["unet"][0] != (Point{1, 0.5, "unet"}) {
 		t.Fatalf("series %v %v", stages, by)

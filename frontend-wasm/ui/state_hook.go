@@ -94,9 +94,8 @@ func (a *App) stateJSON() string {
 	}
 	for _, id := range a.trainingView.board.Order() {
 		j := a.trainingView.board.Job(id)
-		stages, _ := monitor.Series(j.Loss)
 		s.Jobs = append(s.Jobs, hook.Job{ID: id, Kind: j.Job.Kind, State: j.Job.State, Error: j.Job.Error, Step: j.Job.Progress.Step, Total: j.Job.Progress.Total,
-			LossPoints: len(j.Loss), Events: j.Events, Series: stages})
+			LossPoints: len(j.Loss), Events: j.Events, Series: monitor.Stages(j.Loss)})
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
