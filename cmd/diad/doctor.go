@@ -28,6 +28,7 @@ type doctorReport struct {
 	OneDNNOn   bool                `json:"onednn_on"`
 	BLAS       string              `json:"blas"`
 	OpenMP     string              `json:"openmp"`
+	Malloc     string              `json:"malloc"`
 	Threads    int                 `json:"threads"`
 	ThreadEnv  []string            `json:"thread_env"`
 	Devices    []string            `json:"devices"`
@@ -90,6 +91,7 @@ func diagnose() doctorReport {
 		OneDNN:   kernelcheck.OneDNNLibrary(),
 		BLAS:     blasLibrary(),
 		OpenMP:   torchrt.LoadedLibrary("libgomp"),
+		Malloc:   torchrt.MallocSetting(),
 		Devices:  torchrt.Devices(),
 	}
 	if cpu, err := cpuinfo.Read(); err != nil {
@@ -98,7 +100,7 @@ func diagnose() doctorReport {
 		r.CPU = cpu.String()
 		r.CPUFlags = cpu.Present(cpuinfo.KernelFlags)
 	}
-	for _, v := range []string{"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", kernelcheck.Env, "GOMAXPROCS"} {
+	for _, v := range []string{"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", kernelcheck.Env, torchrt.MallocEnv, "GOMAXPROCS"} {
 		if val, ok := os.LookupEnv(v); ok {
 			r.ThreadEnv = append(r.ThreadEnv, v+"="+val)
 		}
@@ -142,6 +144,7 @@ func printDoctor(w io.Writer, r doctorReport, verbose bool) {
 	line("oneDNN", "%s, %s", r.OneDNN, state)
 	line("BLAS", "%s", r.BLAS)
 	line("OpenMP", "%s", r.OpenMP)
+	line("malloc", "%s", r.Malloc)
 	env := "none set"
 	if len(r.ThreadEnv) > 0 {
 		env = strings.Join(r.ThreadEnv, " ")
