@@ -103,13 +103,19 @@ type Outcome struct {
 // the sampler and the image's noise seed, and whether the SG network steers
 // the denoiser.
 type TrajectorySpec struct {
-	Path    string
-	Sampler shared.SamplerConfig
-	Seed    uint64
+	Path string
+	// Category is the image's ("" when not known: an upload); a scorer
+	// with a patch memory compares the image with its category's patches.
+	Category string
+	Sampler  shared.SamplerConfig
+	Seed     uint64
 	// Unguided switches the SG network off (model.WithoutGuidance), to show
 	// what it adds.
 	Unguided bool
 }
+
+// groups is the spec's image's category as scoring takes it.
+func (s TrajectorySpec) groups() []string { return []string{s.Category} }
 
 // Trajectory reconstructs spec's image with its sampler and noise seed,
 // calls emit after every step with what want asks for, and returns the
@@ -131,7 +137,7 @@ func (e *Engine) Trajectory(ctx context.Context, spec TrajectorySpec, want Produ
 			f := StepFrame{Index: st.Index, Total: st.Total, T: st.T}
 			shape := st.Zt.MustSize()
 			f.LatentShape = [3]int{int(shape[1]), int(shape[2]), int(shape[3])}
-			if err := e.stepProducts(x, st, want, &f); err != nil {
+			if err := e.stepProducts(x, spec.groups(), st, want, &f); err != nil {
 				return err
 			}
 			return emit(f) // outside the lane: the caller may encode at leisure
@@ -147,7 +153,7 @@ func (e *Engine) Trajectory(ctx context.Context, spec TrajectorySpec, want Produ
 		defer rec.Free()
 		unlock := torchrt.LockCompute()
 		defer unlock()
-		res, err := sc.Score(x, rec.Image, false)
+		res, err := sc.ScoreGroups(x, rec.Image, spec.groups(), false)
 		if err != nil {
 			return err
 		}
@@ -163,7 +169,7 @@ func (e *Engine) Trajectory(ctx context.Context, spec TrajectorySpec, want Produ
 
 // stepProducts fills f with what want asks of one step, holding the compute
 // lane meanwhile.
-func (e *Engine) stepProducts(x *ts.Tensor, st diffusion.Step, want Products, f *StepFrame) error {
+func (e *Engine) stepProducts(x *ts.Tensor, groups []string, st diffusion.Step, want Products, f *StepFrame) error {
 	defer torchrt.LockCompute()()
 	if want.Latents {
 		f.Zt, f.X0 = torchrt.Float32s(st.Zt), torchrt.Float32s(st.X0)
@@ -177,7 +183,7 @@ func (e *Engine) stepProducts(x *ts.Tensor, st diffusion.Step, want Products, f 
 		f.Image = torchrt.Float32s(dec)
 	}
 	if want.Map {
-		res, err := e.det.Scorer.Score(x, dec, false)
+		res, err := e.det.Scorer.ScoreGroups(x, dec, groups, false)
 		if err != nil {
 			return err
 		}

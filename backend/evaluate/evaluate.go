@@ -164,13 +164,15 @@ type Scored struct {
 // ScoreBatch reconstructs and scores ImageNet-normalised images [B, 3, S, S],
 // holding the process's compute lane (torchrt.LockCompute) meanwhile. Each
 // image's noise comes from its own seed (results.ImageSeed), so an image
-// gives the same result in any batch. stepHook, if not nil, sees every step.
-func (d *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+// gives the same result in any batch. groups are the images' categories
+// (nil, or "" for an image: unknown), which a scorer with a patch memory
+// compares each image with. stepHook, if not nil, sees every step.
+func (d *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, groups []string, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	defer torchrt.Pin()()
 	defer torchrt.LockCompute()()
 	b := int(x.MustSize()[0])
-	if len(seeds) != b {
-		return nil, fmt.Errorf("evaluate: %d seeds for a batch of %d", len(seeds), b)
+	if len(seeds) != b || (groups != nil && len(groups) != b) {
+		return nil, fmt.Errorf("evaluate: %d seeds and %d groups for a batch of %d", len(seeds), len(groups), b)
 	}
 	if d.BatchInvariant && b > 1 {
 		// Each image alone: libtorch picks kernels by the batch's shape
@@ -180,7 +182,11 @@ func (d *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 		// same result in any batch and any shard.
 		for i := range b {
 			xi := x.MustNarrow(0, int64(i), 1, false)
-			one, err := d.scoreBatch(ctx, xi, seeds[i:i+1], recordSteps, stepHook)
+			var gi []string
+			if groups != nil {
+				gi = groups[i : i+1]
+			}
+			one, err := d.scoreBatch(ctx, xi, seeds[i:i+1], gi, recordSteps, stepHook)
 			xi.MustDrop()
 			if err != nil {
 				return nil, err
@@ -189,11 +195,11 @@ func (d *Detector) ScoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 		}
 		return out, nil
 	}
-	return d.scoreBatch(ctx, x, seeds, recordSteps, stepHook)
+	return d.scoreBatch(ctx, x, seeds, groups, recordSteps, stepHook)
 }
 
 // scoreBatch is ScoreBatch on one batch as it is.
-func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
+func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64, groups []string, recordSteps bool, stepHook diffusion.Callback) (out []Scored, err error) {
 	b := int(x.MustSize()[0])
 	steps := make([][]float64, b)
 	cb := stepHook
@@ -205,7 +211,7 @@ func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 				}
 			}
 			dec := d.PredictedImage(s)
-			r, err := d.Scorer.Score(x, dec, false)
+			r, err := d.Scorer.ScoreGroups(x, dec, groups, false)
 			dec.MustDrop()
 			if err != nil {
 				return err
@@ -222,7 +228,7 @@ func (d *Detector) scoreBatch(ctx context.Context, x *ts.Tensor, seeds []uint64,
 		return nil, err
 	}
 	defer rec.Free()
-	r, err := d.Scorer.Score(x, rec.Image, false)
+	r, err := d.Scorer.ScoreGroups(x, rec.Image, groups, false)
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,11 @@ func (d *Detector) scoreAndUse(ctx context.Context, b Batch, opts ScoreOptions, 
 	for i, id := range b.IDs {
 		seeds[i] = results.ImageSeed(opts.Seed, id)
 	}
-	scored, err := d.ScoreBatch(ctx, x, seeds, opts.RecordSteps, opts.Hook)
+	groups := make([]string, len(b.Items))
+	for i, it := range b.Items {
+		groups[i] = it.Sample.Category
+	}
+	scored, err := d.ScoreBatch(ctx, x, seeds, groups, opts.RecordSteps, opts.Hook)
 	if err != nil {
 		return err
 	}

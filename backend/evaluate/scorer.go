@@ -106,7 +106,7 @@ func NewScorer(m *model.DiAD, kind string, fc features.Config, sc scoring.Config
 			if m.Patch == nil || !m.Patch.Built() {
 				return fail(fmt.Errorf("evaluate: scorer %q needs the model's patch memory, and this %s model has none (build one: diad train --recalibrate with a config that has patch_memory)", kind, m.Config.Preset))
 			}
-			terms = append(terms, scoring.MapTerm{Label: n, F: m.Patch.Map})
+			terms = append(terms, scoring.GroupMapTerm{Label: n, F: m.Patch.MapGroups})
 		}
 		scale := 1.0
 		if v, ok := m.Config.Scorer.Scales[n]; ok && v > 0 {

@@ -33,7 +33,11 @@ func (m *DiAD) Save(path string, extra map[string]string) (err error) {
 func (m *DiAD) save(path string, extra map[string]string, write func(string, map[string]*ts.Tensor, map[string]string) error) (err error) {
 	defer torchrt.Pin()()
 	defer torchrt.Recover(&err, "save "+path)
-	cfg, err := yaml.Marshal(m.Config)
+	c := m.Config
+	if m.Patch != nil {
+		c.PatchMemory = m.Patch.Config() // with the groups its last build chose
+	}
+	cfg, err := yaml.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}

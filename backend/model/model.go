@@ -107,7 +107,7 @@ func (m *DiAD) UsePatchMemory(c patchmemory.Config) error {
 	if err := m.Patch.Reconfigure(c); err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
-	m.Config.PatchMemory = c
+	m.Config.PatchMemory = m.Patch.Config()
 	return nil
 }
 

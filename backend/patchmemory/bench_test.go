@@ -68,7 +68,7 @@ func BenchmarkCoreset(b *testing.B) {
 				defer x.MustDrop()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					coreset(x, k, nil, rand.New(rand.NewPCG(3, uint64(i)))).MustDrop()
+					coreset(x, k, nil, rand.New(rand.NewPCG(3, uint64(i))))
 				}
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*k), "us/pick")
 				return nil

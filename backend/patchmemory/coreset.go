@@ -29,8 +29,8 @@ var coresetBlock int64 = CoresetBlock
 // many times over. groups (nil: one group) is each row's group: the search
 // runs within a group, and each group gets its share of k in proportion to
 // its rows, so that a plain category is not left with a few picks because
-// a busy one spreads far. It returns the picks' indices into rows, [k].
-func coreset(rows *ts.Tensor, k int64, groups []int, rng *rand.Rand) *ts.Tensor {
+// a busy one spreads far. It returns the picks' indices into rows (k).
+func coreset(rows *ts.Tensor, k int64, groups []int, rng *rand.Rand) []int64 {
 	n, d := rows.MustSize()[0], rows.MustSize()[1]
 	dev := rows.MustDevice()
 	proj := make([]float32, d*CoresetDims)
@@ -54,7 +54,7 @@ func coreset(rows *ts.Tensor, k int64, groups []int, rng *rand.Rand) *ts.Tensor 
 			picked = append(picked, block[j])
 		}
 	}
-	return ts.MustOfSlice(picked).MustTo(dev, true)
+	return picked
 }
 
 // coresetBlocks shuffles each group's rows and cuts them into blocks of at

@@ -125,9 +125,9 @@ func pickCoreset(t *testing.T, rows []float32, dims int, k int64, groups []int, 
 	err := torchrt.Do(func() error {
 		x := ts.MustOfSlice(rows).MustView([]int64{int64(len(rows) / dims), int64(dims)}, true)
 		defer x.MustDrop()
-		idx := coreset(x, k, groups, rand.New(rand.NewPCG(seed, seed+1)))
-		defer idx.MustDrop()
-		picked = torchrt.Float32s(idx)
+		for _, i := range coreset(x, k, groups, rand.New(rand.NewPCG(seed, seed+1))) {
+			picked = append(picked, float32(i))
+		}
 		return nil
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package patchmemory
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -85,8 +86,18 @@ func (m *Memory) Built() bool {
 // location's Euclidean distance (in the projected space) to its nearest
 // patch in memory, bilinearly upsampled to [B, 1, H, W]. The
 // reconstructions are not needed; the argument makes Map a scoring term.
-func (m *Memory) Map(images, _ *ts.Tensor) *ts.Tensor {
-	out, err := m.mapOf(images)
+// Every image is compared with the whole memory (see MapGroups).
+func (m *Memory) Map(images, recons *ts.Tensor) *ts.Tensor {
+	return m.MapGroups(images, recons, nil)
+}
+
+// MapGroups is Map with each image's group, its category (nil, or a name
+// the memory was not built with: the whole memory): an image is compared
+// with its own category's patches only, so that a patch normal for another
+// category (a groove of one texture, a crack-like vein of another) does not
+// hide a defect.
+func (m *Memory) MapGroups(images, _ *ts.Tensor, groups []string) *ts.Tensor {
+	out, err := m.mapOf(images, groups)
 	if err != nil {
 		// Terms panic inside the scorer's error boundary (scoring.Score
 		// returns it as an error).
@@ -95,9 +106,13 @@ func (m *Memory) Map(images, _ *ts.Tensor) *ts.Tensor {
 	return out
 }
 
-func (m *Memory) mapOf(images *ts.Tensor) (*ts.Tensor, error) {
+func (m *Memory) mapOf(images *ts.Tensor, groups []string) (*ts.Tensor, error) {
 	if !m.Built() {
 		return nil, fmt.Errorf("patchmemory: the memory is empty (build it: diad train, or diad train --recalibrate)")
+	}
+	s := images.MustSize()
+	if groups != nil && int64(len(groups)) != s[0] {
+		return nil, fmt.Errorf("patchmemory: %d groups for %d images", len(groups), s[0])
 	}
 	var out *ts.Tensor
 	var err error
@@ -109,23 +124,45 @@ func (m *Memory) mapOf(images *ts.Tensor) (*ts.Tensor, error) {
 		fs := feats.MustSize()
 		q, residual := m.project(feats)
 		feats.MustDrop()
-		d := m.nearest(q, residual)
+		d := m.nearestByImage(q, residual, fs[0], groups)
 		q.MustDrop()
 		residual.MustDrop()
 		grid := d.MustView([]int64{fs[0], 1, fs[2], fs[3]}, true)
-		s := images.MustSize()
 		out = grid.MustUpsampleBilinear2d([]int64{s[2], s[3]}, false, nil, nil, true)
 	})
 	return out, err
 }
 
-// nearest is each row's distance to its nearest bank row, [N], with the
-// row's squared residual (nil: none) added under the root. The search is
-// tiled (QueryChunk x BankChunk) so that a tile of squared distances,
-// |b|^2 - 2 q.b, stays small, and |q|^2 is added after the minimum.
-func (m *Memory) nearest(q, residual *ts.Tensor) *ts.Tensor {
+// nearestByImage is nearest for the rows of b images in turn, each
+// searching its group's bank rows; [N].
+func (m *Memory) nearestByImage(q, residual *ts.Tensor, b int64, groups []string) *ts.Tensor {
+	if groups == nil || len(m.cfg.Groups) == 0 {
+		return m.nearest(q, residual, 0, m.cfg.Size)
+	}
+	per := q.MustSize()[0] / b
+	parts := make([]*ts.Tensor, b)
+	for i := range b {
+		qi := q.MustNarrow(0, i*per, per, false)
+		ri := residual.MustNarrow(0, i*per, per, false)
+		first, n := m.cfg.rowsOf(groups[i])
+		parts[i] = m.nearest(qi, ri, first, n)
+		qi.MustDrop()
+		ri.MustDrop()
+	}
+	out := ts.MustCat(parts, 0)
+	for _, p := range parts {
+		p.MustDrop()
+	}
+	return out
+}
+
+// nearest is each row's distance to its nearest bank row among rows
+// [first, first+size), [N], with the row's squared residual (nil: none)
+// added under the root. The search is tiled (QueryChunk x BankChunk) so that
+// a tile of squared distances, |b|^2 - 2 q.b, stays small, and |q|^2 is
+// added after the minimum.
+func (m *Memory) nearest(q, residual *ts.Tensor, first, size int64) *ts.Tensor {
 	n := q.MustSize()[0]
-	size := m.cfg.Size
 	var rows []*ts.Tensor
 	defer func() {
 		for _, r := range rows {
@@ -137,8 +174,8 @@ func (m *Memory) nearest(q, residual *ts.Tensor) *ts.Tensor {
 		qc := q.MustNarrow(0, i, qn, false)
 		q2 := qc.MustMulScalar(ts.FloatScalar(-2), false)
 		var best *ts.Tensor
-		for j := int64(0); j < size; j += m.cfg.BankChunk {
-			bn := min(m.cfg.BankChunk, size-j)
+		for j := first; j < first+size; j += m.cfg.BankChunk {
+			bn := min(m.cfg.BankChunk, first+size-j)
 			bank := m.bank.MustNarrow(0, j, bn, false).MustT(true)
 			norms := m.norms.MustNarrow(0, j, bn, false)
 			d := norms.MustAddmm(q2, bank, true).MustAmin([]int64{1}, false, true)
@@ -206,7 +243,7 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 	rng := rand.New(rand.NewPCG(seed, 0x9a7c4))
 	// The components are fitted on all groups together: the rows' groups
 	// matter only when the memory is chosen.
-	fit, _, err := m.pool(batches, images, pcaRows, rng, nil)
+	fit, _, _, err := m.pool(batches, images, pcaRows, rng, nil)
 	if err != nil {
 		return err
 	}
@@ -226,7 +263,7 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 	torchrt.Copy_(m.basis, basis)
 	mean.MustDrop()
 	basis.MustDrop()
-	projected, groups, err := m.pool(batches, images, PoolRows, rng, func(rows *ts.Tensor) *ts.Tensor {
+	projected, groups, names, err := m.pool(batches, images, PoolRows, rng, func(rows *ts.Tensor) *ts.Tensor {
 		centred := rows.MustSub(m.mean, false)
 		return centred.MustMm(m.basis, true)
 	})
@@ -234,15 +271,15 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 		return err
 	}
 	defer projected.MustDrop()
-	return m.fill(projected, groups, rng)
+	return m.fill(projected, groups, names, rng)
 }
 
 // pool gathers about want locations' patches [N, FeatureDims] from the
 // images, the same share from each (every location when they have fewer),
-// drawn at random, and each row's group (numbered in order of appearance);
-// keep, when not nil, maps each image's rows to what is kept of them (and
-// the rows are freed).
-func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, want int64, rng *rand.Rand, keep func(*ts.Tensor) *ts.Tensor) (*ts.Tensor, []int, error) {
+// drawn at random, each row's group (numbered in order of appearance) and
+// the groups' names by number; keep, when not nil, maps each image's rows to
+// what is kept of them (and the rows are freed).
+func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, want int64, rng *rand.Rand, keep func(*ts.Tensor) *ts.Tensor) (*ts.Tensor, []int, []string, error) {
 	perImage := (want + int64(images) - 1) / int64(images)
 	var parts []*ts.Tensor
 	defer func() {
@@ -251,6 +288,7 @@ func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, w
 		}
 	}()
 	var groups []int
+	var names []string
 	groupIDs := map[string]int{}
 	err := batches(func(x Batch) error {
 		feats, err := m.Features(x.Images)
@@ -285,6 +323,7 @@ func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, w
 			if !ok {
 				id = len(groupIDs)
 				groupIDs[g] = id
+				names = append(names, g)
 			}
 			for range take {
 				groups = append(groups, id)
@@ -293,25 +332,27 @@ func (m *Memory) pool(batches func(yield func(Batch) error) error, images int, w
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("patchmemory: build: %w", err)
+		return nil, nil, nil, fmt.Errorf("patchmemory: build: %w", err)
 	}
 	if len(parts) == 0 {
-		return nil, nil, fmt.Errorf("patchmemory: build: the images yielded nothing")
+		return nil, nil, nil, fmt.Errorf("patchmemory: build: the images yielded nothing")
 	}
-	return ts.MustCat(parts, 0), groups, nil
+	return ts.MustCat(parts, 0), groups, names, nil
 }
 
 // fill chooses the memory among the projected locations [N, Dims] of
-// groups: Size of them, a coreset or drawn at random (with replacement when
-// N < Size).
-func (m *Memory) fill(projected *ts.Tensor, groups []int, rng *rand.Rand) error {
+// groups (named by names): Size of them, a coreset or drawn at random (with
+// replacement when N < Size), the bank's rows ordered by group.
+func (m *Memory) fill(projected *ts.Tensor, groups []int, names []string, rng *rand.Rand) error {
 	n := projected.MustSize()[0]
-	var idx *ts.Tensor
+	var picks []int64
 	if m.cfg.Coreset && n > m.cfg.Size {
-		idx = coreset(projected, m.cfg.Size, groups, rng)
+		picks = coreset(projected, m.cfg.Size, groups, rng)
 	} else {
-		idx = sampleIndices(rng, n, m.cfg.Size, projected.MustDevice())
+		picks = samplePicks(rng, n, m.cfg.Size)
 	}
+	bankGroups := orderByGroup(picks, groups, names)
+	idx := ts.MustOfSlice(picks).MustTo(projected.MustDevice(), true)
 	bank := projected.MustIndexSelect(0, idx, false)
 	idx.MustDrop()
 	norms := bank.MustMul(bank, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
@@ -322,7 +363,29 @@ func (m *Memory) fill(projected *ts.Tensor, groups []int, rng *rand.Rand) error 
 	one := ts.MustOnes([]int64{1}, gotch.Float, m.built.MustDevice())
 	torchrt.Copy_(m.built, one)
 	one.MustDrop()
+	m.cfg.Groups = bankGroups
 	return nil
+}
+
+// orderByGroup sorts picks (indices of rows of groups) by group, stably, and
+// returns the groups' rows in that order: none when there is one group
+// (searching it is searching everything).
+func orderByGroup(picks []int64, groups []int, names []string) []Group {
+	if len(names) < 2 || slices.Contains(names, "") {
+		return nil // one group, or images without one among them
+	}
+	slices.SortStableFunc(picks, func(a, b int64) int { return groups[a] - groups[b] })
+	counts := make([]int64, len(names))
+	for _, p := range picks {
+		counts[groups[p]]++
+	}
+	var out []Group
+	for id, c := range counts {
+		if c > 0 { // a group too small for a share keeps no rows: its images search all
+			out = append(out, Group{Name: names[id], Rows: c})
+		}
+	}
+	return out
 }
 
 // principal returns the rows' mean [D] and the leading dims eigenvectors of
@@ -351,6 +414,12 @@ func principal(rows *ts.Tensor, dims int64) (mean, basis *ts.Tensor) {
 // sampleIndices draws k indices in [0, n) on device: without replacement
 // when k <= n, else with replacement.
 func sampleIndices(rng *rand.Rand, n, k int64, dev gotch.Device) *ts.Tensor {
+	return ts.MustOfSlice(samplePicks(rng, n, k)).MustTo(dev, true)
+}
+
+// samplePicks draws k indices in [0, n): without replacement when k <= n,
+// else with replacement.
+func samplePicks(rng *rand.Rand, n, k int64) []int64 {
 	idx := make([]int64, k)
 	if k <= n {
 		for i, v := range rng.Perm(int(n))[:k] {
@@ -361,5 +430,5 @@ func sampleIndices(rng *rand.Rand, n, k int64, dev gotch.Device) *ts.Tensor {
 			idx[i] = rng.Int64N(n)
 		}
 	}
-	return ts.MustOfSlice(idx).MustTo(dev, true)
+	return idx
 }

@@ -48,6 +48,16 @@ type Config struct {
 	// those already chosen (PatchCore's coreset), so that rare normal
 	// patches are kept; false draws it at random.
 	Coreset bool `yaml:"coreset,omitempty"`
+	// Groups are the categories the memory was built from, in the order
+	// their rows lie in the bank (written by Build; empty: one group). A
+	// map of an image whose category is known searches only its rows.
+	Groups []Group `yaml:"groups,omitempty"`
+}
+
+// Group is one category's rows in the bank.
+type Group struct {
+	Name string `yaml:"name"`
+	Rows int64  `yaml:"rows"`
 }
 
 // DemoConfig is the demo recipe's memory: 5x5 windows at full, half and
@@ -90,7 +100,42 @@ func (c Config) Validate() error {
 	if c.QueryChunk < 1 || c.BankChunk < 1 {
 		return fmt.Errorf("patchmemory: query_chunk and bank_chunk must be >= 1, got %d and %d", c.QueryChunk, c.BankChunk)
 	}
+	return c.validateGroups()
+}
+
+func (c Config) validateGroups() error {
+	if len(c.Groups) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var rows int64
+	for _, g := range c.Groups {
+		if g.Name == "" || seen[g.Name] {
+			return fmt.Errorf("patchmemory: group names must be unique and not empty, got %q", g.Name)
+		}
+		if g.Rows < 1 {
+			return fmt.Errorf("patchmemory: group %q has %d rows", g.Name, g.Rows)
+		}
+		seen[g.Name] = true
+		rows += g.Rows
+	}
+	if rows != c.Size {
+		return fmt.Errorf("patchmemory: the groups hold %d rows, the memory %d", rows, c.Size)
+	}
 	return nil
+}
+
+// rowsOf is the bank rows [first, first+n) a map of an image of group name
+// searches: the group's own, or every row when the name is not one of the
+// memory's groups (an upload of unknown category, or a memory of one group).
+func (c Config) rowsOf(name string) (first, n int64) {
+	for _, g := range c.Groups {
+		if g.Name == name {
+			return first, g.Rows
+		}
+		first += g.Rows
+	}
+	return 0, c.Size
 }
 
 // Multiple is what the image side must divide by: the stride and, so that
@@ -174,7 +219,8 @@ func (c Config) SameShape(o Config) bool {
 	return c.Stride == o.Stride && slices.Equal(c.Scales, o.Scales) && c.Patch == o.Patch && c.Dims == o.Dims && c.Size == o.Size
 }
 
-// Reconfigure adopts c, of the same shape, for the next Build and Map.
+// Reconfigure adopts c, of the same shape, for the next Build and Map. The
+// groups stay those of the memory's rows until Build chooses new ones.
 func (m *Memory) Reconfigure(c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -182,6 +228,7 @@ func (m *Memory) Reconfigure(c Config) error {
 	if !m.cfg.SameShape(c) {
 		return fmt.Errorf("patchmemory: a memory of shape %+v cannot become %+v", m.cfg, c)
 	}
+	c.Groups = m.cfg.Groups
 	m.cfg = c
 	return nil
 }

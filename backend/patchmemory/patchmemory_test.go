@@ -173,7 +173,8 @@ func requireForeignPatchStandsOut(t *testing.T, c Config) {
 	}
 }
 
-// The tiled search finds the same nearest distances as a plain search in Go.
+// The tiled search finds the same nearest distances as a plain search in Go,
+// over the whole bank and over a range of it (a group's rows).
 func TestNearestMatchesBruteForce(t *testing.T) {
 	m, store := newMemory(t, tiny)
 	defer store.Free()
@@ -184,32 +185,35 @@ func TestNearestMatchesBruteForce(t *testing.T) {
 	for i := range q {
 		q[i] = float32(rng.NormFloat64())
 	}
-	var got, bank []float32
-	err := torchrt.Do(func() error {
-		qt := ts.MustOfSlice(q).MustView([]int64{n, tiny.Dims}, true)
-		defer qt.MustDrop()
-		var d *ts.Tensor
-		torchrt.NoGrad(func() { d = m.nearest(qt, nil) })
-		defer d.MustDrop()
-		got = torchrt.Float32s(d)
-		bank = torchrt.Float32s(m.bank)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < n; i++ {
-		best := math.Inf(1)
-		for j := 0; j < int(tiny.Size); j++ {
-			s := 0.0
-			for k := 0; k < int(tiny.Dims); k++ {
-				d := float64(q[i*int(tiny.Dims)+k] - bank[j*int(tiny.Dims)+k])
-				s += d * d
-			}
-			best = min(best, s)
+	for _, r := range [][2]int64{{0, tiny.Size}, {3, tiny.Size - 7}} {
+		var got, bank []float32
+		err := torchrt.Do(func() error {
+			qt := ts.MustOfSlice(q).MustView([]int64{n, tiny.Dims}, true)
+			defer qt.MustDrop()
+			var d *ts.Tensor
+			torchrt.NoGrad(func() { d = m.nearest(qt, nil, r[0], r[1]) })
+			defer d.MustDrop()
+			got = torchrt.Float32s(d)
+			bank = torchrt.Float32s(m.bank)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if want := math.Sqrt(best); math.Abs(float64(got[i])-want) > 1e-3*(1+want) {
-			t.Fatalf("row %d: tiled %v, brute force %v", i, got[i], want)
+		dims := int(tiny.Dims)
+		for i := 0; i < n; i++ {
+			best := math.Inf(1)
+			for j := int(r[0]); j < int(r[0]+r[1]); j++ {
+				s := 0.0
+				for k := 0; k < dims; k++ {
+					d := float64(q[i*dims+k] - bank[j*dims+k])
+					s += d * d
+				}
+				best = min(best, s)
+			}
+			if want := math.Sqrt(best); math.Abs(float64(got[i])-want) > 1e-3*(1+want) {
+				t.Fatalf("rows %v, query %d: tiled %v, brute force %v", r, i, got[i], want)
+			}
 		}
 	}
 }
@@ -257,7 +261,7 @@ func TestBuildAndMapRejectBadInput(t *testing.T) {
 	err := torchrt.Do(func() error {
 		x := ts.MustZeros([]int64{1, 3, 16, 16}, gotch.Float, gotch.CPU)
 		defer x.MustDrop()
-		_, err := m.mapOf(x)
+		_, err := m.mapOf(x, nil)
 		return err
 	})
 	if err == nil {

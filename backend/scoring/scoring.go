@@ -144,10 +144,20 @@ func (r Result) Free() {
 }
 
 // Score computes anomaly maps and image scores for ImageNet-normalised images
-// and their reconstructions, both [B, 3, H, W].
+// and their reconstructions, both [B, 3, H, W], of unknown categories.
 func (s *Scorer) Score(images, recons *ts.Tensor, parts bool) (res Result, err error) {
+	return s.ScoreGroups(images, recons, nil, parts)
+}
+
+// ScoreGroups is Score for images whose categories are known (groups, one
+// per image; nil or "" where not known): terms that can use them do
+// (GroupTerm).
+func (s *Scorer) ScoreGroups(images, recons *ts.Tensor, groups []string, parts bool) (res Result, err error) {
+	if groups != nil && int64(len(groups)) != images.MustSize()[0] {
+		return Result{}, fmt.Errorf("scoring: %d groups for %d images", len(groups), images.MustSize()[0])
+	}
 	err = torchrt.Do(func() error {
-		res, err = s.score(images, recons, parts)
+		res, err = s.score(images, recons, groups, parts)
 		return err
 	})
 	if err != nil {
@@ -156,12 +166,12 @@ func (s *Scorer) Score(images, recons *ts.Tensor, parts bool) (res Result, err e
 	return res, nil
 }
 
-func (s *Scorer) score(images, recons *ts.Tensor, parts bool) (res Result, err error) {
+func (s *Scorer) score(images, recons *ts.Tensor, groups []string, parts bool) (res Result, err error) {
 	si, sr := images.MustSize(), recons.MustSize()
 	if len(si) != 4 || fmt.Sprint(si) != fmt.Sprint(sr) {
 		return Result{}, fmt.Errorf("scoring: images %v and reconstructions %v must be equal [B, 3, H, W]", si, sr)
 	}
-	raw, each := sumTerms(s.terms, s.scales, images, recons, parts)
+	raw, each := sumTerms(s.terms, s.scales, images, recons, groups, parts)
 	torchrt.NoGrad(func() {
 		res.Map = GaussianBlur(raw, s.kernel)
 		raw.MustDrop()

@@ -19,6 +19,14 @@ type Term interface {
 	Map(images, recons *ts.Tensor) *ts.Tensor
 }
 
+// GroupTerm is a term whose map can use each image's group, its category:
+// a memory of normal patches compares an image with its own category's.
+// groups is nil when no image's group is known.
+type GroupTerm interface {
+	Term
+	MapGroups(images, recons *ts.Tensor, groups []string) *ts.Tensor
+}
+
 // FeatureTerm compares two images in a network's feature space: per layer
 // 1 - cosine similarity over channels, upsampled (bilinear, align_corners) to
 // the image size and summed over layers - the reference's map, for any
@@ -77,6 +85,24 @@ func (m MapTerm) Name() string { return m.Label }
 
 // Map calls the function.
 func (m MapTerm) Map(images, recons *ts.Tensor) *ts.Tensor { return m.F(images, recons) }
+
+// GroupMapTerm is a GroupTerm made of a function of images, reconstructions
+// and the images' groups.
+type GroupMapTerm struct {
+	Label string
+	F     func(images, recons *ts.Tensor, groups []string) *ts.Tensor
+}
+
+// Name identifies the term.
+func (m GroupMapTerm) Name() string { return m.Label }
+
+// Map calls the function without groups.
+func (m GroupMapTerm) Map(images, recons *ts.Tensor) *ts.Tensor { return m.F(images, recons, nil) }
+
+// MapGroups calls the function.
+func (m GroupMapTerm) MapGroups(images, recons *ts.Tensor, groups []string) *ts.Tensor {
+	return m.F(images, recons, groups)
+}
 
 // PixelTerm is the mean absolute RGB difference over channels, in [0, 1] units.
 type PixelTerm struct{}
@@ -225,17 +251,22 @@ func CanonicalKind(kind string) (string, error) {
 
 // sumTerms sums the terms' maps, each divided by its scale. With parts it
 // also returns the parts: a feature term's per-layer maps, other terms' maps.
-func sumTerms(terms []Term, scales []float64, images, recons *ts.Tensor, parts bool) (*ts.Tensor, []*ts.Tensor) {
+func sumTerms(terms []Term, scales []float64, images, recons *ts.Tensor, groups []string, parts bool) (*ts.Tensor, []*ts.Tensor) {
 	var sum *ts.Tensor
 	var each []*ts.Tensor
 	torchrt.NoGrad(func() {
 		for i, t := range terms {
 			var m *ts.Tensor
 			var layerMaps []*ts.Tensor
+			gt, grouped := t.(GroupTerm)
 			if ft, ok := t.(FeatureTerm); ok {
 				m, layerMaps = ft.mapLayers(images, recons, parts)
 			} else {
-				m = t.Map(images, recons)
+				if grouped {
+					m = gt.MapGroups(images, recons, groups)
+				} else {
+					m = t.Map(images, recons)
+				}
 				if parts {
 					layerMaps = []*ts.Tensor{m.MustShallowClone()}
 				}

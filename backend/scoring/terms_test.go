@@ -148,3 +148,48 @@ func TestNewTermsRejectsBadScales(t *testing.T) {
 		t.Fatal("a scorer without terms was accepted")
 	}
 }
+
+// ScoreGroups hands each image's group to the terms that take groups, Score
+// hands them none, and a wrong number of groups is an error.
+func TestScoreGroupsReachGroupTerms(t *testing.T) {
+	defer torchrt.Pin()()
+	x := ts.MustZeros([]int64{2, 3, 8, 8}, gotch.Float, gotch.CPU)
+	defer x.MustDrop()
+	var seen [][]string
+	// The map is 1 where an image's group is "b", else 0.
+	term := GroupMapTerm{Label: "g", F: func(images, _ *ts.Tensor, groups []string) *ts.Tensor {
+		seen = append(seen, groups)
+		v := make([]float32, 2*8*8)
+		for i, g := range groups {
+			if g == "b" {
+				for j := range 64 {
+					v[i*64+j] = 1
+				}
+			}
+		}
+		return ts.MustOfSlice(v).MustView([]int64{2, 1, 8, 8}, true)
+	}}
+	sc, err := NewTerms(Config{Sigma: 1, Truncate: 4, PoolKernel: 1, PoolTimes: 0}, "g", []Term{term, PixelTerm{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sc.ScoreGroups(x, x, []string{"a", "b"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Free()
+	if r.Scores[0] != 0 || math.Abs(r.Scores[1]-1) > 1e-5 {
+		t.Fatalf("scores %v, want 0 for group a and 1 for group b", r.Scores)
+	}
+	r0, err := sc.Score(x, x, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0.Free()
+	if len(seen) != 2 || len(seen[0]) != 2 || seen[1] != nil {
+		t.Fatalf("the term saw groups %q, want [a b] then none", seen)
+	}
+	if _, err := sc.ScoreGroups(x, x, []string{"a"}, false); err == nil {
+		t.Fatal("one group for two images: no error")
+	}
+}

@@ -73,8 +73,8 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 	if err := storyboard.CheckSize(opts, x.Format, frames); err != nil {
 		return apiError(c, http.StatusBadRequest, "%v", err)
 	}
-	spec := evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}
-	tr, err := s.storyboard(c, d, spec, src.category)
+	spec := evaluate.TrajectorySpec{Path: src.path, Category: src.category, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}
+	tr, err := s.storyboard(c, d, spec)
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -105,7 +105,7 @@ func (s *Server) trajectoryExport(c echo.Context) error {
 
 // storyboard computes spec's trajectory on d and colours its maps at the
 // served threshold (the category's, where it has its own).
-func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.TrajectorySpec, category string) (storyboard.Trajectory, error) {
+func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.TrajectorySpec) (storyboard.Trajectory, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.freed {
@@ -121,7 +121,7 @@ func (s *Server) storyboard(c echo.Context, d *denoiser, spec evaluate.Trajector
 	}
 	tr.Scale = tr.MapRange()
 	if hasTh {
-		tr.Scale = visual.ThresholdScale(th.For(category))
+		tr.Scale = visual.ThresholdScale(th.For(spec.Category))
 	}
 	return tr, nil
 }

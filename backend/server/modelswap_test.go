@@ -36,7 +36,7 @@ func TestARequestOnAReplacedModelIsRefusedNotRunOnFreedWeights(t *testing.T) {
 	img := filepath.Join(e.dataset, "woven", "test", "good", "000.png")
 	spec := evaluate.TrajectorySpec{Path: img, Sampler: shared.SamplerConfig{Steps: 2}, Seed: 1}
 	h := stream.NewHub(4, 4, e.srv.stats)
-	if err := e.srv.compute(old, spec, "", shared.DefaultProducts, "k", h); !errors.Is(err, errModelReplaced) {
+	if err := e.srv.compute(old, spec, shared.DefaultProducts, "k", h); !errors.Is(err, errModelReplaced) {
 		t.Fatalf("trajectory on the replaced model: %v", err)
 	}
 }

@@ -139,7 +139,7 @@ func (s *Server) trajectory(d *denoiser, src denoiseSource, sampler shared.Sampl
 	s.trajectories[key] = entry
 	s.trajCount.Add(1)
 	go func() {
-		err := s.compute(d, evaluate.TrajectorySpec{Path: src.path, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}, src.category, products, key, h)
+		err := s.compute(d, evaluate.TrajectorySpec{Path: src.path, Category: src.category, Sampler: sampler, Seed: src.seed, Unguided: guidance == shared.GuidanceNone}, products, key, h)
 		s.trajMu.Lock()
 		defer s.trajMu.Unlock()
 		if err != nil {
@@ -215,7 +215,7 @@ func wants(products []string, p string) bool {
 // and outside the compute lane; the encoding (PNG, float16, quantised maps)
 // happens here. The final map is the one `diad predict` computes for the
 // same image, sampler and seed.
-func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category string, products []string, key string, h *stream.Hub) error {
+func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, products []string, key string, h *stream.Hub) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.freed {
@@ -247,7 +247,7 @@ func (s *Server) compute(d *denoiser, spec evaluate.TrajectorySpec, category str
 	}
 	var threshold *float64
 	if hasTh {
-		threshold = ptrTo(th.For(category))
+		threshold = ptrTo(th.For(spec.Category))
 	}
 	msg, err := enc.final(out, threshold)
 	if err != nil {

@@ -50,7 +50,8 @@ func (t *trainer) buildPatchMemory(ctx context.Context, samples []datasets.Sampl
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	t.log.Info("patch memory", "images", len(samples), "size", t.m.Patch.Config().Size, "seconds", time.Since(start).Seconds())
+	t.m.Config.PatchMemory = t.m.Patch.Config() // with the groups the build chose
+	t.log.Info("patch memory", "groups", len(t.m.Patch.Config().Groups), "images", len(samples), "size", t.m.Patch.Config().Size, "seconds", time.Since(start).Seconds())
 	return nil
 }
 
