@@ -83,10 +83,15 @@ func (cfg Config) scorerKinds() (kinds []string, measured string, err error) {
 // images and their corrupted copies, and picks the pair with the best mean of
 // image and pixel AUROC (the first on a tie: lower level, earlier scorer). Term scales are the mean of each term's map over the
 // clean images at that level, so every term contributes about 1 on normal
-// content. The model is not changed; the caller applies the result.
-func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result, error) {
+// content. groups are the images' categories (nil: unknown), which a patch
+// memory compares each image with, as at test time. The model is not
+// changed; the caller applies the result.
+func Run(ctx context.Context, m *model.DiAD, images []Image, groups []string, cfg Config) (Result, error) {
 	if len(images) < 2 {
 		return Result{}, fmt.Errorf("calibrate: need at least 2 held-out images, have %d", len(images))
+	}
+	if groups != nil && len(groups) != len(images) {
+		return Result{}, fmt.Errorf("calibrate: %d groups for %d images", len(groups), len(images))
 	}
 	kinds, measured, err := cfg.scorerKinds()
 	if err != nil {
@@ -120,11 +125,11 @@ func Run(ctx context.Context, m *model.DiAD, images []Image, cfg Config) (Result
 		sampler := m.Config.Sampler
 		sampler.StartT = t0
 		sampler.Timesteps = nil
-		clean, err := termMaps(ctx, m, sc, images, size, sampler, cfg)
+		clean, err := termMaps(ctx, m, sc, images, groups, size, sampler, cfg)
 		if err != nil {
 			return Result{}, err
 		}
-		bad, err := termMaps(ctx, m, sc, corrupted, size, sampler, cfg)
+		bad, err := termMaps(ctx, m, sc, corrupted, groups, size, sampler, cfg)
 		if err != nil {
 			return Result{}, err
 		}
@@ -208,7 +213,7 @@ func meanOf(maps [][]float32) float64 {
 
 // termMaps reconstructs images in batches and returns, per term, each image's
 // unsmoothed map.
-func termMaps(ctx context.Context, m *model.DiAD, sc *scoring.Scorer, images []Image, size int, sampler diffusion.SamplerConfig, cfg Config) ([][][]float32, error) {
+func termMaps(ctx context.Context, m *model.DiAD, sc *scoring.Scorer, images []Image, groups []string, size int, sampler diffusion.SamplerConfig, cfg Config) ([][][]float32, error) {
 	bs := max(cfg.BatchSize, 1)
 	out := make([][][]float32, 0)
 	for lo := 0; lo < len(images); lo += bs {
@@ -225,7 +230,11 @@ func termMaps(ctx context.Context, m *model.DiAD, sc *scoring.Scorer, images []I
 			unlock()
 			return nil, err
 		}
-		r, err := sc.Score(x, rec.Image, true)
+		var g []string
+		if groups != nil {
+			g = groups[lo:hi]
+		}
+		r, err := sc.ScoreGroups(x, rec.Image, g, true)
 		rec.Free()
 		x.MustDrop()
 		if err != nil {

@@ -494,12 +494,14 @@ func (t *trainer) calibrateWith(ctx context.Context, startTs []int, scorer strin
 		return nil
 	}
 	var images []calibrate.Image
+	var groups []string
 	for r := range t.val.Epoch(ctx, 0, 0) {
 		if r.Err != nil {
 			return r.Err
 		}
 		for _, it := range r.Batch.Items {
 			images = append(images, it.Image)
+			groups = append(groups, it.Sample.Category)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -510,7 +512,7 @@ func (t *trainer) calibrateWith(ctx context.Context, startTs []int, scorer strin
 		kind = scoring.KindAE
 	}
 	t.emit(Event{Kind: shared.EventStage, Message: fmt.Sprintf("calibrating the start level %v and scorer on %d held-out images", startTs, len(images))})
-	res, err := calibrate.Run(ctx, t.m, images, calibrate.Config{StartTCandidates: startTs, Scorer: kind,
+	res, err := calibrate.Run(ctx, t.m, images, groups, calibrate.Config{StartTCandidates: startTs, Scorer: kind,
 		ScorerCandidates: scorerCandidates, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
