@@ -39,6 +39,10 @@ func TestPatchMemory(t *testing.T) {
 	if !patchKinds(cfg.Scorer.Kind) || !(cfg.Scorer.Scales[scoring.KindPatch] > 0) || cfg.PatchMemory.Size != tinyPatchMemory.Size {
 		t.Fatalf("scorer %+v memory %+v: want a patch scorer with its scale, the memory's config", cfg.Scorer, cfg.PatchMemory)
 	}
+	// The memory's rows are kept by category, and the file says where.
+	if g := cfg.PatchMemory.Groups; len(g) < 2 || cfg.PatchMemory.Validate() != nil {
+		t.Fatalf("saved memory groups %+v (%v): want the training categories' rows", g, cfg.PatchMemory.Validate())
+	}
 	m, _, err := model.Open(sum.Model, gotch.CPU)
 	if err != nil {
 		t.Fatal(err)
