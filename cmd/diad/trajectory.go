@@ -17,8 +17,8 @@ import (
 
 // trajectoryFlags are what `diad trajectory` draws and where it writes.
 type trajectoryFlags struct {
-	gif, strip, panels, stripSteps, threshold string
-	side, delayMS                             int
+	gif, strip, panels, stripSteps, threshold, category string
+	side, delayMS                                       int
 	noSG                                      bool
 }
 
@@ -73,7 +73,7 @@ show what it adds.`,
 			if err != nil {
 				return err
 			}
-			spec := evaluate.TrajectorySpec{Path: args[0], Sampler: sampler, Seed: results.ImageSeed(cfg.Seed, 0), Unguided: tf.noSG}
+			spec := evaluate.TrajectorySpec{Path: args[0], Category: tf.category, Sampler: sampler, Seed: results.ImageSeed(cfg.Seed, 0), Unguided: tf.noSG}
 			tr, out, err := e.Storyboard(cmd.Context(), spec)
 			if err != nil {
 				return err
@@ -111,5 +111,6 @@ show what it adds.`,
 	f.IntVar(&tf.delayMS, "delay", 0, "milliseconds per GIF frame (default 400; the last holds 4 times as long)")
 	f.StringVar(&tf.threshold, "threshold", "", "colour the maps with this threshold at mid-scale (default: the maps' own range)")
 	f.BoolVar(&tf.noSG, "no-sg", false, "switch the SG network off (what DiAD's guidance adds)")
+	f.StringVar(&tf.category, "category", "", "the image's category: a patch memory compares it with that category's patches (default: with every category's)")
 	return cmd
 }
