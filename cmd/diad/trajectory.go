@@ -19,7 +19,7 @@ import (
 type trajectoryFlags struct {
 	gif, strip, panels, stripSteps, threshold, category string
 	side, delayMS                                       int
-	noSG                                      bool
+	noSG                                                bool
 }
 
 // options are the drawing options and the map threshold (0: the maps' own
