@@ -2,6 +2,7 @@ package patchmemory
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 
@@ -46,7 +47,39 @@ func (m *Memory) Features(images *ts.Tensor) (*ts.Tensor, error) {
 		win := cols.MustView([]int64{s[0], 3 * k * k, s[2] / sc, s[3] / sc}, true)
 		parts = append(parts, win.MustAdaptiveAvgPool2d(grid, true))
 	}
+	if m.cfg.Encoder {
+		enc, err := m.encoderParts(images, grid)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, enc...)
+	}
 	return ts.MustCat(parts, 1), nil
+}
+
+// encoderParts are the encoder's levels on the memory's grid: each
+// location's vector at unit length, averaged over its 3x3 neighbourhood
+// and then over its cell.
+func (m *Memory) encoderParts(images *ts.Tensor, grid []int64) ([]*ts.Tensor, error) {
+	if m.encode == nil {
+		return nil, fmt.Errorf("patchmemory: the memory uses encoder features but has no encoder")
+	}
+	levels := m.encode(images)
+	if len(levels) != len(m.cfg.EncoderChannels) {
+		for _, l := range levels {
+			l.MustDrop()
+		}
+		return nil, fmt.Errorf("patchmemory: the encoder gave %d levels, the memory expects %d", len(levels), len(m.cfg.EncoderChannels))
+	}
+	out := make([]*ts.Tensor, len(levels))
+	for i, l := range levels {
+		norm := l.MustFrobeniusNorm([]int64{1}, true, false).MustClampMin(ts.FloatScalar(1e-6), true)
+		unit := l.MustDiv(norm, true)
+		norm.MustDrop()
+		pooled := unit.MustAvgPool2d([]int64{3, 3}, []int64{1, 1}, []int64{1, 1}, false, false, nil, true)
+		out[i] = pooled.MustAdaptiveAvgPool2d(grid, true)
+	}
+	return out, nil
 }
 
 // project flattens features [B, D, h, w] to rows [B*h*w, D], centres them
@@ -63,7 +96,35 @@ func (m *Memory) project(feats *ts.Tensor) (proj, residual *ts.Tensor) {
 	kept := proj.MustMul(proj, false).MustSumDimIntlist([]int64{1}, false, gotch.Float, true)
 	residual = all.MustSub(kept, true).MustClampMin(ts.FloatScalar(0), true)
 	kept.MustDrop()
+	if m.scale != nil {
+		proj = proj.MustMul(m.scale.MustNarrow(0, 0, m.cfg.Dims, false), true)
+		rs := m.scale.MustNarrow(0, m.cfg.Dims, 1, false)
+		residual = residual.MustMul(rs, true).MustMul(rs, true)
+		rs.MustDrop()
+	}
 	return proj, residual
+}
+
+// whitening is the scale of each kept component and, last, of the
+// residual for Config.Whiten: (variance / leading variance)^(-w/2), the
+// residual's variance its mean over the components left out. vals are the
+// covariance's eigenvalues, ascending (as eigh gives them).
+func whitening(vals []float64, dims int64, w float64) []float32 {
+	d := int64(len(vals))
+	lead := max(vals[d-1], 1e-12)
+	out := make([]float32, dims+1)
+	for j := int64(0); j < dims; j++ {
+		out[j] = float32(math.Pow(max(vals[d-1-j], 1e-12)/lead, -w/2))
+	}
+	rest := 0.0
+	for _, v := range vals[:d-dims] {
+		rest += max(v, 0)
+	}
+	if d > dims {
+		rest /= float64(d - dims)
+	}
+	out[dims] = float32(math.Pow(max(rest, vals[d-dims]*1e-3, 1e-12)/lead, -w/2))
+	return out
 }
 
 // Built reports whether the memory holds patches (built, or loaded from a
@@ -257,15 +318,24 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 		fit = fit.MustIndexSelect(0, idx, true)
 		idx.MustDrop()
 	}
-	mean, basis := principal(fit, m.cfg.Dims)
+	mean, basis, vals := principal(fit, m.cfg.Dims)
 	fit.MustDrop()
 	torchrt.Copy_(m.mean, mean)
 	torchrt.Copy_(m.basis, basis)
 	mean.MustDrop()
 	basis.MustDrop()
+	if m.scale != nil {
+		sc := ts.MustOfSlice(whitening(vals, m.cfg.Dims, m.cfg.Whiten)).MustTo(m.scale.MustDevice(), true)
+		torchrt.Copy_(m.scale, sc)
+		sc.MustDrop()
+	}
 	projected, groups, names, err := m.pool(batches, images, PoolRows, rng, func(rows *ts.Tensor) *ts.Tensor {
 		centred := rows.MustSub(m.mean, false)
-		return centred.MustMm(m.basis, true)
+		proj := centred.MustMm(m.basis, true)
+		if m.scale != nil {
+			proj = proj.MustMul(m.scale.MustNarrow(0, 0, m.cfg.Dims, false), true)
+		}
+		return proj
 	})
 	if err != nil {
 		return err
@@ -390,9 +460,9 @@ func orderByGroup(picks []int64, groups []int, names []string) []Group {
 
 // principal returns the rows' mean [D] and the leading dims eigenvectors of
 // their covariance as columns [D, dims], computed in float64 (float32 on
-// the model's device). An eigenvector's sign does not matter: distances
-// are the same either way.
-func principal(rows *ts.Tensor, dims int64) (mean, basis *ts.Tensor) {
+// the model's device), and all the eigenvalues, ascending. An eigenvector's
+// sign does not matter: distances are the same either way.
+func principal(rows *ts.Tensor, dims int64) (mean, basis *ts.Tensor, vals []float64) {
 	x := rows.MustTotype(gotch.Double, false)
 	defer x.MustDrop()
 	n := x.MustSize()[0]
@@ -400,15 +470,16 @@ func principal(rows *ts.Tensor, dims int64) (mean, basis *ts.Tensor) {
 	xc := x.MustSub(mu, false)
 	cov := xc.MustT(false).MustMm(xc, true).MustDivScalar(ts.FloatScalar(float64(n-1)), true)
 	xc.MustDrop()
-	vals, vecs := cov.MustLinalgEigh("L", true)
-	vals.MustDrop()
+	ev, vecs := cov.MustLinalgEigh("L", true)
+	vals = ev.Float64Values()
+	ev.MustDrop()
 	d := vecs.MustSize()[1]
 	// eigh orders eigenvalues ascending: the last columns lead.
 	top := vecs.MustNarrow(1, d-dims, dims, true).MustFlip([]int64{1}, true)
 	dev := rows.MustDevice()
 	mean = mu.MustView([]int64{-1}, true).MustTotype(gotch.Float, true).MustTo(dev, true)
 	basis = top.MustTotype(gotch.Float, true).MustContiguous(true).MustTo(dev, true)
-	return mean, basis
+	return mean, basis, vals
 }
 
 // sampleIndices draws k indices in [0, n) on device: without replacement

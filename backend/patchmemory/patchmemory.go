@@ -49,6 +49,20 @@ type Config struct {
 	// those already chosen (PatchCore's coreset), so that rare normal
 	// patches are kept; false draws it at random.
 	Coreset bool `yaml:"coreset,omitempty"`
+	// Whiten, in [0, 1], evens out the principal components' weight in
+	// the distance: component j is scaled by (var_j / var_0)^(-Whiten/2)
+	// and the residual by its mean variance likewise, so that a faint but
+	// unusual structure (a thin crack) counts beside the brightness and
+	// colour that dominate the raw patches. 0 is the plain projection.
+	Whiten float64 `yaml:"whiten,omitempty"`
+	// Encoder adds to each patch the model's autoencoder encoder features
+	// at every level (each location's vector scaled to unit length, then
+	// averaged over a 3x3 neighbourhood): features learnt on the normal
+	// images themselves, which see a structure's shape where raw colour
+	// sees only its brightness. EncoderChannels are the levels' widths,
+	// filled in by the model from its autoencoder.
+	Encoder         bool    `yaml:"encoder,omitempty"`
+	EncoderChannels []int64 `yaml:"encoder_channels,omitempty"`
 	// Groups are the categories the memory was built from, in the order
 	// their rows lie in the bank (written by Build; empty: one group). A
 	// map of an image whose category is known searches only its rows.
@@ -76,7 +90,15 @@ func (c Config) Enabled() bool { return c.Size > 0 }
 
 // FeatureDims is a patch's length before the projection: three colours,
 // Patch x Patch pixels, every scale.
-func (c Config) FeatureDims() int64 { return 3 * c.Patch * c.Patch * int64(len(c.Scales)) }
+func (c Config) FeatureDims() int64 {
+	d := 3 * c.Patch * c.Patch * int64(len(c.Scales))
+	if c.Encoder {
+		for _, ch := range c.EncoderChannels {
+			d += ch
+		}
+	}
+	return d
+}
 
 // Validate checks the shape.
 func (c Config) Validate() error {
@@ -99,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.Dims < 1 || c.Dims > c.FeatureDims() {
 		return fmt.Errorf("patchmemory: dims must be in [1, %d], got %d", c.FeatureDims(), c.Dims)
+	}
+	if !(c.Whiten >= 0 && c.Whiten <= 1) {
+		return fmt.Errorf("patchmemory: whiten must be in [0, 1], got %v", c.Whiten)
 	}
 	if c.QueryChunk < 1 || c.BankChunk < 1 {
 		return fmt.Errorf("patchmemory: query_chunk and bank_chunk must be >= 1, got %d and %d", c.QueryChunk, c.BankChunk)
@@ -167,17 +192,24 @@ const (
 	bufBank  = "bank"
 	bufNorms = "bank_norms"
 	bufBuilt = "built"
+	bufScale = "scale"
 )
 
 // shapes of the buffers for a config.
+// A whitened memory also keeps the components' scales and, last, the
+// residual's: [Dims+1].
 func (c Config) shapes() map[string][]int64 {
-	return map[string][]int64{
+	sh := map[string][]int64{
 		bufMean:  {c.FeatureDims()},
 		bufBasis: {c.FeatureDims(), c.Dims},
 		bufBank:  {c.Size, c.Dims},
 		bufNorms: {c.Size},
 		bufBuilt: {1},
 	}
+	if c.Whiten > 0 {
+		sh[bufScale] = []int64{c.Dims + 1}
+	}
+	return sh
 }
 
 // Memory is the memory's buffers in a model's store (zero until Build).
@@ -188,6 +220,9 @@ type Memory struct {
 	bank  *ts.Tensor
 	norms *ts.Tensor
 	built *ts.Tensor
+	scale *ts.Tensor // nil unless Whiten > 0
+	// encode gives the encoder features when Config.Encoder (SetEncoder).
+	encode func(*ts.Tensor) []*ts.Tensor
 	// seenBuilt caches a true Built (Map asks on every call; scorers map
 	// from several goroutines).
 	seenBuilt atomic.Bool
@@ -203,23 +238,42 @@ func New(p layers.Path, c Config) (*Memory, error) {
 		return nil, fmt.Errorf("patchmemory: size 0")
 	}
 	sh := c.shapes()
-	return &Memory{
+	m := &Memory{
 		cfg:   c,
 		mean:  p.Buffer(bufMean, sh[bufMean], layers.Zeros),
 		basis: p.Buffer(bufBasis, sh[bufBasis], layers.Zeros),
 		bank:  p.Buffer(bufBank, sh[bufBank], layers.Zeros),
 		norms: p.Buffer(bufNorms, sh[bufNorms], layers.Zeros),
 		built: p.Buffer(bufBuilt, sh[bufBuilt], layers.Zeros),
-	}, nil
+	}
+	if c.Whiten > 0 {
+		m.scale = p.Buffer(bufScale, sh[bufScale], layers.Zeros)
+	}
+	return m, nil
 }
 
 // Config is the memory's shape.
 func (m *Memory) Config() Config { return m.cfg }
 
+// WithEncoder is c with the encoder's level widths filled in (when c uses
+// encoder features).
+func (c Config) WithEncoder(levels []int64) Config {
+	if c.Encoder {
+		c.EncoderChannels = slices.Clone(levels)
+	}
+	return c
+}
+
+// SetEncoder gives the memory the model's encoder (ImageNet-normalised
+// images to one feature tensor per level, [B, C_i, H/2^i, W/2^i], which the
+// memory frees), used when Config.Encoder.
+func (m *Memory) SetEncoder(f func(*ts.Tensor) []*ts.Tensor) { m.encode = f }
+
 // SameShape reports whether c and o have the same buffers: they differ at
 // most in how the memory is searched (the chunks) and chosen (Coreset).
 func (c Config) SameShape(o Config) bool {
-	return c.Stride == o.Stride && slices.Equal(c.Scales, o.Scales) && c.Patch == o.Patch && c.Dims == o.Dims && c.Size == o.Size
+	return c.Stride == o.Stride && slices.Equal(c.Scales, o.Scales) && c.Patch == o.Patch && c.Dims == o.Dims && c.Size == o.Size &&
+		(c.Whiten > 0) == (o.Whiten > 0) && c.FeatureDims() == o.FeatureDims()
 }
 
 // Reconfigure adopts c, of the same shape, for the next Build and Map. The

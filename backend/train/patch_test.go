@@ -2,14 +2,17 @@ package train
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/scoring"
+	"github.com/diad-project/diad/backend/torchrt"
 )
 
 var tinyPatchMemory = patchmemory.Config{Stride: 2, Scales: []int64{1, 2}, Patch: 3, Dims: 8, Size: 300, QueryChunk: 64, BankChunk: 128}
@@ -64,6 +67,7 @@ func TestPatchMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireOnlyAdded(t, psum.Model, rsum.Model, patchmemory.Prefix)
+	requireEncoderMemory(t, re, psum.Model)
 
 	// A model with a memory builds it again as the config chooses it (a
 	// coreset here), of the same shape; another shape is refused.
@@ -88,5 +92,42 @@ func TestPatchMemory(t *testing.T) {
 	bad.ScorerCandidates = []string{"patch"}
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "patch_memory") {
 		t.Errorf("scorer candidate patch without a memory: %v", err)
+	}
+}
+
+// requireEncoderMemory recalibrates model with a memory of encoder features:
+// the saved config names the autoencoder's level widths, and the opened
+// model maps an image with them.
+func requireEncoderMemory(t *testing.T, re Config, modelPath string) {
+	t.Helper()
+	re.OutDir = t.TempDir()
+	re.PatchMemory.Encoder = true
+	sum, err := Recalibrate(context.Background(), re, modelPath, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := model.Open(sum.Model, gotch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	pc := m.Config.PatchMemory
+	if !pc.Encoder || !slices.Equal(pc.EncoderChannels, m.Config.Autoencoder.LevelChannels()) || !m.Patch.Built() {
+		t.Fatalf("memory %+v (built %v): want encoder features of widths %v", pc, m.Patch.Built(), m.Config.Autoencoder.LevelChannels())
+	}
+	size := int64(m.Config.ImageSize)
+	err = torchrt.Do(func() error {
+		x := ts.MustRandn([]int64{1, 3, size, size}, gotch.Float, gotch.CPU)
+		defer x.MustDrop()
+		var mp *ts.Tensor
+		torchrt.NoGrad(func() { mp = m.Patch.Map(x, x) })
+		defer mp.MustDrop()
+		if v := torchrt.Float32s(mp); len(v) != int(size*size) || !(v[0] >= 0) {
+			t.Fatalf("map of %d values, first %v", len(v), v[0])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
