@@ -170,7 +170,7 @@ func TestEncoderFeaturesNeedTheirEncoder(t *testing.T) {
 	m, store := newMemory(t, c)
 	defer store.Free()
 	for name, enc := range map[string]func(*ts.Tensor) []*ts.Tensor{
-		"no encoder":       nil,
+		"no encoder":        nil,
 		"one level too few": func(x *ts.Tensor) []*ts.Tensor { return []*ts.Tensor{x.MustShallowClone()} },
 	} {
 		m.SetEncoder(enc)
