@@ -33,16 +33,6 @@ type Config struct {
 // Downsampling is the spatial factor between image and latent.
 func (c Config) Downsampling() int64 { return 1 << (len(c.ChMult) - 1) }
 
-// LevelChannels are the widths of the encoder's levels (what Features
-// returns, in order).
-func (c Config) LevelChannels() []int64 {
-	out := make([]int64, len(c.ChMult))
-	for i, m := range c.ChMult {
-		out[i] = c.Ch * m
-	}
-	return out
-}
-
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.Ch <= 0 || len(c.ChMult) == 0 || c.NumResBlocks <= 0 || c.ZChannels <= 0 || c.EmbedDim <= 0 {

@@ -44,7 +44,6 @@ type DiAD struct {
 
 // build creates all parameters in store.
 func build(c Config, store *layers.Store) (*DiAD, error) {
-	c.PatchMemory = c.PatchMemory.WithEncoder(c.Autoencoder.LevelChannels())
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -70,24 +69,11 @@ func build(c Config, store *layers.Store) (*DiAD, error) {
 		}
 	}
 	if c.PatchMemory.Enabled() {
-		if m.Patch, err = m.newPatchMemory(c.PatchMemory); err != nil {
+		if m.Patch, err = patchmemory.New(subPrefix(root, patchmemory.Prefix), c.PatchMemory); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// newPatchMemory creates the memory's buffers and, when it uses encoder
-// features, hands it the autoencoder's encoder.
-func (m *DiAD) newPatchMemory(c patchmemory.Config) (*patchmemory.Memory, error) {
-	p, err := patchmemory.New(subPrefix(m.Store.Root(), patchmemory.Prefix), c)
-	if err != nil {
-		return nil, err
-	}
-	if c.Encoder {
-		p.SetEncoder(m.AE.Features)
-	}
-	return p, nil
 }
 
 // AddPatchMemory gives a model without a patch memory an empty one (Build
@@ -97,12 +83,12 @@ func (m *DiAD) AddPatchMemory(c patchmemory.Config) error {
 		return fmt.Errorf("model: already has a patch memory")
 	}
 	cfg := m.Config
-	cfg.PatchMemory = c.WithEncoder(cfg.Autoencoder.LevelChannels())
+	cfg.PatchMemory = c
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	return torchrt.Do(func() error {
-		p, err := m.newPatchMemory(cfg.PatchMemory)
+		p, err := patchmemory.New(subPrefix(m.Store.Root(), patchmemory.Prefix), c)
 		if err != nil {
 			return err
 		}
@@ -118,7 +104,7 @@ func (m *DiAD) UsePatchMemory(c patchmemory.Config) error {
 	if m.Patch == nil {
 		return m.AddPatchMemory(c)
 	}
-	if err := m.Patch.Reconfigure(c.WithEncoder(m.Config.Autoencoder.LevelChannels())); err != nil {
+	if err := m.Patch.Reconfigure(c); err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
 	m.Config.PatchMemory = m.Patch.Config()

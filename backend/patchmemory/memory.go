@@ -47,39 +47,7 @@ func (m *Memory) Features(images *ts.Tensor) (*ts.Tensor, error) {
 		win := cols.MustView([]int64{s[0], 3 * k * k, s[2] / sc, s[3] / sc}, true)
 		parts = append(parts, win.MustAdaptiveAvgPool2d(grid, true))
 	}
-	if m.cfg.Encoder {
-		enc, err := m.encoderParts(images, grid)
-		if err != nil {
-			return nil, err
-		}
-		parts = append(parts, enc...)
-	}
 	return ts.MustCat(parts, 1), nil
-}
-
-// encoderParts are the encoder's levels on the memory's grid: each
-// location's vector at unit length, averaged over its 3x3 neighbourhood
-// and then over its cell.
-func (m *Memory) encoderParts(images *ts.Tensor, grid []int64) ([]*ts.Tensor, error) {
-	if m.encode == nil {
-		return nil, fmt.Errorf("patchmemory: the memory uses encoder features but has no encoder")
-	}
-	levels := m.encode(images)
-	if len(levels) != len(m.cfg.EncoderChannels) {
-		for _, l := range levels {
-			l.MustDrop()
-		}
-		return nil, fmt.Errorf("patchmemory: the encoder gave %d levels, the memory expects %d", len(levels), len(m.cfg.EncoderChannels))
-	}
-	out := make([]*ts.Tensor, len(levels))
-	for i, l := range levels {
-		norm := l.MustFrobeniusNorm([]int64{1}, true, false).MustClampMin(ts.FloatScalar(1e-6), true)
-		unit := l.MustDiv(norm, true)
-		norm.MustDrop()
-		pooled := unit.MustAvgPool2d([]int64{3, 3}, []int64{1, 1}, []int64{1, 1}, false, false, nil, true)
-		out[i] = pooled.MustAdaptiveAvgPool2d(grid, true)
-	}
-	return out, nil
 }
 
 // project flattens features [B, D, h, w] to rows [B*h*w, D], centres them

@@ -31,6 +31,9 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.Patch = 4 },
 		func(c *Config) { c.Dims = c.FeatureDims() + 1 },
 		func(c *Config) { c.QueryChunk = 0 },
+		func(c *Config) { c.Whiten = -0.1 },
+		func(c *Config) { c.Whiten = 1.5 },
+		func(c *Config) { c.Whiten = math.NaN() },
 	} {
 		c := tiny
 		c.Scales = append([]int64(nil), tiny.Scales...)
@@ -74,9 +77,6 @@ func newMemory(t testing.TB, c Config) (*Memory, *layers.Store) {
 	err := torchrt.Do(func() error {
 		var err error
 		m, err = New(store.Root().Sub("patch_memory"), c)
-		if err == nil && c.Encoder {
-			m.SetEncoder(imageEncoder)
-		}
 		return err
 	})
 	if err != nil {
@@ -122,21 +122,6 @@ func TestMapMarksAForeignPatch(t *testing.T) {
 		c.Whiten = 0.5
 		requireForeignPatchStandsOut(t, c)
 	})
-	t.Run("with encoder features", func(t *testing.T) {
-		c := tiny
-		c.Encoder = true
-		c = c.WithEncoder([]int64{3, 3})
-		requireForeignPatchStandsOut(t, c)
-	})
-}
-
-// imageEncoder stands in for an autoencoder's encoder in tests: two levels,
-// the image and its 2x2 average.
-func imageEncoder(x *ts.Tensor) []*ts.Tensor {
-	return []*ts.Tensor{
-		x.MustShallowClone(),
-		x.MustAvgPool2d([]int64{2, 2}, []int64{2, 2}, []int64{0, 0}, false, true, nil, false),
-	}
 }
 
 func TestWhitening(t *testing.T) {
@@ -151,40 +136,6 @@ func TestWhitening(t *testing.T) {
 			if math.Abs(float64(got[i]-tc.want[i])) > 1e-5 {
 				t.Fatalf("whiten %v: scales %v, want %v", tc.w, got, tc.want)
 			}
-		}
-	}
-}
-
-// A memory that asks for encoder features but was given no encoder, or an
-// encoder of other levels, says so instead of mapping.
-func TestEncoderFeaturesNeedTheirEncoder(t *testing.T) {
-	c := tiny
-	c.Encoder = true
-	c = c.WithEncoder([]int64{3, 3})
-	if c.FeatureDims() != tiny.FeatureDims()+6 {
-		t.Fatalf("feature dims %d, want %d", c.FeatureDims(), tiny.FeatureDims()+6)
-	}
-	if (Config{Encoder: false}).WithEncoder([]int64{3}).EncoderChannels != nil {
-		t.Fatal("WithEncoder filled channels of a memory without encoder features")
-	}
-	m, store := newMemory(t, c)
-	defer store.Free()
-	for name, enc := range map[string]func(*ts.Tensor) []*ts.Tensor{
-		"no encoder":        nil,
-		"one level too few": func(x *ts.Tensor) []*ts.Tensor { return []*ts.Tensor{x.MustShallowClone()} },
-	} {
-		m.SetEncoder(enc)
-		err := torchrt.Do(func() error {
-			x := ts.MustZeros([]int64{1, 3, 8, 8}, gotch.Float, gotch.CPU)
-			defer x.MustDrop()
-			f, err := m.Features(x)
-			if err == nil {
-				f.MustDrop()
-			}
-			return err
-		})
-		if err == nil {
-			t.Errorf("%s: no error", name)
 		}
 	}
 }

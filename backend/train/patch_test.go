@@ -2,12 +2,10 @@ package train
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/sugarme/gotch"
-	"github.com/sugarme/gotch/ts"
 
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/patchmemory"
@@ -30,6 +28,7 @@ func TestPatchMemory(t *testing.T) {
 	c.OutDir = t.TempDir()
 	c.StartTCandidates = []int{200}
 	c.PatchMemory = tinyPatchMemory
+	c.PatchMemory.Whiten = 0.25
 	c.ScorerCandidates = []string{"patch", "patch+pixel"}
 	sum, err := Run(context.Background(), c, Options{})
 	if err != nil {
@@ -46,6 +45,7 @@ func TestPatchMemory(t *testing.T) {
 	if g := cfg.PatchMemory.Groups; len(g) < 2 || cfg.PatchMemory.Validate() != nil {
 		t.Fatalf("saved memory groups %+v (%v): want the training categories' rows", g, cfg.PatchMemory.Validate())
 	}
+	requireWhitening(t, sum.Model)
 	m, _, err := model.Open(sum.Model, gotch.CPU)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,6 @@ func TestPatchMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireOnlyAdded(t, psum.Model, rsum.Model, patchmemory.Prefix)
-	requireEncoderMemory(t, re, psum.Model)
 
 	// A model with a memory builds it again as the config chooses it (a
 	// coreset here), of the same shape; another shape is refused.
@@ -95,39 +94,18 @@ func TestPatchMemory(t *testing.T) {
 	}
 }
 
-// requireEncoderMemory recalibrates model with a memory of encoder features:
-// the saved config names the autoencoder's level widths, and the opened
-// model maps an image with them.
-func requireEncoderMemory(t *testing.T, re Config, modelPath string) {
+// requireWhitening requires the model file to keep its whitened memory's
+// scales: the leading component's 1, the others' above it.
+func requireWhitening(t *testing.T, path string) {
 	t.Helper()
-	re.OutDir = t.TempDir()
-	re.PatchMemory.Encoder = true
-	sum, err := Recalibrate(context.Background(), re, modelPath, Options{})
+	r, _ := openPair(t, path, path)
+	x, err := r.Load(patchmemory.Prefix+"scale", gotch.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _, err := model.Open(sum.Model, gotch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	pc := m.Config.PatchMemory
-	if !pc.Encoder || !slices.Equal(pc.EncoderChannels, m.Config.Autoencoder.LevelChannels()) || !m.Patch.Built() {
-		t.Fatalf("memory %+v (built %v): want encoder features of widths %v", pc, m.Patch.Built(), m.Config.Autoencoder.LevelChannels())
-	}
-	size := int64(m.Config.ImageSize)
-	err = torchrt.Do(func() error {
-		x := ts.MustRandn([]int64{1, 3, size, size}, gotch.Float, gotch.CPU)
-		defer x.MustDrop()
-		var mp *ts.Tensor
-		torchrt.NoGrad(func() { mp = m.Patch.Map(x, x) })
-		defer mp.MustDrop()
-		if v := torchrt.Float32s(mp); len(v) != int(size*size) || !(v[0] >= 0) {
-			t.Fatalf("map of %d values, first %v", len(v), v[0])
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	v := torchrt.Float32s(x)
+	x.MustDrop()
+	if len(v) != int(tinyPatchMemory.Dims)+1 || v[0] != 1 || !(v[len(v)-1] > 1) {
+		t.Fatalf("saved whitening scales %v", v)
 	}
 }
