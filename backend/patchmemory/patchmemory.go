@@ -3,7 +3,8 @@
 // location's distance to the nearest patch in memory. A patch is the raw
 // colour of a small window taken at several scales (so one location sees a
 // few pixels, a small neighbourhood and a wider one), reduced to a few
-// principal components learnt on the training patches. The memory keeps a
+// principal components learnt on the training patches (partly whitened, so
+// that faint structure counts beside brightness and hue). The memory keeps a
 // coreset of the training patches (each the farthest from those kept, per
 // category), so that rare normal patches are remembered. Nothing is trained
 // by gradient and nothing is downloaded: the memory is built in seconds from
