@@ -69,14 +69,14 @@ type Group struct {
 }
 
 // DemoConfig is the demo recipe's memory: 3x3 windows at full, half and
-// quarter resolution (81 values), 64 components partly whitened (Whiten 0.25), a
-// location every 4 pixels, 70,000 patches (18 MB of float32; about 10,000
-// per category of the photo set) chosen as a coreset per category (on the
-// photo set's test, each image searched in its category: image / pixel
-// AUROC and PRO 89.6 / 96.2 / 77.7, against 89.9 / 95.8 / 72.1 unwhitened,
-// 89.1 / 95.9 / 70.4 with 5x5 windows and 87.4 / 92.7 / 66.1 with 5x5
-// windows drawn at random and searched in all categories; see the model
-// card).
+// quarter resolution (81 values), 64 components partly whitened (Whiten
+// 0.25), a location every 4 pixels, 70,000 patches (18 MB of float32; about
+// 10,000 per category of the photo set) chosen as a coreset per category
+// (on the photo set's test, each image searched in its category: image /
+// pixel AUROC and PRO 89.6 / 96.2 / 77.7, against 89.9 / 95.8 / 72.1
+// unwhitened, 89.1 / 95.9 / 70.4 with 5x5 windows and 87.4 / 92.7 / 66.1
+// with 5x5 windows drawn at random and searched in all categories; see the
+// model card).
 var DemoConfig = Config{Stride: 4, Scales: []int64{1, 2, 4}, Patch: 3, Dims: 64, Whiten: 0.25, Size: 70000, QueryChunk: 512, BankChunk: 4096, Coreset: true}
 
 // Enabled reports whether the config asks for a memory.
