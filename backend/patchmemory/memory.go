@@ -65,12 +65,20 @@ func (m *Memory) project(feats *ts.Tensor) (proj, residual *ts.Tensor) {
 	residual = all.MustSub(kept, true).MustClampMin(ts.FloatScalar(0), true)
 	kept.MustDrop()
 	if m.scale != nil {
-		proj = proj.MustMul(m.scale.MustNarrow(0, 0, m.cfg.Dims, false), true)
+		proj = m.whiten(proj)
 		rs := m.scale.MustNarrow(0, m.cfg.Dims, 1, false)
 		residual = residual.MustMul(rs, true).MustMul(rs, true)
 		rs.MustDrop()
 	}
 	return proj, residual
+}
+
+// whiten scales projected rows [N, Dims] by the components' scales (and
+// frees proj): the bank and the queries are compared in the same space.
+func (m *Memory) whiten(proj *ts.Tensor) *ts.Tensor {
+	sc := m.scale.MustNarrow(0, 0, m.cfg.Dims, false)
+	defer sc.MustDrop()
+	return proj.MustMul(sc, true)
 }
 
 // whitening is the scale of each kept component and, last, of the
@@ -91,6 +99,9 @@ func whitening(vals []float64, dims int64, w float64) []float32 {
 	if d > dims {
 		rest /= float64(d - dims)
 	}
+	// A residual of (numerically) no variance, as when every component is
+	// kept, must not be scaled up without bound: its variance counts as at
+	// least a thousandth of the smallest kept component's.
 	out[dims] = float32(math.Pow(max(rest, vals[d-dims]*1e-3, 1e-12)/lead, -w/2))
 	return out
 }
@@ -301,7 +312,7 @@ func (m *Memory) build(batches func(yield func(Batch) error) error, images int, 
 		centred := rows.MustSub(m.mean, false)
 		proj := centred.MustMm(m.basis, true)
 		if m.scale != nil {
-			proj = proj.MustMul(m.scale.MustNarrow(0, 0, m.cfg.Dims, false), true)
+			proj = m.whiten(proj)
 		}
 		return proj
 	})

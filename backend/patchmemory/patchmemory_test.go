@@ -296,10 +296,19 @@ func TestBuildAndMapRejectBadInput(t *testing.T) {
 // Building and mapping free every tensor they make: a long loop of maps
 // does not grow the live tensor count.
 func TestMapFreesWhatItMakes(t *testing.T) {
-	m, store := newMemory(t, tiny)
+	t.Run("plain", func(t *testing.T) { requireMapFreesWhatItMakes(t, tiny) })
+	t.Run("whitened", func(t *testing.T) {
+		c := tiny
+		c.Whiten = 0.25
+		requireMapFreesWhatItMakes(t, c)
+	})
+}
+
+func requireMapFreesWhatItMakes(t *testing.T, c Config) {
+	m, store := newMemory(t, c)
 	defer store.Free()
 	torchtest.RequireNoLeak(t, "build", 0, func() { build(t, m, 6, 16, 1) })
-	coreset := tiny
+	coreset := c
 	coreset.Coreset = true
 	mc, storeC := newMemory(t, coreset)
 	defer storeC.Free()
