@@ -24,7 +24,7 @@ import (
 )
 
 // denoise runs one trajectory over a websocket and returns its frames.
-func denoise(t *testing.T, ctx context.Context, base string, req shared.DenoiseRequest, read bool) ([]shared.Frame, [][][]byte, error) {
+func denoise(t testing.TB, ctx context.Context, base string, req shared.DenoiseRequest, read bool) ([]shared.Frame, [][][]byte, error) {
 	url := strings.Replace(base, "http://", "ws://", 1) + "/api/v1/ws/denoise"
 	conn, _, err := websocket.Dial(ctx, url, nil)
 	if err != nil {

@@ -43,7 +43,7 @@ var fixtureRoot string
 // fixtures builds (once per test binary) a synthetic dataset and a tiny model
 // checkpoint with random weights: the server's work does not depend on
 // training, only its speed does.
-func fixtures(t *testing.T) (dataRoot, modelFile string) {
+func fixtures(t testing.TB) (dataRoot, modelFile string) {
 	fixtureOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "diad-server-test-")
 		if err != nil {
@@ -67,7 +67,7 @@ func fixtures(t *testing.T) (dataRoot, modelFile string) {
 	return filepath.Join(fixtureRoot, "roots"), filepath.Join(fixtureRoot, "model.safetensors")
 }
 
-func startEnv(t *testing.T, mod func(*Config)) *env {
+func startEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	return startEnvLog(t, mod, io.Discard)
 }
@@ -91,7 +91,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // startEnvLog is startEnv with the server's log written to logOut.
-func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
+func startEnvLog(t testing.TB, mod func(*Config), logOut io.Writer) *env {
 	t.Helper()
 	root, modelFile := fixtures(t)
 	cfg := DefaultConfig()
@@ -136,7 +136,7 @@ func startEnvLog(t *testing.T, mod func(*Config), logOut io.Writer) *env {
 	return e
 }
 
-func (e *env) do(t *testing.T, method, path string, body any, header ...string) (*http.Response, []byte) {
+func (e *env) do(t testing.TB, method, path string, body any, header ...string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -175,7 +175,7 @@ func (e *env) do(t *testing.T, method, path string, body any, header ...string) 
 
 // decode fails the test when body is not the JSON of v: a test must never
 // go on with the zero value of a response it failed to read.
-func decode(t *testing.T, body []byte, v any) {
+func decode(t testing.TB, body []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("decode %s: %v", body, err)
@@ -215,7 +215,7 @@ func pngBytes(t *testing.T, w, h int, c color.Color) []byte {
 	return buf.Bytes()
 }
 
-func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
+func waitJob(t testing.TB, e *env, id string, states ...string) shared.Job {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -238,7 +238,7 @@ func waitJob(t *testing.T, e *env, id string, states ...string) shared.Job {
 	return shared.Job{}
 }
 
-func submit(t *testing.T, e *env, req shared.JobRequest) shared.Job {
+func submit(t testing.TB, e *env, req shared.JobRequest) shared.Job {
 	t.Helper()
 	r, body := e.do(t, "POST", "/api/v1/jobs", req)
 	var j shared.Job

@@ -21,7 +21,7 @@ import (
 	"github.com/diad-project/diad/shared"
 )
 
-func upload(t *testing.T, e *env, data []byte) shared.Upload {
+func upload(t testing.TB, e *env, data []byte) shared.Upload {
 	t.Helper()
 	r, body := e.do(t, "POST", "/api/v1/uploads", data, "Content-Type", "image/png")
 	var u shared.Upload
