@@ -23,16 +23,25 @@ func LoadItem(s Sample, size int) (Item, error) {
 	if err != nil {
 		return Item{}, err
 	}
-	it := Item{Sample: s, Image: make([]float32, 3*size*size), Mask: make([]bool, size*size)}
+	it := Item{Sample: s, Image: make([]float32, 3*size*size)}
 	NormalizeCHW(ResizeRGB(img, size), it.Image)
-	if s.MaskPath != "" {
-		m, err := DecodeFile(s.MaskPath)
-		if err != nil {
-			return Item{}, fmt.Errorf("mask of %s: %w", s.Path, err)
-		}
-		it.Mask = ResizeMask(m, size)
+	if it.Mask, err = LoadMask(s, size); err != nil {
+		return Item{}, err
 	}
 	return it, nil
+}
+
+// LoadMask reads a sample's ground-truth mask at size x size (all false for
+// a sample without one: a normal image).
+func LoadMask(s Sample, size int) ([]bool, error) {
+	if s.MaskPath == "" {
+		return make([]bool, size*size), nil
+	}
+	m, err := DecodeFile(s.MaskPath)
+	if err != nil {
+		return nil, fmt.Errorf("mask of %s: %w", s.Path, err)
+	}
+	return ResizeMask(m, size), nil
 }
 
 // Batch is consecutive items of an epoch.

@@ -8,6 +8,7 @@
 package quality
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,20 @@ type DefectRow struct {
 	Removal          float64
 }
 
+// Options are how Measure evaluates beyond the model's own configuration.
+type Options struct {
+	// PixelSize is the side the pixel figures (pixel AUROC, PRO, defect
+	// removal) are computed at: the anomaly maps are upsampled bilinearly
+	// to it and the masks read from their files at it, so that a thin
+	// defect keeps its true shape when the model runs at a smaller size.
+	// 0 is the model's image size; the reference evaluates at 256.
+	PixelSize int
+}
+
+// maxPixelSize bounds Options.PixelSize: every test image's map is held at
+// that size until the metrics are computed (4 MiB each at 1024).
+const maxPixelSize = 1024
+
 // Report is a measurement.
 type Report struct {
 	Rows []Row // categories sorted by name, then "mean"
@@ -66,6 +81,8 @@ type Report struct {
 	// GuidanceT is the timestep Guidance was measured at.
 	GuidanceT int
 	Scorer    string
+	// PixelSize is the side the pixel figures were computed at.
+	PixelSize int
 	StartT    int
 	Steps     int
 	Images    int
@@ -85,8 +102,28 @@ type catAcc struct {
 // categories accumulate the measures per category.
 type categories map[string]*catAcc
 
-// add records one scored image of the test split.
-func (cs categories) add(it datasets.Item, sc evaluate.Scored, ssim float64, size int) {
+// pixels is one image's anomaly map and ground-truth mask at the side the
+// pixel figures are computed at.
+type pixels struct {
+	side   int
+	scores []float32
+	mask   []bool
+}
+
+// pixelsOf is the item's map m (size x size) and mask at o.PixelSize.
+func (o Options) pixelsOf(it datasets.Item, m []float32, size int) (pixels, error) {
+	if o.PixelSize == 0 || o.PixelSize == size {
+		return pixels{side: size, scores: m, mask: it.Mask}, nil
+	}
+	mask, err := datasets.LoadMask(it.Sample, o.PixelSize)
+	if err != nil {
+		return pixels{}, fmt.Errorf("quality: %w", err)
+	}
+	return pixels{side: o.PixelSize, scores: upsampleBilinear(m, size, o.PixelSize), mask: mask}, nil
+}
+
+// add records one scored image of the test split, its pixel figures from px.
+func (cs categories) add(it datasets.Item, sc evaluate.Scored, px pixels, ssim float64) {
 	s := it.Sample
 	c := cs[s.Category]
 	if c == nil {
@@ -95,14 +132,14 @@ func (cs categories) add(it datasets.Item, sc evaluate.Scored, ssim float64, siz
 	}
 	c.ImageScores = append(c.ImageScores, float32(sc.Score))
 	c.ImageLabels = append(c.ImageLabels, s.Anomalous)
-	c.Maps = append(c.Maps, metrics.Map{Width: size, Height: size, Scores: sc.Map, Mask: it.Mask})
+	c.Maps = append(c.Maps, metrics.Map{Width: px.side, Height: px.side, Scores: px.scores, Mask: px.mask})
 	c.defects = append(c.defects, s.Defect)
 	if !s.Anomalous {
-		c.psnr = append(c.psnr, psnr(it.Image, sc.Recon, size*size))
+		c.psnr = append(c.psnr, psnr(it.Image, sc.Recon, len(it.Image)/3))
 		c.ssim = append(c.ssim, ssim)
 		return
 	}
-	c.removal.add(sc.Map, it.Mask)
+	c.removal.add(px.scores, px.mask)
 }
 
 // summarise adds the per-category rows, their mean and the per-defect rows
@@ -149,7 +186,10 @@ func (cs categories) summarise(rep *Report, cfg metrics.EvalConfig) error {
 }
 
 // Measure evaluates cfg's checkpoint on the test split of cfg.Data.
-func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
+func Measure(ctx context.Context, cfg evaluate.Config, opts Options) (Report, error) {
+	if opts.PixelSize < 0 || opts.PixelSize > maxPixelSize {
+		return Report{}, fmt.Errorf("quality: pixel size must be in [0, %d], got %d", maxPixelSize, opts.PixelSize)
+	}
 	split, err := evaluate.OpenTestSplit(cfg)
 	if err != nil {
 		return Report{}, err
@@ -157,7 +197,7 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 	det := split.Detector
 	defer det.Free()
 	size := det.Model.Config.ImageSize
-	rep := Report{Scorer: det.Scorer.Kind(), StartT: det.Sampler.StartT, Steps: det.Sampler.Steps}
+	rep := Report{Scorer: det.Scorer.Kind(), StartT: det.Sampler.StartT, Steps: det.Sampler.Steps, PixelSize: cmp.Or(opts.PixelSize, size)}
 	byCat := categories{}
 	var changeSum float64
 	var changeN int64
@@ -198,7 +238,11 @@ func Measure(ctx context.Context, cfg evaluate.Config) (Report, error) {
 			return err
 		}
 		for i, it := range b.Items {
-			byCat.add(it, b.Scored[i], ssims[i], size)
+			px, err := opts.pixelsOf(it, b.Scored[i].Map, size)
+			if err != nil {
+				return err
+			}
+			byCat.add(it, b.Scored[i], px, ssims[i])
 		}
 		rep.Images += len(b.Items)
 		return nil
@@ -394,7 +438,7 @@ func byDefect(cat string, c *catAcc) ([]DefectRow, error) {
 
 func Format(r Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scorer %s, start level %d, %d steps, %d test images\n", r.Scorer, r.StartT, r.Steps, r.Images)
+	fmt.Fprintf(&b, "scorer %s, start level %d, %d steps, %d test images; pixel figures at %dx%d\n", r.Scorer, r.StartT, r.Steps, r.Images, r.PixelSize, r.PixelSize)
 	fmt.Fprintf(&b, "%-10s %8s %8s %8s %9s %6s %8s\n", "category", "I-AUROC", "P-AUROC", "PRO", "PSNR(dB)", "SSIM", "in/out")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "%-10s %8.1f %8.1f %8.1f %9.2f %6.3f %8.2f\n", row.Category, 100*row.ImageAUROC, 100*row.PixelAUROC, 100*row.PRO, row.PSNR, row.SSIM, row.Removal)
@@ -408,4 +452,34 @@ func Format(r Report) string {
 	fmt.Fprintf(&b, "predicted image, first to last step: mean |change| %.1f/255\n", r.StepChange)
 	fmt.Fprintf(&b, "SG guidance at the first step (t = %d): changes the noise prediction by %.2g%% RMS\n", r.GuidanceT, 100*r.Guidance)
 	return b.String()
+}
+
+// upsampleBilinear resizes a square map from x from to to x to by bilinear
+// interpolation with half-pixel centres (align_corners=False, as the
+// reference upsamples its maps), clamped at the border.
+func upsampleBilinear(m []float32, from, to int) []float32 {
+	out := make([]float32, to*to)
+	idx := make([]int, to)
+	frac := make([]float32, to)
+	for i := range to {
+		src := (float64(i)+0.5)*float64(from)/float64(to) - 0.5
+		src = min(max(src, 0), float64(from-1))
+		idx[i] = min(int(src), from-2)
+		if from == 1 {
+			idx[i] = 0
+		}
+		frac[i] = float32(src - float64(idx[i]))
+	}
+	for y := range to {
+		y0, fy := idx[y], frac[y]
+		y1 := min(y0+1, from-1)
+		for x := range to {
+			x0, fx := idx[x], frac[x]
+			x1 := min(x0+1, from-1)
+			top := m[y0*from+x0]*(1-fx) + m[y0*from+x1]*fx
+			bottom := m[y1*from+x0]*(1-fx) + m[y1*from+x1]*fx
+			out[y*to+x] = top*(1-fy) + bottom*fy
+		}
+	}
+	return out
 }

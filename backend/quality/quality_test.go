@@ -74,11 +74,11 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 	cfg.Scorer = "pixel"
 	st := 300
 	cfg.Sampler.StartT = &st
-	rep, err := Measure(context.Background(), cfg)
+	rep, err := Measure(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Scorer != "pixel" || rep.StartT != 300 || rep.Images != 2*2+3+4 {
+	if rep.Scorer != "pixel" || rep.StartT != 300 || rep.Images != 2*2+3+4 || rep.PixelSize != 64 {
 		t.Fatalf("report %+v", rep)
 	}
 	if len(rep.Rows) != 3 || rep.Rows[0].Category != "disc" || rep.Rows[1].Category != "woven" || rep.Mean().Category != "mean" {
@@ -123,11 +123,26 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 		t.Fatalf("guidance of a fresh model: %g at t = %d", rep.Guidance, rep.GuidanceT)
 	}
 	cfg.Checkpoint = guided
-	g, err := Measure(context.Background(), cfg)
+	// The pixel figures at twice the model's size: every one still a
+	// fraction, and the report says at what size.
+	g, err := Measure(context.Background(), cfg, Options{PixelSize: 128})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !(g.Guidance > 0) {
 		t.Fatalf("guidance with the SG output switched on: %g", g.Guidance)
+	}
+	for _, r := range g.Rows {
+		if !(r.PixelAUROC >= 0 && r.PixelAUROC <= 1) || !(r.PRO >= 0 && r.PRO <= 1) || !(r.Removal > 0) {
+			t.Fatalf("%s at 128 px: P-AUROC %g, PRO %g, removal %g", r.Category, r.PixelAUROC, r.PRO, r.Removal)
+		}
+	}
+	if g.PixelSize != 128 || !strings.Contains(Format(g), "pixel figures at 128x128") {
+		t.Fatalf("pixel size %d, format:\n%s", g.PixelSize, Format(g))
+	}
+	for _, bad := range []int{-1, maxPixelSize + 1} {
+		if _, err := Measure(context.Background(), cfg, Options{PixelSize: bad}); err == nil || !strings.Contains(err.Error(), "pixel size") {
+			t.Fatalf("pixel size %d: %v", bad, err)
+		}
 	}
 }

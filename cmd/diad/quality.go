@@ -19,6 +19,7 @@ func newQualityCmd() *cobra.Command {
 	var trainOut, trainBase string
 	var budget time.Duration
 	var seed uint64
+	var opts quality.Options
 	cmd := &cobra.Command{
 		Use:   "quality",
 		Short: "Measure detection, reconstruction and defect removal on a labelled test split",
@@ -27,7 +28,9 @@ func newQualityCmd() *cobra.Command {
 			"against their inputs; defect removal (mean anomaly map inside the defect masks over the mean\n" +
 			"outside); and how much the predicted image changes from the first to the last sampler step.\n" +
 			"With --train DIR it first trains the demo recipe from scratch into DIR (stopping at --budget)\n" +
-			"and measures the model it made. Example on the committed demo model:\n" +
+			"and measures the model it made. --pixel-size 256 computes the pixel figures at 256x256, as the\n" +
+			"reference does, whatever size the model runs at (maps upsampled, masks read at that size).\n" +
+			"Example on the committed demo model:\n" +
 			"  diad synth --out var/synth128 && diad bench quality --checkpoint backend/model/demo/model.safetensors --data var/synth128",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,7 +65,7 @@ func newQualityCmd() *cobra.Command {
 			if cfg.Checkpoint == "" {
 				return fmt.Errorf("quality: --checkpoint or --train is required")
 			}
-			rep, err := quality.Measure(cmd.Context(), cfg)
+			rep, err := quality.Measure(cmd.Context(), cfg, opts)
 			if err != nil {
 				return err
 			}
@@ -77,6 +80,7 @@ func newQualityCmd() *cobra.Command {
 	f.StringVar(&trainOut, "train", "", "train the demo recipe from scratch into this folder first")
 	f.DurationVar(&budget, "budget", 60*time.Minute, "time budget of --train")
 	f.Uint64Var(&seed, "train-seed", 1, "training seed of --train")
+	f.IntVar(&opts.PixelSize, "pixel-size", 0, "side the pixel figures (P-AUROC, PRO, in/out) are computed at (0: the model's image size; the reference: 256)")
 	f.StringVar(&trainBase, "train-base", "demo", "recipe of --train: demo, or demo-head (with the anomaly head)")
 	return cmd
 }
