@@ -2,6 +2,7 @@ package quality
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -123,21 +124,27 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 		t.Fatalf("guidance of a fresh model: %g at t = %d", rep.Guidance, rep.GuidanceT)
 	}
 	cfg.Checkpoint = guided
-	// The pixel figures at twice the model's size: every one still a
-	// fraction, and the report says at what size.
-	g, err := Measure(context.Background(), cfg, Options{PixelSize: 128})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := measureAtPixelSize(t, cfg, 128)
 	if !(g.Guidance > 0) {
 		t.Fatalf("guidance with the SG output switched on: %g", g.Guidance)
 	}
+}
+
+// measureAtPixelSize measures cfg with the pixel figures at px (twice the
+// model's size): every one still a fraction, and the report says at what
+// size; sizes out of bounds are refused.
+func measureAtPixelSize(t *testing.T, cfg evaluate.Config, px int) Report {
+	t.Helper()
+	g, err := Measure(context.Background(), cfg, Options{PixelSize: px})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range g.Rows {
 		if !(r.PixelAUROC >= 0 && r.PixelAUROC <= 1) || !(r.PRO >= 0 && r.PRO <= 1) || !(r.Removal > 0) {
-			t.Fatalf("%s at 128 px: P-AUROC %g, PRO %g, removal %g", r.Category, r.PixelAUROC, r.PRO, r.Removal)
+			t.Fatalf("%s at %d px: P-AUROC %g, PRO %g, removal %g", r.Category, px, r.PixelAUROC, r.PRO, r.Removal)
 		}
 	}
-	if g.PixelSize != 128 || !strings.Contains(Format(g), "pixel figures at 128x128") {
+	if want := fmt.Sprintf("pixel figures at %dx%d", px, px); g.PixelSize != px || !strings.Contains(Format(g), want) {
 		t.Fatalf("pixel size %d, format:\n%s", g.PixelSize, Format(g))
 	}
 	for _, bad := range []int{-1, maxPixelSize + 1} {
@@ -145,4 +152,5 @@ func TestMeasureReportsEveryCategoryAndTheMean(t *testing.T) {
 			t.Fatalf("pixel size %d: %v", bad, err)
 		}
 	}
+	return g
 }
