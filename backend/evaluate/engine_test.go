@@ -5,7 +5,6 @@ import (
 	"errors"
 	"image"
 	"image/color"
-	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -27,16 +26,7 @@ func writeTestPNG(t *testing.T, path string, shade uint8) {
 			img.Set(x, y, color.RGBA{shade, uint8(4 * x), uint8(4 * y), 255})
 		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := png.Encode(f, img); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	filetest.WritePNG(t, path, img)
 }
 
 // The engine takes the compute lane per step: a second trajectory started

@@ -5,6 +5,9 @@
 package filetest
 
 import (
+	"bytes"
+	"image"
+	"image/png"
 	"os"
 	"testing"
 )
@@ -25,4 +28,14 @@ func Write(t testing.TB, path string, b []byte) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// WritePNG encodes img as a PNG file at path or fails the test.
+func WritePNG(t testing.TB, path string, img image.Image) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	Write(t, path, b.Bytes())
 }

@@ -3,15 +3,14 @@ package quality
 import (
 	"image"
 	"image/color"
-	"image/png"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/diad-project/diad/backend/filetest"
 	"github.com/diad-project/diad/backend/torchrt"
 	"github.com/diad-project/diad/datasets"
 )
@@ -56,16 +55,7 @@ func TestPixelsOfReadsTheMaskAtThePixelSize(t *testing.T) {
 		img.SetGray(x, 30, color.Gray{Y: 255})
 	}
 	maskPath := filepath.Join(dir, "000_mask.png")
-	f, err := os.Create(maskPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := png.Encode(f, img); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	filetest.WritePNG(t, maskPath, img)
 	s := datasets.Sample{MaskPath: maskPath, Anomalous: true}
 	small, err := datasets.LoadMask(s, 16)
 	if err != nil {
