@@ -15,16 +15,17 @@ import (
 	"github.com/diad-project/diad/datasets"
 )
 
-// The upsampled map agrees with libtorch's bilinear upsampling
-// (align_corners=False) to float precision, and keeps a constant map constant.
-func TestUpsampleBilinearMatchesLibtorch(t *testing.T) {
+// The resized map agrees with libtorch's bilinear upsampling
+// (align_corners=False; halving too) to float precision, and keeps a
+// constant map constant.
+func TestResizeBilinearMatchesLibtorch(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, c := range []struct{ from, to int }{{2, 4}, {3, 8}, {16, 40}, {1, 5}, {8, 8}} {
+	for _, c := range []struct{ from, to int }{{2, 4}, {3, 8}, {16, 40}, {1, 5}, {8, 8}, {8, 4}} {
 		m := make([]float32, c.from*c.from)
 		for i := range m {
 			m[i] = rng.Float32()
 		}
-		got := upsampleBilinear(m, c.from, c.to)
+		got := resizeBilinear(m, c.from, c.to)
 		var want []float32
 		torchrt.NoGrad(func() {
 			x := ts.MustOfSlice(m).MustView([]int64{1, 1, int64(c.from), int64(c.from)}, true)
@@ -38,7 +39,7 @@ func TestUpsampleBilinearMatchesLibtorch(t *testing.T) {
 			}
 		}
 	}
-	for _, v := range upsampleBilinear([]float32{2, 2, 2, 2}, 2, 7) {
+	for _, v := range resizeBilinear([]float32{2, 2, 2, 2}, 2, 7) {
 		if v != 2 {
 			t.Fatalf("a constant map upsampled to %g", v)
 		}

@@ -54,7 +54,7 @@ type DefectRow struct {
 // Options are how Measure evaluates beyond the model's own configuration.
 type Options struct {
 	// PixelSize is the side the pixel figures (pixel AUROC, PRO, defect
-	// removal) are computed at: the anomaly maps are upsampled bilinearly
+	// removal) are computed at: the anomaly maps are resized bilinearly
 	// to it and the masks read from their files at it, so that a thin
 	// defect keeps its true shape when the model runs at a smaller size.
 	// 0 is the model's image size; the reference evaluates at 256.
@@ -119,7 +119,7 @@ func (o Options) pixelsOf(it datasets.Item, m []float32, size int) (pixels, erro
 	if err != nil {
 		return pixels{}, fmt.Errorf("quality: %w", err)
 	}
-	return pixels{side: o.PixelSize, scores: upsampleBilinear(m, size, o.PixelSize), mask: mask}, nil
+	return pixels{side: o.PixelSize, scores: resizeBilinear(m, size, o.PixelSize), mask: mask}, nil
 }
 
 // add records one scored image of the test split, its pixel figures from px.
@@ -454,10 +454,11 @@ func Format(r Report) string {
 	return b.String()
 }
 
-// upsampleBilinear resizes a square map from x from to to x to by bilinear
-// interpolation with half-pixel centres (align_corners=False, as the
-// reference upsamples its maps), clamped at the border.
-func upsampleBilinear(m []float32, from, to int) []float32 {
+// resizeBilinear resizes a square map from x from to to x to by bilinear
+// interpolation with half-pixel centres (libtorch's align_corners=False, as
+// the patch memory upsamples its own map), clamped at the border. Made
+// smaller it samples without antialiasing (halving averages 2x2 blocks).
+func resizeBilinear(m []float32, from, to int) []float32 {
 	out := make([]float32, to*to)
 	idx := make([]int, to)
 	frac := make([]float32, to)
