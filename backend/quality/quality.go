@@ -465,10 +465,7 @@ func resizeBilinear(m []float32, from, to int) []float32 {
 	for i := range to {
 		src := (float64(i)+0.5)*float64(from)/float64(to) - 0.5
 		src = min(max(src, 0), float64(from-1))
-		idx[i] = min(int(src), from-2)
-		if from == 1 {
-			idx[i] = 0
-		}
+		idx[i] = max(0, min(int(src), from-2))
 		frac[i] = float32(src - float64(idx[i]))
 	}
 	for y := range to {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sugarme/gotch"
 
+	"github.com/diad-project/diad/backend/checkpoint"
 	"github.com/diad-project/diad/backend/model"
 	"github.com/diad-project/diad/backend/patchmemory"
 	"github.com/diad-project/diad/backend/scoring"
@@ -98,7 +99,15 @@ func TestPatchMemory(t *testing.T) {
 // scales: the leading component's 1, the others' above it.
 func requireWhitening(t *testing.T, path string) {
 	t.Helper()
-	r, _ := openPair(t, path, path)
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	x, err := r.Load(patchmemory.Prefix+"scale", gotch.CPU)
 	if err != nil {
 		t.Fatal(err)
